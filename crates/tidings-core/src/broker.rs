@@ -1,0 +1,104 @@
+//! The [`Broker`] trait: everything a storage backend offers.
+
+use async_trait::async_trait;
+
+use crate::{
+    ConsumerName, DeadLetter, DeadLetterSelection, Delivery, GroupName, MessageId, Nack,
+    OutgoingMessage, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Result, SendReceipt,
+    Transaction,
+};
+
+/// A message broker: durable named queues with consumer groups, redelivery,
+/// dead letters, TTL, delays and transactions.
+///
+/// The trait is object safe (`Arc<dyn Broker>`), so a backend can be chosen at
+/// run time from a URL; see `docs/decisions/0002-object-safe-broker.md`.
+///
+/// Semantics every backend honours (the conformance suite checks them):
+///
+/// - Each consumer group sees every message of the queue; consumers within a
+///   group share them. A group created after messages were sent sees every
+///   message still stored.
+/// - A delivered message not acked within the queue's visibility timeout is
+///   delivered again with `delivery_count + 1`; after `max_deliveries` it goes
+///   to the dead-letter queue instead.
+/// - A message leaves the queue only when every group has acked it, it
+///   expired, or it was dead-lettered (and is then in the dead-letter queue).
+#[async_trait]
+pub trait Broker: Send + Sync {
+    /// Creates a queue (and its dead-letter queue). Returns `true` if it was
+    /// created, `false` if it already existed with the same settings.
+    async fn create_queue(&self, queue: &QueueName, config: QueueConfig) -> Result<bool>;
+
+    /// Names of all queues, sorted.
+    async fn list_queues(&self) -> Result<Vec<QueueName>>;
+
+    /// Counts, groups and settings of a queue.
+    async fn queue_info(&self, queue: &QueueName) -> Result<QueueInfo>;
+
+    /// Deletes a queue with its messages, groups and dead letters.
+    async fn delete_queue(&self, queue: &QueueName) -> Result<()>;
+
+    /// Deletes every message of a queue (not its dead letters). Returns how many.
+    async fn purge_queue(&self, queue: &QueueName) -> Result<u64>;
+
+    /// Sends one message.
+    async fn send(&self, queue: &QueueName, message: OutgoingMessage) -> Result<SendReceipt> {
+        let mut receipts = self.send_batch(queue, vec![message]).await?;
+        receipts.pop().ok_or(crate::Error::Closed)
+    }
+
+    /// Sends several messages to one queue, atomically, in order.
+    async fn send_batch(
+        &self,
+        queue: &QueueName,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<Vec<SendReceipt>>;
+
+    /// Takes up to `options.max_messages` messages for `consumer` of `group`,
+    /// waiting up to `options.wait` for the first one. The group is created on
+    /// first use.
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        options: ReceiveOptions,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Acknowledges messages delivered to `group`. Ids not pending in the
+    /// group (already acked, or unknown) are skipped. Returns how many were acked.
+    async fn ack(&self, queue: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64>;
+
+    /// Gives a delivered message back: to be retried after a delay, or dead-lettered now.
+    /// Returns `false` if the message was not pending in the group.
+    async fn nack(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        id: &MessageId,
+        nack: Nack,
+    ) -> Result<bool>;
+
+    /// Dead letters of a queue, oldest first, at most `limit`.
+    async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// Moves dead letters back to their queue (to the group that gave up on
+    /// them, or to every group for expired ones). Returns how many.
+    async fn requeue_dead_letters(
+        &self,
+        queue: &QueueName,
+        selection: DeadLetterSelection,
+    ) -> Result<u64>;
+
+    /// Deletes dead letters. Returns how many.
+    async fn purge_dead_letters(
+        &self,
+        queue: &QueueName,
+        selection: DeadLetterSelection,
+    ) -> Result<u64>;
+
+    /// Applies the transaction's sends and acks atomically. Returns the
+    /// receipts of its sends, in order.
+    async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>>;
+}

@@ -1,0 +1,137 @@
+//! Key layouts and record encodings of the embedded engine.
+//!
+//! Ids (queues, groups, messages, dead letters) come from one counter and are
+//! never reused, so stale keys of a deleted queue can never be mistaken for a
+//! new one's. Keys are big-endian so that key order is id order.
+//!
+//! | space    | key                         | value            |
+//! |----------|-----------------------------|------------------|
+//! | meta     | `"format"`, `"seq"`         | u64              |
+//! | queues   | queue name                  | [`QueueRecord`]  |
+//! | groups   | queue id, group name        | [`GroupRecord`]  |
+//! | messages | queue id, seq               | [`MessageRecord`]|
+//! | marks    | queue id, group id, seq     | [`Mark`]         |
+//! | dedup    | queue id, dedup id          | [`DedupRecord`]  |
+//! | dead     | queue id, dead-letter seq   | [`DeadRecord`]   |
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use tidings_core::{Error, QueueConfig, Result};
+
+/// Version of this layout, stored under `meta/format`.
+pub(crate) const FORMAT: u64 = 1;
+
+pub(crate) const META_FORMAT: &[u8] = b"format";
+pub(crate) const META_SEQ: &[u8] = b"seq";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct QueueRecord {
+    pub(crate) id: u64,
+    pub(crate) config: QueueConfig,
+    pub(crate) created_at: u64,
+    pub(crate) expired_total: u64,
+    pub(crate) dead_lettered_total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GroupRecord {
+    pub(crate) id: u64,
+    pub(crate) created_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MessageRecord {
+    pub(crate) enqueued_at: u64,
+    pub(crate) expires_at: Option<u64>,
+    pub(crate) deliver_at: Option<u64>,
+    /// Set on requeued dead letters: only this group receives the message.
+    pub(crate) only_group: Option<u64>,
+    pub(crate) dedup_id: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) payload: String,
+}
+
+/// Per-group state of a stored message, written only when it is not the default
+/// ("owed, never delivered").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Mark {
+    /// Delivered this many times, not yet acked.
+    Delivered(u32),
+    /// Acked, dead-lettered or otherwise finished by this group.
+    Done,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DedupRecord {
+    pub(crate) seq: u64,
+    pub(crate) expires_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeadRecord {
+    pub(crate) original_seq: u64,
+    pub(crate) group: Option<String>,
+    pub(crate) reason: String,
+    pub(crate) attempts: u32,
+    pub(crate) dead_lettered_at: u64,
+    pub(crate) message: MessageRecord,
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs into a Vec cannot fail.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Corrupt {
+        location: what.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+pub(crate) fn seq_key(queue: u64, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    key.extend_from_slice(&queue.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub(crate) fn mark_key(queue: u64, group: u64, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(24);
+    key.extend_from_slice(&queue.to_be_bytes());
+    key.extend_from_slice(&group.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub(crate) fn named_key(queue: u64, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + name.len());
+    key.extend_from_slice(&queue.to_be_bytes());
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// Splits a key into its leading big-endian u64s and the rest.
+pub(crate) fn split_key<'k, const N: usize>(what: &str, key: &'k [u8]) -> Result<([u64; N], &'k [u8])> {
+    let mut ids = [0u64; N];
+    let mut rest = key;
+    for id in &mut ids {
+        let Some((head, tail)) = rest.split_first_chunk::<8>() else {
+            return Err(Error::Corrupt {
+                location: what.to_owned(),
+                detail: format!("key of {} bytes is too short", key.len()),
+            });
+        };
+        *id = u64::from_be_bytes(*head);
+        rest = tail;
+    }
+    Ok((ids, rest))
+}
+
+pub(crate) fn u64_value(what: &str, bytes: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt {
+        location: what.to_owned(),
+        detail: format!("expected 8 bytes, found {}", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(arr))
+}

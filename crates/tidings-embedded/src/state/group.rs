@@ -1,0 +1,163 @@
+//! Where each message stands for one consumer group.
+//!
+//! A stored, visible message the group still owes is in exactly one of
+//! `ready` (deliverable now, in send order), `delayed` (until a time) or
+//! `in_flight` (delivered, waiting for an ack until a deadline).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use tidings_core::{ConsumerInfo, GroupInfo, GroupName, Timestamp};
+
+/// One delivery waiting for its ack.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub(crate) consumer: String,
+    pub(crate) deadline: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ConsumerStats {
+    pub(crate) pending: u64,
+    pub(crate) last_seen: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct GroupState {
+    pub(crate) id: u64,
+    pub(crate) name: GroupName,
+    pub(crate) ready: BTreeSet<u64>,
+    pub(crate) delayed: BTreeSet<(u64, u64)>,
+    pub(crate) in_flight: HashMap<u64, InFlight>,
+    /// `(deadline, seq)` of every in-flight message, earliest first.
+    pub(crate) deadlines: BTreeSet<(u64, u64)>,
+    /// Deliveries so far of each message delivered at least once.
+    pub(crate) counts: HashMap<u64, u32>,
+    pub(crate) consumers: BTreeMap<String, ConsumerStats>,
+}
+
+impl GroupState {
+    pub(crate) fn new(id: u64, name: GroupName) -> Self {
+        Self {
+            id,
+            name,
+            ready: BTreeSet::new(),
+            delayed: BTreeSet::new(),
+            in_flight: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            counts: HashMap::new(),
+            consumers: BTreeMap::new(),
+        }
+    }
+
+    /// Makes a message the group owes deliverable at `due` (now or later).
+    pub(crate) fn schedule(&mut self, seq: u64, due: Option<u64>, now: u64) {
+        match due {
+            Some(due) if due > now => {
+                self.delayed.insert((due, seq));
+            }
+            _ => {
+                self.ready.insert(seq);
+            }
+        }
+    }
+
+    /// Records a delivery to `consumer`; returns the new delivery count.
+    pub(crate) fn deliver(&mut self, seq: u64, consumer: &str, deadline: u64, now: u64) -> u32 {
+        let count = self.counts.entry(seq).or_insert(0);
+        *count += 1;
+        let count = *count;
+        self.in_flight.insert(
+            seq,
+            InFlight {
+                consumer: consumer.to_owned(),
+                deadline,
+            },
+        );
+        self.deadlines.insert((deadline, seq));
+        let stats = self.consumers.entry(consumer.to_owned()).or_default();
+        stats.pending += 1;
+        stats.last_seen = now;
+        count
+    }
+
+    /// Ends a delivery (ack, nack or timeout). Returns false if `seq` was not in flight.
+    pub(crate) fn end_delivery(&mut self, seq: u64) -> bool {
+        let Some(flight) = self.in_flight.remove(&seq) else {
+            return false;
+        };
+        self.deadlines.remove(&(flight.deadline, seq));
+        if let Some(stats) = self.consumers.get_mut(&flight.consumer) {
+            stats.pending = stats.pending.saturating_sub(1);
+        }
+        true
+    }
+
+    /// Forgets a message entirely (settled, expired or purged).
+    pub(crate) fn forget(&mut self, seq: u64, due: Option<u64>) {
+        self.end_delivery(seq);
+        self.ready.remove(&seq);
+        if let Some(due) = due {
+            self.delayed.remove(&(due, seq));
+        }
+        self.counts.remove(&seq);
+    }
+
+    /// Moves delayed messages whose time has come to `ready`.
+    pub(crate) fn promote_due(&mut self, now: u64) {
+        while let Some(&(due, seq)) = self.delayed.first() {
+            if due > now {
+                break;
+            }
+            self.delayed.pop_first();
+            self.ready.insert(seq);
+        }
+    }
+
+    /// Messages whose visibility timeout has passed, earliest first.
+    pub(crate) fn timed_out(&self, now: u64) -> Vec<u64> {
+        self.deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|&(_, seq)| seq)
+            .collect()
+    }
+
+    /// The earliest time something of this group becomes deliverable.
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        let delayed = self.delayed.first().map(|&(due, _)| due);
+        let deadline = self.deadlines.first().map(|&(d, _)| d);
+        match (delayed, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.ready.clear();
+        self.delayed.clear();
+        self.in_flight.clear();
+        self.deadlines.clear();
+        self.counts.clear();
+        for stats in self.consumers.values_mut() {
+            stats.pending = 0;
+        }
+    }
+
+    pub(crate) fn info(&self) -> GroupInfo {
+        GroupInfo {
+            name: self.name.clone(),
+            ready: self.ready.len() as u64,
+            delayed: self.delayed.len() as u64,
+            pending: self.in_flight.len() as u64,
+            consumers: self
+                .consumers
+                .iter()
+                .map(|(name, s)| ConsumerInfo {
+                    name: name.clone(),
+                    pending: s.pending,
+                    last_seen: Timestamp(s.last_seen),
+                })
+                .collect(),
+        }
+    }
+}

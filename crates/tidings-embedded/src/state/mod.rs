@@ -1,0 +1,208 @@
+//! The engine's in-memory index of everything in the store, and its rebuild
+//! from the store when the engine opens.
+
+mod group;
+mod queue;
+
+use std::collections::BTreeMap;
+
+use tidings_core::{Error, GroupName, MessageId, QueueName, Result};
+
+pub(crate) use queue::QueueState;
+
+use crate::records::{
+    DeadRecord, DedupRecord, FORMAT, GroupRecord, META_FORMAT, META_SEQ, Mark,
+    MessageRecord, QueueRecord, decode, split_key, u64_value,
+};
+use crate::store::{Batch, Space, Store};
+
+/// How many ids are reserved per write of the persisted high-water mark.
+const SEQ_RESERVE: u64 = 1 << 20;
+
+/// The one counter all ids come from. Its high-water mark is persisted ahead
+/// of use, so ids are never reused after a restart.
+pub(crate) struct SeqAlloc {
+    next: u64,
+    reserved: u64,
+}
+
+impl SeqAlloc {
+    pub(crate) fn next(&mut self, batch: &mut Batch) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        if self.next > self.reserved {
+            self.reserved = self.next + SEQ_RESERVE;
+            batch.put(
+                Space::Meta,
+                META_SEQ.to_vec(),
+                self.reserved.to_be_bytes().to_vec(),
+            );
+        }
+        seq
+    }
+}
+
+/// What an operation on the index needs besides the index.
+pub(crate) struct Ctx<'a> {
+    pub(crate) store: &'a dyn Store,
+    pub(crate) batch: &'a mut Batch,
+    pub(crate) seq: &'a mut SeqAlloc,
+    pub(crate) now: u64,
+}
+
+/// The public id of a message: its sequence number in decimal.
+pub(crate) fn message_id(seq: u64) -> MessageId {
+    MessageId(seq.to_string())
+}
+
+/// Reads a message id back; ids of other formats match nothing.
+pub(crate) fn parse_id(id: &MessageId) -> Option<u64> {
+    id.as_str().parse().ok()
+}
+
+pub(crate) struct State {
+    pub(crate) queues: BTreeMap<QueueName, QueueState>,
+    pub(crate) seq: SeqAlloc,
+}
+
+impl State {
+    /// Rebuilds the index from the store.
+    pub(crate) fn load(store: &dyn Store, now: u64) -> Result<(Self, Batch)> {
+        let mut batch = Batch::default();
+        let mut format = None;
+        let mut reserved = 0;
+        store.scan(Space::Meta, &mut |k, v| {
+            match k {
+                META_FORMAT => format = Some(u64_value("meta/format", v)?),
+                META_SEQ => reserved = u64_value("meta/seq", v)?,
+                _ => {}
+            }
+            Ok(())
+        })?;
+        match format {
+            None => batch.put(
+                Space::Meta,
+                META_FORMAT.to_vec(),
+                FORMAT.to_be_bytes().to_vec(),
+            ),
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(Error::Corrupt {
+                    location: "meta/format".into(),
+                    detail: format!("data format {other} is not supported (this build reads {FORMAT})"),
+                });
+            }
+        }
+        let mut max_seen = 0u64;
+        let mut queues: BTreeMap<QueueName, QueueState> = BTreeMap::new();
+        let mut by_id: BTreeMap<u64, QueueName> = BTreeMap::new();
+        store.scan(Space::Queues, &mut |k, v| {
+            let name = std::str::from_utf8(k)
+                .ok()
+                .and_then(|n| QueueName::new(n).ok())
+                .ok_or_else(|| Error::Corrupt {
+                    location: "queues".into(),
+                    detail: "a queue key is not a valid queue name".into(),
+                })?;
+            let record: QueueRecord = decode("queue record", v)?;
+            max_seen = max_seen.max(record.id);
+            by_id.insert(record.id, name.clone());
+            queues.insert(name.clone(), QueueState::new(name, record));
+            Ok(())
+        })?;
+        let lookup = |qid: u64| by_id.get(&qid).cloned();
+
+        store.scan(Space::Groups, &mut |k, v| {
+            let ([qid], rest) = split_key::<1>("groups", k)?;
+            let record: GroupRecord = decode("group record", v)?;
+            max_seen = max_seen.max(record.id);
+            let (Some(qname), Some(gname)) = (
+                lookup(qid),
+                std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|n| GroupName::new(n).ok()),
+            ) else {
+                return Ok(());
+            };
+            if let Some(q) = queues.get_mut(&qname) {
+                q.groups
+                    .insert(gname.clone(), group::GroupState::new(record.id, gname));
+            }
+            Ok(())
+        })?;
+
+        let mut marks: BTreeMap<(u64, u64, u64), Mark> = BTreeMap::new();
+        store.scan(Space::Marks, &mut |k, v| {
+            let ([qid, gid, seq], _) = split_key::<3>("marks", k)?;
+            marks.insert((qid, gid, seq), decode("mark", v)?);
+            Ok(())
+        })?;
+
+        store.scan(Space::Messages, &mut |k, v| {
+            let ([qid, seq], _) = split_key::<2>("messages", k)?;
+            max_seen = max_seen.max(seq);
+            let Some(q) = lookup(qid).and_then(|n| queues.get_mut(&n)) else {
+                return Ok(());
+            };
+            let record: MessageRecord = decode("message", v)?;
+            let mut meta = queue::MsgMeta::from_record(&record);
+            meta.visible = true;
+            for g in q.groups.values_mut() {
+                if record.only_group.is_some_and(|only| only != g.id) {
+                    continue;
+                }
+                match marks.get(&(qid, g.id, seq)) {
+                    Some(Mark::Done) => continue,
+                    Some(Mark::Delivered(n)) => {
+                        g.counts.insert(seq, *n);
+                    }
+                    None => {}
+                }
+                meta.owed += 1;
+                g.schedule(seq, meta.deliver_at, now);
+            }
+            if meta.owed == 0 && !q.groups.is_empty() {
+                q.retained.insert(seq);
+            } else if let Some(t) = meta.expires_at {
+                q.expiries.insert((t, seq));
+            }
+            q.messages.insert(seq, meta);
+            Ok(())
+        })?;
+
+        store.scan(Space::Dedup, &mut |k, v| {
+            let ([qid], rest) = split_key::<1>("dedup", k)?;
+            let Some(q) = lookup(qid).and_then(|n| queues.get_mut(&n)) else {
+                return Ok(());
+            };
+            let record: DedupRecord = decode("dedup record", v)?;
+            let id = String::from_utf8_lossy(rest).into_owned();
+            q.dedup_order.push_back((record.expires_at, id.clone()));
+            q.dedup.insert(id, record);
+            Ok(())
+        })?;
+
+        store.scan(Space::Dead, &mut |k, v| {
+            let ([qid, dseq], _) = split_key::<2>("dead", k)?;
+            max_seen = max_seen.max(dseq);
+            if let Some(q) = lookup(qid).and_then(|n| queues.get_mut(&n)) {
+                let _: DeadRecord = decode("dead letter", v)?;
+                q.dead.insert(dseq);
+            }
+            Ok(())
+        })?;
+
+        for q in queues.values_mut() {
+            q.dedup_order.make_contiguous().sort();
+        }
+        let next = reserved.max(max_seen + 1).max(1);
+        let state = State {
+            queues,
+            seq: SeqAlloc {
+                next,
+                reserved: next,
+            },
+        };
+        Ok((state, batch))
+    }
+}

@@ -1,0 +1,509 @@
+//! One queue's index: its stored messages, groups, dead letters and dedup ids,
+//! and the rules that move messages between them.
+//!
+//! Every change to the index is mirrored by records put into the caller's
+//! [`Batch`], so the index can always be rebuilt from the store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use tidings_core::{
+    Delivery, ExpiryAction, GroupName, QueueInfo, QueueName, Result, Timestamp,
+};
+
+use super::group::GroupState;
+use super::{Ctx, message_id};
+use crate::records::{
+    DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, decode, encode,
+    mark_key, named_key, seq_key,
+};
+use crate::store::Space;
+
+/// What the index keeps of a stored message (the payload stays in the store).
+#[derive(Debug, Clone)]
+pub(crate) struct MsgMeta {
+    pub(crate) enqueued_at: u64,
+    pub(crate) expires_at: Option<u64>,
+    pub(crate) deliver_at: Option<u64>,
+    pub(crate) only_group: Option<u64>,
+    /// Groups that still owe it an ack.
+    pub(crate) owed: u32,
+    /// False until its send is durable; invisible messages are not delivered.
+    pub(crate) visible: bool,
+}
+
+impl MsgMeta {
+    pub(crate) fn from_record(r: &MessageRecord) -> Self {
+        Self {
+            enqueued_at: r.enqueued_at,
+            expires_at: r.expires_at,
+            deliver_at: r.deliver_at,
+            only_group: r.only_group,
+            owed: 0,
+            visible: false,
+        }
+    }
+
+    fn for_group(&self, group: u64) -> bool {
+        self.only_group.is_none_or(|g| g == group)
+    }
+
+    fn expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+pub(crate) struct QueueState {
+    pub(crate) name: QueueName,
+    pub(crate) record: QueueRecord,
+    pub(crate) messages: BTreeMap<u64, MsgMeta>,
+    pub(crate) groups: BTreeMap<GroupName, GroupState>,
+    /// `(expires_at, seq)` of messages some group still owes.
+    pub(crate) expiries: BTreeSet<(u64, u64)>,
+    /// Messages every group has finished, kept by the retention policy.
+    pub(crate) retained: BTreeSet<u64>,
+    pub(crate) dedup: HashMap<String, DedupRecord>,
+    /// Dedup ids in the order they expire (the window is fixed per queue).
+    pub(crate) dedup_order: VecDeque<(u64, String)>,
+    pub(crate) dead: BTreeSet<u64>,
+    /// Woken whenever something may have become deliverable.
+    pub(crate) notify: Arc<Notify>,
+}
+
+impl QueueState {
+    pub(crate) fn new(name: QueueName, record: QueueRecord) -> Self {
+        Self {
+            name,
+            record,
+            messages: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            retained: BTreeSet::new(),
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            dead: BTreeSet::new(),
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.record.id
+    }
+
+    pub(crate) fn save_record(&self, ctx: &mut Ctx<'_>) {
+        ctx.batch.put(
+            Space::Queues,
+            self.name.as_str().as_bytes().to_vec(),
+            encode(&self.record),
+        );
+    }
+
+    /// Live dedup entry for `id`, if any.
+    pub(crate) fn dedup_hit(&self, id: &str, now: u64) -> Option<u64> {
+        self.dedup
+            .get(id)
+            .filter(|d| d.expires_at > now)
+            .map(|d| d.seq)
+    }
+
+    pub(crate) fn remember_dedup(&mut self, id: String, seq: u64, ctx: &mut Ctx<'_>) {
+        let window = u64::try_from(self.record.config.dedup_window.as_millis()).unwrap_or(u64::MAX);
+        let record = DedupRecord {
+            seq,
+            expires_at: ctx.now.saturating_add(window),
+        };
+        ctx.batch
+            .put(Space::Dedup, named_key(self.id(), &id), encode(&record));
+        self.dedup_order.push_back((record.expires_at, id.clone()));
+        self.dedup.insert(id, record);
+    }
+
+    /// Stores a new (still invisible) message.
+    pub(crate) fn insert_message(&mut self, seq: u64, record: &MessageRecord, ctx: &mut Ctx<'_>) {
+        ctx.batch
+            .put(Space::Messages, seq_key(self.id(), seq), encode(record));
+        self.messages.insert(seq, MsgMeta::from_record(record));
+    }
+
+    /// Hands a durable message to every group it is for.
+    pub(crate) fn make_visible(&mut self, seq: u64, now: u64) {
+        let Some(meta) = self.messages.get_mut(&seq) else {
+            return; // purged meanwhile
+        };
+        if meta.visible {
+            return;
+        }
+        meta.visible = true;
+        for group in self.groups.values_mut() {
+            if meta.for_group(group.id) {
+                meta.owed += 1;
+                group.schedule(seq, meta.deliver_at, now);
+            }
+        }
+        if let Some(t) = meta.expires_at {
+            self.expiries.insert((t, seq));
+        }
+    }
+
+    /// Creates a group that owes every visible message stored now.
+    pub(crate) fn add_group(&mut self, name: GroupName, ctx: &mut Ctx<'_>) {
+        let id = ctx.seq.next(ctx.batch);
+        let record = GroupRecord {
+            id,
+            created_at: ctx.now,
+        };
+        ctx.batch.put(
+            Space::Groups,
+            named_key(self.id(), name.as_str()),
+            encode(&record),
+        );
+        let mut group = GroupState::new(id, name.clone());
+        for (&seq, meta) in self.messages.iter_mut() {
+            if meta.visible && meta.for_group(id) {
+                if meta.owed == 0 {
+                    self.retained.remove(&seq);
+                    if let Some(t) = meta.expires_at {
+                        self.expiries.insert((t, seq));
+                    }
+                }
+                meta.owed += 1;
+                group.schedule(seq, meta.deliver_at, ctx.now);
+            }
+        }
+        self.groups.insert(name, group);
+    }
+
+    /// Group `group` is finished with `seq` (acked, or dead-lettered for it).
+    pub(crate) fn settle(&mut self, group: &GroupName, seq: u64, ctx: &mut Ctx<'_>) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        let gid = g.id;
+        let due = self.messages.get(&seq).and_then(|m| m.deliver_at);
+        g.forget(seq, due);
+        let qid = self.id();
+        let Some(meta) = self.messages.get_mut(&seq) else {
+            return;
+        };
+        meta.owed = meta.owed.saturating_sub(1);
+        if meta.owed > 0 || self.record.config.retention.keeps_anything() {
+            ctx.batch
+                .put(Space::Marks, mark_key(qid, gid, seq), encode(&Mark::Done));
+            if meta.owed == 0 {
+                if let Some(t) = meta.expires_at {
+                    self.expiries.remove(&(t, seq));
+                }
+                self.retained.insert(seq);
+            }
+        } else {
+            self.delete_message(seq, ctx);
+        }
+    }
+
+    /// Removes a message and its marks from the index and the store.
+    pub(crate) fn delete_message(&mut self, seq: u64, ctx: &mut Ctx<'_>) {
+        let Some(meta) = self.messages.remove(&seq) else {
+            return;
+        };
+        let qid = self.id();
+        ctx.batch.delete(Space::Messages, seq_key(qid, seq));
+        for g in self.groups.values_mut() {
+            g.forget(seq, meta.deliver_at);
+            ctx.batch.delete(Space::Marks, mark_key(qid, g.id, seq));
+        }
+        if let Some(t) = meta.expires_at {
+            self.expiries.remove(&(t, seq));
+        }
+        self.retained.remove(&seq);
+    }
+
+    /// Reads a stored message back.
+    pub(crate) fn read_message(&self, seq: u64, ctx: &Ctx<'_>) -> Result<MessageRecord> {
+        let key = seq_key(self.id(), seq);
+        match ctx.store.get(Space::Messages, &key)? {
+            Some(bytes) => decode("message", &bytes),
+            None => Err(tidings_core::Error::Corrupt {
+                location: format!("queue {:?} message {seq}", self.name.as_str()),
+                detail: "indexed message missing from the store".into(),
+            }),
+        }
+    }
+
+    /// Copies a message into the dead-letter queue. With a group, that group
+    /// is finished with it; without one (expiry) the caller deletes it.
+    pub(crate) fn dead_letter(
+        &mut self,
+        group: Option<&GroupName>,
+        seq: u64,
+        reason: String,
+        attempts: u32,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<()> {
+        let message = self.read_message(seq, ctx)?;
+        let dseq = ctx.seq.next(ctx.batch);
+        let record = DeadRecord {
+            original_seq: seq,
+            group: group.map(|g| g.as_str().to_owned()),
+            reason,
+            attempts,
+            dead_lettered_at: ctx.now,
+            message,
+        };
+        ctx.batch
+            .put(Space::Dead, seq_key(self.id(), dseq), encode(&record));
+        self.dead.insert(dseq);
+        self.record.dead_lettered_total += 1;
+        self.save_record(ctx);
+        if let Some(group) = group {
+            self.settle(group, seq, ctx);
+        }
+        Ok(())
+    }
+
+    /// A message's time to live has passed: drop it or dead-letter it, for every group.
+    fn expire(&mut self, seq: u64, ctx: &mut Ctx<'_>) -> Result<()> {
+        if self.record.config.on_expiry == ExpiryAction::DeadLetter {
+            let attempts = self
+                .groups
+                .values()
+                .filter_map(|g| g.counts.get(&seq).copied())
+                .max()
+                .unwrap_or(0);
+            self.dead_letter(None, seq, "expired".into(), attempts, ctx)?;
+        }
+        self.record.expired_total += 1;
+        self.save_record(ctx);
+        self.delete_message(seq, ctx);
+        Ok(())
+    }
+
+    /// Applies time: expiries, retention and the dedup window.
+    pub(crate) fn maintain(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
+        while let Some(&(t, seq)) = self.expiries.first() {
+            if t > ctx.now {
+                break;
+            }
+            self.expire(seq, ctx)?;
+        }
+        self.trim_retained(ctx);
+        while let Some((t, _)) = self.dedup_order.front() {
+            if *t > ctx.now {
+                break;
+            }
+            if let Some((t, id)) = self.dedup_order.pop_front()
+                && self.dedup.get(&id).is_some_and(|d| d.expires_at == t)
+            {
+                self.dedup.remove(&id);
+                ctx.batch.delete(Space::Dedup, named_key(self.id(), &id));
+            }
+        }
+        Ok(())
+    }
+
+    fn trim_retained(&mut self, ctx: &mut Ctx<'_>) {
+        let retention = self.record.config.retention;
+        let max_len = retention.max_len.unwrap_or(u64::MAX);
+        let max_age = retention
+            .max_age
+            .map_or(u64::MAX, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        while let Some(&seq) = self.retained.first() {
+            let too_many = self.retained.len() as u64 > max_len;
+            let too_old = self
+                .messages
+                .get(&seq)
+                .is_none_or(|m| m.enqueued_at.saturating_add(max_age) <= ctx.now);
+            if !(too_many || too_old) {
+                break;
+            }
+            self.delete_message(seq, ctx);
+        }
+    }
+
+    /// Delivers up to `max` messages of `group` to `consumer`.
+    pub(crate) fn take(
+        &mut self,
+        group: &GroupName,
+        consumer: &str,
+        max: usize,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<Vec<Delivery>> {
+        if !self.groups.contains_key(group) {
+            self.add_group(group.clone(), ctx);
+        }
+        self.requeue_timed_out(group, ctx)?;
+        let qid = self.id();
+        let visibility = self.record.config.visibility_timeout;
+        let deadline = Timestamp(ctx.now).plus(visibility).as_millis();
+        let mut deliveries = Vec::new();
+        while deliveries.len() < max {
+            let Some(g) = self.groups.get_mut(group) else { break };
+            let Some(seq) = g.ready.pop_first() else { break };
+            let Some(meta) = self.messages.get(&seq) else { continue };
+            if meta.expired(ctx.now) {
+                self.expire(seq, ctx)?;
+                continue;
+            }
+            let count = g.deliver(seq, consumer, deadline, ctx.now);
+            let gid = g.id;
+            ctx.batch.put(
+                Space::Marks,
+                mark_key(qid, gid, seq),
+                encode(&Mark::Delivered(count)),
+            );
+            let record = self.read_message(seq, ctx)?;
+            deliveries.push(Delivery {
+                id: message_id(seq),
+                queue: self.name.clone(),
+                payload: tidings_core::Payload::from_trusted(record.payload),
+                headers: record.headers.into_iter().collect(),
+                dedup_id: record.dedup_id,
+                enqueued_at: Timestamp(record.enqueued_at),
+                delivery_count: count,
+            });
+        }
+        Ok(deliveries)
+    }
+
+    /// Applies the visibility timeout: timed-out deliveries become ready again,
+    /// or go to the dead-letter queue once `max_deliveries` is reached.
+    fn requeue_timed_out(&mut self, group: &GroupName, ctx: &mut Ctx<'_>) -> Result<()> {
+        let max = self.record.config.max_deliveries;
+        let Some(g) = self.groups.get_mut(group) else {
+            return Ok(());
+        };
+        g.promote_due(ctx.now);
+        let mut exhausted = Vec::new();
+        for seq in g.timed_out(ctx.now) {
+            g.end_delivery(seq);
+            let count = g.counts.get(&seq).copied().unwrap_or(0);
+            if count >= max {
+                exhausted.push((seq, count));
+            } else {
+                g.ready.insert(seq);
+            }
+        }
+        let timeout = self.record.config.visibility_timeout;
+        for (seq, count) in exhausted {
+            let reason = format!(
+                "not acknowledged after {count} deliveries (visibility timeout {timeout:?})"
+            );
+            self.dead_letter(Some(group), seq, reason, count, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a delivery with a retry after `delay`, or a dead letter once the
+    /// group has had `max_deliveries`. Returns false if it was not in flight.
+    pub(crate) fn retry_later(
+        &mut self,
+        group: &GroupName,
+        seq: u64,
+        delay: Duration,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<bool> {
+        let max = self.record.config.max_deliveries;
+        let Some(g) = self.groups.get_mut(group) else {
+            return Ok(false);
+        };
+        if !g.end_delivery(seq) {
+            return Ok(false);
+        }
+        let count = g.counts.get(&seq).copied().unwrap_or(0);
+        if count >= max {
+            let reason = format!("retried {count} times, the most max_deliveries allows");
+            self.dead_letter(Some(group), seq, reason, count, ctx)?;
+        } else {
+            g.delayed
+                .insert((Timestamp(ctx.now).plus(delay).as_millis(), seq));
+            self.notify.notify_waiters();
+        }
+        Ok(true)
+    }
+
+    /// Is `seq` delivered to `group` and not yet acked?
+    pub(crate) fn is_in_flight(&self, group: &GroupName, seq: u64) -> bool {
+        self.groups
+            .get(group)
+            .is_some_and(|g| g.in_flight.contains_key(&seq))
+    }
+
+    /// Acks a delivery. Returns false if it was not in flight.
+    pub(crate) fn ack(&mut self, group: &GroupName, seq: u64, ctx: &mut Ctx<'_>) -> bool {
+        let in_flight = self
+            .groups
+            .get_mut(group)
+            .is_some_and(|g| g.end_delivery(seq));
+        if in_flight {
+            self.settle(group, seq, ctx);
+        }
+        in_flight
+    }
+
+    /// Deletes every stored message; groups, dead letters and settings stay.
+    pub(crate) fn purge(&mut self, ctx: &mut Ctx<'_>) -> u64 {
+        let count = self.messages.len() as u64;
+        let seqs: Vec<u64> = self.messages.keys().copied().collect();
+        for seq in seqs {
+            self.delete_message(seq, ctx);
+        }
+        for g in self.groups.values_mut() {
+            g.clear();
+        }
+        for id in self.dedup.keys() {
+            ctx.batch.delete(Space::Dedup, named_key(self.id(), id));
+        }
+        self.dedup.clear();
+        self.dedup_order.clear();
+        count
+    }
+
+    /// Deletes everything of the queue from the store.
+    pub(crate) fn delete_all(&mut self, ctx: &mut Ctx<'_>) {
+        self.purge(ctx);
+        let qid = self.id();
+        for dseq in std::mem::take(&mut self.dead) {
+            ctx.batch.delete(Space::Dead, seq_key(qid, dseq));
+        }
+        for name in self.groups.keys() {
+            ctx.batch
+                .delete(Space::Groups, named_key(qid, name.as_str()));
+        }
+        ctx.batch
+            .delete(Space::Queues, self.name.as_str().as_bytes().to_vec());
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn group_id_of(&self, name: &str) -> Option<u64> {
+        self.groups
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, g)| g.id)
+    }
+
+    /// The earliest time something of `group` becomes deliverable.
+    pub(crate) fn next_due(&self, group: &GroupName) -> Option<u64> {
+        self.groups.get(group).and_then(GroupState::next_due)
+    }
+
+    pub(crate) fn info(&self, now: u64) -> QueueInfo {
+        QueueInfo {
+            name: self.name.clone(),
+            config: self.record.config.clone(),
+            created_at: Timestamp(self.record.created_at),
+            length: self.messages.len() as u64,
+            retained: self.retained.len() as u64,
+            // Seq order is store order, so the first message is the oldest.
+            oldest_message_age: self
+                .messages
+                .first_key_value()
+                .map(|(_, m)| Duration::from_millis(now.saturating_sub(m.enqueued_at))),
+            groups: self.groups.values().map(GroupState::info).collect(),
+            dead_letters: self.dead.len() as u64,
+            expired_total: self.record.expired_total,
+            dead_lettered_total: self.record.dead_lettered_total,
+        }
+    }
+}

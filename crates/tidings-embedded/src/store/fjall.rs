@@ -1,0 +1,223 @@
+//! The on-disk store: one fjall database, one keyspace per record family,
+//! and one writer thread that does group commit.
+//!
+//! Callers submit batches into a channel while holding the engine's lock, so
+//! the channel order is the engine's order. The writer takes everything that
+//! is queued, commits it as one fjall batch (handed to the OS), answers the
+//! submitters that only needed that, then syncs the journal once with
+//! `fdatasync` and answers the rest. While it syncs, new batches queue up and
+//! form the next group: concurrent sends share one sync.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::oneshot;
+
+use tidings_core::{Error, Result};
+
+use super::{Batch, Pending, Space, Store, Wait};
+
+/// Most batches folded into one commit, to bound the time a group takes.
+const MAX_GROUP: usize = 4096;
+
+struct Request {
+    batch: Batch,
+    wait: Wait,
+    reply: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+pub(crate) struct FjallStore {
+    path: PathBuf,
+    spaces: Vec<(Space, Keyspace)>,
+    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn map_open_error(path: &Path, err: fjall::Error) -> Error {
+    match err {
+        fjall::Error::Locked => Error::Locked {
+            path: path.to_owned(),
+        },
+        fjall::Error::Io(e) => Error::storage(e),
+        other => Error::Corrupt {
+            location: path.display().to_string(),
+            detail: format!("{other:?}"),
+        },
+    }
+}
+
+fn read_error(err: fjall::Error) -> Error {
+    Error::storage(std::io::Error::other(format!("{err:?}")))
+}
+
+impl FjallStore {
+    /// Opens (or creates) the data directory.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(Error::storage)?;
+        let db = Database::builder(path)
+            .open()
+            .map_err(|e| map_open_error(path, e))?;
+        let mut spaces = Vec::new();
+        for space in Space::ALL {
+            let ks = db
+                .keyspace(space.name(), KeyspaceCreateOptions::default)
+                .map_err(|e| map_open_error(path, e))?;
+            spaces.push((space, ks));
+        }
+        let (sender, receiver) = mpsc::channel();
+        let writer_db = db.clone();
+        let writer_spaces = spaces.clone();
+        let writer = std::thread::Builder::new()
+            .name("tidings-writer".into())
+            .spawn(move || write_loop(&writer_db, &writer_spaces, &receiver))
+            .map_err(Error::storage)?;
+        Ok(Self {
+            path: path.to_owned(),
+            spaces,
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn keyspace(&self, space: Space) -> &Keyspace {
+        keyspace_of(&self.spaces, space)
+    }
+
+}
+
+impl Drop for FjallStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn keyspace_of(spaces: &[(Space, Keyspace)], space: Space) -> &Keyspace {
+    // Space::ALL built the list, so every space is present; the index is its position.
+    &spaces[space as usize].1
+}
+
+impl Store for FjallStore {
+    /// Stops the writer after it has written and synced everything submitted.
+    fn close(&self) {
+        drop(
+            self.sender
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer
+            && writer.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "the writer thread panicked");
+        }
+    }
+
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let value = self.keyspace(space).get(key).map_err(read_error)?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for guard in self.keyspace(space).iter() {
+            let (k, v) = guard.into_inner().map_err(read_error)?;
+            visit(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    fn submit(&self, batch: Batch, wait: Wait) -> Pending {
+        let (reply, pending) = if wait == Wait::Nothing {
+            (None, Pending::done())
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Pending(Some(rx)))
+        };
+        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        let request = Request { batch, wait, reply };
+        match sender.as_ref().map(|s| s.send(request)) {
+            Some(Ok(())) => pending,
+            // The writer is gone: the receiver of `pending` was dropped with
+            // the request, so waiting on it reports the broker as closed.
+            _ => pending,
+        }
+    }
+}
+
+fn write_loop(db: &Database, spaces: &[(Space, Keyspace)], receiver: &mpsc::Receiver<Request>) {
+    let mut failure: Option<String> = None;
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        if failure.is_none() {
+            failure = commit_group(db, spaces, &mut group).err();
+        }
+        let needs_sync = group.iter().any(|r| r.wait == Wait::Synced);
+        if failure.is_none() && needs_sync {
+            failure = db
+                .persist(PersistMode::SyncData)
+                .err()
+                .map(|e| format!("fsync failed: {e:?}"));
+        }
+        let outcome = failure.clone().map_or(Ok(()), Err);
+        for request in group {
+            if let Some(reply) = request.reply {
+                let _ = reply.send(outcome.clone());
+            }
+        }
+        if let Some(e) = &failure {
+            tracing::error!(error = %e, "storage failed; further writes are refused");
+        }
+    }
+    if failure.is_none()
+        && let Err(e) = db.persist(PersistMode::SyncAll)
+    {
+        tracing::error!(error = ?e, "final sync failed");
+    }
+}
+
+/// Writes the group as one atomic batch (flushed to the OS), then answers
+/// the submitters that waited only for that.
+fn commit_group(
+    db: &Database,
+    spaces: &[(Space, Keyspace)],
+    group: &mut [Request],
+) -> Result<(), String> {
+    let mut batch = db.batch();
+    for request in group.iter_mut() {
+        for (space, key, value) in std::mem::take(&mut request.batch.ops) {
+            let ks = keyspace_of(spaces, space);
+            match value {
+                Some(v) => batch.insert(ks, key, v),
+                None => batch.remove(ks, key),
+            }
+        }
+    }
+    batch
+        .commit()
+        .map_err(|e| format!("write failed: {e:?}"))?;
+    for request in group.iter_mut() {
+        if request.wait == Wait::Written
+            && let Some(reply) = request.reply.take()
+        {
+            let _ = reply.send(Ok(()));
+        }
+    }
+    Ok(())
+}

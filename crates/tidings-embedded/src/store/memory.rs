@@ -1,0 +1,45 @@
+//! The in-memory store: the same records as on disk, in `BTreeMap`s.
+//! Nothing survives the process; writes complete at once.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
+use tidings_core::Result;
+
+use super::{Batch, Pending, Space, Store, Wait};
+
+#[derive(Default)]
+pub(crate) struct MemoryStore {
+    spaces: Mutex<BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>>,
+}
+
+impl Store for MemoryStore {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(spaces.get(&space).and_then(|s| s.get(key)).cloned())
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
+        for (k, v) in spaces.get(&space).into_iter().flatten() {
+            visit(k, v)?;
+        }
+        Ok(())
+    }
+
+    fn submit(&self, batch: Batch, _wait: Wait) -> Pending {
+        let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
+        for (space, key, value) in batch.ops {
+            let map = spaces.entry(space).or_default();
+            match value {
+                Some(v) => map.insert(key, v),
+                None => map.remove(&key),
+            };
+        }
+        Pending::done()
+    }
+}

@@ -1,0 +1,116 @@
+//! Where the engine keeps its records: a small ordered key-value interface
+//! with two implementations, [`fjall`] on disk and [`memory`] for tests.
+//!
+//! Writes are submitted in batches and applied in submission order. A batch
+//! is atomic; the caller chooses whether to wait until it is written to the
+//! operating system, synced to disk, or not at all.
+
+pub(crate) mod fjall;
+pub(crate) mod memory;
+
+use tokio::sync::oneshot;
+
+use tidings_core::{Error, Result};
+
+/// The record families, one key space each (see `records` for key layouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Space {
+    Meta,
+    Queues,
+    Groups,
+    Messages,
+    Marks,
+    Dedup,
+    Dead,
+}
+
+impl Space {
+    pub(crate) const ALL: [Space; 7] = [
+        Space::Meta,
+        Space::Queues,
+        Space::Groups,
+        Space::Messages,
+        Space::Marks,
+        Space::Dedup,
+        Space::Dead,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Space::Meta => "meta",
+            Space::Queues => "queues",
+            Space::Groups => "groups",
+            Space::Messages => "messages",
+            Space::Marks => "marks",
+            Space::Dedup => "dedup",
+            Space::Dead => "dead",
+        }
+    }
+}
+
+/// Inserts and removals applied together.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) ops: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub(crate) fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((space, key, Some(value)));
+    }
+
+    pub(crate) fn delete(&mut self, space: Space, key: Vec<u8>) {
+        self.ops.push((space, key, None));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// How far a submitted batch must get before its submitter goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Wait {
+    /// Not at all: the write happens in the background, in order.
+    Nothing,
+    /// Handed to the operating system (survives a process crash).
+    Written,
+    /// Synced to disk (survives a power loss).
+    Synced,
+}
+
+/// A submitted batch's completion.
+pub(crate) struct Pending(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl Pending {
+    pub(crate) fn done() -> Self {
+        Self(None)
+    }
+
+    /// Waits for the batch to reach the level it was submitted with.
+    pub(crate) async fn wait(self) -> Result<()> {
+        let Some(rx) = self.0 else { return Ok(()) };
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::storage(std::io::Error::other(e))),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+}
+
+/// Ordered key-value storage with batched, ordered writes.
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Reads one value.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Visits every entry of a space in key order (used at recovery).
+    fn scan(&self, space: Space, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>)
+    -> Result<()>;
+
+    /// Submits a batch. Batches are applied in the order they are submitted,
+    /// so callers submit while holding the engine's state lock.
+    fn submit(&self, batch: Batch, wait: Wait) -> Pending;
+
+    /// Writes and syncs everything submitted, then stops accepting writes.
+    fn close(&self) {}
+}
