@@ -112,7 +112,9 @@ impl OutgoingMessage {
             )));
         }
         if self.ttl == Some(Duration::ZERO) {
-            return Err(Error::InvalidArgument("ttl must be greater than zero".into()));
+            return Err(Error::InvalidArgument(
+                "ttl must be greater than zero".into(),
+            ));
         }
         Ok(())
     }

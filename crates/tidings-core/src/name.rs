@@ -129,7 +129,14 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_names() {
-        for ok in ["orders", "order_status", "a", "Ünï_çødé", "v1.events-2", "_x"] {
+        for ok in [
+            "orders",
+            "order_status",
+            "a",
+            "Ünï_çødé",
+            "v1.events-2",
+            "_x",
+        ] {
             assert!(QueueName::new(ok).is_ok(), "{ok}");
         }
         assert!(ConsumerName::new("host-1:4242").is_ok());

@@ -95,8 +95,8 @@ impl fmt::Display for Payload {
 
 impl Serialize for Payload {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let raw: &serde_json::value::RawValue = serde_json::from_str(&self.0)
-            .map_err(|e| serde::ser::Error::custom(e.to_string()))?;
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(&self.0).map_err(|e| serde::ser::Error::custom(e.to_string()))?;
         raw.serialize(s)
     }
 }

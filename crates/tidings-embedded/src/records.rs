@@ -112,7 +112,10 @@ pub(crate) fn named_key(queue: u64, name: &str) -> Vec<u8> {
 }
 
 /// Splits a key into its leading big-endian u64s and the rest.
-pub(crate) fn split_key<'k, const N: usize>(what: &str, key: &'k [u8]) -> Result<([u64; N], &'k [u8])> {
+pub(crate) fn split_key<'k, const N: usize>(
+    what: &str,
+    key: &'k [u8],
+) -> Result<([u64; N], &'k [u8])> {
     let mut ids = [0u64; N];
     let mut rest = key;
     for id in &mut ids {

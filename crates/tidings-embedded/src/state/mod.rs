@@ -11,8 +11,8 @@ use tidings_core::{Error, GroupName, MessageId, QueueName, Result};
 pub(crate) use queue::QueueState;
 
 use crate::records::{
-    DeadRecord, DedupRecord, FORMAT, GroupRecord, META_FORMAT, META_SEQ, Mark,
-    MessageRecord, QueueRecord, decode, split_key, u64_value,
+    DeadRecord, DedupRecord, FORMAT, GroupRecord, META_FORMAT, META_SEQ, Mark, MessageRecord,
+    QueueRecord, decode, split_key, u64_value,
 };
 use crate::store::{Batch, Space, Store};
 
@@ -89,7 +89,9 @@ impl State {
             Some(other) => {
                 return Err(Error::Corrupt {
                     location: "meta/format".into(),
-                    detail: format!("data format {other} is not supported (this build reads {FORMAT})"),
+                    detail: format!(
+                        "data format {other} is not supported (this build reads {FORMAT})"
+                    ),
                 });
             }
         }

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use tidings_core::{
-    Delivery, ExpiryAction, GroupName, QueueInfo, QueueName, Result, Timestamp,
-};
+use tidings_core::{Delivery, ExpiryAction, GroupName, QueueInfo, QueueName, Result, Timestamp};
 
 use super::group::GroupState;
 use super::{Ctx, message_id};
@@ -306,9 +304,9 @@ impl QueueState {
     fn trim_retained(&mut self, ctx: &mut Ctx<'_>) {
         let retention = self.record.config.retention;
         let max_len = retention.max_len.unwrap_or(u64::MAX);
-        let max_age = retention
-            .max_age
-            .map_or(u64::MAX, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let max_age = retention.max_age.map_or(u64::MAX, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+        });
         while let Some(&seq) = self.retained.first() {
             let too_many = self.retained.len() as u64 > max_len;
             let too_old = self
@@ -339,9 +337,15 @@ impl QueueState {
         let deadline = Timestamp(ctx.now).plus(visibility).as_millis();
         let mut deliveries = Vec::new();
         while deliveries.len() < max {
-            let Some(g) = self.groups.get_mut(group) else { break };
-            let Some(seq) = g.ready.pop_first() else { break };
-            let Some(meta) = self.messages.get(&seq) else { continue };
+            let Some(g) = self.groups.get_mut(group) else {
+                break;
+            };
+            let Some(seq) = g.ready.pop_first() else {
+                break;
+            };
+            let Some(meta) = self.messages.get(&seq) else {
+                continue;
+            };
             if meta.expired(ctx.now) {
                 self.expire(seq, ctx)?;
                 continue;

@@ -85,7 +85,6 @@ impl FjallStore {
     fn keyspace(&self, space: Space) -> &Keyspace {
         keyspace_of(&self.spaces, space)
     }
-
 }
 
 impl Drop for FjallStore {
@@ -125,11 +124,7 @@ impl Store for FjallStore {
         Ok(value.map(|v| v.to_vec()))
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    fn scan(&self, space: Space, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
         for guard in self.keyspace(space).iter() {
             let (k, v) = guard.into_inner().map_err(read_error)?;
             visit(&k, &v)?;
@@ -209,9 +204,7 @@ fn commit_group(
             }
         }
     }
-    batch
-        .commit()
-        .map_err(|e| format!("write failed: {e:?}"))?;
+    batch.commit().map_err(|e| format!("write failed: {e:?}"))?;
     for request in group.iter_mut() {
         if request.wait == Wait::Written
             && let Some(reply) = request.reply.take()

@@ -19,11 +19,7 @@ impl Store for MemoryStore {
         Ok(spaces.get(&space).and_then(|s| s.get(key)).cloned())
     }
 
-    fn scan(
-        &self,
-        space: Space,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
-    ) -> Result<()> {
+    fn scan(&self, space: Space, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
         let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
         for (k, v) in spaces.get(&space).into_iter().flatten() {
             visit(k, v)?;

@@ -104,8 +104,7 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
     /// Visits every entry of a space in key order (used at recovery).
-    fn scan(&self, space: Space, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>)
-    -> Result<()>;
+    fn scan(&self, space: Space, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()>;
 
     /// Submits a batch. Batches are applied in the order they are submitted,
     /// so callers submit while holding the engine's state lock.

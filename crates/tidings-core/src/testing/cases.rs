@@ -1,0 +1,751 @@
+//! The conformance cases, one function per behaviour. Each panics on failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{
+    Broker, ConsumerName, DeadLetterSelection, Delivery, Error, ExpiryAction, GroupName, MessageId,
+    Nack, OutgoingMessage, QueueConfig, QueueName, ReceiveOptions, Retention, Transaction,
+};
+
+/// Long enough that a correct backend never hits it; a receive that returns
+/// because of it has failed to wake.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn q(name: &str) -> QueueName {
+    QueueName::new(name).unwrap()
+}
+
+fn g(name: &str) -> GroupName {
+    GroupName::new(name).unwrap()
+}
+
+fn c(name: &str) -> ConsumerName {
+    ConsumerName::new(name).unwrap()
+}
+
+fn msg(value: serde_json::Value) -> OutgoingMessage {
+    OutgoingMessage::json(&value).unwrap()
+}
+
+fn n_of(d: &Delivery) -> i64 {
+    d.payload.json::<serde_json::Value>().unwrap()["n"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn queue(b: &dyn Broker, name: &str, config: QueueConfig) -> QueueName {
+    let name = q(name);
+    b.create_queue(&name, config).await.unwrap();
+    name
+}
+
+async fn recv(
+    b: &dyn Broker,
+    queue: &QueueName,
+    group: &str,
+    consumer: &str,
+    max: usize,
+    wait: Duration,
+) -> Vec<Delivery> {
+    b.receive(
+        queue,
+        &g(group),
+        &c(consumer),
+        ReceiveOptions::new(max, wait),
+    )
+    .await
+    .unwrap()
+}
+
+async fn send_numbers(b: &dyn Broker, queue: &QueueName, range: std::ops::Range<i64>) {
+    let batch = range.map(|n| msg(json!({ "n": n }))).collect();
+    b.send_batch(queue, batch).await.unwrap();
+}
+
+async fn ack_all(b: &dyn Broker, queue: &QueueName, group: &str, got: &[Delivery]) -> u64 {
+    let ids: Vec<MessageId> = got.iter().map(|d| d.id.clone()).collect();
+    b.ack(queue, &g(group), &ids).await.unwrap()
+}
+
+fn short_visibility(ms: u64, max_deliveries: u32) -> QueueConfig {
+    QueueConfig {
+        visibility_timeout: Duration::from_millis(ms),
+        max_deliveries,
+        ..QueueConfig::default()
+    }
+}
+
+pub async fn create_queue_is_idempotent(b: &dyn Broker) {
+    let name = q("orders");
+    assert!(b.create_queue(&name, QueueConfig::default()).await.unwrap());
+    assert!(!b.create_queue(&name, QueueConfig::default()).await.unwrap());
+    let other = QueueConfig {
+        max_deliveries: 9,
+        ..QueueConfig::default()
+    };
+    assert!(matches!(
+        b.create_queue(&name, other).await,
+        Err(Error::QueueConfigConflict(_))
+    ));
+    b.create_queue(&q("audit"), QueueConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        b.list_queues().await.unwrap(),
+        vec![q("audit"), q("orders")]
+    );
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(info.name, name);
+    assert_eq!(info.length, 0);
+    assert_eq!(info.config, QueueConfig::default());
+}
+
+pub async fn unknown_queue_is_a_typed_error(b: &dyn Broker) {
+    let ghost = q("ghost");
+    let is_not_found =
+        |r: Result<(), Error>| matches!(r, Err(Error::QueueNotFound(n)) if n == "ghost");
+    assert!(is_not_found(b.send(&ghost, msg(json!(1))).await.map(drop)));
+    assert!(is_not_found(
+        b.receive(&ghost, &g("g"), &c("c"), ReceiveOptions::default())
+            .await
+            .map(drop)
+    ));
+    assert!(is_not_found(b.queue_info(&ghost).await.map(drop)));
+    assert!(is_not_found(b.delete_queue(&ghost).await));
+    assert!(is_not_found(b.purge_queue(&ghost).await.map(drop)));
+    assert!(is_not_found(b.ack(&ghost, &g("g"), &[]).await.map(drop)));
+    assert!(is_not_found(b.dead_letters(&ghost, 10).await.map(drop)));
+}
+
+pub async fn bad_input_is_rejected(b: &dyn Broker) {
+    let name = queue(b, "inputs", QueueConfig::default()).await;
+    let huge = "x".repeat(crate::MAX_PAYLOAD_BYTES + 1);
+    assert!(matches!(
+        OutgoingMessage::json(&huge),
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    assert!(matches!(
+        b.send(&name, msg(json!(1)).ttl(Duration::ZERO)).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        b.send(&name, msg(json!(1)).dedup_id("")).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let big_header = msg(json!(1)).header("h", "v".repeat(crate::MAX_HEADERS_BYTES));
+    assert!(matches!(
+        b.send(&name, big_header).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        b.receive(
+            &name,
+            &g("g"),
+            &c("c"),
+            ReceiveOptions::new(0, Duration::ZERO)
+        )
+        .await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let zero_visibility = QueueConfig {
+        visibility_timeout: Duration::ZERO,
+        ..QueueConfig::default()
+    };
+    assert!(matches!(
+        b.create_queue(&q("bad-config"), zero_visibility).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(!b.list_queues().await.unwrap().contains(&q("bad-config")));
+    // Nothing of the rejected sends was stored.
+    assert_eq!(b.queue_info(&name).await.unwrap().length, 0);
+}
+
+pub async fn send_receive_ack(b: &dyn Broker) {
+    let name = queue(b, "orders", QueueConfig::default()).await;
+    let before = crate::Timestamp::now();
+    let receipt = b
+        .send(
+            &name,
+            msg(json!({"order": 7, "text": "héllo ✓"})).header("trace", "t-1"),
+        )
+        .await
+        .unwrap();
+    assert!(!receipt.duplicate);
+    let got = recv(b, &name, "billing", "w1", 10, PATIENCE).await;
+    assert_eq!(got.len(), 1);
+    let d = &got[0];
+    assert_eq!(d.id, receipt.id);
+    assert_eq!(d.queue, name);
+    assert_eq!(
+        d.payload.json::<serde_json::Value>().unwrap(),
+        json!({"order": 7, "text": "héllo ✓"})
+    );
+    assert_eq!(d.headers.get("trace").map(String::as_str), Some("t-1"));
+    assert_eq!(d.delivery_count, 1);
+    assert!(d.enqueued_at >= before && d.enqueued_at <= crate::Timestamp::now());
+    assert_eq!(b.queue_info(&name).await.unwrap().groups[0].pending, 1);
+    assert_eq!(ack_all(b, &name, "billing", &got).await, 1);
+    // Acked twice: the second ack finds nothing pending.
+    assert_eq!(ack_all(b, &name, "billing", &got).await, 0);
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(info.length, 0);
+    assert_eq!(info.groups[0].pending, 0);
+    assert!(
+        recv(b, &name, "billing", "w1", 10, Duration::ZERO)
+            .await
+            .is_empty()
+    );
+}
+
+pub async fn batch_send_keeps_order(b: &dyn Broker) {
+    let name = queue(b, "batch", QueueConfig::default()).await;
+    send_numbers(b, &name, 0..50).await;
+    let got = recv(b, &name, "g", "c", 100, PATIENCE).await;
+    assert_eq!(
+        got.iter().map(n_of).collect::<Vec<_>>(),
+        (0..50).collect::<Vec<_>>()
+    );
+    let ids: BTreeSet<_> = got.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(ids.len(), 50, "ids are unique");
+}
+
+pub async fn single_consumer_sees_send_order(b: &dyn Broker) {
+    let name = queue(b, "ordered", QueueConfig::default()).await;
+    for n in 0..60 {
+        b.send(&name, msg(json!({ "n": n }))).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 60 {
+        let got = recv(b, &name, "g", "only", 7, PATIENCE).await;
+        assert!(!got.is_empty());
+        seen.extend(got.iter().map(n_of));
+        ack_all(b, &name, "g", &got).await;
+    }
+    assert_eq!(seen, (0..60).collect::<Vec<_>>());
+}
+
+pub async fn consumers_of_a_group_share_work(b: &dyn Broker) {
+    let name = queue(b, "shared", QueueConfig::default()).await;
+    send_numbers(b, &name, 0..20).await;
+    let first = recv(b, &name, "g", "a", 8, PATIENCE).await;
+    let second = recv(b, &name, "g", "b", 100, PATIENCE).await;
+    assert_eq!(first.len(), 8);
+    assert_eq!(second.len(), 12);
+    let all: BTreeSet<i64> = first.iter().chain(&second).map(n_of).collect();
+    assert_eq!(all, (0..20).collect());
+    let info = b.queue_info(&name).await.unwrap();
+    let consumers: Vec<(String, u64)> = info.groups[0]
+        .consumers
+        .iter()
+        .map(|c| (c.name.clone(), c.pending))
+        .collect();
+    assert_eq!(consumers, vec![("a".into(), 8), ("b".into(), 12)]);
+}
+
+pub async fn every_group_sees_every_message(b: &dyn Broker) {
+    let name = queue(b, "fanout", QueueConfig::default()).await;
+    // Both groups exist before the sends.
+    recv(b, &name, "billing", "c", 1, Duration::ZERO).await;
+    recv(b, &name, "shipping", "c", 1, Duration::ZERO).await;
+    send_numbers(b, &name, 0..5).await;
+    let billing = recv(b, &name, "billing", "c", 10, PATIENCE).await;
+    let shipping = recv(b, &name, "shipping", "c", 10, PATIENCE).await;
+    assert_eq!(
+        billing.iter().map(n_of).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    assert_eq!(
+        shipping.iter().map(n_of).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    ack_all(b, &name, "billing", &billing).await;
+    // Shipping has not acked: the messages stay.
+    assert_eq!(b.queue_info(&name).await.unwrap().length, 5);
+    ack_all(b, &name, "shipping", &shipping).await;
+    assert_eq!(b.queue_info(&name).await.unwrap().length, 0);
+}
+
+pub async fn group_created_later_sees_stored_messages(b: &dyn Broker) {
+    let name = queue(b, "late", QueueConfig::default()).await;
+    send_numbers(b, &name, 0..3).await;
+    let got = recv(b, &name, "newcomer", "c", 10, PATIENCE).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), vec![0, 1, 2]);
+}
+
+pub async fn blocking_receive_wakes_on_send(b: &dyn Broker) {
+    let name = queue(b, "wake", QueueConfig::default()).await;
+    recv(b, &name, "g", "c", 1, Duration::ZERO).await; // create the group
+    let started = Instant::now();
+    let (got, ()) = tokio::join!(recv(b, &name, "g", "c", 1, PATIENCE), async {
+        tokio::task::yield_now().await;
+        b.send(&name, msg(json!({"n": 1}))).await.unwrap();
+    });
+    assert_eq!(got.len(), 1, "the receive was woken by the send");
+    assert!(started.elapsed() < PATIENCE, "woken, not timed out");
+}
+
+pub async fn receive_returns_empty_after_wait(b: &dyn Broker) {
+    let name = queue(b, "quiet", QueueConfig::default()).await;
+    let wait = Duration::from_millis(50);
+    let started = Instant::now();
+    assert!(recv(b, &name, "g", "c", 1, wait).await.is_empty());
+    assert!(started.elapsed() >= wait, "waited for the timeout");
+}
+
+pub async fn unacked_message_is_redelivered(b: &dyn Broker) {
+    let name = queue(b, "redeliver", short_visibility(200, 5)).await;
+    let receipt = b.send(&name, msg(json!({"n": 1}))).await.unwrap();
+    let first = recv(b, &name, "g", "crashed", 1, PATIENCE).await;
+    assert_eq!(first[0].delivery_count, 1);
+    // Not acked: after the visibility timeout another consumer gets it.
+    let second = recv(b, &name, "g", "rescuer", 1, PATIENCE).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id, receipt.id);
+    assert_eq!(second[0].delivery_count, 2);
+    assert_eq!(ack_all(b, &name, "g", &second).await, 1);
+}
+
+pub async fn max_deliveries_moves_to_dead_letters(b: &dyn Broker) {
+    let name = queue(b, "poison", short_visibility(100, 2)).await;
+    let receipt = b
+        .send(&name, msg(json!({"n": 1})).dedup_id("p-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(b, &name, "g", "c", 1, PATIENCE).await[0].delivery_count,
+        1
+    );
+    assert_eq!(
+        recv(b, &name, "g", "c", 1, PATIENCE).await[0].delivery_count,
+        2
+    );
+    // The second timeout exhausts max_deliveries: nothing more is delivered.
+    send_numbers(b, &name, 2..3).await;
+    let next = recv(b, &name, "g", "c", 1, PATIENCE).await;
+    assert_eq!(n_of(&next[0]), 2);
+    // Wait until the poison message has timed out a second time.
+    let deadline = Instant::now() + PATIENCE;
+    let letters = loop {
+        let letters = b.dead_letters(&name, 10).await.unwrap();
+        if !letters.is_empty() || Instant::now() > deadline {
+            break letters;
+        }
+        recv(b, &name, "g", "c", 1, Duration::from_millis(50)).await;
+    };
+    assert_eq!(letters.len(), 1);
+    let dead = &letters[0];
+    assert_eq!(dead.original_id, receipt.id);
+    assert_eq!(dead.queue, name);
+    assert_eq!(dead.group, Some(g("g")));
+    assert_eq!(dead.attempts, 2);
+    assert_eq!(dead.dedup_id.as_deref(), Some("p-1"));
+    assert!(dead.reason.contains("2 deliveries"), "{}", dead.reason);
+    assert!(dead.dead_lettered_at >= dead.enqueued_at);
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(info.dead_letters, 1);
+    assert_eq!(info.dead_lettered_total, 1);
+}
+
+pub async fn nack_retry_redelivers_after_delay(b: &dyn Broker) {
+    let name = queue(b, "retry", QueueConfig::default()).await;
+    b.send(&name, msg(json!({"n": 1}))).await.unwrap();
+    let got = recv(b, &name, "g", "c", 1, PATIENCE).await;
+    let delay = Duration::from_millis(300);
+    let nacked_at = Instant::now();
+    assert!(
+        b.nack(&name, &g("g"), &got[0].id, Nack::Retry { delay })
+            .await
+            .unwrap()
+    );
+    assert!(recv(b, &name, "g", "c", 1, Duration::ZERO).await.is_empty());
+    assert_eq!(b.queue_info(&name).await.unwrap().groups[0].delayed, 1);
+    let again = recv(b, &name, "g", "c", 1, PATIENCE).await;
+    assert!(nacked_at.elapsed() >= delay);
+    assert_eq!(again[0].id, got[0].id);
+    assert_eq!(again[0].delivery_count, 2);
+    // A nack of something not in flight reports false.
+    ack_all(b, &name, "g", &again).await;
+    assert!(
+        !b.nack(&name, &g("g"), &got[0].id, Nack::Retry { delay })
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn nack_dead_letter_moves_at_once(b: &dyn Broker) {
+    let name = queue(b, "reject", QueueConfig::default()).await;
+    b.send(&name, msg(json!({"n": 1})).header("k", "v"))
+        .await
+        .unwrap();
+    let got = recv(b, &name, "g", "c", 1, PATIENCE).await;
+    let reason = "schema violation: n must be even".to_string();
+    assert!(
+        b.nack(
+            &name,
+            &g("g"),
+            &got[0].id,
+            Nack::DeadLetter {
+                reason: reason.clone()
+            }
+        )
+        .await
+        .unwrap()
+    );
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(
+        info.length, 0,
+        "the message is in the dead-letter queue and nowhere else"
+    );
+    assert_eq!(info.dead_letters, 1);
+    let dead = &b.dead_letters(&name, 10).await.unwrap()[0];
+    assert_eq!(dead.reason, reason);
+    assert_eq!(dead.attempts, 1);
+    assert_eq!(dead.headers.get("k").map(String::as_str), Some("v"));
+    assert_eq!(
+        dead.payload.json::<serde_json::Value>().unwrap(),
+        json!({"n": 1})
+    );
+}
+
+async fn dead_letter_numbers(b: &dyn Broker, name: &QueueName, range: std::ops::Range<i64>) {
+    let count = range.end - range.start;
+    send_numbers(b, name, range).await;
+    let got = recv(b, name, "g", "c", usize::try_from(count).unwrap(), PATIENCE).await;
+    assert_eq!(got.len() as i64, count);
+    for d in got {
+        let reason = format!("bad {}", n_of(&d));
+        b.nack(name, &g("g"), &d.id, Nack::DeadLetter { reason })
+            .await
+            .unwrap();
+    }
+}
+
+pub async fn dead_letters_requeue_by_id_and_all(b: &dyn Broker) {
+    let name = queue(b, "requeue", QueueConfig::default()).await;
+    dead_letter_numbers(b, &name, 0..3).await;
+    let letters = b.dead_letters(&name, 10).await.unwrap();
+    assert_eq!(letters.len(), 3);
+    let by_id = DeadLetterSelection::Ids(vec![letters[1].id.clone(), MessageId::from("nope")]);
+    assert_eq!(b.requeue_dead_letters(&name, by_id).await.unwrap(), 1);
+    let back = recv(b, &name, "g", "c", 10, PATIENCE).await;
+    assert_eq!(back.iter().map(n_of).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        back[0].delivery_count, 1,
+        "a requeued message starts afresh"
+    );
+    ack_all(b, &name, "g", &back).await;
+    assert_eq!(
+        b.requeue_dead_letters(&name, DeadLetterSelection::All)
+            .await
+            .unwrap(),
+        2
+    );
+    let back = recv(b, &name, "g", "c", 10, PATIENCE).await;
+    assert_eq!(back.iter().map(n_of).collect::<Vec<_>>(), vec![0, 2]);
+    assert!(b.dead_letters(&name, 10).await.unwrap().is_empty());
+}
+
+pub async fn dead_letters_purge(b: &dyn Broker) {
+    let name = queue(b, "dlq-purge", QueueConfig::default()).await;
+    dead_letter_numbers(b, &name, 0..3).await;
+    let letters = b.dead_letters(&name, 2).await.unwrap();
+    assert_eq!(letters.len(), 2, "limit is honoured");
+    let one = DeadLetterSelection::Ids(vec![letters[0].id.clone()]);
+    assert_eq!(b.purge_dead_letters(&name, one).await.unwrap(), 1);
+    assert_eq!(
+        b.purge_dead_letters(&name, DeadLetterSelection::All)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(b.queue_info(&name).await.unwrap().dead_letters, 0);
+}
+
+/// Lets `time` pass by awaiting a message delayed by that much, on a queue of its own.
+async fn pass_time(b: &dyn Broker, time: Duration) {
+    let clock = q("clock");
+    b.create_queue(&clock, QueueConfig::default())
+        .await
+        .unwrap();
+    b.send(&clock, msg(json!({"n": 0})).delay(time))
+        .await
+        .unwrap();
+    let tick = recv(b, &clock, "clock", "c", 1, PATIENCE).await;
+    assert_eq!(tick.len(), 1, "the delayed message arrived");
+    ack_all(b, &clock, "clock", &tick).await;
+}
+
+pub async fn expired_message_is_never_delivered(b: &dyn Broker) {
+    let name = queue(b, "ttl", QueueConfig::default()).await;
+    recv(b, &name, "g", "c", 1, Duration::ZERO).await; // the group exists
+    b.send(&name, msg(json!({"n": 1})).ttl(Duration::from_millis(50)))
+        .await
+        .unwrap();
+    b.send(&name, msg(json!({"n": 2}))).await.unwrap();
+    pass_time(b, Duration::from_millis(150)).await;
+    let got = recv(b, &name, "g", "c", 10, PATIENCE).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), vec![2]);
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(info.expired_total, 1);
+    assert_eq!(info.dead_letters, 0, "the default is to drop");
+    assert_eq!(info.length, 1);
+}
+
+pub async fn expired_message_can_be_dead_lettered(b: &dyn Broker) {
+    let config = QueueConfig {
+        on_expiry: ExpiryAction::DeadLetter,
+        default_ttl: Some(Duration::from_millis(50)),
+        ..QueueConfig::default()
+    };
+    let name = queue(b, "ttl-dlq", config).await;
+    b.send(&name, msg(json!({"n": 1}))).await.unwrap();
+    b.send(&name, msg(json!({"n": 2})).ttl(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    pass_time(b, Duration::from_millis(150)).await;
+    let got = recv(b, &name, "g", "c", 10, PATIENCE).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), vec![2]);
+    let letters = b.dead_letters(&name, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, "expired");
+    assert_eq!(letters[0].group, None);
+    assert_eq!(b.queue_info(&name).await.unwrap().expired_total, 1);
+}
+
+pub async fn delayed_message_waits(b: &dyn Broker) {
+    let name = queue(b, "delayed", QueueConfig::default()).await;
+    let delay = Duration::from_millis(300);
+    let sent_at = Instant::now();
+    b.send(&name, msg(json!({"n": 1})).delay(delay))
+        .await
+        .unwrap();
+    assert!(recv(b, &name, "g", "c", 1, Duration::ZERO).await.is_empty());
+    let got = recv(b, &name, "g", "c", 1, PATIENCE).await;
+    assert_eq!(got.len(), 1);
+    assert!(sent_at.elapsed() >= delay - Duration::from_millis(5));
+}
+
+pub async fn dedup_id_returns_original(b: &dyn Broker) {
+    let name = queue(b, "dedup", QueueConfig::default()).await;
+    let first = b
+        .send(&name, msg(json!({"n": 1})).dedup_id("order-1"))
+        .await
+        .unwrap();
+    let again = b
+        .send(&name, msg(json!({"n": 99})).dedup_id("order-1"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(again.id, first.id);
+    // Duplicates inside one batch are caught too.
+    let batch = b
+        .send_batch(
+            &name,
+            vec![
+                msg(json!({"n": 2})).dedup_id("order-2"),
+                msg(json!({"n": 3})).dedup_id("order-2"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(batch[0].id, batch[1].id);
+    assert!(batch[1].duplicate);
+    let got = recv(b, &name, "g", "c", 10, PATIENCE).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(got[0].dedup_id.as_deref(), Some("order-1"));
+}
+
+pub async fn transaction_applies_everything(b: &dyn Broker) {
+    let orders = queue(b, "tx-orders", QueueConfig::default()).await;
+    let invoices = queue(b, "tx-invoices", QueueConfig::default()).await;
+    let audit = queue(b, "tx-audit", QueueConfig::default()).await;
+    send_numbers(b, &orders, 0..1).await;
+    let got = recv(b, &orders, "g", "c", 1, PATIENCE).await;
+    let mut tx = Transaction::new();
+    tx.ack(orders.clone(), g("g"), [got[0].id.clone()])
+        .send(invoices.clone(), msg(json!({"n": 10})))
+        .send(audit.clone(), msg(json!({"n": 20})));
+    let receipts = b.commit(tx).await.unwrap();
+    assert_eq!(receipts.len(), 2);
+    assert_eq!(b.queue_info(&orders).await.unwrap().length, 0);
+    let inv = recv(b, &invoices, "g", "c", 10, PATIENCE).await;
+    assert_eq!(inv[0].id, receipts[0].id);
+    assert_eq!(n_of(&inv[0]), 10);
+    assert_eq!(n_of(&recv(b, &audit, "g", "c", 10, PATIENCE).await[0]), 20);
+}
+
+pub async fn transaction_with_bad_ack_applies_nothing(b: &dyn Broker) {
+    let orders = queue(b, "txb-orders", QueueConfig::default()).await;
+    let invoices = queue(b, "txb-invoices", QueueConfig::default()).await;
+    send_numbers(b, &orders, 0..2).await;
+    let got = recv(b, &orders, "g", "c", 1, PATIENCE).await;
+    let mut tx = Transaction::new();
+    tx.send(invoices.clone(), msg(json!({"n": 1})))
+        .ack(orders.clone(), g("g"), [got[0].id.clone()])
+        .ack(orders.clone(), g("g"), [MessageId::from("not-delivered")]);
+    assert!(matches!(b.commit(tx).await, Err(Error::NotPending { .. })));
+    assert_eq!(b.queue_info(&invoices).await.unwrap().length, 0);
+    let info = b.queue_info(&orders).await.unwrap();
+    assert_eq!(info.length, 2);
+    assert_eq!(
+        info.groups[0].pending, 1,
+        "the valid ack was not applied either"
+    );
+    assert_eq!(ack_all(b, &orders, "g", &got).await, 1);
+}
+
+pub async fn transaction_with_unknown_queue_applies_nothing(b: &dyn Broker) {
+    let real = queue(b, "txu-real", QueueConfig::default()).await;
+    let mut tx = Transaction::new();
+    tx.send(real.clone(), msg(json!({"n": 1})))
+        .send(q("txu-missing"), msg(json!({"n": 2})));
+    assert!(matches!(b.commit(tx).await, Err(Error::QueueNotFound(_))));
+    assert_eq!(b.queue_info(&real).await.unwrap().length, 0);
+}
+
+pub async fn purge_removes_messages(b: &dyn Broker) {
+    let name = queue(b, "purge", QueueConfig::default()).await;
+    send_numbers(b, &name, 0..5).await;
+    let got = recv(b, &name, "g", "c", 2, PATIENCE).await;
+    dead_letter_numbers(b, &q("purge"), 5..6).await;
+    // 2 in flight and 3 ready; the dead letter is not in the queue.
+    assert_eq!(b.purge_queue(&name).await.unwrap(), 5);
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(info.length, 0);
+    assert_eq!(info.groups[0].pending, 0);
+    assert_eq!(
+        info.dead_letters, 1,
+        "dead letters are not purged with the queue"
+    );
+    assert_eq!(ack_all(b, &name, "g", &got).await, 0);
+    send_numbers(b, &name, 10..11).await;
+    assert_eq!(n_of(&recv(b, &name, "g", "c", 10, PATIENCE).await[0]), 10);
+}
+
+pub async fn delete_removes_everything(b: &dyn Broker) {
+    let name = queue(b, "doomed", QueueConfig::default()).await;
+    dead_letter_numbers(b, &name, 0..2).await;
+    send_numbers(b, &name, 2..4).await;
+    b.delete_queue(&name).await.unwrap();
+    assert!(!b.list_queues().await.unwrap().contains(&name));
+    assert!(matches!(
+        b.queue_info(&name).await,
+        Err(Error::QueueNotFound(_))
+    ));
+    b.create_queue(&name, QueueConfig::default()).await.unwrap();
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(
+        (info.length, info.dead_letters, info.groups.len()),
+        (0, 0, 0)
+    );
+}
+
+pub async fn retention_keeps_acked_messages(b: &dyn Broker) {
+    let config = QueueConfig {
+        retention: Retention {
+            max_len: Some(2),
+            max_age: None,
+        },
+        ..QueueConfig::default()
+    };
+    let name = queue(b, "retained", config).await;
+    send_numbers(b, &name, 0..5).await;
+    let got = recv(b, &name, "g", "c", 10, PATIENCE).await;
+    ack_all(b, &name, "g", &got[..4]).await;
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(info.retained, 2, "the two newest acked messages are kept");
+    assert_eq!(info.length, 3, "plus the one not yet acked");
+    // A new group replays what is kept.
+    let replay = recv(b, &name, "auditor", "c", 10, PATIENCE).await;
+    assert_eq!(replay.iter().map(n_of).collect::<Vec<_>>(), vec![2, 3, 4]);
+}
+
+pub async fn info_reports_groups_and_consumers(b: &dyn Broker) {
+    let name = queue(b, "info", QueueConfig::default()).await;
+    send_numbers(b, &name, 0..4).await;
+    b.send(&name, msg(json!({"n": 9})).delay(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    recv(b, &name, "g", "worker:1", 3, PATIENCE).await;
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(info.length, 5);
+    assert!(info.oldest_message_age.is_some());
+    let group = &info.groups[0];
+    assert_eq!(group.name, g("g"));
+    assert_eq!((group.ready, group.delayed, group.pending), (1, 1, 3));
+    assert_eq!(group.consumers[0].name, "worker:1");
+    assert_eq!(group.consumers[0].pending, 3);
+}
+
+pub async fn ack_of_unknown_ids_is_skipped(b: &dyn Broker) {
+    let name = queue(b, "acks", QueueConfig::default()).await;
+    send_numbers(b, &name, 0..1).await;
+    let got = recv(b, &name, "g", "c", 1, PATIENCE).await;
+    let ids = vec![
+        MessageId::from("garbage"),
+        MessageId::from("12345678"),
+        got[0].id.clone(),
+    ];
+    assert_eq!(b.ack(&name, &g("g"), &ids).await.unwrap(), 1);
+    assert_eq!(b.ack(&name, &g("other"), &ids).await.unwrap(), 0);
+}
+
+pub async fn concurrent_senders_lose_nothing(b: &dyn Broker) {
+    let name = queue(b, "busy", QueueConfig::default()).await;
+    let sends = (0..32i64).map(|task| {
+        let name = name.clone();
+        async move {
+            for i in 0..8 {
+                b.send(&name, msg(json!({ "n": task * 100 + i })))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    futures_join_all(sends).await;
+    let mut seen = BTreeSet::new();
+    while seen.len() < 256 {
+        let got = recv(b, &name, "g", "c", 100, PATIENCE).await;
+        assert!(!got.is_empty());
+        for d in &got {
+            assert!(seen.insert(n_of(d)), "delivered twice");
+        }
+        ack_all(b, &name, "g", &got).await;
+    }
+    assert_eq!(b.queue_info(&name).await.unwrap().length, 0);
+}
+
+/// Runs futures concurrently on the current task (no extra dependency).
+async fn futures_join_all<F: std::future::Future<Output = ()>>(
+    futures: impl IntoIterator<Item = F>,
+) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut pending: Vec<_> = set.iter_mut().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for slot in &mut pending {
+            if let Some(f) = slot {
+                if f.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    all_done = false;
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}

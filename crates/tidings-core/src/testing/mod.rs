@@ -1,0 +1,79 @@
+//! The conformance suite: the behaviour every [`Broker`] backend must show,
+//! written once against the trait.
+//!
+//! A backend runs it with [`conformance_tests!`](crate::conformance_tests),
+//! giving an async expression that makes a fresh [`Fixture`] per test:
+//!
+//! ```ignore
+//! tidings_core::conformance_tests!(async { MyFixture::new().await });
+//! ```
+//!
+//! Time-dependent cases use short settings (visibility timeouts of a few
+//! hundred milliseconds) and synchronise by blocking receives, which return
+//! as soon as the awaited message is deliverable: no sleeps.
+
+pub mod cases;
+
+use crate::Broker;
+
+/// A broker under test, with whatever must live as long as it (a temporary
+/// directory, a key prefix to clean up).
+pub trait Fixture: Send + Sync {
+    /// The broker.
+    fn broker(&self) -> &dyn Broker;
+}
+
+impl<B: Broker> Fixture for B {
+    fn broker(&self) -> &dyn Broker {
+        self
+    }
+}
+
+/// Generates one `#[tokio::test]` per conformance case. `$setup` is an
+/// expression evaluating to a future of a [`Fixture`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($setup:expr) => {
+        $crate::conformance_tests!(@cases $setup;
+            create_queue_is_idempotent,
+            unknown_queue_is_a_typed_error,
+            bad_input_is_rejected,
+            send_receive_ack,
+            batch_send_keeps_order,
+            single_consumer_sees_send_order,
+            consumers_of_a_group_share_work,
+            every_group_sees_every_message,
+            group_created_later_sees_stored_messages,
+            blocking_receive_wakes_on_send,
+            receive_returns_empty_after_wait,
+            unacked_message_is_redelivered,
+            max_deliveries_moves_to_dead_letters,
+            nack_retry_redelivers_after_delay,
+            nack_dead_letter_moves_at_once,
+            dead_letters_requeue_by_id_and_all,
+            dead_letters_purge,
+            expired_message_is_never_delivered,
+            expired_message_can_be_dead_lettered,
+            delayed_message_waits,
+            dedup_id_returns_original,
+            transaction_applies_everything,
+            transaction_with_bad_ack_applies_nothing,
+            transaction_with_unknown_queue_applies_nothing,
+            purge_removes_messages,
+            delete_removes_everything,
+            retention_keeps_acked_messages,
+            info_reports_groups_and_consumers,
+            ack_of_unknown_ids_is_skipped,
+            concurrent_senders_lose_nothing
+        );
+    };
+    (@cases $setup:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $setup.await;
+                $crate::testing::cases::$case($crate::testing::Fixture::broker(&fixture)).await;
+            }
+        )*
+    };
+}
