@@ -1,5 +1,7 @@
 //! The conformance suite, on disk and in memory.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod on_disk {
     use tidings_embedded::EmbeddedBroker;
 

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use tidings_core::{Error, Result};
 
-use super::{Batch, Pending, Space, Store, Wait};
+use super::{Batch, Pending, Space, Store, Visit, Wait};
 
 /// Most batches folded into one commit, to bound the time a group takes.
 const MAX_GROUP: usize = 4096;
@@ -124,7 +124,7 @@ impl Store for FjallStore {
         Ok(value.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, space: Space, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    fn scan(&self, space: Space, visit: &mut Visit<'_>) -> Result<()> {
         for guard in self.keyspace(space).iter() {
             let (k, v) = guard.into_inner().map_err(read_error)?;
             visit(&k, &v)?;

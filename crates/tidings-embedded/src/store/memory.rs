@@ -6,11 +6,13 @@ use std::sync::{Mutex, PoisonError};
 
 use tidings_core::Result;
 
-use super::{Batch, Pending, Space, Store, Wait};
+use super::{Batch, Pending, Space, Store, Visit, Wait};
+
+type Records = BTreeMap<Vec<u8>, Vec<u8>>;
 
 #[derive(Default)]
 pub(crate) struct MemoryStore {
-    spaces: Mutex<BTreeMap<Space, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    spaces: Mutex<BTreeMap<Space, Records>>,
 }
 
 impl Store for MemoryStore {
@@ -19,7 +21,7 @@ impl Store for MemoryStore {
         Ok(spaces.get(&space).and_then(|s| s.get(key)).cloned())
     }
 
-    fn scan(&self, space: Space, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    fn scan(&self, space: Space, visit: &mut Visit<'_>) -> Result<()> {
         let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
         for (k, v) in spaces.get(&space).into_iter().flatten() {
             visit(k, v)?;

@@ -98,13 +98,16 @@ impl Pending {
     }
 }
 
+/// Called with each key and value of a scan.
+pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// Ordered key-value storage with batched, ordered writes.
 pub(crate) trait Store: Send + Sync + 'static {
     /// Reads one value.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
     /// Visits every entry of a space in key order (used at recovery).
-    fn scan(&self, space: Space, visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()>;
+    fn scan(&self, space: Space, visit: &mut Visit<'_>) -> Result<()>;
 
     /// Submits a batch. Batches are applied in the order they are submitted,
     /// so callers submit while holding the engine's state lock.

@@ -1,0 +1,311 @@
+//! `tidings bench`: throughput and latency of the embedded engine on this
+//! machine, against the targets of docs/benchmarks.md.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use tidings::{
+    Broker, ConsumerName, EmbeddedBroker, GroupName, MessageId, OutgoingMessage, Payload,
+    QueueConfig, QueueName, ReceiveOptions,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// One producer, one message per send (one fsync each).
+    SendOne,
+    /// One producer, batches of 100.
+    SendBatch,
+    /// Four producers, batches of 100.
+    SendBatch4,
+    /// 64 producers, one message per send (group commit).
+    SendConcurrent,
+    /// One consumer, receive 100 then ack them.
+    ReceiveAck,
+    /// Send at a fixed rate, measure send-to-receive latency.
+    Latency,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scratch data directory (emptied before and removed after).
+    #[arg(long, default_value = "./tidings-bench-data")]
+    dir: PathBuf,
+    /// Scenarios to run (default: all).
+    #[arg(long = "scenario", value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Messages per throughput scenario.
+    #[arg(long, default_value_t = 200_000)]
+    messages: usize,
+    /// Payload size in bytes (JSON).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Send rate of the latency scenario, messages per second.
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Length of the latency scenario.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    latency_for: Duration,
+}
+
+struct Row {
+    name: &'static str,
+    result: String,
+    target: &'static str,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::value_variants().to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let payload = payload(args.size)?;
+    println!(
+        "tidings bench: {} messages of {} bytes per throughput run, durable (fsync) sends, data in {}",
+        args.messages,
+        payload.len(),
+        args.dir.display()
+    );
+    let mut rows = Vec::new();
+    for scenario in scenarios {
+        let _ = std::fs::remove_dir_all(&args.dir);
+        let broker = Arc::new(
+            EmbeddedBroker::open(&args.dir)
+                .with_context(|| format!("cannot open {}", args.dir.display()))?,
+        );
+        let queue = QueueName::new("bench")?;
+        broker.create_queue(&queue, QueueConfig::default()).await?;
+        let row = match scenario {
+            Scenario::SendOne => {
+                let n = (args.messages / 40).max(1000);
+                let rate = send(&broker, &queue, &payload, n, 1, 1).await?;
+                Row {
+                    name: "durable send, 1 producer, 1 message per send",
+                    result: per_sec(rate),
+                    target: "(peer bar: Redis appendfsync always 1,663/s)",
+                }
+            }
+            Scenario::SendBatch => {
+                let rate = send(&broker, &queue, &payload, args.messages, 1, 100).await?;
+                Row {
+                    name: "durable send, 1 producer, batches of 100",
+                    result: per_sec(rate),
+                    target: ">= 100,000/s",
+                }
+            }
+            Scenario::SendBatch4 => {
+                let rate = send(&broker, &queue, &payload, args.messages, 4, 100).await?;
+                Row {
+                    name: "durable send, 4 producers, batches of 100",
+                    result: per_sec(rate),
+                    target: ">= 100,000/s",
+                }
+            }
+            Scenario::SendConcurrent => {
+                let n = args.messages / 2;
+                let rate = send(&broker, &queue, &payload, n, 64, 1).await?;
+                Row {
+                    name: "durable send, 64 producers, 1 message per send",
+                    result: per_sec(rate),
+                    target: ">= 50,000/s",
+                }
+            }
+            Scenario::ReceiveAck => {
+                fill(&broker, &queue, &payload, args.messages).await?;
+                let rate = receive_ack(&broker, &queue, args.messages, 100).await?;
+                Row {
+                    name: "receive + ack, batches of 100",
+                    result: per_sec(rate),
+                    target: ">= 150,000/s",
+                }
+            }
+            Scenario::Latency => {
+                let (p50, p99, max, n) =
+                    latency(&broker, &queue, &payload, args.rate, args.latency_for).await?;
+                Row {
+                    name: "send -> receive latency at fixed rate",
+                    result: format!(
+                        "{} msg/s x {n}: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+                        args.rate
+                    ),
+                    target: "p99 < 5 ms",
+                }
+            }
+        };
+        println!("  {:<50} {:<50} {}", row.name, row.result, row.target);
+        rows.push(row);
+        broker.close();
+        drop(broker);
+        let _ = std::fs::remove_dir_all(&args.dir);
+    }
+    println!("\n| scenario | measured | target |\n|---|---|---|");
+    for r in rows {
+        println!("| {} | {} | {} |", r.name, r.result, r.target);
+    }
+    Ok(())
+}
+
+fn per_sec(rate: f64) -> String {
+    format!(
+        "{:.0} msg/s ({:.1} MB/s of payload)",
+        rate,
+        rate * 1024.0 / 1e6
+    )
+}
+
+fn payload(size: usize) -> anyhow::Result<Payload> {
+    let pad = "x".repeat(size.saturating_sub(24));
+    Ok(Payload::from_value(
+        &serde_json::json!({ "i": 0, "pad": pad }),
+    )?)
+}
+
+/// `producers` tasks send `total` messages in sends of `batch`; returns msg/s.
+async fn send(
+    broker: &Arc<EmbeddedBroker>,
+    queue: &QueueName,
+    payload: &Payload,
+    total: usize,
+    producers: usize,
+    batch: usize,
+) -> anyhow::Result<f64> {
+    let per_producer = total / producers;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..producers {
+        let (broker, queue, payload) = (broker.clone(), queue.clone(), payload.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0;
+            while sent < per_producer {
+                let n = batch.min(per_producer - sent);
+                let messages = vec![OutgoingMessage::new(payload.clone()); n];
+                broker.send_batch(&queue, messages).await?;
+                sent += n;
+            }
+            anyhow::Ok(sent)
+        }));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await??;
+    }
+    Ok(sent as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn fill(
+    broker: &Arc<EmbeddedBroker>,
+    queue: &QueueName,
+    payload: &Payload,
+    total: usize,
+) -> anyhow::Result<()> {
+    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+        broker
+            .send_batch(
+                queue,
+                vec![OutgoingMessage::new(payload.clone()); chunk.len()],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn receive_ack(
+    broker: &Arc<EmbeddedBroker>,
+    queue: &QueueName,
+    total: usize,
+    batch: usize,
+) -> anyhow::Result<f64> {
+    let group = GroupName::new("bench")?;
+    let consumer = ConsumerName::new("c1")?;
+    let started = Instant::now();
+    let mut done = 0;
+    while done < total {
+        let got = broker
+            .receive(
+                queue,
+                &group,
+                &consumer,
+                ReceiveOptions::new(batch, Duration::from_secs(5)),
+            )
+            .await?;
+        anyhow::ensure!(!got.is_empty(), "the queue ran dry after {done} messages");
+        let ids: Vec<MessageId> = got.into_iter().map(|d| d.id).collect();
+        done += usize::try_from(broker.ack(queue, &group, &ids).await?)?;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Sends at `rate`/s for `length` while one consumer receives; returns
+/// p50, p99 and max latency in ms, and the number of messages.
+async fn latency(
+    broker: &Arc<EmbeddedBroker>,
+    queue: &QueueName,
+    payload: &Payload,
+    rate: u64,
+    length: Duration,
+) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let origin = Instant::now();
+    let total = usize::try_from(rate.saturating_mul(length.as_secs().max(1)))?;
+    let group = GroupName::new("bench")?;
+    let consumer = ConsumerName::new("c1")?;
+    // Create the group before sending, so every message is measured from its send.
+    broker
+        .receive(queue, &group, &consumer, ReceiveOptions::default())
+        .await?;
+    let receiver = {
+        let (broker, queue, group) = (broker.clone(), queue.clone(), group.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(total);
+            while latencies.len() < total {
+                let got = broker
+                    .receive(
+                        &queue,
+                        &group,
+                        &consumer,
+                        ReceiveOptions::new(100, Duration::from_secs(5)),
+                    )
+                    .await?;
+                anyhow::ensure!(!got.is_empty(), "no message for 5 s");
+                let now = origin.elapsed().as_micros() as f64;
+                let mut ids = Vec::with_capacity(got.len());
+                for d in got {
+                    let sent: f64 = d
+                        .headers
+                        .get("sent_us")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(now);
+                    latencies.push((now - sent) / 1000.0);
+                    ids.push(d.id);
+                }
+                broker.ack(&queue, &group, &ids).await?;
+            }
+            anyhow::Ok(latencies)
+        })
+    };
+    // Each send is its own task, as independent clients would be; the pacer
+    // only decides when each one starts.
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now();
+    let mut sends = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = start + interval * u32::try_from(i)?;
+        tokio::time::sleep_until(due).await;
+        let (broker, queue) = (broker.clone(), queue.clone());
+        let message = OutgoingMessage::new(payload.clone())
+            .header("sent_us", origin.elapsed().as_micros().to_string());
+        sends.push(tokio::spawn(
+            async move { broker.send(&queue, message).await },
+        ));
+    }
+    for s in sends {
+        s.await??;
+    }
+    let mut latencies = receiver.await??;
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+    Ok((at(0.50), at(0.99), at(1.0), latencies.len()))
+}

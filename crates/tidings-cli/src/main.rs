@@ -1,0 +1,47 @@
+//! The `tidings` command.
+
+mod bench;
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Command::Bench(args) = cli.command {
+        return bench::run(args).await;
+    }
+    let broker = tidings::open(&cli.broker)
+        .with_context(|| format!("cannot open the broker {:?}", cli.broker))?;
+    match cli.command {
+        Command::Queue(c) => commands::queue(broker, cli.json, c).await,
+        Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,
+        Command::Bench(_) => Ok(()),
+    }
+}

@@ -1,0 +1,29 @@
+//! Tidings: reliable messaging between services.
+//!
+//! This facade re-exports the domain ([`tidings_core`]) and opens a broker
+//! from a URL, so the same code runs on every backend:
+//!
+//! | URL | backend |
+//! |---|---|
+//! | `./tidings-data`, `file:./tidings-data`, `file:///var/lib/tidings` | embedded engine, durable, in that directory (the default) |
+//! | `memory:` | embedded engine in memory, for tests and examples |
+//!
+//! A `?durability=buffered` query makes sends return once handed to the OS
+//! instead of after fsync (embedded engine only).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! use tidings::{Broker, OutgoingMessage, QueueConfig, QueueName};
+//! let broker = tidings::open("memory:")?;
+//! let queue = QueueName::new("orders")?;
+//! broker.create_queue(&queue, QueueConfig::default()).await?;
+//! broker.send(&queue, OutgoingMessage::json(&"hello")?).await?;
+//! # Ok::<_, tidings::Error>(())
+//! # }).unwrap();
+//! ```
+
+mod url;
+
+pub use tidings_core::*;
+pub use tidings_embedded::{EmbeddedBroker, EmbeddedOptions};
+pub use url::{BrokerUrl, DEFAULT_BROKER_URL, open};

@@ -1,0 +1,147 @@
+//! Naming a broker by URL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tidings_core::{Broker, Durability, Error, Result};
+use tidings_embedded::{EmbeddedBroker, EmbeddedOptions};
+
+/// The broker used when none is named: the embedded engine in `./tidings-data`.
+pub const DEFAULT_BROKER_URL: &str = "./tidings-data";
+
+/// A parsed broker URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerUrl {
+    /// The embedded engine in a data directory.
+    Embedded {
+        /// The data directory.
+        path: PathBuf,
+        /// Default durability of sends.
+        durability: Durability,
+    },
+    /// The embedded engine in memory.
+    Memory,
+}
+
+impl BrokerUrl {
+    /// Parses a broker URL (see the crate docs for the forms).
+    ///
+    /// ```
+    /// use tidings::{BrokerUrl, Durability};
+    /// assert_eq!(BrokerUrl::parse("memory:")?, BrokerUrl::Memory);
+    /// assert_eq!(
+    ///     BrokerUrl::parse("file:/tmp/q?durability=buffered")?,
+    ///     BrokerUrl::Embedded { path: "/tmp/q".into(), durability: Durability::Buffered },
+    /// );
+    /// assert!(BrokerUrl::parse("ftp://x").is_err());
+    /// # Ok::<_, tidings::Error>(())
+    /// ```
+    pub fn parse(url: &str) -> Result<Self> {
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut durability = Durability::Sync;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("durability", "sync")) => durability = Durability::Sync,
+                Some(("durability", "buffered")) => durability = Durability::Buffered,
+                _ => {
+                    return Err(invalid(&format!(
+                        "unknown option {pair:?} (known: durability=sync|buffered)"
+                    )));
+                }
+            }
+        }
+        if base == "memory:" || base == "memory://" {
+            return Ok(Self::Memory);
+        }
+        let path = if let Some(rest) = base.strip_prefix("file://") {
+            rest
+        } else if let Some(rest) = base.strip_prefix("file:") {
+            rest
+        } else if let Some((scheme, _)) = base.split_once("://") {
+            return Err(invalid(&format!(
+                "the {scheme:?} backend is not available in this build (available: a path, file:, memory:)"
+            )));
+        } else {
+            base
+        };
+        if path.is_empty() {
+            return Err(invalid("the data directory path is empty"));
+        }
+        Ok(Self::Embedded {
+            path: PathBuf::from(path),
+            durability,
+        })
+    }
+
+    /// Opens the broker this URL names.
+    pub fn open(&self) -> Result<Arc<dyn Broker>> {
+        Ok(match self {
+            Self::Embedded { path, durability } => Arc::new(EmbeddedBroker::open_with(
+                path,
+                EmbeddedOptions {
+                    durability: *durability,
+                },
+            )?),
+            Self::Memory => Arc::new(EmbeddedBroker::in_memory()),
+        })
+    }
+}
+
+/// Opens the broker named by `url`.
+pub fn open(url: &str) -> Result<Arc<dyn Broker>> {
+    BrokerUrl::parse(url)?.open()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths_and_file_urls_name_the_embedded_engine() {
+        for (url, path) in [
+            ("./tidings-data", "./tidings-data"),
+            ("file:./data", "./data"),
+            ("file:///var/lib/tidings", "/var/lib/tidings"),
+            ("relative/dir", "relative/dir"),
+        ] {
+            assert_eq!(
+                BrokerUrl::parse(url).ok(),
+                Some(BrokerUrl::Embedded {
+                    path: path.into(),
+                    durability: Durability::Sync
+                }),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_urls_say_why() {
+        for (url, why) in [
+            ("redis://127.0.0.1", "not available"),
+            ("file:", "empty"),
+            ("memory:?fast=yes", "unknown option"),
+        ] {
+            let err = BrokerUrl::parse(url).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(why)),
+                "{url}: {err:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_locked_data_directory_is_a_typed_error() {
+        let dir = tempfile::tempdir().map_err(Error::storage);
+        let Ok(dir) = dir else {
+            panic!("no temporary directory")
+        };
+        let url = dir.path().display().to_string();
+        let _first = open(&url).map_err(|e| e.to_string());
+        assert!(matches!(open(&url), Err(Error::Locked { .. })));
+    }
+}
