@@ -157,8 +157,21 @@ fn per_sec(rate: f64) -> String {
     )
 }
 
+/// A JSON object of about `size` bytes whose text does not compress much
+/// (pseudo-random letters and digits), like ids and tokens in real payloads.
 fn payload(size: usize) -> anyhow::Result<Payload> {
-    let pad = "x".repeat(size.saturating_sub(24));
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let pad: String = (0..size.saturating_sub(24))
+        .map(|_| {
+            // xorshift64: cheap, deterministic, enough to defeat compression.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let i = usize::try_from(state % ALPHABET.len() as u64).unwrap_or(0);
+            char::from(ALPHABET.get(i).copied().unwrap_or(b'x'))
+        })
+        .collect();
     Ok(Payload::from_value(
         &serde_json::json!({ "i": 0, "pad": pad }),
     )?)
