@@ -11,6 +11,12 @@ use clap::Parser;
 
 use cli::{Cli, Command};
 
+/// The engine allocates and frees many small buffers per message (keys,
+/// values, memtable entries); mimalloc does that far faster than the system
+/// allocator here. See docs/decisions/0005-mimalloc.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
