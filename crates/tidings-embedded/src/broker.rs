@@ -18,6 +18,7 @@ use tidings_core::{
     SendReceipt, Timestamp, Transaction, TxOp,
 };
 
+use crate::clock::Clock;
 use crate::records::{DeadRecord, MessageRecord, QueueRecord, decode, seq_key};
 use crate::state::{Ctx, QueueState, State, message_id, parse_id};
 use crate::store::fjall::FjallStore;
@@ -25,10 +26,12 @@ use crate::store::memory::MemoryStore;
 use crate::store::{Batch, Pending, Space, Store, Wait};
 
 /// Settings of an embedded broker.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct EmbeddedOptions {
     /// Durability of sends to queues that do not set their own.
     pub durability: Durability,
+    /// Where time comes from (the system clock unless a test moves it by hand).
+    pub clock: Clock,
 }
 
 /// The embedded engine: durable queues in a local data directory, or in memory.
@@ -61,16 +64,13 @@ struct Inner {
     state: Mutex<State>,
     store: Box<dyn Store>,
     durability: Durability,
+    clock: Clock,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.store.close();
     }
-}
-
-fn now() -> u64 {
-    Timestamp::now().as_millis()
 }
 
 fn wait_for(durability: Durability) -> Wait {
@@ -105,19 +105,25 @@ impl EmbeddedBroker {
 
     /// A broker that keeps everything in memory, for tests and examples.
     pub fn in_memory() -> Self {
+        Self::in_memory_with(EmbeddedOptions::default())
+    }
+
+    /// A broker in memory, with options.
+    pub fn in_memory_with(options: EmbeddedOptions) -> Self {
         // Loading an empty memory store reads nothing and cannot fail.
-        Self::with_store(Box::<MemoryStore>::default(), EmbeddedOptions::default())
+        Self::with_store(Box::<MemoryStore>::default(), options)
             .unwrap_or_else(|_| unreachable!("an empty memory store always loads"))
     }
 
     fn with_store(store: Box<dyn Store>, options: EmbeddedOptions) -> Result<Self> {
-        let (state, batch) = State::load(&*store, now())?;
+        let (state, batch) = State::load(&*store, options.clock.now())?;
         drop(store.submit(batch, Wait::Nothing));
         Ok(Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
                 store,
                 durability: options.durability,
+                clock: options.clock,
             }),
         })
     }
@@ -149,7 +155,7 @@ impl EmbeddedBroker {
             store: &*self.inner.store,
             batch: &mut batch,
             seq: &mut state.seq,
-            now: now(),
+            now: self.inner.clock.now(),
         };
         let out = f(&mut state.queues, &mut ctx);
         let wait = match &out {
@@ -166,8 +172,8 @@ impl EmbeddedBroker {
 
     /// Makes durable messages deliverable and wakes the queue's receivers.
     fn publish(&self, sent: &[(QueueName, u64, Vec<u64>)]) {
+        let now = self.inner.clock.now();
         let mut state = self.lock();
-        let now = now();
         for (name, qid, seqs) in sent {
             if let Some(q) = state.queues.get_mut(name)
                 && q.id() == *qid

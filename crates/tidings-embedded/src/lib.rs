@@ -14,8 +14,10 @@
 //! locked against a second process.
 
 mod broker;
+mod clock;
 mod records;
 mod state;
 mod store;
 
 pub use broker::{EmbeddedBroker, EmbeddedOptions};
+pub use clock::{Clock, ManualClock};

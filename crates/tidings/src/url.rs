@@ -84,6 +84,7 @@ impl BrokerUrl {
                 path,
                 EmbeddedOptions {
                     durability: *durability,
+                    ..EmbeddedOptions::default()
                 },
             )?),
             Self::Memory => Arc::new(EmbeddedBroker::in_memory()),
