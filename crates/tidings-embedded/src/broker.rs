@@ -441,7 +441,7 @@ impl Broker for EmbeddedBroker {
                     });
                     match attempts {
                         Some(attempts) => {
-                            q.dead_letter(Some(group), seq, reason, attempts, ctx)?;
+                            q.dead_letter(group, seq, reason, attempts, ctx)?;
                             true
                         }
                         None => false,

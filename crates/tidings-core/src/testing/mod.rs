@@ -4,7 +4,7 @@
 //! A backend runs it with [`conformance_tests!`](crate::conformance_tests),
 //! giving an async expression that makes a fresh [`Fixture`] per test:
 //!
-//! ```ignore
+//! ```text
 //! tidings_core::conformance_tests!(async { MyFixture::new().await });
 //! ```
 //!

@@ -26,7 +26,9 @@ pub(crate) struct GroupState {
     pub(crate) id: u64,
     pub(crate) name: GroupName,
     pub(crate) ready: BTreeSet<u64>,
+    /// `(due, seq)`, earliest first, with `due_of` as its reverse index.
     pub(crate) delayed: BTreeSet<(u64, u64)>,
+    due_of: HashMap<u64, u64>,
     pub(crate) in_flight: HashMap<u64, InFlight>,
     /// `(deadline, seq)` of every in-flight message, earliest first.
     pub(crate) deadlines: BTreeSet<(u64, u64)>,
@@ -42,6 +44,7 @@ impl GroupState {
             name,
             ready: BTreeSet::new(),
             delayed: BTreeSet::new(),
+            due_of: HashMap::new(),
             in_flight: HashMap::new(),
             deadlines: BTreeSet::new(),
             counts: HashMap::new(),
@@ -52,13 +55,17 @@ impl GroupState {
     /// Makes a message the group owes deliverable at `due` (now or later).
     pub(crate) fn schedule(&mut self, seq: u64, due: Option<u64>, now: u64) {
         match due {
-            Some(due) if due > now => {
-                self.delayed.insert((due, seq));
-            }
+            Some(due) if due > now => self.delay(seq, due),
             _ => {
                 self.ready.insert(seq);
             }
         }
+    }
+
+    /// Holds a message back until `due`.
+    pub(crate) fn delay(&mut self, seq: u64, due: u64) {
+        self.delayed.insert((due, seq));
+        self.due_of.insert(seq, due);
     }
 
     /// Records a delivery to `consumer`; returns the new delivery count.
@@ -93,13 +100,20 @@ impl GroupState {
     }
 
     /// Forgets a message entirely (settled, expired or purged).
-    pub(crate) fn forget(&mut self, seq: u64, due: Option<u64>) {
+    pub(crate) fn forget(&mut self, seq: u64) {
         self.end_delivery(seq);
         self.ready.remove(&seq);
-        if let Some(due) = due {
+        if let Some(due) = self.due_of.remove(&seq) {
             self.delayed.remove(&(due, seq));
         }
         self.counts.remove(&seq);
+    }
+
+    /// Whether the group still has this message (ready, delayed or in flight).
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        self.ready.contains(&seq)
+            || self.due_of.contains_key(&seq)
+            || self.in_flight.contains_key(&seq)
     }
 
     /// Moves delayed messages whose time has come to `ready`.
@@ -109,6 +123,7 @@ impl GroupState {
                 break;
             }
             self.delayed.pop_first();
+            self.due_of.remove(&seq);
             self.ready.insert(seq);
         }
     }
@@ -135,6 +150,7 @@ impl GroupState {
     pub(crate) fn clear(&mut self) {
         self.ready.clear();
         self.delayed.clear();
+        self.due_of.clear();
         self.in_flight.clear();
         self.deadlines.clear();
         self.counts.clear();

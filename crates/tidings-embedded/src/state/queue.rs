@@ -180,8 +180,7 @@ impl QueueState {
             return;
         };
         let gid = g.id;
-        let due = self.messages.get(&seq).and_then(|m| m.deliver_at);
-        g.forget(seq, due);
+        g.forget(seq);
         let qid = self.id();
         let Some(meta) = self.messages.get_mut(&seq) else {
             return;
@@ -209,7 +208,7 @@ impl QueueState {
         let qid = self.id();
         ctx.batch.delete(Space::Messages, seq_key(qid, seq));
         for g in self.groups.values_mut() {
-            g.forget(seq, meta.deliver_at);
+            g.forget(seq);
             ctx.batch.delete(Space::Marks, mark_key(qid, g.id, seq));
         }
         if let Some(t) = meta.expires_at {
@@ -230,9 +229,9 @@ impl QueueState {
         }
     }
 
-    /// Copies a message into the dead-letter queue. With a group, that group
-    /// is finished with it; without one (expiry) the caller deletes it.
-    pub(crate) fn dead_letter(
+    /// Copies a message into the dead-letter queue, as given up on by `group`
+    /// (`None`: no group had it).
+    fn copy_to_dead_letters(
         &mut self,
         group: Option<&GroupName>,
         seq: u64,
@@ -255,22 +254,40 @@ impl QueueState {
         self.dead.insert(dseq);
         self.record.dead_lettered_total += 1;
         self.save_record(ctx);
-        if let Some(group) = group {
-            self.settle(group, seq, ctx);
-        }
         Ok(())
     }
 
-    /// A message's time to live has passed: drop it or dead-letter it, for every group.
+    /// `group` gives up on a message: it moves to the dead-letter queue, and
+    /// the group is finished with it.
+    pub(crate) fn dead_letter(
+        &mut self,
+        group: &GroupName,
+        seq: u64,
+        reason: String,
+        attempts: u32,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<()> {
+        self.copy_to_dead_letters(Some(group), seq, reason, attempts, ctx)?;
+        self.settle(group, seq, ctx);
+        Ok(())
+    }
+
+    /// A message's time to live has passed: drop it, or dead-letter it for
+    /// each group that still had it (or once, if no group had it).
     fn expire(&mut self, seq: u64, ctx: &mut Ctx<'_>) -> Result<()> {
         if self.record.config.on_expiry == ExpiryAction::DeadLetter {
-            let attempts = self
+            let holders: Vec<(GroupName, u32)> = self
                 .groups
                 .values()
-                .filter_map(|g| g.counts.get(&seq).copied())
-                .max()
-                .unwrap_or(0);
-            self.dead_letter(None, seq, "expired".into(), attempts, ctx)?;
+                .filter(|g| g.holds(seq))
+                .map(|g| (g.name.clone(), g.counts.get(&seq).copied().unwrap_or(0)))
+                .collect();
+            if holders.is_empty() {
+                self.copy_to_dead_letters(None, seq, "expired".into(), 0, ctx)?;
+            }
+            for (group, attempts) in holders {
+                self.copy_to_dead_letters(Some(&group), seq, "expired".into(), attempts, ctx)?;
+            }
         }
         self.record.expired_total += 1;
         self.save_record(ctx);
@@ -394,7 +411,7 @@ impl QueueState {
             let reason = format!(
                 "not acknowledged after {count} deliveries (visibility timeout {timeout:?})"
             );
-            self.dead_letter(Some(group), seq, reason, count, ctx)?;
+            self.dead_letter(group, seq, reason, count, ctx)?;
         }
         Ok(())
     }
@@ -418,10 +435,9 @@ impl QueueState {
         let count = g.counts.get(&seq).copied().unwrap_or(0);
         if count >= max {
             let reason = format!("retried {count} times, the most max_deliveries allows");
-            self.dead_letter(Some(group), seq, reason, count, ctx)?;
+            self.dead_letter(group, seq, reason, count, ctx)?;
         } else {
-            g.delayed
-                .insert((Timestamp(ctx.now).plus(delay).as_millis(), seq));
+            g.delay(seq, Timestamp(ctx.now).plus(delay).as_millis());
             self.notify.notify_waiters();
         }
         Ok(true)

@@ -8,9 +8,10 @@
 //! `fdatasync` and answers the rest. While it syncs, new batches queue up and
 //! form the next group: concurrent sends share one sync.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -27,12 +28,53 @@ struct Request {
     batch: Batch,
     wait: Wait,
     reply: Option<oneshot::Sender<Result<(), String>>>,
+    /// Position in submission order.
+    ticket: u64,
+}
+
+/// Dead letters submitted but not yet written. They are the one kind of
+/// record the engine reads back (listing, requeue) without waiting for its
+/// batch, so reads look here first.
+#[derive(Default)]
+struct Unwritten {
+    /// Key to the ticket of the batch that wrote it and the value (`None`: deleted).
+    dead: Mutex<HashMap<Vec<u8>, TicketedValue>>,
+}
+
+type TicketedValue = (u64, Option<Vec<u8>>);
+
+impl Unwritten {
+    fn note(&self, ticket: u64, batch: &Batch) {
+        let mut dead = None;
+        for (space, key, value) in &batch.ops {
+            if *space == Space::Dead {
+                dead.get_or_insert_with(|| {
+                    self.dead.lock().unwrap_or_else(PoisonError::into_inner)
+                })
+                .insert(key.clone(), (ticket, value.clone()));
+            }
+        }
+    }
+
+    fn written_up_to(&self, ticket: u64) {
+        let mut dead = self.dead.lock().unwrap_or_else(PoisonError::into_inner);
+        if !dead.is_empty() {
+            dead.retain(|_, (t, _)| *t > ticket);
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let dead = self.dead.lock().unwrap_or_else(PoisonError::into_inner);
+        dead.get(key).map(|(_, v)| v.clone())
+    }
 }
 
 pub(crate) struct FjallStore {
     path: PathBuf,
     spaces: Vec<(Space, Keyspace)>,
-    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    /// The writer's inbox, with the next ticket to hand out.
+    sender: Mutex<(Option<mpsc::Sender<Request>>, u64)>,
+    unwritten: Arc<Unwritten>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -68,16 +110,19 @@ impl FjallStore {
             spaces.push((space, ks));
         }
         let (sender, receiver) = mpsc::channel();
-        let writer_db = db.clone();
-        let writer_spaces = spaces.clone();
-        let writer = std::thread::Builder::new()
-            .name("tidings-writer".into())
-            .spawn(move || write_loop(&writer_db, &writer_spaces, &receiver))
-            .map_err(Error::storage)?;
+        let unwritten = Arc::new(Unwritten::default());
+        let writer = {
+            let (db, spaces, unwritten) = (db.clone(), spaces.clone(), unwritten.clone());
+            std::thread::Builder::new()
+                .name("tidings-writer".into())
+                .spawn(move || write_loop(&db, &spaces, &receiver, &unwritten))
+                .map_err(Error::storage)?
+        };
         Ok(Self {
             path: path.to_owned(),
             spaces,
-            sender: Mutex::new(Some(sender)),
+            sender: Mutex::new((Some(sender), 0)),
+            unwritten,
             writer: Mutex::new(Some(writer)),
         })
     }
@@ -105,6 +150,7 @@ impl Store for FjallStore {
             self.sender
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
+                .0
                 .take(),
         );
         let writer = self
@@ -120,6 +166,11 @@ impl Store for FjallStore {
     }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if space == Space::Dead
+            && let Some(value) = self.unwritten.get(key)
+        {
+            return Ok(value);
+        }
         let value = self.keyspace(space).get(key).map_err(read_error)?;
         Ok(value.map(|v| v.to_vec()))
     }
@@ -139,9 +190,17 @@ impl Store for FjallStore {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Pending(Some(rx)))
         };
-        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        let request = Request { batch, wait, reply };
-        match sender.as_ref().map(|s| s.send(request)) {
+        let mut sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        let ticket = sender.1;
+        sender.1 += 1;
+        self.unwritten.note(ticket, &batch);
+        let request = Request {
+            batch,
+            wait,
+            reply,
+            ticket,
+        };
+        match sender.0.as_ref().map(|s| s.send(request)) {
             Some(Ok(())) => pending,
             // The writer is gone: the receiver of `pending` was dropped with
             // the request, so waiting on it reports the broker as closed.
@@ -150,7 +209,12 @@ impl Store for FjallStore {
     }
 }
 
-fn write_loop(db: &Database, spaces: &[(Space, Keyspace)], receiver: &mpsc::Receiver<Request>) {
+fn write_loop(
+    db: &Database,
+    spaces: &[(Space, Keyspace)],
+    receiver: &mpsc::Receiver<Request>,
+    unwritten: &Unwritten,
+) {
     let mut failure: Option<String> = None;
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
@@ -162,6 +226,11 @@ fn write_loop(db: &Database, spaces: &[(Space, Keyspace)], receiver: &mpsc::Rece
         }
         if failure.is_none() {
             failure = commit_group(db, spaces, &mut group).err();
+        }
+        if failure.is_none()
+            && let Some(last) = group.last()
+        {
+            unwritten.written_up_to(last.ticket);
         }
         let needs_sync = group.iter().any(|r| r.wait == Wait::Synced);
         if failure.is_none() && needs_sync {
