@@ -25,6 +25,8 @@ pub enum Scenario {
     SendConcurrent,
     /// One consumer, receive 100 then ack them.
     ReceiveAck,
+    /// Four consumers of one group, each receiving 100 then acking them.
+    ReceiveAck4,
     /// Send at a fixed rate, measure send-to-receive latency.
     Latency,
 }
@@ -114,11 +116,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     target: ">= 50,000/s",
                 }
             }
-            Scenario::ReceiveAck => {
+            Scenario::ReceiveAck | Scenario::ReceiveAck4 => {
+                let consumers = if scenario == Scenario::ReceiveAck {
+                    1
+                } else {
+                    4
+                };
                 fill(&broker, &queue, &payload, args.messages).await?;
-                let rate = receive_ack(&broker, &queue, args.messages, 100).await?;
+                let rate = receive_ack(&broker, &queue, args.messages, consumers).await?;
+                let name = if consumers == 1 {
+                    "receive + ack, 1 consumer, batches of 100"
+                } else {
+                    "receive + ack, 4 consumers, batches of 100"
+                };
                 Row {
-                    name: "receive + ack, batches of 100",
+                    name,
                     result: per_sec(rate),
                     target: ">= 150,000/s",
                 }
@@ -226,29 +238,38 @@ async fn fill(
     Ok(())
 }
 
+/// `consumers` consumers of one group take `total` messages, 100 at a time,
+/// acking each batch before taking the next; returns msg/s.
 async fn receive_ack(
     broker: &Arc<EmbeddedBroker>,
     queue: &QueueName,
     total: usize,
-    batch: usize,
+    consumers: usize,
 ) -> anyhow::Result<f64> {
     let group = GroupName::new("bench")?;
-    let consumer = ConsumerName::new("c1")?;
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
-    let mut done = 0;
-    while done < total {
-        let got = broker
-            .receive(
-                queue,
-                &group,
-                &consumer,
-                ReceiveOptions::new(batch, Duration::from_secs(5)),
-            )
-            .await?;
-        anyhow::ensure!(!got.is_empty(), "the queue ran dry after {done} messages");
-        let ids: Vec<MessageId> = got.into_iter().map(|d| d.id).collect();
-        done += usize::try_from(broker.ack(queue, &group, &ids).await?)?;
+    let mut tasks = Vec::new();
+    for c in 0..consumers {
+        let (broker, queue, group, done) =
+            (broker.clone(), queue.clone(), group.clone(), done.clone());
+        let consumer = ConsumerName::new(format!("c{c}"))?;
+        tasks.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering;
+            while done.load(Ordering::Relaxed) < total {
+                let options = ReceiveOptions::new(100, Duration::from_millis(20));
+                let got = broker.receive(&queue, &group, &consumer, options).await?;
+                let ids: Vec<MessageId> = got.into_iter().map(|d| d.id).collect();
+                let acked = broker.ack(&queue, &group, &ids).await?;
+                done.fetch_add(usize::try_from(acked)?, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
     }
+    for t in tasks {
+        t.await??;
+    }
+    let done = done.load(std::sync::atomic::Ordering::Relaxed);
     Ok(done as f64 / started.elapsed().as_secs_f64())
 }
 

@@ -187,6 +187,34 @@ impl EmbeddedBroker {
         }
     }
 
+    /// Reads delivered messages from the store, outside the lock. A message
+    /// deleted meanwhile (purge, queue deletion) is no longer deliverable and
+    /// is left out.
+    fn read_deliveries(
+        &self,
+        queue: &QueueName,
+        qid: u64,
+        taken: Vec<(u64, u32)>,
+    ) -> Result<Vec<Delivery>> {
+        let mut deliveries = Vec::with_capacity(taken.len());
+        for (seq, delivery_count) in taken {
+            let Some(bytes) = self.inner.store.get(Space::Messages, &seq_key(qid, seq))? else {
+                continue;
+            };
+            let record: MessageRecord = decode("message", &bytes)?;
+            deliveries.push(Delivery {
+                id: message_id(seq),
+                queue: queue.clone(),
+                payload: tidings_core::Payload::from_trusted(record.payload),
+                headers: record.headers.into_iter().collect(),
+                dedup_id: record.dedup_id,
+                enqueued_at: Timestamp(record.enqueued_at),
+                delivery_count,
+            });
+        }
+        Ok(deliveries)
+    }
+
     fn send_wait(&self, q: &QueueState) -> Wait {
         wait_for(q.record.config.durability.unwrap_or(self.inner.durability))
     }
@@ -383,14 +411,15 @@ impl Broker for EmbeddedBroker {
             let (out, pending) = self.write(|queues, ctx| {
                 let q = queue(queues, name)?;
                 q.maintain(ctx)?;
-                let deliveries = q.take(group, consumer.as_str(), options.max_messages, ctx)?;
+                let taken = q.take(group, consumer.as_str(), options.max_messages, ctx)?;
                 let mut woken = Box::pin(q.notify.clone().notified_owned());
                 woken.as_mut().enable();
                 let next_due = q.next_due(group).map(|t| t.saturating_sub(ctx.now));
-                Ok(((deliveries, woken, next_due), Wait::Nothing))
+                Ok(((q.id(), taken, woken, next_due), Wait::Nothing))
             });
             drop(pending);
-            let (deliveries, woken, next_due) = out?;
+            let (qid, taken, woken, next_due) = out?;
+            let deliveries = self.read_deliveries(name, qid, taken)?;
             if !deliveries.is_empty() || Instant::now() >= deadline {
                 return Ok(deliveries);
             }

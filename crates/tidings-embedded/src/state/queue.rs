@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use tidings_core::{Delivery, ExpiryAction, GroupName, QueueInfo, QueueName, Result, Timestamp};
+use tidings_core::{ExpiryAction, GroupName, QueueInfo, QueueName, Result, Timestamp};
 
+use super::Ctx;
 use super::group::GroupState;
-use super::{Ctx, message_id};
 use crate::records::{
     DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, decode, encode,
     mark_key, named_key, seq_key,
@@ -337,14 +337,16 @@ impl QueueState {
         }
     }
 
-    /// Delivers up to `max` messages of `group` to `consumer`.
+    /// Delivers up to `max` messages of `group` to `consumer`: returns their
+    /// seqs with delivery counts. The caller reads the payloads from the store
+    /// after releasing the lock.
     pub(crate) fn take(
         &mut self,
         group: &GroupName,
         consumer: &str,
         max: usize,
         ctx: &mut Ctx<'_>,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Vec<(u64, u32)>> {
         if !self.groups.contains_key(group) {
             self.add_group(group.clone(), ctx);
         }
@@ -352,8 +354,8 @@ impl QueueState {
         let qid = self.id();
         let visibility = self.record.config.visibility_timeout;
         let deadline = Timestamp(ctx.now).plus(visibility).as_millis();
-        let mut deliveries = Vec::new();
-        while deliveries.len() < max {
+        let mut taken = Vec::new();
+        while taken.len() < max {
             let Some(g) = self.groups.get_mut(group) else {
                 break;
             };
@@ -374,18 +376,9 @@ impl QueueState {
                 mark_key(qid, gid, seq),
                 encode(&Mark::Delivered(count)),
             );
-            let record = self.read_message(seq, ctx)?;
-            deliveries.push(Delivery {
-                id: message_id(seq),
-                queue: self.name.clone(),
-                payload: tidings_core::Payload::from_trusted(record.payload),
-                headers: record.headers.into_iter().collect(),
-                dedup_id: record.dedup_id,
-                enqueued_at: Timestamp(record.enqueued_at),
-                delivery_count: count,
-            });
+            taken.push((seq, count));
         }
-        Ok(deliveries)
+        Ok(taken)
     }
 
     /// Applies the visibility timeout: timed-out deliveries become ready again,
