@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use tidings::{
-    Broker, ConsumerName, EmbeddedBroker, GroupName, MessageId, OutgoingMessage, Payload,
-    QueueConfig, QueueName, ReceiveOptions,
+    Broker, ConsumerName, Durability, EmbeddedBroker, EmbeddedOptions, GroupName, MessageId,
+    OutgoingMessage, Payload, QueueConfig, QueueName, ReceiveOptions,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Send rate of the latency scenario, messages per second.
     #[arg(long, default_value_t = 5000)]
     rate: u64,
+    /// Sends return once the OS has them instead of after fsync.
+    #[arg(long)]
+    buffered: bool,
     /// Length of the latency scenario.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     latency_for: Duration,
@@ -67,16 +70,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let payload = payload(args.size)?;
     println!(
-        "tidings bench: {} messages of {} bytes per throughput run, durable (fsync) sends, data in {}",
+        "tidings bench: {} messages of {} bytes per throughput run, {} sends, data in {}",
         args.messages,
         payload.len(),
+        if args.buffered {
+            "buffered (no fsync)"
+        } else {
+            "durable (fsync)"
+        },
         args.dir.display()
     );
     let mut rows = Vec::new();
     for scenario in scenarios {
         let _ = std::fs::remove_dir_all(&args.dir);
+        let options = EmbeddedOptions {
+            durability: if args.buffered {
+                Durability::Buffered
+            } else {
+                Durability::Sync
+            },
+            ..EmbeddedOptions::default()
+        };
         let broker = Arc::new(
-            EmbeddedBroker::open(&args.dir)
+            EmbeddedBroker::open_with(&args.dir, options)
                 .with_context(|| format!("cannot open {}", args.dir.display()))?,
         );
         let queue = QueueName::new("bench")?;

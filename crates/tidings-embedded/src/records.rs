@@ -52,11 +52,18 @@ pub(crate) struct MessageRecord {
 }
 
 /// Per-group state of a stored message, written only when it is not the default
-/// ("owed, never delivered").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// ("owed, never delivered"). Deliveries and retry delays survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Mark {
-    /// Delivered this many times, not yet acked.
-    Delivered(u32),
+    /// Delivered `count` times; the last delivery, to `consumer`, is in flight
+    /// until `deadline` (after which it is deliverable again).
+    Delivered {
+        count: u32,
+        deadline: u64,
+        consumer: String,
+    },
+    /// Delivered `count` times, given back, deliverable again at `due`.
+    Retry { count: u32, due: u64 },
     /// Acked, dead-lettered or otherwise finished by this group.
     Done,
 }

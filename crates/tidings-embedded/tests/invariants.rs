@@ -505,12 +505,9 @@ impl Harness {
                 if self.dir.is_none() {
                     return;
                 }
+                // Deliveries, their deadlines and retry delays survive the restart.
                 self.broker.take().unwrap().close();
                 self.open();
-                for g in &mut self.model.groups {
-                    g.in_flight.clear();
-                    g.retry_due.clear();
-                }
             }
         }
         self.model.maintain();

@@ -87,6 +87,24 @@ impl GroupState {
         count
     }
 
+    /// Puts back a delivery read from the store: in flight until `deadline`
+    /// (if that has passed, the next receive makes it deliverable again).
+    pub(crate) fn restore_delivery(&mut self, seq: u64, count: u32, consumer: &str, deadline: u64) {
+        self.counts.insert(seq, count);
+        self.in_flight.insert(
+            seq,
+            InFlight {
+                consumer: consumer.to_owned(),
+                deadline,
+            },
+        );
+        self.deadlines.insert((deadline, seq));
+        self.consumers
+            .entry(consumer.to_owned())
+            .or_default()
+            .pending += 1;
+    }
+
     /// Ends a delivery (ack, nack or timeout). Returns false if `seq` was not in flight.
     pub(crate) fn end_delivery(&mut self, seq: u64) -> bool {
         let Some(flight) = self.in_flight.remove(&seq) else {

@@ -153,15 +153,20 @@ impl State {
                 if record.only_group.is_some_and(|only| only != g.id) {
                     continue;
                 }
-                match marks.get(&(qid, g.id, seq)) {
-                    Some(Mark::Done) => continue,
-                    Some(Mark::Delivered(n)) => {
-                        g.counts.insert(seq, *n);
-                    }
-                    None => {}
-                }
                 meta.owed += 1;
-                g.schedule(seq, meta.deliver_at, now);
+                match marks.remove(&(qid, g.id, seq)) {
+                    Some(Mark::Done) => meta.owed -= 1,
+                    Some(Mark::Delivered {
+                        count,
+                        deadline,
+                        consumer,
+                    }) => g.restore_delivery(seq, count, &consumer, deadline),
+                    Some(Mark::Retry { count, due }) => {
+                        g.counts.insert(seq, count);
+                        g.schedule(seq, Some(due), now);
+                    }
+                    None => g.schedule(seq, meta.deliver_at, now),
+                }
             }
             if meta.owed == 0 && !q.groups.is_empty() {
                 q.retained.insert(seq);

@@ -371,11 +371,13 @@ impl QueueState {
             }
             let count = g.deliver(seq, consumer, deadline, ctx.now);
             let gid = g.id;
-            ctx.batch.put(
-                Space::Marks,
-                mark_key(qid, gid, seq),
-                encode(&Mark::Delivered(count)),
-            );
+            let mark = Mark::Delivered {
+                count,
+                deadline,
+                consumer: consumer.to_owned(),
+            };
+            ctx.batch
+                .put(Space::Marks, mark_key(qid, gid, seq), encode(&mark));
             taken.push((seq, count));
         }
         Ok(taken)
@@ -385,6 +387,7 @@ impl QueueState {
     /// or go to the dead-letter queue once `max_deliveries` is reached.
     fn requeue_timed_out(&mut self, group: &GroupName, ctx: &mut Ctx<'_>) -> Result<()> {
         let max = self.record.config.max_deliveries;
+        let qid = self.id();
         let Some(g) = self.groups.get_mut(group) else {
             return Ok(());
         };
@@ -397,6 +400,13 @@ impl QueueState {
                 exhausted.push((seq, count));
             } else {
                 g.ready.insert(seq);
+                // So that a restart does not count it as in flight again.
+                let mark = Mark::Retry {
+                    count,
+                    due: ctx.now,
+                };
+                ctx.batch
+                    .put(Space::Marks, mark_key(qid, g.id, seq), encode(&mark));
             }
         }
         let timeout = self.record.config.visibility_timeout;
@@ -419,6 +429,7 @@ impl QueueState {
         ctx: &mut Ctx<'_>,
     ) -> Result<bool> {
         let max = self.record.config.max_deliveries;
+        let qid = self.id();
         let Some(g) = self.groups.get_mut(group) else {
             return Ok(false);
         };
@@ -430,7 +441,11 @@ impl QueueState {
             let reason = format!("retried {count} times, the most max_deliveries allows");
             self.dead_letter(group, seq, reason, count, ctx)?;
         } else {
-            g.delay(seq, Timestamp(ctx.now).plus(delay).as_millis());
+            let due = Timestamp(ctx.now).plus(delay).as_millis();
+            g.delay(seq, due);
+            let mark = Mark::Retry { count, due };
+            let key = mark_key(qid, g.id, seq);
+            ctx.batch.put(Space::Marks, key, encode(&mark));
             self.notify.notify_waiters();
         }
         Ok(true)
