@@ -29,6 +29,9 @@ pub enum Scenario {
     ReceiveAck4,
     /// Send at a fixed rate, measure send-to-receive latency.
     Latency,
+    /// The latency harness over an in-process channel instead of a broker:
+    /// the floor this machine and runtime set.
+    LatencyFloor,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +54,9 @@ pub struct BenchArgs {
     /// Sends return once the OS has them instead of after fsync.
     #[arg(long)]
     buffered: bool,
+    /// Run the engine in memory (no storage at all), to see its own overhead.
+    #[arg(long, conflicts_with = "buffered")]
+    memory: bool,
     /// Length of the latency scenario.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     latency_for: Duration,
@@ -73,7 +79,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "tidings bench: {} messages of {} bytes per throughput run, {} sends, data in {}",
         args.messages,
         payload.len(),
-        if args.buffered {
+        if args.memory {
+            "in-memory"
+        } else if args.buffered {
             "buffered (no fsync)"
         } else {
             "durable (fsync)"
@@ -91,10 +99,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             },
             ..EmbeddedOptions::default()
         };
-        let broker = Arc::new(
+        let broker = Arc::new(if args.memory {
+            EmbeddedBroker::in_memory_with(options)
+        } else {
             EmbeddedBroker::open_with(&args.dir, options)
-                .with_context(|| format!("cannot open {}", args.dir.display()))?,
-        );
+                .with_context(|| format!("cannot open {}", args.dir.display()))?
+        });
         let queue = QueueName::new("bench")?;
         broker.create_queue(&queue, QueueConfig::default()).await?;
         let row = match scenario {
@@ -149,6 +159,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     name,
                     result: per_sec(rate),
                     target: ">= 150,000/s",
+                }
+            }
+            Scenario::LatencyFloor => {
+                let (p50, p99, max, n) = latency_floor(args.rate, args.latency_for).await?;
+                Row {
+                    name: "latency floor: same harness, tokio channel, no broker",
+                    result: format!(
+                        "{} msg/s x {n}: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+                        args.rate
+                    ),
+                    target: "(what the machine allows)",
                 }
             }
             Scenario::Latency => {
@@ -331,30 +352,71 @@ async fn latency(
                     latencies.push((now - sent) / 1000.0);
                     ids.push(d.id);
                 }
-                broker.ack(&queue, &group, &ids).await?;
+                // The ack goes on in the background, so that the next receive
+                // does not wait for it (a consumer that acks in line adds the
+                // ack's round trip to the latency of what arrives meanwhile).
+                let (broker, queue, group) = (broker.clone(), queue.clone(), group.clone());
+                tokio::spawn(async move { broker.ack(&queue, &group, &ids).await });
             }
             anyhow::Ok(latencies)
         })
     };
-    // Each send is its own task, as independent clients would be; the pacer
-    // only decides when each one starts.
+    // Each send is its own task, as independent clients would be; the pacer,
+    // itself a task on the runtime, only decides when each one starts.
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = tokio::time::Instant::now();
-    let mut sends = Vec::with_capacity(total);
-    for i in 0..total {
-        let due = start + interval * u32::try_from(i)?;
-        tokio::time::sleep_until(due).await;
-        let (broker, queue) = (broker.clone(), queue.clone());
-        let message = OutgoingMessage::new(payload.clone())
-            .header("sent_us", origin.elapsed().as_micros().to_string());
-        sends.push(tokio::spawn(
-            async move { broker.send(&queue, message).await },
-        ));
-    }
-    for s in sends {
-        s.await??;
-    }
+    let pacer = {
+        let (broker, queue, payload) = (broker.clone(), queue.clone(), payload.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut sends = Vec::with_capacity(total);
+            for i in 0..total {
+                let due = start + interval * u32::try_from(i)?;
+                tokio::time::sleep_until(due).await;
+                let (broker, queue) = (broker.clone(), queue.clone());
+                let message = OutgoingMessage::new(payload.clone())
+                    .header("sent_us", origin.elapsed().as_micros().to_string());
+                sends.push(tokio::spawn(
+                    async move { broker.send(&queue, message).await },
+                ));
+            }
+            for s in sends {
+                s.await??;
+            }
+            anyhow::Ok(())
+        })
+    };
+    pacer.await??;
     let mut latencies = receiver.await??;
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+    Ok((at(0.50), at(0.99), at(1.0), latencies.len()))
+}
+
+/// The latency scenario's shape (a pacer spawning one task per message, one
+/// consumer) over a tokio channel: what any broker measured this way adds to.
+async fn latency_floor(rate: u64, length: Duration) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let origin = Instant::now();
+    let total = usize::try_from(rate.saturating_mul(length.as_secs().max(1)))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+    let receiver = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(total);
+        while let Some(sent) = rx.recv().await {
+            latencies.push((origin.elapsed().as_micros() as f64 - sent) / 1000.0);
+        }
+        latencies
+    });
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let pacer = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for i in 0..total {
+            tokio::time::sleep_until(start + interval * u32::try_from(i)?).await;
+            let (tx, sent) = (tx.clone(), origin.elapsed().as_micros() as f64);
+            tokio::spawn(async move { tx.send(sent) });
+        }
+        anyhow::Ok(())
+    });
+    pacer.await??;
+    let mut latencies = receiver.await?;
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
     Ok((at(0.50), at(0.99), at(1.0), latencies.len()))

@@ -20,7 +20,7 @@ use tidings_core::{
 
 use crate::clock::Clock;
 use crate::records::{DeadRecord, MessageRecord, QueueRecord, decode, seq_key};
-use crate::state::{Ctx, QueueState, State, message_id, parse_id};
+use crate::state::{Ctx, QueueState, Sent, State, message_id, parse_id};
 use crate::store::fjall::FjallStore;
 use crate::store::memory::MemoryStore;
 use crate::store::{Batch, Pending, Space, Store, Wait};
@@ -65,6 +65,25 @@ struct Inner {
     store: Box<dyn Store>,
     durability: Durability,
     clock: Clock,
+}
+
+impl Inner {
+    /// Makes durable messages deliverable and wakes the queue's receivers.
+    fn publish(&self, sent: &[Sent]) {
+        let now = self.clock.now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, qid, seqs) in sent {
+            if let Some(q) = state.queues.get_mut(name)
+                && q.id() == *qid
+                && !seqs.is_empty()
+            {
+                for &seq in seqs {
+                    q.make_visible(seq, now);
+                }
+                q.notify.notify_waiters();
+            }
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -156,35 +175,31 @@ impl EmbeddedBroker {
             batch: &mut batch,
             seq: &mut state.seq,
             now: self.inner.clock.now(),
+            sent: Vec::new(),
         };
         let out = f(&mut state.queues, &mut ctx);
+        let sent = std::mem::take(&mut ctx.sent);
         let wait = match &out {
             Ok((_, wait)) => *wait,
             Err(_) => Wait::Nothing,
         };
+        if out.is_ok() && !sent.is_empty() {
+            // Run by the writer as soon as the batch is durable (or by
+            // `Pending` for the memory store), so receivers are woken without
+            // waiting for the sender's task to be scheduled again.
+            let inner = Arc::downgrade(&self.inner);
+            batch.then = Some(Box::new(move || {
+                if let Some(inner) = inner.upgrade() {
+                    inner.publish(&sent);
+                }
+            }));
+        }
         let pending = if batch.is_empty() && wait == Wait::Nothing {
-            Pending::done()
+            Pending::done(None)
         } else {
             self.inner.store.submit(batch, wait)
         };
         (out.map(|(value, _)| value), pending)
-    }
-
-    /// Makes durable messages deliverable and wakes the queue's receivers.
-    fn publish(&self, sent: &[(QueueName, u64, Vec<u64>)]) {
-        let now = self.inner.clock.now();
-        let mut state = self.lock();
-        for (name, qid, seqs) in sent {
-            if let Some(q) = state.queues.get_mut(name)
-                && q.id() == *qid
-                && !seqs.is_empty()
-            {
-                for &seq in seqs {
-                    q.make_visible(seq, now);
-                }
-                q.notify.notify_waiters();
-            }
-        }
     }
 
     /// Reads delivered messages from the store, outside the lock. A message
@@ -385,12 +400,11 @@ impl Broker for EmbeddedBroker {
                 receipts.push(receipt);
                 seqs.extend(seq);
             }
-            let sent = [(name.clone(), q.id(), seqs)];
-            Ok(((receipts, sent), self.send_wait(q)))
+            ctx.sent.push((name.clone(), q.id(), seqs));
+            Ok((receipts, self.send_wait(q)))
         });
-        let (receipts, sent) = out?;
+        let receipts = out?;
         pending.wait().await?;
-        self.publish(&sent);
         Ok(receipts)
     }
 
@@ -523,11 +537,11 @@ impl Broker for EmbeddedBroker {
                 seqs.push(seq);
             }
             let count = seqs.len() as u64;
-            Ok(((count, [(name.clone(), q.id(), seqs)]), self.send_wait(q)))
+            ctx.sent.push((name.clone(), q.id(), seqs));
+            Ok((count, self.send_wait(q)))
         });
-        let (count, sent) = out?;
+        let count = out?;
         pending.wait().await?;
-        self.publish(&sent);
         Ok(count)
     }
 
@@ -583,7 +597,6 @@ impl Broker for EmbeddedBroker {
                 }
             }
             let mut receipts = Vec::new();
-            let mut sent: Vec<(QueueName, u64, Vec<u64>)> = Vec::new();
             let mut wait = Wait::Written;
             for op in ops {
                 match op {
@@ -596,7 +609,7 @@ impl Broker for EmbeddedBroker {
                         let (receipt, seq) = enqueue(q, message, ctx);
                         receipts.push(receipt);
                         let qid = q.id();
-                        sent.push((name, qid, seq.into_iter().collect()));
+                        ctx.sent.push((name, qid, seq.into_iter().collect()));
                     }
                     TxOp::Ack {
                         queue: name,
@@ -610,11 +623,10 @@ impl Broker for EmbeddedBroker {
                     }
                 }
             }
-            Ok(((receipts, sent), wait))
+            Ok((receipts, wait))
         });
-        let (receipts, sent) = out?;
+        let receipts = out?;
         pending.wait().await?;
-        self.publish(&sent);
         Ok(receipts)
     }
 }

@@ -42,12 +42,17 @@ impl SeqAlloc {
     }
 }
 
+/// Messages of one queue (name, id) that become visible once their batch is durable.
+pub(crate) type Sent = (QueueName, u64, Vec<u64>);
+
 /// What an operation on the index needs besides the index.
 pub(crate) struct Ctx<'a> {
     pub(crate) store: &'a dyn Store,
     pub(crate) batch: &'a mut Batch,
     pub(crate) seq: &'a mut SeqAlloc,
     pub(crate) now: u64,
+    /// New messages, made visible after the batch is written or synced.
+    pub(crate) sent: Vec<Sent>,
 }
 
 /// The public id of a message: its sequence number in decimal.

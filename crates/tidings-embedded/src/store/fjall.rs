@@ -158,7 +158,10 @@ impl Store for FjallStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        // The writer itself may drop the last handle (through a `then`); it
+        // cannot wait for itself, and ends on its own once the inbox is closed.
         if let Some(writer) = writer
+            && writer.thread().id() != std::thread::current().id()
             && writer.join().is_err()
         {
             tracing::error!(path = %self.path.display(), "the writer thread panicked");
@@ -185,10 +188,10 @@ impl Store for FjallStore {
 
     fn submit(&self, batch: Batch, wait: Wait) -> Pending {
         let (reply, pending) = if wait == Wait::Nothing {
-            (None, Pending::done())
+            (None, Pending::done(None))
         } else {
             let (tx, rx) = oneshot::channel();
-            (Some(tx), Pending(Some(rx)))
+            (Some(tx), Pending::waiting(rx))
         };
         let mut sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         let ticket = sender.1;
@@ -240,7 +243,12 @@ fn write_loop(
                 .map(|e| format!("fsync failed: {e:?}"));
         }
         let outcome = failure.clone().map_or(Ok(()), Err);
-        for request in group {
+        for mut request in group {
+            if failure.is_none()
+                && let Some(then) = request.batch.then.take()
+            {
+                then();
+            }
             if let Some(reply) = request.reply {
                 let _ = reply.send(outcome.clone());
             }
@@ -275,10 +283,13 @@ fn commit_group(
     }
     batch.commit().map_err(|e| format!("write failed: {e:?}"))?;
     for request in group.iter_mut() {
-        if request.wait == Wait::Written
-            && let Some(reply) = request.reply.take()
-        {
-            let _ = reply.send(Ok(()));
+        if request.wait == Wait::Written {
+            if let Some(then) = request.batch.then.take() {
+                then();
+            }
+            if let Some(reply) = request.reply.take() {
+                let _ = reply.send(Ok(()));
+            }
         }
     }
     Ok(())

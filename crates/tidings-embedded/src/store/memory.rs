@@ -31,13 +31,15 @@ impl Store for MemoryStore {
 
     fn submit(&self, batch: Batch, _wait: Wait) -> Pending {
         let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
-        for (space, key, value) in batch.ops {
+        let Batch { ops, then } = batch;
+        for (space, key, value) in ops {
             let map = spaces.entry(space).or_default();
             match value {
                 Some(v) => map.insert(key, v),
                 None => map.remove(&key),
             };
         }
-        Pending::done()
+        drop(spaces);
+        Pending::done(then)
     }
 }

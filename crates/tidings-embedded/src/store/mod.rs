@@ -48,10 +48,15 @@ impl Space {
     }
 }
 
+/// Run once a batch has reached the level it was submitted with, before its
+/// submitter is told: this is how sent messages become visible.
+pub(crate) type Then = Box<dyn FnOnce() + Send>;
+
 /// Inserts and removals applied together.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Batch {
     pub(crate) ops: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
+    pub(crate) then: Option<Then>,
 }
 
 impl Batch {
@@ -64,7 +69,7 @@ impl Batch {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.then.is_none()
     }
 }
 
@@ -80,20 +85,45 @@ pub(crate) enum Wait {
 }
 
 /// A submitted batch's completion.
-pub(crate) struct Pending(Option<oneshot::Receiver<Result<(), String>>>);
+pub(crate) struct Pending {
+    reply: Option<oneshot::Receiver<Result<(), String>>>,
+    /// For stores that complete at once: the batch's `then`, run when the
+    /// submitter waits (or drops this), never under the submitter's lock.
+    then: Option<Then>,
+}
 
 impl Pending {
-    pub(crate) fn done() -> Self {
-        Self(None)
+    pub(crate) fn done(then: Option<Then>) -> Self {
+        Self { reply: None, then }
+    }
+
+    pub(crate) fn waiting(reply: oneshot::Receiver<Result<(), String>>) -> Self {
+        Self {
+            reply: Some(reply),
+            then: None,
+        }
     }
 
     /// Waits for the batch to reach the level it was submitted with.
-    pub(crate) async fn wait(self) -> Result<()> {
-        let Some(rx) = self.0 else { return Ok(()) };
+    pub(crate) async fn wait(mut self) -> Result<()> {
+        if let Some(then) = self.then.take() {
+            then();
+        }
+        let Some(rx) = self.reply.take() else {
+            return Ok(());
+        };
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::storage(std::io::Error::other(e))),
             Err(_) => Err(Error::Closed),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(then) = self.then.take() {
+            then();
         }
     }
 }
