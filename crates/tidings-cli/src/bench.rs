@@ -112,7 +112,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let n = (args.messages / 40).max(1000);
                 let rate = send(&broker, &queue, &payload, n, 1, 1).await?;
                 Row {
-                    name: "durable send, 1 producer, 1 message per send",
+                    name: "send, 1 producer, 1 message per send",
                     result: per_sec(rate),
                     target: "(peer bar: Redis appendfsync always 1,663/s)",
                 }
@@ -120,7 +120,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::SendBatch => {
                 let rate = send(&broker, &queue, &payload, args.messages, 1, 100).await?;
                 Row {
-                    name: "durable send, 1 producer, batches of 100",
+                    name: "send, 1 producer, batches of 100",
                     result: per_sec(rate),
                     target: ">= 100,000/s",
                 }
@@ -128,7 +128,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::SendBatch4 => {
                 let rate = send(&broker, &queue, &payload, args.messages, 4, 100).await?;
                 Row {
-                    name: "durable send, 4 producers, batches of 100",
+                    name: "send, 4 producers, batches of 100",
                     result: per_sec(rate),
                     target: ">= 100,000/s",
                 }
@@ -137,7 +137,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let n = args.messages / 2;
                 let rate = send(&broker, &queue, &payload, n, 64, 1).await?;
                 Row {
-                    name: "durable send, 64 producers, 1 message per send",
+                    name: "send, 64 producers, 1 message per send",
                     result: per_sec(rate),
                     target: ">= 50,000/s",
                 }

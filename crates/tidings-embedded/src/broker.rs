@@ -20,7 +20,7 @@ use tidings_core::{
 
 use crate::clock::Clock;
 use crate::records::{DeadRecord, MessageRecord, QueueRecord, decode, seq_key};
-use crate::state::{Ctx, QueueState, Sent, State, message_id, parse_id};
+use crate::state::{Ctx, MARK_DELAY_MS, QueueState, Sent, State, message_id, parse_id};
 use crate::store::fjall::FjallStore;
 use crate::store::memory::MemoryStore;
 use crate::store::{Batch, Pending, Space, Store, Wait};
@@ -68,6 +68,23 @@ struct Inner {
 }
 
 impl Inner {
+    /// Writes what is still deferred, then stops the store.
+    fn close(&self) {
+        self.flush_deferred(u64::MAX, Wait::Nothing);
+        self.store.close();
+    }
+
+    /// Writes the marks of deliveries made at or before `up_to` that are still in flight.
+    fn flush_deferred(&self, up_to: u64, wait: Wait) -> Pending {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = Batch::default();
+        state.flush_deferred(up_to, &mut batch);
+        if batch.is_empty() {
+            return Pending::done(None);
+        }
+        self.store.submit(batch, wait)
+    }
+
     /// Makes durable messages deliverable and wakes the queue's receivers.
     fn publish(&self, sent: &[Sent]) {
         let now = self.clock.now();
@@ -88,7 +105,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.store.close();
+        self.close();
     }
 }
 
@@ -137,20 +154,27 @@ impl EmbeddedBroker {
     fn with_store(store: Box<dyn Store>, options: EmbeddedOptions) -> Result<Self> {
         let (state, batch) = State::load(&*store, options.clock.now())?;
         drop(store.submit(batch, Wait::Nothing));
-        Ok(Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(state),
-                store,
-                durability: options.durability,
-                clock: options.clock,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            store,
+            durability: options.durability,
+            clock: options.clock,
+        });
+        // When nothing else writes, deliveries still get written once due.
+        let weak = Arc::downgrade(&inner);
+        inner.store.set_idle_tick(Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                let up_to = inner.clock.now().saturating_sub(MARK_DELAY_MS);
+                drop(inner.flush_deferred(up_to, Wait::Nothing));
+            }
+        }));
+        Ok(Self { inner })
     }
 
     /// Writes and syncs everything, then refuses further writes. Dropping the
     /// last handle does the same.
     pub fn close(&self) {
-        self.inner.store.close();
+        self.inner.close();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -170,15 +194,18 @@ impl EmbeddedBroker {
         let mut guard = self.lock();
         let state = &mut *guard;
         let mut batch = Batch::default();
+        let now = self.inner.clock.now();
         let mut ctx = Ctx {
             store: &*self.inner.store,
             batch: &mut batch,
             seq: &mut state.seq,
-            now: self.inner.clock.now(),
+            now,
+            deferred: &mut state.deferred,
             sent: Vec::new(),
         };
         let out = f(&mut state.queues, &mut ctx);
         let sent = std::mem::take(&mut ctx.sent);
+        state.flush_deferred(now.saturating_sub(MARK_DELAY_MS), &mut batch);
         let wait = match &out {
             Ok((_, wait)) => *wait,
             Err(_) => Wait::Nothing,

@@ -4,9 +4,12 @@
 //! `ready` (deliverable now, in send order), `delayed` (until a time) or
 //! `in_flight` (delivered, waiting for an ack until a deadline).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tidings_core::{ConsumerInfo, GroupInfo, GroupName, Timestamp};
+
+use crate::records::{Mark, encode, mark_key};
+use crate::store::{Batch, Space};
 
 /// One delivery waiting for its ack.
 #[derive(Debug)]
@@ -35,6 +38,8 @@ pub(crate) struct GroupState {
     /// Deliveries so far of each message delivered at least once.
     pub(crate) counts: HashMap<u64, u32>,
     pub(crate) consumers: BTreeMap<String, ConsumerStats>,
+    /// Messages that have a mark in the store, so that only those get a tombstone.
+    marked: HashSet<u64>,
 }
 
 impl GroupState {
@@ -49,7 +54,36 @@ impl GroupState {
             deadlines: BTreeSet::new(),
             counts: HashMap::new(),
             consumers: BTreeMap::new(),
+            marked: HashSet::new(),
         }
+    }
+
+    /// Writes this group's mark for a message.
+    pub(crate) fn put_mark(&mut self, queue: u64, seq: u64, mark: &Mark, batch: &mut Batch) {
+        batch.put(Space::Marks, mark_key(queue, self.id, seq), encode(mark));
+        self.marked.insert(seq);
+    }
+
+    /// Deletes this group's mark for a message, if it has one.
+    pub(crate) fn drop_mark(&mut self, queue: u64, seq: u64, batch: &mut Batch) {
+        if self.marked.remove(&seq) {
+            batch.delete(Space::Marks, mark_key(queue, self.id, seq));
+        }
+    }
+
+    /// Notes a mark found in the store at recovery.
+    pub(crate) fn note_mark(&mut self, seq: u64) {
+        self.marked.insert(seq);
+    }
+
+    /// The mark of a delivery still in flight, if `seq` is.
+    pub(crate) fn delivery_mark(&self, seq: u64) -> Option<Mark> {
+        let flight = self.in_flight.get(&seq)?;
+        Some(Mark::Delivered {
+            count: self.counts.get(&seq).copied().unwrap_or(1),
+            deadline: flight.deadline,
+            consumer: flight.consumer.clone(),
+        })
     }
 
     /// Makes a message the group owes deliverable at `due` (now or later).

@@ -4,7 +4,7 @@
 mod group;
 mod queue;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use tidings_core::{Error, GroupName, MessageId, QueueName, Result};
 
@@ -45,12 +45,26 @@ impl SeqAlloc {
 /// Messages of one queue (name, id) that become visible once their batch is durable.
 pub(crate) type Sent = (QueueName, u64, Vec<u64>);
 
+/// How long a delivery may stay unwritten: one acked sooner is never written.
+pub(crate) const MARK_DELAY_MS: u64 = 100;
+
+/// A delivery whose mark is not written yet.
+pub(crate) struct DeferredMark {
+    pub(crate) at: u64,
+    pub(crate) queue: QueueName,
+    pub(crate) queue_id: u64,
+    pub(crate) group: GroupName,
+    pub(crate) seq: u64,
+}
+
 /// What an operation on the index needs besides the index.
 pub(crate) struct Ctx<'a> {
     pub(crate) store: &'a dyn Store,
     pub(crate) batch: &'a mut Batch,
     pub(crate) seq: &'a mut SeqAlloc,
     pub(crate) now: u64,
+    /// Deliveries to write later, if still in flight.
+    pub(crate) deferred: &'a mut VecDeque<DeferredMark>,
     /// New messages, made visible after the batch is written or synced.
     pub(crate) sent: Vec<Sent>,
 }
@@ -68,9 +82,32 @@ pub(crate) fn parse_id(id: &MessageId) -> Option<u64> {
 pub(crate) struct State {
     pub(crate) queues: BTreeMap<QueueName, QueueState>,
     pub(crate) seq: SeqAlloc,
+    /// Deliveries made no longer than `MARK_DELAY_MS` ago, oldest first.
+    pub(crate) deferred: VecDeque<DeferredMark>,
 }
 
 impl State {
+    /// Writes the marks of deliveries made at or before `up_to` that are
+    /// still in flight, so they survive a restart.
+    pub(crate) fn flush_deferred(&mut self, up_to: u64, batch: &mut Batch) {
+        while self.deferred.front().is_some_and(|d| d.at <= up_to) {
+            let Some(d) = self.deferred.pop_front() else {
+                break;
+            };
+            let Some(q) = self.queues.get_mut(&d.queue) else {
+                continue;
+            };
+            if q.id() != d.queue_id {
+                continue;
+            }
+            if let Some(g) = q.groups.get_mut(&d.group)
+                && let Some(mark) = g.delivery_mark(d.seq)
+            {
+                g.put_mark(d.queue_id, d.seq, &mark, batch);
+            }
+        }
+    }
+
     /// Rebuilds the index from the store.
     pub(crate) fn load(store: &dyn Store, now: u64) -> Result<(Self, Batch)> {
         let mut batch = Batch::default();
@@ -159,7 +196,11 @@ impl State {
                     continue;
                 }
                 meta.owed += 1;
-                match marks.remove(&(qid, g.id, seq)) {
+                let mark = marks.remove(&(qid, g.id, seq));
+                if mark.is_some() {
+                    g.note_mark(seq);
+                }
+                match mark {
                     Some(Mark::Done) => meta.owed -= 1,
                     Some(Mark::Delivered {
                         count,
@@ -214,6 +255,7 @@ impl State {
                 next,
                 reserved: next,
             },
+            deferred: VecDeque::new(),
         };
         Ok((state, batch))
     }

@@ -12,11 +12,11 @@ use tokio::sync::Notify;
 
 use tidings_core::{ExpiryAction, GroupName, QueueInfo, QueueName, Result, Timestamp};
 
-use super::Ctx;
 use super::group::GroupState;
+use super::{Ctx, DeferredMark};
 use crate::records::{
     DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, decode, encode,
-    mark_key, named_key, seq_key,
+    named_key, seq_key,
 };
 use crate::store::Space;
 
@@ -176,19 +176,17 @@ impl QueueState {
 
     /// Group `group` is finished with `seq` (acked, or dead-lettered for it).
     pub(crate) fn settle(&mut self, group: &GroupName, seq: u64, ctx: &mut Ctx<'_>) {
+        let qid = self.id();
         let Some(g) = self.groups.get_mut(group) else {
             return;
         };
-        let gid = g.id;
         g.forget(seq);
-        let qid = self.id();
         let Some(meta) = self.messages.get_mut(&seq) else {
             return;
         };
         meta.owed = meta.owed.saturating_sub(1);
         if meta.owed > 0 || self.record.config.retention.keeps_anything() {
-            ctx.batch
-                .put(Space::Marks, mark_key(qid, gid, seq), encode(&Mark::Done));
+            g.put_mark(qid, seq, &Mark::Done, ctx.batch);
             if meta.owed == 0 {
                 if let Some(t) = meta.expires_at {
                     self.expiries.remove(&(t, seq));
@@ -209,7 +207,7 @@ impl QueueState {
         ctx.batch.delete(Space::Messages, seq_key(qid, seq));
         for g in self.groups.values_mut() {
             g.forget(seq);
-            ctx.batch.delete(Space::Marks, mark_key(qid, g.id, seq));
+            g.drop_mark(qid, seq, ctx.batch);
         }
         if let Some(t) = meta.expires_at {
             self.expiries.remove(&(t, seq));
@@ -370,14 +368,15 @@ impl QueueState {
                 continue;
             }
             let count = g.deliver(seq, consumer, deadline, ctx.now);
-            let gid = g.id;
-            let mark = Mark::Delivered {
-                count,
-                deadline,
-                consumer: consumer.to_owned(),
-            };
-            ctx.batch
-                .put(Space::Marks, mark_key(qid, gid, seq), encode(&mark));
+            // The delivery is written only if it is still in flight a moment
+            // from now: most are acked first, and then cost no write at all.
+            ctx.deferred.push_back(DeferredMark {
+                at: ctx.now,
+                queue: self.name.clone(),
+                queue_id: qid,
+                group: group.clone(),
+                seq,
+            });
             taken.push((seq, count));
         }
         Ok(taken)
@@ -405,8 +404,7 @@ impl QueueState {
                     count,
                     due: ctx.now,
                 };
-                ctx.batch
-                    .put(Space::Marks, mark_key(qid, g.id, seq), encode(&mark));
+                g.put_mark(qid, seq, &mark, ctx.batch);
             }
         }
         let timeout = self.record.config.visibility_timeout;
@@ -443,9 +441,7 @@ impl QueueState {
         } else {
             let due = Timestamp(ctx.now).plus(delay).as_millis();
             g.delay(seq, due);
-            let mark = Mark::Retry { count, due };
-            let key = mark_key(qid, g.id, seq);
-            ctx.batch.put(Space::Marks, key, encode(&mark));
+            g.put_mark(qid, seq, &Mark::Retry { count, due }, ctx.batch);
             self.notify.notify_waiters();
         }
         Ok(true)

@@ -11,18 +11,22 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::oneshot;
 
 use tidings_core::{Error, Result};
 
-use super::{Batch, Pending, Space, Store, Visit, Wait};
+use super::{Batch, IdleTick, Pending, Space, Store, Visit, Wait};
 
 /// Most batches folded into one commit, to bound the time a group takes.
 const MAX_GROUP: usize = 4096;
+
+/// How long the writer waits for work before running the idle tick.
+const IDLE: Duration = Duration::from_millis(100);
 
 struct Request {
     batch: Batch,
@@ -75,6 +79,7 @@ pub(crate) struct FjallStore {
     /// The writer's inbox, with the next ticket to hand out.
     sender: Mutex<(Option<mpsc::Sender<Request>>, u64)>,
     unwritten: Arc<Unwritten>,
+    idle_tick: Arc<OnceLock<IdleTick>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -111,11 +116,13 @@ impl FjallStore {
         }
         let (sender, receiver) = mpsc::channel();
         let unwritten = Arc::new(Unwritten::default());
+        let idle_tick: Arc<OnceLock<IdleTick>> = Arc::default();
         let writer = {
-            let (db, spaces, unwritten) = (db.clone(), spaces.clone(), unwritten.clone());
+            let (db, spaces) = (db.clone(), spaces.clone());
+            let (unwritten, idle_tick) = (unwritten.clone(), idle_tick.clone());
             std::thread::Builder::new()
                 .name("tidings-writer".into())
-                .spawn(move || write_loop(&db, &spaces, &receiver, &unwritten))
+                .spawn(move || write_loop(&db, &spaces, &receiver, &unwritten, &idle_tick))
                 .map_err(Error::storage)?
         };
         Ok(Self {
@@ -123,6 +130,7 @@ impl FjallStore {
             spaces,
             sender: Mutex::new((Some(sender), 0)),
             unwritten,
+            idle_tick,
             writer: Mutex::new(Some(writer)),
         })
     }
@@ -166,6 +174,10 @@ impl Store for FjallStore {
         {
             tracing::error!(path = %self.path.display(), "the writer thread panicked");
         }
+    }
+
+    fn set_idle_tick(&self, tick: IdleTick) {
+        let _ = self.idle_tick.set(tick);
     }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -217,9 +229,20 @@ fn write_loop(
     spaces: &[(Space, Keyspace)],
     receiver: &mpsc::Receiver<Request>,
     unwritten: &Unwritten,
+    idle_tick: &OnceLock<IdleTick>,
 ) {
     let mut failure: Option<String> = None;
-    while let Ok(first) = receiver.recv() {
+    loop {
+        let first = match receiver.recv_timeout(IDLE) {
+            Ok(first) => first,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(tick) = idle_tick.get() {
+                    tick();
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match receiver.try_recv() {

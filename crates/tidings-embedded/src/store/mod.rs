@@ -52,6 +52,9 @@ impl Space {
 /// submitter is told: this is how sent messages become visible.
 pub(crate) type Then = Box<dyn FnOnce() + Send>;
 
+/// Run by the store when no write has come for a while.
+pub(crate) type IdleTick = Box<dyn Fn() + Send + Sync>;
+
 /// Inserts and removals applied together.
 #[derive(Default)]
 pub(crate) struct Batch {
@@ -145,4 +148,9 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Writes and syncs everything submitted, then stops accepting writes.
     fn close(&self) {}
+
+    /// Something to run when the store has been idle for a while (the
+    /// engine writes deferred marks with it). Stores that lose everything
+    /// at exit anyway need not run it.
+    fn set_idle_tick(&self, _tick: IdleTick) {}
 }
