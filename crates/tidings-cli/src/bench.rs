@@ -107,7 +107,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         });
         let queue = QueueName::new("bench")?;
         broker.create_queue(&queue, QueueConfig::default()).await?;
-        let row = match scenario {
+        let before = broker.store_stats();
+        let mut row = match scenario {
             Scenario::SendOne => {
                 let n = (args.messages / 40).max(1000);
                 let rate = send(&broker, &queue, &payload, n, 1, 1).await?;
@@ -185,6 +186,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
             }
         };
+        let after = broker.store_stats();
+        let syncs = after.syncs - before.syncs;
+        if syncs > 0 && row.name.starts_with("send,") {
+            let per_sync = (after.batches - before.batches) as f64 / syncs as f64;
+            row.result = format!("{}, {per_sync:.1} sends per fsync", row.result);
+        }
         println!("  {:<50} {:<50} {}", row.name, row.result, row.target);
         rows.push(row);
         broker.close();

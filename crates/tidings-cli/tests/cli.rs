@@ -160,3 +160,11 @@ fn bad_input_fails_with_a_clear_message() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available"));
 }
+
+#[test]
+fn a_directory_in_use_by_another_process_is_refused() {
+    let cli = Cli::new();
+    let _holder = tidings::EmbeddedBroker::open(cli.dir.path()).unwrap();
+    let err = cli.fails(&["queue", "list"]);
+    assert!(err.contains("locked by another process"), "{err}");
+}

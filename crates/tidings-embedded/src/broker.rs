@@ -20,10 +20,10 @@ use tidings_core::{
 
 use crate::clock::Clock;
 use crate::records::{DeadRecord, MessageRecord, QueueRecord, decode, seq_key};
-use crate::state::{Ctx, MARK_DELAY_MS, QueueState, Sent, State, message_id, parse_id};
+use crate::state::{Ctx, MARK_DELAY_MS, QueueState, State, message_id, parse_id};
 use crate::store::fjall::FjallStore;
 use crate::store::memory::MemoryStore;
-use crate::store::{Batch, Pending, Space, Store, Wait};
+use crate::store::{Batch, Pending, Sent, Space, Store, StoreStats, Wait};
 
 /// Settings of an embedded broker.
 #[derive(Debug, Clone, Default)]
@@ -160,6 +160,12 @@ impl EmbeddedBroker {
             durability: options.durability,
             clock: options.clock,
         });
+        let weak = Arc::downgrade(&inner);
+        inner.store.set_publisher(Arc::new(move |sent| {
+            if let Some(inner) = weak.upgrade() {
+                inner.publish(&sent);
+            }
+        }));
         // When nothing else writes, deliveries still get written once due.
         let weak = Arc::downgrade(&inner);
         inner.store.set_idle_tick(Box::new(move || {
@@ -175,6 +181,12 @@ impl EmbeddedBroker {
     /// last handle does the same.
     pub fn close(&self) {
         self.inner.close();
+    }
+
+    /// Counts of the storage's work since the broker was opened (all zero in
+    /// memory): batches per sync shows group commit at work.
+    pub fn store_stats(&self) -> StoreStats {
+        self.inner.store.stats()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -210,16 +222,10 @@ impl EmbeddedBroker {
             Ok((_, wait)) => *wait,
             Err(_) => Wait::Nothing,
         };
-        if out.is_ok() && !sent.is_empty() {
-            // Run by the writer as soon as the batch is durable (or by
-            // `Pending` for the memory store), so receivers are woken without
-            // waiting for the sender's task to be scheduled again.
-            let inner = Arc::downgrade(&self.inner);
-            batch.then = Some(Box::new(move || {
-                if let Some(inner) = inner.upgrade() {
-                    inner.publish(&sent);
-                }
-            }));
+        if out.is_ok() {
+            // Published by the store as soon as the batch is durable, so
+            // receivers are woken without waiting for the sender's task.
+            batch.sent = sent;
         }
         let pending = if batch.is_empty() && wait == Wait::Nothing {
             Pending::done(None)

@@ -21,3 +21,4 @@ mod store;
 
 pub use broker::{EmbeddedBroker, EmbeddedOptions};
 pub use clock::{Clock, ManualClock};
+pub use store::StoreStats;

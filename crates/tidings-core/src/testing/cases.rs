@@ -666,6 +666,28 @@ pub async fn retention_keeps_acked_messages(b: &dyn Broker) {
     assert_eq!(replay.iter().map(n_of).collect::<Vec<_>>(), vec![2, 3, 4]);
 }
 
+pub async fn retention_by_age_lets_acked_messages_go(b: &dyn Broker) {
+    let config = QueueConfig {
+        retention: Retention {
+            max_len: None,
+            max_age: Some(Duration::from_millis(100)),
+        },
+        ..QueueConfig::default()
+    };
+    let name = queue(b, "aged", config).await;
+    send_numbers(b, &name, 0..3).await;
+    let got = recv(b, &name, "g", "c", 10, PATIENCE).await;
+    ack_all(b, &name, "g", &got[..2]).await;
+    assert_eq!(b.queue_info(&name).await.unwrap().retained, 2);
+    pass_time(b, Duration::from_millis(200)).await;
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(
+        info.retained, 0,
+        "acked messages older than max_age are gone"
+    );
+    assert_eq!(info.length, 1, "the unacked one stays, however old");
+}
+
 pub async fn info_reports_groups_and_consumers(b: &dyn Broker) {
     let name = queue(b, "info", QueueConfig::default()).await;
     send_numbers(b, &name, 0..4).await;

@@ -62,6 +62,7 @@ macro_rules! conformance_tests {
             purge_removes_messages,
             delete_removes_everything,
             retention_keeps_acked_messages,
+            retention_by_age_lets_acked_messages_go,
             info_reports_groups_and_consumers,
             ack_of_unknown_ids_is_skipped,
             concurrent_senders_lose_nothing

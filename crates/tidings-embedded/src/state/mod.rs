@@ -14,7 +14,7 @@ use crate::records::{
     DeadRecord, DedupRecord, FORMAT, GroupRecord, META_FORMAT, META_SEQ, Mark, MessageRecord,
     QueueRecord, decode, split_key, u64_value,
 };
-use crate::store::{Batch, Space, Store};
+use crate::store::{Batch, Sent, Space, Store};
 
 /// How many ids are reserved per write of the persisted high-water mark.
 const SEQ_RESERVE: u64 = 1 << 20;
@@ -41,9 +41,6 @@ impl SeqAlloc {
         seq
     }
 }
-
-/// Messages of one queue (name, id) that become visible once their batch is durable.
-pub(crate) type Sent = (QueueName, u64, Vec<u64>);
 
 /// How long a delivery may stay unwritten: one acked sooner is never written.
 pub(crate) const MARK_DELAY_MS: u64 = 100;

@@ -2,17 +2,18 @@
 //! Nothing survives the process; writes complete at once.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tidings_core::Result;
 
-use super::{Batch, Pending, Space, Store, Visit, Wait};
+use super::{Batch, Pending, Publisher, Space, Store, Visit, Wait};
 
 type Records = BTreeMap<Vec<u8>, Vec<u8>>;
 
 #[derive(Default)]
 pub(crate) struct MemoryStore {
     spaces: Mutex<BTreeMap<Space, Records>>,
+    publisher: OnceLock<Publisher>,
 }
 
 impl Store for MemoryStore {
@@ -31,7 +32,7 @@ impl Store for MemoryStore {
 
     fn submit(&self, batch: Batch, _wait: Wait) -> Pending {
         let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
-        let Batch { ops, then } = batch;
+        let Batch { ops, sent } = batch;
         for (space, key, value) in ops {
             let map = spaces.entry(space).or_default();
             match value {
@@ -40,6 +41,14 @@ impl Store for MemoryStore {
             };
         }
         drop(spaces);
-        Pending::done(then)
+        let publish = match self.publisher.get() {
+            Some(publisher) if !sent.is_empty() => Some((publisher.clone(), sent)),
+            _ => None,
+        };
+        Pending::done(publish)
+    }
+
+    fn set_publisher(&self, publisher: Publisher) {
+        let _ = self.publisher.set(publisher);
     }
 }

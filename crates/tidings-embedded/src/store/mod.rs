@@ -8,9 +8,11 @@
 pub(crate) mod fjall;
 pub(crate) mod memory;
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 
-use tidings_core::{Error, Result};
+use tidings_core::{Error, QueueName, Result};
 
 /// The record families, one key space each (see `records` for key layouts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,9 +50,25 @@ impl Space {
     }
 }
 
-/// Run once a batch has reached the level it was submitted with, before its
-/// submitter is told: this is how sent messages become visible.
-pub(crate) type Then = Box<dyn FnOnce() + Send>;
+/// What the store has done since it was opened: group commit at work shows
+/// as many batches per commit and per sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Batches submitted by operations.
+    pub batches: u64,
+    /// Commits to the journal (each may hold many batches).
+    pub commits: u64,
+    /// Journal syncs (fdatasync).
+    pub syncs: u64,
+}
+
+/// New messages of one queue (name, id, seqs), to make visible once durable.
+pub(crate) type Sent = (QueueName, u64, Vec<u64>);
+
+/// Makes durable messages visible. The engine sets it once; the store runs it
+/// when batches reach the level they were submitted with, before their
+/// submitters are told, with everything that became durable together.
+pub(crate) type Publisher = Arc<dyn Fn(Vec<Sent>) + Send + Sync>;
 
 /// Run by the store when no write has come for a while.
 pub(crate) type IdleTick = Box<dyn Fn() + Send + Sync>;
@@ -59,7 +77,8 @@ pub(crate) type IdleTick = Box<dyn Fn() + Send + Sync>;
 #[derive(Default)]
 pub(crate) struct Batch {
     pub(crate) ops: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
-    pub(crate) then: Option<Then>,
+    /// Messages this batch stores, to publish once it is durable.
+    pub(crate) sent: Vec<Sent>,
 }
 
 impl Batch {
@@ -72,7 +91,7 @@ impl Batch {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.then.is_none()
+        self.ops.is_empty() && self.sent.is_empty()
     }
 }
 
@@ -90,28 +109,35 @@ pub(crate) enum Wait {
 /// A submitted batch's completion.
 pub(crate) struct Pending {
     reply: Option<oneshot::Receiver<Result<(), String>>>,
-    /// For stores that complete at once: the batch's `then`, run when the
+    /// For stores that complete at once: what to publish, done when the
     /// submitter waits (or drops this), never under the submitter's lock.
-    then: Option<Then>,
+    publish: Option<(Publisher, Vec<Sent>)>,
 }
 
 impl Pending {
-    pub(crate) fn done(then: Option<Then>) -> Self {
-        Self { reply: None, then }
+    pub(crate) fn done(publish: Option<(Publisher, Vec<Sent>)>) -> Self {
+        Self {
+            reply: None,
+            publish,
+        }
     }
 
     pub(crate) fn waiting(reply: oneshot::Receiver<Result<(), String>>) -> Self {
         Self {
             reply: Some(reply),
-            then: None,
+            publish: None,
+        }
+    }
+
+    fn publish(&mut self) {
+        if let Some((publisher, sent)) = self.publish.take() {
+            publisher(sent);
         }
     }
 
     /// Waits for the batch to reach the level it was submitted with.
     pub(crate) async fn wait(mut self) -> Result<()> {
-        if let Some(then) = self.then.take() {
-            then();
-        }
+        self.publish();
         let Some(rx) = self.reply.take() else {
             return Ok(());
         };
@@ -125,9 +151,7 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(then) = self.then.take() {
-            then();
-        }
+        self.publish();
     }
 }
 
@@ -153,4 +177,12 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// engine writes deferred marks with it). Stores that lose everything
     /// at exit anyway need not run it.
     fn set_idle_tick(&self, _tick: IdleTick) {}
+
+    /// Sets what makes durable messages visible (once, before any write).
+    fn set_publisher(&self, publisher: Publisher);
+
+    /// Counts of the store's work so far.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 }
