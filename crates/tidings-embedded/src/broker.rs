@@ -349,6 +349,13 @@ fn selected(q: &QueueState, selection: &DeadLetterSelection) -> Vec<u64> {
     }
 }
 
+/// Returns an operation's result once its records have reached the store.
+async fn finish<T>((out, pending): (Result<T>, Pending)) -> Result<T> {
+    let value = out?;
+    pending.wait().await?;
+    Ok(value)
+}
+
 fn check_messages(messages: &[OutgoingMessage]) -> Result<()> {
     messages.iter().try_for_each(OutgoingMessage::validate)
 }
@@ -357,7 +364,7 @@ fn check_messages(messages: &[OutgoingMessage]) -> Result<()> {
 impl Broker for EmbeddedBroker {
     async fn create_queue(&self, name: &QueueName, config: QueueConfig) -> Result<bool> {
         config.validate()?;
-        let (out, pending) = self.write(|queues, ctx| {
+        finish(self.write(|queues, ctx| {
             if let Some(q) = queues.get(name) {
                 return if q.record.config == config {
                     Ok((false, Wait::Synced))
@@ -376,10 +383,8 @@ impl Broker for EmbeddedBroker {
             q.save_record(ctx);
             queues.insert(name.clone(), q);
             Ok((true, Wait::Synced))
-        });
-        let created = out?;
-        pending.wait().await?;
-        Ok(created)
+        }))
+        .await
     }
 
     async fn list_queues(&self) -> Result<Vec<QueueName>> {
@@ -396,25 +401,22 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn delete_queue(&self, name: &QueueName) -> Result<()> {
-        let (out, pending) = self.write(|queues, ctx| {
+        finish(self.write(|queues, ctx| {
             let mut q = queues
                 .remove(name)
                 .ok_or_else(|| Error::QueueNotFound(name.to_string()))?;
             q.delete_all(ctx);
             Ok(((), Wait::Synced))
-        });
-        out?;
-        pending.wait().await
+        }))
+        .await
     }
 
     async fn purge_queue(&self, name: &QueueName) -> Result<u64> {
-        let (out, pending) = self.write(|queues, ctx| {
+        finish(self.write(|queues, ctx| {
             let q = queue(queues, name)?;
             Ok((q.purge(ctx), Wait::Written))
-        });
-        let count = out?;
-        pending.wait().await?;
-        Ok(count)
+        }))
+        .await
     }
 
     async fn send_batch(
@@ -423,7 +425,7 @@ impl Broker for EmbeddedBroker {
         messages: Vec<OutgoingMessage>,
     ) -> Result<Vec<SendReceipt>> {
         check_messages(&messages)?;
-        let (out, pending) = self.write(|queues, ctx| {
+        finish(self.write(|queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
             let mut receipts = Vec::with_capacity(messages.len());
@@ -435,10 +437,8 @@ impl Broker for EmbeddedBroker {
             }
             ctx.sent.push((name.clone(), q.id(), seqs));
             Ok((receipts, self.send_wait(q)))
-        });
-        let receipts = out?;
-        pending.wait().await?;
-        Ok(receipts)
+        }))
+        .await
     }
 
     async fn receive(
@@ -482,7 +482,7 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn ack(&self, name: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64> {
-        let (out, pending) = self.write(|queues, ctx| {
+        finish(self.write(|queues, ctx| {
             let q = queue(queues, name)?;
             let acked = ids
                 .iter()
@@ -490,10 +490,8 @@ impl Broker for EmbeddedBroker {
                 .filter(|&seq| q.ack(group, seq, ctx))
                 .count();
             Ok((acked as u64, Wait::Written))
-        });
-        let acked = out?;
-        pending.wait().await?;
-        Ok(acked)
+        }))
+        .await
     }
 
     async fn nack(
@@ -503,7 +501,7 @@ impl Broker for EmbeddedBroker {
         id: &MessageId,
         nack: Nack,
     ) -> Result<bool> {
-        let (out, pending) = self.write(|queues, ctx| {
+        finish(self.write(|queues, ctx| {
             let q = queue(queues, name)?;
             let Some(seq) = parse_id(id) else {
                 return Ok((false, Wait::Nothing));
@@ -525,10 +523,8 @@ impl Broker for EmbeddedBroker {
                 }
             };
             Ok((done, Wait::Written))
-        });
-        let done = out?;
-        pending.wait().await?;
-        Ok(done)
+        }))
+        .await
     }
 
     async fn dead_letters(&self, name: &QueueName, limit: usize) -> Result<Vec<DeadLetter>> {
@@ -551,7 +547,7 @@ impl Broker for EmbeddedBroker {
         name: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        let (out, pending) = self.write(|queues, ctx| {
+        finish(self.write(|queues, ctx| {
             let q = queue(queues, name)?;
             let mut seqs = Vec::new();
             for dseq in selected(q, &selection) {
@@ -572,10 +568,8 @@ impl Broker for EmbeddedBroker {
             let count = seqs.len() as u64;
             ctx.sent.push((name.clone(), q.id(), seqs));
             Ok((count, self.send_wait(q)))
-        });
-        let count = out?;
-        pending.wait().await?;
-        Ok(count)
+        }))
+        .await
     }
 
     async fn purge_dead_letters(
@@ -583,7 +577,7 @@ impl Broker for EmbeddedBroker {
         name: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        let (out, pending) = self.write(|queues, ctx| {
+        finish(self.write(|queues, ctx| {
             let q = queue(queues, name)?;
             let chosen = selected(q, &selection);
             for &dseq in &chosen {
@@ -591,10 +585,8 @@ impl Broker for EmbeddedBroker {
                 ctx.batch.delete(Space::Dead, seq_key(q.id(), dseq));
             }
             Ok((chosen.len() as u64, Wait::Written))
-        });
-        let count = out?;
-        pending.wait().await?;
-        Ok(count)
+        }))
+        .await
     }
 
     async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {
@@ -604,7 +596,7 @@ impl Broker for EmbeddedBroker {
                 message.validate()?;
             }
         }
-        let (out, pending) = self.write(|queues, ctx| {
+        finish(self.write(|queues, ctx| {
             // Check everything first: nothing is applied unless all of it can be.
             for op in &ops {
                 match op {
@@ -657,9 +649,7 @@ impl Broker for EmbeddedBroker {
                 }
             }
             Ok((receipts, wait))
-        });
-        let receipts = out?;
-        pending.wait().await?;
-        Ok(receipts)
+        }))
+        .await
     }
 }

@@ -104,39 +104,29 @@ impl GroupState {
 
     /// Records a delivery to `consumer`; returns the new delivery count.
     pub(crate) fn deliver(&mut self, seq: u64, consumer: &str, deadline: u64, now: u64) -> u32 {
-        let count = self.counts.entry(seq).or_insert(0);
-        *count += 1;
-        let count = *count;
-        self.in_flight.insert(
-            seq,
-            InFlight {
-                consumer: consumer.to_owned(),
-                deadline,
-            },
-        );
+        let count = self.counts.get(&seq).copied().unwrap_or(0) + 1;
+        self.fly(seq, count, consumer, deadline).last_seen = now;
+        count
+    }
+
+    /// Puts `seq` in flight to `consumer` until `deadline`, as delivery number `count`.
+    fn fly(&mut self, seq: u64, count: u32, consumer: &str, deadline: u64) -> &mut ConsumerStats {
+        self.counts.insert(seq, count);
+        let flight = InFlight {
+            consumer: consumer.to_owned(),
+            deadline,
+        };
+        self.in_flight.insert(seq, flight);
         self.deadlines.insert((deadline, seq));
         let stats = self.consumers.entry(consumer.to_owned()).or_default();
         stats.pending += 1;
-        stats.last_seen = now;
-        count
+        stats
     }
 
     /// Puts back a delivery read from the store: in flight until `deadline`
     /// (if that has passed, the next receive makes it deliverable again).
     pub(crate) fn restore_delivery(&mut self, seq: u64, count: u32, consumer: &str, deadline: u64) {
-        self.counts.insert(seq, count);
-        self.in_flight.insert(
-            seq,
-            InFlight {
-                consumer: consumer.to_owned(),
-                deadline,
-            },
-        );
-        self.deadlines.insert((deadline, seq));
-        self.consumers
-            .entry(consumer.to_owned())
-            .or_default()
-            .pending += 1;
+        self.fly(seq, count, consumer, deadline);
     }
 
     /// Ends a delivery (ack, nack or timeout). Returns false if `seq` was not in flight.
