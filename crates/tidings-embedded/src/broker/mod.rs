@@ -1,0 +1,271 @@
+//! [`EmbeddedBroker`]: the [`Broker`](tidings_core::Broker) trait over the index and a store.
+//!
+//! Every operation takes the state lock once, changes the index, submits the
+//! matching records to the store (in lock order), releases the lock and only
+//! then waits for the store. Sent messages become visible to receivers after
+//! their records are durable, so nothing is delivered that a crash could undo.
+
+mod dead_letters;
+mod operations;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tidings_core::{Delivery, Durability, Error, QueueName, Result, Timestamp};
+
+use crate::clock::Clock;
+use crate::records::{MessageRecord, decode, seq_key};
+use crate::state::{Ctx, MARK_DELAY_MS, QueueState, State, message_id};
+use crate::store::fjall::FjallStore;
+use crate::store::memory::MemoryStore;
+use crate::store::{Batch, Pending, Sent, Space, Store, StoreStats, Wait};
+
+/// Settings of an embedded broker.
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddedOptions {
+    /// Durability of sends to queues that do not set their own.
+    pub durability: Durability,
+    /// Where time comes from (the system clock unless a test moves it by hand).
+    pub clock: Clock,
+}
+
+/// The embedded engine: durable queues in a local data directory, or in memory.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use tidings_core::{Broker, ConsumerName, GroupName, OutgoingMessage, QueueConfig, QueueName, ReceiveOptions};
+/// use tidings_embedded::EmbeddedBroker;
+///
+/// let broker = EmbeddedBroker::in_memory();
+/// let orders = QueueName::new("orders")?;
+/// broker.create_queue(&orders, QueueConfig::default()).await?;
+/// broker.send(&orders, OutgoingMessage::json(&serde_json::json!({"id": 1}))?).await?;
+///
+/// let group = GroupName::new("billing")?;
+/// let consumer = ConsumerName::new("worker-1")?;
+/// let got = broker.receive(&orders, &group, &consumer, ReceiveOptions::new(10, Duration::from_secs(1))).await?;
+/// assert_eq!(got.len(), 1);
+/// broker.ack(&orders, &group, &[got[0].id.clone()]).await?;
+/// # Ok::<_, tidings_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct EmbeddedBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    store: Box<dyn Store>,
+    durability: Durability,
+    clock: Clock,
+}
+
+impl Inner {
+    /// Writes what is still deferred, then stops the store.
+    fn close(&self) {
+        self.flush_deferred(u64::MAX, Wait::Nothing);
+        self.store.close();
+    }
+
+    /// Writes the marks of deliveries made at or before `up_to` that are still in flight.
+    fn flush_deferred(&self, up_to: u64, wait: Wait) -> Pending {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = Batch::default();
+        state.flush_deferred(up_to, &mut batch);
+        if batch.is_empty() {
+            return Pending::done(None);
+        }
+        self.store.submit(batch, wait)
+    }
+
+    /// Makes durable messages deliverable and wakes the queue's receivers.
+    fn publish(&self, sent: &[Sent]) {
+        let now = self.clock.now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, qid, seqs) in sent {
+            if let Some(q) = state.queues.get_mut(name)
+                && q.id() == *qid
+                && !seqs.is_empty()
+            {
+                for &seq in seqs {
+                    q.make_visible(seq, now);
+                }
+                q.notify.notify_waiters();
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn wait_for(durability: Durability) -> Wait {
+    match durability {
+        Durability::Sync => Wait::Synced,
+        Durability::Buffered => Wait::Written,
+    }
+}
+
+type Queues = std::collections::BTreeMap<QueueName, QueueState>;
+
+fn queue<'a>(queues: &'a mut Queues, name: &QueueName) -> Result<&'a mut QueueState> {
+    queues
+        .get_mut(name)
+        .ok_or_else(|| Error::QueueNotFound(name.to_string()))
+}
+
+impl EmbeddedBroker {
+    /// Opens (or creates) a data directory with default options.
+    ///
+    /// Fails with [`Error::Locked`] if another process has it open and with
+    /// [`Error::Corrupt`] if its contents cannot be read.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, EmbeddedOptions::default())
+    }
+
+    /// Opens (or creates) a data directory.
+    pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self> {
+        let store = FjallStore::open(path.as_ref())?;
+        Self::with_store(Box::new(store), options)
+    }
+
+    /// A broker that keeps everything in memory, for tests and examples.
+    pub fn in_memory() -> Self {
+        Self::in_memory_with(EmbeddedOptions::default())
+    }
+
+    /// A broker in memory, with options.
+    pub fn in_memory_with(options: EmbeddedOptions) -> Self {
+        // Loading an empty memory store reads nothing and cannot fail.
+        Self::with_store(Box::<MemoryStore>::default(), options)
+            .unwrap_or_else(|_| unreachable!("an empty memory store always loads"))
+    }
+
+    fn with_store(store: Box<dyn Store>, options: EmbeddedOptions) -> Result<Self> {
+        let (state, batch) = State::load(&*store, options.clock.now())?;
+        drop(store.submit(batch, Wait::Nothing));
+        let inner = Arc::new(Inner {
+            state: Mutex::new(state),
+            store,
+            durability: options.durability,
+            clock: options.clock,
+        });
+        let weak = Arc::downgrade(&inner);
+        inner.store.set_publisher(Arc::new(move |sent| {
+            if let Some(inner) = weak.upgrade() {
+                inner.publish(&sent);
+            }
+        }));
+        // When nothing else writes, deliveries still get written once due.
+        let weak = Arc::downgrade(&inner);
+        inner.store.set_idle_tick(Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                let up_to = inner.clock.now().saturating_sub(MARK_DELAY_MS);
+                drop(inner.flush_deferred(up_to, Wait::Nothing));
+            }
+        }));
+        Ok(Self { inner })
+    }
+
+    /// Writes and syncs everything, then refuses further writes. Dropping the
+    /// last handle does the same.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Counts of the storage's work since the broker was opened (all zero in
+    /// memory): batches per sync shows group commit at work.
+    pub fn store_stats(&self) -> StoreStats {
+        self.inner.store.stats()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` on the index under the lock and submits the records it wrote.
+    /// Records are submitted even when `f` fails part-way, so the store always
+    /// mirrors the index.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Queues, &mut Ctx<'_>) -> Result<(T, Wait)>,
+    ) -> (Result<T>, Pending) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut batch = Batch::default();
+        let now = self.inner.clock.now();
+        let mut ctx = Ctx {
+            store: &*self.inner.store,
+            batch: &mut batch,
+            seq: &mut state.seq,
+            now,
+            deferred: &mut state.deferred,
+            sent: Vec::new(),
+        };
+        let out = f(&mut state.queues, &mut ctx);
+        let sent = std::mem::take(&mut ctx.sent);
+        state.flush_deferred(now.saturating_sub(MARK_DELAY_MS), &mut batch);
+        let wait = match &out {
+            Ok((_, wait)) => *wait,
+            Err(_) => Wait::Nothing,
+        };
+        if out.is_ok() {
+            // Published by the store as soon as the batch is durable, so
+            // receivers are woken without waiting for the sender's task.
+            batch.sent = sent;
+        }
+        let pending = if batch.is_empty() && wait == Wait::Nothing {
+            Pending::done(None)
+        } else {
+            self.inner.store.submit(batch, wait)
+        };
+        (out.map(|(value, _)| value), pending)
+    }
+
+    /// Reads delivered messages from the store, outside the lock. A message
+    /// deleted meanwhile (purge, queue deletion) is no longer deliverable and
+    /// is left out.
+    fn read_deliveries(
+        &self,
+        queue: &QueueName,
+        qid: u64,
+        taken: Vec<(u64, u32)>,
+    ) -> Result<Vec<Delivery>> {
+        let mut deliveries = Vec::with_capacity(taken.len());
+        for (seq, delivery_count) in taken {
+            let Some(bytes) = self.inner.store.get(Space::Messages, &seq_key(qid, seq))? else {
+                continue;
+            };
+            let record: MessageRecord = decode("message", &bytes)?;
+            deliveries.push(Delivery {
+                id: message_id(seq),
+                queue: queue.clone(),
+                payload: tidings_core::Payload::from_trusted(record.payload),
+                headers: record.headers.into_iter().collect(),
+                dedup_id: record.dedup_id,
+                enqueued_at: Timestamp(record.enqueued_at),
+                delivery_count,
+            });
+        }
+        Ok(deliveries)
+    }
+
+    fn send_wait(&self, q: &QueueState) -> Wait {
+        wait_for(q.record.config.durability.unwrap_or(self.inner.durability))
+    }
+}
+
+/// Returns an operation's result once its records have reached the store.
+async fn finish<T>((out, pending): (Result<T>, Pending)) -> Result<T> {
+    let value = out?;
+    pending.wait().await?;
+    Ok(value)
+}
