@@ -2,8 +2,10 @@
 //! with no server to run, or the same engine in memory for tests.
 //!
 //! - [`EmbeddedBroker`] implements [`tidings_core::Broker`].
-//! - `store`: where records live: fjall on disk (one writer thread doing group
-//!   commit), or `BTreeMap`s in memory.
+//! - `broker`: the operations, each one lock section over the index followed by
+//!   a wait for the store.
+//! - `store`: where records live: fjall on disk (`store::fjall::writer`: one
+//!   thread doing group commit), or `BTreeMap`s in memory.
 //! - `records`: key layouts and record encodings.
 //! - `state`: the in-memory index of queues, groups and messages, rebuilt from
 //!   the store on open.

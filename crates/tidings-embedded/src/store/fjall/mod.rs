@@ -8,48 +8,22 @@
 //! `fdatasync` and answers the rest. While it syncs, new batches queue up and
 //! form the next group: concurrent sends share one sync.
 
+mod writer;
+
+use writer::{Counters, Hooks, Request, write_loop};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use tokio::sync::oneshot;
 
 use tidings_core::{Error, Result};
 
 use super::{Batch, IdleTick, Pending, Publisher, Sent, Space, Store, StoreStats, Visit, Wait};
-
-/// Most batches folded into one commit, to bound the time a group takes.
-const MAX_GROUP: usize = 4096;
-
-/// After a group this small, the writer does not wait for more.
-const GATHER_MIN: usize = 8;
-
-/// How long the writer waits for more after a large group: a fraction of one
-/// fsync on this class of disk (about 0.7 ms).
-const GATHER_WAIT: Duration = Duration::from_micros(150);
-
-/// How long the writer waits for work before running the idle tick.
-const IDLE: Duration = Duration::from_millis(100);
-
-struct Request {
-    batch: Batch,
-    wait: Wait,
-    reply: Option<oneshot::Sender<Result<(), String>>>,
-    /// Position in submission order.
-    ticket: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    batches: AtomicU64,
-    commits: AtomicU64,
-    syncs: AtomicU64,
-}
 
 /// Dead letters submitted but not yet written. They are the one kind of
 /// record the engine reads back (listing, requeue) without waiting for its
@@ -211,11 +185,7 @@ impl Store for FjallStore {
     }
 
     fn stats(&self) -> StoreStats {
-        StoreStats {
-            batches: self.stats.batches.load(Ordering::Relaxed),
-            commits: self.stats.commits.load(Ordering::Relaxed),
-            syncs: self.stats.syncs.load(Ordering::Relaxed),
-        }
+        self.stats.snapshot()
     }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -260,142 +230,4 @@ impl Store for FjallStore {
             _ => pending,
         }
     }
-}
-
-/// What the writer shares with the store's other handles.
-struct Hooks {
-    stats: Arc<Counters>,
-    unwritten: Arc<Unwritten>,
-    idle_tick: Arc<OnceLock<IdleTick>>,
-    publisher: Arc<OnceLock<Publisher>>,
-}
-
-impl Hooks {
-    /// Publishes what the requests that reached `level` stored, in one call.
-    fn publish(&self, group: &mut [Request], level: Wait) {
-        let sent: Vec<Sent> = group
-            .iter_mut()
-            .filter(|r| r.wait == level)
-            .flat_map(|r| std::mem::take(&mut r.batch.sent))
-            .collect();
-        if let (false, Some(publisher)) = (sent.is_empty(), self.publisher.get()) {
-            publisher(sent);
-        }
-    }
-}
-
-fn write_loop(
-    db: &Database,
-    spaces: &[(Space, Keyspace)],
-    receiver: &mpsc::Receiver<Request>,
-    hooks: &Hooks,
-) {
-    let mut failure: Option<String> = None;
-    let mut last_group = 0;
-    loop {
-        let first = match receiver.recv_timeout(IDLE) {
-            Ok(first) => first,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Some(tick) = hooks.idle_tick.get() {
-                    tick();
-                }
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut group = vec![first];
-        gather(receiver, &mut group, last_group);
-        last_group = group.len();
-        if failure.is_none() {
-            failure = commit_group(db, spaces, &mut group, hooks).err();
-        }
-        if failure.is_none()
-            && let Some(last) = group.last()
-        {
-            hooks.unwritten.written_up_to(last.ticket);
-        }
-        let needs_sync = group.iter().any(|r| r.wait == Wait::Synced);
-        let stats = &hooks.stats;
-        stats
-            .batches
-            .fetch_add(group.len() as u64, Ordering::Relaxed);
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        if failure.is_none() && needs_sync {
-            stats.syncs.fetch_add(1, Ordering::Relaxed);
-            failure = db
-                .persist(PersistMode::SyncData)
-                .err()
-                .map(|e| format!("fsync failed: {e:?}"));
-        }
-        if failure.is_none() {
-            hooks.publish(&mut group, Wait::Synced);
-        }
-        let outcome = failure.clone().map_or(Ok(()), Err);
-        for request in group {
-            if let Some(reply) = request.reply {
-                let _ = reply.send(outcome.clone());
-            }
-        }
-        if let Some(e) = &failure {
-            tracing::error!(error = %e, "storage failed; further writes are refused");
-        }
-    }
-    if failure.is_none()
-        && let Err(e) = db.persist(PersistMode::SyncAll)
-    {
-        tracing::error!(error = ?e, "final sync failed");
-    }
-}
-
-/// Takes what is queued. After a large group (many concurrent writers), it
-/// also waits a fraction of an fsync for more: the writers just answered are
-/// on their way back, and without the wait they would form a group of their
-/// own behind the next sync, so each sync would carry half the writers.
-fn gather(receiver: &mpsc::Receiver<Request>, group: &mut Vec<Request>, last_group: usize) {
-    while group.len() < MAX_GROUP {
-        match receiver.try_recv() {
-            Ok(r) => group.push(r),
-            Err(_) => break,
-        }
-    }
-    if last_group < GATHER_MIN {
-        return;
-    }
-    let deadline = Instant::now() + GATHER_WAIT;
-    while group.len() < MAX_GROUP.min(2 * last_group) {
-        match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(r) => group.push(r),
-            Err(_) => break,
-        }
-    }
-}
-
-/// Writes the group as one atomic batch (flushed to the OS), then answers
-/// the submitters that waited only for that.
-fn commit_group(
-    db: &Database,
-    spaces: &[(Space, Keyspace)],
-    group: &mut [Request],
-    hooks: &Hooks,
-) -> Result<(), String> {
-    let mut batch = db.batch();
-    for request in group.iter_mut() {
-        for (space, key, value) in std::mem::take(&mut request.batch.ops) {
-            let ks = keyspace_of(spaces, space);
-            match value {
-                Some(v) => batch.insert(ks, key, v),
-                None => batch.remove(ks, key),
-            }
-        }
-    }
-    batch.commit().map_err(|e| format!("write failed: {e:?}"))?;
-    hooks.publish(group, Wait::Written);
-    for request in group.iter_mut() {
-        if request.wait == Wait::Written
-            && let Some(reply) = request.reply.take()
-        {
-            let _ = reply.send(Ok(()));
-        }
-    }
-    Ok(())
 }
