@@ -65,7 +65,12 @@ struct Inner {
 impl Inner {
     /// Writes what is still deferred, then stops the store.
     fn close(&self) {
-        self.flush_deferred(u64::MAX, Wait::Nothing);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = Batch::default();
+        state.flush_deferred(u64::MAX, &mut batch);
+        state.seq.checkpoint(&mut batch);
+        drop(self.store.submit(batch, Wait::Nothing));
+        drop(state);
         self.store.close();
     }
 

@@ -27,6 +27,17 @@ pub(crate) struct SeqAlloc {
 }
 
 impl SeqAlloc {
+    /// Records exactly how far ids have gone (at a clean close), so the next
+    /// open continues from there instead of from the reserved mark.
+    pub(crate) fn checkpoint(&mut self, batch: &mut Batch) {
+        self.reserved = self.next;
+        batch.put(
+            Space::Meta,
+            META_SEQ.to_vec(),
+            self.reserved.to_be_bytes().to_vec(),
+        );
+    }
+
     pub(crate) fn next(&mut self, batch: &mut Batch) -> u64 {
         let seq = self.next;
         self.next += 1;
