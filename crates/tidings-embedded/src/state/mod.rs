@@ -200,7 +200,7 @@ impl State {
             let mut meta = queue::MsgMeta::from_record(&record);
             meta.visible = true;
             for g in q.groups.values_mut() {
-                if record.only_group.is_some_and(|only| only != g.id) {
+                if !meta.for_group(g.id) {
                     continue;
                 }
                 meta.owed += 1;
@@ -219,12 +219,12 @@ impl State {
                         g.counts.insert(seq, count);
                         g.schedule(seq, Some(due), now);
                     }
-                    None => g.schedule(seq, meta.deliver_at, now),
+                    None => g.schedule(seq, meta.deliver_at(), now),
                 }
             }
             if meta.owed == 0 && !q.groups.is_empty() {
                 q.retained.insert(seq);
-            } else if let Some(t) = meta.expires_at {
+            } else if let Some(t) = meta.expires_at() {
                 q.expiries.insert((t, seq));
             }
             q.messages.insert(seq, meta);

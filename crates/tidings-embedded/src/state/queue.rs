@@ -5,6 +5,7 @@
 //! [`Batch`], so the index can always be rebuilt from the store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +22,14 @@ use crate::records::{
 use crate::store::Space;
 
 /// What the index keeps of a stored message (the payload stays in the store).
+/// Kept small, as there is one per stored message: optional times and ids use
+/// `NonZeroU64` (times are milliseconds since 1970, ids start at 1).
 #[derive(Debug, Clone)]
 pub(crate) struct MsgMeta {
     pub(crate) enqueued_at: u64,
-    pub(crate) expires_at: Option<u64>,
-    pub(crate) deliver_at: Option<u64>,
-    pub(crate) only_group: Option<u64>,
+    expires_at: Option<NonZeroU64>,
+    deliver_at: Option<NonZeroU64>,
+    only_group: Option<NonZeroU64>,
     /// Groups that still owe it an ack.
     pub(crate) owed: u32,
     /// False until its send is durable; invisible messages are not delivered.
@@ -37,20 +40,28 @@ impl MsgMeta {
     pub(crate) fn from_record(r: &MessageRecord) -> Self {
         Self {
             enqueued_at: r.enqueued_at,
-            expires_at: r.expires_at,
-            deliver_at: r.deliver_at,
-            only_group: r.only_group,
+            expires_at: r.expires_at.and_then(NonZeroU64::new),
+            deliver_at: r.deliver_at.and_then(NonZeroU64::new),
+            only_group: r.only_group.and_then(NonZeroU64::new),
             owed: 0,
             visible: false,
         }
     }
 
-    fn for_group(&self, group: u64) -> bool {
-        self.only_group.is_none_or(|g| g == group)
+    pub(crate) fn expires_at(&self) -> Option<u64> {
+        self.expires_at.map(NonZeroU64::get)
+    }
+
+    pub(crate) fn deliver_at(&self) -> Option<u64> {
+        self.deliver_at.map(NonZeroU64::get)
+    }
+
+    pub(crate) fn for_group(&self, group: u64) -> bool {
+        self.only_group.is_none_or(|g| g.get() == group)
     }
 
     fn expired(&self, now: u64) -> bool {
-        self.expires_at.is_some_and(|t| t <= now)
+        self.expires_at().is_some_and(|t| t <= now)
     }
 }
 
@@ -138,10 +149,10 @@ impl QueueState {
         for group in self.groups.values_mut() {
             if meta.for_group(group.id) {
                 meta.owed += 1;
-                group.schedule(seq, meta.deliver_at, now);
+                group.schedule(seq, meta.deliver_at(), now);
             }
         }
-        if let Some(t) = meta.expires_at {
+        if let Some(t) = meta.expires_at() {
             self.expiries.insert((t, seq));
         }
     }
@@ -163,12 +174,12 @@ impl QueueState {
             if meta.visible && meta.for_group(id) {
                 if meta.owed == 0 {
                     self.retained.remove(&seq);
-                    if let Some(t) = meta.expires_at {
+                    if let Some(t) = meta.expires_at() {
                         self.expiries.insert((t, seq));
                     }
                 }
                 meta.owed += 1;
-                group.schedule(seq, meta.deliver_at, ctx.now);
+                group.schedule(seq, meta.deliver_at(), ctx.now);
             }
         }
         self.groups.insert(name, group);
@@ -188,7 +199,7 @@ impl QueueState {
         if meta.owed > 0 || self.record.config.retention.keeps_anything() {
             g.put_mark(qid, seq, &Mark::Done, ctx.batch);
             if meta.owed == 0 {
-                if let Some(t) = meta.expires_at {
+                if let Some(t) = meta.expires_at() {
                     self.expiries.remove(&(t, seq));
                 }
                 self.retained.insert(seq);
@@ -209,7 +220,7 @@ impl QueueState {
             g.forget(seq);
             g.drop_mark(qid, seq, ctx.batch);
         }
-        if let Some(t) = meta.expires_at {
+        if let Some(t) = meta.expires_at() {
             self.expiries.remove(&(t, seq));
         }
         self.retained.remove(&seq);

@@ -25,6 +25,10 @@ use tidings_core::{Error, Result};
 
 use super::{Batch, IdleTick, Pending, Publisher, Sent, Space, Store, StoreStats, Visit, Wait};
 
+/// Largest memtable of one keyspace before fjall flushes it to a table file.
+/// It bounds memory, and the journal replayed at open, for a large backlog.
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Dead letters submitted but not yet written. They are the one kind of
 /// record the engine reads back (listing, requeue) without waiting for its
 /// batch, so reads look here first.
@@ -101,7 +105,9 @@ impl FjallStore {
         let mut spaces = Vec::new();
         for space in Space::ALL {
             let ks = db
-                .keyspace(space.name(), KeyspaceCreateOptions::default)
+                .keyspace(space.name(), || {
+                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                })
                 .map_err(|e| map_open_error(path, e))?;
             spaces.push((space, ks));
         }
