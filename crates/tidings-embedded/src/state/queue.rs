@@ -5,7 +5,6 @@
 //! [`Batch`], so the index can always be rebuilt from the store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,42 +21,59 @@ use crate::records::{
 use crate::store::Space;
 
 /// What the index keeps of a stored message (the payload stays in the store).
-/// Kept small, as there is one per stored message: optional times and ids use
-/// `NonZeroU64` (times are milliseconds since 1970, ids start at 1).
+/// Kept small, as there is one per stored message: what only some messages
+/// have (a time to live, a delay, a single target group) is boxed apart.
 #[derive(Debug, Clone)]
 pub(crate) struct MsgMeta {
     pub(crate) enqueued_at: u64,
-    expires_at: Option<NonZeroU64>,
-    deliver_at: Option<NonZeroU64>,
-    only_group: Option<NonZeroU64>,
+    rare: Option<Box<Rare>>,
     /// Groups that still owe it an ack.
     pub(crate) owed: u32,
     /// False until its send is durable; invisible messages are not delivered.
     pub(crate) visible: bool,
 }
 
+/// The optional parts of a message's index record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rare {
+    expires_at: Option<u64>,
+    deliver_at: Option<u64>,
+    only_group: Option<u64>,
+}
+
 impl MsgMeta {
     pub(crate) fn from_record(r: &MessageRecord) -> Self {
+        let rare = Rare {
+            expires_at: r.expires_at,
+            deliver_at: r.deliver_at,
+            only_group: r.only_group,
+        };
+        let plain = Rare {
+            expires_at: None,
+            deliver_at: None,
+            only_group: None,
+        };
         Self {
             enqueued_at: r.enqueued_at,
-            expires_at: r.expires_at.and_then(NonZeroU64::new),
-            deliver_at: r.deliver_at.and_then(NonZeroU64::new),
-            only_group: r.only_group.and_then(NonZeroU64::new),
+            rare: (rare != plain).then(|| Box::new(rare)),
             owed: 0,
             visible: false,
         }
     }
 
     pub(crate) fn expires_at(&self) -> Option<u64> {
-        self.expires_at.map(NonZeroU64::get)
+        self.rare.as_ref().and_then(|r| r.expires_at)
     }
 
     pub(crate) fn deliver_at(&self) -> Option<u64> {
-        self.deliver_at.map(NonZeroU64::get)
+        self.rare.as_ref().and_then(|r| r.deliver_at)
     }
 
     pub(crate) fn for_group(&self, group: u64) -> bool {
-        self.only_group.is_none_or(|g| g.get() == group)
+        self.rare
+            .as_ref()
+            .and_then(|r| r.only_group)
+            .is_none_or(|g| g == group)
     }
 
     fn expired(&self, now: u64) -> bool {
