@@ -31,11 +31,6 @@ impl Timestamp {
         )
     }
 
-    /// Time elapsed from `earlier` to `self` (zero if `earlier` is later).
-    pub fn since(self, earlier: Timestamp) -> Duration {
-        Duration::from_millis(self.0.saturating_sub(earlier.0))
-    }
-
     /// As a [`SystemTime`].
     pub fn to_system_time(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0)
