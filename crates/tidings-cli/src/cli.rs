@@ -167,6 +167,9 @@ pub enum DlqCommand {
         /// Most entries to show.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Start after this dead-letter id (the last one of the previous page).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Move dead letters back to their queue.
     Requeue {

@@ -270,8 +270,11 @@ fn selection(ids: Vec<String>, all: bool) -> anyhow::Result<DeadLetterSelection>
 
 pub async fn dlq(broker: Arc<dyn Broker>, json: bool, command: DlqCommand) -> anyhow::Result<()> {
     match command {
-        DlqCommand::List { name, limit } => {
-            let letters = broker.dead_letters(&queue_name(&name)?, limit).await?;
+        DlqCommand::List { name, limit, after } => {
+            let after = after.map(MessageId::from);
+            let letters = broker
+                .dead_letters(&queue_name(&name)?, after.as_ref(), limit)
+                .await?;
             if json {
                 return print_json(&letters);
             }

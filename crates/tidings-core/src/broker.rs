@@ -80,8 +80,14 @@ pub trait Broker: Send + Sync {
         nack: Nack,
     ) -> Result<bool>;
 
-    /// Dead letters of a queue, oldest first, at most `limit`.
-    async fn dead_letters(&self, queue: &QueueName, limit: usize) -> Result<Vec<DeadLetter>>;
+    /// Dead letters of a queue, oldest first, at most `limit`, starting after
+    /// the entry `after` (a [`DeadLetter::id`] from an earlier page) if given.
+    async fn dead_letters(
+        &self,
+        queue: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>>;
 
     /// Moves dead letters back to their queue (to the group that gave up on
     /// them, or to every group for expired ones). Returns how many.

@@ -464,7 +464,7 @@ impl Harness {
                 self.model.now += ms;
             }
             Op::RequeueAll | Op::RequeueOne { .. } | Op::PurgeDeadOne { .. } => {
-                let letters = b.dead_letters(&queue, usize::MAX).await.unwrap();
+                let letters = b.dead_letters(&queue, None, usize::MAX).await.unwrap();
                 let chosen: Vec<usize> = match *op {
                     Op::RequeueAll => (0..letters.len()).collect(),
                     Op::RequeueOne { pick } | Op::PurgeDeadOne { pick } if !letters.is_empty() => {
@@ -547,7 +547,7 @@ impl Harness {
         }
         let letters = self
             .b()
-            .dead_letters(&self.queue, usize::MAX)
+            .dead_letters(&self.queue, None, usize::MAX)
             .await
             .unwrap();
         let seen: Vec<Dead> = letters

@@ -32,6 +32,12 @@ fn msg(value: serde_json::Value) -> OutgoingMessage {
     OutgoingMessage::json(&value).unwrap()
 }
 
+fn n_of_dead(d: &crate::DeadLetter) -> i64 {
+    d.payload.json::<serde_json::Value>().unwrap()["n"]
+        .as_i64()
+        .unwrap()
+}
+
 fn n_of(d: &Delivery) -> i64 {
     d.payload.json::<serde_json::Value>().unwrap()["n"]
         .as_i64()
@@ -119,7 +125,9 @@ pub async fn unknown_queue_is_a_typed_error(b: &dyn Broker) {
     assert!(is_not_found(b.delete_queue(&ghost).await));
     assert!(is_not_found(b.purge_queue(&ghost).await.map(drop)));
     assert!(is_not_found(b.ack(&ghost, &g("g"), &[]).await.map(drop)));
-    assert!(is_not_found(b.dead_letters(&ghost, 10).await.map(drop)));
+    assert!(is_not_found(
+        b.dead_letters(&ghost, None, 10).await.map(drop)
+    ));
 }
 
 pub async fn bad_input_is_rejected(b: &dyn Broker) {
@@ -331,7 +339,7 @@ pub async fn max_deliveries_moves_to_dead_letters(b: &dyn Broker) {
     // Wait until the poison message has timed out a second time.
     let deadline = Instant::now() + PATIENCE;
     let letters = loop {
-        let letters = b.dead_letters(&name, 10).await.unwrap();
+        let letters = b.dead_letters(&name, None, 10).await.unwrap();
         if !letters.is_empty() || Instant::now() > deadline {
             break letters;
         }
@@ -402,7 +410,7 @@ pub async fn nack_dead_letter_moves_at_once(b: &dyn Broker) {
         "the message is in the dead-letter queue and nowhere else"
     );
     assert_eq!(info.dead_letters, 1);
-    let dead = &b.dead_letters(&name, 10).await.unwrap()[0];
+    let dead = &b.dead_letters(&name, None, 10).await.unwrap()[0];
     assert_eq!(dead.reason, reason);
     assert_eq!(dead.attempts, 1);
     assert_eq!(dead.headers.get("k").map(String::as_str), Some("v"));
@@ -428,7 +436,7 @@ async fn dead_letter_numbers(b: &dyn Broker, name: &QueueName, range: std::ops::
 pub async fn dead_letters_requeue_by_id_and_all(b: &dyn Broker) {
     let name = queue(b, "requeue", QueueConfig::default()).await;
     dead_letter_numbers(b, &name, 0..3).await;
-    let letters = b.dead_letters(&name, 10).await.unwrap();
+    let letters = b.dead_letters(&name, None, 10).await.unwrap();
     assert_eq!(letters.len(), 3);
     let by_id = DeadLetterSelection::Ids(vec![letters[1].id.clone(), MessageId::from("nope")]);
     assert_eq!(b.requeue_dead_letters(&name, by_id).await.unwrap(), 1);
@@ -447,14 +455,21 @@ pub async fn dead_letters_requeue_by_id_and_all(b: &dyn Broker) {
     );
     let back = recv(b, &name, "g", "c", 10, PATIENCE).await;
     assert_eq!(back.iter().map(n_of).collect::<Vec<_>>(), vec![0, 2]);
-    assert!(b.dead_letters(&name, 10).await.unwrap().is_empty());
+    assert!(b.dead_letters(&name, None, 10).await.unwrap().is_empty());
 }
 
 pub async fn dead_letters_purge(b: &dyn Broker) {
     let name = queue(b, "dlq-purge", QueueConfig::default()).await;
     dead_letter_numbers(b, &name, 0..3).await;
-    let letters = b.dead_letters(&name, 2).await.unwrap();
+    let letters = b.dead_letters(&name, None, 2).await.unwrap();
     assert_eq!(letters.len(), 2, "limit is honoured");
+    let rest = b
+        .dead_letters(&name, Some(&letters[1].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1, "the next page starts after the given entry");
+    assert_eq!(n_of_dead(&rest[0]), 2);
+    assert_eq!(n_of_dead(&letters[0]), 0);
     let one = DeadLetterSelection::Ids(vec![letters[0].id.clone()]);
     assert_eq!(b.purge_dead_letters(&name, one).await.unwrap(), 1);
     assert_eq!(
@@ -510,7 +525,7 @@ pub async fn expired_message_can_be_dead_lettered(b: &dyn Broker) {
     pass_time(b, Duration::from_millis(150)).await;
     let got = recv(b, &name, "g", "c", 10, PATIENCE).await;
     assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), vec![2]);
-    let letters = b.dead_letters(&name, 10).await.unwrap();
+    let letters = b.dead_letters(&name, None, 10).await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].reason, "expired");
     assert_eq!(letters[0].group, None);

@@ -233,13 +233,20 @@ impl Broker for EmbeddedBroker {
         .await
     }
 
-    async fn dead_letters(&self, name: &QueueName, limit: usize) -> Result<Vec<DeadLetter>> {
+    async fn dead_letters(
+        &self,
+        name: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        // An id of another format (or none) starts from the beginning.
+        let start = after.and_then(parse_id).map_or(0, |d| d.saturating_add(1));
         let (out, _) = self.write(|queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
             let letters = q
                 .dead
-                .iter()
+                .range(start..)
                 .take(limit)
                 .map(|&dseq| read_dead(q, dseq, ctx).map(|r| dead_letter_out(q, dseq, r)))
                 .collect::<Result<Vec<_>>>()?;
