@@ -7,11 +7,14 @@
 //!   consumer names may also contain `:` and `@` (for `host:pid` style names);
 //! - the first character is a letter, a digit or `_`.
 //!
+//! Names are shared, not copied, when cloned (they travel with every delivery).
+//!
 //! `:` is kept out of queue and group names because the Redis layout uses it as
 //! a separator (`orders:dlq`), so a queue can never collide with another queue's
 //! dead-letter stream.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,14 +56,14 @@ macro_rules! name_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $ty(String);
+        pub struct $ty(Arc<str>);
 
         impl $ty {
             /// Checks `name` against the naming rules.
             pub fn new(name: impl Into<String>) -> Result<Self> {
                 let name = name.into();
                 validate($kind, &name, $extra)?;
-                Ok(Self(name))
+                Ok(Self(name.into()))
             }
 
             /// The name as text.
@@ -98,7 +101,7 @@ macro_rules! name_type {
 
         impl From<$ty> for String {
             fn from(name: $ty) -> String {
-                name.0
+                name.0.to_string()
             }
         }
 

@@ -164,7 +164,7 @@ impl Broker for EmbeddedBroker {
             let (out, pending) = self.write(|queues, ctx| {
                 let q = queue(queues, name)?;
                 q.maintain(ctx)?;
-                let taken = q.take(group, consumer.as_str(), options.max_messages, ctx)?;
+                let taken = q.take(group, consumer, options.max_messages, ctx)?;
                 let mut woken = Box::pin(q.notify.clone().notified_owned());
                 woken.as_mut().enable();
                 let next_due = q.next_due(group).map(|t| t.saturating_sub(ctx.now));

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use tidings_core::{ConsumerInfo, GroupInfo, GroupName, Timestamp};
+use tidings_core::{ConsumerInfo, ConsumerName, GroupInfo, GroupName, Timestamp};
 
 use crate::records::{Mark, encode, mark_key};
 use crate::store::{Batch, Space};
@@ -14,7 +14,7 @@ use crate::store::{Batch, Space};
 /// One delivery waiting for its ack.
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    pub(crate) consumer: String,
+    pub(crate) consumer: ConsumerName,
     pub(crate) deadline: u64,
 }
 
@@ -37,7 +37,7 @@ pub(crate) struct GroupState {
     pub(crate) deadlines: BTreeSet<(u64, u64)>,
     /// Deliveries so far of each message delivered at least once.
     pub(crate) counts: HashMap<u64, u32>,
-    pub(crate) consumers: BTreeMap<String, ConsumerStats>,
+    pub(crate) consumers: BTreeMap<ConsumerName, ConsumerStats>,
     /// Messages that have a mark in the store, so that only those get a tombstone.
     marked: HashSet<u64>,
 }
@@ -82,7 +82,7 @@ impl GroupState {
         Some(Mark::Delivered {
             count: self.counts.get(&seq).copied().unwrap_or(1),
             deadline: flight.deadline,
-            consumer: flight.consumer.clone(),
+            consumer: flight.consumer.to_string(),
         })
     }
 
@@ -103,29 +103,47 @@ impl GroupState {
     }
 
     /// Records a delivery to `consumer`; returns the new delivery count.
-    pub(crate) fn deliver(&mut self, seq: u64, consumer: &str, deadline: u64, now: u64) -> u32 {
+    pub(crate) fn deliver(
+        &mut self,
+        seq: u64,
+        consumer: &ConsumerName,
+        deadline: u64,
+        now: u64,
+    ) -> u32 {
         let count = self.counts.get(&seq).copied().unwrap_or(0) + 1;
         self.fly(seq, count, consumer, deadline).last_seen = now;
         count
     }
 
     /// Puts `seq` in flight to `consumer` until `deadline`, as delivery number `count`.
-    fn fly(&mut self, seq: u64, count: u32, consumer: &str, deadline: u64) -> &mut ConsumerStats {
+    fn fly(
+        &mut self,
+        seq: u64,
+        count: u32,
+        consumer: &ConsumerName,
+        deadline: u64,
+    ) -> &mut ConsumerStats {
         self.counts.insert(seq, count);
         let flight = InFlight {
-            consumer: consumer.to_owned(),
+            consumer: consumer.clone(),
             deadline,
         };
         self.in_flight.insert(seq, flight);
         self.deadlines.insert((deadline, seq));
-        let stats = self.consumers.entry(consumer.to_owned()).or_default();
+        let stats = self.consumers.entry(consumer.clone()).or_default();
         stats.pending += 1;
         stats
     }
 
     /// Puts back a delivery read from the store: in flight until `deadline`
     /// (if that has passed, the next receive makes it deliverable again).
-    pub(crate) fn restore_delivery(&mut self, seq: u64, count: u32, consumer: &str, deadline: u64) {
+    pub(crate) fn restore_delivery(
+        &mut self,
+        seq: u64,
+        count: u32,
+        consumer: &ConsumerName,
+        deadline: u64,
+    ) {
         self.fly(seq, count, consumer, deadline);
     }
 
@@ -211,7 +229,7 @@ impl GroupState {
                 .consumers
                 .iter()
                 .map(|(name, s)| ConsumerInfo {
-                    name: name.clone(),
+                    name: name.to_string(),
                     pending: s.pending,
                     last_seen: Timestamp(s.last_seen),
                 })

@@ -6,7 +6,7 @@ mod queue;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use tidings_core::{Error, GroupName, MessageId, QueueName, Result};
+use tidings_core::{ConsumerName, Error, GroupName, MessageId, QueueName, Result};
 
 pub(crate) use queue::QueueState;
 
@@ -214,7 +214,13 @@ impl State {
                         count,
                         deadline,
                         consumer,
-                    }) => g.restore_delivery(seq, count, &consumer, deadline),
+                    }) => {
+                        let consumer = ConsumerName::new(consumer).map_err(|e| Error::Corrupt {
+                            location: "mark".into(),
+                            detail: e.to_string(),
+                        })?;
+                        g.restore_delivery(seq, count, &consumer, deadline);
+                    }
                     Some(Mark::Retry { count, due }) => {
                         g.counts.insert(seq, count);
                         g.schedule(seq, Some(due), now);

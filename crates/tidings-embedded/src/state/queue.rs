@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use tidings_core::{ExpiryAction, GroupName, QueueInfo, QueueName, Result, Timestamp};
+use tidings_core::{
+    ConsumerName, ExpiryAction, GroupName, QueueInfo, QueueName, Result, Timestamp,
+};
 
 use super::group::GroupState;
 use super::{Ctx, DeferredMark};
@@ -368,7 +370,7 @@ impl QueueState {
     pub(crate) fn take(
         &mut self,
         group: &GroupName,
-        consumer: &str,
+        consumer: &ConsumerName,
         max: usize,
         ctx: &mut Ctx<'_>,
     ) -> Result<Vec<(u64, u32)>> {
