@@ -173,6 +173,21 @@ pub async fn bad_input_is_rejected(b: &dyn Broker) {
     assert_eq!(b.queue_info(&name).await.unwrap().length, 0);
 }
 
+pub async fn buffered_queue_works_like_any_other(b: &dyn Broker) {
+    let config = QueueConfig {
+        durability: Some(crate::Durability::Buffered),
+        ..QueueConfig::default()
+    };
+    let name = queue(b, "buffered", config).await;
+    send_numbers(b, &name, 0..3).await;
+    let got = recv(b, &name, "g", "c", 10, PATIENCE).await;
+    assert_eq!(got.iter().map(n_of).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(ack_all(b, &name, "g", &got).await, 3);
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(info.config.durability, Some(crate::Durability::Buffered));
+    assert_eq!(info.length, 0);
+}
+
 pub async fn send_receive_ack(b: &dyn Broker) {
     let name = queue(b, "orders", QueueConfig::default()).await;
     let before = crate::Timestamp::now();

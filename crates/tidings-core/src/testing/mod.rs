@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             unknown_queue_is_a_typed_error,
             bad_input_is_rejected,
             send_receive_ack,
+            buffered_queue_works_like_any_other,
             batch_send_keeps_order,
             single_consumer_sees_send_order,
             consumers_of_a_group_share_work,

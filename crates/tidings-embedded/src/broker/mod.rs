@@ -127,6 +127,10 @@ fn queue<'a>(queues: &'a mut Queues, name: &QueueName) -> Result<&'a mut QueueSt
 impl EmbeddedBroker {
     /// Opens (or creates) a data directory with default options.
     ///
+    /// Opening reads the whole directory to rebuild the index (about a second
+    /// per million stored messages here): from async code, call it on a
+    /// blocking thread (`tokio::task::spawn_blocking`) when that matters.
+    ///
     /// Fails with [`Error::Locked`] if another process has it open and with
     /// [`Error::Corrupt`] if its contents cannot be read.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
