@@ -63,26 +63,24 @@ struct Inner {
 }
 
 impl Inner {
-    /// Writes what is still deferred, then stops the store.
+    /// Writes what is still deferred (and how far ids went), then stops the store.
     fn close(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut batch = Batch::default();
-        state.flush_deferred(u64::MAX, &mut batch);
-        state.seq.checkpoint(&mut batch);
-        drop(self.store.submit(batch, Wait::Nothing));
-        drop(state);
+        self.write_deferred(u64::MAX, true);
         self.store.close();
     }
 
-    /// Writes the marks of deliveries made at or before `up_to` that are still in flight.
-    fn flush_deferred(&self, up_to: u64, wait: Wait) -> Pending {
+    /// Writes the marks of deliveries made at or before `up_to` that are
+    /// still in flight, and with `checkpoint` the exact id high-water mark.
+    fn write_deferred(&self, up_to: u64, checkpoint: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = Batch::default();
         state.flush_deferred(up_to, &mut batch);
-        if batch.is_empty() {
-            return Pending::done(None);
+        if checkpoint {
+            state.seq.checkpoint(&mut batch);
         }
-        self.store.submit(batch, wait)
+        if !batch.is_empty() {
+            drop(self.store.submit(batch, Wait::Nothing));
+        }
     }
 
     /// Makes durable messages deliverable and wakes the queue's receivers.
@@ -175,7 +173,7 @@ impl EmbeddedBroker {
         inner.store.set_idle_tick(Box::new(move || {
             if let Some(inner) = weak.upgrade() {
                 let up_to = inner.clock.now().saturating_sub(MARK_DELAY_MS);
-                drop(inner.flush_deferred(up_to, Wait::Nothing));
+                inner.write_deferred(up_to, false);
             }
         }));
         Ok(Self { inner })
