@@ -94,6 +94,7 @@ pub(super) fn write_loop(
         let mut group = vec![first];
         gather(receiver, &mut group, last_group);
         last_group = group.len();
+        let failed_before = failure.is_some();
         if failure.is_none() {
             failure = commit_group(db, spaces, &mut group, hooks).err();
         }
@@ -124,7 +125,7 @@ pub(super) fn write_loop(
                 let _ = reply.send(outcome.clone());
             }
         }
-        if let Some(e) = &failure {
+        if let (false, Some(e)) = (failed_before, &failure) {
             tracing::error!(error = %e, "storage failed; further writes are refused");
         }
     }
