@@ -271,13 +271,10 @@ async fn fill(
     payload: &Payload,
     total: usize,
 ) -> anyhow::Result<()> {
-    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
-        broker
-            .send_batch(
-                queue,
-                vec![OutgoingMessage::new(payload.clone()); chunk.len()],
-            )
-            .await?;
+    for start in (0..total).step_by(1000) {
+        let n = 1000.min(total - start);
+        let messages = vec![OutgoingMessage::new(payload.clone()); n];
+        broker.send_batch(queue, messages).await?;
     }
     Ok(())
 }

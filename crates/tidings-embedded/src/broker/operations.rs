@@ -50,8 +50,7 @@ fn enqueue(
         headers: message.headers.into_iter().collect(),
         payload: message.payload.as_str().to_owned(),
     };
-    let seq = ctx.seq.next(ctx.batch);
-    q.insert_message(seq, &record, ctx);
+    let seq = q.insert_message(&record, ctx);
     if let Some(id) = record.dedup_id {
         q.remember_dedup(id, seq, ctx);
     }
@@ -274,9 +273,7 @@ impl Broker for EmbeddedBroker {
                     only_group: dead.group.as_deref().and_then(|g| q.group_id_of(g)),
                     ..dead.message
                 };
-                let seq = ctx.seq.next(ctx.batch);
-                q.insert_message(seq, &record, ctx);
-                seqs.push(seq);
+                seqs.push(q.insert_message(&record, ctx));
             }
             let count = seqs.len() as u64;
             ctx.sent.push((name.clone(), q.id(), seqs));

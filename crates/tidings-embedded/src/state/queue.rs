@@ -148,11 +148,13 @@ impl QueueState {
         self.dedup.insert(id, record);
     }
 
-    /// Stores a new (still invisible) message.
-    pub(crate) fn insert_message(&mut self, seq: u64, record: &MessageRecord, ctx: &mut Ctx<'_>) {
+    /// Stores a new (still invisible) message under a new seq, which it returns.
+    pub(crate) fn insert_message(&mut self, record: &MessageRecord, ctx: &mut Ctx<'_>) -> u64 {
+        let seq = ctx.seq.next(ctx.batch);
         ctx.batch
             .put(Space::Messages, seq_key(self.id(), seq), encode(record));
         self.messages.insert(seq, MsgMeta::from_record(record));
+        seq
     }
 
     /// Hands a durable message to every group it is for.
