@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use crate::{
     ConsumerName, DeadLetter, DeadLetterSelection, Delivery, GroupName, MessageId, Nack,
-    OutgoingMessage, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Result, SendReceipt,
-    Transaction,
+    OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
+    RecordScan, Result, SendReceipt, TableName, Transaction,
 };
 
 /// A message broker: durable named queues with consumer groups, redelivery,
@@ -104,7 +104,13 @@ pub trait Broker: Send + Sync {
         selection: DeadLetterSelection,
     ) -> Result<u64>;
 
-    /// Applies the transaction's sends and acks atomically. Returns the
-    /// receipts of its sends, in order.
+    /// Applies the transaction's sends, acks and record writes atomically.
+    /// Returns the receipts of its sends, in order.
     async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>>;
+
+    /// Reads one record (tables need no creation; an unknown table is empty).
+    async fn get_record(&self, table: &TableName, key: &str) -> Result<Option<Payload>>;
+
+    /// Reads the records of a key range, in key order or reverse key order.
+    async fn scan_records(&self, table: &TableName, scan: RecordScan) -> Result<Vec<Record>>;
 }

@@ -50,6 +50,14 @@ pub enum Error {
         /// The message id.
         id: String,
     },
+    /// A transaction inserts a record whose key is taken.
+    #[error("record {key:?} already exists in table {table:?}")]
+    RecordExists {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+    },
     /// The data directory is in use by another process.
     #[error("data directory {path} is locked by another process")]
     Locked {

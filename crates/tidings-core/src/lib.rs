@@ -8,7 +8,8 @@
 //! - [`message`]: what is sent ([`OutgoingMessage`]) and what is received ([`Delivery`]).
 //! - [`queue`]: per-queue settings ([`QueueConfig`]) and what [`QueueInfo`] reports.
 //! - [`dead_letter`]: messages that could not be processed, with the reason.
-//! - [`transaction`]: several sends and acks applied all or nothing.
+//! - [`record`]: JSON records kept by key in tables, written in transactions.
+//! - [`transaction`]: several sends, acks and record writes applied all or nothing.
 //! - [`broker`]: the [`Broker`] trait.
 //! - [`error`]: the one [`Error`] enum of the domain.
 //! - `testing` (feature `testing`): the conformance suite every backend runs.
@@ -32,6 +33,7 @@ pub mod message;
 pub mod name;
 pub mod payload;
 pub mod queue;
+pub mod record;
 pub mod time;
 pub mod transaction;
 
@@ -42,10 +44,11 @@ pub use broker::Broker;
 pub use dead_letter::{DeadLetter, DeadLetterSelection};
 pub use error::{Error, Result};
 pub use message::{Delivery, MessageId, Nack, OutgoingMessage, ReceiveOptions, SendReceipt};
-pub use name::{ConsumerName, GroupName, QueueName};
+pub use name::{ConsumerName, GroupName, QueueName, TableName};
 pub use payload::{Headers, MAX_HEADERS_BYTES, MAX_PAYLOAD_BYTES, Payload};
 pub use queue::{
     ConsumerInfo, Durability, ExpiryAction, GroupInfo, QueueConfig, QueueInfo, Retention,
 };
+pub use record::{MAX_RECORD_KEY_BYTES, Record, RecordScan};
 pub use time::Timestamp;
 pub use transaction::{Transaction, TxOp};

@@ -1,6 +1,6 @@
-//! Names of queues, consumer groups and consumers.
+//! Names of queues, record tables, consumer groups and consumers.
 //!
-//! The rules, the same for the three kinds except where noted:
+//! The rules, the same for every kind except where noted:
 //!
 //! - 1 to [`MAX_NAME_BYTES`] bytes of UTF-8;
 //! - letters and digits (Unicode, as `char::is_alphanumeric`), `_`, `-` and `.`;
@@ -116,6 +116,10 @@ macro_rules! name_type {
 name_type!(
     /// The name of a queue, e.g. `orders`.
     QueueName, "queue", &[]
+);
+name_type!(
+    /// The name of a record table (see [`crate::record`]), e.g. `hub.events`.
+    TableName, "table", &[]
 );
 name_type!(
     /// The name of a consumer group. Each group sees every message of a queue.

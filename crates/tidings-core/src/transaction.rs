@@ -1,6 +1,7 @@
-//! Several sends and acks, across queues, applied all or nothing.
+//! Several sends, acks and record writes, across queues and tables, applied
+//! all or nothing.
 
-use crate::{GroupName, MessageId, OutgoingMessage, QueueName};
+use crate::{GroupName, MessageId, OutgoingMessage, Payload, QueueName, TableName};
 
 /// One operation of a [`Transaction`].
 #[derive(Debug, Clone, PartialEq)]
@@ -22,9 +23,28 @@ pub enum TxOp {
         /// The messages.
         ids: Vec<MessageId>,
     },
+    /// Write a record. With `only_if_absent`, the whole transaction fails with
+    /// [`crate::Error::RecordExists`] if the key is already taken.
+    Put {
+        /// The table.
+        table: TableName,
+        /// The key.
+        key: String,
+        /// The value.
+        value: Payload,
+        /// Refuse to overwrite.
+        only_if_absent: bool,
+    },
+    /// Delete a record (nothing happens if it does not exist).
+    Delete {
+        /// The table.
+        table: TableName,
+        /// The key.
+        key: String,
+    },
 }
 
-/// A list of sends and acks that a broker applies atomically: after
+/// A list of sends, acks and record writes that a broker applies atomically: after
 /// `commit` either all of them took effect or none did.
 ///
 /// ```
@@ -65,6 +85,61 @@ impl Transaction {
             ids: ids.into_iter().collect(),
         });
         self
+    }
+
+    /// Adds a record write (overwriting any record with that key).
+    pub fn put(&mut self, table: TableName, key: impl Into<String>, value: Payload) -> &mut Self {
+        self.ops.push(TxOp::Put {
+            table,
+            key: key.into(),
+            value,
+            only_if_absent: false,
+        });
+        self
+    }
+
+    /// Adds a record write that fails the transaction if the key is taken.
+    pub fn insert(
+        &mut self,
+        table: TableName,
+        key: impl Into<String>,
+        value: Payload,
+    ) -> &mut Self {
+        self.ops.push(TxOp::Put {
+            table,
+            key: key.into(),
+            value,
+            only_if_absent: true,
+        });
+        self
+    }
+
+    /// Adds a record deletion.
+    pub fn delete(&mut self, table: TableName, key: impl Into<String>) -> &mut Self {
+        self.ops.push(TxOp::Delete {
+            table,
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Checks what can be checked without a broker: payloads and record keys.
+    pub fn validate(&self) -> crate::Result<()> {
+        for op in &self.ops {
+            match op {
+                TxOp::Send { message, .. } => message.validate()?,
+                TxOp::Put { key, .. } | TxOp::Delete { key, .. } => {
+                    crate::record::validate_key(key)?;
+                }
+                TxOp::Ack { .. } => {}
+            }
+        }
+        Ok(())
     }
 
     /// The operations, in order.

@@ -13,6 +13,7 @@
 //! | marks    | queue id, group id, seq     | [`Mark`]         |
 //! | dedup    | queue id, dedup id          | [`DedupRecord`]  |
 //! | dead     | queue id, dead-letter seq   | [`DeadRecord`]   |
+//! | records  | table name, 0, record key   | JSON text        |
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -116,6 +117,28 @@ pub(crate) fn named_key(queue: u64, name: &str) -> Vec<u8> {
     key.extend_from_slice(&queue.to_be_bytes());
     key.extend_from_slice(name.as_bytes());
     key
+}
+
+/// Key of a record: its table's name (which never contains a 0 byte), a 0
+/// byte, and the record's key, so each table is one contiguous key range.
+pub(crate) fn record_key(table: &str, key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(table.len() + 1 + key.len());
+    out.extend_from_slice(table.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key.as_bytes());
+    out
+}
+
+/// The smallest key after every key that starts with `prefix` (`None`: there is none).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// Splits a key into its leading big-endian u64s and the rest.

@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::{
     Broker, ConsumerName, DeadLetterSelection, Delivery, Error, ExpiryAction, GroupName, MessageId,
-    Nack, OutgoingMessage, QueueConfig, QueueName, ReceiveOptions, Retention, Transaction,
+    Nack, OutgoingMessage, Payload, QueueConfig, QueueName, ReceiveOptions, Record, RecordScan,
+    Retention, TableName, Transaction,
 };
 
 /// Long enough that a correct backend never hits it; a receive that returns
@@ -639,6 +640,158 @@ pub async fn transaction_with_unknown_queue_applies_nothing(b: &dyn Broker) {
     assert_eq!(b.queue_info(&real).await.unwrap().length, 0);
 }
 
+fn t(name: &str) -> TableName {
+    TableName::new(name).unwrap()
+}
+
+fn keys(records: &[Record]) -> Vec<&str> {
+    records.iter().map(|r| r.key.as_str()).collect()
+}
+
+pub async fn records_are_kept_in_key_order(b: &dyn Broker) {
+    let table = t("rec-order");
+    let mut tx = Transaction::new();
+    for key in ["e.3", "e.1", "f.1", "e.2", "d.9"] {
+        tx.put(
+            table.clone(),
+            key,
+            Payload::from_value(&json!({"k": key})).unwrap(),
+        );
+    }
+    b.commit(tx).await.unwrap();
+    let got = b.get_record(&table, "e.2").await.unwrap().unwrap();
+    assert_eq!(got.json::<serde_json::Value>().unwrap()["k"], "e.2");
+    assert!(b.get_record(&table, "e.4").await.unwrap().is_none());
+    assert!(
+        b.get_record(&t("rec-other"), "e.2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let all = b.scan_records(&table, RecordScan::all()).await.unwrap();
+    assert_eq!(keys(&all), ["d.9", "e.1", "e.2", "e.3", "f.1"]);
+    let e = b
+        .scan_records(&table, RecordScan::prefix("e."))
+        .await
+        .unwrap();
+    assert_eq!(keys(&e), ["e.1", "e.2", "e.3"]);
+    let newest = b
+        .scan_records(&table, RecordScan::prefix("e.").reverse().limit(2))
+        .await
+        .unwrap();
+    assert_eq!(keys(&newest), ["e.3", "e.2"]);
+    let window = b
+        .scan_records(&table, RecordScan::all().from("e.1").to("f"))
+        .await
+        .unwrap();
+    assert_eq!(keys(&window), ["e.1", "e.2", "e.3"]);
+    let page = b
+        .scan_records(&table, RecordScan::all().after("e.2").limit(10))
+        .await
+        .unwrap();
+    assert_eq!(keys(&page), ["e.3", "f.1"]);
+    let before = b
+        .scan_records(&table, RecordScan::all().to("e.2").reverse())
+        .await
+        .unwrap();
+    assert_eq!(keys(&before), ["e.1", "d.9"]);
+    assert!(
+        b.scan_records(&t("rec-empty"), RecordScan::all())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn records_change_with_messages_or_not_at_all(b: &dyn Broker) {
+    let table = t("rec-tx");
+    let name = queue(b, "rec-tx", QueueConfig::default()).await;
+    let value = |n: i64| Payload::from_value(&json!({"n": n})).unwrap();
+
+    let mut tx = Transaction::new();
+    tx.insert(table.clone(), "only", value(1))
+        .send(name.clone(), msg(json!({"n": 1})));
+    b.commit(tx).await.unwrap();
+    assert_eq!(b.queue_info(&name).await.unwrap().length, 1);
+
+    // A second insert of the key fails the whole transaction.
+    let mut tx = Transaction::new();
+    tx.send(name.clone(), msg(json!({"n": 2})))
+        .put(table.clone(), "other", value(2))
+        .insert(table.clone(), "only", value(3));
+    let err = b.commit(tx).await.unwrap_err();
+    assert!(matches!(err, Error::RecordExists { .. }), "{err}");
+    assert_eq!(b.queue_info(&name).await.unwrap().length, 1);
+    assert!(b.get_record(&table, "other").await.unwrap().is_none());
+    let only = b.get_record(&table, "only").await.unwrap().unwrap();
+    assert_eq!(only.as_str(), r#"{"n":1}"#);
+
+    // Two inserts of one key in one transaction conflict too.
+    let mut tx = Transaction::new();
+    tx.insert(table.clone(), "twice", value(4))
+        .insert(table.clone(), "twice", value(5));
+    assert!(matches!(
+        b.commit(tx).await,
+        Err(Error::RecordExists { .. })
+    ));
+    assert!(b.get_record(&table, "twice").await.unwrap().is_none());
+
+    // Put overwrites; delete removes, and frees the key for an insert.
+    let mut tx = Transaction::new();
+    tx.put(table.clone(), "only", value(6));
+    b.commit(tx).await.unwrap();
+    let only = b.get_record(&table, "only").await.unwrap().unwrap();
+    assert_eq!(only.as_str(), r#"{"n":6}"#);
+    let mut tx = Transaction::new();
+    tx.delete(table.clone(), "only")
+        .insert(table.clone(), "only", value(7));
+    b.commit(tx).await.unwrap();
+    let mut tx = Transaction::new();
+    tx.delete(table.clone(), "only");
+    b.commit(tx).await.unwrap();
+    assert!(b.get_record(&table, "only").await.unwrap().is_none());
+
+    // Acks and record writes together.
+    let got = recv(b, &name, "g", "c", 1, PATIENCE).await;
+    let mut tx = Transaction::new();
+    tx.ack(name.clone(), g("g"), [got[0].id.clone()])
+        .put(table.clone(), "done", value(1));
+    b.commit(tx).await.unwrap();
+    assert!(b.get_record(&table, "done").await.unwrap().is_some());
+    assert_eq!(b.queue_info(&name).await.unwrap().groups[0].pending, 0);
+}
+
+pub async fn bad_record_keys_are_rejected(b: &dyn Broker) {
+    let table = t("rec-bad");
+    let mut tx = Transaction::new();
+    tx.put(table.clone(), "", Payload::from_value(&1).unwrap());
+    assert!(matches!(b.commit(tx).await, Err(Error::InvalidArgument(_))));
+    let long = "k".repeat(crate::MAX_RECORD_KEY_BYTES + 1);
+    assert!(matches!(
+        b.get_record(&table, &long).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+pub async fn concurrent_inserts_of_one_key_admit_one(b: &dyn Broker) {
+    let table = t("rec-race");
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let mut tx = Transaction::new();
+        tx.insert(table.clone(), "claim", Payload::from_value(&n).unwrap());
+        tasks.push(b.commit(tx));
+    }
+    let results = futures_join_all(tasks).await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|r| r.is_ok() || matches!(r, Err(Error::RecordExists { .. })))
+    );
+}
+
 pub async fn purge_removes_messages(b: &dyn Broker) {
     let name = queue(b, "purge", QueueConfig::default()).await;
     send_numbers(b, &name, 0..5).await;
@@ -773,20 +926,19 @@ pub async fn concurrent_senders_lose_nothing(b: &dyn Broker) {
     assert_eq!(b.queue_info(&name).await.unwrap().length, 0);
 }
 
-/// Runs futures concurrently on the current task (no extra dependency).
-async fn futures_join_all<F: std::future::Future<Output = ()>>(
+/// Runs futures concurrently on the current task (no extra dependency) and
+/// returns their outputs in order.
+async fn futures_join_all<T, F: std::future::Future<Output = T>>(
     futures: impl IntoIterator<Item = F>,
-) {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    let mut pending: Vec<_> = set.iter_mut().map(Some).collect();
+) -> Vec<T> {
+    let mut pending: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<T>> = pending.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut all_done = true;
-        for slot in &mut pending {
+        for (slot, out) in pending.iter_mut().zip(&mut outputs) {
             if let Some(f) = slot {
-                if f.as_mut().poll(cx).is_ready() {
+                if let std::task::Poll::Ready(value) = f.as_mut().poll(cx) {
+                    *out = Some(value);
                     *slot = None;
                 } else {
                     all_done = false;
@@ -800,4 +952,5 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(
         }
     })
     .await;
+    outputs.into_iter().flatten().collect()
 }

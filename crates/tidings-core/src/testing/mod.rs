@@ -66,7 +66,11 @@ macro_rules! conformance_tests {
             retention_by_age_lets_acked_messages_go,
             info_reports_groups_and_consumers,
             ack_of_unknown_ids_is_skipped,
-            concurrent_senders_lose_nothing
+            concurrent_senders_lose_nothing,
+            records_are_kept_in_key_order,
+            records_change_with_messages_or_not_at_all,
+            bad_record_keys_are_rejected,
+            concurrent_inserts_of_one_key_admit_one
         );
     };
     (@cases $setup:expr; $($case:ident),* $(,)?) => {

@@ -7,6 +7,7 @@
 
 mod dead_letters;
 mod operations;
+mod tables;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

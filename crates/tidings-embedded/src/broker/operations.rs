@@ -1,21 +1,22 @@
 //! The [`Broker`] operations of the embedded engine, each one lock section
 //! over the index followed by a wait for the store.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::dead_letters::{dead_letter_out, read_dead, selected};
-use super::{EmbeddedBroker, finish, queue};
+use super::{EmbeddedBroker, finish, queue, wait_for};
 use tokio::time::Instant;
 
 use tidings_core::{
     Broker, ConsumerName, DeadLetter, DeadLetterSelection, Delivery, Error, GroupName, MessageId,
-    Nack, OutgoingMessage, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Result, SendReceipt,
-    Timestamp, Transaction, TxOp,
+    Nack, OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
+    RecordScan, Result, SendReceipt, TableName, Timestamp, Transaction, TxOp,
 };
 
-use crate::records::{MessageRecord, QueueRecord, seq_key};
+use crate::records::{MessageRecord, QueueRecord, record_key, seq_key};
 use crate::state::{Ctx, QueueState, message_id, parse_id};
 use crate::store::{Space, Wait};
 
@@ -300,14 +301,12 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {
+        transaction.validate()?;
         let ops = transaction.into_ops();
-        for op in &ops {
-            if let TxOp::Send { message, .. } = op {
-                message.validate()?;
-            }
-        }
+        let record_wait = wait_for(self.inner.durability);
         finish(self.write(|queues, ctx| {
             // Check everything first: nothing is applied unless all of it can be.
+            let mut written: HashMap<Vec<u8>, bool> = HashMap::new();
             for op in &ops {
                 match op {
                     TxOp::Send { queue: name, .. } => {
@@ -328,6 +327,30 @@ impl Broker for EmbeddedBroker {
                                 });
                             }
                         }
+                    }
+                    TxOp::Put {
+                        table,
+                        key,
+                        only_if_absent,
+                        ..
+                    } => {
+                        let at = record_key(table.as_str(), key);
+                        if *only_if_absent {
+                            let taken = match written.get(&at) {
+                                Some(present) => *present,
+                                None => ctx.store.get(Space::Records, &at)?.is_some(),
+                            };
+                            if taken {
+                                return Err(Error::RecordExists {
+                                    table: table.to_string(),
+                                    key: key.clone(),
+                                });
+                            }
+                        }
+                        written.insert(at, true);
+                    }
+                    TxOp::Delete { table, key } => {
+                        written.insert(record_key(table.as_str(), key), false);
                     }
                 }
             }
@@ -356,10 +379,34 @@ impl Broker for EmbeddedBroker {
                             q.ack(&group, seq, ctx);
                         }
                     }
+                    TxOp::Put {
+                        table, key, value, ..
+                    } => {
+                        wait = wait.max(record_wait);
+                        ctx.batch.put(
+                            Space::Records,
+                            record_key(table.as_str(), &key),
+                            value.as_str().as_bytes().to_vec(),
+                        );
+                    }
+                    TxOp::Delete { table, key } => {
+                        wait = wait.max(record_wait);
+                        ctx.batch
+                            .delete(Space::Records, record_key(table.as_str(), &key));
+                    }
                 }
             }
             Ok((receipts, wait))
         }))
         .await
+    }
+
+    async fn get_record(&self, table: &TableName, key: &str) -> Result<Option<Payload>> {
+        tidings_core::record::validate_key(key)?;
+        self.read_record(table, key)
+    }
+
+    async fn scan_records(&self, table: &TableName, scan: RecordScan) -> Result<Vec<Record>> {
+        self.read_records(table, &scan)
     }
 }

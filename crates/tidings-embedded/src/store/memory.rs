@@ -6,7 +6,9 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tidings_core::Result;
 
-use super::{Batch, Pending, Publisher, Space, Store, Visit, Wait};
+use std::ops::Bound;
+
+use super::{Batch, Pending, Publisher, Space, Store, Until, Visit, Wait};
 
 type Records = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -28,6 +30,36 @@ impl Store for MemoryStore {
             visit(k, v)?;
         }
         Ok(())
+    }
+
+    fn range(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut Until<'_>,
+    ) -> Result<()> {
+        let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(map) = spaces.get(&space) else {
+            return Ok(());
+        };
+        let bounds = (
+            Bound::Included(start.to_vec()),
+            end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec())),
+        );
+        let mut entries = map.range(bounds);
+        loop {
+            let next = if reverse {
+                entries.next_back()
+            } else {
+                entries.next()
+            };
+            match next {
+                Some((k, v)) if visit(k, v)? => {}
+                _ => return Ok(()),
+            }
+        }
     }
 
     fn submit(&self, batch: Batch, _wait: Wait) -> Pending {

@@ -24,10 +24,11 @@ pub(crate) enum Space {
     Marks,
     Dedup,
     Dead,
+    Records,
 }
 
 impl Space {
-    pub(crate) const ALL: [Space; 7] = [
+    pub(crate) const ALL: [Space; 8] = [
         Space::Meta,
         Space::Queues,
         Space::Groups,
@@ -35,6 +36,7 @@ impl Space {
         Space::Marks,
         Space::Dedup,
         Space::Dead,
+        Space::Records,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -46,6 +48,7 @@ impl Space {
             Space::Marks => "marks",
             Space::Dedup => "dedup",
             Space::Dead => "dead",
+            Space::Records => "records",
         }
     }
 }
@@ -158,6 +161,9 @@ impl Drop for Pending {
 /// Called with each key and value of a scan.
 pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
 
+/// Called with each key and value of a range; returns whether to go on.
+pub(crate) type Until<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
 /// Ordered key-value storage with batched, ordered writes.
 pub(crate) trait Store: Send + Sync + 'static {
     /// Reads one value.
@@ -165,6 +171,18 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Visits every entry of a space in key order (used at recovery).
     fn scan(&self, space: Space, visit: &mut Visit<'_>) -> Result<()>;
+
+    /// Visits the entries of `start..end` (`end` `None`: to the end of the
+    /// space) in key order or reverse order, while `visit` returns `true`.
+    /// Only written batches are seen.
+    fn range(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut Until<'_>,
+    ) -> Result<()>;
 
     /// Submits a batch. Batches are applied in the order they are submitted,
     /// so callers submit while holding the engine's state lock.

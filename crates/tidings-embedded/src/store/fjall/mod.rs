@@ -23,32 +23,39 @@ use tokio::sync::oneshot;
 
 use tidings_core::{Error, Result};
 
-use super::{Batch, IdleTick, Pending, Publisher, Sent, Space, Store, StoreStats, Visit, Wait};
+use super::{
+    Batch, IdleTick, Pending, Publisher, Sent, Space, Store, StoreStats, Until, Visit, Wait,
+};
 
 /// Largest memtable of one keyspace before fjall flushes it to a table file.
 /// It bounds memory, and the journal replayed at open, for a large backlog.
 const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Dead letters submitted but not yet written. They are the one kind of
-/// record the engine reads back (listing, requeue) without waiting for its
-/// batch, so reads look here first.
+/// Dead letters and records submitted but not yet written. They are the
+/// kinds the engine reads back (dead-letter listing and requeue, the
+/// insert-if-absent check of records) before their batch is written, so
+/// reads look here first.
 #[derive(Default)]
 struct Unwritten {
-    /// Key to the ticket of the batch that wrote it and the value (`None`: deleted).
-    dead: Mutex<HashMap<Vec<u8>, TicketedValue>>,
+    /// Space and key to the ticket of the batch that wrote it and the value (`None`: deleted).
+    dead: Mutex<HashMap<(Space, Vec<u8>), TicketedValue>>,
 }
 
 type TicketedValue = (u64, Option<Vec<u8>>);
+
+fn read_back(space: Space) -> bool {
+    matches!(space, Space::Dead | Space::Records)
+}
 
 impl Unwritten {
     fn note(&self, ticket: u64, batch: &Batch) {
         let mut dead = None;
         for (space, key, value) in &batch.ops {
-            if *space == Space::Dead {
+            if read_back(*space) {
                 dead.get_or_insert_with(|| {
                     self.dead.lock().unwrap_or_else(PoisonError::into_inner)
                 })
-                .insert(key.clone(), (ticket, value.clone()));
+                .insert((*space, key.clone()), (ticket, value.clone()));
             }
         }
     }
@@ -60,9 +67,9 @@ impl Unwritten {
         }
     }
 
-    fn get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+    fn get(&self, space: Space, key: &[u8]) -> Option<Option<Vec<u8>>> {
         let dead = self.dead.lock().unwrap_or_else(PoisonError::into_inner);
-        dead.get(key).map(|(_, v)| v.clone())
+        dead.get(&(space, key.to_vec())).map(|(_, v)| v.clone())
     }
 }
 
@@ -195,8 +202,8 @@ impl Store for FjallStore {
     }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if space == Space::Dead
-            && let Some(value) = self.unwritten.get(key)
+        if read_back(space)
+            && let Some(value) = self.unwritten.get(space, key)
         {
             return Ok(value);
         }
@@ -208,6 +215,30 @@ impl Store for FjallStore {
         for guard in self.keyspace(space).iter() {
             let (k, v) = guard.into_inner().map_err(read_error)?;
             visit(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    fn range(
+        &self,
+        space: Space,
+        start: &[u8],
+        end: Option<&[u8]>,
+        reverse: bool,
+        visit: &mut Until<'_>,
+    ) -> Result<()> {
+        let ks = self.keyspace(space);
+        let iter: Box<dyn DoubleEndedIterator<Item = fjall::Guard>> = match end {
+            Some(end) => Box::new(ks.range(start..end)),
+            None => Box::new(ks.range(start..)),
+        };
+        let iter: Box<dyn Iterator<Item = fjall::Guard>> =
+            if reverse { Box::new(iter.rev()) } else { iter };
+        for guard in iter {
+            let (k, v) = guard.into_inner().map_err(read_error)?;
+            if !visit(&k, &v)? {
+                break;
+            }
         }
         Ok(())
     }
