@@ -1,0 +1,156 @@
+//! The [`Dispatcher`]: reads each active subscription's queue and posts its
+//! events to the subscriber, with retries, dead letters and notices.
+//!
+//! Each subscription has its own lanes (receive one delivery, post it, settle
+//! it): a slow or dead endpoint holds only its own lanes, never another
+//! subscription's. A global limit bounds requests in flight. An ordered
+//! subscription has one lane, and waits out a failed event's retry delay
+//! before it takes anything else, so its events arrive in publish order.
+
+pub mod schedule;
+pub mod webhook;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::error::{HubError, HubResult};
+use crate::hub::Hub;
+
+/// Settings of webhook delivery.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Whole-request timeout of one attempt.
+    pub timeout: Duration,
+    /// Requests in flight per (unordered) subscription.
+    pub per_subscription: usize,
+    /// Requests in flight in total.
+    pub global: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            per_subscription: 16,
+            global: 512,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) hub: Hub,
+    pub(crate) client: reqwest::Client,
+    pub(crate) config: DeliveryConfig,
+    pub(crate) global: Semaphore,
+}
+
+/// Delivers webhooks for every active subscription of a hub, until stopped.
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+impl Dispatcher {
+    /// A dispatcher for `hub`.
+    pub fn new(hub: Hub, config: DeliveryConfig) -> HubResult<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Tidings/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(config.per_subscription.max(1) * 4)
+            .build()
+            .map_err(|e| HubError::BadRequest(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                global: Semaphore::new(config.global.max(1)),
+                hub,
+                client,
+                config,
+            }),
+        })
+    }
+
+    /// Runs until `stop` turns true: starts lanes for active subscriptions,
+    /// stops those of removed or deactivated ones, and lets in-flight attempts
+    /// finish before returning.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut changes = self.shared.hub.changes();
+        let mut running: HashMap<(String, bool), watch::Sender<bool>> = HashMap::new();
+        let mut lanes = JoinSet::new();
+        loop {
+            let wanted: Vec<(String, bool)> = self.shared.hub.with_catalog(|c| {
+                c.subscriptions
+                    .values()
+                    .filter(|s| s.active)
+                    .filter(|s| c.applications.get(&s.application).is_some_and(|a| a.active))
+                    .map(|s| (s.id.clone(), s.ordered))
+                    .collect()
+            });
+            running.retain(|key, halt| {
+                let keep = wanted.contains(key);
+                if !keep {
+                    let _ = halt.send(true);
+                }
+                keep
+            });
+            for key in wanted {
+                if running.contains_key(&key) {
+                    continue;
+                }
+                let (halt, halted) = watch::channel(false);
+                let count = if key.1 {
+                    1
+                } else {
+                    self.shared.config.per_subscription.max(1)
+                };
+                for lane in 0..count {
+                    lanes.spawn(worker::lane(
+                        self.shared.clone(),
+                        key.0.clone(),
+                        key.1,
+                        lane,
+                        halted.clone(),
+                    ));
+                }
+                running.insert(key, halt);
+            }
+            // Reap finished lanes so the set does not grow.
+            while lanes.try_join_next().is_some() {}
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        for halt in running.values() {
+            let _ = halt.send(true);
+        }
+        while lanes.join_next().await.is_some() {}
+    }
+}
+
+/// A handle that replays deliveries (shared with the HTTP layer).
+#[derive(Clone)]
+pub struct Replayer {
+    shared: Arc<Shared>,
+}
+
+impl Dispatcher {
+    /// A handle for replays that outlives [`Dispatcher::run`].
+    pub fn replayer(&self) -> Replayer {
+        Replayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Replayer {
+    /// Attempts one delivery now, outside its queue.
+    pub async fn replay(&self, gist: &str) -> HubResult<serde_json::Value> {
+        worker::replay(&self.shared, gist).await
+    }
+}

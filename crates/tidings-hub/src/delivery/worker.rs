@@ -1,0 +1,357 @@
+//! One lane of a subscription: receive a delivery, post it, settle it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidings_core::{
+    ConsumerName, DeadLetterSelection, Delivery, Nack, ReceiveOptions, Transaction,
+};
+use tokio::sync::watch;
+
+use super::Shared;
+use super::schedule::{jitter_unit, retry_delay};
+use super::webhook::{Attempt, Outcome, post};
+use crate::error::{HubError, HubResult};
+use crate::hub::NewEvent;
+use crate::hub::actions::DEAD_LETTERED_ACTION;
+use crate::model::{Event, Gist, GistStatus, Subscription};
+use crate::principal::Principal;
+use crate::tables::{get, put, subscription_queue};
+use crate::time::{iso, now_ms};
+
+/// How long a receive waits before the lane checks whether it should stop.
+const RECEIVE_WAIT: Duration = Duration::from_secs(5);
+/// Pause after a broker error, so a failing store is not hammered.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+pub(super) async fn lane(
+    shared: Arc<Shared>,
+    sub_id: String,
+    ordered: bool,
+    number: usize,
+    mut halted: watch::Receiver<bool>,
+) {
+    let hub = &shared.hub;
+    let tables = &hub.inner.tables;
+    let Ok(queue) = subscription_queue(&sub_id) else {
+        return;
+    };
+    let Ok(consumer) = ConsumerName::new(format!("lane-{number}")) else {
+        return;
+    };
+    if ordered {
+        // A delivery left in flight by a crash must come back (after the
+        // visibility timeout) before anything published after it.
+        if let Ok(info) = hub.broker().queue_info(&queue).await
+            && info
+                .groups
+                .iter()
+                .any(|g| g.name == tables.group && g.pending > 0)
+            && pause(&mut halted, info.config.visibility_timeout).await
+        {
+            return;
+        }
+    }
+    loop {
+        if *halted.borrow() {
+            return;
+        }
+        let received = tokio::select! {
+            r = hub.broker().receive(&queue, &tables.group, &consumer, ReceiveOptions::new(1, RECEIVE_WAIT)) => r,
+            _ = halted.wait_for(|h| *h) => return,
+        };
+        let deliveries = match received {
+            Ok(d) => d,
+            Err(tidings_core::Error::QueueNotFound(_)) => return,
+            Err(e) => {
+                tracing::warn!(subscription = %sub_id, error = %e, "receive failed");
+                if pause(&mut halted, ERROR_PAUSE).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        for delivery in deliveries {
+            let wait = match attempt(&shared, &sub_id, &delivery).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::warn!(subscription = %sub_id, error = %e, "delivery could not be settled");
+                    Some(ERROR_PAUSE)
+                }
+            };
+            if let Some(wait) = wait.filter(|_| ordered)
+                && pause(&mut halted, wait).await
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps unless halted first; returns whether it was halted.
+async fn pause(halted: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    let slept = tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = halted.wait_for(|h| *h) => false,
+    };
+    !slept || *halted.borrow()
+}
+
+/// Posts one delivery and settles it. Returns the retry delay if it failed
+/// and will be tried again.
+async fn attempt(
+    shared: &Shared,
+    sub_id: &str,
+    delivery: &Delivery,
+) -> HubResult<Option<Duration>> {
+    let hub = &shared.hub;
+    let tables = &hub.inner.tables;
+    let queue = &delivery.queue;
+    let ack_only = |why: &str| {
+        tracing::info!(subscription = %sub_id, why, "delivery dropped");
+    };
+    let Ok(event_id) = delivery.payload.json::<String>() else {
+        ack_only("its message is not an event id");
+        hub.broker()
+            .ack(queue, &tables.group, std::slice::from_ref(&delivery.id))
+            .await?;
+        return Ok(None);
+    };
+    let sub = match hub.subscription(sub_id) {
+        Ok(sub) => sub,
+        Err(_) => return Ok(None),
+    };
+    let Some(event) = get::<Event>(&**hub.broker(), &tables.events, &event_id).await? else {
+        ack_only("its event no longer exists");
+        hub.broker()
+            .ack(queue, &tables.group, std::slice::from_ref(&delivery.id))
+            .await?;
+        return Ok(None);
+    };
+    let gist_key = crate::model::gist::key(&event.id, &sub.id);
+    let mut gist = get::<Gist>(&**hub.broker(), &tables.gists, &gist_key)
+        .await?
+        .unwrap_or_else(|| fresh_gist(&event, &sub));
+    let Some(secret) = hub.application_secret(&sub.application) else {
+        return Ok(Some(ERROR_PAUSE));
+    };
+    let number = delivery.delivery_count.max(1);
+    let outcome = {
+        let _permit = shared.global.acquire().await;
+        post(
+            &shared.client,
+            Attempt {
+                endpoint: &sub.endpoint,
+                secret: &secret,
+                event: &event,
+                delivery_id: &gist_key,
+                number,
+            },
+        )
+        .await
+    };
+    record(&mut gist, &outcome, number, &event);
+    if outcome.delivered() {
+        gist.status = GistStatus::Delivered;
+        gist.delivered_at = Some(now_ms());
+        gist.next_attempt_at = None;
+        let mut tx = Transaction::new();
+        tx.ack(queue.clone(), tables.group.clone(), [delivery.id.clone()]);
+        put(&mut tx, &tables.gists, gist_key, &gist)?;
+        match hub.broker().commit(tx).await {
+            // Redelivered meanwhile (visibility timeout): the other attempt settles it.
+            Ok(_) | Err(tidings_core::Error::NotPending { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(None);
+    }
+    let gone = outcome.gone();
+    if gone {
+        hub.disable_gone(&sub.id, "the endpoint answered 410 Gone".to_owned())
+            .await?;
+    }
+    if gone || number >= sub.max_retries {
+        let reason = if gone {
+            "410 Gone: subscription disabled".to_owned()
+        } else {
+            format!(
+                "{number} attempts failed; last: {}",
+                gist.last_error.as_deref().unwrap_or("unknown")
+            )
+        };
+        gist.status = GistStatus::Failed;
+        gist.dead_at = Some(now_ms());
+        gist.next_attempt_at = None;
+        store(hub, &gist).await?;
+        hub.broker()
+            .nack(
+                queue,
+                &tables.group,
+                &delivery.id,
+                Nack::DeadLetter { reason },
+            )
+            .await?;
+        notify_dead_letter(hub, &gist, &event).await;
+        return Ok(None);
+    }
+    let mut delay = retry_delay(number, sub.retry_schedule.as_deref(), jitter_unit());
+    if let Some(asked) = outcome.retry_after {
+        delay = delay.max(asked);
+    }
+    gist.status = GistStatus::Retrying;
+    gist.next_attempt_at = Some(now_ms() + delay.as_millis() as u64);
+    store(hub, &gist).await?;
+    hub.broker()
+        .nack(queue, &tables.group, &delivery.id, Nack::Retry { delay })
+        .await?;
+    Ok(Some(delay))
+}
+
+fn fresh_gist(event: &Event, sub: &Subscription) -> Gist {
+    Gist {
+        event: event.id.clone(),
+        subscription: sub.id.clone(),
+        action: event.action.clone(),
+        subscriber: sub.application.clone(),
+        endpoint: sub.endpoint.clone(),
+        status: GistStatus::Pending,
+        attempts: 0,
+        max_retries: sub.max_retries,
+        last_status_code: None,
+        last_error: None,
+        last_attempted_at: None,
+        last_ms: None,
+        latency_ms: None,
+        next_attempt_at: None,
+        delivered_at: None,
+        dead_at: None,
+        created_at: now_ms(),
+    }
+}
+
+fn record(gist: &mut Gist, outcome: &Outcome, number: u32, event: &Event) {
+    let now = now_ms();
+    gist.attempts = gist.attempts.max(number);
+    gist.last_status_code = Some(outcome.status.unwrap_or(0));
+    gist.last_error.clone_from(&outcome.error);
+    gist.last_ms = Some(outcome.elapsed.as_millis() as u64);
+    gist.last_attempted_at = Some(now.saturating_sub(outcome.elapsed.as_millis() as u64));
+    if outcome.delivered() {
+        gist.latency_ms = Some(now.saturating_sub(event.deliver_at.max(event.published_at())));
+    }
+}
+
+async fn store(hub: &crate::hub::Hub, gist: &Gist) -> HubResult<()> {
+    let mut tx = Transaction::new();
+    put(&mut tx, &hub.inner.tables.gists, gist.key(), gist)?;
+    hub.broker().commit(tx).await?;
+    Ok(())
+}
+
+/// Publishes `tidings.delivery.dead_lettered` (never about itself).
+async fn notify_dead_letter(hub: &crate::hub::Hub, gist: &Gist, event: &Event) {
+    if event.action == DEAD_LETTERED_ACTION {
+        return;
+    }
+    let payload = json!({
+        "gist": gist.key(),
+        "event": gist.event,
+        "action": gist.action,
+        "subscription": gist.subscription,
+        "subscriber": gist.subscriber,
+        "endpoint": gist.endpoint,
+        "attempts": gist.attempts,
+        "last_status_code": gist.last_status_code,
+        "last_error": gist.last_error,
+        "published_at": iso(event.published_at()),
+        "dead_at": gist.dead_at.map(iso),
+    });
+    let notice = serde_json::value::to_raw_value(&payload).map(|payload| NewEvent {
+        action: DEAD_LETTERED_ACTION.to_owned(),
+        payload,
+        metadata: Some(event.metadata.clone()),
+        deduper: Some(format!(
+            "dead-letter:{}:{}",
+            gist.key(),
+            gist.dead_at.unwrap_or(0)
+        )),
+        sleep_until: None,
+    });
+    let result = match notice {
+        Ok(notice) => {
+            hub.publish(&Principal::System, notice, event.traceparent.clone())
+                .await
+        }
+        Err(e) => Err(HubError::BadRequest(e.to_string())),
+    };
+    if let Err(e) = result {
+        tracing::warn!(gist = %gist.key(), error = %e, "could not publish the dead-letter notice");
+    }
+}
+
+/// Attempts one delivery now, outside its queue; a success also removes its
+/// dead letter, if it had one.
+pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Value> {
+    let hub = &shared.hub;
+    let mut gist = hub.gist(key).await?;
+    let sub = hub.subscription(&gist.subscription)?;
+    let event = hub.event(&gist.event).await?;
+    let secret = hub
+        .application_secret(&sub.application)
+        .ok_or_else(|| HubError::UnknownSubscriber(format!("{} is inactive", sub.application)))?;
+    let number = gist.attempts + 1;
+    let outcome = post(
+        &shared.client,
+        Attempt {
+            endpoint: &sub.endpoint,
+            secret: &secret,
+            event: &event,
+            delivery_id: key,
+            number,
+        },
+    )
+    .await;
+    record(&mut gist, &outcome, number, &event);
+    if outcome.delivered() {
+        let was_failed = gist.status == GistStatus::Failed;
+        gist.status = GistStatus::Delivered;
+        gist.delivered_at = Some(now_ms());
+        gist.dead_at = None;
+        if was_failed {
+            purge_dead_letter(shared, &sub.id, &event.id).await?;
+        }
+    }
+    store(hub, &gist).await?;
+    Ok(json!({
+        "gist": key,
+        "delivered": outcome.delivered(),
+        "status_code": outcome.status,
+        "error": outcome.error,
+        "ms": outcome.elapsed.as_millis() as u64,
+    }))
+}
+
+async fn purge_dead_letter(shared: &Shared, sub: &str, event: &str) -> HubResult<()> {
+    let queue = subscription_queue(sub)?;
+    let broker = shared.hub.broker();
+    let mut after = None;
+    loop {
+        let letters = broker.dead_letters(&queue, after.as_ref(), 500).await?;
+        let Some(last) = letters.last().map(|d| d.id.clone()) else {
+            return Ok(());
+        };
+        let ids: Vec<_> = letters
+            .into_iter()
+            .filter(|d| d.payload.json::<String>().is_ok_and(|e| e == event))
+            .map(|d| d.id)
+            .collect();
+        if !ids.is_empty() {
+            broker
+                .purge_dead_letters(&queue, DeadLetterSelection::Ids(ids))
+                .await?;
+            return Ok(());
+        }
+        after = Some(last);
+    }
+}

@@ -1,0 +1,266 @@
+//! Registering actions (event types) and their schemas.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidings_core::Transaction;
+
+use super::{Hub, Page};
+use crate::error::{HubError, HubResult};
+use crate::model::Action;
+use crate::model::action::{check_name, same_schema, schema_value};
+use crate::principal::Principal;
+use crate::schema::Schema;
+use crate::tables::{encode, put};
+use crate::time::now_ms;
+
+/// The action the hub publishes when a delivery is dead-lettered.
+pub const DEAD_LETTERED_ACTION: &str = "tidings.delivery.dead_lettered";
+
+/// `POST /v1/actions`.
+#[derive(Debug, Deserialize)]
+pub struct NewAction {
+    /// Name.
+    pub action: String,
+    /// Owning application.
+    pub application: String,
+    /// JSON Schema, as an object or a string holding JSON.
+    pub schemata: Value,
+}
+
+/// `PATCH /v1/actions/:id`.
+#[derive(Debug, Deserialize)]
+pub struct ActionUpdate {
+    /// New schema.
+    pub schemata: Option<Value>,
+}
+
+fn compile(schemata: &Value) -> HubResult<Schema> {
+    Schema::compile(schemata).map_err(|reasons| HubError::Unprocessable {
+        message: "The schema does not compile".to_owned(),
+        reasons,
+    })
+}
+
+impl Hub {
+    /// Registers an action. Returns its view and whether it was created
+    /// (`false`: the same schema was registered already).
+    pub async fn register_action(
+        &self,
+        who: &Principal,
+        new: NewAction,
+    ) -> HubResult<(Value, bool)> {
+        let name = check_name(&new.action)?;
+        if !who.may_act_as(&new.application) {
+            return Err(HubError::Forbidden(format!(
+                "Only {} itself or a superadmin can register its actions",
+                new.application
+            )));
+        }
+        let schemata = schema_value(new.schemata)?;
+        let schema = compile(&schemata)?;
+        let _guard = self.inner.changes.lock().await;
+        let next_id = {
+            let catalog = self.catalog();
+            match catalog.applications.get(&new.application) {
+                Some(app) if app.active => {}
+                _ => {
+                    return Err(HubError::NotFound(format!(
+                        "Application {} does not exist or is inactive",
+                        new.application
+                    )));
+                }
+            }
+            if let Some(existing) = catalog.actions.get(&name) {
+                let action = &existing.action;
+                if action.application != new.application {
+                    return Err(HubError::conflict(format!(
+                        "Action {name} already belongs to {}",
+                        action.application
+                    )));
+                }
+                if same_schema(&action.schemata, &schemata) {
+                    let mut view = action.view();
+                    if let Some(map) = view.as_object_mut() {
+                        map.insert("unchanged".to_owned(), json!(true));
+                    }
+                    return Ok((view, false));
+                }
+                return Err(HubError::Conflict {
+                    message: format!(
+                        "Action {name} already exists with a different schema. Edit it with PATCH /v1/actions/{} or register a new name.",
+                        action.id
+                    ),
+                    reasons: vec!["the schema differs from the registered one".to_owned()],
+                });
+            }
+            catalog.next_action_id()
+        };
+        let action = Action {
+            id: next_id,
+            name: name.clone(),
+            application: new.application,
+            schemata,
+            created_at: now_ms(),
+            edited_at: None,
+        };
+        let mut tx = Transaction::new();
+        tx.insert(self.inner.tables.actions.clone(), name, encode(&action)?);
+        self.inner.broker.commit(tx).await?;
+        let view = action.view();
+        self.catalog_mut().put_action(action, schema);
+        self.changed();
+        Ok((view, true))
+    }
+
+    /// Lists actions by name, filtered by substrings.
+    pub fn list_actions(
+        &self,
+        id: Option<&str>,
+        name: Option<&str>,
+        application: Option<&str>,
+        since: Option<u64>,
+        page: Page,
+    ) -> Vec<Value> {
+        let catalog = self.catalog();
+        let all: Vec<&Action> = catalog
+            .actions
+            .values()
+            .map(|e| &e.action)
+            .filter(|a| id.is_none_or(|id| a.id.to_string() == id || a.name == id))
+            .filter(|a| name.is_none_or(|n| a.name.contains(n)))
+            .filter(|a| application.is_none_or(|n| a.application.contains(n)))
+            .filter(|a| since.is_none_or(|t| a.created_at >= t))
+            .collect();
+        page.slice(&all).into_iter().map(Action::view).collect()
+    }
+
+    fn action_record(&self, id: &str) -> HubResult<Action> {
+        self.catalog()
+            .action(id)
+            .map(|e| e.action.clone())
+            .ok_or_else(|| HubError::NotFound(format!("Action {id} does not exist")))
+    }
+
+    /// Replaces an action's schema (owner or admin).
+    pub async fn update_action(
+        &self,
+        who: &Principal,
+        id: &str,
+        update: ActionUpdate,
+    ) -> HubResult<Value> {
+        let Some(schemata) = update.schemata else {
+            return Err(HubError::unprocessable("give a schemata to change"));
+        };
+        let schemata = schema_value(schemata)?;
+        let schema = compile(&schemata)?;
+        let _guard = self.inner.changes.lock().await;
+        let mut action = self.action_record(id)?;
+        if !who.may_act_as(&action.application) {
+            return Err(HubError::Forbidden(format!(
+                "Only {} itself or a superadmin can edit {}",
+                action.application, action.name
+            )));
+        }
+        action.schemata = schemata;
+        action.edited_at = Some(now_ms());
+        let mut tx = Transaction::new();
+        put(
+            &mut tx,
+            &self.inner.tables.actions,
+            action.name.clone(),
+            &action,
+        )?;
+        self.inner.broker.commit(tx).await?;
+        let view = json!({"action": action.name, "schemata": action.schemata, "edited": true});
+        self.catalog_mut().put_action(action, schema);
+        self.changed();
+        Ok(view)
+    }
+
+    /// Deletes an action with its subscriptions (admin only). Events stay in the log.
+    pub async fn delete_action(&self, who: &Principal, id: &str) -> HubResult<Value> {
+        if !who.is_admin() {
+            return Err(HubError::Forbidden(
+                "Only a superadmin can delete actions".to_owned(),
+            ));
+        }
+        let _guard = self.inner.changes.lock().await;
+        let action = self.action_record(id)?;
+        if action.name == DEAD_LETTERED_ACTION {
+            return Err(HubError::unprocessable(format!(
+                "{DEAD_LETTERED_ACTION} is built in and cannot be removed"
+            )));
+        }
+        let subs: Vec<String> = self
+            .catalog()
+            .subscriptions
+            .values()
+            .filter(|s| s.action == action.name)
+            .map(|s| s.id.clone())
+            .collect();
+        let mut tx = Transaction::new();
+        tx.delete(self.inner.tables.actions.clone(), action.name.clone());
+        for sub in &subs {
+            tx.delete(self.inner.tables.subscriptions.clone(), sub.clone());
+        }
+        self.remove_subscriptions(tx, &subs).await?;
+        {
+            let mut catalog = self.catalog_mut();
+            catalog.actions.remove(&action.name);
+            for sub in &subs {
+                catalog.subscriptions.remove(sub);
+            }
+        }
+        self.changed();
+        Ok(json!({"removed": action.name}))
+    }
+
+    /// Checks a payload against an action's schema without publishing.
+    pub fn validate_payload(&self, id: &str, payload: &Value) -> HubResult<Value> {
+        let catalog = self.catalog();
+        let entry = catalog
+            .action(id)
+            .ok_or_else(|| HubError::NotFound(format!("Action {id} does not exist")))?;
+        let errors = entry.schema.violations(payload);
+        Ok(json!({
+            "action": entry.action.name,
+            "valid": errors.is_empty(),
+            "errors": errors,
+        }))
+    }
+
+    /// Registers the built-in application and the dead-letter action.
+    pub(crate) async fn ensure_builtins(&self) -> HubResult<()> {
+        self.ensure_builtin_application().await?;
+        if self.catalog().actions.contains_key(DEAD_LETTERED_ACTION) {
+            return Ok(());
+        }
+        let schemata = json!({
+            "type": "object",
+            "properties": {
+                "gist": {"type": "string"},
+                "event": {"type": "string"},
+                "action": {"type": "string"},
+                "subscription": {"type": "string"},
+                "subscriber": {"type": "string"},
+                "endpoint": {"type": "string"},
+                "attempts": {"type": "integer"},
+                "last_status_code": {"type": ["integer", "null"]},
+                "last_error": {"type": ["string", "null"]},
+                "published_at": {"type": "string"},
+                "dead_at": {"type": "string"}
+            },
+            "required": ["gist", "event", "action", "subscription", "attempts"]
+        });
+        self.register_action(
+            &Principal::System,
+            NewAction {
+                action: DEAD_LETTERED_ACTION.to_owned(),
+                application: super::applications::BUILTIN_APPLICATION.to_owned(),
+                schemata,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,394 @@
+//! Registering and managing applications.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tidings_core::{Transaction, TxOp};
+
+use super::{Hub, Page};
+use crate::error::{HubError, HubResult};
+use crate::ids::{new_api_key, new_secret};
+use crate::model::Application;
+use crate::model::application::{check_name, check_secret, normalize_address};
+use crate::principal::Principal;
+use crate::signature::digest;
+use crate::tables::{put, subscription_queue};
+use crate::time::now_ms;
+
+/// The name of the hub's own application, owner of its notices.
+pub const BUILTIN_APPLICATION: &str = "tidings";
+
+/// `POST /v1/applications`.
+#[derive(Debug, Deserialize)]
+pub struct NewApplication {
+    /// Name.
+    pub application: String,
+    /// Base URL of its handlers.
+    pub address: String,
+    /// HMAC secret (generated when absent).
+    pub secret: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+/// `PUT /v1/applications/:id`.
+#[derive(Debug, Deserialize)]
+pub struct ApplicationUpdate {
+    /// New base URL (`location` is Amebo's other name for it).
+    #[serde(alias = "location")]
+    pub address: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+}
+
+fn admin_only(who: &Principal) -> HubResult<()> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err(HubError::Forbidden(
+            "Only a superadmin can manage applications".to_owned(),
+        ))
+    }
+}
+
+impl Hub {
+    /// Registers an application. Returns its view with the secret and the API
+    /// key, which are shown only here.
+    pub async fn create_application(
+        &self,
+        who: &Principal,
+        new: NewApplication,
+    ) -> HubResult<Value> {
+        admin_only(who)?;
+        check_name(&new.application)?;
+        let address = normalize_address(&new.address)?;
+        let secret = match new.secret {
+            Some(secret) => {
+                check_secret(&secret)?;
+                secret
+            }
+            None => new_secret(),
+        };
+        let api_key = new_api_key();
+        let app = Application {
+            name: new.application.clone(),
+            address,
+            description: new.description,
+            active: true,
+            secret: secret.clone(),
+            api_key_hash: digest(&api_key),
+            created_at: now_ms(),
+        };
+        let _guard = self.inner.changes.lock().await;
+        let mut tx = Transaction::new();
+        tx.insert(
+            self.inner.tables.applications.clone(),
+            app.name.clone(),
+            crate::tables::encode(&app)?,
+        );
+        match self.inner.broker.commit(tx).await {
+            Ok(_) => {}
+            Err(tidings_core::Error::RecordExists { .. }) => {
+                return Err(HubError::conflict(format!(
+                    "Application {} already exists",
+                    app.name
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut view = app.view();
+        if let Some(map) = view.as_object_mut() {
+            map.insert("name".to_owned(), json!(app.name));
+            map.insert("secret".to_owned(), json!(secret));
+            map.insert("apikey".to_owned(), json!(api_key));
+        }
+        self.catalog_mut().put_application(app);
+        self.changed();
+        Ok(view)
+    }
+
+    /// Lists applications, by name, filtered by substrings of name and address.
+    pub fn list_applications(
+        &self,
+        name: Option<&str>,
+        address: Option<&str>,
+        since: Option<u64>,
+        page: Page,
+    ) -> Vec<Value> {
+        let catalog = self.catalog();
+        let all: Vec<&Application> = catalog
+            .applications
+            .values()
+            .filter(|a| name.is_none_or(|n| a.name.contains(n)))
+            .filter(|a| address.is_none_or(|n| a.address.contains(n)))
+            .filter(|a| since.is_none_or(|t| a.created_at >= t))
+            .collect();
+        page.slice(&all)
+            .into_iter()
+            .map(Application::view)
+            .collect()
+    }
+
+    fn application(&self, name: &str) -> HubResult<Application> {
+        self.catalog()
+            .applications
+            .get(name)
+            .cloned()
+            .ok_or_else(|| HubError::NotFound(format!("Application {name} does not exist")))
+    }
+
+    async fn store_application(&self, app: Application) -> HubResult<()> {
+        let mut tx = Transaction::new();
+        put(
+            &mut tx,
+            &self.inner.tables.applications,
+            app.name.clone(),
+            &app,
+        )?;
+        self.inner.broker.commit(tx).await?;
+        self.catalog_mut().put_application(app);
+        self.changed();
+        Ok(())
+    }
+
+    /// Changes an application's address or description. Subscriptions given as
+    /// paths follow the new address.
+    pub async fn update_application(
+        &self,
+        who: &Principal,
+        name: &str,
+        update: ApplicationUpdate,
+    ) -> HubResult<Value> {
+        admin_only(who)?;
+        if update.address.is_none() && update.description.is_none() {
+            return Err(HubError::BadRequest(
+                "give an address or a description to change".to_owned(),
+            ));
+        }
+        let _guard = self.inner.changes.lock().await;
+        let mut app = self.application(name)?;
+        if let Some(address) = update.address {
+            app.address = normalize_address(&address)?;
+        }
+        if update.description.is_some() {
+            app.description = update.description;
+        }
+        // Path handlers are joined to the address: move them along with it.
+        let moved: Vec<_> = self
+            .catalog()
+            .subscriptions
+            .values()
+            .filter(|s| s.application == app.name && s.handler.starts_with('/'))
+            .cloned()
+            .collect();
+        let mut tx = Transaction::new();
+        put(
+            &mut tx,
+            &self.inner.tables.applications,
+            app.name.clone(),
+            &app,
+        )?;
+        let mut updated = Vec::new();
+        for mut sub in moved {
+            sub.endpoint =
+                crate::model::subscription::resolve_endpoint(&app.address, &sub.handler)?;
+            put(
+                &mut tx,
+                &self.inner.tables.subscriptions,
+                sub.id.clone(),
+                &sub,
+            )?;
+            updated.push(sub);
+        }
+        self.inner.broker.commit(tx).await?;
+        let view = json!({
+            "application": app.name,
+            "address": app.address,
+            "description": app.description,
+            "active": app.active,
+        });
+        {
+            let mut catalog = self.catalog_mut();
+            catalog.put_application(app);
+            for sub in updated {
+                catalog.put_subscription(sub);
+            }
+        }
+        self.changed();
+        Ok(view)
+    }
+
+    /// Activates or deactivates an application (`None`: toggles).
+    pub async fn set_application_active(
+        &self,
+        who: &Principal,
+        name: &str,
+        active: Option<bool>,
+    ) -> HubResult<Value> {
+        admin_only(who)?;
+        let _guard = self.inner.changes.lock().await;
+        let mut app = self.application(name)?;
+        app.active = active.unwrap_or(!app.active);
+        let view = json!({"application": app.name, "active": app.active});
+        self.store_application(app).await?;
+        Ok(view)
+    }
+
+    /// Replaces an application's secret (generated when `secret` is `None`,
+    /// and then returned).
+    pub async fn rotate_secret(
+        &self,
+        who: &Principal,
+        name: &str,
+        secret: Option<String>,
+    ) -> HubResult<Value> {
+        if !who.may_act_as(name) {
+            return Err(HubError::Forbidden(format!(
+                "Only {name} itself or a superadmin can rotate its secret"
+            )));
+        }
+        let _guard = self.inner.changes.lock().await;
+        let mut app = self.application(name)?;
+        let generated = secret.is_none();
+        app.secret = match secret {
+            Some(secret) => {
+                check_secret(&secret)?;
+                secret
+            }
+            None => new_secret(),
+        };
+        let mut view = json!({"message": "Secret updated successfully"});
+        if generated && let Some(map) = view.as_object_mut() {
+            map.insert("secret".to_owned(), json!(app.secret));
+        }
+        self.store_application(app).await?;
+        Ok(view)
+    }
+
+    /// Mints a new API key for an application; the old one stops working.
+    pub async fn new_api_key(&self, who: &Principal, name: &str) -> HubResult<Value> {
+        admin_only(who)?;
+        let _guard = self.inner.changes.lock().await;
+        let mut app = self.application(name)?;
+        let key = new_api_key();
+        app.api_key_hash = digest(&key);
+        let view = json!({"apikey": key, "application": app.name});
+        self.store_application(app).await?;
+        Ok(view)
+    }
+
+    /// Deletes an application with its actions and subscriptions (and the
+    /// subscriptions to its actions, and their pending deliveries). Events stay
+    /// in the log.
+    pub async fn delete_application(&self, who: &Principal, name: &str) -> HubResult<Value> {
+        admin_only(who)?;
+        if name == BUILTIN_APPLICATION {
+            return Err(HubError::unprocessable(format!(
+                "{BUILTIN_APPLICATION} is built in and cannot be removed"
+            )));
+        }
+        let _guard = self.inner.changes.lock().await;
+        self.application(name)?;
+        let (actions, subs): (Vec<String>, Vec<String>) = {
+            let catalog = self.catalog();
+            let actions: Vec<String> = catalog
+                .actions
+                .values()
+                .filter(|a| a.action.application == name)
+                .map(|a| a.action.name.clone())
+                .collect();
+            let subs = catalog
+                .subscriptions
+                .values()
+                .filter(|s| s.application == name || actions.contains(&s.action))
+                .map(|s| s.id.clone())
+                .collect();
+            (actions, subs)
+        };
+        let mut tx = Transaction::new();
+        tx.delete(self.inner.tables.applications.clone(), name);
+        for action in &actions {
+            tx.delete(self.inner.tables.actions.clone(), action.clone());
+        }
+        for sub in &subs {
+            tx.delete(self.inner.tables.subscriptions.clone(), sub.clone());
+        }
+        self.remove_subscriptions(tx, &subs).await?;
+        {
+            let mut catalog = self.catalog_mut();
+            catalog.remove_application(name);
+            for action in &actions {
+                catalog.actions.remove(action);
+            }
+            for sub in &subs {
+                catalog.subscriptions.remove(sub);
+            }
+        }
+        self.changed();
+        Ok(json!({"removed": name}))
+    }
+
+    /// Commits `tx` and deletes the queues of `subs`, with publishes held off
+    /// so that none sends to a queue being deleted.
+    pub(crate) async fn remove_subscriptions(
+        &self,
+        tx: Transaction,
+        subs: &[String],
+    ) -> HubResult<()> {
+        let _fanout = self.inner.fanout.write().await;
+        debug_assert!(tx.ops().iter().all(|op| !matches!(op, TxOp::Send { .. })));
+        self.inner.broker.commit(tx).await?;
+        for sub in subs {
+            match self
+                .inner
+                .broker
+                .delete_queue(&subscription_queue(sub)?)
+                .await
+            {
+                Ok(()) | Err(tidings_core::Error::QueueNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The application a principal authenticates as by API key, if active.
+    pub fn application_by_api_key(&self, key: &str) -> Option<String> {
+        let catalog = self.catalog();
+        let name = catalog.api_keys.get(&digest(key))?;
+        catalog
+            .applications
+            .get(name)
+            .filter(|a| a.active)
+            .map(|a| a.name.clone())
+    }
+
+    /// The secret of an active application (for request signatures).
+    pub fn application_secret(&self, name: &str) -> Option<String> {
+        self.catalog()
+            .applications
+            .get(name)
+            .filter(|a| a.active)
+            .map(|a| a.secret.clone())
+    }
+
+    /// Creates the built-in application if it is missing.
+    pub(crate) async fn ensure_builtin_application(&self) -> HubResult<()> {
+        if self
+            .catalog()
+            .applications
+            .contains_key(BUILTIN_APPLICATION)
+        {
+            return Ok(());
+        }
+        let app = Application {
+            name: BUILTIN_APPLICATION.to_owned(),
+            address: "http://127.0.0.1/".to_owned(),
+            description: Some("Tidings itself: owner of the hub's notices".to_owned()),
+            active: true,
+            secret: new_secret(),
+            api_key_hash: digest(&new_api_key()),
+            created_at: now_ms(),
+        };
+        self.store_application(app).await
+    }
+}

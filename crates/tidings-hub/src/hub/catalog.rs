@@ -1,0 +1,110 @@
+//! The in-memory catalog: applications, actions (with compiled schemas) and
+//! subscriptions, loaded from the broker at start and kept in step with it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tidings_core::{Broker, RecordScan};
+
+use crate::error::HubResult;
+use crate::model::{Action, Application, Subscription};
+use crate::schema::Schema;
+use crate::tables::{Tables, scan};
+
+/// An action with its compiled schema.
+#[derive(Debug, Clone)]
+pub struct ActionEntry {
+    /// The record.
+    pub action: Action,
+    /// Its schema, compiled.
+    pub schema: Schema,
+}
+
+/// Everything the hub looks up on every request.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// By name.
+    pub applications: BTreeMap<String, Application>,
+    /// API key hash to application name.
+    pub api_keys: HashMap<String, String>,
+    /// By name.
+    pub actions: BTreeMap<String, ActionEntry>,
+    /// By id.
+    pub subscriptions: BTreeMap<String, Subscription>,
+    next_action_id: u64,
+}
+
+impl Catalog {
+    pub(crate) async fn load(broker: &dyn Broker, tables: &Tables) -> HubResult<Self> {
+        let mut catalog = Self::default();
+        for (_, app) in scan::<Application>(broker, &tables.applications, RecordScan::all()).await?
+        {
+            catalog.put_application(app);
+        }
+        for (name, action) in scan::<Action>(broker, &tables.actions, RecordScan::all()).await? {
+            match Schema::compile(&action.schemata) {
+                Ok(schema) => catalog.put_action(action, schema),
+                // Stored schemas compiled when registered; one that no longer
+                // does (a library change) is reported, not fatal.
+                Err(reasons) => {
+                    tracing::error!(action = %name, ?reasons, "stored schema no longer compiles; action skipped")
+                }
+            }
+        }
+        for (_, sub) in
+            scan::<Subscription>(broker, &tables.subscriptions, RecordScan::all()).await?
+        {
+            catalog.put_subscription(sub);
+        }
+        Ok(catalog)
+    }
+
+    pub(crate) fn put_application(&mut self, app: Application) {
+        if let Some(old) = self.applications.get(&app.name) {
+            self.api_keys.remove(&old.api_key_hash);
+        }
+        self.api_keys
+            .insert(app.api_key_hash.clone(), app.name.clone());
+        self.applications.insert(app.name.clone(), app);
+    }
+
+    pub(crate) fn remove_application(&mut self, name: &str) {
+        if let Some(old) = self.applications.remove(name) {
+            self.api_keys.remove(&old.api_key_hash);
+        }
+    }
+
+    pub(crate) fn put_action(&mut self, action: Action, schema: Schema) {
+        self.next_action_id = self.next_action_id.max(action.id + 1);
+        self.actions
+            .insert(action.name.clone(), ActionEntry { action, schema });
+    }
+
+    pub(crate) fn next_action_id(&self) -> u64 {
+        self.next_action_id.max(1)
+    }
+
+    pub(crate) fn put_subscription(&mut self, sub: Subscription) {
+        self.subscriptions.insert(sub.id.clone(), sub);
+    }
+
+    /// An action by name or numeric id.
+    pub fn action(&self, id_or_name: &str) -> Option<&ActionEntry> {
+        self.actions.get(id_or_name).or_else(|| {
+            let id: u64 = id_or_name.parse().ok()?;
+            self.actions.values().find(|a| a.action.id == id)
+        })
+    }
+
+    /// Active subscriptions of an action whose subscriber is active.
+    pub fn deliverable(&self, action: &str) -> Vec<&Subscription> {
+        self.subscriptions
+            .values()
+            .filter(|s| s.action == action && s.active)
+            .filter(|s| {
+                self.applications
+                    .get(&s.application)
+                    .is_some_and(|a| a.active)
+            })
+            .collect()
+    }
+}

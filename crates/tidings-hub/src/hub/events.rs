@@ -1,0 +1,310 @@
+//! Publishing events and reading the event log.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tidings_core::{OutgoingMessage, Payload, RecordScan, Transaction};
+
+use super::{Hub, Page};
+use crate::error::{HubError, HubResult};
+use crate::ids::{event_id, row_key_at};
+use crate::model::{Event, Gist, GistStatus};
+use crate::principal::Principal;
+use crate::tables::{deduper_key, encode, get, page, put, subscription_queue};
+use crate::time::now_ms;
+
+/// Longest `deduper`, in bytes.
+pub const MAX_DEDUPER_BYTES: usize = 256;
+
+/// Longest delay a publisher may ask for: a year.
+pub const MAX_SLEEP_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// `POST /v1/events`.
+#[derive(Debug, Deserialize)]
+pub struct NewEvent {
+    /// The action's name.
+    pub action: String,
+    /// The payload: any JSON value, or a string holding JSON.
+    pub payload: Box<RawValue>,
+    /// Free-form metadata: an object, or a string holding one.
+    #[serde(default)]
+    pub metadata: Option<Box<RawValue>>,
+    /// Idempotency key: a repeat within the action returns the original event.
+    #[serde(default)]
+    pub deduper: Option<String>,
+    /// Seconds to wait before the first delivery.
+    #[serde(default)]
+    pub sleep_until: Option<f64>,
+}
+
+/// The outcome of a publish.
+#[derive(Debug)]
+pub struct Published {
+    /// The event as the API shows it (with `fanout`, or `duplicate`).
+    pub view: Value,
+    /// Whether it repeated an earlier event's deduper.
+    pub duplicate: bool,
+}
+
+/// `GET /v1/events` filters.
+#[derive(Debug, Default, Clone)]
+pub struct EventFilter {
+    /// Exact event id.
+    pub id: Option<String>,
+    /// Substring of the action name.
+    pub action: Option<String>,
+    /// Exact deduper.
+    pub deduper: Option<String>,
+    /// Published at or after (ms).
+    pub from: Option<u64>,
+    /// Published before (ms).
+    pub to: Option<u64>,
+}
+
+/// A payload given as a string holding JSON is the JSON it holds.
+fn unwrap_json_string(field: &str, raw: Box<RawValue>) -> HubResult<Box<RawValue>> {
+    if !raw.get().trim_start().starts_with('"') {
+        return Ok(raw);
+    }
+    let text: String = serde_json::from_str(raw.get())
+        .map_err(|e| HubError::BadRequest(format!("{field} - {e}")))?;
+    RawValue::from_string(text.trim().to_owned())
+        .map_err(|e| HubError::BadRequest(format!("{field} - a string must hold valid JSON: {e}")))
+}
+
+impl Hub {
+    /// Publishes an event: checks it against the action's schema, stores it and
+    /// queues a delivery for every active subscription, in one transaction.
+    pub async fn publish(
+        &self,
+        who: &Principal,
+        new: NewEvent,
+        traceparent: Option<String>,
+    ) -> HubResult<Published> {
+        let payload = unwrap_json_string("payload", new.payload)?;
+        let metadata = match new.metadata {
+            None => RawValue::from_string("{}".to_owned())
+                .map_err(|e| HubError::BadRequest(e.to_string()))?,
+            Some(raw) if raw.get().trim() == "null" => RawValue::from_string("{}".to_owned())
+                .map_err(|e| HubError::BadRequest(e.to_string()))?,
+            Some(raw) => unwrap_json_string("metadata", raw)?,
+        };
+        if !metadata.get().trim_start().starts_with('{') {
+            return Err(HubError::BadRequest(
+                "metadata - Input should be an object".to_owned(),
+            ));
+        }
+        if let Some(deduper) = &new.deduper
+            && (deduper.is_empty() || deduper.len() > MAX_DEDUPER_BYTES)
+        {
+            return Err(HubError::BadRequest(format!(
+                "deduper - must be 1 to {MAX_DEDUPER_BYTES} bytes long"
+            )));
+        }
+        let delay = match new.sleep_until {
+            Some(secs) if !(0.0..=MAX_SLEEP_SECS).contains(&secs) => {
+                return Err(HubError::BadRequest(
+                    "sleep_until - must be a number of seconds from 0 to one year".to_owned(),
+                ));
+            }
+            Some(secs) if secs > 0.0 => Some(Duration::from_secs_f64(secs)),
+            _ => None,
+        };
+        let value: Value = serde_json::from_str(payload.get())
+            .map_err(|e| HubError::BadRequest(format!("payload - {e}")))?;
+
+        let (action, subs) = {
+            let catalog = self.catalog();
+            let entry = catalog
+                .actions
+                .get(&new.action)
+                .filter(|e| {
+                    catalog
+                        .applications
+                        .get(&e.action.application)
+                        .is_some_and(|a| a.active)
+                })
+                .ok_or_else(|| {
+                    HubError::unprocessable("Action can not be used to process any events")
+                })?;
+            if !who.may_act_as(&entry.action.application) {
+                return Err(HubError::Forbidden(format!(
+                    "Not authorized to publish {}",
+                    entry.action.name
+                )));
+            }
+            let errors = entry.schema.violations(&value);
+            if !errors.is_empty() {
+                return Err(HubError::SchemaViolation {
+                    message: format!(
+                        "Event payload does not conform to {} schema",
+                        entry.action.name
+                    ),
+                    errors,
+                });
+            }
+            let subs: Vec<_> = catalog
+                .deliverable(&entry.action.name)
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.id.clone(),
+                        s.application.clone(),
+                        s.endpoint.clone(),
+                        s.max_retries,
+                    )
+                })
+                .collect();
+            (entry.action.name.clone(), subs)
+        };
+
+        let now = now_ms();
+        let row = self.inner.rows.next(now);
+        let deliver_at = delay.map_or(now, |d| now + d.as_millis() as u64);
+        let event = Event {
+            id: event_id(row),
+            row,
+            action: action.clone(),
+            payload,
+            metadata,
+            deduper: new.deduper.clone(),
+            publisher: who.label(),
+            traceparent,
+            deliver_at,
+            fanout: subs.len() as u32,
+        };
+        let tables = &self.inner.tables;
+        let mut tx = Transaction::new();
+        if let Some(deduper) = &new.deduper {
+            tx.insert(
+                tables.dedupers.clone(),
+                deduper_key(&action, deduper),
+                encode(&json!({"event": event.id}))?,
+            );
+        }
+        put(&mut tx, &tables.events, event.id.clone(), &event)?;
+        let message_payload = Payload::from_value(&event.id)?;
+        for (sub, subscriber, endpoint, max_retries) in &subs {
+            let gist = Gist {
+                event: event.id.clone(),
+                subscription: sub.clone(),
+                action: action.clone(),
+                subscriber: subscriber.clone(),
+                endpoint: endpoint.clone(),
+                status: GistStatus::Pending,
+                attempts: 0,
+                max_retries: *max_retries,
+                last_status_code: None,
+                last_error: None,
+                last_attempted_at: None,
+                last_ms: None,
+                latency_ms: None,
+                next_attempt_at: Some(deliver_at),
+                delivered_at: None,
+                dead_at: None,
+                created_at: now,
+            };
+            put(&mut tx, &tables.gists, gist.key(), &gist)?;
+            let mut message = OutgoingMessage::new(message_payload.clone());
+            message.delay = delay;
+            tx.send(subscription_queue(sub)?, message);
+        }
+        let committed = {
+            let _fanout = self.inner.fanout.read().await;
+            self.inner.broker.commit(tx).await
+        };
+        match committed {
+            Ok(_) => {
+                let mut view = event.view();
+                if let Some(map) = view.as_object_mut() {
+                    map.insert("fanout".to_owned(), json!(event.fanout));
+                }
+                Ok(Published {
+                    view,
+                    duplicate: false,
+                })
+            }
+            Err(tidings_core::Error::RecordExists { .. }) => {
+                let deduper = new.deduper.unwrap_or_default();
+                self.duplicate_of(&action, &deduper).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn duplicate_of(&self, action: &str, deduper: &str) -> HubResult<Published> {
+        let tables = &self.inner.tables;
+        let original: Option<Value> = get(
+            &**self.broker(),
+            &tables.dedupers,
+            &deduper_key(action, deduper),
+        )
+        .await?;
+        let id = original
+            .as_ref()
+            .and_then(|v| v["event"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let event: Event = get(&**self.broker(), &tables.events, &id)
+            .await?
+            .ok_or_else(|| HubError::NotFound(format!("Event {id} does not exist")))?;
+        let mut view = event.view();
+        if let Some(map) = view.as_object_mut() {
+            map.insert("duplicate".to_owned(), json!(true));
+        }
+        Ok(Published {
+            view,
+            duplicate: true,
+        })
+    }
+
+    /// One event.
+    pub async fn event(&self, id: &str) -> HubResult<Event> {
+        if crate::ids::parse_event_row(id).is_none() {
+            return Err(HubError::NotFound(format!("Event {id} does not exist")));
+        }
+        get(&**self.broker(), &self.inner.tables.events, id)
+            .await?
+            .ok_or_else(|| HubError::NotFound(format!("Event {id} does not exist")))
+    }
+
+    /// The event log, newest first.
+    pub async fn list_events(&self, filter: &EventFilter, page_of: Page) -> HubResult<Vec<Event>> {
+        if let Some(id) = &filter.id {
+            return Ok(match self.event(id).await {
+                Ok(event) if page_of.page == 1 => vec![event],
+                Ok(_) | Err(HubError::NotFound(_)) => Vec::new(),
+                Err(e) => return Err(e),
+            });
+        }
+        let mut range = RecordScan::all().reverse();
+        if let Some(from) = filter.from {
+            range = range.from(row_key_at(from));
+        }
+        if let Some(to) = filter.to {
+            range = range.to(row_key_at(to));
+        }
+        let (events, _) = page(
+            &**self.broker(),
+            &self.inner.tables.events,
+            range,
+            |e: &Event| {
+                filter
+                    .action
+                    .as_deref()
+                    .is_none_or(|a| e.action.contains(a))
+                    && filter
+                        .deduper
+                        .as_deref()
+                        .is_none_or(|d| e.deduper.as_deref() == Some(d))
+            },
+            page_of.skip(),
+            page_of.size,
+            false,
+        )
+        .await?;
+        Ok(events)
+    }
+}

@@ -1,0 +1,246 @@
+//! Deliveries: listing them, requeueing failed ones, backfilling history.
+
+use serde_json::{Value, json};
+use tidings_core::{DeadLetterSelection, OutgoingMessage, Payload, RecordScan, Transaction};
+
+use super::{Hub, Page};
+use crate::error::{HubError, HubResult};
+use crate::ids::row_key_at;
+use crate::model::{Event, Gist, GistStatus};
+use crate::principal::Principal;
+use crate::tables::{get, page, put, subscription_queue};
+use crate::time::now_ms;
+
+/// `GET /v1/gists` filters.
+#[derive(Debug, Default, Clone)]
+pub struct GistFilter {
+    /// Exact gist id.
+    pub id: Option<String>,
+    /// Exact event id.
+    pub event: Option<String>,
+    /// Exact subscription id.
+    pub subscription: Option<String>,
+    /// Substring of the action.
+    pub action: Option<String>,
+    /// Substring of the subscriber's name.
+    pub subscriber: Option<String>,
+    /// Status.
+    pub status: Option<GistStatus>,
+    /// Delivered (`true`) or not.
+    pub completed: Option<bool>,
+    /// Created at or after (ms).
+    pub from: Option<u64>,
+    /// Created before (ms).
+    pub to: Option<u64>,
+}
+
+impl GistFilter {
+    fn matches(&self, g: &Gist) -> bool {
+        self.subscription
+            .as_deref()
+            .is_none_or(|s| g.subscription == s)
+            && self.action.as_deref().is_none_or(|a| g.action.contains(a))
+            && self
+                .subscriber
+                .as_deref()
+                .is_none_or(|s| g.subscriber.contains(s))
+            && self.status.is_none_or(|s| g.status == s)
+            && self
+                .completed
+                .is_none_or(|c| c == (g.status == GistStatus::Delivered))
+            && self.from.is_none_or(|t| g.created_at >= t)
+            && self.to.is_none_or(|t| g.created_at < t)
+    }
+
+    fn range(&self) -> RecordScan {
+        let range = match (&self.id, &self.event) {
+            (Some(id), _) => RecordScan::prefix(id.clone()),
+            (None, Some(event)) => RecordScan::prefix(format!("{event}.")),
+            (None, None) => RecordScan::all(),
+        };
+        range.reverse()
+    }
+}
+
+impl Hub {
+    /// Deliveries, newest event first, with the total count of matches.
+    pub async fn list_gists(&self, filter: &GistFilter, page_of: Page) -> HubResult<Value> {
+        let (gists, total) = page(
+            &**self.broker(),
+            &self.inner.tables.gists,
+            filter.range(),
+            |g: &Gist| filter.matches(g) && filter.id.as_deref().is_none_or(|id| g.key() == id),
+            page_of.skip(),
+            page_of.size,
+            true,
+        )
+        .await?;
+        Ok(json!({
+            "data": gists.iter().map(Gist::view).collect::<Vec<_>>(),
+            "total": total,
+            "page": page_of.page,
+            "pagination": page_of.size,
+            "pages": total.div_ceil(page_of.size),
+        }))
+    }
+
+    /// One gist.
+    pub async fn gist(&self, id: &str) -> HubResult<Gist> {
+        get(&**self.broker(), &self.inner.tables.gists, id)
+            .await?
+            .ok_or_else(|| HubError::NotFound("Gist not found".to_owned()))
+    }
+
+    /// Sends failed deliveries matching `filter` again, from their first
+    /// attempt. Returns how many.
+    pub async fn requeue(&self, who: &Principal, filter: &GistFilter) -> HubResult<Value> {
+        if !who.is_admin() {
+            return Err(HubError::Forbidden(
+                "Only a superadmin can requeue deliveries".to_owned(),
+            ));
+        }
+        let filter = GistFilter {
+            status: Some(filter.status.unwrap_or(GistStatus::Failed)),
+            ..filter.clone()
+        };
+        if filter.status != Some(GistStatus::Failed) {
+            return Err(HubError::unprocessable(
+                "only failed deliveries can be requeued",
+            ));
+        }
+        let (gists, _) = page(
+            &**self.broker(),
+            &self.inner.tables.gists,
+            filter.range(),
+            |g: &Gist| filter.matches(g),
+            0,
+            usize::MAX,
+            false,
+        )
+        .await?;
+        let mut by_sub: std::collections::BTreeMap<String, Vec<Gist>> = Default::default();
+        for gist in gists {
+            by_sub
+                .entry(gist.subscription.clone())
+                .or_default()
+                .push(gist);
+        }
+        let mut requeued = 0u64;
+        for (sub, gists) in by_sub {
+            requeued += self.requeue_subscription(&sub, gists).await?;
+        }
+        Ok(json!({"requeued": requeued}))
+    }
+
+    /// Requeues the dead letters of one subscription's failed gists.
+    async fn requeue_subscription(&self, sub: &str, gists: Vec<Gist>) -> HubResult<u64> {
+        let queue = subscription_queue(sub)?;
+        let wanted: std::collections::HashSet<&str> =
+            gists.iter().map(|g| g.event.as_str()).collect();
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let letters = self
+                .broker()
+                .dead_letters(&queue, after.as_ref(), 500)
+                .await?;
+            let Some(last) = letters.last().map(|d| d.id.clone()) else {
+                break;
+            };
+            for letter in letters {
+                if let Ok(event) = letter.payload.json::<String>()
+                    && wanted.contains(event.as_str())
+                {
+                    ids.push(letter.id);
+                }
+            }
+            after = Some(last);
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = Transaction::new();
+        for mut gist in gists {
+            gist.status = GistStatus::Pending;
+            gist.attempts = 0;
+            gist.dead_at = None;
+            gist.next_attempt_at = Some(now_ms());
+            put(&mut tx, &self.inner.tables.gists, gist.key(), &gist)?;
+        }
+        let moved = self
+            .broker()
+            .requeue_dead_letters(&queue, DeadLetterSelection::Ids(ids))
+            .await?;
+        self.broker().commit(tx).await?;
+        Ok(moved)
+    }
+
+    /// Delivers the events of a subscription's action published at or after
+    /// `since` (and before `until`) to that subscription. Returns how many.
+    pub async fn backfill(
+        &self,
+        who: &Principal,
+        subscription: &str,
+        since: u64,
+        until: Option<u64>,
+        dry_run: bool,
+    ) -> HubResult<Value> {
+        if !who.is_admin() {
+            return Err(HubError::Forbidden(
+                "Only a superadmin can backfill".to_owned(),
+            ));
+        }
+        let sub = self.subscription(subscription)?;
+        let mut range = RecordScan::all().from(row_key_at(since));
+        if let Some(until) = until {
+            range = range.to(row_key_at(until));
+        }
+        let (events, count) = page(
+            &**self.broker(),
+            &self.inner.tables.events,
+            range,
+            |e: &Event| e.action == sub.action,
+            0,
+            if dry_run { 0 } else { usize::MAX },
+            true,
+        )
+        .await?;
+        if dry_run {
+            return Ok(json!({"count": count, "action": sub.action, "dry_run": true}));
+        }
+        let queue = subscription_queue(&sub.id)?;
+        let now = now_ms();
+        for chunk in events.chunks(256) {
+            let mut tx = Transaction::new();
+            for event in chunk {
+                let gist = Gist {
+                    event: event.id.clone(),
+                    subscription: sub.id.clone(),
+                    action: sub.action.clone(),
+                    subscriber: sub.application.clone(),
+                    endpoint: sub.endpoint.clone(),
+                    status: GistStatus::Pending,
+                    attempts: 0,
+                    max_retries: sub.max_retries,
+                    last_status_code: None,
+                    last_error: None,
+                    last_attempted_at: None,
+                    last_ms: None,
+                    latency_ms: None,
+                    next_attempt_at: Some(now),
+                    delivered_at: None,
+                    dead_at: None,
+                    created_at: now,
+                };
+                put(&mut tx, &self.inner.tables.gists, gist.key(), &gist)?;
+                tx.send(
+                    queue.clone(),
+                    OutgoingMessage::new(Payload::from_value(&event.id)?),
+                );
+            }
+            let _fanout = self.inner.fanout.read().await;
+            self.broker().commit(tx).await?;
+        }
+        Ok(json!({"backfilled": events.len(), "action": sub.action, "subscription": sub.id}))
+    }
+}

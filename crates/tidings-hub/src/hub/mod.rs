@@ -1,0 +1,170 @@
+//! [`Hub`]: the event hub's operations over any [`Broker`].
+//!
+//! The catalog (applications, actions with compiled schemas, subscriptions)
+//! is kept in memory and written through to the broker's records; events and
+//! gists are read from the broker. A publish is one broker transaction: the
+//! event, its deduper, a gist and a queued delivery per active subscription.
+
+pub(crate) mod actions;
+mod applications;
+mod catalog;
+mod events;
+mod gists;
+mod subscriptions;
+
+pub use actions::{ActionUpdate, NewAction};
+pub use applications::{ApplicationUpdate, NewApplication};
+pub use catalog::Catalog;
+pub use events::{EventFilter, NewEvent, Published};
+pub use gists::GistFilter;
+pub use subscriptions::NewSubscription;
+
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tidings_core::Broker;
+use tokio::sync::watch;
+
+use crate::error::HubResult;
+use crate::ids::RowIds;
+use crate::tables::Tables;
+
+/// Settings of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Attempts per delivery when a subscription does not say (8: with the
+    /// default schedule the last one is about 21 minutes after the first).
+    pub default_max_retries: u32,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            default_max_retries: 8,
+        }
+    }
+}
+
+/// A page of a list: `page` is 1-based, `size` at most [`MAX_PAGE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Which page.
+    pub page: usize,
+    /// Items per page.
+    pub size: usize,
+}
+
+/// Largest page size.
+pub const MAX_PAGE: usize = 100;
+
+impl Page {
+    /// Amebo's rules: page from 1, size 15 by default, at most 100, values below 1 mean the default.
+    pub fn new(page: Option<i64>, size: Option<i64>) -> Self {
+        let page = page.filter(|p| *p >= 1).map_or(1, |p| p as usize);
+        let size = size
+            .filter(|s| *s >= 1)
+            .map_or(15, |s| (s as usize).min(MAX_PAGE));
+        Self { page, size }
+    }
+
+    /// How many matches come before this page.
+    pub fn skip(&self) -> usize {
+        (self.page - 1).saturating_mul(self.size)
+    }
+
+    /// This page's items of a full list.
+    pub fn slice<T: Clone>(&self, all: &[T]) -> Vec<T> {
+        all.iter()
+            .skip(self.skip())
+            .take(self.size)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self::new(None, None)
+    }
+}
+
+/// The event hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) config: HubConfig,
+    pub(crate) tables: Tables,
+    catalog: RwLock<Catalog>,
+    /// Serialises catalog changes (check, write, apply).
+    pub(crate) changes: tokio::sync::Mutex<()>,
+    /// Publishes hold it shared while they fan out; removing a subscription
+    /// queue holds it exclusively, so no publish sends to a deleted queue.
+    pub(crate) fanout: tokio::sync::RwLock<()>,
+    pub(crate) rows: RowIds,
+    /// Bumped on every catalog change: the dispatcher watches it.
+    pub(crate) version: watch::Sender<u64>,
+}
+
+impl Hub {
+    /// Opens the hub on `broker`: loads the catalog from its records and
+    /// registers the built-in application and the dead-letter action.
+    pub async fn open(broker: Arc<dyn Broker>, config: HubConfig) -> HubResult<Self> {
+        let tables = Tables::new()?;
+        let catalog = Catalog::load(&*broker, &tables).await?;
+        let hub = Self {
+            inner: Arc::new(Inner {
+                broker,
+                config,
+                tables,
+                catalog: RwLock::new(catalog),
+                changes: tokio::sync::Mutex::new(()),
+                fanout: tokio::sync::RwLock::new(()),
+                rows: RowIds::default(),
+                version: watch::channel(0).0,
+            }),
+        };
+        hub.ensure_builtins().await?;
+        Ok(hub)
+    }
+
+    /// The broker underneath.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// Watches catalog changes (the value is a change counter).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.version.subscribe()
+    }
+
+    pub(crate) fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.inner
+            .catalog
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
+        self.inner
+            .catalog
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn changed(&self) {
+        self.inner.version.send_modify(|v| *v += 1);
+    }
+
+    /// Reads the catalog.
+    pub fn with_catalog<T>(&self, f: impl FnOnce(&Catalog) -> T) -> T {
+        f(&self.catalog())
+    }
+}

@@ -1,0 +1,100 @@
+//! Applications: services that publish and receive events.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{HubError, HubResult};
+use crate::time::iso;
+
+/// A registered application.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Application {
+    /// Its name (the key).
+    pub name: String,
+    /// Base URL its subscription handlers are joined to.
+    pub address: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Inactive applications cannot authenticate, publish or receive.
+    pub active: bool,
+    /// HMAC key for request and webhook signatures (kept readable: both
+    /// sides must compute the MAC).
+    pub secret: String,
+    /// SHA-256 of its API key: a copy of the data does not reveal the key.
+    pub api_key_hash: String,
+    /// Creation time, ms since the epoch.
+    pub created_at: u64,
+}
+
+impl Application {
+    /// What lists show (no secret, no key).
+    pub fn view(&self) -> Value {
+        json!({
+            "application": self.name,
+            "address": self.address,
+            "active": self.active,
+            "timestamped": iso(self.created_at),
+            "description": self.description,
+        })
+    }
+}
+
+/// Checks an application name: a letter or digit, then up to 127 letters,
+/// digits, `_`, `.` or `-` (Amebo's rule).
+pub fn check_name(name: &str) -> HubResult<()> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok && name.len() <= 128 {
+        Ok(())
+    } else {
+        Err(HubError::unprocessable(format!(
+            "Application name {name:?} must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$"
+        )))
+    }
+}
+
+/// Checks and normalises an address: an absolute http(s) URL.
+pub fn normalize_address(address: &str) -> HubResult<String> {
+    let url = reqwest::Url::parse(address.trim())
+        .map_err(|e| HubError::BadRequest(format!("address - Input should be a valid URL, {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(HubError::BadRequest(
+            "address - URL scheme should be 'http' or 'https'".to_owned(),
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// Shortest secret accepted from a client.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// Checks a client-chosen secret.
+pub fn check_secret(secret: &str) -> HubResult<()> {
+    if secret.chars().count() < MIN_SECRET_CHARS {
+        return Err(HubError::unprocessable(
+            "Secrets must be at least 16 characters",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_addresses() {
+        assert!(check_name("user-service").is_ok());
+        assert!(check_name("a").is_ok());
+        assert!(check_name("-a").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_name(&"a".repeat(129)).is_err());
+        assert_eq!(
+            normalize_address("http://host:9").ok().as_deref(),
+            Some("http://host:9/")
+        );
+        assert!(normalize_address("ftp://host/").is_err());
+        assert!(normalize_address("/relative").is_err());
+    }
+}

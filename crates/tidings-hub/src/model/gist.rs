@@ -1,0 +1,122 @@
+//! Gists: the delivery of one event to one subscription.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::time::iso;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GistStatus {
+    /// Not attempted yet.
+    Pending,
+    /// Attempted and failed; another attempt is scheduled.
+    Retrying,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Every attempt failed: dead-lettered.
+    Failed,
+}
+
+impl GistStatus {
+    /// The name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Retrying => "retrying",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses an API name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "retrying" => Some(Self::Retrying),
+            "delivered" => Some(Self::Delivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A delivery record, keyed `{event}.{subscription}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Gist {
+    /// The event.
+    pub event: String,
+    /// The subscription.
+    pub subscription: String,
+    /// The event's action.
+    pub action: String,
+    /// The subscribing application.
+    pub subscriber: String,
+    /// Where it is posted.
+    pub endpoint: String,
+    /// Its state.
+    pub status: GistStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_retries: u32,
+    /// HTTP status of the last attempt (0: no answer).
+    pub last_status_code: Option<u16>,
+    /// What went wrong last (status line and start of the body, or the transport error).
+    pub last_error: Option<String>,
+    /// When the last attempt started, ms since the epoch.
+    pub last_attempted_at: Option<u64>,
+    /// How long the last attempt took, ms.
+    pub last_ms: Option<u64>,
+    /// Publish to successful delivery, ms.
+    pub latency_ms: Option<u64>,
+    /// When the next attempt is due, ms since the epoch.
+    pub next_attempt_at: Option<u64>,
+    /// When it was delivered.
+    pub delivered_at: Option<u64>,
+    /// When it was dead-lettered.
+    pub dead_at: Option<u64>,
+    /// Creation time (the publish, or a backfill), ms since the epoch.
+    pub created_at: u64,
+}
+
+impl Gist {
+    /// Its key: `{event}.{subscription}`.
+    pub fn key(&self) -> String {
+        key(&self.event, &self.subscription)
+    }
+
+    /// What the API shows.
+    pub fn view(&self) -> Value {
+        let key = self.key();
+        json!({
+            "id": key,
+            "gist": key,
+            "event": self.event,
+            "subscription": self.subscription,
+            "action": self.action,
+            "subscriber": self.subscriber,
+            "endpoint": self.endpoint,
+            "status": self.status.as_str(),
+            "completed": self.status == GistStatus::Delivered,
+            "retries": self.attempts,
+            "attempts": self.attempts,
+            "max_retries": self.max_retries,
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+            "last_attempted_at": self.last_attempted_at.map(iso),
+            "last_ms": self.last_ms,
+            "latency_ms": self.latency_ms,
+            "next_attempt_at": self.next_attempt_at.map(iso),
+            "delivered_at": self.delivered_at.map(iso),
+            "dead_at": self.dead_at.map(iso),
+            "timestamped": iso(self.created_at),
+        })
+    }
+}
+
+/// The key of the gist of `event` for `subscription`.
+pub fn key(event: &str, subscription: &str) -> String {
+    format!("{event}.{subscription}")
+}

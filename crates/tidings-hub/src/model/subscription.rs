@@ -1,0 +1,93 @@
+//! Subscriptions: an application's handler for one action's events.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{HubError, HubResult};
+use crate::time::iso;
+
+/// A subscription.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subscription {
+    /// 32 hex characters, or the id the subscriber chose.
+    pub id: String,
+    /// The subscribing application.
+    pub application: String,
+    /// The action it receives.
+    pub action: String,
+    /// The handler as given: a path (joined to the application's address)
+    /// or a full URL.
+    pub handler: String,
+    /// The URL deliveries are posted to.
+    pub endpoint: String,
+    /// Attempts per event before it is dead-lettered.
+    pub max_retries: u32,
+    /// Delays between attempts, seconds (`None`: the default schedule).
+    pub retry_schedule: Option<Vec<u64>>,
+    /// One delivery in flight at a time, in publish order.
+    pub ordered: bool,
+    /// Free text.
+    pub description: Option<String>,
+    /// Inactive (unsubscribed, or disabled by a 410 answer) subscriptions get nothing.
+    pub active: bool,
+    /// Why it was disabled, if it was.
+    pub disabled_reason: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_at: u64,
+}
+
+impl Subscription {
+    /// What the API shows.
+    pub fn view(&self) -> Value {
+        json!({
+            "subscription": self.id,
+            "application": self.application,
+            "action": self.action,
+            "handler": self.handler,
+            "endpoint": self.endpoint,
+            "max_retries": self.max_retries,
+            "retry_schedule": self.retry_schedule,
+            "ordered": self.ordered,
+            "description": self.description,
+            "active": self.active,
+            "disabled_reason": self.disabled_reason,
+            "timestamped": iso(self.created_at),
+        })
+    }
+}
+
+/// Most attempts a subscription may ask for (Amebo's bound).
+pub const MAX_RETRIES_LIMIT: u32 = 10_000;
+
+/// Resolves a handler: a full http(s) URL is used as is; a path starting
+/// with `/` is appended to the application's address.
+pub fn resolve_endpoint(address: &str, handler: &str) -> HubResult<String> {
+    let handler = handler.trim();
+    if handler.starts_with("http://") || handler.starts_with("https://") {
+        return crate::model::application::normalize_address(handler).map_err(|_| {
+            HubError::BadRequest(format!("handler - {handler:?} is not a valid URL"))
+        });
+    }
+    if !handler.starts_with('/') {
+        return Err(HubError::BadRequest(
+            "handler - must be a path starting with '/' or an http(s) URL".to_owned(),
+        ));
+    }
+    let joined = format!("{}{handler}", address.trim_end_matches('/'));
+    crate::model::application::normalize_address(&joined)
+        .map_err(|_| HubError::BadRequest(format!("handler - {joined:?} is not a valid URL")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handlers_resolve_like_amebo() {
+        let url = resolve_endpoint("http://h/mailer/", "/hooks/x").ok();
+        assert_eq!(url.as_deref(), Some("http://h/mailer/hooks/x"));
+        let url = resolve_endpoint("http://h/", "https://email.example/webhooks/a").ok();
+        assert_eq!(url.as_deref(), Some("https://email.example/webhooks/a"));
+        assert!(resolve_endpoint("http://h/", "hooks").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Payload schemas: JSON Schema (drafts 4 to 2020-12), checked against its
+//! meta-schema and compiled once when an action is registered.
+//!
+//! Formats (`email`, `uuid`, `date-time`, ...) are enforced. References to
+//! other documents are never fetched: the crate is built without its HTTP
+//! and file resolvers, so such a schema fails to compile with a clear reason.
+
+use std::fmt;
+use std::sync::Arc;
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+/// A compiled schema, cheap to clone.
+#[derive(Clone)]
+pub struct Schema {
+    validator: Arc<Validator>,
+}
+
+impl fmt::Debug for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Schema")
+    }
+}
+
+impl Schema {
+    /// Checks and compiles `schema`. On failure, returns the reasons.
+    pub fn compile(schema: &Value) -> Result<Self, Vec<String>> {
+        if !schema.is_object() && !schema.is_boolean() {
+            return Err(vec!["a schema must be a JSON object".to_owned()]);
+        }
+        // Checked against the meta-schema of its draft by `build` itself.
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(schema)
+            .map(|validator| Self {
+                validator: Arc::new(validator),
+            })
+            .map_err(|e| vec![format!("{}: {e}", json_path(e.instance_path().as_str()))])
+    }
+
+    /// Every violation of `instance`, as `"<JSON path>: <message>"`, sorted by path.
+    pub fn violations(&self, instance: &Value) -> Vec<String> {
+        if self.validator.is_valid(instance) {
+            return Vec::new();
+        }
+        let mut found: Vec<(String, String)> = self
+            .validator
+            .iter_errors(instance)
+            .map(|e| (json_path(e.instance_path().as_str()), e.to_string()))
+            .collect();
+        found.sort();
+        found
+            .into_iter()
+            .map(|(path, message)| format!("{path}: {message}"))
+            .collect()
+    }
+}
+
+/// Turns a JSON pointer (`/items/0/id`) into a JSON path (`$.items[0].id`).
+fn json_path(pointer: &str) -> String {
+    let mut path = String::from("$");
+    for segment in pointer.split('/').skip(1) {
+        let segment = segment.replace("~1", "/").replace("~0", "~");
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            path.push('[');
+            path.push_str(&segment);
+            path.push(']');
+        } else {
+            path.push('.');
+            path.push_str(&segment);
+        }
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reports_every_violation_with_its_path() {
+        let schema = Schema::compile(&json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "total": {"type": "number", "minimum": 0},
+                "email": {"type": "string", "format": "email"},
+                "items": {"type": "array", "items": {"type": "integer"}}
+            },
+            "required": ["id"],
+            "additionalProperties": false
+        }))
+        .unwrap();
+        assert!(
+            schema
+                .violations(&json!({"id": "a", "email": "x@y.io"}))
+                .is_empty()
+        );
+        let errors = schema.violations(
+            &json!({"id": 4, "total": -3, "extra": true, "email": "nope", "items": [1, "2"]}),
+        );
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("$.id: ")));
+        assert!(errors.iter().any(|e| e.starts_with("$.total: ")));
+        assert!(errors.iter().any(|e| e.starts_with("$.email: ")));
+        assert!(errors.iter().any(|e| e.starts_with("$.items[1]: ")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("$: ") && e.contains("extra"))
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_schemas_and_remote_refs() {
+        assert!(Schema::compile(&json!({"type": "nonsense"})).is_err());
+        assert!(Schema::compile(&json!("string")).is_err());
+        assert!(Schema::compile(&json!({"$ref": "https://example.com/schema.json"})).is_err());
+        assert!(
+            Schema::compile(
+                &json!({"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"})
+            )
+            .is_ok()
+        );
+        assert!(
+            Schema::compile(&json!({"$schema": "https://unknown.example/meta", "type": "object"}))
+                .is_err()
+        );
+    }
+}

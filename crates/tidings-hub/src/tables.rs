@@ -1,0 +1,149 @@
+//! Where the hub keeps its records in the broker, and typed access to them.
+//!
+//! | table               | key                        | record           |
+//! |---------------------|----------------------------|------------------|
+//! | `hub.applications`  | application name           | [`Application`](crate::model::Application) |
+//! | `hub.actions`       | action name                | [`Action`](crate::model::Action) |
+//! | `hub.subscriptions` | subscription id            | [`Subscription`](crate::model::Subscription) |
+//! | `hub.events`        | event id (time-ordered)    | [`Event`](crate::model::Event) |
+//! | `hub.dedupers`      | action, newline, deduper   | `{"event": id}`  |
+//! | `hub.gists`         | event id `.` subscription  | [`Gist`](crate::model::Gist) |
+//!
+//! Each subscription's deliveries wait in the queue `hub.sub.<id>` (one
+//! message per event, holding the event id), read by the group `webhooks`.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tidings_core::{Broker, GroupName, Payload, QueueName, RecordScan, TableName, Transaction};
+
+use crate::error::{HubError, HubResult};
+
+/// The hub's tables.
+#[derive(Debug, Clone)]
+pub(crate) struct Tables {
+    pub(crate) applications: TableName,
+    pub(crate) actions: TableName,
+    pub(crate) subscriptions: TableName,
+    pub(crate) events: TableName,
+    pub(crate) dedupers: TableName,
+    pub(crate) gists: TableName,
+    pub(crate) group: GroupName,
+}
+
+impl Tables {
+    pub(crate) fn new() -> HubResult<Self> {
+        Ok(Self {
+            applications: TableName::new("hub.applications")?,
+            actions: TableName::new("hub.actions")?,
+            subscriptions: TableName::new("hub.subscriptions")?,
+            events: TableName::new("hub.events")?,
+            dedupers: TableName::new("hub.dedupers")?,
+            gists: TableName::new("hub.gists")?,
+            group: GroupName::new("webhooks")?,
+        })
+    }
+}
+
+/// The queue of a subscription's deliveries.
+pub(crate) fn subscription_queue(id: &str) -> HubResult<QueueName> {
+    Ok(QueueName::new(format!("hub.sub.{id}"))?)
+}
+
+/// The key of a deduper record.
+pub(crate) fn deduper_key(action: &str, deduper: &str) -> String {
+    format!("{action}\n{deduper}")
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> HubResult<Payload> {
+    Ok(Payload::from_value(value)?)
+}
+
+pub(crate) fn put<T: Serialize>(
+    tx: &mut Transaction,
+    table: &TableName,
+    key: impl Into<String>,
+    value: &T,
+) -> HubResult<()> {
+    tx.put(table.clone(), key, encode(value)?);
+    Ok(())
+}
+
+fn decode<T: DeserializeOwned>(table: &TableName, key: &str, value: &Payload) -> HubResult<T> {
+    serde_json::from_str(value.as_str()).map_err(|e| {
+        HubError::Storage(tidings_core::Error::Corrupt {
+            location: format!("record {key:?} of table {table}"),
+            detail: e.to_string(),
+        })
+    })
+}
+
+pub(crate) async fn get<T: DeserializeOwned>(
+    broker: &dyn Broker,
+    table: &TableName,
+    key: &str,
+) -> HubResult<Option<T>> {
+    match broker.get_record(table, key).await? {
+        Some(value) => decode(table, key, &value).map(Some),
+        None => Ok(None),
+    }
+}
+
+pub(crate) async fn scan<T: DeserializeOwned>(
+    broker: &dyn Broker,
+    table: &TableName,
+    scan: RecordScan,
+) -> HubResult<Vec<(String, T)>> {
+    let records = broker.scan_records(table, scan).await?;
+    records
+        .into_iter()
+        .map(|r| decode(table, &r.key, &r.value).map(|v| (r.key, v)))
+        .collect()
+}
+
+/// Matches of a predicate over a key range, page by page: skips `skip`
+/// matches, returns up to `take`, and counts every match when `count` is set.
+pub(crate) async fn page<T: DeserializeOwned>(
+    broker: &dyn Broker,
+    table: &TableName,
+    range: RecordScan,
+    mut matches: impl FnMut(&T) -> bool,
+    skip: usize,
+    take: usize,
+    count: bool,
+) -> HubResult<(Vec<T>, usize)> {
+    const CHUNK: usize = 512;
+    let mut found = Vec::new();
+    let mut total = 0usize;
+    let mut cursor = range.limit(CHUNK);
+    loop {
+        let chunk = broker.scan_records(table, cursor.clone()).await?;
+        let Some(last) = chunk.last().map(|r| r.key.clone()) else {
+            break;
+        };
+        let full = chunk.len() == CHUNK;
+        for record in chunk {
+            let value: T = decode(table, &record.key, &record.value)?;
+            if matches(&value) {
+                if total >= skip && found.len() < take {
+                    found.push(value);
+                }
+                total += 1;
+            }
+        }
+        if !full || (!count && found.len() >= take) {
+            break;
+        }
+        cursor = if cursor.reverse {
+            RecordScan {
+                to: Some(last),
+                ..cursor
+            }
+        } else {
+            RecordScan {
+                from: Some(format!("{last}\0")),
+                ..cursor
+            }
+        };
+    }
+    Ok((found, total))
+}
