@@ -30,6 +30,8 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Measure the embedded engine (see docs/benchmarks.md).
     Bench(crate::bench::BenchArgs),
+    /// Run the event hub: the HTTP API (Amebo-compatible) and webhook delivery.
+    Serve(crate::serve::ServeArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {

@@ -26,7 +26,7 @@ pub fn iso(ms: u64) -> String {
 pub fn parse_time(text: &str) -> Option<u64> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0) as u64);
+        return (secs.is_finite() && secs >= 0.0).then_some((secs * 1000.0) as u64);
     }
     let base = text
         .strip_suffix('Z')

@@ -1,1 +1,131 @@
-//! server
+//! `tidings serve`: the event hub over HTTP, compatible with Amebo 0.9.6
+//! clients (see docs/amebo-compatibility.md).
+//!
+//! A thin adapter: handlers parse and authenticate, then call the
+//! [`Hub`]; the [`Dispatcher`] delivers webhooks in the background.
+
+pub mod auth;
+pub mod error;
+mod middleware;
+pub mod request;
+mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+
+use tidings_hub::{DeliveryConfig, Dispatcher, Hub};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use auth::AuthConfig;
+pub use routes::router;
+pub use state::AppState;
+
+/// Default port (Amebo's).
+pub const DEFAULT_PORT: u16 = 3310;
+
+/// Default largest request body: 512 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 512 * 1024;
+
+/// Settings of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+    /// Webhook delivery.
+    pub delivery: DeliveryConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            auth: AuthConfig::default(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            delivery: DeliveryConfig::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Protected mode: no admin key, and not on loopback.
+    #[error(
+        "refusing to listen on {0} without an admin key: anyone who can reach it could manage the hub. \
+         Set TIDINGS_ADMIN_KEY (or --admin-key), or listen on 127.0.0.1"
+    )]
+    Unprotected(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The delivery client could not be built.
+    #[error("{0}")]
+    Hub(#[from] tidings_hub::HubError),
+}
+
+/// A server bound to its address, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    dispatcher: Dispatcher,
+}
+
+impl Server {
+    /// Binds the address (checking protected mode) and prepares delivery.
+    pub async fn bind(hub: Hub, config: ServerConfig) -> Result<Self, StartError> {
+        if config.auth.admin_key.is_none() && !config.bind.ip().is_loopback() {
+            return Err(StartError::Unprotected(config.bind));
+        }
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let dispatcher = Dispatcher::new(hub.clone(), config.delivery)?;
+        let state = AppState {
+            hub,
+            replayer: dispatcher.replayer(),
+            auth: config.auth,
+            body_limit: config.body_limit,
+        };
+        Ok(Self {
+            listener,
+            state,
+            dispatcher,
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true, then stops taking requests, lets
+    /// in-flight requests and delivery attempts finish, and returns.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+        let app = router(self.state).layer(axum::middleware::from_fn(middleware::common_headers));
+        let delivery = tokio::spawn(self.dispatcher.run(shutdown.clone()));
+        let mut until = shutdown;
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = until.wait_for(|s| *s).await;
+        })
+        .await;
+        let _ = delivery.await;
+        served
+    }
+}

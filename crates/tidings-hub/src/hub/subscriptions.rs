@@ -97,6 +97,7 @@ impl Hub {
         if let Some(id) = &new.subscription {
             check_id(id)?;
         }
+        let registered = self.register_implicitly(who, &new).await?;
         let _guard = self.inner.changes.lock().await;
         let (endpoint, existing) = {
             let catalog = self.catalog();
@@ -174,12 +175,57 @@ impl Hub {
         )?;
         self.inner.broker.commit(tx).await?;
         let mut view = sub.view();
-        if !created && let Some(map) = view.as_object_mut() {
-            map.insert("reactivated".to_owned(), json!(true));
+        if let Some(map) = view.as_object_mut() {
+            if !created {
+                map.insert("reactivated".to_owned(), json!(true));
+            }
+            if let Some(app) = registered {
+                map.insert("registered_application".to_owned(), app);
+            }
         }
         self.catalog_mut().put_subscription(sub);
         self.changed();
         Ok((view, created))
+    }
+
+    /// The seed's flow subscribes applications it never registered, with
+    /// full-URL handlers. When the admin does that, the application is
+    /// registered on the spot (address: the handler's origin) and its new
+    /// secret and API key are returned once, with the subscription. Anyone
+    /// else, or a path handler, gets 417 for an unknown application.
+    async fn register_implicitly(
+        &self,
+        who: &Principal,
+        new: &NewSubscription,
+    ) -> HubResult<Option<Value>> {
+        let known = self.catalog().applications.contains_key(&new.application);
+        let handler = new.handler.trim();
+        if known
+            || !who.is_admin()
+            || !(handler.starts_with("http://") || handler.starts_with("https://"))
+        {
+            return Ok(None);
+        }
+        let Ok(url) = reqwest::Url::parse(handler) else {
+            return Ok(None);
+        };
+        let origin = url.origin().ascii_serialization();
+        let created = self
+            .create_application(
+                who,
+                super::NewApplication {
+                    application: new.application.clone(),
+                    address: origin,
+                    secret: None,
+                    description: Some("registered by its first subscription".to_owned()),
+                },
+            )
+            .await;
+        match created {
+            Ok(view) => Ok(Some(view)),
+            Err(HubError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Lists subscriptions, filtered.

@@ -1,0 +1,97 @@
+//! `tidings serve`: the event hub over HTTP on the chosen broker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tidings::Broker;
+use tidings_hub::{DeliveryConfig, Hub, HubConfig};
+use tidings_server::{AuthConfig, Server, ServerConfig};
+use tokio::sync::watch;
+
+/// Options of `tidings serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Without an admin key only loopback is allowed.
+    #[arg(long, env = "TIDINGS_BIND", default_value = "127.0.0.1:3310")]
+    pub bind: SocketAddr,
+    /// The admin key (header `x-amebo-admin-key`). Without one the server
+    /// runs in protected mode: loopback only, loopback callers are admin.
+    #[arg(long, env = "TIDINGS_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = tidings_server::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// Timeout of one webhook attempt.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub delivery_timeout: Duration,
+    /// Webhook requests in flight per subscription.
+    #[arg(long, default_value_t = 16)]
+    pub per_subscription: usize,
+    /// Webhook requests in flight in total.
+    #[arg(long, default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// Attempts per delivery for subscriptions that do not set `max_retries`.
+    #[arg(long, default_value_t = 8)]
+    pub default_max_retries: u32,
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()> {
+    let hub = Hub::open(
+        broker,
+        HubConfig {
+            default_max_retries: args.default_max_retries,
+        },
+    )
+    .await
+    .context("cannot open the event hub")?;
+    let protected = args.admin_key.is_none();
+    let server = Server::bind(
+        hub,
+        ServerConfig {
+            bind: args.bind,
+            auth: AuthConfig {
+                admin_key: args.admin_key.filter(|k| !k.is_empty()),
+            },
+            body_limit: args.body_limit,
+            delivery: DeliveryConfig {
+                timeout: args.delivery_timeout,
+                per_subscription: args.per_subscription,
+                global: args.max_in_flight,
+            },
+        },
+    )
+    .await?;
+    let addr = server.local_addr()?;
+    tracing::info!(
+        %addr,
+        mode = if protected { "protected (loopback callers are admin)" } else { "admin key required" },
+        "tidings serve is listening"
+    );
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests and delivery attempts");
+        let _ = stop.send(true);
+    });
+    server.run(stopped).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,85 @@
+//! Who is calling: the credentials of Amebo 0.9.6, and protected mode.
+//!
+//! Tried in order (the first credential present decides; a wrong one makes
+//! the caller anonymous rather than falling through to the next):
+//!
+//! 1. `x-amebo-admin-key` (or `x-tidings-admin-key`): the admin key;
+//! 2. `Authorization: Bearer <API key>`: an application;
+//! 3. `x-amebo-application` + `x-amebo-signature` (+ optional
+//!    `x-amebo-timestamp`): hex HMAC-SHA256 of the raw body (or of
+//!    `"<timestamp>." + body`) with the application's secret;
+//! 4. protected mode (no admin key configured): a loopback caller is admin.
+
+use std::net::SocketAddr;
+
+use axum::http::HeaderMap;
+use tidings_hub::{Hub, Principal, signature};
+
+/// Seconds a signed request's timestamp may differ from now.
+pub const REPLAY_TOLERANCE_SECS: u64 = 300;
+
+/// How the server authenticates.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// The admin key; `None` runs in protected mode.
+    pub admin_key: Option<String>,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Compares secrets without revealing where they differ.
+fn same(a: &str, b: &str) -> bool {
+    signature::digest(a) == signature::digest(b)
+}
+
+/// The principal of a request, if it authenticates.
+pub fn principal(
+    hub: &Hub,
+    auth: &AuthConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+    peer: Option<SocketAddr>,
+) -> Option<Principal> {
+    if let Some(given) =
+        header(headers, "x-amebo-admin-key").or_else(|| header(headers, "x-tidings-admin-key"))
+    {
+        return match &auth.admin_key {
+            Some(key) if same(key, given) => Some(Principal::Admin),
+            _ => None,
+        };
+    }
+    if let Some(value) = header(headers, "authorization") {
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?;
+        return hub
+            .application_by_api_key(token.trim())
+            .map(Principal::Application);
+    }
+    if let (Some(app), Some(sig)) = (
+        header(headers, "x-amebo-application"),
+        header(headers, "x-amebo-signature"),
+    ) {
+        let secret = hub.application_secret(app)?;
+        let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+        let valid = match header(headers, "x-amebo-timestamp") {
+            Some(ts) => {
+                let ts_secs: u64 = ts.parse().ok()?;
+                let now = tidings_hub::time::now_ms() / 1000;
+                now.abs_diff(ts_secs) <= REPLAY_TOLERANCE_SECS
+                    && signature::verify_hex(&secret, &[ts.as_bytes(), b".", body], sig)
+            }
+            None => signature::verify_hex(&secret, &[body], sig),
+        };
+        return valid.then(|| Principal::Application(app.to_owned()));
+    }
+    if auth.admin_key.is_none() && peer.is_some_and(|p| p.ip().is_loopback()) {
+        return Some(Principal::Admin);
+    }
+    None
+}

@@ -1,0 +1,44 @@
+//! Every answer carries `X-Request-ID` (echoed or new) and CORS headers;
+//! pre-flight `OPTIONS` requests are answered, so browsers can call the API.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id, x-amebo-admin-key, x-tidings-admin-key, x-amebo-application, x-amebo-signature, x-amebo-timestamp, traceparent";
+const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Adds the request id and CORS headers; answers pre-flight requests.
+pub async fn common_headers(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .filter(|v| v.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&tidings_hub::ids::random_id())
+                .unwrap_or(HeaderValue::from_static("-"))
+        });
+    let mut response = if request.method() == Method::OPTIONS {
+        (StatusCode::NO_CONTENT, Body::empty()).into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-request-id", request_id);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOW_METHODS),
+    );
+    response
+}

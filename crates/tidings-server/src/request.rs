@@ -1,0 +1,177 @@
+//! [`Call`]: what every API handler takes — the caller, the headers, the
+//! query and the body, read once with a size limit.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tidings_hub::Principal;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// One API request.
+pub struct Call {
+    /// Who is calling, if anyone.
+    pub principal: Option<Principal>,
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// The query string's parameters (the last of repeated ones).
+    pub query: HashMap<String, String>,
+    body: Bytes,
+}
+
+impl Call {
+    /// The caller, or 401.
+    pub fn who(&self) -> ApiResult<&Principal> {
+        self.principal
+            .as_ref()
+            .ok_or_else(ApiError::unauthenticated)
+    }
+
+    /// The body as a JSON object, deserialized into `T`. The content type
+    /// must be JSON, or absent or curl's default form type with a body that
+    /// is JSON (so `curl -d '{...}'` works as in Amebo's documentation):
+    /// anything else is 415. Malformed JSON, a non-object or a missing field is 400.
+    pub fn json<T: DeserializeOwned>(&self) -> ApiResult<T> {
+        let content_type = self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let declared_json = essence == "application/json" || essence.ends_with("+json");
+        let curl_default = essence.is_empty() || essence == "application/x-www-form-urlencoded";
+        if !declared_json {
+            let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&self.body).is_ok();
+            if !(curl_default && is_json) {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "the body must be JSON (content-type: application/json)",
+                ));
+            }
+        }
+        self.object_body()?;
+        serde_json::from_slice(&self.body).map_err(|e| ApiError::bad_request(field_error(&e)))
+    }
+
+    /// The body as a JSON object whatever its content type (`{}` if empty).
+    pub fn lenient_json(&self) -> ApiResult<Value> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Object(Default::default()));
+        }
+        self.object_body()
+    }
+
+    fn object_body(&self) -> ApiResult<Value> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::bad_request(
+                "the body must be a JSON object; it is empty",
+            ));
+        }
+        let value: Value = serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        }
+        Ok(value)
+    }
+
+    /// A query parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A header's text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// serde's message, with the field name first as Amebo does (`deduper - Field required`).
+fn field_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" at line ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    if let Some(rest) = text.strip_prefix("missing field `")
+        && let Some(field) = rest.strip_suffix('`')
+    {
+        return format!("{field} - Field required");
+    }
+    text.to_owned()
+}
+
+fn parse_query(query: Option<&str>) -> HashMap<String, String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+impl FromRequest<AppState> for Call {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let query = parse_query(req.uri().query());
+        let (parts, body) = req.into_parts();
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body exceeds the limit of {} bytes", state.body_limit),
+            )
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > state.body_limit) {
+            return Err(too_large());
+        }
+        let body = axum::body::to_bytes(body, state.body_limit)
+            .await
+            .map_err(|_| too_large())?;
+        let principal =
+            crate::auth::principal(&state.hub, &state.auth, &parts.headers, &body, peer);
+        Ok(Self {
+            principal,
+            headers: parts.headers,
+            query,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query(Some("a=1&b=x%20y&c=1+2&d&e=%zz&f=%41&g=%C3%A9"));
+        assert_eq!(q["a"], "1");
+        assert_eq!(q["b"], "x y");
+        assert_eq!(q["c"], "1 2");
+        assert_eq!(q["d"], "");
+        assert_eq!(q["e"], "%zz");
+        assert_eq!(q["f"], "A");
+        assert_eq!(q["g"], "é");
+    }
+}

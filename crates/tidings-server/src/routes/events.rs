@@ -1,0 +1,66 @@
+//! `/v1/events`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::Value;
+use tidings_hub::hub::{EventFilter, NewEvent};
+use tidings_hub::model::event::valid_traceparent;
+
+use super::{page, time_range};
+use crate::error::ApiResult;
+use crate::request::Call;
+use crate::state::AppState;
+
+/// The trace context to keep: `traceparent`, or Amebo's `x-amebo-trace-id`.
+fn trace_context(call: &Call) -> Option<String> {
+    if let Some(tp) = call
+        .header("traceparent")
+        .filter(|tp| valid_traceparent(tp))
+    {
+        return Some(tp.trim().to_ascii_lowercase());
+    }
+    let id = call.header("x-amebo-trace-id")?.trim().to_ascii_lowercase();
+    let candidate = format!("00-{id}-0000000000000001-01");
+    valid_traceparent(&candidate).then_some(candidate)
+}
+
+pub async fn publish(
+    State(s): State<AppState>,
+    call: Call,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let who = call.who()?;
+    let new: NewEvent = call.json()?;
+    let published = s.hub.publish(who, new, trace_context(&call)).await?;
+    let status = if published.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(published.view)))
+}
+
+pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    call.who()?;
+    let (from, to) = time_range(&call)?;
+    let filter = EventFilter {
+        id: call.param("id").map(str::to_owned),
+        action: call.param("action").map(str::to_owned),
+        deduper: call.param("deduper").map(str::to_owned),
+        from,
+        to,
+    };
+    let events = s.hub.list_events(&filter, page(&call)?).await?;
+    Ok(Json(Value::Array(
+        events.iter().map(|e| e.view()).collect(),
+    )))
+}
+
+pub async fn one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    call.who()?;
+    Ok(Json(s.hub.event(&id).await?.view()))
+}

@@ -1,0 +1,142 @@
+//! The routes, one module per resource.
+
+mod actions;
+mod applications;
+mod events;
+mod gists;
+mod ops;
+mod subscriptions;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use tidings_hub::time::{now_ms, parse_time, timeline_start};
+use tidings_hub::{Page, Principal};
+
+use crate::error::{ApiError, ApiResult};
+use crate::request::Call;
+use crate::state::AppState;
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/healthz", get(ops::health))
+        .route("/readyz", get(ops::ready))
+        .route(
+            "/v1/applications",
+            get(applications::list).post(applications::create),
+        )
+        .route(
+            "/v1/applications/{id}",
+            put(applications::update)
+                .patch(applications::toggle)
+                .delete(applications::delete),
+        )
+        .route(
+            "/v1/applications/{id}/secret",
+            put(applications::rotate_secret),
+        )
+        .route(
+            "/v1/applications/{id}/apikey",
+            post(applications::new_api_key),
+        )
+        .route("/v1/actions", get(actions::list).post(actions::register))
+        .route(
+            "/v1/actions/{id}",
+            axum::routing::patch(actions::update).delete(actions::delete),
+        )
+        .route("/v1/actions/{id}/validations", post(actions::validate))
+        .route("/v1/events", get(events::list).post(events::publish))
+        .route("/v1/events/{id}", get(events::one))
+        .route(
+            "/v1/subscriptions",
+            get(subscriptions::list).post(subscriptions::subscribe),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            axum::routing::delete(subscriptions::unsubscribe),
+        )
+        .route("/v1/gists", get(gists::list))
+        .route("/v1/regists/{id}", post(gists::replay))
+        .route("/v1/requeues", post(gists::requeue))
+        .route("/v1/backfills", post(gists::backfill))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+}
+
+/// The admin, or 401/403.
+fn admin(call: &Call) -> ApiResult<&Principal> {
+    let who = call.who()?;
+    if who.is_admin() {
+        Ok(who)
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Only a superadmin can do this",
+        ))
+    }
+}
+
+fn int_param(call: &Call, name: &str) -> ApiResult<Option<i64>> {
+    call.param(name)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| ApiError::bad_request(format!("{name} - must be an integer")))
+        })
+        .transpose()
+}
+
+/// `page` and `pagination`.
+fn page(call: &Call) -> ApiResult<Page> {
+    Ok(Page::new(
+        int_param(call, "page")?,
+        int_param(call, "pagination")?,
+    ))
+}
+
+/// A time range from `from`/`to` (ISO 8601 or Unix seconds) and Amebo's
+/// `timeline`/`window` keywords.
+fn time_range(call: &Call) -> ApiResult<(Option<u64>, Option<u64>)> {
+    let at = |name: &str| -> ApiResult<Option<u64>> {
+        call.param(name)
+            .map(|v| {
+                parse_time(v).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{name} - expected an ISO 8601 time (e.g. 2026-11-22T10:00:00Z) or Unix seconds"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let mut from = at("from")?;
+    let to = at("to")?;
+    if let Some(keyword) = call.param("timeline").or_else(|| call.param("window")) {
+        let start = timeline_start(keyword, now_ms()).ok_or_else(|| {
+            ApiError::bad_request("timeline - one of today, 7d, week, 30d, month, all")
+        })?;
+        from = Some(from.map_or(start, |f| f.max(start)));
+    }
+    Ok((from, to))
+}
+
+fn bool_param(call: &Call, name: &str) -> ApiResult<Option<bool>> {
+    call.param(name)
+        .map(|v| match v {
+            "1" | "true" | "yes" => Ok(true),
+            "0" | "false" | "no" => Ok(false),
+            _ => Err(ApiError::bad_request(format!(
+                "{name} - must be true or false"
+            ))),
+        })
+        .transpose()
+}
