@@ -1,0 +1,281 @@
+//! A real server on a free port and a real webhook receiver, for end-to-end tests.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use serde_json::Value;
+use tidings_core::Broker;
+use tidings_hub::{DeliveryConfig, Hub, HubConfig};
+use tidings_server::{AuthConfig, Server, ServerConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Long enough that only a failure hits it.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    pub base: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    pub hub: Hub,
+}
+
+impl TestServer {
+    pub async fn start(broker: Arc<dyn Broker>) -> Self {
+        Self::start_with(broker, None).await
+    }
+
+    pub async fn start_with(broker: Arc<dyn Broker>, admin_key: Option<&str>) -> Self {
+        let hub = Hub::open(broker, HubConfig::default()).await.unwrap();
+        let config = ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            auth: AuthConfig {
+                admin_key: admin_key.map(str::to_owned),
+            },
+            delivery: DeliveryConfig {
+                timeout: Duration::from_secs(5),
+                ..DeliveryConfig::default()
+            },
+            ..ServerConfig::default()
+        };
+        let server = Server::bind(hub.clone(), config).await.unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            server.run(stopped).await.unwrap();
+        });
+        Self {
+            base,
+            stop,
+            task,
+            hub,
+        }
+    }
+
+    /// Stops gracefully and waits until it has.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+/// A response: status and JSON body (`Null` if none).
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.body(body.to_vec());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
+            })
+        };
+        Answer {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        self.send(
+            "POST",
+            path,
+            Some(&bytes),
+            &[("content-type", "application/json")],
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send("GET", path, None, &[]).await
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Hit {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    hits: mpsc::UnboundedSender<Hit>,
+    /// Remaining failures per path, and what status to fail with.
+    plans: Arc<Mutex<HashMap<String, (u32, u16)>>>,
+    /// While set, every request is answered 503.
+    down: Arc<Mutex<bool>>,
+}
+
+/// A webhook receiver: answers 200 unless told otherwise for a path.
+pub struct Receiver {
+    pub base: String,
+    hits: mpsc::UnboundedReceiver<Hit>,
+    state: ReceiverState,
+}
+
+async fn receive(
+    State(state): State<ReceiverState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let path = uri.path().to_owned();
+    let status = {
+        let mut plans = state.plans.lock().unwrap();
+        if *state.down.lock().unwrap() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            match plans.get_mut(&path) {
+                Some((left, status)) if *left > 0 => {
+                    *left -= 1;
+                    StatusCode::from_u16(*status).unwrap()
+                }
+                _ => StatusCode::OK,
+            }
+        }
+    };
+    let _ = state.hits.send(Hit {
+        path,
+        headers,
+        body,
+    });
+    status
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = ReceiverState {
+            hits: tx,
+            plans: Arc::default(),
+            down: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            base,
+            hits: rx,
+            state,
+        }
+    }
+
+    /// The next `n` failures on `path` answer `status`.
+    pub fn fail(&self, path: &str, n: u32, status: u16) {
+        self.state
+            .plans
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), (n, status));
+    }
+
+    /// Answers 503 to everything while `down`.
+    pub fn set_down(&self, down: bool) {
+        *self.state.down.lock().unwrap() = down;
+    }
+
+    /// The next request, waiting for it.
+    pub async fn next(&mut self) -> Hit {
+        tokio::time::timeout(PATIENCE, self.hits.recv())
+            .await
+            .expect("no webhook arrived in time")
+            .unwrap()
+    }
+
+    /// Nothing arrives within `wait`.
+    pub async fn quiet_for(&mut self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.hits.recv()).await.is_err()
+    }
+}
+
+/// Waits until `check` holds, re-checking whenever `poll` yields (no fixed sleeps
+/// as synchronisation: this is for state that has no event to await, checked
+/// often, bounded by PATIENCE).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,538 @@
+//! End to end: the real server on a free port, a real receiver, real HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Client, Receiver, TestServer, eventually};
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+use tidings_embedded::EmbeddedBroker;
+
+fn memory() -> Arc<dyn tidings_core::Broker> {
+    Arc::new(EmbeddedBroker::in_memory())
+}
+
+/// HMAC-SHA256 computed here, not with the server's code.
+fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    for p in parts {
+        mac.update(p);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+async fn app(c: &Client, name: &str, address: &str) -> Value {
+    let a = c
+        .post(
+            "/v1/applications",
+            json!({"application": name, "address": address}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    a.body
+}
+
+async fn action(c: &Client, name: &str, owner: &str, schema: Value) {
+    let a = c
+        .post(
+            "/v1/actions",
+            json!({"action": name, "application": owner, "schemata": schema}),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+}
+
+async fn subscribe(c: &Client, body: Value) -> String {
+    let a = c.post("/v1/subscriptions", body).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    a.body["subscription"].as_str().unwrap().to_owned()
+}
+
+async fn gist_status(c: &Client, gist: &str) -> (String, u64) {
+    let a = c.get(&format!("/v1/gists?gist={gist}")).await;
+    let row = &a.body["data"][0];
+    (
+        row["status"].as_str().unwrap_or("").to_owned(),
+        row["attempts"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_user_registration_flow_delivers_signed_webhooks() {
+    let server = TestServer::start(memory()).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+
+    // The seed's curl flow: no content type (curl -d sends a form type).
+    let bare = |body: Value| serde_json::to_vec(&body).unwrap();
+    let r = c
+        .send(
+            "POST",
+            "/v1/applications",
+            Some(&bare(json!({"application": "user-service", "address": receiver.base, "secret": "user-service-secret"}))),
+            &[("content-type", "application/x-www-form-urlencoded")],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = c
+        .send(
+            "POST",
+            "/v1/actions",
+            Some(&bare(json!({
+                "action": "user.created",
+                "application": "user-service",
+                "schemata": {
+                    "type": "object",
+                    "properties": {
+                        "user_id": {"type": "string"},
+                        "email": {"type": "string", "format": "email"},
+                        "name": {"type": "string"},
+                        "plan": {"type": "string", "enum": ["free", "premium"]}
+                    },
+                    "required": ["user_id", "email", "name"]
+                }
+            }))),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // The seed subscribes an application it never registered, with a full URL.
+    let r = c
+        .post(
+            "/v1/subscriptions",
+            json!({
+                "application": "email-service",
+                "subscription": "welcome-emails",
+                "action": "user.created",
+                "handler": format!("{}/webhooks/user-created", receiver.base)
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let secret = r.body["registered_application"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let published = c
+        .send(
+            "POST",
+            "/v1/events",
+            Some(br#"{"action":"user.created","deduper":"u-1","payload":{"user_id":"u-1","email":"ann@example.com","name":"Ann","plan":"free","tiny":1e-7}}"#),
+            &[
+                ("content-type", "application/json; charset=utf-8"),
+                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ],
+        )
+        .await;
+    assert_eq!(published.status, 201, "{}", published.body);
+    assert_eq!(published.body["fanout"], 1);
+    let event = published.body["event"].as_str().unwrap().to_owned();
+
+    let hit = receiver.next().await;
+    assert_eq!(hit.path, "/webhooks/user-created");
+    let body = hit.json();
+    assert_eq!(body["action"], "user.created");
+    assert_eq!(body["payload"]["email"], "ann@example.com");
+    assert_eq!(body["metadata"], json!({}));
+    assert_eq!(body["event"], event.as_str());
+    // The payload's bytes are delivered as published (no 1e-7 → 1e-07 drift).
+    assert!(
+        std::str::from_utf8(&hit.body)
+            .unwrap()
+            .contains("\"tiny\":1e-7")
+    );
+    // Signatures over the exact bytes received.
+    assert_eq!(
+        hit.header("x-amebo-signature"),
+        hmac_hex(&secret, &[&hit.body])
+    );
+    assert_eq!(hit.header("x-amebo-event-id"), event);
+    assert_eq!(hit.header("x-amebo-delivery-attempt"), "1");
+    let id = hit.header("webhook-id");
+    let ts = hit.header("webhook-timestamp");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&hit.body);
+    let expected = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    };
+    assert_eq!(hit.header("webhook-signature"), format!("v1,{expected}"));
+    let tp = hit.header("traceparent");
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert_ne!(
+        tp,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    );
+
+    // The same deduper again: the original event, 200, nothing delivered.
+    let again = c
+        .post(
+            "/v1/events",
+            json!({"action": "user.created", "deduper": "u-1", "payload": {"user_id": "u-1", "email": "x@example.com", "name": "Other"}}),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["duplicate"], true);
+    assert_eq!(again.body["event"], event.as_str());
+    assert!(receiver.quiet_for(Duration::from_millis(300)).await);
+
+    // The delivery is recorded.
+    let gist = format!("{event}.welcome-emails");
+    eventually("the gist to read delivered", || async {
+        gist_status(&c, &gist).await == ("delivered".to_owned(), 1)
+    })
+    .await;
+    let one = c.get(&format!("/v1/events/{event}")).await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.body["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_flow_fans_out_to_every_subscription() {
+    let server = TestServer::start(memory()).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "order-service", "http://orders.invalid/").await;
+    app(
+        &c,
+        "analytics-service",
+        &format!("{}/analytics/", receiver.base),
+    )
+    .await;
+    app(&c, "email-service", &receiver.base).await;
+    action(
+        &c,
+        "order.placed",
+        "order-service",
+        json!({"type": "object", "required": ["order_id", "user_id", "items", "total"],
+               "properties": {"order_id": {"type": "string"}, "user_id": {"type": "string"},
+                              "items": {"type": "array"}, "total": {"type": "number"}}}),
+    )
+    .await;
+    // A path handler is joined to the application's address.
+    let s1 = subscribe(&c, json!({"application": "analytics-service", "action": "order.placed", "handler": "/webhooks/events"})).await;
+    let s2 = subscribe(
+        &c,
+        json!({"application": "email-service", "action": "order.placed", "handler": "/orders"}),
+    )
+    .await;
+    assert_ne!(s1, s2);
+    let r = c
+        .post("/v1/events", json!({"action": "order.placed", "payload": {"order_id": "o-1", "user_id": "u-1", "items": [], "total": 12.5}, "metadata": {"workspace_id": "ws-1"}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["fanout"], 2);
+    let mut paths = BTreeSet::new();
+    for _ in 0..2 {
+        let hit = receiver.next().await;
+        assert_eq!(hit.json()["metadata"]["workspace_id"], "ws-1");
+        paths.insert(hit.path);
+    }
+    assert_eq!(
+        paths,
+        BTreeSet::from([
+            "/analytics/webhooks/events".to_owned(),
+            "/orders".to_owned()
+        ])
+    );
+    // Subscribing the same handler again reactivates, 200.
+    let again = c
+        .post(
+            "/v1/subscriptions",
+            json!({"application": "email-service", "action": "order.placed", "handler": "/orders"}),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["reactivated"], true);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_endpoint_is_retried_until_it_answers() {
+    let server = TestServer::start(memory()).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "mailer", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let sub = subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/flaky", "retry_schedule": [0]})).await;
+    receiver.fail("/flaky", 2, 500);
+    let r = c
+        .post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": 1}}),
+        )
+        .await;
+    let event = r.body["event"].as_str().unwrap().to_owned();
+    for attempt in 1..=3 {
+        let hit = receiver.next().await;
+        assert_eq!(hit.header("x-amebo-delivery-attempt"), attempt.to_string());
+        assert_eq!(hit.header("x-amebo-event-id"), event);
+    }
+    let gist = format!("{event}.{sub}");
+    eventually("delivered after 3 attempts", || async {
+        gist_status(&c, &gist).await == ("delivered".to_owned(), 3)
+    })
+    .await;
+    let row = c.get(&format!("/v1/gists?gist={gist}")).await.body["data"][0].clone();
+    assert_eq!(row["last_status_code"], 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_failed_attempt_dead_letters_and_publishes_a_notice() {
+    let server = TestServer::start(memory()).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "mailer", &receiver.base).await;
+    app(&c, "ops", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let sub = subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/broken", "max_retries": 2, "retry_schedule": [0]})).await;
+    subscribe(&c, json!({"application": "ops", "action": "tidings.delivery.dead_lettered", "handler": "/dlq"})).await;
+    receiver.fail("/broken", 1000, 500);
+    let r = c
+        .post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": 1}, "metadata": {"workspace_id": "w"}}),
+        )
+        .await;
+    let event = r.body["event"].as_str().unwrap().to_owned();
+    let mut notice = None;
+    let mut broken = 0;
+    while notice.is_none() {
+        let hit = receiver.next().await;
+        match hit.path.as_str() {
+            "/broken" => broken += 1,
+            "/dlq" => notice = Some(hit.json()),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let notice = notice.unwrap();
+    assert_eq!(broken, 2);
+    assert_eq!(notice["action"], "tidings.delivery.dead_lettered");
+    assert_eq!(notice["payload"]["event"], event.as_str());
+    assert_eq!(notice["payload"]["attempts"], 2);
+    assert_eq!(notice["payload"]["last_status_code"], 500);
+    assert_eq!(notice["metadata"]["workspace_id"], "w");
+    let gist = format!("{event}.{sub}");
+    assert_eq!(gist_status(&c, &gist).await, ("failed".to_owned(), 2));
+    let failed = c.get("/v1/gists?status=failed").await;
+    assert_eq!(failed.body["total"], 1);
+
+    // Requeue: delivered once the endpoint works.
+    receiver.fail("/broken", 0, 500);
+    let r = c.post("/v1/requeues", json!({})).await;
+    assert_eq!(r.body["requeued"], 1, "{}", r.body);
+    let hit = receiver.next().await;
+    assert_eq!(hit.path, "/broken");
+    eventually("requeued delivery to succeed", || async {
+        gist_status(&c, &gist).await.0 == "delivered"
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_the_subscription() {
+    let server = TestServer::start(memory()).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "mailer", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let sub = subscribe(
+        &c,
+        json!({"application": "mailer", "action": "shop.sold", "handler": "/gone"}),
+    )
+    .await;
+    receiver.fail("/gone", 1, 410);
+    c.post(
+        "/v1/events",
+        json!({"action": "shop.sold", "payload": {"n": 1}}),
+    )
+    .await;
+    assert_eq!(receiver.next().await.path, "/gone");
+    eventually("the subscription to be disabled", || async {
+        let list = c.get(&format!("/v1/subscriptions?id={sub}")).await;
+        list.body[0]["active"] == false
+    })
+    .await;
+    let list = c.get(&format!("/v1/subscriptions?id={sub}")).await;
+    assert!(
+        list.body[0]["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("410")
+    );
+    let r = c
+        .post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": 2}}),
+        )
+        .await;
+    assert_eq!(r.body["fanout"], 0);
+    assert!(receiver.quiet_for(Duration::from_millis(300)).await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_subscription_delivers_in_publish_order_despite_failures() {
+    let server = TestServer::start(memory()).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "ledger", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    subscribe(&c, json!({"application": "ledger", "action": "shop.sold", "handler": "/in-order", "ordered": true, "retry_schedule": [0]})).await;
+    receiver.fail("/in-order", 3, 503);
+    for n in 0..20 {
+        let r = c
+            .post(
+                "/v1/events",
+                json!({"action": "shop.sold", "payload": {"n": n}}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    let mut delivered = Vec::new();
+    let mut last_attempted: Option<i64> = None;
+    while delivered.len() < 20 {
+        let hit = receiver.next().await;
+        let n = hit.json()["payload"]["n"].as_i64().unwrap();
+        // Nothing later is tried while an earlier one is still failing.
+        if let Some(prev) = last_attempted {
+            assert!(n == prev || n == prev + 1, "{n} after {prev}");
+        }
+        last_attempted = Some(n);
+        if delivered.last() != Some(&n) && (delivered.len() as i64) == n {
+            delivered.push(n);
+        }
+    }
+    assert_eq!(delivered, (0..20).collect::<Vec<_>>());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_replays_a_time_window_to_a_late_subscriber() {
+    let server = TestServer::start(memory()).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "late", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let mut events = Vec::new();
+    for n in 0..5 {
+        let r = c
+            .post(
+                "/v1/events",
+                json!({"action": "shop.sold", "payload": {"n": n}}),
+            )
+            .await;
+        events.push(r.body["event"].as_str().unwrap().to_owned());
+    }
+    let listed = c.get("/v1/events?action=shop.sold&pagination=3").await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 3);
+    assert_eq!(listed.body[0]["event"], events[4].as_str(), "newest first");
+    let from = c.get(&format!("/v1/events/{}", events[2])).await.body["timestamped"].clone();
+
+    let sub = subscribe(
+        &c,
+        json!({"application": "late", "action": "shop.sold", "handler": "/replay"}),
+    )
+    .await;
+    assert!(
+        receiver.quiet_for(Duration::from_millis(200)).await,
+        "only new events by default"
+    );
+    let dry = c
+        .post(
+            "/v1/backfills",
+            json!({"subscription": sub, "since": from, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(dry.body["count"], 3, "{}", dry.body);
+    let done = c
+        .post("/v1/backfills", json!({"subscription": sub, "since": from}))
+        .await;
+    assert_eq!(done.body["backfilled"], 3, "{}", done.body);
+    let mut got = BTreeSet::new();
+    for _ in 0..3 {
+        got.insert(
+            receiver.next().await.json()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(got, events[2..].iter().cloned().collect());
+
+    // Replay one delivery by its gist id.
+    let gist = format!("{}.{sub}", events[3]);
+    eventually("the backfilled gist to be delivered", || async {
+        gist_status(&c, &gist).await.0 == "delivered"
+    })
+    .await;
+    let replay = c.post(&format!("/v1/regists/{gist}"), json!({})).await;
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    assert_eq!(replay.body["delivered"], true);
+    assert_eq!(
+        receiver.next().await.header("x-amebo-delivery-attempt"),
+        "2"
+    );
+    let missing = c.post("/v1/regists/nope", json!({})).await;
+    assert_eq!(missing.status, 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut receiver = Receiver::start().await;
+    receiver.set_down(true);
+    let server = TestServer::start(Arc::new(EmbeddedBroker::open(dir.path()).unwrap())).await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "mailer", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/h", "retry_schedule": [1], "max_retries": 1000})).await;
+    let mut events = BTreeSet::new();
+    for n in 0..200 {
+        let r = c
+            .post(
+                "/v1/events",
+                json!({"action": "shop.sold", "payload": {"n": n}}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        events.insert(r.body["event"].as_str().unwrap().to_owned());
+    }
+    receiver.next().await; // delivery is under way (and failing)
+    server.stop().await;
+
+    let server = TestServer::start(Arc::new(EmbeddedBroker::open(dir.path()).unwrap())).await;
+    receiver.set_down(false);
+    let mut got = BTreeSet::new();
+    while got.len() < events.len() {
+        let hit = receiver.next().await;
+        if hit.path == "/h" && hit.headers.contains_key("x-amebo-event-id") {
+            let body = hit.json();
+            if body["action"] == "shop.sold" {
+                got.insert(hit.header("x-amebo-event-id").to_owned());
+            }
+        }
+    }
+    assert_eq!(got, events);
+    server.stop().await;
+}
