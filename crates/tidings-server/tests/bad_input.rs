@@ -1,0 +1,362 @@
+//! Bad input and bad credentials: always the right 4xx and a JSON body,
+//! never a 500, never a half-written state.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Client, TestServer};
+use serde_json::json;
+use tidings_embedded::EmbeddedBroker;
+
+const ADMIN: &str = "admin-key-for-tests-0123456789";
+
+async fn setup() -> (TestServer, Client, String) {
+    let server = TestServer::start_with(Arc::new(EmbeddedBroker::in_memory()), Some(ADMIN)).await;
+    let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
+    let shop = admin
+        .post("/v1/applications", json!({"application": "shop", "address": "http://shop.invalid", "secret": "shop-secret-0123456789"}))
+        .await;
+    assert_eq!(shop.status, 201);
+    let r = admin
+        .post(
+            "/v1/actions",
+            json!({"action": "shop.sold", "application": "shop", "schemata": {
+                "type": "object", "required": ["id"], "additionalProperties": false,
+                "properties": {"id": {"type": "string"}, "total": {"type": "number", "minimum": 0},
+                               "email": {"type": "string", "format": "email"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let key = shop.body["apikey"].as_str().unwrap().to_owned();
+    (server, admin, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_bad_request_gets_its_status_and_a_json_error() {
+    let (server, admin, _) = setup().await;
+    let raw = |body: &'static [u8], ct: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .send("POST", "/v1/events", Some(body), &[("content-type", ct)])
+                .await
+        }
+    };
+    let cases: Vec<(u16, common::Answer)> = vec![
+        (
+            400,
+            raw(
+                br#"{"action": "shop.sold", "payload": "#,
+                "application/json",
+            )
+            .await,
+        ),
+        (400, raw(b"[1, 2]", "application/json").await),
+        (400, raw(b"", "application/json").await),
+        (
+            400,
+            raw(br#"{"action": "shop.sold"}"#, "application/json").await,
+        ),
+        (415, raw(b"<xml/>", "application/xml").await),
+        (
+            415,
+            raw(b"action=shop.sold", "application/x-www-form-urlencoded").await,
+        ),
+        (
+            422,
+            raw(
+                br#"{"action": "nope.nothing", "payload": {}}"#,
+                "application/json",
+            )
+            .await,
+        ),
+        (
+            400,
+            raw(
+                br#"{"action": "shop.sold", "payload": {"id": "1"}, "sleep_until": -5}"#,
+                "application/json",
+            )
+            .await,
+        ),
+        (
+            400,
+            raw(
+                br#"{"action": "shop.sold", "payload": {"id": "1"}, "metadata": [1]}"#,
+                "application/json",
+            )
+            .await,
+        ),
+        (
+            400,
+            raw(
+                br#"{"action": "shop.sold", "payload": "{not json"}"#,
+                "application/json",
+            )
+            .await,
+        ),
+    ];
+    for (i, (status, answer)) in cases.iter().enumerate() {
+        assert_eq!(answer.status, *status, "case {i}: {}", answer.body);
+        assert!(
+            answer.body["error"].is_string(),
+            "case {i}: {}",
+            answer.body
+        );
+    }
+    assert_eq!(cases[3].1.body["error"], "payload - Field required");
+
+    // Every violation, with its path, in one answer.
+    let r = admin
+        .post("/v1/events", json!({"action": "shop.sold", "payload": {"id": 4, "total": -3, "extra": true, "email": "nope"}}))
+        .await;
+    assert_eq!(r.status, 406);
+    let errors: Vec<&str> = r.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    for path in ["$: ", "$.email: ", "$.id: ", "$.total: "] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(path)),
+            "{path} in {errors:?}"
+        );
+    }
+
+    // Oversized body: 413 before it is read.
+    let big = format!(
+        r#"{{"action": "shop.sold", "payload": {{"id": "{}"}}}}"#,
+        "x".repeat(600 * 1024)
+    );
+    let r = admin
+        .send(
+            "POST",
+            "/v1/events",
+            Some(big.as_bytes()),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, 413);
+
+    // Duplicates and conflicts.
+    let r = admin
+        .post(
+            "/v1/applications",
+            json!({"application": "shop", "address": "http://x.invalid"}),
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    let r = admin
+        .post(
+            "/v1/applications",
+            json!({"application": "bad name", "address": "http://x.invalid"}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let r = admin
+        .post(
+            "/v1/applications",
+            json!({"application": "ok", "address": "not a url"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = admin
+        .post(
+            "/v1/applications",
+            json!({"application": "ok", "address": "http://x.invalid", "secret": "short"}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let r = admin
+        .post(
+            "/v1/actions",
+            json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}}),
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    assert!(r.body["reasons"].is_array());
+    let r = admin.post("/v1/actions", json!({"action": "shop.other", "application": "shop", "schemata": {"type": "nonsense"}})).await;
+    assert_eq!(r.status, 422);
+    assert!(r.body["reasons"].is_array());
+    let r = admin.post("/v1/actions", json!({"action": "shop.ref", "application": "shop", "schemata": {"$ref": "https://example.com/s.json"}})).await;
+    assert_eq!(r.status, 422, "remote refs are never fetched");
+    let r = admin
+        .post(
+            "/v1/subscriptions",
+            json!({"application": "ghost", "action": "shop.sold", "handler": "/h"}),
+        )
+        .await;
+    assert_eq!(r.status, 417);
+    let r = admin.post("/v1/subscriptions", json!({"application": "shop", "action": "shop.sold", "handler": "/h", "max_retries": 0})).await;
+    assert_eq!(r.status, 400);
+    let r = admin
+        .post(
+            "/v1/subscriptions",
+            json!({"application": "shop", "action": "shop.sold", "handler": "no-slash"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+
+    // Unknown routes and methods answer JSON too.
+    let r = admin.get("/v1/nothing").await;
+    assert_eq!(r.status, 404);
+    assert!(r.body["error"].is_string());
+    let r = admin.send("PUT", "/v1/events", None, &[]).await;
+    assert_eq!(r.status, 405);
+    let r = admin.get("/v1/events/abc").await;
+    assert_eq!(r.status, 404);
+    let r = admin.send("OPTIONS", "/v1/events", None, &[]).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.headers["access-control-allow-origin"], "*");
+
+    // Nothing half-written: no event was stored by any failed publish.
+    let events = admin.get("/v1/events").await;
+    assert_eq!(events.body.as_array().unwrap().len(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_decide_who_may_do_what() {
+    let (server, admin, key) = setup().await;
+    let anonymous = Client::new(&server.base);
+    let wrong = Client::new(&server.base).with_header("x-amebo-admin-key", "wrong");
+    let shop = Client::new(&server.base).with_header("authorization", &format!("Bearer {key}"));
+    let event = json!({"action": "shop.sold", "payload": {"id": "1"}});
+
+    assert_eq!(
+        anonymous.post("/v1/events", event.clone()).await.status,
+        401
+    );
+    assert_eq!(anonymous.get("/v1/applications").await.status, 401);
+    assert_eq!(wrong.get("/v1/applications").await.status, 401);
+    let bad_key = Client::new(&server.base).with_header("authorization", "Bearer tidings_nope");
+    assert_eq!(bad_key.post("/v1/events", event.clone()).await.status, 401);
+
+    // An application publishes its own actions, with its API key...
+    assert_eq!(shop.post("/v1/events", event.clone()).await.status, 201);
+    // ...but not another's, and it cannot manage applications.
+    let other = admin
+        .post(
+            "/v1/applications",
+            json!({"application": "other", "address": "http://o.invalid"}),
+        )
+        .await;
+    let other_key = other.body["apikey"].as_str().unwrap().to_owned();
+    let other =
+        Client::new(&server.base).with_header("authorization", &format!("Bearer {other_key}"));
+    assert_eq!(other.post("/v1/events", event.clone()).await.status, 403);
+    assert_eq!(
+        other
+            .post(
+                "/v1/applications",
+                json!({"application": "x", "address": "http://x.invalid"})
+            )
+            .await
+            .status,
+        403
+    );
+
+    // Request signatures: HMAC of the raw body, optionally with a timestamp.
+    let body = serde_json::to_vec(&json!({"action": "shop.sold", "payload": {"id": "2"}})).unwrap();
+    let sig = hub_hmac("shop-secret-0123456789", &[&body]);
+    let r = anonymous
+        .send(
+            "POST",
+            "/v1/events",
+            Some(&body),
+            &[
+                ("content-type", "application/json"),
+                ("x-amebo-application", "shop"),
+                ("x-amebo-signature", &sig),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["publisher"], "service:shop");
+    let ts = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs())
+    .to_string();
+    let sig = hub_hmac("shop-secret-0123456789", &[ts.as_bytes(), b".", &body]);
+    let r = anonymous
+        .send(
+            "POST",
+            "/v1/events",
+            Some(&body),
+            &[
+                ("content-type", "application/json"),
+                ("x-amebo-application", "shop"),
+                ("x-amebo-signature", &sig),
+                ("x-amebo-timestamp", &ts),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let old = "1000";
+    let sig = hub_hmac("shop-secret-0123456789", &[old.as_bytes(), b".", &body]);
+    let r = anonymous
+        .send(
+            "POST",
+            "/v1/events",
+            Some(&body),
+            &[
+                ("content-type", "application/json"),
+                ("x-amebo-application", "shop"),
+                ("x-amebo-signature", &sig),
+                ("x-amebo-timestamp", old),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 401, "a stale timestamp is refused");
+
+    // A new API key replaces the old one; a deactivated application cannot authenticate.
+    let fresh = admin.post("/v1/applications/shop/apikey", json!({})).await;
+    assert_eq!(fresh.status, 200);
+    assert_eq!(shop.post("/v1/events", event.clone()).await.status, 401);
+    let shop = Client::new(&server.base).with_header(
+        "authorization",
+        &format!("Bearer {}", fresh.body["apikey"].as_str().unwrap()),
+    );
+    assert_eq!(shop.post("/v1/events", event.clone()).await.status, 201);
+    let r = admin
+        .send(
+            "PATCH",
+            "/v1/applications/shop",
+            Some(br#"{"active": false}"#),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(r.body["active"], false);
+    assert_eq!(shop.post("/v1/events", event.clone()).await.status, 401);
+    server.stop().await;
+}
+
+fn hub_hmac(secret: &str, parts: &[&[u8]]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    for p in parts {
+        mac.update(p);
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn without_an_admin_key_only_loopback_is_allowed() {
+    let hub = tidings_hub::Hub::open(Arc::new(EmbeddedBroker::in_memory()), Default::default())
+        .await
+        .unwrap();
+    let config = tidings_server::ServerConfig {
+        bind: "0.0.0.0:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let err = tidings_server::Server::bind(hub, config)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("admin key"), "{err}");
+}
