@@ -44,6 +44,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
         broker,
         HubConfig {
             default_max_retries: args.default_max_retries,
+            attempt_timeout: args.delivery_timeout,
         },
     )
     .await
@@ -58,7 +59,6 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
             },
             body_limit: args.body_limit,
             delivery: DeliveryConfig {
-                timeout: args.delivery_timeout,
                 per_subscription: args.per_subscription,
                 global: args.max_in_flight,
             },

@@ -24,8 +24,6 @@ use crate::hub::Hub;
 /// Settings of webhook delivery.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
-    /// Whole-request timeout of one attempt.
-    pub timeout: Duration,
     /// Requests in flight per (unordered) subscription.
     pub per_subscription: usize,
     /// Requests in flight in total.
@@ -35,7 +33,6 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(10),
             per_subscription: 16,
             global: 512,
         }
@@ -57,9 +54,10 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// A dispatcher for `hub`.
     pub fn new(hub: Hub, config: DeliveryConfig) -> HubResult<Self> {
+        let timeout = hub.config().attempt_timeout;
         let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("Tidings/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(config.per_subscription.max(1) * 4)

@@ -20,6 +20,7 @@ pub use gists::GistFilter;
 pub use subscriptions::NewSubscription;
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use tidings_core::Broker;
 use tokio::sync::watch;
@@ -34,12 +35,16 @@ pub struct HubConfig {
     /// Attempts per delivery when a subscription does not say (8: with the
     /// default schedule the last one is about 21 minutes after the first).
     pub default_max_retries: u32,
+    /// Whole-request timeout of one webhook attempt. A delivery left in
+    /// flight by a crash is retried this long plus 5 s later.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
             default_max_retries: 8,
+            attempt_timeout: Duration::from_secs(10),
         }
     }
 }

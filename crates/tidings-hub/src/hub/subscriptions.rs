@@ -41,10 +41,11 @@ pub struct NewSubscription {
 pub const MAX_RETRY_DELAY_SECS: u64 = 24 * 3600;
 
 /// The queue settings of a subscription's deliveries: attempts are counted
-/// by the dispatcher, so the queue itself never gives up on a message.
-pub(crate) fn delivery_queue_config() -> QueueConfig {
+/// by the dispatcher, so the queue itself never gives up on a message; one
+/// left in flight by a crash comes back once its attempt must have ended.
+pub(crate) fn delivery_queue_config(attempt_timeout: Duration) -> QueueConfig {
     QueueConfig {
-        visibility_timeout: Duration::from_secs(120),
+        visibility_timeout: attempt_timeout + Duration::from_secs(5),
         max_deliveries: u32::MAX,
         ..QueueConfig::default()
     }
@@ -162,10 +163,13 @@ impl Hub {
                 created_at: now_ms(),
             },
         };
-        self.inner
-            .broker
-            .create_queue(&subscription_queue(&sub.id)?, delivery_queue_config())
-            .await?;
+        let queue = subscription_queue(&sub.id)?;
+        let config = delivery_queue_config(self.inner.config.attempt_timeout);
+        match self.inner.broker.create_queue(&queue, config).await {
+            // Made with an older attempt timeout: it keeps its settings.
+            Ok(_) | Err(tidings_core::Error::QueueConfigConflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         let mut tx = Transaction::new();
         put(
             &mut tx,

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::Value;
 use tidings_core::Broker;
-use tidings_hub::{DeliveryConfig, Hub, HubConfig};
+use tidings_hub::{Hub, HubConfig};
 use tidings_server::{AuthConfig, Server, ServerConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -33,15 +33,19 @@ impl TestServer {
     }
 
     pub async fn start_with(broker: Arc<dyn Broker>, admin_key: Option<&str>) -> Self {
-        let hub = Hub::open(broker, HubConfig::default()).await.unwrap();
+        let hub = Hub::open(
+            broker,
+            HubConfig {
+                attempt_timeout: Duration::from_secs(5),
+                ..HubConfig::default()
+            },
+        )
+        .await
+        .unwrap();
         let config = ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             auth: AuthConfig {
                 admin_key: admin_key.map(str::to_owned),
-            },
-            delivery: DeliveryConfig {
-                timeout: Duration::from_secs(5),
-                ..DeliveryConfig::default()
             },
             ..ServerConfig::default()
         };

@@ -1,0 +1,192 @@
+//! `tidings serve` killed with SIGKILL in the middle of a delivery backlog:
+//! every event answered 201 is still there after a restart, and delivered.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--delivery-timeout",
+            "2s",
+        ])
+        .env("TIDINGS_BROKER", dir)
+        .env("TIDINGS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    for _ in 0..500 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the server did not start");
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    let r = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_backlog_loses_nothing() {
+    // The receiver: records event ids.
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, _body: Bytes| {
+        let tx = tx.clone();
+        async move {
+            // Slow enough that a backlog is still queued when the server is killed.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if let Some(id) = headers
+                .get("x-amebo-event-id")
+                .and_then(|v| v.to_str().ok())
+            {
+                let _ = tx.send(id.to_owned());
+            }
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut server = spawn_server(dir.path(), port);
+    wait_ready(&http, &base).await;
+
+    let (s, _) = post(
+        &http,
+        format!("{base}/v1/applications"),
+        json!({"application": "shop", "address": "http://shop.invalid"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, _) = post(
+        &http,
+        format!("{base}/v1/applications"),
+        json!({"application": "mailer", "address": receiver}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, _) = post(
+        &http,
+        format!("{base}/v1/actions"),
+        json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, _) = post(
+        &http,
+        format!("{base}/v1/subscriptions"),
+        json!({"application": "mailer", "action": "shop.sold", "handler": "/sold"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+
+    // 16 concurrent publishers; every 201 is a promise.
+    let mut published = BTreeSet::new();
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (http, base) = (http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..40 {
+                let (s, body) = post(
+                    &http,
+                    format!("{base}/v1/events"),
+                    json!({"action": "shop.sold", "payload": {"t": t, "n": n}}),
+                )
+                .await;
+                assert_eq!(s, 201, "{body}");
+                ids.push(body["event"].as_str().unwrap().to_owned());
+            }
+            ids
+        }));
+    }
+    for task in tasks {
+        published.extend(task.await.unwrap());
+    }
+    let mut delivered = BTreeSet::new();
+    delivered.insert(
+        tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let before_kill = delivered.len() + rx.len();
+    assert!(
+        before_kill < published.len(),
+        "the backlog drained before the kill"
+    );
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut server = spawn_server(dir.path(), port);
+    wait_ready(&http, &base).await;
+
+    // Every published event is in the log...
+    let mut listed = BTreeSet::new();
+    for page in 1..=7 {
+        let r = http
+            .get(format!(
+                "{base}/v1/events?action=shop.sold&pagination=100&page={page}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        let events: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        for e in events.as_array().unwrap() {
+            listed.insert(e["event"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(listed, published);
+    // ...and delivered at least once.
+    while !published.is_subset(&delivered) {
+        let id = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("a delivery was lost (or stuck longer than the 7 s visibility timeout)")
+            .unwrap();
+        delivered.insert(id);
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
