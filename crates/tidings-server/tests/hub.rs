@@ -434,6 +434,10 @@ async fn backfill_replays_a_time_window_to_a_late_subscriber() {
     action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
     let mut events = Vec::new();
     for n in 0..5 {
+        if n == 2 {
+            // Times have millisecond resolution: start the window on a later one.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let r = c
             .post(
                 "/v1/events",
