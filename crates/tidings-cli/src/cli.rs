@@ -30,6 +30,8 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Measure the embedded engine (see docs/benchmarks.md).
     Bench(crate::bench::BenchArgs),
+    /// Measure the event hub over HTTP (see docs/benchmarks.md).
+    BenchHub(crate::hub_bench::HubBenchArgs),
     /// Run the event hub: the HTTP API (Amebo-compatible) and webhook delivery.
     Serve(crate::serve::ServeArgs),
 }

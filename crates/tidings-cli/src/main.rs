@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod hub_bench;
 mod output;
 mod serve;
 
@@ -48,15 +49,17 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     use anyhow::Context;
-    if let Command::Bench(args) = cli.command {
-        return bench::run(args).await;
-    }
+    let command = match cli.command {
+        Command::Bench(args) => return bench::run(args).await,
+        Command::BenchHub(args) => return hub_bench::run(args).await,
+        other => other,
+    };
     let broker = tidings::open(&cli.broker)
         .with_context(|| format!("cannot open the broker {:?}", cli.broker))?;
-    match cli.command {
+    match command {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,
         Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,
         Command::Serve(args) => serve::run(broker, args).await,
-        Command::Bench(_) => Ok(()),
+        Command::Bench(_) | Command::BenchHub(_) => Ok(()),
     }
 }

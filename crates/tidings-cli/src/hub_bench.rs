@@ -1,0 +1,507 @@
+//! `tidings bench-hub`: the event hub under load, over HTTP, against
+//! `tidings serve` (started here, on the embedded engine) or any
+//! Amebo-compatible server given by `--url` — the same client for both, so
+//! peers are compared side by side (see docs/benchmarks.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HubScenario {
+    /// Closed-loop publishing with schema validation, no subscribers.
+    Publish,
+    /// Publish a burst to one subscription; deliveries per second to a local receiver.
+    Deliver,
+    /// Publish at a fixed rate; publish → webhook latency.
+    Latency,
+    /// Queue undelivered events (endpoint down) and read the server's RSS.
+    Memory,
+}
+
+#[derive(Debug, Args)]
+pub struct HubBenchArgs {
+    /// An Amebo-compatible server to measure; without it, `tidings serve` is
+    /// started on a scratch data directory.
+    #[arg(long)]
+    url: Option<String>,
+    /// Its admin key (header `x-amebo-admin-key`).
+    #[arg(long, env = "TIDINGS_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// Scratch data directory of the started server (emptied before, removed after).
+    #[arg(long, default_value = "./tidings-hub-bench-data")]
+    dir: PathBuf,
+    /// Scenarios to run (default: publish, deliver, latency).
+    #[arg(long = "scenario", value_enum)]
+    scenarios: Vec<HubScenario>,
+    /// Concurrent keep-alive connections of the publishers.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Length of the publish scenario.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Events of the deliver scenario.
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Rate of the latency scenario, events per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Length of the latency scenario.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    latency_for: Duration,
+    /// Events queued by the memory scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: usize,
+}
+
+/// The server under test.
+struct Target {
+    base: String,
+    http: reqwest::Client,
+    admin_key: Option<String>,
+    child: Option<Child>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Target {
+    async fn start(args: &HubBenchArgs) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.connections * 2)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        if let Some(url) = &args.url {
+            return Ok(Self {
+                base: url.trim_end_matches('/').to_owned(),
+                http,
+                admin_key: args.admin_key.clone(),
+                child: None,
+            });
+        }
+        let _ = std::fs::remove_dir_all(&args.dir);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .env("TIDINGS_BROKER", &args.dir)
+            .env("TIDINGS_LOG", "warn")
+            .env_remove("TIDINGS_ADMIN_KEY")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start tidings serve")?;
+        let target = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            http,
+            admin_key: None,
+            child: Some(child),
+        };
+        for _ in 0..500 {
+            if let Ok(r) = target
+                .http
+                .get(format!("{}/health", target.base))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return Ok(target);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("tidings serve did not start")
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.admin_key {
+            Some(key) => req.header("x-amebo-admin-key", key),
+            None => req,
+        }
+    }
+
+    async fn admin_post(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .request(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body)?)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let bytes = r.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+/// Applications, an action and (optionally) a subscription, named for this run.
+struct Setup {
+    action: String,
+    api_key: String,
+}
+
+async fn setup(t: &Target, tag: &str, receiver: Option<(&str, bool)>) -> anyhow::Result<Setup> {
+    let publisher = format!("bench-pub-{tag}");
+    let (s, body) = t
+        .admin_post(
+            "/v1/applications",
+            json!({"application": publisher, "address": "http://127.0.0.1:9/"}),
+        )
+        .await?;
+    if s != 201 {
+        bail!("cannot create the publisher ({s}): {body}");
+    }
+    let api_key = body["apikey"]
+        .as_str()
+        .context("no apikey in the answer")?
+        .to_owned();
+    let action = format!("bench.v1.{tag}");
+    let schema = json!({"type": "object", "additionalProperties": false, "required": ["id", "total"],
+        "properties": {"id": {"type": "string"}, "total": {"type": "number", "minimum": 0}, "sent_at": {"type": "number"}}});
+    let (s, body) = t
+        .admin_post(
+            "/v1/actions",
+            json!({"action": action, "application": publisher, "schemata": schema}),
+        )
+        .await?;
+    if s != 201 {
+        bail!("cannot create the action ({s}): {body}");
+    }
+    if let Some((address, ordered)) = receiver {
+        let subscriber = format!("bench-sub-{tag}");
+        let (s, body) = t
+            .admin_post(
+                "/v1/applications",
+                json!({"application": subscriber, "address": address}),
+            )
+            .await?;
+        if s != 201 {
+            bail!("cannot create the subscriber ({s}): {body}");
+        }
+        // Amebo needs a read grant first; Tidings has no such route (yet): 404, ignored.
+        let _ = t
+            .admin_post("/v1/authorizations", json!({"action": action, "subject_type": "service", "subject_name": subscriber, "read": true}))
+            .await?;
+        let (s, body) = t
+            .admin_post("/v1/subscriptions", json!({"application": subscriber, "action": action, "handler": "/hook", "max_retries": 3, "ordered": ordered}))
+            .await?;
+        if s != 201 {
+            bail!("cannot subscribe ({s}): {body}");
+        }
+    }
+    Ok(Setup { action, api_key })
+}
+
+fn now_secs_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Publishes one event; returns whether it was accepted.
+async fn publish(t: &Target, s: &Setup) -> anyhow::Result<bool> {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let body = format!(
+        r#"{{"action":"{}","deduper":"d-{n}","payload":{{"id":"o-{n}","total":{},"sent_at":{}}}}}"#,
+        s.action,
+        n % 100,
+        now_secs_f64()
+    );
+    let r = t
+        .http
+        .post(format!("{}/v1/events", t.base))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", s.api_key))
+        .body(body)
+        .send()
+        .await?;
+    let ok = r.status().as_u16() == 201;
+    let _ = r.bytes().await?;
+    Ok(ok)
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// A receiver that stamps arrivals (publish → arrival, from the payload's `sent_at`).
+async fn receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<f64>)> {
+    let (tx, rx) = mpsc::unbounded_channel::<f64>();
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let tx = tx.clone();
+        async move {
+            let arrived = now_secs_f64();
+            let sent = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["payload"]["sent_at"].as_f64())
+                .unwrap_or(arrived);
+            let _ = tx.send((arrived - sent) * 1000.0);
+            StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let address = format!("http://{}/", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((address, rx))
+}
+
+pub async fn run(args: HubBenchArgs) -> anyhow::Result<()> {
+    let scenarios = if args.scenarios.is_empty() {
+        vec![
+            HubScenario::Publish,
+            HubScenario::Deliver,
+            HubScenario::Latency,
+        ]
+    } else {
+        args.scenarios.clone()
+    };
+    let target = Target::start(&args).await?;
+    let run_tag = format!(
+        "{:x}",
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() % 0xffff_ffff
+    );
+    println!(
+        "tidings bench-hub: {} ({}), {} connections",
+        target.base,
+        if target.child.is_some() {
+            "tidings serve, embedded engine, durable"
+        } else {
+            "given by --url"
+        },
+        args.connections
+    );
+    for scenario in scenarios {
+        let tag = format!("{}{run_tag}", format!("{scenario:?}").to_lowercase());
+        match scenario {
+            HubScenario::Publish => publish_scenario(&target, &args, &tag).await?,
+            HubScenario::Deliver => deliver_scenario(&target, &args, &tag).await?,
+            HubScenario::Latency => latency_scenario(&target, &args, &tag).await?,
+            HubScenario::Memory => memory_scenario(&target, &args, &tag).await?,
+        }
+    }
+    if target.child.is_some() {
+        drop(target);
+        let _ = std::fs::remove_dir_all(&args.dir);
+    }
+    Ok(())
+}
+
+/// `connections` closed-loop publishers for `duration`: events/s and latency.
+async fn closed_loop(
+    t: &Arc<Target>,
+    s: &Arc<Setup>,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Vec<f64>, u64)> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (t, s) = (t.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut failed = 0u64;
+            while start.elapsed() < duration {
+                let sent = Instant::now();
+                match publish(&t, &s).await {
+                    Ok(true) => lat.push(sent.elapsed().as_secs_f64() * 1000.0),
+                    _ => failed += 1,
+                }
+            }
+            (lat, failed)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for task in tasks {
+        let (lat, f) = task.await?;
+        all.extend(lat);
+        failed += f;
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok((rate, all, failed))
+}
+
+async fn publish_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
+    let s = Arc::new(setup(t, tag, None).await?);
+    let t = Arc::new(Target {
+        base: t.base.clone(),
+        http: t.http.clone(),
+        admin_key: t.admin_key.clone(),
+        child: None,
+    });
+    let (rate, lat, failed) = closed_loop(&t, &s, args.connections, args.duration).await?;
+    println!(
+        "publish (schema-checked, durable, {} connections): {rate:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {failed} failed   [target >= 20,000/s]",
+        args.connections,
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.99)
+    );
+    Ok(())
+}
+
+async fn deliver_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
+    let (address, mut arrivals) = receiver().await?;
+    let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
+    let t = Arc::new(Target {
+        base: t.base.clone(),
+        http: t.http.clone(),
+        admin_key: t.admin_key.clone(),
+        child: None,
+    });
+    let start = Instant::now();
+    let per_task = args.events.div_ceil(args.connections);
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (t, s) = (t.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            for _ in 0..per_task {
+                if publish(&t, &s).await.unwrap_or(false) {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut published = 0;
+    for task in tasks {
+        published += task.await?;
+    }
+    let published_in = start.elapsed();
+    let mut got = 0usize;
+    while got < published {
+        match tokio::time::timeout(Duration::from_secs(120), arrivals.recv()).await {
+            Ok(Some(_)) => got += 1,
+            _ => break,
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    println!(
+        "deliver ({published} events published in {:.1} s, one subscription, local receiver): {got} delivered in {elapsed:.1} s = {:.0} webhooks/s   [target >= 5,000/s]",
+        published_in.as_secs_f64(),
+        got as f64 / elapsed
+    );
+    Ok(())
+}
+
+async fn latency_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
+    let (address, mut arrivals) = receiver().await?;
+    let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
+    let t = Arc::new(Target {
+        base: t.base.clone(),
+        http: t.http.clone(),
+        admin_key: t.admin_key.clone(),
+        child: None,
+    });
+    let total = (args.rate as f64 * args.latency_for.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let start = tokio::time::Instant::now();
+    let mut publishers = tokio::task::JoinSet::new();
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+        let (t, s) = (t.clone(), s.clone());
+        publishers.spawn(async move { publish(&t, &s).await.unwrap_or(false) });
+    }
+    let mut published = 0;
+    while let Some(ok) = publishers.join_next().await {
+        published += usize::from(ok.unwrap_or(false));
+    }
+    let mut lat = Vec::with_capacity(published);
+    while lat.len() < published {
+        match tokio::time::timeout(Duration::from_secs(60), arrivals.recv()).await {
+            Ok(Some(ms)) => lat.push(ms),
+            _ => break,
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "publish → webhook at {}/s for {:?}: {} of {published} arrived, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms   [target p99 < 20 ms]",
+        args.rate,
+        args.latency_for,
+        lat.len(),
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+async fn memory_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
+    if t.child.is_none() {
+        bail!("the memory scenario reads the RSS of the server it starts: run it without --url");
+    }
+    // An ordered subscription to a closed port: the first event waits for its
+    // retry, everything else stays queued.
+    let s = Arc::new(setup(t, tag, Some(("http://127.0.0.1:9/", true))).await?);
+    let base = Target {
+        base: t.base.clone(),
+        http: t.http.clone(),
+        admin_key: t.admin_key.clone(),
+        child: None,
+    };
+    let shared = Arc::new(base);
+    let before = t.rss_kib().unwrap_or(0);
+    let start = Instant::now();
+    let per_task = args.backlog.div_ceil(args.connections);
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (tt, s) = (shared.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                let _ = publish(&tt, &s).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let after = t.rss_kib().unwrap_or(0);
+    let took = start.elapsed().as_secs_f64();
+    // Background flushes of the store's memtables finish within seconds.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let settled = t.rss_kib().unwrap_or(0);
+    println!(
+        "memory: {} undelivered events queued in {took:.0} s; server RSS {:.0} MB before, {:.0} MB just after, {:.0} MB 10 s later   [target < 100 MB]",
+        per_task * args.connections,
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        settled as f64 / 1024.0
+    );
+    Ok(())
+}
