@@ -61,6 +61,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
             delivery: DeliveryConfig {
                 per_subscription: args.per_subscription,
                 global: args.max_in_flight,
+                ..DeliveryConfig::default()
             },
         },
     )

@@ -500,12 +500,28 @@ async fn backfill_replays_a_time_window_to_a_late_subscriber() {
     server.stop().await;
 }
 
+/// A breaker that recovers within the tests' patience.
+fn quick_breaker() -> tidings_hub::DeliveryConfig {
+    tidings_hub::DeliveryConfig {
+        breaker: tidings_patterns::BreakerConfig {
+            recovery_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut receiver = Receiver::start().await;
     receiver.set_down(true);
-    let server = TestServer::start(Arc::new(EmbeddedBroker::open(dir.path()).unwrap())).await;
+    let server = TestServer::start_configured(
+        Arc::new(EmbeddedBroker::open(dir.path()).unwrap()),
+        None,
+        quick_breaker(),
+    )
+    .await;
     let c = Client::new(&server.base);
     app(&c, "shop", "http://shop.invalid/").await;
     app(&c, "mailer", &receiver.base).await;
@@ -525,7 +541,12 @@ async fn backlog_survives_a_restart() {
     receiver.next().await; // delivery is under way (and failing)
     server.stop().await;
 
-    let server = TestServer::start(Arc::new(EmbeddedBroker::open(dir.path()).unwrap())).await;
+    let server = TestServer::start_configured(
+        Arc::new(EmbeddedBroker::open(dir.path()).unwrap()),
+        None,
+        quick_breaker(),
+    )
+    .await;
     receiver.set_down(false);
     let mut got = BTreeSet::new();
     while got.len() < events.len() {
@@ -538,5 +559,62 @@ async fn backlog_survives_a_restart() {
         }
     }
     assert_eq!(got, events);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others() {
+    let delivery = tidings_hub::DeliveryConfig {
+        per_subscription: 1,
+        breaker: tidings_patterns::BreakerConfig {
+            failure_threshold: 3,
+            recovery_timeout: Duration::from_secs(60),
+            success_threshold: 1,
+        },
+        ..Default::default()
+    };
+    let server = TestServer::start_configured(memory(), None, delivery).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "mailer", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let dead = subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/dead", "retry_schedule": [0], "max_retries": 100})).await;
+    subscribe(
+        &c,
+        json!({"application": "mailer", "action": "shop.sold", "handler": "/ok"}),
+    )
+    .await;
+    receiver.fail("/dead", 1_000_000, 503);
+    for n in 0..20 {
+        c.post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": n}}),
+        )
+        .await;
+    }
+    let (mut ok, mut dead_hits) = (0, 0);
+    while ok < 20 {
+        match receiver.next().await.path.as_str() {
+            "/ok" => ok += 1,
+            _ => dead_hits += 1,
+        }
+    }
+    // The breaker opened after 3 failures: nothing more reaches /dead.
+    while !receiver.quiet_for(Duration::from_millis(300)).await {
+        dead_hits += 1;
+    }
+    assert_eq!(dead_hits, 3);
+    // Deliveries handed back by the open breaker are not counted as attempts.
+    let gists = c
+        .get(&format!("/v1/gists?subscription={dead}&pagination=100"))
+        .await;
+    let attempts: u64 = gists.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["attempts"].as_u64().unwrap())
+        .sum();
+    assert_eq!(attempts, 3);
     server.stop().await;
 }

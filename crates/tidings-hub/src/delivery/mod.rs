@@ -3,7 +3,9 @@
 //!
 //! Each subscription has its own lanes (receive one delivery, post it, settle
 //! it): a slow or dead endpoint holds only its own lanes, never another
-//! subscription's. A global limit bounds requests in flight. An ordered
+//! subscription's. A global limit bounds requests in flight. Each endpoint has
+//! a circuit breaker: while it is open, that endpoint's lanes wait (without
+//! using up attempts) instead of hammering it. An ordered
 //! subscription has one lane, and waits out a failed event's retry delay
 //! before it takes anything else, so its events arrive in publish order.
 
@@ -12,9 +14,10 @@ pub mod webhook;
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tidings_patterns::{BreakerConfig, CircuitBreaker};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -28,6 +31,9 @@ pub struct DeliveryConfig {
     pub per_subscription: usize,
     /// Requests in flight in total.
     pub global: usize,
+    /// The breaker of each endpoint: after repeated failures (no answer,
+    /// 5xx, 429) its deliveries wait instead of being attempted.
+    pub breaker: BreakerConfig,
 }
 
 impl Default for DeliveryConfig {
@@ -35,6 +41,7 @@ impl Default for DeliveryConfig {
         Self {
             per_subscription: 16,
             global: 512,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -44,6 +51,18 @@ pub(crate) struct Shared {
     pub(crate) client: reqwest::Client,
     pub(crate) config: DeliveryConfig,
     pub(crate) global: Semaphore,
+    breakers: Mutex<HashMap<String, Arc<CircuitBreaker>>>,
+}
+
+impl Shared {
+    /// The breaker of an endpoint (one per URL, shared by its subscriptions).
+    pub(crate) fn breaker(&self, endpoint: &str) -> Arc<CircuitBreaker> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(PoisonError::into_inner);
+        breakers
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| Arc::new(CircuitBreaker::new(self.config.breaker)))
+            .clone()
+    }
 }
 
 /// Delivers webhooks for every active subscription of a hub, until stopped.
@@ -66,6 +85,7 @@ impl Dispatcher {
         Ok(Self {
             shared: Arc::new(Shared {
                 global: Semaphore::new(config.global.max(1)),
+                breakers: Mutex::default(),
                 hub,
                 client,
                 config,

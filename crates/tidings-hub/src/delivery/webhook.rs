@@ -51,6 +51,12 @@ impl Outcome {
         self.status.is_some_and(|s| (200..300).contains(&s))
     }
 
+    /// The endpoint is unwell (no answer, 5xx, 429): what trips its breaker.
+    /// Other answers, even errors, show it is up.
+    pub fn endpoint_failed(&self) -> bool {
+        self.status.is_none_or(|s| s >= 500 || s == 429)
+    }
+
     /// A 410 answer: the endpoint is gone for good.
     pub fn gone(&self) -> bool {
         self.status == Some(410)

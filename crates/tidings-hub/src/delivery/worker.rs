@@ -57,6 +57,16 @@ pub(super) async fn lane(
         if *halted.borrow() {
             return;
         }
+        // While the endpoint's breaker is open, wait rather than take work.
+        let endpoint = hub.subscription(&sub_id).map(|s| s.endpoint);
+        if let Ok(endpoint) = endpoint
+            && let Err(rejected) = shared.breaker(&endpoint).ready()
+        {
+            if pause(&mut halted, rejected.retry_after).await {
+                return;
+            }
+            continue;
+        }
         let received = tokio::select! {
             r = hub.broker().receive(&queue, &tables.group, &consumer, ReceiveOptions::new(1, RECEIVE_WAIT)) => r,
             _ = halted.wait_for(|h| *h) => return,
@@ -136,7 +146,18 @@ async fn attempt(
     let Some(secret) = hub.application_secret(&sub.application) else {
         return Ok(Some(ERROR_PAUSE));
     };
-    let number = delivery.delivery_count.max(1);
+    let breaker = shared.breaker(&sub.endpoint);
+    if let Err(rejected) = breaker.permit() {
+        // Given back without an attempt: it does not count.
+        let delay = rejected.retry_after;
+        hub.broker()
+            .nack(queue, &tables.group, &delivery.id, Nack::Retry { delay })
+            .await?;
+        return Ok(Some(delay));
+    }
+    // Attempts are counted in the gist, so a delivery handed back by the
+    // breaker, or lost in a crash before its outcome was written, is not one.
+    let number = gist.attempts + 1;
     let outcome = {
         let _permit = shared.global.acquire().await;
         post(
@@ -151,6 +172,11 @@ async fn attempt(
         )
         .await
     };
+    if outcome.endpoint_failed() {
+        breaker.record_failure();
+    } else {
+        breaker.record_success();
+    }
     record(&mut gist, &outcome, number, &event);
     if outcome.delivered() {
         gist.status = GistStatus::Delivered;

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::Value;
 use tidings_core::Broker;
-use tidings_hub::{Hub, HubConfig};
+use tidings_hub::{DeliveryConfig, Hub, HubConfig};
 use tidings_server::{AuthConfig, Server, ServerConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -33,6 +33,14 @@ impl TestServer {
     }
 
     pub async fn start_with(broker: Arc<dyn Broker>, admin_key: Option<&str>) -> Self {
+        Self::start_configured(broker, admin_key, DeliveryConfig::default()).await
+    }
+
+    pub async fn start_configured(
+        broker: Arc<dyn Broker>,
+        admin_key: Option<&str>,
+        delivery: DeliveryConfig,
+    ) -> Self {
         let hub = Hub::open(
             broker,
             HubConfig {
@@ -47,6 +55,7 @@ impl TestServer {
             auth: AuthConfig {
                 admin_key: admin_key.map(str::to_owned),
             },
+            delivery,
             ..ServerConfig::default()
         };
         let server = Server::bind(hub.clone(), config).await.unwrap();
