@@ -10,12 +10,14 @@
 //! - [`hub`]: the [`Hub`] and its operations.
 //! - [`delivery`]: the [`Dispatcher`] that posts webhooks.
 //! - [`model`]: applications, actions, events, subscriptions, gists.
+//! - [`metrics`]: what `/metrics` exposes.
 //! - [`schema`], [`signature`], [`ids`], [`time`]: the pieces they use.
 
 pub mod delivery;
 pub mod error;
 pub mod hub;
 pub mod ids;
+pub mod metrics;
 pub mod model;
 pub mod principal;
 pub mod schema;

@@ -618,3 +618,61 @@ async fn a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others() {
     assert_eq!(attempts, 3);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_stats_report_publishes_and_deliveries() {
+    let server = TestServer::start(memory()).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "mailer", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let sub = subscribe(
+        &c,
+        json!({"application": "mailer", "action": "shop.sold", "handler": "/m"}),
+    )
+    .await;
+    for n in 0..3 {
+        c.post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": n}}),
+        )
+        .await;
+    }
+    for _ in 0..3 {
+        receiver.next().await;
+    }
+    eventually("three delivered gists", || async {
+        c.get("/v1/stats").await.body["delivered"] == 3
+    })
+    .await;
+    let stats = c.get("/v1/stats").await.body;
+    assert_eq!(stats["events"], 3);
+    assert_eq!(stats["total"], 3);
+    assert_eq!(stats["attempts"], 3);
+
+    let resp = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("openmetrics")
+    );
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains(r#"tidings_events_published_total{action="shop.sold"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tidings_delivery_attempts_total{outcome="delivered"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("tidings_delivery_latency_seconds_count 3"),
+        "{text}"
+    );
+    assert!(text.contains(&format!(r#"tidings_subscription_queued{{subscription="{sub}",action="shop.sold",application="mailer"}} 0"#)), "{text}");
+    server.stop().await;
+}

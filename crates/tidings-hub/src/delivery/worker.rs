@@ -149,6 +149,7 @@ async fn attempt(
     let breaker = shared.breaker(&sub.endpoint);
     if let Err(rejected) = breaker.permit() {
         // Given back without an attempt: it does not count.
+        hub.metrics().attempt("deferred");
         let delay = rejected.retry_after;
         hub.broker()
             .nack(queue, &tables.group, &delivery.id, Nack::Retry { delay })
@@ -177,6 +178,9 @@ async fn attempt(
     } else {
         breaker.record_success();
     }
+    hub.metrics()
+        .attempt_duration
+        .observe(outcome.elapsed.as_secs_f64());
     record(&mut gist, &outcome, number, &event);
     if outcome.delivered() {
         gist.status = GistStatus::Delivered;
@@ -189,6 +193,10 @@ async fn attempt(
             // Redelivered meanwhile (visibility timeout): the other attempt settles it.
             Ok(_) | Err(tidings_core::Error::NotPending { .. }) => {}
             Err(e) => return Err(e.into()),
+        }
+        hub.metrics().attempt("delivered");
+        if let Some(ms) = gist.latency_ms {
+            hub.metrics().delivery_latency.observe(ms as f64 / 1000.0);
         }
         return Ok(None);
     }
@@ -218,6 +226,7 @@ async fn attempt(
                 Nack::DeadLetter { reason },
             )
             .await?;
+        hub.metrics().attempt("dead_lettered");
         notify_dead_letter(hub, &gist, &event).await;
         return Ok(None);
     }
@@ -225,6 +234,7 @@ async fn attempt(
     if let Some(asked) = outcome.retry_after {
         delay = delay.max(asked);
     }
+    hub.metrics().attempt("retrying");
     gist.status = GistStatus::Retrying;
     gist.next_attempt_at = Some(now_ms() + delay.as_millis() as u64);
     store(hub, &gist).await?;

@@ -217,6 +217,13 @@ impl Hub {
         };
         match committed {
             Ok(_) => {
+                self.inner
+                    .metrics
+                    .published
+                    .get_or_create(&crate::metrics::ActionLabels {
+                        action: action.clone(),
+                    })
+                    .inc();
                 let mut view = event.view();
                 if let Some(map) = view.as_object_mut() {
                     map.insert("fanout".to_owned(), json!(event.fanout));

@@ -244,3 +244,57 @@ impl Hub {
         Ok(json!({"backfilled": events.len(), "action": sub.action, "subscription": sub.id}))
     }
 }
+
+/// What `/v1/stats` needs of a gist.
+#[derive(serde::Deserialize)]
+struct GistCount {
+    status: GistStatus,
+    attempts: u32,
+}
+
+impl Hub {
+    /// Totals over the stored events and deliveries (Amebo's `/v1/stats`).
+    /// Reads every event and gist record: meant for occasional use; `/metrics`
+    /// is the cheap, continuous view.
+    pub async fn stats(&self) -> HubResult<Value> {
+        let broker = &**self.broker();
+        let (_, events) = page(
+            broker,
+            &self.inner.tables.events,
+            RecordScan::all(),
+            |_: &serde::de::IgnoredAny| true,
+            0,
+            0,
+            true,
+        )
+        .await?;
+        let mut counts = [0u64; 4];
+        let mut attempts = 0u64;
+        let (_, total) = page(
+            broker,
+            &self.inner.tables.gists,
+            RecordScan::all(),
+            |g: &GistCount| {
+                counts[g.status as usize] += 1;
+                attempts += u64::from(g.attempts);
+                true
+            },
+            0,
+            0,
+            true,
+        )
+        .await?;
+        let [pending, retrying, delivered, failed] = counts;
+        Ok(json!({
+            "events": events,
+            "delivered": delivered,
+            "pending": pending,
+            "retrying": retrying,
+            "failed": failed,
+            "total": total,
+            "attempts": attempts,
+            "attempts_ok": delivered,
+            "version": env!("CARGO_PKG_VERSION"),
+        }))
+    }
+}

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::error::HubResult;
 use crate::ids::RowIds;
+use crate::metrics::{HubMetrics, SubscriptionLabels};
 use crate::tables::Tables;
 
 /// Settings of the hub.
@@ -111,6 +112,7 @@ pub(crate) struct Inner {
     pub(crate) rows: RowIds,
     /// Bumped on every catalog change: the dispatcher watches it.
     pub(crate) version: watch::Sender<u64>,
+    pub(crate) metrics: HubMetrics,
 }
 
 impl Hub {
@@ -129,6 +131,7 @@ impl Hub {
                 fanout: tokio::sync::RwLock::new(()),
                 rows: RowIds::default(),
                 version: watch::channel(0).0,
+                metrics: HubMetrics::default(),
             }),
         };
         hub.ensure_builtins().await?;
@@ -166,6 +169,60 @@ impl Hub {
 
     pub(crate) fn changed(&self) {
         self.inner.version.send_modify(|v| *v += 1);
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &HubMetrics {
+        &self.inner.metrics
+    }
+
+    /// The Prometheus text exposition, with each subscription's queue read now.
+    pub async fn metrics_text(&self) -> HubResult<String> {
+        let subs: Vec<_> = self.with_catalog(|c| {
+            c.subscriptions
+                .values()
+                .map(|s| SubscriptionLabels {
+                    subscription: s.id.clone(),
+                    action: s.action.clone(),
+                    application: s.application.clone(),
+                })
+                .collect()
+        });
+        let m = &self.inner.metrics;
+        m.queued.clear();
+        m.in_flight.clear();
+        m.oldest_age.clear();
+        m.dead_letters.clear();
+        for labels in subs {
+            let queue = crate::tables::subscription_queue(&labels.subscription)?;
+            let info = match self.inner.broker.queue_info(&queue).await {
+                Ok(info) => info,
+                Err(tidings_core::Error::QueueNotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let group = info
+                .groups
+                .iter()
+                .find(|g| g.name == self.inner.tables.group);
+            let (waiting, pending) =
+                group.map_or((info.length, 0), |g| (g.ready + g.delayed, g.pending));
+            m.queued
+                .get_or_create(&labels)
+                .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+            m.in_flight
+                .get_or_create(&labels)
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            m.dead_letters
+                .get_or_create(&labels)
+                .set(i64::try_from(info.dead_letters).unwrap_or(i64::MAX));
+            let age = if waiting + pending > 0 {
+                info.oldest_message_age.map_or(0.0, |a| a.as_secs_f64())
+            } else {
+                0.0
+            };
+            m.oldest_age.get_or_create(&labels).set(age);
+        }
+        Ok(m.encode())
     }
 
     /// Reads the catalog.

@@ -23,6 +23,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/healthz", get(ops::health))
         .route("/readyz", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/stats", get(ops::stats))
         .route(
             "/v1/applications",
             get(applications::list).post(applications::create),

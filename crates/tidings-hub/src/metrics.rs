@@ -1,0 +1,136 @@
+//! Prometheus metrics of the hub: counters and histograms updated as events
+//! are published and delivered, and per-subscription queue gauges read from
+//! the broker at scrape time (cheap: no scans of events or gists).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of per-action series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// The action.
+    pub action: String,
+}
+
+/// Labels of attempt outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `delivered`, `retrying`, `dead_lettered`, or `deferred` (held back by an open breaker).
+    pub outcome: &'static str,
+}
+
+/// Labels of per-subscription series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabels {
+    /// The subscription id.
+    pub subscription: String,
+    /// Its action.
+    pub action: String,
+    /// The subscriber.
+    pub application: String,
+}
+
+/// The hub's metrics.
+pub struct HubMetrics {
+    registry: Registry,
+    /// Events published, by action.
+    pub published: Family<ActionLabels, Counter>,
+    /// Delivery attempts, by outcome.
+    pub attempts: Family<OutcomeLabels, Counter>,
+    /// From when an event was due to its successful delivery, seconds.
+    pub delivery_latency: Histogram,
+    /// Duration of one webhook request, seconds.
+    pub attempt_duration: Histogram,
+    pub(crate) queued: Family<SubscriptionLabels, Gauge>,
+    pub(crate) in_flight: Family<SubscriptionLabels, Gauge>,
+    pub(crate) oldest_age: Family<SubscriptionLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) dead_letters: Family<SubscriptionLabels, Gauge>,
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tidings");
+        let published = Family::<ActionLabels, Counter>::default();
+        registry.register("events_published", "Events published", published.clone());
+        let attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Webhook delivery attempts by outcome",
+            attempts.clone(),
+        );
+        // 0.5 ms to about 65 s.
+        let delivery_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 18));
+        registry.register(
+            "delivery_latency_seconds",
+            "From an event's due time to its successful delivery",
+            delivery_latency.clone(),
+        );
+        let attempt_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "attempt_duration_seconds",
+            "Duration of one webhook request",
+            attempt_duration.clone(),
+        );
+        let queued = Family::<SubscriptionLabels, Gauge>::default();
+        registry.register(
+            "subscription_queued",
+            "Deliveries waiting (due or delayed) per subscription",
+            queued.clone(),
+        );
+        let in_flight = Family::<SubscriptionLabels, Gauge>::default();
+        registry.register(
+            "subscription_in_flight",
+            "Deliveries being attempted per subscription",
+            in_flight.clone(),
+        );
+        let oldest_age = Family::<SubscriptionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "subscription_oldest_age_seconds",
+            "Age of the oldest undelivered event per subscription",
+            oldest_age.clone(),
+        );
+        let dead_letters = Family::<SubscriptionLabels, Gauge>::default();
+        registry.register(
+            "subscription_dead_letters",
+            "Dead-lettered deliveries per subscription",
+            dead_letters.clone(),
+        );
+        Self {
+            registry,
+            published,
+            attempts,
+            delivery_latency,
+            attempt_duration,
+            queued,
+            in_flight,
+            oldest_age,
+            dead_letters,
+        }
+    }
+}
+
+impl HubMetrics {
+    /// Counts one attempt's outcome.
+    pub fn attempt(&self, outcome: &'static str) {
+        self.attempts
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// The text exposition (OpenMetrics).
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The content type of [`crate::Hub::metrics_text`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
