@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tidings_core::{ConsumerInfo, ConsumerName, GroupInfo, GroupName, Timestamp};
 
+use super::seqmap::SeqSet;
 use crate::records::{Mark, encode, mark_key};
 use crate::store::{Batch, Space};
 
@@ -28,7 +29,7 @@ pub(crate) struct ConsumerStats {
 pub(crate) struct GroupState {
     pub(crate) id: u64,
     pub(crate) name: GroupName,
-    pub(crate) ready: BTreeSet<u64>,
+    pub(crate) ready: SeqSet,
     /// `(due, seq)`, earliest first, with `due_of` as its reverse index.
     pub(crate) delayed: BTreeSet<(u64, u64)>,
     due_of: HashMap<u64, u64>,
@@ -47,7 +48,7 @@ impl GroupState {
         Self {
             id,
             name,
-            ready: BTreeSet::new(),
+            ready: SeqSet::default(),
             delayed: BTreeSet::new(),
             due_of: HashMap::new(),
             in_flight: HashMap::new(),
@@ -91,7 +92,7 @@ impl GroupState {
         match due {
             Some(due) if due > now => self.delay(seq, due),
             _ => {
-                self.ready.insert(seq);
+                self.ready.add(seq);
             }
         }
     }
@@ -162,7 +163,7 @@ impl GroupState {
     /// Forgets a message entirely (settled, expired or purged).
     pub(crate) fn forget(&mut self, seq: u64) {
         self.end_delivery(seq);
-        self.ready.remove(&seq);
+        self.ready.remove(seq);
         if let Some(due) = self.due_of.remove(&seq) {
             self.delayed.remove(&(due, seq));
         }
@@ -171,7 +172,7 @@ impl GroupState {
 
     /// Whether the group still has this message (ready, delayed or in flight).
     pub(crate) fn holds(&self, seq: u64) -> bool {
-        self.ready.contains(&seq)
+        self.ready.contains(seq)
             || self.due_of.contains_key(&seq)
             || self.in_flight.contains_key(&seq)
     }
@@ -184,7 +185,7 @@ impl GroupState {
             }
             self.delayed.pop_first();
             self.due_of.remove(&seq);
-            self.ready.insert(seq);
+            self.ready.add(seq);
         }
     }
 

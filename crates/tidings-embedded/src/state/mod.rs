@@ -3,6 +3,7 @@
 
 mod group;
 mod queue;
+mod seqmap;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -198,18 +199,18 @@ impl State {
             };
             let record: MessageRecord = decode("message", v)?;
             let mut meta = queue::MsgMeta::from_record(&record);
-            meta.visible = true;
+            meta.make_visible();
             for g in q.groups.values_mut() {
                 if !meta.for_group(g.id) {
                     continue;
                 }
-                meta.owed += 1;
+                meta.owe_one_more();
                 let mark = marks.remove(&(qid, g.id, seq));
                 if mark.is_some() {
                     g.note_mark(seq);
                 }
                 match mark {
-                    Some(Mark::Done) => meta.owed -= 1,
+                    Some(Mark::Done) => meta.owe_one_less(),
                     Some(Mark::Delivered {
                         count,
                         deadline,
@@ -228,7 +229,7 @@ impl State {
                     None => g.schedule(seq, meta.deliver_at(), now),
                 }
             }
-            if meta.owed == 0 && !q.groups.is_empty() {
+            if meta.owed() == 0 && !q.groups.is_empty() {
                 q.retained.insert(seq);
             } else if let Some(t) = meta.expires_at() {
                 q.expiries.insert((t, seq));

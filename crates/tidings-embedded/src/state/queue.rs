@@ -15,6 +15,7 @@ use tidings_core::{
 };
 
 use super::group::GroupState;
+use super::seqmap::SeqMap;
 use super::{Ctx, DeferredMark};
 use crate::records::{
     DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, decode, encode,
@@ -23,17 +24,22 @@ use crate::records::{
 use crate::store::Space;
 
 /// What the index keeps of a stored message (the payload stays in the store).
-/// Kept small, as there is one per stored message: what only some messages
-/// have (a time to live, a delay, a single target group) is boxed apart.
+/// Kept to 16 bytes, as there is one per stored message: the enqueue time
+/// (ms, 44 bits: until the year 2527), the number of groups that still owe
+/// it an ack (19 bits) and whether its send is durable yet (1 bit) share one
+/// word; what only some messages have (a time to live, a delay, a single
+/// target group) is boxed apart.
 #[derive(Debug, Clone)]
 pub(crate) struct MsgMeta {
-    pub(crate) enqueued_at: u64,
+    bits: u64,
     rare: Option<Box<Rare>>,
-    /// Groups that still owe it an ack.
-    pub(crate) owed: u32,
-    /// False until its send is durable; invisible messages are not delivered.
-    pub(crate) visible: bool,
 }
+
+const TIME_BITS: u32 = 44;
+const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+const OWED_BITS: u32 = 19;
+const OWED_MAX: u32 = (1 << OWED_BITS) - 1;
+const VISIBLE_BIT: u64 = 1 << 63;
 
 /// The optional parts of a message's index record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,11 +62,40 @@ impl MsgMeta {
             only_group: None,
         };
         Self {
-            enqueued_at: r.enqueued_at,
+            bits: r.enqueued_at.min(TIME_MASK),
             rare: (rare != plain).then(|| Box::new(rare)),
-            owed: 0,
-            visible: false,
         }
+    }
+
+    pub(crate) fn enqueued_at(&self) -> u64 {
+        self.bits & TIME_MASK
+    }
+
+    /// Groups that still owe it an ack.
+    pub(crate) fn owed(&self) -> u32 {
+        ((self.bits >> TIME_BITS) & u64::from(OWED_MAX)) as u32
+    }
+
+    fn set_owed(&mut self, owed: u32) {
+        let owed = u64::from(owed.min(OWED_MAX));
+        self.bits = (self.bits & !(u64::from(OWED_MAX) << TIME_BITS)) | (owed << TIME_BITS);
+    }
+
+    pub(crate) fn owe_one_more(&mut self) {
+        self.set_owed(self.owed().saturating_add(1));
+    }
+
+    pub(crate) fn owe_one_less(&mut self) {
+        self.set_owed(self.owed().saturating_sub(1));
+    }
+
+    /// False until its send is durable; invisible messages are not delivered.
+    pub(crate) fn visible(&self) -> bool {
+        self.bits & VISIBLE_BIT != 0
+    }
+
+    pub(crate) fn make_visible(&mut self) {
+        self.bits |= VISIBLE_BIT;
     }
 
     pub(crate) fn expires_at(&self) -> Option<u64> {
@@ -86,7 +121,7 @@ impl MsgMeta {
 pub(crate) struct QueueState {
     pub(crate) name: QueueName,
     pub(crate) record: QueueRecord,
-    pub(crate) messages: BTreeMap<u64, MsgMeta>,
+    pub(crate) messages: SeqMap<MsgMeta>,
     pub(crate) groups: BTreeMap<GroupName, GroupState>,
     /// `(expires_at, seq)` of messages some group still owes.
     pub(crate) expiries: BTreeSet<(u64, u64)>,
@@ -105,7 +140,7 @@ impl QueueState {
         Self {
             name,
             record,
-            messages: BTreeMap::new(),
+            messages: SeqMap::default(),
             groups: BTreeMap::new(),
             expiries: BTreeSet::new(),
             retained: BTreeSet::new(),
@@ -159,16 +194,16 @@ impl QueueState {
 
     /// Hands a durable message to every group it is for.
     pub(crate) fn make_visible(&mut self, seq: u64, now: u64) {
-        let Some(meta) = self.messages.get_mut(&seq) else {
+        let Some(meta) = self.messages.get_mut(seq) else {
             return; // purged meanwhile
         };
-        if meta.visible {
+        if meta.visible() {
             return;
         }
-        meta.visible = true;
+        meta.make_visible();
         for group in self.groups.values_mut() {
             if meta.for_group(group.id) {
-                meta.owed += 1;
+                meta.owe_one_more();
                 group.schedule(seq, meta.deliver_at(), now);
             }
         }
@@ -190,15 +225,15 @@ impl QueueState {
             encode(&record),
         );
         let mut group = GroupState::new(id, name.clone());
-        for (&seq, meta) in self.messages.iter_mut() {
-            if meta.visible && meta.for_group(id) {
-                if meta.owed == 0 {
+        for (seq, meta) in self.messages.iter_mut() {
+            if meta.visible() && meta.for_group(id) {
+                if meta.owed() == 0 {
                     self.retained.remove(&seq);
                     if let Some(t) = meta.expires_at() {
                         self.expiries.insert((t, seq));
                     }
                 }
-                meta.owed += 1;
+                meta.owe_one_more();
                 group.schedule(seq, meta.deliver_at(), ctx.now);
             }
         }
@@ -212,13 +247,13 @@ impl QueueState {
             return;
         };
         g.forget(seq);
-        let Some(meta) = self.messages.get_mut(&seq) else {
+        let Some(meta) = self.messages.get_mut(seq) else {
             return;
         };
-        meta.owed = meta.owed.saturating_sub(1);
-        if meta.owed > 0 || self.record.config.retention.keeps_anything() {
+        meta.owe_one_less();
+        if meta.owed() > 0 || self.record.config.retention.keeps_anything() {
             g.put_mark(qid, seq, &Mark::Done, ctx.batch);
-            if meta.owed == 0 {
+            if meta.owed() == 0 {
                 if let Some(t) = meta.expires_at() {
                     self.expiries.remove(&(t, seq));
                 }
@@ -231,7 +266,7 @@ impl QueueState {
 
     /// Removes a message and its marks from the index and the store.
     pub(crate) fn delete_message(&mut self, seq: u64, ctx: &mut Ctx<'_>) {
-        let Some(meta) = self.messages.remove(&seq) else {
+        let Some(meta) = self.messages.remove(seq) else {
             return;
         };
         let qid = self.id();
@@ -357,8 +392,8 @@ impl QueueState {
             let too_many = self.retained.len() as u64 > max_len;
             let too_old = self
                 .messages
-                .get(&seq)
-                .is_none_or(|m| m.enqueued_at.saturating_add(max_age) <= ctx.now);
+                .get(seq)
+                .is_none_or(|m| m.enqueued_at().saturating_add(max_age) <= ctx.now);
             if !(too_many || too_old) {
                 break;
             }
@@ -388,10 +423,10 @@ impl QueueState {
             let Some(g) = self.groups.get_mut(group) else {
                 break;
             };
-            let Some(seq) = g.ready.pop_first() else {
+            let Some(seq) = g.ready.pop_min() else {
                 break;
             };
-            let Some(meta) = self.messages.get(&seq) else {
+            let Some(meta) = self.messages.get(seq) else {
                 continue;
             };
             if meta.expired(ctx.now) {
@@ -429,7 +464,7 @@ impl QueueState {
             if count >= max {
                 exhausted.push((seq, count));
             } else {
-                g.ready.insert(seq);
+                g.ready.add(seq);
                 // So that a restart does not count it as in flight again.
                 let mark = Mark::Retry {
                     count,
@@ -500,7 +535,7 @@ impl QueueState {
     /// Deletes every stored message; groups, dead letters and settings stay.
     pub(crate) fn purge(&mut self, ctx: &mut Ctx<'_>) -> u64 {
         let count = self.messages.len() as u64;
-        let seqs: Vec<u64> = self.messages.keys().copied().collect();
+        let seqs: Vec<u64> = self.messages.keys().collect();
         for seq in seqs {
             self.delete_message(seq, ctx);
         }
@@ -553,12 +588,47 @@ impl QueueState {
             // Seq order is store order, so the first message is the oldest.
             oldest_message_age: self
                 .messages
-                .first_key_value()
-                .map(|(_, m)| Duration::from_millis(now.saturating_sub(m.enqueued_at))),
+                .first()
+                .map(|(_, m)| Duration::from_millis(now.saturating_sub(m.enqueued_at()))),
             groups: self.groups.values().map(GroupState::info).collect(),
             dead_letters: self.dead.len() as u64,
             expired_total: self.record.expired_total,
             dead_lettered_total: self.record.dead_lettered_total,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_meta_packs_into_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<MsgMeta>(), 16);
+        let record = MessageRecord {
+            enqueued_at: 1_795_310_413_196,
+            expires_at: None,
+            deliver_at: None,
+            only_group: None,
+            dedup_id: None,
+            headers: Vec::new(),
+            payload: "1".into(),
+        };
+        let mut meta = MsgMeta::from_record(&record);
+        assert!(!meta.visible());
+        assert_eq!(meta.owed(), 0);
+        meta.make_visible();
+        for _ in 0..3 {
+            meta.owe_one_more();
+        }
+        meta.owe_one_less();
+        assert!(meta.visible());
+        assert_eq!(meta.owed(), 2);
+        assert_eq!(meta.enqueued_at(), 1_795_310_413_196);
+        meta.owe_one_less();
+        meta.owe_one_less();
+        meta.owe_one_less();
+        assert_eq!(meta.owed(), 0, "never below zero");
+        assert_eq!(meta.enqueued_at(), 1_795_310_413_196);
     }
 }

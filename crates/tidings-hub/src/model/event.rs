@@ -22,10 +22,12 @@ pub struct Event {
     /// Free-form metadata, delivered with the payload.
     pub metadata: Box<RawValue>,
     /// The publisher's idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deduper: Option<String>,
     /// Who published it: `service:<app>` or `admin`.
     pub publisher: String,
     /// W3C trace context of the publish request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
     /// Not delivered before this time (ms since the epoch).
     pub deliver_at: u64,

@@ -62,20 +62,28 @@ pub struct Gist {
     /// Attempts allowed.
     pub max_retries: u32,
     /// HTTP status of the last attempt (0: no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status_code: Option<u16>,
     /// What went wrong last (status line and start of the body, or the transport error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// When the last attempt started, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempted_at: Option<u64>,
     /// How long the last attempt took, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_ms: Option<u64>,
     /// Publish to successful delivery, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
     /// When the next attempt is due, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<u64>,
     /// When it was delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<u64>,
     /// When it was dead-lettered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_at: Option<u64>,
     /// Creation time (the publish, or a backfill), ms since the epoch.
     pub created_at: u64,

@@ -27,9 +27,21 @@ use super::{
     Batch, IdleTick, Pending, Publisher, Sent, Space, Store, StoreStats, Until, Visit, Wait,
 };
 
-/// Largest memtable of one keyspace before fjall flushes it to a table file.
-/// It bounds memory, and the journal replayed at open, for a large backlog.
-const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest memtable of a keyspace before fjall flushes it to a table file.
+/// It bounds memory, and the journal replayed at open, for a large backlog:
+/// records (the hub's events and deliveries, the bulk of the bytes) get
+/// 8 MiB, the others 4 MiB, which keeps a million queued hub events under
+/// 100 MB (docs/benchmarks.md).
+fn memtable_bytes(space: Space) -> u64 {
+    match space {
+        Space::Records => 8 * 1024 * 1024,
+        _ => 4 * 1024 * 1024,
+    }
+}
+
+/// fjall's block cache. Reads are of recent records (in memtables or the
+/// OS page cache), so a small cache costs little; the default is 32 MiB.
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Dead letters and records submitted but not yet written. They are the
 /// kinds the engine reads back (dead-letter listing and requeue, the
@@ -107,13 +119,14 @@ impl FjallStore {
     pub(crate) fn open(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(Error::storage)?;
         let db = Database::builder(path)
+            .cache_size(CACHE_BYTES)
             .open()
             .map_err(|e| map_open_error(path, e))?;
         let mut spaces = Vec::new();
         for space in Space::ALL {
             let ks = db
                 .keyspace(space.name(), || {
-                    KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                    KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes(space))
                 })
                 .map_err(|e| map_open_error(path, e))?;
             spaces.push((space, ks));
