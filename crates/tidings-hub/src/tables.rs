@@ -8,6 +8,7 @@
 //! | `hub.events`        | event id (time-ordered)    | [`Event`](crate::model::Event) |
 //! | `hub.dedupers`      | action, newline, deduper   | `{"event": id}`  |
 //! | `hub.gists`         | event id `.` subscription  | [`Gist`](crate::model::Gist) |
+//! | `hub.sessions`      | SHA-256 of the token       | [`Session`](crate::hub::sessions::Session) |
 //!
 //! Each subscription's deliveries wait in the queue `hub.sub.<id>` (one
 //! message per event, holding the event id), read by the group `webhooks`.
@@ -27,6 +28,7 @@ pub(crate) struct Tables {
     pub(crate) events: TableName,
     pub(crate) dedupers: TableName,
     pub(crate) gists: TableName,
+    pub(crate) sessions: TableName,
     pub(crate) group: GroupName,
 }
 
@@ -39,6 +41,7 @@ impl Tables {
             events: TableName::new("hub.events")?,
             dedupers: TableName::new("hub.dedupers")?,
             gists: TableName::new("hub.gists")?,
+            sessions: TableName::new("hub.sessions")?,
             group: GroupName::new("webhooks")?,
         })
     }

@@ -4,11 +4,12 @@
 //! the caller anonymous rather than falling through to the next):
 //!
 //! 1. `x-amebo-admin-key` (or `x-tidings-admin-key`): the admin key;
-//! 2. `Authorization: Bearer <API key>`: an application;
+//! 2. `Authorization: Bearer <API key or session token>`: an application;
 //! 3. `x-amebo-application` + `x-amebo-signature` (+ optional
 //!    `x-amebo-timestamp`): hex HMAC-SHA256 of the raw body (or of
 //!    `"<timestamp>." + body`) with the application's secret;
-//! 4. protected mode (no admin key configured): a loopback caller is admin.
+//! 4. `Cookie: Authentication=<session token>` (from `POST /v1/tokens`);
+//! 5. protected mode (no admin key configured): a loopback caller is admin.
 
 use std::net::SocketAddr;
 
@@ -57,8 +58,10 @@ pub fn principal(
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))?;
+        let token = token.trim();
         return hub
-            .application_by_api_key(token.trim())
+            .application_by_api_key(token)
+            .or_else(|| hub.application_by_session(token))
             .map(Principal::Application);
     }
     if let (Some(app), Some(sig)) = (
@@ -78,8 +81,25 @@ pub fn principal(
         };
         return valid.then(|| Principal::Application(app.to_owned()));
     }
+    if let Some(token) = session_cookie(headers) {
+        return hub
+            .application_by_session(token)
+            .map(Principal::Application);
+    }
     if auth.admin_key.is_none() && peer.is_some_and(|p| p.ip().is_loopback()) {
         return Some(Principal::Admin);
     }
     None
+}
+
+/// The value of the `Authentication` cookie, if sent.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("Authentication="))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }

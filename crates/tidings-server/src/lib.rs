@@ -10,6 +10,7 @@ mod middleware;
 pub mod request;
 mod routes;
 pub mod state;
+pub mod throttle;
 
 use std::net::SocketAddr;
 
@@ -98,6 +99,7 @@ impl Server {
             replayer: dispatcher.replayer(),
             auth: config.auth,
             body_limit: config.body_limit,
+            login_attempts: throttle::Throttle::new(5, std::time::Duration::from_secs(60)),
         };
         Ok(Self {
             listener,

@@ -22,6 +22,8 @@ pub struct Call {
     pub headers: HeaderMap,
     /// The query string's parameters (the last of repeated ones).
     pub query: HashMap<String, String>,
+    /// The caller's address.
+    pub peer: Option<SocketAddr>,
     body: Bytes,
 }
 
@@ -154,6 +156,7 @@ impl FromRequest<AppState> for Call {
             principal,
             headers: parts.headers,
             query,
+            peer,
             body,
         })
     }

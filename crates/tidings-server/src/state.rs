@@ -16,4 +16,6 @@ pub struct AppState {
     pub auth: AuthConfig,
     /// Largest request body, bytes.
     pub body_limit: usize,
+    /// Throttles `POST /v1/tokens` per caller address.
+    pub login_attempts: crate::throttle::Throttle,
 }

@@ -360,3 +360,70 @@ async fn without_an_admin_key_only_loopback_is_allowed() {
         .expect("refused");
     assert!(err.to_string().contains("admin key"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_from_tokens_authenticate_by_cookie_or_bearer() {
+    let (server, _admin, _) = setup().await;
+    let anonymous = Client::new(&server.base);
+    let wrong = anonymous
+        .post(
+            "/v1/tokens",
+            json!({"username": "shop", "password": "not-the-secret-000", "scheme": "token"}),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.body["error"], "could not authenticate microservice");
+    let missing = anonymous
+        .post("/v1/tokens", json!({"username": "shop", "password": "x"}))
+        .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.body["error"], "scheme - Field required");
+
+    let ok = anonymous
+        .post(
+            "/v8/tokens",
+            json!({"username": "shop", "password": "shop-secret-0123456789", "scheme": "token"}),
+        )
+        .await;
+    assert_eq!(ok.status, 202, "{}", ok.body);
+    let token = ok.body["token"].as_str().unwrap().to_owned();
+    let cookie = ok.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with(&format!("Authentication={token};")),
+        "{cookie}"
+    );
+    assert!(cookie.contains("HttpOnly"));
+
+    let event = json!({"action": "shop.sold", "payload": {"id": "1"}});
+    let by_cookie = Client::new(&server.base)
+        .with_header("cookie", &format!("theme=dark; Authentication={token}"));
+    let r = by_cookie.post("/v1/events", event.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["publisher"], "service:shop");
+    let by_bearer =
+        Client::new(&server.base).with_header("authorization", &format!("Bearer {token}"));
+    assert_eq!(
+        by_bearer.post("/v1/events", event.clone()).await.status,
+        201
+    );
+    let forged = Client::new(&server.base).with_header("cookie", "Authentication=forged");
+    assert_eq!(forged.post("/v1/events", event).await.status, 401);
+
+    // Five attempts a minute per address, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = anonymous
+            .post(
+                "/v1/tokens",
+                json!({"username": "shop", "password": "wrong-password-000", "scheme": "token"}),
+            )
+            .await;
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 429, 429],
+        "three attempts were made above"
+    );
+    server.stop().await;
+}

@@ -30,6 +30,8 @@ pub struct Catalog {
     pub actions: BTreeMap<String, ActionEntry>,
     /// By id.
     pub subscriptions: BTreeMap<String, Subscription>,
+    /// Session token hash to session.
+    pub sessions: HashMap<String, super::sessions::Session>,
     next_action_id: u64,
 }
 
@@ -54,6 +56,14 @@ impl Catalog {
             scan::<Subscription>(broker, &tables.subscriptions, RecordScan::all()).await?
         {
             catalog.put_subscription(sub);
+        }
+        let now = crate::time::now_ms();
+        for (hash, session) in
+            scan::<super::sessions::Session>(broker, &tables.sessions, RecordScan::all()).await?
+        {
+            if session.expires_at > now {
+                catalog.sessions.insert(hash, session);
+            }
         }
         Ok(catalog)
     }

@@ -10,6 +10,7 @@ mod applications;
 mod catalog;
 mod events;
 mod gists;
+pub mod sessions;
 mod subscriptions;
 
 pub use actions::{ActionUpdate, NewAction};

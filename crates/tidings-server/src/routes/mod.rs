@@ -6,6 +6,7 @@ mod events;
 mod gists;
 mod ops;
 mod subscriptions;
+mod tokens;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -59,6 +60,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/subscriptions/{id}",
             axum::routing::delete(subscriptions::unsubscribe),
         )
+        .route("/v1/tokens", post(tokens::create))
+        .route("/v8/tokens", post(tokens::create))
         .route("/v1/gists", get(gists::list))
         .route("/v1/regists/{id}", post(gists::replay))
         .route("/v1/requeues", post(gists::requeue))

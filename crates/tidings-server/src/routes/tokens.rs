@@ -1,0 +1,40 @@
+//! `POST /v1/tokens` (and Amebo's `/v8/tokens`): sessions for applications.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tidings_hub::hub::sessions::{SESSION_TTL_MS, TokenRequest};
+
+use crate::error::{ApiError, ApiResult};
+use crate::request::Call;
+use crate::state::AppState;
+
+pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Response> {
+    if let Some(peer) = call.peer
+        && !s.login_attempts.allow(peer.ip())
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many authentication attempts; try again later",
+        ));
+    }
+    let request: TokenRequest = call.json()?;
+    let token = s.hub.open_session(request).await?;
+    // Secure only when the client reached us over HTTPS (through a proxy):
+    // over plain HTTP a Secure cookie would never be sent back.
+    let secure = call
+        .header("x-forwarded-proto")
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let cookie = format!(
+        "Authentication={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL_MS / 1000,
+        if secure { "; Secure" } else { "" }
+    );
+    let mut response = (StatusCode::ACCEPTED, Json(json!({"token": token}))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
