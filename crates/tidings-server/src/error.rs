@@ -104,5 +104,16 @@ impl From<tidings_core::Error> for ApiError {
     }
 }
 
+/// The shape of every error answer (for the OpenAPI document).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// Why (domain errors, conflicts).
+    pub reasons: Option<Vec<String>>,
+    /// Every violation with its JSON path (406).
+    pub errors: Option<Vec<String>>,
+}
+
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -676,3 +676,55 @@ async fn metrics_and_stats_report_publishes_and_deliveries() {
     assert!(text.contains(&format!(r#"tidings_subscription_queued{{subscription="{sub}",action="shop.sold",application="mailer"}} 0"#)), "{text}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_describes_every_route() {
+    let server = TestServer::start(memory()).await;
+    let c = Client::new(&server.base);
+    let spec = c.get("/openapi.json").await;
+    assert_eq!(spec.status, 200);
+    assert!(spec.body["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = spec.body["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/v1/applications", &["get", "post"][..]),
+        ("/v1/applications/{id}", &["put", "patch", "delete"]),
+        ("/v1/applications/{id}/secret", &["put"]),
+        ("/v1/applications/{id}/apikey", &["post"]),
+        ("/v1/actions", &["get", "post"]),
+        ("/v1/actions/{id}", &["patch", "delete"]),
+        ("/v1/actions/{id}/validations", &["post"]),
+        ("/v1/events", &["get", "post"]),
+        ("/v1/events/{id}", &["get"]),
+        ("/v1/subscriptions", &["get", "post"]),
+        ("/v1/subscriptions/{id}", &["delete"]),
+        ("/v1/gists", &["get"]),
+        ("/v1/regists/{id}", &["post"]),
+        ("/v1/requeues", &["post"]),
+        ("/v1/backfills", &["post"]),
+        ("/v1/tokens", &["post"]),
+        ("/v1/stats", &["get"]),
+        ("/health", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
+    ] {
+        for method in methods {
+            assert!(
+                paths.get(path).and_then(|p| p.get(*method)).is_some(),
+                "{method} {path}"
+            );
+        }
+    }
+    let schemas = spec.body["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "NewEvent",
+        "NewApplication",
+        "NewAction",
+        "NewSubscription",
+        "ErrorBody",
+    ] {
+        assert!(schemas.contains_key(schema), "{schema}");
+    }
+    let docs = reqwest::get(format!("{}/docs", server.base)).await.unwrap();
+    assert!(docs.text().await.unwrap().contains("/openapi.json"));
+    server.stop().await;
+}

@@ -18,19 +18,23 @@ pub const DEAD_LETTERED_ACTION: &str = "tidings.delivery.dead_lettered";
 
 /// `POST /v1/actions`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewAction {
     /// Name.
     pub action: String,
     /// Owning application.
     pub application: String,
     /// JSON Schema, as an object or a string holding JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub schemata: Value,
 }
 
 /// `PATCH /v1/actions/:id`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionUpdate {
     /// New schema.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub schemata: Option<Value>,
 }
 

@@ -19,6 +19,7 @@ pub const BUILTIN_APPLICATION: &str = "tidings";
 
 /// `POST /v1/applications`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApplication {
     /// Name.
     pub application: String,
@@ -32,6 +33,7 @@ pub struct NewApplication {
 
 /// `PUT /v1/applications/:id`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApplicationUpdate {
     /// New base URL (`location` is Amebo's other name for it).
     #[serde(alias = "location")]

@@ -23,13 +23,16 @@ pub const MAX_SLEEP_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// `POST /v1/events`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewEvent {
     /// The action's name.
     pub action: String,
     /// The payload: any JSON value, or a string holding JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub payload: Box<RawValue>,
     /// Free-form metadata: an object, or a string holding one.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: Option<Box<RawValue>>,
     /// Idempotency key: a repeat within the action returns the original event.
     #[serde(default)]

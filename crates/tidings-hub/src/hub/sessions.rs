@@ -27,6 +27,7 @@ pub struct Session {
 
 /// `POST /v1/tokens`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenRequest {
     /// The application's name (Amebo: `username`).
     pub username: String,

@@ -17,6 +17,7 @@ use crate::time::now_ms;
 
 /// `POST /v1/subscriptions`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewSubscription {
     /// The subscribing application.
     pub application: String,

@@ -8,9 +8,12 @@ use tidings_hub::hub::{ActionUpdate, NewAction};
 
 use super::{admin, page, time_range};
 use crate::error::ApiResult;
+use crate::error::ErrorBody;
 use crate::request::Call;
 use crate::state::AppState;
 
+#[utoipa::path(post, path = "/v1/actions", tag = "actions", request_body = NewAction,
+    responses((status = 201, description = "Registered"), (status = 200, description = "The same schema was registered already"), (status = 409, description = "Exists with another schema", body = ErrorBody), (status = 422, description = "The schema does not compile", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn register(
     State(s): State<AppState>,
     call: Call,
@@ -26,6 +29,9 @@ pub async fn register(
     Ok((status, Json(view)))
 }
 
+#[utoipa::path(get, path = "/v1/actions", tag = "actions",
+    params(("id" = Option<String>, Query), ("action" = Option<String>, Query), ("application" = Option<String>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
+    responses((status = 200, description = "Actions by name"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
     let (from, _) = time_range(&call)?;
@@ -38,6 +44,8 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value
     ))))
 }
 
+#[utoipa::path(patch, path = "/v1/actions/{id}", tag = "actions", request_body = ActionUpdate, params(("id" = String, Path, description = "Name or id")),
+    responses((status = 200, description = "Schema replaced"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -48,6 +56,8 @@ pub async fn update(
     Ok(Json(s.hub.update_action(who, &id, update).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/actions/{id}", tag = "actions", params(("id" = String, Path, description = "Name or id")),
+    responses((status = 202, description = "Removed with its subscriptions"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -61,6 +71,8 @@ pub async fn delete(
 }
 
 /// Body `{"payload": ...}` or the payload itself.
+#[utoipa::path(post, path = "/v1/actions/{id}/validations", tag = "actions", params(("id" = String, Path, description = "Name or id")),
+    responses((status = 200, description = "`{action, valid, errors}` for `{\"payload\": ...}` or the payload itself"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn validate(
     State(s): State<AppState>,
     Path(id): Path<String>,

@@ -9,9 +9,12 @@ use tidings_hub::hub::{ApplicationUpdate, NewApplication};
 
 use super::{admin, page, time_range};
 use crate::error::ApiResult;
+use crate::error::ErrorBody;
 use crate::request::Call;
 use crate::state::AppState;
 
+#[utoipa::path(post, path = "/v1/applications", tag = "applications", request_body = NewApplication,
+    responses((status = 201, description = "Registered; the secret and API key are shown only here"), (status = 409, description = "Exists", body = ErrorBody), (status = 422, description = "Bad name or secret", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusCode, Json<Value>)> {
     let who = admin(&call)?;
     let new: NewApplication = call.json()?;
@@ -21,6 +24,9 @@ pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusC
     ))
 }
 
+#[utoipa::path(get, path = "/v1/applications", tag = "applications",
+    params(("application" = Option<String>, Query, description = "Substring of the name"), ("address" = Option<String>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
+    responses((status = 200, description = "Applications by name"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
     let (from, _) = time_range(&call)?;
@@ -33,6 +39,8 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value
     Ok(Json(Value::Array(apps)))
 }
 
+#[utoipa::path(put, path = "/v1/applications/{id}", tag = "applications", request_body = ApplicationUpdate, params(("id" = String, Path, description = "Name or id")),
+    responses((status = 202, description = "Changed"), (status = 404, description = "Unknown", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -51,6 +59,8 @@ struct Toggle {
     active: Option<bool>,
 }
 
+#[utoipa::path(patch, path = "/v1/applications/{id}", tag = "applications", params(("id" = String, Path, description = "Name or id")),
+    responses((status = 200, description = "Activated or deactivated (`{\"active\": bool}`, omitted: toggle)"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn toggle(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -66,6 +76,8 @@ pub async fn toggle(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/applications/{id}", tag = "applications", params(("id" = String, Path, description = "Name or id")),
+    responses((status = 202, description = "Removed with its actions and subscriptions"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -83,6 +95,8 @@ struct Secret {
     secret: Option<String>,
 }
 
+#[utoipa::path(put, path = "/v1/applications/{id}/secret", tag = "applications", params(("id" = String, Path, description = "Name or id")),
+    responses((status = 202, description = "Rotated (`{\"secret\"?}`; generated and returned when omitted)"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn rotate_secret(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -97,6 +111,8 @@ pub async fn rotate_secret(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/applications/{id}/apikey", tag = "applications", params(("id" = String, Path, description = "Name or id")),
+    responses((status = 200, description = "A new API key; the old one stops working"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn new_api_key(
     State(s): State<AppState>,
     Path(id): Path<String>,

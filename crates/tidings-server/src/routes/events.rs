@@ -9,6 +9,7 @@ use tidings_hub::model::event::valid_traceparent;
 
 use super::{page, time_range};
 use crate::error::ApiResult;
+use crate::error::ErrorBody;
 use crate::request::Call;
 use crate::state::AppState;
 
@@ -25,6 +26,8 @@ fn trace_context(call: &Call) -> Option<String> {
     valid_traceparent(&candidate).then_some(candidate)
 }
 
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = NewEvent,
+    responses((status = 201, description = "Stored durably and queued for every active subscription"), (status = 200, description = "Duplicate deduper: the original event"), (status = 406, description = "Schema violations, every one with its JSON path", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Unknown action", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn publish(
     State(s): State<AppState>,
     call: Call,
@@ -40,6 +43,9 @@ pub async fn publish(
     Ok((status, Json(published.view)))
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(("id" = Option<String>, Query), ("action" = Option<String>, Query), ("deduper" = Option<String>, Query), ("from" = Option<String>, Query, description = "ISO 8601 or Unix seconds"), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query, description = "today, 7d, week, 30d, month"), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
+    responses((status = 200, description = "Events, newest first"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
     let (from, to) = time_range(&call)?;
@@ -56,6 +62,8 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value
     )))
 }
 
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path)),
+    responses((status = 200, description = "The event"), (status = 404, description = "Unknown", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn one(
     State(s): State<AppState>,
     Path(id): Path<String>,

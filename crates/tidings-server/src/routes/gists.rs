@@ -10,6 +10,7 @@ use tidings_hub::model::GistStatus;
 use tidings_hub::time::{now_ms, parse_time, timeline_start};
 
 use super::{admin, bool_param, page, time_range};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Call;
 use crate::state::AppState;
@@ -38,11 +39,16 @@ fn filter(call: &Call) -> ApiResult<GistFilter> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/gists", tag = "deliveries",
+    params(("gist" = Option<String>, Query), ("event" = Option<String>, Query), ("subscription" = Option<String>, Query), ("action" = Option<String>, Query), ("subscriber" = Option<String>, Query), ("status" = Option<String>, Query, description = "pending, retrying, delivered, failed"), ("completed" = Option<bool>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
+    responses((status = 200, description = "`{data, total, page, pagination, pages}`"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
     Ok(Json(s.hub.list_gists(&filter(&call)?, page(&call)?).await?))
 }
 
+#[utoipa::path(post, path = "/v1/regists/{id}", tag = "deliveries", params(("id" = String, Path, description = "Gist id")),
+    responses((status = 200, description = "Delivered now"), (status = 502, description = "The endpoint failed"), (status = 404, description = "Unknown gist", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn replay(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -58,6 +64,8 @@ pub async fn replay(
     Ok((status, Json(result)))
 }
 
+#[utoipa::path(post, path = "/v1/requeues", tag = "deliveries",
+    responses((status = 200, description = "`{requeued}`: failed deliveries matching the query's filters, sent again from their first attempt"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn requeue(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     let who = admin(&call)?;
     Ok(Json(s.hub.requeue(who, &filter(&call)?).await?))
@@ -73,6 +81,8 @@ struct Backfill {
     dry_run: bool,
 }
 
+#[utoipa::path(post, path = "/v1/backfills", tag = "deliveries",
+    responses((status = 200, description = "`{subscription, since, until?, dry_run?}`: past events of the window delivered to the subscription"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn backfill(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     let who = admin(&call)?;
     let body: Backfill = serde_json::from_value(call.lenient_json()?)

@@ -66,9 +66,65 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/regists/{id}", post(gists::replay))
         .route("/v1/requeues", post(gists::requeue))
         .route("/v1/backfills", post(gists::backfill))
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs_page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// The API, described from the handlers' own annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Tidings event hub",
+        description = "Applications, schema-checked actions, events, subscriptions and signed webhook delivery; compatible with Amebo 0.9.6 clients (docs/amebo-compatibility.md). Credentials: `x-amebo-admin-key`, `Authorization: Bearer <API key or session>`, request signatures (`x-amebo-application` + `x-amebo-signature`), or the `Authentication` cookie; without an admin key the server runs in protected mode (loopback only)."
+    ),
+    paths(
+        ops::health,
+        ops::ready,
+        ops::metrics,
+        ops::stats,
+        applications::create,
+        applications::list,
+        applications::update,
+        applications::toggle,
+        applications::delete,
+        applications::rotate_secret,
+        applications::new_api_key,
+        actions::register,
+        actions::list,
+        actions::update,
+        actions::delete,
+        actions::validate,
+        events::publish,
+        events::list,
+        events::one,
+        subscriptions::subscribe,
+        subscriptions::list,
+        subscriptions::unsubscribe,
+        gists::list,
+        gists::replay,
+        gists::requeue,
+        gists::backfill,
+        tokens::create,
+    ),
+    components(schemas(crate::error::ErrorBody))
+)]
+pub struct ApiDoc;
+
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
+/// A page that renders the document (Redoc, loaded by the browser from its CDN).
+async fn docs_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(
+        r#"<!doctype html><html><head><title>Tidings API</title><meta charset="utf-8"></head>
+<body><redoc spec-url="/openapi.json"></redoc>
+<script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"></script>
+<noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript></body></html>"#,
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -8,9 +8,12 @@ use tidings_hub::hub::NewSubscription;
 
 use super::{bool_param, page};
 use crate::error::ApiResult;
+use crate::error::ErrorBody;
 use crate::request::Call;
 use crate::state::AppState;
 
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = NewSubscription,
+    responses((status = 201, description = "Subscribed"), (status = 200, description = "Reactivated"), (status = 417, description = "Unknown or inactive subscriber", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn subscribe(
     State(s): State<AppState>,
     call: Call,
@@ -26,6 +29,9 @@ pub async fn subscribe(
     Ok((status, Json(view)))
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
+    params(("id" = Option<String>, Query), ("application" = Option<String>, Query), ("action" = Option<String>, Query), ("active" = Option<bool>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
+    responses((status = 200, description = "Subscriptions, newest first"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
     Ok(Json(Value::Array(s.hub.list_subscriptions(
@@ -37,6 +43,8 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value
     ))))
 }
 
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path)),
+    responses((status = 202, description = "Deactivated"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn unsubscribe(
     State(s): State<AppState>,
     Path(id): Path<String>,

@@ -7,10 +7,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tidings_hub::hub::sessions::{SESSION_TTL_MS, TokenRequest};
 
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Call;
 use crate::state::AppState;
 
+#[utoipa::path(post, path = "/v1/tokens", tag = "auth", request_body = TokenRequest,
+    responses((status = 202, description = "`{token}`, also set as the Authentication cookie"), (status = 429, description = "Too many attempts", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Response> {
     if let Some(peer) = call.peer
         && !s.login_attempts.allow(peer.ip())
