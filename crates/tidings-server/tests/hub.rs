@@ -728,3 +728,57 @@ async fn openapi_describes_every_route() {
     assert!(docs.text().await.unwrap().contains("/openapi.json"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_and_concurrency_is_per_subscription() {
+    let server = TestServer::start(memory()).await;
+    let mut receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "mailer", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let r = c
+        .post("/v1/subscriptions", json!({"application": "mailer", "action": "shop.sold", "handler": "/busy", "retry_schedule": [0], "concurrency": 2}))
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body["concurrency"], 2);
+    let bad = c
+        .post("/v1/subscriptions", json!({"application": "mailer", "action": "shop.sold", "handler": "/x", "concurrency": 0}))
+        .await;
+    assert_eq!(bad.status, 400);
+    receiver.fail_with("/busy", 1, 429, Some("2"));
+    c.post(
+        "/v1/events",
+        json!({"action": "shop.sold", "payload": {"n": 1}}),
+    )
+    .await;
+    let first = receiver.next().await;
+    let second = receiver.next().await;
+    assert_eq!(second.header("x-amebo-delivery-attempt"), "2");
+    let waited = second.at - first.at;
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "retried after {waited:?}, asked for 2 s"
+    );
+
+    // Two lanes: with answers held, exactly two requests are in flight.
+    receiver.hold(true);
+    for n in 0..5 {
+        c.post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": n}}),
+        )
+        .await;
+    }
+    receiver.next().await;
+    receiver.next().await;
+    assert!(
+        receiver.quiet_for(Duration::from_millis(300)).await,
+        "a third request was in flight"
+    );
+    receiver.hold(false);
+    for _ in 0..3 {
+        receiver.next().await;
+    }
+    server.stop().await;
+}

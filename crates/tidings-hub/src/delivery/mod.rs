@@ -13,7 +13,7 @@ pub mod schedule;
 pub mod webhook;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use crate::hub::Hub;
 /// Settings of webhook delivery.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
-    /// Requests in flight per (unordered) subscription.
+    /// Requests in flight per (unordered) subscription that does not set its own.
     pub per_subscription: usize,
     /// Requests in flight in total.
     pub global: usize,
@@ -98,15 +98,24 @@ impl Dispatcher {
     /// finish before returning.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut changes = self.shared.hub.changes();
-        let mut running: HashMap<(String, bool), watch::Sender<bool>> = HashMap::new();
+        // Keyed by what the lanes depend on: a change of it restarts them.
+        let mut running: HashMap<(String, bool, usize), watch::Sender<bool>> = HashMap::new();
         let mut lanes = JoinSet::new();
+        let default_lanes = self.shared.config.per_subscription.max(1);
         loop {
-            let wanted: Vec<(String, bool)> = self.shared.hub.with_catalog(|c| {
+            let wanted: HashSet<(String, bool, usize)> = self.shared.hub.with_catalog(|c| {
                 c.subscriptions
                     .values()
                     .filter(|s| s.active)
                     .filter(|s| c.applications.get(&s.application).is_some_and(|a| a.active))
-                    .map(|s| (s.id.clone(), s.ordered))
+                    .map(|s| {
+                        let count = if s.ordered {
+                            1
+                        } else {
+                            s.concurrency.map_or(default_lanes, |n| n as usize)
+                        };
+                        (s.id.clone(), s.ordered, count)
+                    })
                     .collect()
             });
             running.retain(|key, halt| {
@@ -121,12 +130,7 @@ impl Dispatcher {
                     continue;
                 }
                 let (halt, halted) = watch::channel(false);
-                let count = if key.1 {
-                    1
-                } else {
-                    self.shared.config.per_subscription.max(1)
-                };
-                for lane in 0..count {
+                for lane in 0..key.2 {
                     lanes.spawn(worker::lane(
                         self.shared.clone(),
                         key.0.clone(),

@@ -10,7 +10,7 @@ use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
 use crate::ids::random_id;
 use crate::model::Subscription;
-use crate::model::subscription::{MAX_RETRIES_LIMIT, resolve_endpoint};
+use crate::model::subscription::{MAX_CONCURRENCY, MAX_RETRIES_LIMIT, resolve_endpoint};
 use crate::principal::Principal;
 use crate::tables::{put, subscription_queue};
 use crate::time::now_ms;
@@ -32,6 +32,8 @@ pub struct NewSubscription {
     /// One delivery at a time, in publish order.
     #[serde(default)]
     pub ordered: bool,
+    /// Deliveries in flight at once (1 to 256; default: the server's setting).
+    pub concurrency: Option<u32>,
     /// Free text.
     pub description: Option<String>,
     /// An id of the caller's choosing.
@@ -99,6 +101,14 @@ impl Hub {
         if let Some(id) = &new.subscription {
             check_id(id)?;
         }
+        if new
+            .concurrency
+            .is_some_and(|n| !(1..=MAX_CONCURRENCY).contains(&n))
+        {
+            return Err(HubError::BadRequest(format!(
+                "concurrency - must be from 1 to {MAX_CONCURRENCY}"
+            )));
+        }
         let registered = self.register_implicitly(who, &new).await?;
         let _guard = self.inner.changes.lock().await;
         let (endpoint, existing) = {
@@ -144,6 +154,7 @@ impl Hub {
                 sub.max_retries = max_retries;
                 sub.retry_schedule = new.retry_schedule.or(sub.retry_schedule);
                 sub.ordered = new.ordered;
+                sub.concurrency = new.concurrency;
                 if new.description.is_some() {
                     sub.description = new.description;
                 }
@@ -158,6 +169,7 @@ impl Hub {
                 max_retries,
                 retry_schedule: new.retry_schedule,
                 ordered: new.ordered,
+                concurrency: new.concurrency,
                 description: new.description,
                 active: true,
                 disabled_reason: None,

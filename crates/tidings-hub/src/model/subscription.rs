@@ -26,6 +26,9 @@ pub struct Subscription {
     pub retry_schedule: Option<Vec<u64>>,
     /// One delivery in flight at a time, in publish order.
     pub ordered: bool,
+    /// Deliveries in flight at once (`None`: the server's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
     /// Free text.
     pub description: Option<String>,
     /// Inactive (unsubscribed, or disabled by a 410 answer) subscriptions get nothing.
@@ -48,6 +51,7 @@ impl Subscription {
             "max_retries": self.max_retries,
             "retry_schedule": self.retry_schedule,
             "ordered": self.ordered,
+            "concurrency": self.concurrency,
             "description": self.description,
             "active": self.active,
             "disabled_reason": self.disabled_reason,
@@ -55,6 +59,9 @@ impl Subscription {
         })
     }
 }
+
+/// Most deliveries a subscription may have in flight.
+pub const MAX_CONCURRENCY: u32 = 256;
 
 /// Most attempts a subscription may ask for (Amebo's bound).
 pub const MAX_RETRIES_LIMIT: u32 = 10_000;

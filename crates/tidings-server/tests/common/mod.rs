@@ -164,6 +164,7 @@ pub struct Hit {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub at: tokio::time::Instant,
 }
 
 impl Hit {
@@ -182,10 +183,12 @@ impl Hit {
 #[derive(Clone)]
 struct ReceiverState {
     hits: mpsc::UnboundedSender<Hit>,
-    /// Remaining failures per path, and what status to fail with.
-    plans: Arc<Mutex<HashMap<String, (u32, u16)>>>,
+    /// Remaining failures per path, the status to fail with, and a `Retry-After` to send.
+    plans: Arc<Mutex<HashMap<String, (u32, u16, Option<String>)>>>,
     /// While set, every request is answered 503.
     down: Arc<Mutex<bool>>,
+    /// While set, requests are recorded but not answered until released.
+    held: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// A webhook receiver: answers 200 unless told otherwise for a path.
@@ -200,16 +203,20 @@ async fn receive(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, HeaderMap) {
     let path = uri.path().to_owned();
+    let mut answer = HeaderMap::new();
     let status = {
         let mut plans = state.plans.lock().unwrap();
         if *state.down.lock().unwrap() {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             match plans.get_mut(&path) {
-                Some((left, status)) if *left > 0 => {
+                Some((left, status, retry_after)) if *left > 0 => {
                     *left -= 1;
+                    if let Some(wait) = retry_after {
+                        answer.insert("retry-after", wait.parse().unwrap());
+                    }
                     StatusCode::from_u16(*status).unwrap()
                 }
                 _ => StatusCode::OK,
@@ -220,8 +227,10 @@ async fn receive(
         path,
         headers,
         body,
+        at: tokio::time::Instant::now(),
     });
-    status
+    let _ = state.held.subscribe().wait_for(|held| !*held).await;
+    (status, answer)
 }
 
 impl Receiver {
@@ -231,6 +240,7 @@ impl Receiver {
             hits: tx,
             plans: Arc::default(),
             down: Arc::default(),
+            held: Arc::new(tokio::sync::watch::channel(false).0),
         };
         let app = axum::Router::new()
             .fallback(receive)
@@ -249,11 +259,21 @@ impl Receiver {
 
     /// The next `n` failures on `path` answer `status`.
     pub fn fail(&self, path: &str, n: u32, status: u16) {
+        self.fail_with(path, n, status, None);
+    }
+
+    /// The same, answering with a `Retry-After` header.
+    pub fn fail_with(&self, path: &str, n: u32, status: u16, retry_after: Option<&str>) {
         self.state
             .plans
             .lock()
             .unwrap()
-            .insert(path.to_owned(), (n, status));
+            .insert(path.to_owned(), (n, status, retry_after.map(str::to_owned)));
+    }
+
+    /// Holds every answer (requests stay in flight) while `held`.
+    pub fn hold(&self, held: bool) {
+        self.state.held.send_replace(held);
     }
 
     /// Answers 503 to everything while `down`.
