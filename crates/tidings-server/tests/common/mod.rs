@@ -180,11 +180,13 @@ impl Hit {
     }
 }
 
+/// Remaining failures of a path, the status to fail with, and a `Retry-After` to send.
+type FailurePlan = (u32, u16, Option<String>);
+
 #[derive(Clone)]
 struct ReceiverState {
     hits: mpsc::UnboundedSender<Hit>,
-    /// Remaining failures per path, the status to fail with, and a `Retry-After` to send.
-    plans: Arc<Mutex<HashMap<String, (u32, u16, Option<String>)>>>,
+    plans: Arc<Mutex<HashMap<String, FailurePlan>>>,
     /// While set, every request is answered 503.
     down: Arc<Mutex<bool>>,
     /// While set, requests are recorded but not answered until released.
