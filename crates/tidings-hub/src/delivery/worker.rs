@@ -15,7 +15,7 @@ use super::webhook::{Attempt, Outcome, post};
 use crate::error::{HubError, HubResult};
 use crate::hub::NewEvent;
 use crate::hub::actions::DEAD_LETTERED_ACTION;
-use crate::model::{Event, Gist, GistStatus, Subscription};
+use crate::model::{Event, Gist, GistStatus};
 use crate::principal::Principal;
 use crate::tables::{get, put, subscription_queue};
 use crate::time::{iso, now_ms};
@@ -142,7 +142,7 @@ async fn attempt(
     let gist_key = crate::model::gist::key(&event.id, &sub.id);
     let mut gist = get::<Gist>(&**hub.broker(), &tables.gists, &gist_key)
         .await?
-        .unwrap_or_else(|| fresh_gist(&event, &sub));
+        .unwrap_or_else(|| Gist::pending(&event.id, &event.action, &sub, None, now_ms()));
     let Some(secret) = hub.application_secret(&sub.application) else {
         return Ok(Some(ERROR_PAUSE));
     };
@@ -244,28 +244,6 @@ async fn attempt(
     Ok(Some(delay))
 }
 
-fn fresh_gist(event: &Event, sub: &Subscription) -> Gist {
-    Gist {
-        event: event.id.clone(),
-        subscription: sub.id.clone(),
-        action: event.action.clone(),
-        subscriber: sub.application.clone(),
-        endpoint: sub.endpoint.clone(),
-        status: GistStatus::Pending,
-        attempts: 0,
-        max_retries: sub.max_retries,
-        last_status_code: None,
-        last_error: None,
-        last_attempted_at: None,
-        last_ms: None,
-        latency_ms: None,
-        next_attempt_at: None,
-        delivered_at: None,
-        dead_at: None,
-        created_at: now_ms(),
-    }
-}
-
 fn record(gist: &mut Gist, outcome: &Outcome, number: u32, event: &Event) {
     let now = now_ms();
     gist.attempts = gist.attempts.max(number);
@@ -279,10 +257,8 @@ fn record(gist: &mut Gist, outcome: &Outcome, number: u32, event: &Event) {
 }
 
 async fn store(hub: &crate::hub::Hub, gist: &Gist) -> HubResult<()> {
-    let mut tx = Transaction::new();
-    put(&mut tx, &hub.inner.tables.gists, gist.key(), gist)?;
-    hub.broker().commit(tx).await?;
-    Ok(())
+    hub.write_record(&hub.inner.tables.gists, &gist.key(), gist)
+        .await
 }
 
 /// Publishes `tidings.delivery.dead_lettered` (never about itself).

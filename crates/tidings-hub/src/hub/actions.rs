@@ -10,7 +10,7 @@ use crate::model::Action;
 use crate::model::action::{check_name, same_schema, schema_value};
 use crate::principal::Principal;
 use crate::schema::Schema;
-use crate::tables::{encode, put};
+use crate::tables::encode;
 use crate::time::now_ms;
 
 /// The action the hub publishes when a delivery is dead-lettered.
@@ -167,14 +167,8 @@ impl Hub {
         }
         action.schemata = schemata;
         action.edited_at = Some(now_ms());
-        let mut tx = Transaction::new();
-        put(
-            &mut tx,
-            &self.inner.tables.actions,
-            action.name.clone(),
-            &action,
-        )?;
-        self.inner.broker.commit(tx).await?;
+        self.write_record(&self.inner.tables.actions, &action.name, &action)
+            .await?;
         let view = json!({"action": action.name, "schemata": action.schemata, "edited": true});
         self.catalog_mut().put_action(action, schema);
         self.changed();

@@ -139,14 +139,8 @@ impl Hub {
     }
 
     async fn store_application(&self, app: Application) -> HubResult<()> {
-        let mut tx = Transaction::new();
-        put(
-            &mut tx,
-            &self.inner.tables.applications,
-            app.name.clone(),
-            &app,
-        )?;
-        self.inner.broker.commit(tx).await?;
+        self.write_record(&self.inner.tables.applications, &app.name, &app)
+            .await?;
         self.catalog_mut().put_application(app);
         self.changed();
         Ok(())

@@ -10,7 +10,7 @@ use tidings_core::{OutgoingMessage, Payload, RecordScan, Transaction};
 use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
 use crate::ids::{event_id, row_key_at};
-use crate::model::{Event, Gist, GistStatus};
+use crate::model::{Event, Gist};
 use crate::principal::Principal;
 use crate::tables::{deduper_key, encode, get, page, put, subscription_queue};
 use crate::time::now_ms;
@@ -151,14 +151,7 @@ impl Hub {
             let subs: Vec<_> = catalog
                 .deliverable(&entry.action.name)
                 .into_iter()
-                .map(|s| {
-                    (
-                        s.id.clone(),
-                        s.application.clone(),
-                        s.endpoint.clone(),
-                        s.max_retries,
-                    )
-                })
+                .cloned()
                 .collect();
             (entry.action.name.clone(), subs)
         };
@@ -189,30 +182,12 @@ impl Hub {
         }
         put(&mut tx, &tables.events, event.id.clone(), &event)?;
         let message_payload = Payload::from_value(&event.id)?;
-        for (sub, subscriber, endpoint, max_retries) in &subs {
-            let gist = Gist {
-                event: event.id.clone(),
-                subscription: sub.clone(),
-                action: action.clone(),
-                subscriber: subscriber.clone(),
-                endpoint: endpoint.clone(),
-                status: GistStatus::Pending,
-                attempts: 0,
-                max_retries: *max_retries,
-                last_status_code: None,
-                last_error: None,
-                last_attempted_at: None,
-                last_ms: None,
-                latency_ms: None,
-                next_attempt_at: Some(deliver_at),
-                delivered_at: None,
-                dead_at: None,
-                created_at: now,
-            };
+        for sub in &subs {
+            let gist = Gist::pending(&event.id, &action, sub, Some(deliver_at), now);
             put(&mut tx, &tables.gists, gist.key(), &gist)?;
             let mut message = OutgoingMessage::new(message_payload.clone());
             message.delay = delay;
-            tx.send(subscription_queue(sub)?, message);
+            tx.send(subscription_queue(&sub.id)?, message);
         }
         let committed = {
             let _fanout = self.inner.fanout.read().await;

@@ -213,25 +213,7 @@ impl Hub {
         for chunk in events.chunks(256) {
             let mut tx = Transaction::new();
             for event in chunk {
-                let gist = Gist {
-                    event: event.id.clone(),
-                    subscription: sub.id.clone(),
-                    action: sub.action.clone(),
-                    subscriber: sub.application.clone(),
-                    endpoint: sub.endpoint.clone(),
-                    status: GistStatus::Pending,
-                    attempts: 0,
-                    max_retries: sub.max_retries,
-                    last_status_code: None,
-                    last_error: None,
-                    last_attempted_at: None,
-                    last_ms: None,
-                    latency_ms: None,
-                    next_attempt_at: Some(now),
-                    delivered_at: None,
-                    dead_at: None,
-                    created_at: now,
-                };
+                let gist = Gist::pending(&event.id, &sub.action, &sub, Some(now), now);
                 put(&mut tx, &self.inner.tables.gists, gist.key(), &gist)?;
                 tx.send(
                     queue.clone(),

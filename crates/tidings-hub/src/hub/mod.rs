@@ -168,6 +168,19 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Writes one record in a transaction of its own.
+    pub(crate) async fn write_record<T: serde::Serialize>(
+        &self,
+        table: &tidings_core::TableName,
+        key: &str,
+        value: &T,
+    ) -> HubResult<()> {
+        let mut tx = tidings_core::Transaction::new();
+        crate::tables::put(&mut tx, table, key, value)?;
+        self.inner.broker.commit(tx).await?;
+        Ok(())
+    }
+
     pub(crate) fn changed(&self) {
         self.inner.version.send_modify(|v| *v += 1);
     }

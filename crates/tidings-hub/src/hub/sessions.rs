@@ -4,13 +4,11 @@
 //! an expiry, so they survive restarts and a copy of the data reveals none.
 
 use serde::{Deserialize, Serialize};
-use tidings_core::Transaction;
 
 use super::Hub;
 use crate::error::{HubError, HubResult};
 use crate::ids::new_secret;
 use crate::signature::digest;
-use crate::tables::put;
 use crate::time::now_ms;
 
 /// How long a session lasts (Amebo: 8 hours).
@@ -59,9 +57,8 @@ impl Hub {
             application: request.username,
             expires_at: now_ms() + SESSION_TTL_MS,
         };
-        let mut tx = Transaction::new();
-        put(&mut tx, &self.inner.tables.sessions, hash.clone(), &session)?;
-        self.inner.broker.commit(tx).await?;
+        self.write_record(&self.inner.tables.sessions, &hash, &session)
+            .await?;
         let mut catalog = self.catalog_mut();
         let now = now_ms();
         catalog.sessions.retain(|_, s| s.expires_at > now);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tidings_core::{QueueConfig, Transaction};
+use tidings_core::QueueConfig;
 
 use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
@@ -12,7 +12,7 @@ use crate::ids::random_id;
 use crate::model::Subscription;
 use crate::model::subscription::{MAX_CONCURRENCY, MAX_RETRIES_LIMIT, resolve_endpoint};
 use crate::principal::Principal;
-use crate::tables::{put, subscription_queue};
+use crate::tables::subscription_queue;
 use crate::time::now_ms;
 
 /// `POST /v1/subscriptions`.
@@ -183,14 +183,8 @@ impl Hub {
             Ok(_) | Err(tidings_core::Error::QueueConfigConflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let mut tx = Transaction::new();
-        put(
-            &mut tx,
-            &self.inner.tables.subscriptions,
-            sub.id.clone(),
-            &sub,
-        )?;
-        self.inner.broker.commit(tx).await?;
+        self.write_record(&self.inner.tables.subscriptions, &sub.id, &sub)
+            .await?;
         let mut view = sub.view();
         if let Some(map) = view.as_object_mut() {
             if !created {
@@ -302,14 +296,8 @@ impl Hub {
     ) -> HubResult<()> {
         sub.active = false;
         sub.disabled_reason = reason;
-        let mut tx = Transaction::new();
-        put(
-            &mut tx,
-            &self.inner.tables.subscriptions,
-            sub.id.clone(),
-            &sub,
-        )?;
-        self.inner.broker.commit(tx).await?;
+        self.write_record(&self.inner.tables.subscriptions, &sub.id, &sub)
+            .await?;
         self.catalog_mut().put_subscription(sub);
         self.changed();
         Ok(())

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::model::Subscription;
 use crate::time::iso;
 
 /// Where a delivery stands.
@@ -90,6 +91,35 @@ pub struct Gist {
 }
 
 impl Gist {
+    /// A delivery of `event` (of `action`) to `sub` not attempted yet, due at `due`.
+    pub fn pending(
+        event: &str,
+        action: &str,
+        sub: &Subscription,
+        due: Option<u64>,
+        now: u64,
+    ) -> Self {
+        Self {
+            event: event.to_owned(),
+            subscription: sub.id.clone(),
+            action: action.to_owned(),
+            subscriber: sub.application.clone(),
+            endpoint: sub.endpoint.clone(),
+            status: GistStatus::Pending,
+            attempts: 0,
+            max_retries: sub.max_retries,
+            last_status_code: None,
+            last_error: None,
+            last_attempted_at: None,
+            last_ms: None,
+            latency_ms: None,
+            next_attempt_at: due,
+            delivered_at: None,
+            dead_at: None,
+            created_at: now,
+        }
+    }
+
     /// Its key: `{event}.{subscription}`.
     pub fn key(&self) -> String {
         key(&self.event, &self.subscription)
