@@ -128,6 +128,16 @@ impl Target {
         bail!("tidings serve did not start")
     }
 
+    /// Another handle on the same server, for publisher tasks (it does not own the child).
+    fn handle(&self) -> Self {
+        Self {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            admin_key: self.admin_key.clone(),
+            child: None,
+        }
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, format!("{}{path}", self.base));
         match &self.admin_key {
@@ -359,12 +369,7 @@ async fn closed_loop(
 
 async fn publish_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
     let s = Arc::new(setup(t, tag, None).await?);
-    let t = Arc::new(Target {
-        base: t.base.clone(),
-        http: t.http.clone(),
-        admin_key: t.admin_key.clone(),
-        child: None,
-    });
+    let t = Arc::new(t.handle());
     let (rate, lat, failed) = closed_loop(&t, &s, args.connections, args.duration).await?;
     println!(
         "publish (schema-checked, durable, {} connections): {rate:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {failed} failed   [target >= 20,000/s]",
@@ -378,12 +383,7 @@ async fn publish_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow:
 async fn deliver_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
     let (address, mut arrivals) = receiver().await?;
     let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
-    let t = Arc::new(Target {
-        base: t.base.clone(),
-        http: t.http.clone(),
-        admin_key: t.admin_key.clone(),
-        child: None,
-    });
+    let t = Arc::new(t.handle());
     let start = Instant::now();
     let per_task = args.events.div_ceil(args.connections);
     let mut tasks = Vec::new();
@@ -423,12 +423,7 @@ async fn deliver_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow:
 async fn latency_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
     let (address, mut arrivals) = receiver().await?;
     let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
-    let t = Arc::new(Target {
-        base: t.base.clone(),
-        http: t.http.clone(),
-        admin_key: t.admin_key.clone(),
-        child: None,
-    });
+    let t = Arc::new(t.handle());
     let total = (args.rate as f64 * args.latency_for.as_secs_f64()) as usize;
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
     let start = tokio::time::Instant::now();
@@ -469,12 +464,7 @@ async fn memory_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::
     // An ordered subscription to a closed port: the first event waits for its
     // retry, everything else stays queued.
     let s = Arc::new(setup(t, tag, Some(("http://127.0.0.1:9/", true))).await?);
-    let base = Target {
-        base: t.base.clone(),
-        http: t.http.clone(),
-        admin_key: t.admin_key.clone(),
-        child: None,
-    };
+    let base = t.handle();
     let shared = Arc::new(base);
     let before = t.rss_kib().unwrap_or(0);
     let start = Instant::now();
