@@ -53,6 +53,18 @@ async fn subscribe(c: &Client, body: Value) -> String {
     a.body["subscription"].as_str().unwrap().to_owned()
 }
 
+/// A server with a publisher `shop` (action `shop.sold`, any object) and a
+/// subscriber application `mailer` whose address is a fresh receiver.
+async fn shop_and_mailer() -> (TestServer, Receiver, Client) {
+    let server = TestServer::start(memory()).await;
+    let receiver = Receiver::start().await;
+    let c = Client::new(&server.base);
+    app(&c, "shop", "http://shop.invalid/").await;
+    app(&c, "mailer", &receiver.base).await;
+    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    (server, receiver, c)
+}
+
 async fn gist_status(c: &Client, gist: &str) -> (String, u64) {
     let a = c.get(&format!("/v1/gists?gist={gist}")).await;
     let row = &a.body["data"][0];
@@ -260,12 +272,7 @@ async fn order_flow_fans_out_to_every_subscription() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_endpoint_is_retried_until_it_answers() {
-    let server = TestServer::start(memory()).await;
-    let mut receiver = Receiver::start().await;
-    let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "mailer", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let (server, mut receiver, c) = shop_and_mailer().await;
     let sub = subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/flaky", "retry_schedule": [0]})).await;
     receiver.fail("/flaky", 2, 500);
     let r = c
@@ -346,12 +353,7 @@ async fn last_failed_attempt_dead_letters_and_publishes_a_notice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_disables_the_subscription() {
-    let server = TestServer::start(memory()).await;
-    let mut receiver = Receiver::start().await;
-    let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "mailer", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let (server, mut receiver, c) = shop_and_mailer().await;
     let sub = subscribe(
         &c,
         json!({"application": "mailer", "action": "shop.sold", "handler": "/gone"}),
@@ -621,12 +623,7 @@ async fn a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_stats_report_publishes_and_deliveries() {
-    let server = TestServer::start(memory()).await;
-    let mut receiver = Receiver::start().await;
-    let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "mailer", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let (server, mut receiver, c) = shop_and_mailer().await;
     let sub = subscribe(
         &c,
         json!({"application": "mailer", "action": "shop.sold", "handler": "/m"}),
@@ -731,12 +728,7 @@ async fn openapi_describes_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured_and_concurrency_is_per_subscription() {
-    let server = TestServer::start(memory()).await;
-    let mut receiver = Receiver::start().await;
-    let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "mailer", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    let (server, mut receiver, c) = shop_and_mailer().await;
     let r = c
         .post("/v1/subscriptions", json!({"application": "mailer", "action": "shop.sold", "handler": "/busy", "retry_schedule": [0], "concurrency": 2}))
         .await;
