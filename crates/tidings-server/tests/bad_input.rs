@@ -186,6 +186,13 @@ async fn every_kind_of_bad_request_gets_its_status_and_a_json_error() {
     assert_eq!(r.status, 422, "remote refs are never fetched");
     let r = admin
         .post(
+            "/v1/actions",
+            json!({"action": "ghost.made", "application": "ghost", "schemata": {"type": "object"}}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "unknown application");
+    let r = admin
+        .post(
             "/v1/subscriptions",
             json!({"application": "ghost", "action": "shop.sold", "handler": "/h"}),
         )

@@ -225,13 +225,19 @@ async fn receive(
             }
         }
     };
+    // Held or not is decided on arrival: a request that came in before
+    // `hold(true)` is answered at once even if the test has already seen it.
+    let mut held = state.held.subscribe();
+    let arrived_held = *held.borrow_and_update();
     let _ = state.hits.send(Hit {
         path,
         headers,
         body,
         at: tokio::time::Instant::now(),
     });
-    let _ = state.held.subscribe().wait_for(|held| !*held).await;
+    if arrived_held {
+        let _ = held.wait_for(|held| !*held).await;
+    }
     (status, answer)
 }
 
