@@ -774,3 +774,89 @@ async fn retry_after_is_honoured_and_concurrency_is_per_subscription() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_changes_take_effect_while_deliveries_run() {
+    let (server, mut receiver, c) = shop_and_mailer().await;
+    app(&c, "other", &format!("{}/old/", receiver.base)).await;
+    subscribe(
+        &c,
+        json!({"application": "mailer", "action": "shop.sold", "handler": "/m"}),
+    )
+    .await;
+    subscribe(
+        &c,
+        json!({"application": "other", "action": "shop.sold", "handler": "/o"}),
+    )
+    .await;
+    c.post(
+        "/v1/events",
+        json!({"action": "shop.sold", "payload": {"n": 1}}),
+    )
+    .await;
+    let mut paths = BTreeSet::new();
+    for _ in 0..2 {
+        paths.insert(receiver.next().await.path);
+    }
+    assert_eq!(
+        paths,
+        BTreeSet::from(["/m".to_owned(), "/old/o".to_owned()])
+    );
+
+    // A new address moves path handlers with it.
+    let r = c
+        .send(
+            "PUT",
+            "/v1/applications/other",
+            Some(format!(r#"{{"address": "{}/new/"}}"#, receiver.base).as_bytes()),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    c.post(
+        "/v1/events",
+        json!({"action": "shop.sold", "payload": {"n": 2}}),
+    )
+    .await;
+    let mut paths = BTreeSet::new();
+    for _ in 0..2 {
+        paths.insert(receiver.next().await.path);
+    }
+    assert_eq!(
+        paths,
+        BTreeSet::from(["/m".to_owned(), "/new/o".to_owned()])
+    );
+
+    // Deleting a subscriber stops its deliveries; the others go on.
+    let r = c.send("DELETE", "/v1/applications/other", None, &[]).await;
+    assert_eq!(r.status, 202);
+    let r = c
+        .post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": 3}}),
+        )
+        .await;
+    assert_eq!(r.body["fanout"], 1);
+    assert_eq!(receiver.next().await.path, "/m");
+    assert!(receiver.quiet_for(Duration::from_millis(200)).await);
+
+    // Deleting the action removes its subscriptions and queues; publishing it is refused.
+    let r = c.send("DELETE", "/v1/actions/shop.sold", None, &[]).await;
+    assert_eq!(r.status, 202);
+    let r = c
+        .post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": 4}}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let subs = c.get("/v1/subscriptions").await;
+    assert!(
+        subs.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["action"] != "shop.sold")
+    );
+    server.stop().await;
+}
