@@ -337,6 +337,10 @@ async fn last_failed_attempt_dead_letters_and_publishes_a_notice() {
     assert_eq!(gist_status(&c, &gist).await, ("failed".to_owned(), 2));
     let failed = c.get("/v1/gists?status=failed").await;
     assert_eq!(failed.body["total"], 1);
+    let row = &failed.body["data"][0];
+    assert_eq!(row["payload"]["n"], 1);
+    assert_eq!(row["workspace"], "w");
+    assert_eq!(row["publisher"], "admin-key");
 
     // Requeue: delivered once the endpoint works.
     receiver.fail("/broken", 0, 500);

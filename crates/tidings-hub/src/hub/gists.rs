@@ -75,13 +75,40 @@ impl Hub {
             true,
         )
         .await?;
+        let mut data = Vec::with_capacity(gists.len());
+        for gist in &gists {
+            data.push(self.gist_with_event(gist).await?);
+        }
         Ok(json!({
-            "data": gists.iter().map(Gist::view).collect::<Vec<_>>(),
+            "data": data,
             "total": total,
             "page": page_of.page,
             "pagination": page_of.size,
             "pages": total.div_ceil(page_of.size),
         }))
+    }
+
+    /// A gist's view with what Amebo's rows carry of its event: payload,
+    /// metadata, `workspace` (= `metadata.workspace_id`), publisher and due time.
+    async fn gist_with_event(&self, gist: &Gist) -> HubResult<Value> {
+        let mut view = gist.view();
+        let event: Option<Event> =
+            get(&**self.broker(), &self.inner.tables.events, &gist.event).await?;
+        if let (Some(event), Some(map)) = (event, view.as_object_mut()) {
+            let metadata: Value = serde_json::from_str(event.metadata.get()).unwrap_or(Value::Null);
+            map.insert(
+                "workspace".to_owned(),
+                metadata.get("workspace_id").cloned().unwrap_or(Value::Null),
+            );
+            map.insert("payload".to_owned(), json!(event.payload));
+            map.insert("metadata".to_owned(), metadata);
+            map.insert("publisher".to_owned(), json!(event.publisher));
+            map.insert(
+                "sleep_until".to_owned(),
+                json!(crate::time::iso(event.deliver_at.max(event.published_at()))),
+            );
+        }
+        Ok(view)
     }
 
     /// One gist.

@@ -131,6 +131,7 @@ impl Gist {
         json!({
             "id": key,
             "gist": key,
+            "key": key,
             "event": self.event,
             "subscription": self.subscription,
             "action": self.action,
