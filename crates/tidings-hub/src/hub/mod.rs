@@ -95,6 +95,42 @@ impl Default for Page {
 }
 
 /// The event hub. Cheap to clone.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use serde_json::json;
+/// use tidings_hub::hub::{EventFilter, NewAction, NewApplication, NewEvent};
+/// use tidings_hub::{Hub, Page, Principal};
+///
+/// let broker = Arc::new(tidings_embedded::EmbeddedBroker::in_memory());
+/// let hub = Hub::open(broker, Default::default()).await?;
+/// let admin = Principal::Admin;
+/// hub.create_application(&admin, NewApplication {
+///     application: "shop".into(),
+///     address: "http://127.0.0.1:9000".into(),
+///     secret: None,
+///     description: None,
+/// }).await?;
+/// hub.register_action(&admin, NewAction {
+///     action: "order.placed".into(),
+///     application: "shop".into(),
+///     schemata: json!({"type": "object", "required": ["order_id"]}),
+/// }).await?;
+/// let shop = Principal::Application("shop".into());
+/// let new = |payload: &str| serde_json::from_value::<NewEvent>(json!({
+///     "action": "order.placed", "deduper": "o-1",
+///     "payload": serde_json::from_str::<serde_json::Value>(payload).unwrap(),
+/// })).unwrap();
+/// let first = hub.publish(&shop, new(r#"{"order_id": "o-1"}"#), None).await?;
+/// let again = hub.publish(&shop, new(r#"{"order_id": "o-1"}"#), None).await?;
+/// assert!(!first.duplicate && again.duplicate);
+/// assert!(hub.publish(&shop, new("{}"), None).await.is_err()); // schema: order_id required
+/// let log = hub.list_events(&EventFilter::default(), Page::default()).await?;
+/// assert_eq!(log.len(), 1);
+/// # Ok::<_, tidings_hub::HubError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct Hub {
     pub(crate) inner: Arc<Inner>,
