@@ -29,7 +29,7 @@ AMEBO=(--url http://127.0.0.1:3320 --admin-key $KEY)
 echo "== publish, 16 connections, 10 s"
 T_PUB=$(run --scenario publish --connections 16); echo "tidings: $T_PUB"
 A_PUB=$(run "${AMEBO[@]}" --scenario publish --connections 16); echo "amebo:   $A_PUB"
-echo "== deliveries to a local receiver (tidings 20000 events, amebo 300: it delivers ~14/s)"
+echo "== draining a backlog to a local receiver (tidings 20000 events, amebo 300: it delivers ~14/s)"
 T_DEL=$(run --scenario deliver --events 20000 --connections 16); echo "tidings: $T_DEL"
 A_DEL=$(run "${AMEBO[@]}" --scenario deliver --events 300 --connections 16); echo "amebo:   $A_DEL"
 echo "== publish → webhook latency at 5 events/s for 20 s (below Amebo's delivery ceiling)"
