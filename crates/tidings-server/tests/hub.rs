@@ -798,10 +798,7 @@ async fn catalog_changes_take_effect_while_deliveries_run() {
         json!({"action": "shop.sold", "payload": {"n": 1}}),
     )
     .await;
-    let mut paths = BTreeSet::new();
-    for _ in 0..2 {
-        paths.insert(receiver.next().await.path);
-    }
+    let paths = receiver.paths(2).await;
     assert_eq!(
         paths,
         BTreeSet::from(["/m".to_owned(), "/old/o".to_owned()])
@@ -822,10 +819,7 @@ async fn catalog_changes_take_effect_while_deliveries_run() {
         json!({"action": "shop.sold", "payload": {"n": 2}}),
     )
     .await;
-    let mut paths = BTreeSet::new();
-    for _ in 0..2 {
-        paths.insert(receiver.next().await.path);
-    }
+    let paths = receiver.paths(2).await;
     assert_eq!(
         paths,
         BTreeSet::from(["/m".to_owned(), "/new/o".to_owned()])

@@ -297,6 +297,15 @@ impl Receiver {
             .unwrap()
     }
 
+    /// The paths of the next `n` requests.
+    pub async fn paths(&mut self, n: usize) -> std::collections::BTreeSet<String> {
+        let mut paths = std::collections::BTreeSet::new();
+        for _ in 0..n {
+            paths.insert(self.next().await.path);
+        }
+        paths
+    }
+
     /// Nothing arrives within `wait`.
     pub async fn quiet_for(&mut self, wait: Duration) -> bool {
         tokio::time::timeout(wait, self.hits.recv()).await.is_err()
