@@ -84,6 +84,11 @@ pub enum Error {
     /// embedded engine refuses further writes until it is reopened.
     #[error("storage failure: {0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The storage server could not be reached in time (for example Redis
+    /// is down); nothing of the operation was applied, or, if the reply was
+    /// lost, all of it was.
+    #[error("storage unreachable: {0}")]
+    Unavailable(String),
     /// The broker has been shut down.
     #[error("the broker is closed")]
     Closed,

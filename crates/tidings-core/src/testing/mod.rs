@@ -31,10 +31,20 @@ impl<B: Broker> Fixture for B {
 
 /// Generates one `#[tokio::test]` per conformance case. `$setup` is an
 /// expression evaluating to a future of a [`Fixture`].
+///
+/// With `optional:` first, `$setup` evaluates to a future of an
+/// `Option<Fixture>`: `None` (a server that is not there, on a developer's
+/// machine) skips the case.
 #[macro_export]
 macro_rules! conformance_tests {
+    (optional: $setup:expr) => {
+        $crate::conformance_tests!(@list [optional] $setup);
+    };
     ($setup:expr) => {
-        $crate::conformance_tests!(@cases $setup;
+        $crate::conformance_tests!(@list [required] $setup);
+    };
+    (@list [$mode:ident] $setup:expr) => {
+        $crate::conformance_tests!(@cases [$mode] $setup;
             create_queue_is_idempotent,
             unknown_queue_is_a_typed_error,
             bad_input_is_rejected,
@@ -73,11 +83,22 @@ macro_rules! conformance_tests {
             concurrent_inserts_of_one_key_admit_one
         );
     };
-    (@cases $setup:expr; $($case:ident),* $(,)?) => {
+    (@cases [required] $setup:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let fixture = $setup.await;
+                $crate::testing::cases::$case($crate::testing::Fixture::broker(&fixture)).await;
+            }
+        )*
+    };
+    (@cases [optional] $setup:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some(fixture) = $setup.await else {
+                    return;
+                };
                 $crate::testing::cases::$case($crate::testing::Fixture::broker(&fixture)).await;
             }
         )*

@@ -1,0 +1,232 @@
+//! Dead letters: moving messages there, listing and requeueing them.
+//!
+//! A move reads the entry, builds the dead-letter entry here (the payload's
+//! bytes are copied, never re-serialised), then one script checks that the
+//! message is still where it was read and moves it: added to the dead-letter
+//! stream and acked in the same step, so it is never lost and never in both.
+
+use tidings_core::{
+    DeadLetter, DeadLetterSelection, Error, GroupName, MessageId, QueueConfig, QueueName, Result,
+};
+
+use super::RedisBroker;
+use super::messages::{dead_letter, dead_letter_fields, flat, requeued_fields};
+use crate::wire::entry::{Entry, is_stream_id};
+use crate::{scripts, value};
+
+/// Dead letters requeued per script run.
+const REQUEUE_PAGE: usize = 100;
+
+impl RedisBroker {
+    /// Dead-letters what a receive found timed out too often, expired, or unreadable.
+    pub(super) async fn dead_letter_taken(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        id: &str,
+        reason: &str,
+        count: u32,
+        config: &QueueConfig,
+    ) -> Result<()> {
+        let expired = reason == "expired" && count == 0;
+        let Some(entry) = self.entry(queue, id).await? else {
+            return Ok(());
+        };
+        let group_field = (!expired).then_some(group);
+        let fields = dead_letter_fields(&entry, group_field, count, reason);
+        let mode = if expired { "expired" } else { "pending" };
+        self.move_to_dead(queue, mode, group, id, count, config, fields)
+            .await?;
+        Ok(())
+    }
+
+    /// `nack` with a dead letter: moves a message pending in `group`.
+    pub(super) async fn dead_letter_pending(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        id: &MessageId,
+        reason: &str,
+    ) -> Result<bool> {
+        let config = self.config(queue).await?;
+        let keys = self.keys(queue)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("XRANGE")
+            .arg(&keys.stream)
+            .arg(id.as_str())
+            .arg(id.as_str())
+            .cmd("XPENDING")
+            .arg(&keys.stream)
+            .arg(group.as_str())
+            .arg(id.as_str())
+            .arg(id.as_str())
+            .arg(1);
+        let mut conn = self.conns.main();
+        let replies: Vec<redis::Value> = match self.call(pipe.query_async(&mut conn)).await {
+            Ok(r) => r,
+            // No such group: nothing is pending in it.
+            Err(Error::Storage(e)) if e.to_string().contains("NOGROUP") => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let entry = replies.first().and_then(|r| value::entries(r).pop());
+        let count = replies
+            .get(1)
+            .map(value::items)
+            .and_then(|p| p.first())
+            .map(value::items)
+            .and_then(|p| p.get(3))
+            .and_then(value::int)
+            .and_then(|n| u32::try_from(n).ok());
+        let (Some(entry), Some(count)) = (entry, count) else {
+            return Ok(false);
+        };
+        let fields = dead_letter_fields(&entry, Some(group), count, reason);
+        self.move_to_dead(queue, "pending", group, id.as_str(), count, &config, fields)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn move_to_dead(
+        &self,
+        queue: &QueueName,
+        mode: &str,
+        group: &GroupName,
+        id: &str,
+        count: u32,
+        config: &QueueConfig,
+        fields: Vec<(String, String)>,
+    ) -> Result<bool> {
+        let keys = self.keys(queue)?;
+        let [max_len, max_age] = Self::retention_args(config);
+        let mut args = vec![
+            queue.as_str().as_bytes().to_vec(),
+            mode.as_bytes().to_vec(),
+            group.as_str().as_bytes().to_vec(),
+            id.as_bytes().to_vec(),
+            count.to_string().into_bytes(),
+            max_len,
+            max_age,
+        ];
+        args.extend(flat(fields));
+        let moved = self.script(&scripts::MOVE, &[&keys.stream], args).await?;
+        Ok(value::text(&moved).is_some())
+    }
+
+    /// One entry of a queue's stream.
+    async fn entry(&self, queue: &QueueName, id: &str) -> Result<Option<Entry>> {
+        let keys = self.keys(queue)?;
+        let reply = self
+            .command(redis::cmd("XRANGE").arg(&keys.stream).arg(id).arg(id))
+            .await?;
+        Ok(value::entries(&reply).pop())
+    }
+
+    pub(super) async fn list_dead(
+        &self,
+        queue: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        self.config(queue).await?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(queue)?;
+        let start = match after {
+            Some(id) if is_stream_id(id.as_str()) => format!("({id}"),
+            Some(id) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{id:?} is not a dead-letter id"
+                )));
+            }
+            None => "-".to_owned(),
+        };
+        let reply = self
+            .command(
+                redis::cmd("XRANGE")
+                    .arg(&keys.dlq)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit),
+            )
+            .await?;
+        Ok(value::entries(&reply)
+            .iter()
+            .map(|e| dead_letter(queue, e))
+            .collect())
+    }
+
+    pub(super) async fn requeue(
+        &self,
+        queue: &QueueName,
+        selection: DeadLetterSelection,
+    ) -> Result<u64> {
+        self.config(queue).await?;
+        let keys = self.keys(queue)?;
+        let mut moved = 0;
+        match selection {
+            DeadLetterSelection::Ids(ids) => {
+                let mut pipe = redis::pipe();
+                let ids: Vec<&MessageId> =
+                    ids.iter().filter(|id| is_stream_id(id.as_str())).collect();
+                for id in &ids {
+                    pipe.cmd("XRANGE")
+                        .arg(&keys.dlq)
+                        .arg(id.as_str())
+                        .arg(id.as_str());
+                }
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let mut conn = self.conns.main();
+                let replies: Vec<redis::Value> = self.call(pipe.query_async(&mut conn)).await?;
+                let entries: Vec<Entry> = replies.iter().flat_map(value::entries).collect();
+                for page in entries.chunks(REQUEUE_PAGE) {
+                    moved += self.requeue_entries(queue, page).await?;
+                }
+            }
+            DeadLetterSelection::All => loop {
+                let reply = self
+                    .command(
+                        redis::cmd("XRANGE")
+                            .arg(&keys.dlq)
+                            .arg("-")
+                            .arg("+")
+                            .arg("COUNT")
+                            .arg(REQUEUE_PAGE),
+                    )
+                    .await?;
+                let page = value::entries(&reply);
+                if page.is_empty() {
+                    break;
+                }
+                moved += self.requeue_entries(queue, &page).await?;
+            },
+        }
+        Ok(moved)
+    }
+
+    async fn requeue_entries(&self, queue: &QueueName, entries: &[Entry]) -> Result<u64> {
+        let keys = self.keys(queue)?;
+        let mut args = vec![
+            queue.as_str().as_bytes().to_vec(),
+            keys.dlq_group.clone().into_bytes(),
+            entries.len().to_string().into_bytes(),
+        ];
+        for entry in entries {
+            let fields = requeued_fields(entry, &keys.dlq, &keys.stream);
+            args.push(entry.id.clone().into_bytes());
+            // Back to the group that gave up on it; to every group if none did.
+            args.push(entry.field("g").unwrap_or_default().as_bytes().to_vec());
+            args.push((fields.len() * 2).to_string().into_bytes());
+            args.extend(flat(fields));
+        }
+        let moved = self
+            .script(&scripts::REQUEUE, &[&keys.stream], args)
+            .await?;
+        Ok(value::int(&moved)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0))
+    }
+}

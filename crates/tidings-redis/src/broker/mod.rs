@@ -1,0 +1,553 @@
+//! [`RedisBroker`]: the [`Broker`] trait on Redis Streams.
+
+mod commit;
+mod dead;
+mod info;
+mod messages;
+mod receive;
+mod records;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::{Script, Value};
+use tidings_core::{
+    Broker, ConsumerName, DeadLetter, DeadLetterSelection, Delivery, Error, GroupName, MessageId,
+    Nack, OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
+    RecordScan, Result, SendReceipt, TableName, Transaction,
+};
+
+use crate::conn::Connections;
+use crate::keys::{Layout, QueueKeys};
+use crate::wire::entry::{is_stream_id, python_time};
+use crate::{RedisOptions, scripts, value};
+
+/// A broker whose queues live in Redis, in LeanMQ 0.2.0's data layout, so
+/// that Python LeanMQ clients and Tidings share them.
+///
+/// Every operation is one Lua script: atomic, one round trip. Cheap to share
+/// behind an `Arc`; it holds one multiplexed connection plus a dedicated one
+/// per blocked receive.
+pub struct RedisBroker {
+    options: RedisOptions,
+    layout: Layout,
+    conns: Connections,
+    /// Settings of queues seen, with the Redis run id they were seen under.
+    queues: RwLock<HashMap<QueueName, Known>>,
+    /// Groups this process has created (or seen), so receives skip creation.
+    groups: Mutex<HashSet<(QueueName, GroupName)>>,
+    /// When each group was last searched for timed-out deliveries.
+    reclaimed: Mutex<HashMap<(QueueName, GroupName), Instant>>,
+    /// The Redis run id whose data loss was last reported.
+    reported_loss: Mutex<String>,
+}
+
+#[derive(Clone)]
+struct Known {
+    config: QueueConfig,
+    run_id: String,
+}
+
+impl RedisBroker {
+    /// Connects to the Redis a URL names, e.g. `redis://127.0.0.1:6379/0?prefix=mq:`.
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(RedisOptions::from_url(url)?).await
+    }
+
+    /// Connects with explicit options.
+    pub async fn open_with(options: RedisOptions) -> Result<Self> {
+        let conns = Connections::open(&options).await?;
+        let broker = Self {
+            layout: Layout::new(options.prefix.clone(), options.hash_tags),
+            options,
+            conns,
+            queues: RwLock::new(HashMap::new()),
+            groups: Mutex::new(HashSet::new()),
+            reclaimed: Mutex::new(HashMap::new()),
+            reported_loss: Mutex::new(String::new()),
+        };
+        let run_id = broker.run_id().await?;
+        if let Ok(mut r) = broker.reported_loss.lock() {
+            *r = run_id;
+        }
+        Ok(broker)
+    }
+
+    /// The key layout (prefix and hash tags).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Runs one Redis call with the configured timeout.
+    async fn call<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T> {
+        match tokio::time::timeout(self.options.timeout, fut).await {
+            Ok(result) => result.map_err(|e| self.redis_error(e)),
+            Err(_) => Err(Error::Unavailable(format!(
+                "Redis did not answer within {:?}",
+                self.options.timeout
+            ))),
+        }
+    }
+
+    fn redis_error(&self, e: redis::RedisError) -> Error {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+            Error::Unavailable(format!("Redis: {e}"))
+        } else {
+            Error::storage(e)
+        }
+    }
+
+    /// Runs a script on the shared connection. A `NOQUEUE name` error reply
+    /// becomes `QueueNotFound`; other error replies are left to the caller
+    /// through [`ScriptReply::Refused`].
+    async fn script_reply(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: Vec<Vec<u8>>,
+    ) -> Result<ScriptReply> {
+        let mut inv = script.prepare_invoke();
+        for key in keys {
+            inv.key(*key);
+        }
+        for arg in args {
+            inv.arg(arg);
+        }
+        let mut conn = self.conns.main();
+        let reply =
+            tokio::time::timeout(self.options.timeout, inv.invoke_async::<Value>(&mut conn));
+        match reply.await {
+            Ok(Ok(value)) => Ok(ScriptReply::Done(value)),
+            Ok(Err(e)) => match (e.code(), e.detail()) {
+                (Some("NOQUEUE"), detail) => {
+                    Err(Error::QueueNotFound(detail.unwrap_or_default().to_owned()))
+                }
+                (Some(code @ ("CONFLICT" | "NOTPENDING" | "EXISTS" | "NOGROUP")), detail) => {
+                    Ok(ScriptReply::Refused {
+                        code: code.to_owned(),
+                        detail: detail.unwrap_or_default().to_owned(),
+                    })
+                }
+                _ => Err(self.redis_error(e)),
+            },
+            Err(_) => Err(Error::Unavailable(format!(
+                "Redis did not answer within {:?}",
+                self.options.timeout
+            ))),
+        }
+    }
+
+    /// Runs a script that refuses nothing but unknown queues.
+    async fn script(&self, script: &Script, keys: &[&str], args: Vec<Vec<u8>>) -> Result<Value> {
+        match self.script_reply(script, keys, args).await? {
+            ScriptReply::Done(value) => Ok(value),
+            ScriptReply::Refused { code, detail } => Err(Error::Corrupt {
+                location: keys.first().map(|k| (*k).to_owned()).unwrap_or_default(),
+                detail: format!("unexpected script refusal {code} {detail}"),
+            }),
+        }
+    }
+
+    /// Runs one command on the shared connection.
+    async fn command(&self, cmd: &redis::Cmd) -> Result<Value> {
+        let mut conn = self.conns.main();
+        self.call(cmd.query_async::<Value>(&mut conn)).await
+    }
+
+    async fn run_id(&self) -> Result<String> {
+        let info = self.command(redis::cmd("INFO").arg("server")).await?;
+        let text = value::text(&info).unwrap_or_default();
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned())
+    }
+
+    fn keys(&self, queue: &QueueName) -> Result<QueueKeys> {
+        self.layout.queue(queue)
+    }
+
+    /// The settings of a queue (cached), or `QueueNotFound`.
+    async fn config(&self, queue: &QueueName) -> Result<QueueConfig> {
+        if let Some(known) = self.queues.read().ok().and_then(|q| q.get(queue).cloned()) {
+            return Ok(known.config);
+        }
+        let keys = self.keys(queue)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET")
+            .arg(&keys.meta)
+            .arg("tidings")
+            .cmd("EXISTS")
+            .arg(&keys.meta);
+        let mut conn = self.conns.main();
+        let (stored, exists): (Option<String>, bool) =
+            self.call(pipe.query_async(&mut conn)).await?;
+        if !exists {
+            return Err(Error::QueueNotFound(queue.to_string()));
+        }
+        // A queue LeanMQ created has no Tidings settings: the defaults apply.
+        let config = match stored {
+            Some(json) => serde_json::from_str(&json).map_err(|e| Error::Corrupt {
+                location: keys.meta.clone(),
+                detail: format!("settings: {e}"),
+            })?,
+            None => QueueConfig::default(),
+        };
+        self.remember(queue, config.clone()).await;
+        Ok(config)
+    }
+
+    async fn remember(&self, queue: &QueueName, config: QueueConfig) {
+        let run_id = self.run_id().await.unwrap_or_default();
+        if let Ok(mut q) = self.queues.write() {
+            q.insert(queue.clone(), Known { config, run_id });
+        }
+    }
+
+    fn forget(&self, queue: &QueueName) {
+        if let Ok(mut q) = self.queues.write() {
+            q.remove(queue);
+        }
+        if let Ok(mut g) = self.groups.lock() {
+            g.retain(|(q, _)| q != queue);
+        }
+    }
+
+    /// After `QueueNotFound` for a queue this process knew: if Redis has
+    /// restarted without its data, create the queue again and say so once
+    /// per restart; if someone deleted it, forget it.
+    async fn recover(&self, queue: &QueueName) -> Result<bool> {
+        let Some(known) = self.queues.read().ok().and_then(|q| q.get(queue).cloned()) else {
+            return Ok(false);
+        };
+        let run_id = self.run_id().await?;
+        if run_id == known.run_id {
+            self.forget(queue);
+            return Ok(false);
+        }
+        if let Ok(mut reported) = self.reported_loss.lock()
+            && *reported != run_id
+        {
+            tracing::warn!(
+                prefix = %self.layout.prefix(),
+                "Redis restarted without its data; creating queues and consumer groups again"
+            );
+            *reported = run_id.clone();
+        }
+        if let Ok(mut g) = self.groups.lock() {
+            g.retain(|(q, _)| q != queue);
+        }
+        self.create(queue, &known.config).await?;
+        if let Ok(mut q) = self.queues.write() {
+            q.insert(
+                queue.clone(),
+                Known {
+                    config: known.config,
+                    run_id,
+                },
+            );
+        }
+        Ok(true)
+    }
+
+    /// Runs `op`, once more after recovering the queue from a Redis restart.
+    async fn healing<T, Fut>(&self, queue: &QueueName, op: impl Fn() -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        match op().await {
+            Err(Error::QueueNotFound(_)) if self.recover(queue).await? => op().await,
+            other => other,
+        }
+    }
+
+    async fn create(&self, queue: &QueueName, config: &QueueConfig) -> Result<bool> {
+        let keys = self.keys(queue)?;
+        let settings = serde_json::to_string(config).map_err(Error::storage)?;
+        // Registry first: a crash in between leaves a listed name without
+        // metadata, which listing skips, never a queue nobody can find.
+        self.command(
+            redis::cmd("SADD")
+                .arg(self.layout.registry())
+                .arg(&keys.stream)
+                .arg(&keys.dlq),
+        )
+        .await?;
+        let generation = crate::wire::entry::new_message_id();
+        let created = self
+            .script_reply(
+                &scripts::CREATE,
+                &[&keys.stream],
+                vec![
+                    settings.into_bytes(),
+                    python_time().into_bytes(),
+                    keys.main_group.clone().into_bytes(),
+                    keys.dlq_group.clone().into_bytes(),
+                    generation.as_bytes()[..8].to_vec(),
+                ],
+            )
+            .await?;
+        match created {
+            ScriptReply::Done(v) => Ok(value::int(&v) == Some(1)),
+            ScriptReply::Refused { .. } => Err(Error::QueueConfigConflict(queue.to_string())),
+        }
+    }
+
+    fn retention_args(config: &QueueConfig) -> [Vec<u8>; 2] {
+        let r = &config.retention;
+        let max_len = r
+            .max_len
+            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        [
+            max_len.to_string().into_bytes(),
+            millis(r.max_age.unwrap_or_default())
+                .to_string()
+                .into_bytes(),
+        ]
+    }
+
+    fn group_created(&self, queue: &QueueName, group: &GroupName) -> bool {
+        self.groups
+            .lock()
+            .map(|g| g.contains(&(queue.clone(), group.clone())))
+            .unwrap_or(false)
+    }
+
+    fn mark_group(&self, queue: &QueueName, group: &GroupName, created: bool) {
+        if let Ok(mut g) = self.groups.lock() {
+            if created {
+                g.insert((queue.clone(), group.clone()));
+            } else {
+                g.remove(&(queue.clone(), group.clone()));
+            }
+        }
+    }
+}
+
+/// What a script answered.
+enum ScriptReply {
+    /// It ran to the end.
+    Done(Value),
+    /// It refused, changing nothing (`code detail`).
+    Refused { code: String, detail: String },
+}
+
+/// Milliseconds of a duration, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn ids_as_args(ids: &[MessageId]) -> Vec<Vec<u8>> {
+    ids.iter()
+        .filter(|id| is_stream_id(id.as_str()))
+        .map(|id| id.as_str().as_bytes().to_vec())
+        .collect()
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn create_queue(&self, queue: &QueueName, config: QueueConfig) -> Result<bool> {
+        config.validate()?;
+        let created = self.create(queue, &config).await?;
+        self.remember(queue, config).await;
+        Ok(created)
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueName>> {
+        let members = self
+            .command(redis::cmd("SMEMBERS").arg(self.layout.registry()))
+            .await?;
+        let mut names: Vec<(QueueName, String)> = value::items(&members)
+            .iter()
+            .filter_map(value::text)
+            .filter_map(|key| {
+                let name = self.layout.queue_of(&key)?;
+                let meta = self.keys(&name).ok()?.meta;
+                Some((name, meta))
+            })
+            .collect();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (_, meta) in &names {
+            pipe.cmd("EXISTS").arg(meta);
+        }
+        let mut conn = self.conns.main();
+        let exists: Vec<bool> = self.call(pipe.query_async(&mut conn)).await?;
+        let mut exists = exists.into_iter();
+        names.retain(|_| exists.next().unwrap_or(false));
+        let mut names: Vec<QueueName> = names.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn queue_info(&self, queue: &QueueName) -> Result<QueueInfo> {
+        self.healing(queue, || self.info(queue)).await
+    }
+
+    async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
+        let keys = self.keys(queue)?;
+        self.script(
+            &scripts::DELETE,
+            &[&keys.stream],
+            vec![queue.as_str().as_bytes().to_vec()],
+        )
+        .await?;
+        self.forget(queue);
+        self.command(
+            redis::cmd("SREM")
+                .arg(self.layout.registry())
+                .arg(&keys.stream)
+                .arg(&keys.dlq),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_queue(&self, queue: &QueueName) -> Result<u64> {
+        let keys = self.keys(queue)?;
+        let purged = self
+            .script(
+                &scripts::PURGE,
+                &[&keys.stream],
+                vec![queue.as_str().as_bytes().to_vec()],
+            )
+            .await?;
+        Ok(value::int(&purged)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0))
+    }
+
+    async fn send_batch(
+        &self,
+        queue: &QueueName,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<Vec<SendReceipt>> {
+        for message in &messages {
+            message.validate()?;
+        }
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.healing(queue, || self.send_now(queue, &messages))
+            .await
+    }
+
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        options: ReceiveOptions,
+    ) -> Result<Vec<Delivery>> {
+        if options.max_messages == 0 {
+            return Err(Error::InvalidArgument(
+                "max_messages must be at least 1".into(),
+            ));
+        }
+        self.healing(queue, || self.receive_now(queue, group, consumer, options))
+            .await
+    }
+
+    async fn ack(&self, queue: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64> {
+        self.healing(queue, || self.ack_now(queue, group, ids))
+            .await
+    }
+
+    async fn nack(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        id: &MessageId,
+        nack: Nack,
+    ) -> Result<bool> {
+        let config = self.config(queue).await?;
+        if !is_stream_id(id.as_str()) {
+            return Ok(false);
+        }
+        match nack {
+            Nack::Retry { delay } => {
+                let keys = self.keys(queue)?;
+                let held = self
+                    .script(
+                        &scripts::HOLD,
+                        &[&keys.stream],
+                        vec![
+                            queue.as_str().as_bytes().to_vec(),
+                            group.as_str().as_bytes().to_vec(),
+                            id.as_str().as_bytes().to_vec(),
+                            millis(delay).to_string().into_bytes(),
+                            millis(config.visibility_timeout).to_string().into_bytes(),
+                        ],
+                    )
+                    .await?;
+                Ok(value::int(&held) == Some(1))
+            }
+            Nack::DeadLetter { reason } => {
+                self.dead_letter_pending(queue, group, id, &reason).await
+            }
+        }
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        self.list_dead(queue, after, limit).await
+    }
+
+    async fn requeue_dead_letters(
+        &self,
+        queue: &QueueName,
+        selection: DeadLetterSelection,
+    ) -> Result<u64> {
+        self.requeue(queue, selection).await
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        queue: &QueueName,
+        selection: DeadLetterSelection,
+    ) -> Result<u64> {
+        self.config(queue).await?;
+        let keys = self.keys(queue)?;
+        let mut args = vec![queue.as_str().as_bytes().to_vec()];
+        match selection {
+            DeadLetterSelection::All => args.push(b"all".to_vec()),
+            DeadLetterSelection::Ids(ids) => {
+                args.push(b"ids".to_vec());
+                args.extend(ids_as_args(&ids));
+            }
+        }
+        let purged = self
+            .script(&scripts::PURGE_DEAD, &[&keys.stream], args)
+            .await?;
+        Ok(value::int(&purged)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0))
+    }
+
+    async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {
+        transaction.validate()?;
+        if transaction.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.commit_now(transaction).await
+    }
+
+    async fn get_record(&self, table: &TableName, key: &str) -> Result<Option<Payload>> {
+        self.record(table, key).await
+    }
+
+    async fn scan_records(&self, table: &TableName, scan: RecordScan) -> Result<Vec<Record>> {
+        self.scan(table, scan).await
+    }
+}

@@ -1,0 +1,164 @@
+-- Shared by every Tidings script (prepended to each). Key names follow
+-- src/keys.rs: every key of a queue starts with its stream key, so one
+-- declared key routes the script and the rest stay in its cluster slot.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function parse_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+-- a <= b for stream ids
+local function id_le(a, b)
+  local am, as = parse_id(a)
+  local bm, bs = parse_id(b)
+  return am < bm or (am == bm and as <= bs)
+end
+
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+
+-- The queue behind a stream key, or nil if it was never created.
+local function queue(stream)
+  local meta = stream .. ':metadata'
+  local gen = redis.call('HGET', meta, 'gen')
+  if not gen then
+    if redis.call('EXISTS', meta) == 0 then return nil end
+    gen = ''
+  end
+  return {
+    stream = stream, meta = meta, gen = gen,
+    dlq = stream .. ':dlq', expiry = stream .. ':expiry',
+    delayed = stream .. ':delayed', retained = stream .. ':retained',
+    keeps = false, max_len = -1, max_age = 0,
+  }
+end
+
+local function with_retention(q, max_len, max_age)
+  q.max_len = tonumber(max_len)
+  q.max_age = tonumber(max_age)
+  q.keeps = q.max_len > 0 or q.max_age > 0
+  return q
+end
+
+local function no_queue(name)
+  return redis.error_reply('NOQUEUE ' .. name)
+end
+
+-- Consumer groups of a stream: name, last delivered id, pending count, lag.
+local function groups_of(stream)
+  local out = {}
+  if redis.call('EXISTS', stream) == 0 then return out end
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+    out[#out + 1] = {
+      name = info['name'], last = info['last-delivered-id'],
+      pending = info['pending'], lag = info['lag'],
+    }
+  end
+  return out
+end
+
+-- Whether every group except `except` has read and acked `id`.
+local function done_elsewhere(stream, id, except, groups)
+  for _, g in ipairs(groups) do
+    if g.name ~= except then
+      if not id_le(id, g.last) then return false end
+      if #redis.call('XPENDING', stream, g.name, id, id, 1) > 0 then return false end
+    end
+  end
+  return true
+end
+
+-- An entry every group is done with leaves the stream, or is kept for retention.
+local function finish(q, id)
+  if q.keeps then
+    redis.call('ZADD', q.retained, (parse_id(id)), id)
+  else
+    redis.call('XDEL', q.stream, id)
+  end
+end
+
+local function xdel_all(stream, ids)
+  for i = 1, #ids, 500 do
+    redis.call('XDEL', stream, unpack(ids, i, math.min(i + 499, #ids)))
+  end
+end
+
+local function trim_retained(q, now)
+  if not q.keeps then return end
+  if q.max_age > 0 then
+    local cutoff = '(' .. (now - q.max_age)
+    local old = redis.call('ZRANGEBYSCORE', q.retained, '-inf', cutoff)
+    if #old > 0 then
+      xdel_all(q.stream, old)
+      redis.call('ZREMRANGEBYSCORE', q.retained, '-inf', cutoff)
+    end
+  end
+  if q.max_len >= 0 then
+    local n = redis.call('ZCARD', q.retained)
+    if n > q.max_len then
+      local popped = redis.call('ZPOPMIN', q.retained, n - q.max_len)
+      local ids = {}
+      for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+      xdel_all(q.stream, ids)
+    end
+  end
+end
+
+-- An expired entry leaves the stream and every group.
+local function expire_drop(q, id, groups)
+  redis.call('ZREM', q.expiry, id)
+  redis.call('ZREM', q.delayed, id)
+  if redis.call('XDEL', q.stream, id) == 0 then return end
+  for _, g in ipairs(groups) do
+    redis.call('XACK', q.stream, g.name, id)
+    redis.call('ZREM', q.stream .. ':held:' .. g.name, id)
+  end
+  redis.call('HINCRBY', q.meta, 'expired_total', 1)
+end
+
+-- Appends a message; returns its id and 1 if a dedup id made it a duplicate.
+local function add_message(q, now, data, pl, headers, dedup, ttl, delay, only)
+  local dedup_key
+  if dedup ~= '' then
+    dedup_key = q.stream .. ':dedup:' .. q.gen .. ':' .. dedup
+    local seen = redis.call('GET', dedup_key)
+    if seen then return seen, 1 end
+  end
+  local f = {'data', data, 'pl', pl}
+  if headers ~= '' then f[#f + 1] = 'h'; f[#f + 1] = headers end
+  if dedup ~= '' then f[#f + 1] = 'dd'; f[#f + 1] = dedup end
+  if ttl > 0 then f[#f + 1] = 'x'; f[#f + 1] = tostring(now + ttl) end
+  if delay > 0 then f[#f + 1] = 'nb'; f[#f + 1] = tostring(now + delay) end
+  if only ~= '' then f[#f + 1] = 'only'; f[#f + 1] = only end
+  local id = redis.call('XADD', q.stream, '*', unpack(f))
+  if dedup_key then
+    redis.call('SET', dedup_key, id, 'PX', q.dedup_ms)
+  end
+  if ttl > 0 then
+    redis.call('ZADD', q.expiry, string.format('%.3f', (now + ttl) / 1000), id)
+  end
+  if delay > 0 then
+    redis.call('ZADD', q.delayed, now + delay, id)
+  end
+  return id, 0
+end
+
+-- Acks one id for a group; returns 1 if it was pending.
+local function ack_one(q, group, id, groups)
+  if redis.call('XACK', q.stream, group, id) == 0 then return 0 end
+  redis.call('ZREM', q.stream .. ':held:' .. group, id)
+  if done_elsewhere(q.stream, id, group, groups) then finish(q, id) end
+  return 1
+end
+
