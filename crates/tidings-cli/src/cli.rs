@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tidings", version, about)]
 pub struct Cli {
-    /// The broker: a data directory (embedded engine), `file:PATH` or `memory:`.
+    /// The broker: a data directory (embedded engine), `file:PATH`, `memory:`
+    /// or `redis://host:port/db?prefix=mq:` (Redis, shared with Python LeanMQ).
     #[arg(long, global = true, env = "TIDINGS_BROKER", default_value = tidings::DEFAULT_BROKER_URL)]
     pub broker: String,
 

@@ -55,6 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         other => other,
     };
     let broker = tidings::open(&cli.broker)
+        .await
         .with_context(|| format!("cannot open the broker {:?}", cli.broker))?;
     match command {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `./tidings-data`, `file:./tidings-data`, `file:///var/lib/tidings` | embedded engine, durable, in that directory (the default) |
 //! | `memory:` | embedded engine in memory, for tests and examples |
+//! | `redis://host:port/db?prefix=mq:` | Redis, in LeanMQ's layout (shared with Python LeanMQ); options `prefix`, `hash_tags`, `timeout` |
 //!
 //! A `?durability=buffered` query makes sends return once handed to the OS
 //! instead of after fsync (embedded engine only).
@@ -14,7 +15,7 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! use tidings::{Broker, OutgoingMessage, QueueConfig, QueueName};
-//! let broker = tidings::open("memory:")?;
+//! let broker = tidings::open("memory:").await?;
 //! let queue = QueueName::new("orders")?;
 //! broker.create_queue(&queue, QueueConfig::default()).await?;
 //! broker.send(&queue, OutgoingMessage::json(&"hello")?).await?;
@@ -26,4 +27,5 @@ mod url;
 
 pub use tidings_core::*;
 pub use tidings_embedded::{EmbeddedBroker, EmbeddedOptions};
+pub use tidings_redis::{RedisBroker, RedisOptions};
 pub use url::{BrokerUrl, DEFAULT_BROKER_URL, open};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tidings_core::{Broker, Durability, Error, Result};
 use tidings_embedded::{EmbeddedBroker, EmbeddedOptions};
+use tidings_redis::{RedisBroker, RedisOptions};
 
 /// The broker used when none is named: the embedded engine in `./tidings-data`.
 pub const DEFAULT_BROKER_URL: &str = "./tidings-data";
@@ -21,6 +22,8 @@ pub enum BrokerUrl {
     },
     /// The embedded engine in memory.
     Memory,
+    /// Redis (`redis://` or `rediss://`), in LeanMQ's data layout.
+    Redis(RedisOptions),
 }
 
 impl BrokerUrl {
@@ -37,6 +40,9 @@ impl BrokerUrl {
     /// # Ok::<_, tidings::Error>(())
     /// ```
     pub fn parse(url: &str) -> Result<Self> {
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            return Ok(Self::Redis(RedisOptions::from_url(url)?));
+        }
         let invalid = |reason: &str| Error::InvalidUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
@@ -63,7 +69,7 @@ impl BrokerUrl {
             rest
         } else if let Some((scheme, _)) = base.split_once("://") {
             return Err(invalid(&format!(
-                "the {scheme:?} backend is not available in this build (available: a path, file:, memory:)"
+                "the {scheme:?} backend is not available in this build (available: a path, file:, memory:, redis://)"
             )));
         } else {
             base
@@ -77,8 +83,8 @@ impl BrokerUrl {
         })
     }
 
-    /// Opens the broker this URL names.
-    pub fn open(&self) -> Result<Arc<dyn Broker>> {
+    /// Opens the broker this URL names (connecting, for Redis).
+    pub async fn open(&self) -> Result<Arc<dyn Broker>> {
         Ok(match self {
             Self::Embedded { path, durability } => Arc::new(EmbeddedBroker::open_with(
                 path,
@@ -88,13 +94,14 @@ impl BrokerUrl {
                 },
             )?),
             Self::Memory => Arc::new(EmbeddedBroker::in_memory()),
+            Self::Redis(options) => Arc::new(RedisBroker::open_with(options.clone()).await?),
         })
     }
 }
 
 /// Opens the broker named by `url`.
-pub fn open(url: &str) -> Result<Arc<dyn Broker>> {
-    BrokerUrl::parse(url)?.open()
+pub async fn open(url: &str) -> Result<Arc<dyn Broker>> {
+    BrokerUrl::parse(url)?.open().await
 }
 
 #[cfg(test)]
@@ -123,7 +130,8 @@ mod tests {
     #[test]
     fn bad_urls_say_why() {
         for (url, why) in [
-            ("redis://127.0.0.1", "not available"),
+            ("nats://127.0.0.1", "not available"),
+            ("redis://127.0.0.1?timeout=x", "timeout"),
             ("file:", "empty"),
             ("memory:?fast=yes", "unknown option"),
         ] {
@@ -142,7 +150,7 @@ mod tests {
             panic!("no temporary directory")
         };
         let url = dir.path().display().to_string();
-        let _first = open(&url).map_err(|e| e.to_string());
-        assert!(matches!(open(&url), Err(Error::Locked { .. })));
+        let _first = open(&url).await.map_err(|e| e.to_string());
+        assert!(matches!(open(&url).await, Err(Error::Locked { .. })));
     }
 }

@@ -18,4 +18,7 @@ redis.call('HSETNX', dlq_meta, 'created_at', ARGV[2])
 redis.call('HSETNX', dlq_meta, 'main_queue', KEYS[1])
 redis.call('HSETNX', dlq_meta, 'consumer_group', ARGV[4])
 redis.call('HSETNX', dlq_meta, 'is_dlq', 'true')
+-- LeanMQ's DLQ group, from the start of the stream: a Python client that
+-- attaches later still sees every dead letter.
+redis.pcall('XGROUP', 'CREATE', dlq, ARGV[4], '0', 'MKSTREAM')
 return 1

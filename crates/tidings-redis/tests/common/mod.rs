@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod python;
+
 use tidings_core::Broker;
 use tidings_core::testing::Fixture;
 use tidings_redis::RedisBroker;
