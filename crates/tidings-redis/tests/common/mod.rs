@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod python;
+pub mod server;
 
 use tidings_core::Broker;
 use tidings_core::testing::Fixture;

@@ -1,0 +1,172 @@
+//! Redis failing under a running broker: killed and restarted with its
+//! append-only file (nothing acked to a producer is lost), and restarted
+//! empty (queues and groups come back; workers resume without a restart).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tidings_core::{
+    Broker, ConsumerName, Error, GroupName, OutgoingMessage, QueueConfig, QueueName, ReceiveOptions,
+};
+use tidings_redis::RedisBroker;
+use tokio::sync::Mutex;
+
+use common::server::RedisServer;
+
+fn q() -> QueueName {
+    QueueName::new("jobs").unwrap()
+}
+
+/// Receives and acks until told to stop, collecting the numbers seen.
+fn consumer(
+    broker: Arc<RedisBroker>,
+    seen: Arc<Mutex<BTreeSet<i64>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let group = GroupName::new("workers").unwrap();
+        let me = ConsumerName::new("w1").unwrap();
+        let mut errors = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let options = ReceiveOptions::new(50, Duration::from_millis(200));
+            match broker.receive(&q(), &group, &me, options).await {
+                Ok(got) => {
+                    let ids: Vec<_> = got.iter().map(|d| d.id.clone()).collect();
+                    {
+                        let mut seen = seen.lock().await;
+                        for d in &got {
+                            let v: serde_json::Value = d.payload.json().unwrap();
+                            seen.insert(v["n"].as_i64().unwrap());
+                        }
+                    }
+                    // An ack lost to the outage means a redelivery: fine.
+                    let _ = broker.ack(&q(), &group, &ids).await;
+                }
+                Err(Error::Unavailable(_)) | Err(Error::Storage(_)) => {
+                    errors += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        errors
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acked_to_a_producer_is_lost_when_redis_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut server) = RedisServer::start(dir.path(), true).await else {
+        return;
+    };
+    let url = format!("{}?timeout=1s", server.url());
+    let broker = Arc::new(RedisBroker::open(&url).await.unwrap());
+    let config = QueueConfig {
+        visibility_timeout: Duration::from_secs(1),
+        ..QueueConfig::default()
+    };
+    broker.create_queue(&q(), config).await.unwrap();
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = consumer(broker.clone(), seen.clone(), stop.clone());
+
+    let mut acked = BTreeSet::new();
+    let mut failures = 0;
+    for n in 0..600i64 {
+        if n == 200 {
+            server.kill().await;
+        }
+        if n == 203 {
+            server.restart().await;
+        }
+        let message = OutgoingMessage::json(&json!({ "n": n })).unwrap();
+        match broker.send(&q(), message).await {
+            Ok(_) => {
+                acked.insert(n);
+            }
+            Err(Error::Unavailable(_)) | Err(Error::Storage(_)) => failures += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert!(failures >= 1, "the outage was seen by the producer");
+    assert!(
+        acked.len() > 300,
+        "sends resumed after the restart: {}",
+        acked.len()
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let missing: Vec<i64> = acked.difference(&*seen.lock().await).copied().collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} acked sends never delivered, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    worker.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_resume_when_redis_restarts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut server) = RedisServer::start(dir.path(), false).await else {
+        return;
+    };
+    let url = format!("{}?timeout=1s", server.url());
+    let producer = RedisBroker::open(&url).await.unwrap();
+    let worker_broker = Arc::new(RedisBroker::open(&url).await.unwrap());
+    producer
+        .create_queue(&q(), QueueConfig::default())
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = consumer(worker_broker.clone(), seen.clone(), stop.clone());
+    let send = |n: i64| {
+        let producer = &producer;
+        async move {
+            producer
+                .send(&q(), OutgoingMessage::json(&json!({ "n": n })).unwrap())
+                .await
+        }
+    };
+    send(1).await.unwrap();
+    wait_for(&seen, 1).await;
+
+    server.kill().await;
+    assert!(matches!(send(2).await, Err(Error::Unavailable(_))));
+    server.restart().await;
+    // The queue is gone with Redis' memory: the producer creates it again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while send(3).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "sends never resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The worker, never restarted, gets the group back and the message.
+    wait_for(&seen, 3).await;
+    stop.store(true, Ordering::Relaxed);
+    let errors = worker.await.unwrap();
+    assert!(errors < 200, "a hot error loop: {errors} errors");
+}
+
+async fn wait_for(seen: &Mutex<BTreeSet<i64>>, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !seen.lock().await.contains(&n) {
+        assert!(std::time::Instant::now() < deadline, "{n} never delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
