@@ -199,7 +199,12 @@ async fn check(ops: Vec<Op>) {
                 }
                 let id = inflight.remove(pick % inflight.len());
                 if matches!(op, Op::Ack { .. }) {
-                    assert_eq!(b.ack(&queue, &g(group), &[id.clone()]).await.unwrap(), 1);
+                    assert_eq!(
+                        b.ack(&queue, &g(group), std::slice::from_ref(&id))
+                            .await
+                            .unwrap(),
+                        1
+                    );
                 } else {
                     let nack = Nack::DeadLetter {
                         reason: "bad".into(),
