@@ -150,7 +150,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     4
                 };
                 fill(&broker, &queue, &payload, args.messages).await?;
-                let rate = receive_ack(&broker, &queue, args.messages, consumers).await?;
+                let rate = receive_ack(&broker, &queue, args.messages, consumers, 100).await?;
                 let name = if consumers == 1 {
                     "receive + ack, 1 consumer, batches of 100"
                 } else {
@@ -205,7 +205,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn per_sec(rate: f64) -> String {
+pub(crate) fn per_sec(rate: f64) -> String {
     format!(
         "{:.0} msg/s ({:.1} MB/s of payload)",
         rate,
@@ -215,7 +215,7 @@ fn per_sec(rate: f64) -> String {
 
 /// A JSON object of about `size` bytes whose text does not compress much
 /// (pseudo-random letters and digits), like ids and tokens in real payloads.
-fn payload(size: usize) -> anyhow::Result<Payload> {
+pub(crate) fn payload(size: usize) -> anyhow::Result<Payload> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let pad: String = (0..size.saturating_sub(24))
@@ -234,8 +234,8 @@ fn payload(size: usize) -> anyhow::Result<Payload> {
 }
 
 /// `producers` tasks send `total` messages in sends of `batch`; returns msg/s.
-async fn send(
-    broker: &Arc<EmbeddedBroker>,
+pub(crate) async fn send<B: Broker + ?Sized + 'static>(
+    broker: &Arc<B>,
     queue: &QueueName,
     payload: &Payload,
     total: usize,
@@ -265,8 +265,8 @@ async fn send(
     Ok(sent as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn fill(
-    broker: &Arc<EmbeddedBroker>,
+pub(crate) async fn fill<B: Broker + ?Sized + 'static>(
+    broker: &Arc<B>,
     queue: &QueueName,
     payload: &Payload,
     total: usize,
@@ -279,13 +279,14 @@ async fn fill(
     Ok(())
 }
 
-/// `consumers` consumers of one group take `total` messages, 100 at a time,
+/// `consumers` consumers of one group take `total` messages, `batch` at a time,
 /// acking each batch before taking the next; returns msg/s.
-async fn receive_ack(
-    broker: &Arc<EmbeddedBroker>,
+pub(crate) async fn receive_ack<B: Broker + ?Sized + 'static>(
+    broker: &Arc<B>,
     queue: &QueueName,
     total: usize,
     consumers: usize,
+    batch: usize,
 ) -> anyhow::Result<f64> {
     let group = GroupName::new("bench")?;
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -298,7 +299,7 @@ async fn receive_ack(
         tasks.push(tokio::spawn(async move {
             use std::sync::atomic::Ordering;
             while done.load(Ordering::Relaxed) < total {
-                let options = ReceiveOptions::new(100, Duration::from_millis(20));
+                let options = ReceiveOptions::new(batch, Duration::from_millis(20));
                 let got = broker.receive(&queue, &group, &consumer, options).await?;
                 let ids: Vec<MessageId> = got.into_iter().map(|d| d.id).collect();
                 let acked = broker.ack(&queue, &group, &ids).await?;
@@ -316,8 +317,8 @@ async fn receive_ack(
 
 /// Sends at `rate`/s for `length` while one consumer receives; returns
 /// p50, p99 and max latency in ms, and the number of messages.
-async fn latency(
-    broker: &Arc<EmbeddedBroker>,
+pub(crate) async fn latency<B: Broker + ?Sized + 'static>(
+    broker: &Arc<B>,
     queue: &QueueName,
     payload: &Payload,
     rate: u64,

@@ -33,6 +33,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Measure the event hub over HTTP (see docs/benchmarks.md).
     BenchHub(crate::hub_bench::HubBenchArgs),
+    /// Measure the Redis engine on a Redis server (see docs/benchmarks.md).
+    BenchRedis(crate::redis_bench::RedisBenchArgs),
     /// Run the event hub: the HTTP API (Amebo-compatible) and webhook delivery.
     Serve(crate::serve::ServeArgs),
 }

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod hub_bench;
 mod output;
+mod redis_bench;
 mod serve;
 
 use std::process::ExitCode;
@@ -52,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Bench(args) => return bench::run(args).await,
         Command::BenchHub(args) => return hub_bench::run(args).await,
+        Command::BenchRedis(args) => return redis_bench::run(args).await,
         other => other,
     };
     let broker = tidings::open(&cli.broker)
@@ -61,6 +63,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,
         Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,
         Command::Serve(args) => serve::run(broker, args).await,
-        Command::Bench(_) | Command::BenchHub(_) => Ok(()),
+        Command::Bench(_) | Command::BenchHub(_) | Command::BenchRedis(_) => Ok(()),
     }
 }

@@ -155,10 +155,51 @@ fn bad_input_fails_with_a_clear_message() {
     );
     assert!(cli.fails(&["dlq", "purge", "q"]).contains("--all"));
     let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["--broker", "redis://localhost", "queue", "list"])
+        .args(["--broker", "nats://localhost", "queue", "list"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available"));
+}
+
+#[test]
+fn the_cli_manages_queues_on_redis() {
+    let redis =
+        std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).unwrap();
+    let prefix = format!(
+        "tidings-test:cli-{}:",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    );
+    let sep = if redis.contains('?') { '&' } else { '?' };
+    let broker = format!("{redis}{sep}prefix={prefix}");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(args)
+            .env("TIDINGS_BROKER", &broker)
+            .output()
+            .unwrap()
+    };
+    let probe = run(&["queue", "list"]);
+    if !probe.status.success() {
+        let err = String::from_utf8_lossy(&probe.stderr);
+        assert!(!ci, "Redis is required under CI=true: {err}");
+        eprintln!("skipped: Redis not reachable at {redis}: {err}");
+        return;
+    }
+    assert!(run(&["queue", "create", "orders"]).status.success());
+    assert!(
+        run(&["queue", "send", "orders", r#"{"order": 1}"#])
+            .status
+            .success()
+    );
+    let info = run(&["--json", "queue", "info", "orders"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["length"], 1);
+    assert!(run(&["queue", "delete", "orders"]).status.success());
+    let list = run(&["--json", "queue", "list"]);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
 }
 
 #[test]

@@ -1,0 +1,195 @@
+//! `tidings bench-redis`: the Redis engine on a Redis server, in the shapes
+//! LeanMQ's own figures were measured in (reference leanmq.md §5), so that
+//! bench/peers/leanmq-side-by-side.sh can put the two side by side.
+//!
+//! Every row prints `row <name> <value> <unit>` as its last line, for scripts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use tidings::{Broker, Payload, QueueConfig, QueueName, RedisBroker};
+use tidings_patterns::webhook::{Webhook, WebhookOptions};
+
+use crate::bench::{fill, payload, per_sec, receive_ack, send};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// One producer, one message per send (LeanMQ's `send_message` loop).
+    SendOne,
+    /// 64 producers, one message per send, over one connection.
+    SendConcurrent,
+    /// One producer, batches of 100 (one script run each).
+    SendBatch,
+    /// Four producers, batches of 100 (against `redis-benchmark -P 16`).
+    SendBatch4,
+    /// One consumer, receive 10 then ack them.
+    ReceiveAck10,
+    /// One consumer, receive 100 then ack them.
+    ReceiveAck100,
+    /// Webhook-style send → handler at a fixed rate, with idle routes beside.
+    Webhook,
+}
+
+#[derive(Debug, Args)]
+pub struct RedisBenchArgs {
+    /// The Redis to measure (a fresh key prefix is added and removed after).
+    #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
+    url: String,
+    /// Scenarios to run (default: all).
+    #[arg(long = "scenario", value_enum)]
+    scenarios: Vec<Scenario>,
+    /// Messages per throughput scenario.
+    #[arg(long, default_value_t = 50_000)]
+    messages: usize,
+    /// Payload size in bytes (JSON).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Send rate of the webhook scenario, messages per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Idle routes beside the measured one in the webhook scenario.
+    #[arg(long, default_value_t = 8)]
+    idle_routes: usize,
+    /// Length of the webhook scenario.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    latency_for: Duration,
+}
+
+pub async fn run(args: RedisBenchArgs) -> anyhow::Result<()> {
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::value_variants().to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let payload = payload(args.size)?;
+    println!(
+        "tidings bench-redis: {} messages of {} bytes per throughput run on {}",
+        args.messages,
+        payload.len(),
+        args.url
+    );
+    for scenario in scenarios {
+        let prefix = format!("tidings-bench:{}:", std::process::id());
+        let sep = if args.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}prefix={prefix}&timeout=30s", args.url);
+        let broker: Arc<dyn Broker> = Arc::new(
+            RedisBroker::open(&url)
+                .await
+                .with_context(|| format!("cannot reach Redis at {}", args.url))?,
+        );
+        let queue = QueueName::new("bench")?;
+        broker.create_queue(&queue, QueueConfig::default()).await?;
+        let outcome = run_one(scenario, &args, &broker, &queue, &payload).await;
+        for q in broker.list_queues().await? {
+            broker.delete_queue(&q).await?;
+        }
+        let (name, value, unit, shown) = outcome?;
+        println!("  {name:<44} {shown}");
+        println!("row {name} {value:.2} {unit}");
+    }
+    Ok(())
+}
+
+async fn run_one(
+    scenario: Scenario,
+    args: &RedisBenchArgs,
+    broker: &Arc<dyn Broker>,
+    queue: &QueueName,
+    payload: &Payload,
+) -> anyhow::Result<(&'static str, f64, &'static str, String)> {
+    let rate = |name, r: f64| Ok((name, r, "msg/s", per_sec(r)));
+    match scenario {
+        Scenario::SendOne => {
+            let n = (args.messages / 5).max(1000);
+            rate("send-one", send(broker, queue, payload, n, 1, 1).await?)
+        }
+        Scenario::SendConcurrent => rate(
+            "send-concurrent",
+            send(broker, queue, payload, args.messages, 64, 1).await?,
+        ),
+        Scenario::SendBatch => rate(
+            "send-batch",
+            send(broker, queue, payload, args.messages, 1, 100).await?,
+        ),
+        Scenario::SendBatch4 => rate(
+            "send-batch4",
+            send(broker, queue, payload, args.messages, 4, 100).await?,
+        ),
+        Scenario::ReceiveAck10 | Scenario::ReceiveAck100 => {
+            let (name, batch) = if scenario == Scenario::ReceiveAck10 {
+                ("receive-ack-10", 10)
+            } else {
+                ("receive-ack-100", 100)
+            };
+            fill(broker, queue, payload, args.messages).await?;
+            rate(
+                name,
+                receive_ack(broker, queue, args.messages, 1, batch).await?,
+            )
+        }
+        Scenario::Webhook => {
+            let (p50, p99, max, n) = webhook_latency(broker.clone(), args).await?;
+            Ok((
+                "webhook-p99",
+                p99,
+                "ms",
+                format!(
+                    "{} msg/s x {n}, {} idle routes: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+                    args.rate, args.idle_routes
+                ),
+            ))
+        }
+    }
+}
+
+/// Webhook `send` → handler latency at `rate`, with idle routes served by
+/// the same service. The handler reads the send time from the payload.
+async fn webhook_latency(
+    broker: Arc<dyn Broker>,
+    args: &RedisBenchArgs,
+) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let origin = Instant::now();
+    let total = usize::try_from(args.rate.saturating_mul(args.latency_for.as_secs().max(1)))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
+    let mut webhook = Webhook::with_options(broker, WebhookOptions::default());
+    for i in 0..args.idle_routes {
+        webhook.on(&format!("/idle/{i}"), |_v: serde_json::Value| async {})?;
+    }
+    webhook.on("/measured", move |v: serde_json::Value| {
+        let tx = tx.clone();
+        async move {
+            let sent = v["sent_us"].as_f64().unwrap_or_default();
+            let _ = tx.send((origin.elapsed().as_micros() as f64 - sent) / 1000.0);
+        }
+    })?;
+    let service = webhook.run_service().await?;
+    let pad = "x".repeat(args.size.saturating_sub(40));
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let start = tokio::time::Instant::now();
+    let mut sends = Vec::with_capacity(total);
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval * u32::try_from(i)?).await;
+        let hook = service.webhook().clone();
+        let data =
+            serde_json::json!({ "sent_us": origin.elapsed().as_micros() as f64, "pad": pad });
+        sends.push(tokio::spawn(
+            async move { hook.send("/measured", &data).await },
+        ));
+    }
+    for s in sends {
+        s.await??;
+    }
+    let mut latencies = Vec::with_capacity(total);
+    while latencies.len() < total {
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .context("a webhook message was not handled within 10 s")?;
+        latencies.extend(got);
+    }
+    service.stop().await;
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+    Ok((at(0.50), at(0.99), at(1.0), latencies.len()))
+}
