@@ -28,6 +28,11 @@ pub enum Scenario {
     ReceiveAck10,
     /// One consumer, receive 100 then ack them.
     ReceiveAck100,
+    /// One consumer, receive 10 and ack them without waiting: the ack
+    /// travels with the next receive over the one connection.
+    ReceiveAck10Pipelined,
+    /// The same with batches of 100.
+    ReceiveAck100Pipelined,
     /// Webhook-style send → handler at a fixed rate, with idle routes beside.
     Webhook,
 }
@@ -85,9 +90,11 @@ pub async fn run(args: RedisBenchArgs) -> anyhow::Result<()> {
         for q in broker.list_queues().await? {
             broker.delete_queue(&q).await?;
         }
-        let (name, value, unit, shown) = outcome?;
-        println!("  {name:<44} {shown}");
-        println!("row {name} {value:.2} {unit}");
+        let (rows, shown) = outcome?;
+        println!("  {:<20} {shown}", rows[0].0);
+        for (name, value, unit) in rows {
+            println!("row {name} {value:.2} {unit}");
+        }
     }
     Ok(())
 }
@@ -98,8 +105,8 @@ async fn run_one(
     broker: &Arc<dyn Broker>,
     queue: &QueueName,
     payload: &Payload,
-) -> anyhow::Result<(&'static str, f64, &'static str, String)> {
-    let rate = |name, r: f64| Ok((name, r, "msg/s", per_sec(r)));
+) -> anyhow::Result<(Vec<(&'static str, f64, &'static str)>, String)> {
+    let rate = |name, r: f64| Ok((vec![(name, r, "msg/s")], per_sec(r)));
     match scenario {
         Scenario::SendOne => {
             let n = (args.messages / 5).max(1000);
@@ -129,12 +136,22 @@ async fn run_one(
                 receive_ack(broker, queue, args.messages, 1, batch).await?,
             )
         }
+        Scenario::ReceiveAck10Pipelined | Scenario::ReceiveAck100Pipelined => {
+            let (name, batch) = if scenario == Scenario::ReceiveAck10Pipelined {
+                ("receive-ack-10-pipelined", 10)
+            } else {
+                ("receive-ack-100-pipelined", 100)
+            };
+            fill(broker, queue, payload, args.messages).await?;
+            rate(
+                name,
+                receive_ack_pipelined(broker, queue, args.messages, batch).await?,
+            )
+        }
         Scenario::Webhook => {
             let (p50, p99, max, n) = webhook_latency(broker.clone(), args).await?;
             Ok((
-                "webhook-p99",
-                p99,
-                "ms",
+                vec![("webhook-p50", p50, "ms"), ("webhook-p99", p99, "ms")],
                 format!(
                     "{} msg/s x {n}, {} idle routes: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
                     args.rate, args.idle_routes
@@ -142,6 +159,37 @@ async fn run_one(
             ))
         }
     }
+}
+
+/// One consumer takes `total` messages, `batch` at a time, acking each batch
+/// without waiting for the answer before the next receive; returns msg/s
+/// once every ack is answered.
+async fn receive_ack_pipelined(
+    broker: &Arc<dyn Broker>,
+    queue: &QueueName,
+    total: usize,
+    batch: usize,
+) -> anyhow::Result<f64> {
+    let group = tidings::GroupName::new("bench")?;
+    let consumer = tidings::ConsumerName::new("c0")?;
+    let started = Instant::now();
+    let mut received = 0;
+    let mut acks = Vec::new();
+    while received < total {
+        let options = tidings::ReceiveOptions::new(batch, Duration::from_millis(20));
+        let got = broker.receive(queue, &group, &consumer, options).await?;
+        received += got.len();
+        let ids: Vec<tidings::MessageId> = got.into_iter().map(|d| d.id).collect();
+        let (broker, queue, group) = (broker.clone(), queue.clone(), group.clone());
+        acks.push(tokio::spawn(async move {
+            broker.ack(&queue, &group, &ids).await
+        }));
+    }
+    let mut acked = 0;
+    for a in acks {
+        acked += a.await??;
+    }
+    Ok(acked as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Webhook `send` → handler latency at `rate`, with idle routes served by

@@ -1,34 +1,42 @@
 //! The Lua scripts that make each operation one atomic step in Redis.
 //!
 //! Each script is `lua/prelude.lua` followed by its own file. They run with
-//! EVALSHA (redis-rs loads them again after a restart that forgot them).
+//! EVALSHA; all are loaded when a broker opens (and again after Redis
+//! forgets them), because the read path runs one inside a pipeline.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-macro_rules! script {
-    ($name:ident, $file:literal) => {
-        #[doc = concat!("`lua/", $file, "`")]
-        pub static $name: LazyLock<Script> = LazyLock::new(|| {
-            Script::new(concat!(
-                include_str!("lua/prelude.lua"),
-                include_str!(concat!("lua/", $file))
-            ))
-        });
+macro_rules! scripts {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(
+            #[doc = concat!("`lua/", $file, "`")]
+            pub static $name: LazyLock<Script> = LazyLock::new(|| {
+                Script::new(concat!(include_str!("lua/prelude.lua"), include_str!(concat!("lua/", $file))))
+            });
+        )*
+        /// The code of every script, to load them all at once.
+        pub const SOURCES: &[&str] = &[
+            $(concat!(include_str!("lua/prelude.lua"), include_str!(concat!("lua/", $file)))),*
+        ];
     };
 }
 
-script!(CREATE, "create.lua");
-script!(SEND, "send.lua");
-script!(RECEIVE, "receive.lua");
-script!(ACK, "ack.lua");
-script!(HOLD, "hold.lua");
-script!(MOVE, "move.lua");
-script!(REQUEUE, "requeue.lua");
-script!(PURGE_DEAD, "purge_dead.lua");
-script!(PURGE, "purge.lua");
-script!(DELETE, "delete.lua");
-script!(INFO, "info.lua");
-script!(SCAN, "scan.lua");
-script!(COMMIT, "commit.lua");
+scripts! {
+    CREATE => "create.lua",
+    SEND => "send.lua",
+    PREPARE => "prepare.lua",
+    RECLAIM => "reclaim.lua",
+    EXPIRE => "expire.lua",
+    ACK => "ack.lua",
+    HOLD => "hold.lua",
+    MOVE => "move.lua",
+    REQUEUE => "requeue.lua",
+    PURGE_DEAD => "purge_dead.lua",
+    PURGE => "purge.lua",
+    DELETE => "delete.lua",
+    INFO => "info.lua",
+    SCAN => "scan.lua",
+    COMMIT => "commit.lua",
+}

@@ -7,7 +7,10 @@ use crate::wire::entry::Entry;
 /// Text of a bulk or simple string (invalid UTF-8 replaced).
 pub(crate) fn text(v: &Value) -> Option<String> {
     match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::BulkString(b) => Some(match std::str::from_utf8(b) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(b).into_owned(),
+        }),
         Value::SimpleString(s) => Some(s.clone()),
         Value::Okay => Some("OK".to_owned()),
         Value::Int(n) => Some(n.to_string()),

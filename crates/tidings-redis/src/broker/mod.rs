@@ -73,7 +73,49 @@ impl RedisBroker {
         if let Ok(mut r) = broker.reported_loss.lock() {
             *r = run_id;
         }
+        broker.load_scripts().await?;
+        broker.warn_if_not_durable().await;
         Ok(broker)
+    }
+
+    /// Loads every script (the read path runs one inside a pipeline, where
+    /// redis-rs cannot reload it on NOSCRIPT).
+    async fn load_scripts(&self) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for code in scripts::SOURCES {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(*code).ignore();
+        }
+        let mut conn = self.conns.main();
+        self.call(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    /// Says once, at open, when Redis can lose acknowledged sends on a crash.
+    async fn warn_if_not_durable(&self) {
+        let mut conn = self.conns.main();
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("append*");
+        let asked = cmd.query_async::<Vec<String>>(&mut conn);
+        let Ok(Ok(config)) = tokio::time::timeout(self.options.timeout, asked).await else {
+            return;
+        };
+        let get = |k: &str| {
+            config
+                .chunks_exact(2)
+                .find(|kv| kv[0] == k)
+                .map(|kv| kv[1].clone())
+                .unwrap_or_default()
+        };
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if (get("appendonly") != "yes" || get("appendfsync") != "always")
+            && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                appendonly = %get("appendonly"),
+                appendfsync = %get("appendfsync"),
+                "this Redis does not fsync every write: a send it acknowledged can be lost if it crashes \
+                 (see docs/redis.md, Durability)"
+            );
+        }
     }
 
     /// The key layout (prefix and hash tags).
@@ -473,21 +515,8 @@ impl Broker for RedisBroker {
         }
         match nack {
             Nack::Retry { delay } => {
-                let keys = self.keys(queue)?;
-                let held = self
-                    .script(
-                        &scripts::HOLD,
-                        &[&keys.stream],
-                        vec![
-                            queue.as_str().as_bytes().to_vec(),
-                            group.as_str().as_bytes().to_vec(),
-                            id.as_str().as_bytes().to_vec(),
-                            millis(delay).to_string().into_bytes(),
-                            millis(config.visibility_timeout).to_string().into_bytes(),
-                        ],
-                    )
-                    .await?;
-                Ok(value::int(&held) == Some(1))
+                self.hold(queue, group, id.as_str(), "retry", millis(delay), &config)
+                    .await
             }
             Nack::DeadLetter { reason } => {
                 self.dead_letter_pending(queue, group, id, &reason).await

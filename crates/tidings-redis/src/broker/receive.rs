@@ -1,30 +1,48 @@
 //! Sending, receiving and acknowledging.
+//!
+//! Message bodies travel only through native commands (XADD, XREADGROUP,
+//! XRANGE): passing them through Lua costs more than reading them. Scripts
+//! decide (is the queue there, what expired, what timed out) and move ids.
 
 use std::time::{Duration, Instant};
 
 use redis::Value;
 use tidings_core::{
-    ConsumerName, Delivery, Error, ExpiryAction, GroupName, MessageId, OutgoingMessage, QueueName,
-    ReceiveOptions, Result, SendReceipt,
+    ConsumerName, Delivery, Error, ExpiryAction, GroupName, MessageId, OutgoingMessage,
+    QueueConfig, QueueName, ReceiveOptions, Result, SendReceipt,
 };
 
 use super::messages::{delivery, message_args};
 use super::{RedisBroker, ScriptReply, ids_as_args, millis};
+use crate::wire::entry::Entry;
 use crate::{scripts, value};
 
 /// How often a group is searched for timed-out deliveries: a quarter of the
 /// visibility timeout, within these bounds.
 const RECLAIM_EVERY: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
-/// What one run of the receive script found.
-struct Taken {
+/// One receive call's fixed parts.
+struct Receiver<'a> {
+    queue: &'a QueueName,
+    group: &'a GroupName,
+    consumer: &'a ConsumerName,
+    count: usize,
+    config: &'a QueueConfig,
+    stream: String,
+}
+
+/// Entries read, sorted by what happens to them.
+#[derive(Default)]
+struct Sorted {
     deliveries: Vec<Delivery>,
-    /// Messages to dead-letter: id, reason, deliveries so far.
-    dead: Vec<(String, String, u32)>,
-    /// The newest id in the stream, to block for anything newer.
-    last_id: String,
-    /// When the next held message is due.
-    due_in: Option<Duration>,
+    /// Expired when read.
+    expired: Vec<String>,
+    /// Requeued for another group: acked and skipped.
+    skipped: Vec<MessageId>,
+    /// Delayed sends not yet due: id, due time.
+    early: Vec<(String, u64)>,
+    /// Unreadable: id, reason, deliveries.
+    unreadable: Vec<(String, String, u32)>,
 }
 
 impl RedisBroker {
@@ -35,6 +53,13 @@ impl RedisBroker {
     ) -> Result<Vec<SendReceipt>> {
         let config = self.config(queue).await?;
         let keys = self.keys(queue)?;
+        let plain = config.default_ttl.is_none()
+            && messages
+                .iter()
+                .all(|m| m.dedup_id.is_none() && m.ttl.is_none() && m.delay.is_none());
+        if plain && let Some(receipts) = self.send_plain(&keys.stream, messages, &config).await? {
+            return Ok(receipts);
+        }
         let mut args = Vec::with_capacity(3 + messages.len() * 6);
         args.push(queue.as_str().as_bytes().to_vec());
         args.push(millis(config.dedup_window).max(1).to_string().into_bytes());
@@ -46,6 +71,51 @@ impl RedisBroker {
         Ok(receipts(&reply))
     }
 
+    /// Messages without dedup id, TTL or delay: plain XADDs (in MULTI/EXEC
+    /// for a batch, so it is all or nothing). `NOMKSTREAM` makes a send to a
+    /// queue whose stream is missing fail; `None` then lets the script
+    /// decide whether the queue exists at all.
+    async fn send_plain(
+        &self,
+        stream: &str,
+        messages: &[OutgoingMessage],
+        config: &QueueConfig,
+    ) -> Result<Option<Vec<SendReceipt>>> {
+        let mut pipe = redis::pipe();
+        if messages.len() > 1 {
+            pipe.atomic();
+        }
+        for message in messages {
+            let [data, pl, headers, ..] = message_args(message, config);
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(stream)
+                .arg("NOMKSTREAM")
+                .arg("*")
+                .arg("data")
+                .arg(data)
+                .arg("pl")
+                .arg(pl);
+            if !headers.is_empty() {
+                cmd.arg("h").arg(headers);
+            }
+        }
+        let mut conn = self.conns.main();
+        let ids: Vec<Option<String>> = self.call(pipe.query_async(&mut conn)).await?;
+        if ids.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        Ok(Some(
+            ids.into_iter()
+                .flatten()
+                .map(|id| SendReceipt {
+                    id: MessageId(id),
+                    duplicate: false,
+                })
+                .collect(),
+        ))
+    }
+
     pub(super) async fn receive_now(
         &self,
         queue: &QueueName,
@@ -54,169 +124,343 @@ impl RedisBroker {
         options: ReceiveOptions,
     ) -> Result<Vec<Delivery>> {
         let config = self.config(queue).await?;
-        let keys = self.keys(queue)?;
+        let r = Receiver {
+            queue,
+            group,
+            consumer,
+            count: options.max_messages,
+            config: &config,
+            stream: self.keys(queue)?.stream,
+        };
         let deadline = Instant::now() + options.wait;
         let reclaim_every = (config.visibility_timeout / 4).clamp(RECLAIM_EVERY.0, RECLAIM_EVERY.1);
         let mut force_reclaim = false;
         loop {
-            let key = (queue.clone(), group.clone());
-            let reclaim = force_reclaim
-                || self.reclaimed.lock().is_ok_and(|mut r| {
-                    let due = r.get(&key).is_none_or(|at| at.elapsed() >= reclaim_every);
-                    if due {
-                        r.insert(key.clone(), Instant::now());
-                    }
-                    due
-                });
-            let taken = self
-                .take(queue, group, consumer, &options, &config, reclaim)
-                .await?;
-            for (id, reason, count) in &taken.dead {
-                self.dead_letter_taken(queue, group, id, reason, *count, &config)
-                    .await?;
+            if force_reclaim || self.reclaim_due(queue, group, reclaim_every) {
+                let (found, _) = self.reclaim(&r).await?;
+                if !found.is_empty() {
+                    return Ok(found);
+                }
             }
-            let now = Instant::now();
-            if !taken.deliveries.is_empty() || now >= deadline {
-                return Ok(taken.deliveries);
+            // Entries read but not delivered (expired, held, meant for
+            // another group) leave room: read on, a few times at most.
+            let mut found = Vec::new();
+            let mut due_in = None;
+            let mut now = 0;
+            for _ in 0..10 {
+                let want = r.count - found.len();
+                let (at, due, entries) = self.read(&r, want).await?;
+                (now, due_in) = (at, due);
+                let read = entries.len();
+                let (delivered, passed_over) = self.settle(&r, now, entries).await?;
+                found.extend(delivered);
+                if passed_over == 0 || read < want || found.len() == r.count {
+                    break;
+                }
             }
-            if !taken.dead.is_empty() {
-                continue;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !found.is_empty() || left.is_zero() {
+                return Ok(found);
             }
-            let mut wait = (deadline - now).min(reclaim_every);
-            if let Some(due) = taken.due_in {
+            let mut wait = left.min(reclaim_every);
+            if let Some(due) = due_in {
                 wait = wait.min(due);
             }
-            force_reclaim = wait < deadline - now;
-            self.wait_for_entry(&keys.stream, &taken.last_id, wait)
-                .await?;
-        }
-    }
-
-    /// One run of the receive script (creating the group if needed).
-    async fn take(
-        &self,
-        queue: &QueueName,
-        group: &GroupName,
-        consumer: &ConsumerName,
-        options: &ReceiveOptions,
-        config: &tidings_core::QueueConfig,
-        reclaim: bool,
-    ) -> Result<Taken> {
-        let keys = self.keys(queue)?;
-        let flag = |b: bool| if b { b"1".to_vec() } else { b"0".to_vec() };
-        let mut create = !self.group_created(queue, group);
-        loop {
-            let args = vec![
-                queue.as_str().as_bytes().to_vec(),
-                group.as_str().as_bytes().to_vec(),
-                consumer.as_str().as_bytes().to_vec(),
-                options.max_messages.to_string().into_bytes(),
-                millis(config.visibility_timeout).to_string().into_bytes(),
-                config.max_deliveries.to_string().into_bytes(),
-                flag(reclaim),
-                flag(config.on_expiry == ExpiryAction::DeadLetter),
-                flag(create),
-            ];
-            match self
-                .script_reply(&scripts::RECEIVE, &[&keys.stream], args)
-                .await?
-            {
-                ScriptReply::Done(reply) => {
-                    if create {
-                        self.mark_group(queue, group, true);
-                    }
-                    return Ok(self.taken(queue, &reply));
-                }
-                // Redis lost the group (restarted empty, or purged by
-                // someone): create it and try again, once.
-                ScriptReply::Refused { code, .. } if code == "NOGROUP" && !create => {
-                    self.mark_group(queue, group, false);
-                    create = true;
-                }
-                ScriptReply::Refused { code, detail } => {
-                    return Err(Error::Corrupt {
-                        location: keys.stream.clone(),
-                        detail: format!("receive refused: {code} {detail}"),
-                    });
-                }
+            force_reclaim = wait < left;
+            let read_at = Instant::now();
+            let entries = self.read_blocking(&r, wait).await?;
+            let now = now + millis(read_at.elapsed());
+            let (found, _) = self.settle(&r, now, entries).await?;
+            if !found.is_empty() {
+                return Ok(found);
             }
         }
     }
 
-    fn taken(&self, queue: &QueueName, reply: &Value) -> Taken {
-        let parts = value::items(reply);
-        let mut deliveries = Vec::new();
-        let mut dead = Vec::new();
-        for item in parts.first().map(value::items).unwrap_or_default() {
-            let fields = value::items(item);
-            let (Some(id), Some(count)) = (
-                fields.first().and_then(value::text),
-                fields.get(1).and_then(value::int),
-            ) else {
-                continue;
-            };
-            let count = u32::try_from(count).unwrap_or(u32::MAX);
-            let Some(entry) = value::entry(&Value::Array(vec![
-                Value::BulkString(id.clone().into_bytes()),
-                fields.get(2).cloned().unwrap_or(Value::Nil),
-            ])) else {
-                continue;
-            };
-            match delivery(queue, &entry, count) {
-                Ok(d) => deliveries.push(d),
-                // Never dropped: an entry nobody can read goes to the dead letters.
-                Err(why) => dead.push((id, format!("unreadable entry: {why}"), count)),
+    /// Whether this process should look for timed-out deliveries of the group now.
+    fn reclaim_due(&self, queue: &QueueName, group: &GroupName, every: Duration) -> bool {
+        let key = (queue.clone(), group.clone());
+        self.reclaimed.lock().is_ok_and(|mut r| {
+            let due = r.get(&key).is_none_or(|at| at.elapsed() >= every);
+            if due {
+                r.insert(key, Instant::now());
             }
-        }
+            due
+        })
+    }
+
+    /// Claims timed-out deliveries (dead-lettering those out of deliveries).
+    async fn reclaim(&self, r: &Receiver<'_>) -> Result<(Vec<Delivery>, usize)> {
+        let args = vec![
+            r.queue.as_str().as_bytes().to_vec(),
+            r.group.as_str().as_bytes().to_vec(),
+            r.consumer.as_str().as_bytes().to_vec(),
+            r.count.to_string().into_bytes(),
+            millis(r.config.visibility_timeout).to_string().into_bytes(),
+            r.config.max_deliveries.to_string().into_bytes(),
+        ];
+        let reply = match self
+            .script_reply(&scripts::RECLAIM, &[&r.stream], args)
+            .await?
+        {
+            ScriptReply::Done(reply) => reply,
+            // No group yet: nothing to reclaim.
+            ScriptReply::Refused { .. } => return Ok((Vec::new(), 0)),
+        };
+        let parts = value::items(&reply);
         for item in parts.get(1).map(value::items).unwrap_or_default() {
             let f = value::items(item);
-            if let (Some(id), Some(reason), Some(count)) = (
+            if let (Some(id), Some(reason), Some(n)) = (
                 f.first().and_then(value::text),
                 f.get(1).and_then(value::text),
                 f.get(2).and_then(value::int),
             ) {
-                dead.push((id, reason, u32::try_from(count).unwrap_or(0)));
+                let n = u32::try_from(n).unwrap_or(0);
+                self.dead_letter_taken(r.queue, r.group, &id, &reason, n, r.config)
+                    .await?;
             }
         }
-        let due_in = parts
-            .get(3)
-            .and_then(value::int)
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(Duration::from_millis);
-        Taken {
-            deliveries,
-            dead,
-            last_id: parts
-                .get(2)
-                .and_then(value::text)
-                .unwrap_or_else(|| "0-0".into()),
-            due_in,
+        let claimed: Vec<(String, u32)> = parts
+            .first()
+            .map(value::items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| {
+                let c = value::items(c);
+                Some((
+                    value::text(c.first()?)?,
+                    u32::try_from(value::int(c.get(1)?)?).ok()?,
+                ))
+            })
+            .collect();
+        if claimed.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &claimed {
+            pipe.cmd("XRANGE").arg(&r.stream).arg(id).arg(id);
+        }
+        pipe.cmd("TIME");
+        let mut conn = self.conns.main();
+        let mut replies: Vec<Value> = self.call(pipe.query_async(&mut conn)).await?;
+        let now = replies.pop().map_or(0, |t| server_millis(&t));
+        let entries: Vec<(Entry, u32)> = replies
+            .iter()
+            .zip(&claimed)
+            .filter_map(|(reply, (_, n))| Some((value::entries(reply).pop()?, *n)))
+            .collect();
+        self.settle(r, now, entries).await
+    }
+
+    /// The prepare script and a native XREADGROUP, in one round trip.
+    /// Returns the server time, how long until a held message is due, and
+    /// the entries read.
+    async fn read(
+        &self,
+        r: &Receiver<'_>,
+        count: usize,
+    ) -> Result<(u64, Option<Duration>, Vec<(Entry, u32)>)> {
+        let mut create = !self.group_created(r.queue, r.group);
+        loop {
+            let flag = |b: bool| if b { "1" } else { "0" };
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            pipe.cmd("EVALSHA")
+                .arg(scripts::PREPARE.get_hash())
+                .arg(1)
+                .arg(&r.stream)
+                .arg(r.queue.as_str())
+                .arg(r.group.as_str())
+                .arg(flag(create))
+                .arg(flag(r.config.on_expiry == ExpiryAction::DeadLetter));
+            pipe.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(r.group.as_str())
+                .arg(r.consumer.as_str())
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(&r.stream)
+                .arg(">");
+            let mut conn = self.conns.main();
+            let replies: Vec<Value> = self.call(pipe.query_async(&mut conn)).await?;
+            let (prepared, read) = match replies.as_slice() {
+                [prepared, read] => (prepared, read),
+                _ => {
+                    return Err(Error::Unavailable(
+                        "Redis answered a pipeline in part".into(),
+                    ));
+                }
+            };
+            let mut now = None;
+            let mut due_in = None;
+            match prepared {
+                Value::ServerError(e) if e.code() == "NOQUEUE" => {
+                    return Err(Error::QueueNotFound(r.queue.to_string()));
+                }
+                // Redis forgot the script (restarted): what the read took is
+                // still delivered; the script runs again next time.
+                Value::ServerError(e) if e.code() == "NOSCRIPT" => {
+                    self.load_scripts().await?;
+                }
+                Value::ServerError(e) => {
+                    return Err(Error::storage(redis::RedisError::from(e.clone())));
+                }
+                prepared => {
+                    let parts = value::items(prepared);
+                    now = parts
+                        .first()
+                        .and_then(value::int)
+                        .and_then(|n| u64::try_from(n).ok());
+                    due_in = parts
+                        .get(2)
+                        .and_then(value::int)
+                        .and_then(|ms| u64::try_from(ms).ok())
+                        .map(Duration::from_millis);
+                    for id in parts.get(1).map(value::items).unwrap_or_default() {
+                        if let Some(id) = value::text(id) {
+                            self.dead_letter_taken(r.queue, r.group, &id, "expired", 0, r.config)
+                                .await?;
+                        }
+                    }
+                }
+            }
+            match read {
+                Value::ServerError(e) if e.code() == "NOGROUP" && !create => {
+                    self.mark_group(r.queue, r.group, false);
+                    create = true;
+                    continue;
+                }
+                Value::ServerError(e) => {
+                    return Err(Error::storage(redis::RedisError::from(e.clone())));
+                }
+                _ => {}
+            }
+            if create {
+                self.mark_group(r.queue, r.group, true);
+            }
+            let now = now.unwrap_or_else(|| tidings_core::Timestamp::now().as_millis());
+            return Ok((now, due_in, read_entries(read)));
         }
     }
 
-    /// Blocks until the stream has an entry newer than `last_id`, or `wait` passes.
-    async fn wait_for_entry(&self, stream: &str, last_id: &str, wait: Duration) -> Result<()> {
-        let ms = millis(wait).max(1);
+    /// XREADGROUP BLOCK on a connection of its own.
+    async fn read_blocking(&self, r: &Receiver<'_>, wait: Duration) -> Result<Vec<(Entry, u32)>> {
         let mut conn = self.conns.blocking().await?;
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(1)
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(r.group.as_str())
+            .arg(r.consumer.as_str())
+            .arg("COUNT")
+            .arg(r.count)
             .arg("BLOCK")
-            .arg(ms)
+            .arg(millis(wait).max(1))
             .arg("STREAMS")
-            .arg(stream)
-            .arg(last_id);
+            .arg(&r.stream)
+            .arg(">");
         let limit = wait + self.options.timeout;
         match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut conn)).await {
-            Ok(Ok(_)) => {
+            Ok(Ok(reply)) => {
                 self.conns.give_back(conn);
-                Ok(())
+                Ok(read_entries(&reply))
+            }
+            // The group went away (Redis restarted empty): the next read makes it again.
+            Ok(Err(e)) if e.code() == Some("NOGROUP") => {
+                self.conns.give_back(conn);
+                self.mark_group(r.queue, r.group, false);
+                Ok(Vec::new())
             }
             Ok(Err(e)) => Err(self.redis_error(e)),
             Err(_) => Err(Error::Unavailable(format!(
                 "Redis did not answer a blocking read within {limit:?}"
             ))),
         }
+    }
+
+    /// Delivers what can be delivered; expires, skips, holds or
+    /// dead-letters the rest. Returns the deliveries and how many entries
+    /// were passed over.
+    async fn settle(
+        &self,
+        r: &Receiver<'_>,
+        now: u64,
+        entries: Vec<(Entry, u32)>,
+    ) -> Result<(Vec<Delivery>, usize)> {
+        let total = entries.len();
+        let mut sorted = Sorted::default();
+        for (entry, count) in entries {
+            let number = |name| entry.field(name).and_then(|v| v.parse::<u64>().ok());
+            if number("x").is_some_and(|x| x <= now) {
+                sorted.expired.push(entry.id);
+            } else if entry.field("only").is_some_and(|g| g != r.group.as_str()) {
+                sorted.skipped.push(MessageId(entry.id));
+            } else if let Some(due) = number("nb").filter(|nb| *nb > now) {
+                sorted.early.push((entry.id, due));
+            } else {
+                match delivery(r.queue, &entry, count) {
+                    Ok(d) => sorted.deliveries.push(d),
+                    // Never dropped: what nobody can read goes to the dead letters.
+                    Err(why) => sorted.unreadable.push((
+                        entry.id,
+                        format!("unreadable entry: {why}"),
+                        count,
+                    )),
+                }
+            }
+        }
+        if !sorted.expired.is_empty() {
+            if r.config.on_expiry == ExpiryAction::DeadLetter {
+                for id in &sorted.expired {
+                    self.dead_letter_taken(r.queue, r.group, id, "expired", 0, r.config)
+                        .await?;
+                }
+            } else {
+                let mut args = vec![r.queue.as_str().as_bytes().to_vec()];
+                args.extend(sorted.expired.iter().map(|id| id.as_bytes().to_vec()));
+                self.script(&scripts::EXPIRE, &[&r.stream], args).await?;
+            }
+        }
+        if !sorted.skipped.is_empty() {
+            self.ack_now(r.queue, r.group, &sorted.skipped).await?;
+        }
+        for (id, due) in &sorted.early {
+            self.hold(r.queue, r.group, id, "delayed", *due, r.config)
+                .await?;
+        }
+        for (id, reason, count) in &sorted.unreadable {
+            self.dead_letter_taken(r.queue, r.group, id, reason, *count, r.config)
+                .await?;
+        }
+        let passed_over = total - sorted.deliveries.len();
+        Ok((sorted.deliveries, passed_over))
+    }
+
+    /// Holds a pending message back (see `lua/hold.lua`).
+    pub(super) async fn hold(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        id: &str,
+        mode: &str,
+        when: u64,
+        config: &QueueConfig,
+    ) -> Result<bool> {
+        let stream = self.keys(queue)?.stream;
+        let held = self
+            .script(
+                &scripts::HOLD,
+                &[&stream],
+                vec![
+                    queue.as_str().as_bytes().to_vec(),
+                    group.as_str().as_bytes().to_vec(),
+                    id.as_bytes().to_vec(),
+                    mode.as_bytes().to_vec(),
+                    when.to_string().into_bytes(),
+                    millis(config.visibility_timeout).to_string().into_bytes(),
+                ],
+            )
+            .await?;
+        Ok(value::int(&held) == Some(1))
     }
 
     pub(super) async fn ack_now(
@@ -244,6 +488,27 @@ impl RedisBroker {
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(0))
     }
+}
+
+/// Entries of an XREADGROUP reply, each delivered for the first time.
+fn read_entries(reply: &Value) -> Vec<(Entry, u32)> {
+    value::items(reply)
+        .first()
+        .map(value::items)
+        .and_then(|stream| stream.get(1))
+        .map(value::entries)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e, 1))
+        .collect()
+}
+
+/// Milliseconds from a TIME reply.
+fn server_millis(time: &Value) -> u64 {
+    let parts = value::items(time);
+    let secs = parts.first().and_then(value::int).unwrap_or(0);
+    let micros = parts.get(1).and_then(value::int).unwrap_or(0);
+    u64::try_from(secs * 1000 + micros / 1000).unwrap_or(0)
 }
 
 /// Receipts from a reply of id, duplicate flag pairs.

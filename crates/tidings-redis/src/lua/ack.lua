@@ -3,10 +3,7 @@
 local q = queue(KEYS[1])
 if not q then return no_queue(ARGV[1]) end
 with_retention(q, ARGV[3], ARGV[4])
-local groups = groups_of(q.stream)
-local acked = 0
-for i = 5, #ARGV do
-  acked = acked + ack_one(q, ARGV[2], ARGV[i], groups)
-end
-if acked > 0 then trim_retained(q, now_ms()) end
+local ids = {unpack(ARGV, 5)}
+local acked = ack_ids(q, ARGV[2], ids, groups_of(q.stream))
+if acked > 0 and q.keeps then trim_retained(q, now_ms()) end
 return acked

@@ -13,6 +13,12 @@ redis.call('HSETNX', meta, 'dlq', dlq)
 redis.call('HSETNX', meta, 'consumer_group', ARGV[3])
 redis.call('HSETNX', meta, 'gen', ARGV[5])
 redis.call('HSET', meta, 'tidings', ARGV[1])
+-- The stream exists from the start, so plain sends can use XADD NOMKSTREAM
+-- (and fail, instead of creating a stream, for a queue that does not exist).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], 'tidings-init', '$', 'MKSTREAM')
+  redis.call('XGROUP', 'DESTROY', KEYS[1], 'tidings-init')
+end
 local dlq_meta = dlq .. ':metadata'
 redis.call('HSETNX', dlq_meta, 'created_at', ARGV[2])
 redis.call('HSETNX', dlq_meta, 'main_queue', KEYS[1])

@@ -7,9 +7,10 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A stream id's parts (`ms` alone means `ms-0`).
 local function parse_id(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
+  local ms, seq = string.match(id, '^(%d+)-?(%d*)$')
+  return tonumber(ms) or 0, tonumber(seq) or 0
 end
 
 -- a <= b for stream ids
@@ -154,11 +155,56 @@ local function add_message(q, now, data, pl, headers, dedup, ttl, delay, only)
   return id, 0
 end
 
--- Acks one id for a group; returns 1 if it was pending.
+-- Acks ids for a group in a few calls (each redis.call costs about a
+-- microsecond, so not three per id). After XACK the group is done with
+-- every id it has read: those leave, or are kept for retention, once every
+-- other group is done with them too. Returns how many were pending.
+local function ack_ids(q, group, ids, groups)
+  local acked = 0
+  for i = 1, #ids, 500 do
+    acked = acked + redis.call('XACK', q.stream, group, unpack(ids, i, math.min(i + 499, #ids)))
+  end
+  if acked == 0 then return 0 end
+  local held = q.stream .. ':held:' .. group
+  if redis.call('EXISTS', held) == 1 then
+    for i = 1, #ids, 500 do
+      redis.call('ZREM', held, unpack(ids, i, math.min(i + 499, #ids)))
+    end
+  end
+  -- All were pending, so all were read; otherwise only ids up to the
+  -- group's position were (a stale position only delays their removal).
+  local all_read = acked == #ids
+  local last
+  for _, g in ipairs(groups) do
+    if g.name == group then last = g.last end
+  end
+  if not all_read and not last then return acked end
+  local others = #groups > 1
+  local finished = {}
+  for _, id in ipairs(ids) do
+    if (all_read or id_le(id, last))
+      and (not others or done_elsewhere(q.stream, id, group, groups)) then
+      finished[#finished + 1] = id
+    end
+  end
+  if #finished > 0 then
+    if q.keeps then
+      for i = 1, #finished, 250 do
+        local chunk = {}
+        for j = i, math.min(i + 249, #finished) do
+          chunk[#chunk + 1] = (parse_id(finished[j]))
+          chunk[#chunk + 1] = finished[j]
+        end
+        redis.call('ZADD', q.retained, unpack(chunk))
+      end
+    else
+      xdel_all(q.stream, finished)
+    end
+  end
+  return acked
+end
+
 local function ack_one(q, group, id, groups)
-  if redis.call('XACK', q.stream, group, id) == 0 then return 0 end
-  redis.call('ZREM', q.stream .. ':held:' .. group, id)
-  if done_elsewhere(q.stream, id, group, groups) then finish(q, id) end
-  return 1
+  return ack_ids(q, group, {id}, groups)
 end
 

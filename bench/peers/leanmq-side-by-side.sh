@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Tidings' Redis engine next to Python LeanMQ 0.2.0, on the same Redis, in one run, as ratios;
+# and Tidings' batched sends next to the Redis limit (`redis-benchmark -P 16` XADD of 1 KB).
+#
+#   bash bench/peers/leanmq-side-by-side.sh      # from the project root
+#
+# Needs a virtualenv with leanmq==0.2.0 at .venv (.ci/run makes it). Uses the Redis at
+# REDIS_PORT (default 6379), database 15, and removes the keys it wrote.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PORT=${REDIS_PORT:-6379}
+DB=15
+N=${N:-20000}
+RATE=${RATE:-1000}
+IDLE=${IDLE:-8}
+SECONDS_=${SECONDS_:-10}
+TIDINGS=target/release/tidings
+cargo build --release --bin tidings >/dev/null 2>&1
+PY=.venv/bin/python
+$PY -c "import leanmq" 2>/dev/null || { python3 -m venv .venv && $PY -m pip install -q leanmq==0.2.0; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "== Tidings (tidings bench-redis)"
+"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --messages "$N" --rate "$RATE" \
+  --idle-routes "$IDLE" --latency-for "${SECONDS_}s" | tee "$work/tidings"
+
+echo "== LeanMQ 0.2.0 (bench/peers/leanmq_bench.py)"
+$PY bench/peers/leanmq_bench.py --port "$PORT" --db "$DB" --n "$N" --rate "$RATE" \
+  --idle-routes "$IDLE" --seconds "$SECONDS_" | tee "$work/leanmq"
+
+echo "== redis-benchmark -P 16 XADD of a 1 KB field (the Redis limit)"
+payload=$(head -c 1024 /dev/zero | tr '\0' x)
+redis-cli -p "$PORT" -n "$DB" del rb-bench >/dev/null
+limit=$(redis-benchmark -p "$PORT" --dbnum "$DB" -q -n 200000 -P 16 XADD rb-bench '*' data "$payload" |
+  tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1)
+redis-cli -p "$PORT" -n "$DB" del rb-bench >/dev/null
+echo "  redis-benchmark -P 16: $limit XADD/s"
+
+value() { grep "^row $2 " "$1" | awk '{print $3}'; }
+echo
+echo "== side by side (same Redis, same run)"
+printf '%-22s %14s %14s %10s\n' row tidings leanmq ratio
+for r in send-one receive-ack-10 receive-ack-100; do
+  t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" "$r")
+  printf '%-22s %12.0f/s %12.0f/s %9.1fx\n' "$r" "$t" "$l" "$(echo "$t / $l" | bc -l)"
+done
+for r in send-concurrent send-batch send-batch4; do
+  t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" send-one)
+  printf '%-22s %12.0f/s %12.0f/s %9.1fx  (vs LeanMQ send_message)\n' "$r" "$t" "$l" "$(echo "$t / $l" | bc -l)"
+done
+for r in webhook-p50 webhook-p99; do
+  t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" "$r")
+  printf '%-22s %11.2f ms %11.2f ms %9.1fx lower\n' "$r" "$t" "$l" "$(echo "$l / $t" | bc -l)"
+done
+t=$(value "$work/tidings" send-batch4)
+printf '%-22s %12.0f/s %12.0f/s %9.0f%%  of redis-benchmark -P 16\n' "send-batch4" "$t" "$limit" "$(echo "100 * $t / $limit" | bc -l)"
