@@ -21,15 +21,35 @@ PY=.venv/bin/python
 $PY -c "import leanmq" 2>/dev/null || { python3 -m venv .venv && $PY -m pip install -q leanmq==0.2.0; }
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+  rm -rf "$work"
+  for pattern in 'leanmq-bench:*' 'tidings-bench:*' rb-bench; do
+    redis-cli -p "$PORT" -n "$DB" --scan --pattern "$pattern" | xargs -r redis-cli -p "$PORT" -n "$DB" del >/dev/null
+  done
+}
+trap cleanup EXIT
 
 echo "== Tidings (tidings bench-redis)"
-"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --messages "$N" --rate "$RATE" \
-  --idle-routes "$IDLE" --latency-for "${SECONDS_}s" | tee "$work/tidings"
+"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --messages "$N" \
+  --scenario send-one --scenario send-concurrent --scenario send-batch --scenario send-batch4 \
+  --scenario receive-ack10 --scenario receive-ack100 \
+  --scenario receive-ack10-pipelined --scenario receive-ack100-pipelined | tee "$work/tidings"
+# Webhook send -> handler, in three shapes: the target (1,000/s beside 8 idle routes), and the
+# two LeanMQ's reference measured (500/s on one route; 5/s to the 3rd of 3 routes).
+"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate "$RATE" \
+  --idle-routes "$IDLE" --latency-for "${SECONDS_}s" | sed 's/^row webhook/row target-webhook/' | tee -a "$work/tidings"
+"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate 500 \
+  --idle-routes 0 --latency-for "${SECONDS_}s" | sed 's/^row webhook/row busy-webhook/' | tee -a "$work/tidings"
+"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate 5 \
+  --idle-routes 2 --latency-for 20s | sed 's/^row webhook/row idle-webhook/' | tee -a "$work/tidings"
 
 echo "== LeanMQ 0.2.0 (bench/peers/leanmq_bench.py)"
-$PY bench/peers/leanmq_bench.py --port "$PORT" --db "$DB" --n "$N" --rate "$RATE" \
-  --idle-routes "$IDLE" --seconds "$SECONDS_" | tee "$work/leanmq"
+$PY bench/peers/leanmq_bench.py --port "$PORT" --db "$DB" --n "$N" --only send,consume10,consume100 \
+  | tee "$work/leanmq"
+$PY bench/peers/leanmq_bench.py --port "$PORT" --db "$DB" --only webhook --rate 500 \
+  --idle-routes 0 --seconds "$SECONDS_" | sed 's/^row webhook/row busy-webhook/' | tee -a "$work/leanmq"
+$PY bench/peers/leanmq_bench.py --port "$PORT" --db "$DB" --only webhook --rate 5 \
+  --idle-routes 2 --seconds 20 | sed 's/^row webhook/row idle-webhook/' | tee -a "$work/leanmq"
 
 echo "== redis-benchmark -P 16 XADD of a 1 KB field (the Redis limit)"
 payload=$(head -c 1024 /dev/zero | tr '\0' x)
@@ -45,15 +65,21 @@ echo "== side by side (same Redis, same run)"
 printf '%-22s %14s %14s %10s\n' row tidings leanmq ratio
 for r in send-one receive-ack-10 receive-ack-100; do
   t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" "$r")
-  printf '%-22s %12.0f/s %12.0f/s %9.1fx\n' "$r" "$t" "$l" "$(echo "$t / $l" | bc -l)"
+  printf '%-26s %12.0f/s %12.0f/s %9.1fx\n' "$r" "$t" "$l" "$(echo "$t / $l" | bc -l)"
+done
+for r in receive-ack-10-pipelined receive-ack-100-pipelined; do
+  t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" "${r%-pipelined}")
+  printf '%-26s %12.0f/s %12.0f/s %9.1fx\n' "$r" "$t" "$l" "$(echo "$t / $l" | bc -l)"
 done
 for r in send-concurrent send-batch send-batch4; do
   t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" send-one)
-  printf '%-22s %12.0f/s %12.0f/s %9.1fx  (vs LeanMQ send_message)\n' "$r" "$t" "$l" "$(echo "$t / $l" | bc -l)"
+  printf '%-26s %12.0f/s %12.0f/s %9.1fx  (vs LeanMQ send_message)\n' "$r" "$t" "$l" "$(echo "$t / $l" | bc -l)"
 done
-for r in webhook-p50 webhook-p99; do
+for r in busy-webhook-p50 busy-webhook-p99 idle-webhook-p50 idle-webhook-p99; do
   t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" "$r")
-  printf '%-22s %11.2f ms %11.2f ms %9.1fx lower\n' "$r" "$t" "$l" "$(echo "$l / $t" | bc -l)"
+  printf '%-26s %11.2f ms %11.2f ms %9.1fx lower\n' "$r" "$t" "$l" "$(echo "$l / $t" | bc -l)"
 done
+printf '%-26s %11.2f ms  (target: p99 < 5 ms at %s/s beside %s idle routes)\n' target-webhook-p99 \
+  "$(value "$work/tidings" target-webhook-p99)" "$RATE" "$IDLE"
 t=$(value "$work/tidings" send-batch4)
-printf '%-22s %12.0f/s %12.0f/s %9.0f%%  of redis-benchmark -P 16\n' "send-batch4" "$t" "$limit" "$(echo "100 * $t / $limit" | bc -l)"
+printf '%-26s %12.0f/s %12.0f/s %9.0f%%  of redis-benchmark -P 16\n' "send-batch4" "$t" "$limit" "$(echo "100 * $t / $limit" | bc -l)"
