@@ -19,6 +19,9 @@ pub struct RedisOptions {
     pub hash_tags: bool,
     /// How long one command may take before it fails (blocking receives excepted).
     pub timeout: Duration,
+    /// Speak the Redis Cluster protocol (the URL names one node to start
+    /// from). Implies `hash_tags`.
+    pub cluster: bool,
 }
 
 impl RedisOptions {
@@ -29,10 +32,12 @@ impl RedisOptions {
             prefix: DEFAULT_PREFIX.to_owned(),
             hash_tags: false,
             timeout: Duration::from_secs(5),
+            cluster: false,
         }
     }
 
-    /// Parses `redis://host:port/db?prefix=mq:&hash_tags=true&timeout=5s`.
+    /// Parses `redis://host:port/db?prefix=mq:&hash_tags=true&timeout=5s`
+    /// (add `cluster=true` for a Redis Cluster).
     /// Query options Tidings does not know are left for redis-rs.
     ///
     /// ```
@@ -60,15 +65,18 @@ impl RedisOptions {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "prefix" => options.prefix = value.to_owned(),
-                "hash_tags" => {
-                    options.hash_tags = match value {
+                "hash_tags" | "cluster" => {
+                    let on = match value {
                         "true" | "1" | "yes" => true,
                         "false" | "0" | "no" => false,
                         _ => {
-                            return Err(invalid(format!(
-                                "hash_tags={value:?} is not true or false"
-                            )));
+                            return Err(invalid(format!("{key}={value:?} is not true or false")));
                         }
+                    };
+                    if key == "cluster" {
+                        options.cluster = on;
+                    } else {
+                        options.hash_tags = on;
                     }
                 }
                 "timeout" => {
@@ -88,6 +96,9 @@ impl RedisOptions {
         }
         if !passed.is_empty() {
             options.url = format!("{base}?{}", passed.join("&"));
+        }
+        if options.cluster {
+            options.hash_tags = true;
         }
         Ok(options)
     }
@@ -122,6 +133,8 @@ mod tests {
         assert!(o.hash_tags);
         assert_eq!(o.url, "redis://h/0?password_x=1");
         assert_eq!(o.timeout, Duration::from_millis(250));
+        let c = RedisOptions::from_url("redis://h:7000?cluster=true").unwrap();
+        assert!(c.cluster && c.hash_tags);
         for bad in [
             "http://h",
             "redis://h?hash_tags=maybe",

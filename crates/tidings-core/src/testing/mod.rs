@@ -35,8 +35,15 @@ impl<B: Broker> Fixture for B {
 /// With `optional:` first, `$setup` evaluates to a future of an
 /// `Option<Fixture>`: `None` (a server that is not there, on a developer's
 /// machine) skips the case.
+///
+/// With `in_sequence:` first, the macro is an expression instead: a future
+/// that runs every case one after the other, each with a fresh fixture (for
+/// a backend whose server the test starts once, such as a Redis Cluster).
 #[macro_export]
 macro_rules! conformance_tests {
+    (in_sequence: $setup:expr) => {
+        $crate::conformance_tests! { @list [sequence] $setup }
+    };
     (optional: $setup:expr) => {
         $crate::conformance_tests!(@list [optional] $setup);
     };
@@ -44,7 +51,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@list [required] $setup);
     };
     (@list [$mode:ident] $setup:expr) => {
-        $crate::conformance_tests!(@cases [$mode] $setup;
+        $crate::conformance_tests! { @cases [$mode] $setup;
             create_queue_is_idempotent,
             unknown_queue_is_a_typed_error,
             bad_input_is_rejected,
@@ -81,7 +88,16 @@ macro_rules! conformance_tests {
             records_change_with_messages_or_not_at_all,
             bad_record_keys_are_rejected,
             concurrent_inserts_of_one_key_admit_one
-        );
+        }
+    };
+    (@cases [sequence] $setup:expr; $($case:ident),* $(,)?) => {
+        async {
+            $(
+                let fixture = $setup.await;
+                $crate::testing::cases::$case($crate::testing::Fixture::broker(&fixture)).await;
+                drop(fixture);
+            )*
+        }
     };
     (@cases [required] $setup:expr; $($case:ident),* $(,)?) => {
         $(

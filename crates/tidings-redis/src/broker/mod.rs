@@ -81,6 +81,14 @@ impl RedisBroker {
     /// Loads every script (the read path runs one inside a pipeline, where
     /// redis-rs cannot reload it on NOSCRIPT).
     async fn load_scripts(&self) -> Result<()> {
+        if self.conns.is_cluster() {
+            // SCRIPT LOAD goes to every node only as a command of its own.
+            for code in scripts::SOURCES {
+                self.command(redis::cmd("SCRIPT").arg("LOAD").arg(*code))
+                    .await?;
+            }
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         for code in scripts::SOURCES {
             pipe.cmd("SCRIPT").arg("LOAD").arg(*code).ignore();
@@ -200,6 +208,11 @@ impl RedisBroker {
     }
 
     async fn run_id(&self) -> Result<String> {
+        // A cluster has a run id per node: recovery from an empty restart
+        // is for single servers (docs/redis.md).
+        if self.conns.is_cluster() {
+            return Ok("cluster".into());
+        }
         let info = self.command(redis::cmd("INFO").arg("server")).await?;
         let text = value::text(&info).unwrap_or_default();
         Ok(text
@@ -416,12 +429,24 @@ impl Broker for RedisBroker {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (_, meta) in &names {
-            pipe.cmd("EXISTS").arg(meta);
-        }
-        let mut conn = self.conns.main();
-        let exists: Vec<bool> = self.call(pipe.query_async(&mut conn)).await?;
+        // One pipeline on a single server; one command per queue on a
+        // cluster, where the keys live in different slots.
+        let exists: Vec<bool> = if self.conns.is_cluster() {
+            let mut exists = Vec::with_capacity(names.len());
+            for (_, meta) in &names {
+                exists.push(
+                    value::int(&self.command(redis::cmd("EXISTS").arg(meta)).await?) == Some(1),
+                );
+            }
+            exists
+        } else {
+            let mut pipe = redis::pipe();
+            for (_, meta) in &names {
+                pipe.cmd("EXISTS").arg(meta);
+            }
+            let mut conn = self.conns.main();
+            self.call(pipe.query_async(&mut conn)).await?
+        };
         let mut exists = exists.into_iter();
         names.retain(|_| exists.next().unwrap_or(false));
         let mut names: Vec<QueueName> = names.into_iter().map(|(n, _)| n).collect();

@@ -90,3 +90,103 @@ fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
+
+/// A Redis Cluster of three primaries on free loopback ports, started for
+/// one test and killed when dropped.
+pub struct RedisCluster {
+    _nodes: Vec<Child>,
+    pub ports: Vec<u16>,
+}
+
+impl RedisCluster {
+    /// Starts it, or `None` (skip) outside CI if it cannot be started.
+    pub async fn start(dir: &Path) -> Option<Self> {
+        match Self::launch(dir).await {
+            Ok(cluster) => Some(cluster),
+            Err(e) => super::skip_or_fail(&e),
+        }
+    }
+
+    async fn launch(dir: &Path) -> Result<Self, String> {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nodes = Vec::new();
+        for port in &ports {
+            let node_dir = dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).map_err(|e| e.to_string())?;
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("redis-server: {e}"))?;
+            nodes.push(child);
+        }
+        let cluster = Self {
+            _nodes: nodes,
+            ports,
+        };
+        for port in &cluster.ports {
+            wait_until(|| ping(*port), "a cluster node never answered").await?;
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in &cluster.ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .map_err(|e| format!("redis-cli --cluster create: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        for port in &cluster.ports {
+            wait_until(|| cluster_ok(*port), "the cluster never became ok").await?;
+        }
+        Ok(cluster)
+    }
+
+    /// A broker URL for the cluster under `prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!(
+            "redis://127.0.0.1:{}?cluster=true&prefix={prefix}",
+            self.ports[0]
+        )
+    }
+}
+
+fn ping(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
+}
+
+fn cluster_ok(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+        .is_ok_and(|info| info.contains("cluster_state:ok"))
+}
+
+async fn wait_until(ready: impl Fn() -> bool, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        if Instant::now() > deadline {
+            return Err(what.to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
