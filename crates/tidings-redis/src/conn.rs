@@ -60,7 +60,7 @@ impl ConnectionLike for Conn {
 enum Clients {
     Single(Client),
     /// The cluster client for blocking reads (no response timeout).
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 pub(crate) struct Connections {
@@ -87,7 +87,7 @@ impl Connections {
             let main = build(options.timeout)?;
             let blocking = build(Duration::from_secs(24 * 3600))?;
             let conn = async move { main.get_async_connection().await.map(Conn::Cluster) };
-            (Clients::Cluster(blocking), futures_box(conn))
+            (Clients::Cluster(Box::new(blocking)), futures_box(conn))
         } else {
             let client = Client::open(options.url.as_str()).map_err(invalid)?;
             // Reconnects in the background with bounded backoff (0.1 s doubling
