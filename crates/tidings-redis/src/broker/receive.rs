@@ -136,7 +136,10 @@ impl RedisBroker {
         let reclaim_every = (config.visibility_timeout / 4).clamp(RECLAIM_EVERY.0, RECLAIM_EVERY.1);
         let mut force_reclaim = false;
         loop {
-            if force_reclaim || self.reclaim_due(queue, group, reclaim_every) {
+            // Timed-out deliveries are looked for, and expiry swept, on a
+            // schedule; in between a receive is native commands only.
+            let sweep = force_reclaim || self.reclaim_due(queue, group, reclaim_every);
+            if sweep {
                 let (found, _) = self.reclaim(&r).await?;
                 if !found.is_empty() {
                     return Ok(found);
@@ -149,7 +152,7 @@ impl RedisBroker {
             let mut now = 0;
             for _ in 0..10 {
                 let want = r.count - found.len();
-                let (at, due, entries) = self.read(&r, want).await?;
+                let (at, due, entries) = self.read(&r, want, sweep).await?;
                 (now, due_in) = (at, due);
                 let read = entries.len();
                 let (delivered, passed_over) = self.settle(&r, now, entries).await?;
@@ -259,20 +262,33 @@ impl RedisBroker {
         &self,
         r: &Receiver<'_>,
         count: usize,
+        prepare: bool,
     ) -> Result<(u64, Option<Duration>, Vec<(Entry, u32)>)> {
         let mut create = !self.group_created(r.queue, r.group);
         loop {
             let flag = |b: bool| if b { "1" } else { "0" };
+            let scripted = prepare || create;
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
-            pipe.cmd("EVALSHA")
-                .arg(scripts::PREPARE.get_hash())
-                .arg(1)
-                .arg(&r.stream)
-                .arg(r.queue.as_str())
-                .arg(r.group.as_str())
-                .arg(flag(create))
-                .arg(flag(r.config.on_expiry == ExpiryAction::DeadLetter));
+            if scripted {
+                pipe.cmd("EVALSHA")
+                    .arg(scripts::PREPARE.get_hash())
+                    .arg(1)
+                    .arg(&r.stream)
+                    .arg(r.queue.as_str())
+                    .arg(r.group.as_str())
+                    .arg(flag(create))
+                    .arg(flag(r.config.on_expiry == ExpiryAction::DeadLetter));
+            } else {
+                // Between sweeps: the server's clock (to judge expiry and
+                // delays) and the first held message, natively.
+                pipe.cmd("TIME");
+                pipe.cmd("ZRANGE")
+                    .arg(format!("{}:held:{}", r.stream, r.group))
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES");
+            }
             pipe.cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(r.group.as_str())
@@ -284,49 +300,60 @@ impl RedisBroker {
                 .arg(">");
             let mut conn = self.conns.main();
             let replies: Vec<Value> = self.call(pipe.query_async(&mut conn)).await?;
-            let (prepared, read) = match replies.as_slice() {
-                [prepared, read] => (prepared, read),
-                _ => {
-                    return Err(Error::Unavailable(
-                        "Redis answered a pipeline in part".into(),
-                    ));
-                }
+            let Some(read) = replies.last() else {
+                return Err(Error::Unavailable(
+                    "Redis answered a pipeline in part".into(),
+                ));
             };
             let mut now = None;
             let mut due_in = None;
-            match prepared {
-                Value::ServerError(e) if e.code() == "NOQUEUE" => {
-                    return Err(Error::QueueNotFound(r.queue.to_string()));
-                }
-                // Redis forgot the script (restarted): what the read took is
-                // still delivered; the script runs again next time.
-                Value::ServerError(e) if e.code() == "NOSCRIPT" => {
-                    self.load_scripts().await?;
-                }
-                Value::ServerError(e) => {
-                    return Err(Error::storage(redis::RedisError::from(e.clone())));
-                }
-                prepared => {
-                    let parts = value::items(prepared);
-                    now = parts
-                        .first()
-                        .and_then(value::int)
-                        .and_then(|n| u64::try_from(n).ok());
-                    due_in = parts
-                        .get(2)
-                        .and_then(value::int)
-                        .and_then(|ms| u64::try_from(ms).ok())
-                        .map(Duration::from_millis);
-                    for id in parts.get(1).map(value::items).unwrap_or_default() {
-                        if let Some(id) = value::text(id) {
-                            self.dead_letter_taken(r.queue, r.group, &id, "expired", 0, r.config)
+            if scripted {
+                match &replies[0] {
+                    Value::ServerError(e) if e.code() == "NOQUEUE" => {
+                        return Err(Error::QueueNotFound(r.queue.to_string()));
+                    }
+                    // Redis forgot the script (restarted): what the read took is
+                    // still delivered; the script runs again next time.
+                    Value::ServerError(e) if e.code() == "NOSCRIPT" => {
+                        self.load_scripts().await?;
+                    }
+                    Value::ServerError(e) => {
+                        return Err(Error::storage(redis::RedisError::from(e.clone())));
+                    }
+                    prepared => {
+                        let parts = value::items(prepared);
+                        now = parts
+                            .first()
+                            .and_then(value::int)
+                            .and_then(|n| u64::try_from(n).ok());
+                        due_in = parts
+                            .get(2)
+                            .and_then(value::int)
+                            .and_then(|ms| u64::try_from(ms).ok())
+                            .map(Duration::from_millis);
+                        for id in parts.get(1).map(value::items).unwrap_or_default() {
+                            if let Some(id) = value::text(id) {
+                                self.dead_letter_taken(
+                                    r.queue, r.group, &id, "expired", 0, r.config,
+                                )
                                 .await?;
+                            }
                         }
                     }
                 }
+            } else {
+                let server_now = server_millis(&replies[0]);
+                now = Some(server_now);
+                due_in = value::items(&replies[1])
+                    .get(1)
+                    .and_then(value::int)
+                    .and_then(|due| u64::try_from(due).ok())
+                    .map(|due| Duration::from_millis(due.saturating_sub(server_now)));
             }
             match read {
                 Value::ServerError(e) if e.code() == "NOGROUP" && !create => {
+                    // The group (or the whole queue) is gone: the script
+                    // makes the group again, or says the queue is gone.
                     self.mark_group(r.queue, r.group, false);
                     create = true;
                     continue;
