@@ -53,9 +53,10 @@ impl Layout {
         }
     }
 
-    /// The keys of a queue. Fails for names that would collide with
-    /// LeanMQ's own keys.
-    pub fn queue(&self, queue: &QueueName) -> Result<QueueKeys> {
+    /// The stream key of a queue, which every other key of it starts with
+    /// (all the send, receive and ack paths need). Fails for names that
+    /// would collide with LeanMQ's own keys.
+    pub fn stream(&self, queue: &QueueName) -> Result<String> {
         if !self.tags_queues() && queue.as_str() == "registry" {
             return Err(Error::InvalidName {
                 kind: "queue",
@@ -63,8 +64,13 @@ impl Layout {
                 reason: "is LeanMQ's registry key on Redis",
             });
         }
+        Ok(format!("{}{}", self.prefix, self.leanmq_name(queue)))
+    }
+
+    /// Every key of a queue.
+    pub fn queue(&self, queue: &QueueName) -> Result<QueueKeys> {
         let name = self.leanmq_name(queue);
-        let stream = format!("{}{name}", self.prefix);
+        let stream = self.stream(queue)?;
         Ok(QueueKeys {
             dlq: format!("{stream}:dlq"),
             meta: format!("{stream}:metadata"),

@@ -26,6 +26,11 @@ pub(crate) fn int(v: &Value) -> Option<i64> {
     }
 }
 
+/// A count a script answered (0 if it is not one).
+pub(crate) fn count(v: &Value) -> u64 {
+    int(v).and_then(|n| u64::try_from(n).ok()).unwrap_or(0)
+}
+
 /// The items of an array (none for nil).
 pub(crate) fn items(v: &Value) -> &[Value] {
     match v {

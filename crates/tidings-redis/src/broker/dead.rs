@@ -225,8 +225,6 @@ impl RedisBroker {
         let moved = self
             .script(&scripts::REQUEUE, &[&keys.stream], args)
             .await?;
-        Ok(value::int(&moved)
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0))
+        Ok(value::count(&moved))
     }
 }

@@ -58,37 +58,20 @@ pub(crate) fn dead_letter_fields(
     attempts: u32,
     reason: &str,
 ) -> Vec<(String, String)> {
-    let mut fields = Vec::new();
-    match entry.raw_payload() {
-        Ok(payload) => {
-            let reserved = entry.reserved();
-            let old = |key: &str| reserved.iter().find(|m| m.key == key).map(|m| m.value);
-            let id = entry.metadata_id().unwrap_or_else(new_message_id);
-            let mut tail = vec![
-                ("_metadata", metadata(&id, None)),
-                (
-                    "_failures",
-                    append_to_list(old("_failures"), &failure(reason)),
-                ),
-            ];
-            if let Some(requeues) = old("_requeues") {
-                tail.push(("_requeues", requeues.to_owned()));
-            }
-            let (data, pl) = compose(&payload, &tail);
-            fields.push(("data".into(), data));
-            fields.push(("pl".into(), pl));
-        }
-        // Unreadable: keep the entry's data as it was, for a human to look at.
-        Err(_) => fields.push((
-            "data".into(),
-            entry.field("data").unwrap_or_default().to_owned(),
-        )),
+    let reserved = entry.reserved();
+    let old = |key: &str| reserved.iter().find(|m| m.key == key).map(|m| m.value);
+    let id = entry.metadata_id().unwrap_or_else(new_message_id);
+    let mut tail = vec![
+        ("_metadata", metadata(&id, None)),
+        (
+            "_failures",
+            append_to_list(old("_failures"), &failure(reason)),
+        ),
+    ];
+    if let Some(requeues) = old("_requeues") {
+        tail.push(("_requeues", requeues.to_owned()));
     }
-    for name in ["h", "dd"] {
-        if let Some(v) = entry.field(name) {
-            fields.push((name.into(), v.to_owned()));
-        }
-    }
+    let mut fields = moved_on(entry, &tail);
     fields.push(("orig".into(), entry.id.clone()));
     if let Some(group) = group {
         fields.push(("g".into(), group.to_string()));
@@ -105,7 +88,6 @@ pub(crate) fn requeued_fields(
     from_dlq: &str,
     to_queue: &str,
 ) -> Vec<(String, String)> {
-    let mut fields = Vec::new();
     let reserved = entry.reserved();
     let old = |key: &str| reserved.iter().find(|m| m.key == key).map(|m| m.value);
     let id = entry.metadata_id().unwrap_or_else(new_message_id);
@@ -117,9 +99,17 @@ pub(crate) fn requeued_fields(
         "_requeues",
         append_to_list(old("_requeues"), &requeue(from_dlq, to_queue)),
     ));
+    moved_on(entry, &tail)
+}
+
+/// The fields of a copy of `entry` with new reserved keys: its payload's
+/// bytes followed by `tail`, and its headers and dedup id. An unreadable
+/// entry keeps its data as it was, for a human to look at.
+fn moved_on(entry: &Entry, tail: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
     match entry.raw_payload() {
         Ok(payload) => {
-            let (data, pl) = compose(&payload, &tail);
+            let (data, pl) = compose(&payload, tail);
             fields.push(("data".into(), data));
             fields.push(("pl".into(), pl));
         }

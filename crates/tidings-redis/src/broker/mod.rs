@@ -486,9 +486,7 @@ impl Broker for RedisBroker {
                 vec![queue.as_str().as_bytes().to_vec()],
             )
             .await?;
-        Ok(value::int(&purged)
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0))
+        Ok(value::count(&purged))
     }
 
     async fn send_batch(
@@ -584,9 +582,7 @@ impl Broker for RedisBroker {
         let purged = self
             .script(&scripts::PURGE_DEAD, &[&keys.stream], args)
             .await?;
-        Ok(value::int(&purged)
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0))
+        Ok(value::count(&purged))
     }
 
     async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {

@@ -52,12 +52,12 @@ impl RedisBroker {
         messages: &[OutgoingMessage],
     ) -> Result<Vec<SendReceipt>> {
         let config = self.config(queue).await?;
-        let keys = self.keys(queue)?;
+        let stream = self.layout.stream(queue)?;
         let plain = config.default_ttl.is_none()
             && messages
                 .iter()
                 .all(|m| m.dedup_id.is_none() && m.ttl.is_none() && m.delay.is_none());
-        if plain && let Some(receipts) = self.send_plain(&keys.stream, messages, &config).await? {
+        if plain && let Some(receipts) = self.send_plain(&stream, messages, &config).await? {
             return Ok(receipts);
         }
         let mut args = Vec::with_capacity(3 + messages.len() * 6);
@@ -67,7 +67,7 @@ impl RedisBroker {
         for message in messages {
             args.extend(message_args(message, &config));
         }
-        let reply = self.script(&scripts::SEND, &[&keys.stream], args).await?;
+        let reply = self.script(&scripts::SEND, &[&stream], args).await?;
         Ok(receipts(&reply))
     }
 
@@ -130,7 +130,7 @@ impl RedisBroker {
             consumer,
             count: options.max_messages,
             config: &config,
-            stream: self.keys(queue)?.stream,
+            stream: self.layout.stream(queue)?,
         };
         let deadline = Instant::now() + options.wait;
         let reclaim_every = (config.visibility_timeout / 4).clamp(RECLAIM_EVERY.0, RECLAIM_EVERY.1);
@@ -472,7 +472,7 @@ impl RedisBroker {
         when: u64,
         config: &QueueConfig,
     ) -> Result<bool> {
-        let stream = self.keys(queue)?.stream;
+        let stream = self.layout.stream(queue)?;
         let held = self
             .script(
                 &scripts::HOLD,
@@ -497,7 +497,7 @@ impl RedisBroker {
         ids: &[MessageId],
     ) -> Result<u64> {
         let config = self.config(queue).await?;
-        let keys = self.keys(queue)?;
+        let stream = self.layout.stream(queue)?;
         let ids = ids_as_args(ids);
         if ids.is_empty() {
             return Ok(0);
@@ -510,10 +510,8 @@ impl RedisBroker {
             max_age,
         ];
         args.extend(ids);
-        let acked = self.script(&scripts::ACK, &[&keys.stream], args).await?;
-        Ok(value::int(&acked)
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0))
+        let acked = self.script(&scripts::ACK, &[&stream], args).await?;
+        Ok(value::count(&acked))
     }
 }
 
