@@ -143,6 +143,16 @@ impl ReceiveOptions {
     pub fn new(max_messages: usize, wait: Duration) -> Self {
         Self { max_messages, wait }
     }
+
+    /// Checks the options every backend refuses: asking for no message.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_messages == 0 {
+            return Err(Error::InvalidArgument(
+                "max_messages must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ReceiveOptions {

@@ -154,11 +154,7 @@ impl Broker for EmbeddedBroker {
         consumer: &ConsumerName,
         options: ReceiveOptions,
     ) -> Result<Vec<Delivery>> {
-        if options.max_messages == 0 {
-            return Err(Error::InvalidArgument(
-                "max_messages must be at least 1".into(),
-            ));
-        }
+        options.validate()?;
         let deadline = Instant::now() + options.wait;
         loop {
             let (out, pending) = self.write(|queues, ctx| {

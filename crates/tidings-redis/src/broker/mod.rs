@@ -511,11 +511,7 @@ impl Broker for RedisBroker {
         consumer: &ConsumerName,
         options: ReceiveOptions,
     ) -> Result<Vec<Delivery>> {
-        if options.max_messages == 0 {
-            return Err(Error::InvalidArgument(
-                "max_messages must be at least 1".into(),
-            ));
-        }
+        options.validate()?;
         self.healing(queue, || self.receive_now(queue, group, consumer, options))
             .await
     }
