@@ -33,7 +33,7 @@ echo "== Tidings (tidings bench-redis)"
 "$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --messages "$N" \
   --scenario send-one --scenario send-concurrent --scenario send-batch --scenario send-batch4 \
   --scenario receive-ack10 --scenario receive-ack100 \
-  --scenario receive-ack10-pipelined --scenario receive-ack100-pipelined | tee "$work/tidings"
+  --scenario receive-ack10-combined --scenario receive-ack100-combined | tee "$work/tidings"
 # Webhook send -> handler, in three shapes: the target (1,000/s beside 8 idle routes), and the
 # two LeanMQ's reference measured (500/s on one route; 5/s to the 3rd of 3 routes).
 "$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate "$RATE" \
@@ -58,6 +58,11 @@ limit=$(redis-benchmark -p "$PORT" --dbnum "$DB" -q -n 200000 -P 16 XADD rb-benc
   tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1)
 redis-cli -p "$PORT" -n "$DB" del rb-bench >/dev/null
 echo "  redis-benchmark -P 16: $limit XADD/s"
+# One client, one command in flight: the round-trip limit any one-send-per-call loop meets.
+one=$(redis-benchmark -p "$PORT" --dbnum "$DB" -q -n 50000 -c 1 -P 1 XADD rb-bench '*' data "$payload" |
+  tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1)
+redis-cli -p "$PORT" -n "$DB" del rb-bench >/dev/null
+echo "  redis-benchmark -c 1 -P 1: $one XADD/s"
 
 value() { grep "^row $2 " "$1" | awk '{print $3}'; }
 echo
@@ -67,8 +72,8 @@ for r in send-one receive-ack-10 receive-ack-100; do
   t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" "$r")
   printf '%-26s %12.0f/s %12.0f/s %9.1fx\n' "$r" "$t" "$l" "$(echo "$t / $l" | bc -l)"
 done
-for r in receive-ack-10-pipelined receive-ack-100-pipelined; do
-  t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" "${r%-pipelined}")
+for r in receive-ack-10-combined receive-ack-100-combined; do
+  t=$(value "$work/tidings" "$r"); l=$(value "$work/leanmq" "${r%-combined}")
   printf '%-26s %12.0f/s %12.0f/s %9.1fx\n' "$r" "$t" "$l" "$(echo "$t / $l" | bc -l)"
 done
 for r in send-concurrent send-batch send-batch4; do
@@ -83,3 +88,6 @@ printf '%-26s %11.2f ms  (target: p99 < 5 ms at %s/s beside %s idle routes)\n' t
   "$(value "$work/tidings" target-webhook-p99)" "$RATE" "$IDLE"
 t=$(value "$work/tidings" send-batch4)
 printf '%-26s %12.0f/s %12.0f/s %9.0f%%  of redis-benchmark -P 16\n' "send-batch4" "$t" "$limit" "$(echo "100 * $t / $limit" | bc -l)"
+t=$(value "$work/tidings" send-one); l=$(value "$work/leanmq" send-one)
+printf '%-26s %12.0f/s %12.0f/s %9.0f%%  of redis-benchmark -c 1 -P 1 (%.1fx LeanMQ is the most one round trip per send allows)\n' \
+  "send-one" "$t" "$one" "$(echo "100 * $t / $one" | bc -l)" "$(echo "$one / $l" | bc -l)"

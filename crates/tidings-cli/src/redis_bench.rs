@@ -28,11 +28,11 @@ pub enum Scenario {
     ReceiveAck10,
     /// One consumer, receive 100 then ack them.
     ReceiveAck100,
-    /// One consumer, receive 10 and ack them without waiting: the ack
-    /// travels with the next receive over the one connection.
-    ReceiveAck10Pipelined,
+    /// One consumer, receive 10 and ack them with the next receive
+    /// (`Broker::ack_and_receive`: one round trip per batch).
+    ReceiveAck10Combined,
     /// The same with batches of 100.
-    ReceiveAck100Pipelined,
+    ReceiveAck100Combined,
     /// Webhook-style send → handler at a fixed rate, with idle routes beside.
     Webhook,
 }
@@ -136,16 +136,16 @@ async fn run_one(
                 receive_ack(broker, queue, args.messages, 1, batch).await?,
             )
         }
-        Scenario::ReceiveAck10Pipelined | Scenario::ReceiveAck100Pipelined => {
-            let (name, batch) = if scenario == Scenario::ReceiveAck10Pipelined {
-                ("receive-ack-10-pipelined", 10)
+        Scenario::ReceiveAck10Combined | Scenario::ReceiveAck100Combined => {
+            let (name, batch) = if scenario == Scenario::ReceiveAck10Combined {
+                ("receive-ack-10-combined", 10)
             } else {
-                ("receive-ack-100-pipelined", 100)
+                ("receive-ack-100-combined", 100)
             };
             fill(broker, queue, payload, args.messages).await?;
             rate(
                 name,
-                receive_ack_pipelined(broker, queue, args.messages, batch).await?,
+                receive_ack_combined(broker, queue, args.messages, batch).await?,
             )
         }
         Scenario::Webhook => {
@@ -161,10 +161,9 @@ async fn run_one(
     }
 }
 
-/// One consumer takes `total` messages, `batch` at a time, acking each batch
-/// without waiting for the answer before the next receive; returns msg/s
-/// once every ack is answered.
-async fn receive_ack_pipelined(
+/// One consumer takes `total` messages, `batch` at a time, each batch acked
+/// with the next receive; returns msg/s once the last ack is answered.
+async fn receive_ack_combined(
     broker: &Arc<dyn Broker>,
     queue: &QueueName,
     total: usize,
@@ -173,21 +172,18 @@ async fn receive_ack_pipelined(
     let group = tidings::GroupName::new("bench")?;
     let consumer = tidings::ConsumerName::new("c0")?;
     let started = Instant::now();
-    let mut received = 0;
-    let mut acks = Vec::new();
-    while received < total {
-        let options = tidings::ReceiveOptions::new(batch, Duration::from_millis(20));
-        let got = broker.receive(queue, &group, &consumer, options).await?;
+    let (mut acked, mut received) = (0, 0);
+    let mut handled: Vec<tidings::MessageId> = Vec::new();
+    while acked < total {
+        // The last call only acks: it does not wait for more.
+        let wait = if received < total { 20 } else { 0 };
+        let options = tidings::ReceiveOptions::new(batch, Duration::from_millis(wait));
+        let (n, got) = broker
+            .ack_and_receive(queue, &group, &consumer, &handled, options)
+            .await?;
+        acked += usize::try_from(n)?;
         received += got.len();
-        let ids: Vec<tidings::MessageId> = got.into_iter().map(|d| d.id).collect();
-        let (broker, queue, group) = (broker.clone(), queue.clone(), group.clone());
-        acks.push(tokio::spawn(async move {
-            broker.ack(&queue, &group, &ids).await
-        }));
-    }
-    let mut acked = 0;
-    for a in acks {
-        acked += a.await??;
+        handled = got.into_iter().map(|d| d.id).collect();
     }
     Ok(acked as f64 / started.elapsed().as_secs_f64())
 }

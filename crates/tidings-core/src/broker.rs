@@ -70,6 +70,28 @@ pub trait Broker: Send + Sync {
     /// group (already acked, or unknown) are skipped. Returns how many were acked.
     async fn ack(&self, queue: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64>;
 
+    /// Acknowledges `ack` (as [`Broker::ack`]), then receives (as
+    /// [`Broker::receive`]): the loop of a consumer that handles a batch and
+    /// takes the next. Backends over a network make it one round trip.
+    /// Returns how many were acked and the new deliveries.
+    async fn ack_and_receive(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        ack: &[MessageId],
+        options: ReceiveOptions,
+    ) -> Result<(u64, Vec<Delivery>)> {
+        options.validate()?;
+        let acked = if ack.is_empty() {
+            0
+        } else {
+            self.ack(queue, group, ack).await?
+        };
+        let deliveries = self.receive(queue, group, consumer, options).await?;
+        Ok((acked, deliveries))
+    }
+
     /// Gives a delivered message back: to be retried after a delay, or dead-lettered now.
     /// Returns `false` if the message was not pending in the group.
     async fn nack(

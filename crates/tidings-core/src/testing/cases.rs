@@ -901,6 +901,88 @@ pub async fn ack_of_unknown_ids_is_skipped(b: &dyn Broker) {
     assert_eq!(b.ack(&name, &g("other"), &ids).await.unwrap(), 0);
 }
 
+pub async fn ack_and_receive_acks_then_takes_more(b: &dyn Broker) {
+    let name = queue(b, "loop", QueueConfig::default()).await;
+    send_numbers(b, &name, 0..5).await;
+    let (group, consumer) = (g("g"), c("c"));
+    let step = |ack: Vec<MessageId>, max: usize| {
+        let (name, group, consumer) = (name.clone(), group.clone(), consumer.clone());
+        async move {
+            b.ack_and_receive(
+                &name,
+                &group,
+                &consumer,
+                &ack,
+                ReceiveOptions::new(max, PATIENCE),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let ids = |got: &[Delivery]| got.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    let (acked, first) = step(Vec::new(), 2).await;
+    assert_eq!(
+        (acked, first.iter().map(n_of).collect::<Vec<_>>()),
+        (0, vec![0, 1])
+    );
+    let (acked, second) = step(ids(&first), 2).await;
+    assert_eq!(
+        (acked, second.iter().map(n_of).collect::<Vec<_>>()),
+        (2, vec![2, 3])
+    );
+    // Unknown ids are skipped, as by `ack`.
+    let mut with_garbage = ids(&second);
+    with_garbage.push(MessageId::from("garbage"));
+    let (acked, third) = step(with_garbage, 10).await;
+    assert_eq!(
+        (acked, third.iter().map(n_of).collect::<Vec<_>>()),
+        (2, vec![4])
+    );
+    let (acked, none) = b
+        .ack_and_receive(
+            &name,
+            &group,
+            &consumer,
+            &ids(&third),
+            ReceiveOptions::new(10, Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert_eq!((acked, none.len()), (1, 0));
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!((info.length, info.groups[0].pending), (0, 0));
+    // Bad options are refused before anything is acked.
+    send_numbers(b, &name, 5..6).await;
+    let got = recv(b, &name, "g", "c", 1, PATIENCE).await;
+    let refused = b
+        .ack_and_receive(
+            &name,
+            &group,
+            &consumer,
+            &ids(&got),
+            ReceiveOptions::new(0, Duration::ZERO),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert_eq!(b.queue_info(&name).await.unwrap().groups[0].pending, 1);
+    let missing = b
+        .ack_and_receive(
+            &q("missing"),
+            &group,
+            &consumer,
+            &[],
+            ReceiveOptions::new(1, Duration::ZERO),
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(Error::QueueNotFound(_))),
+        "{missing:?}"
+    );
+}
+
 pub async fn concurrent_senders_lose_nothing(b: &dyn Broker) {
     let name = queue(b, "busy", QueueConfig::default()).await;
     let sends = (0..32i64).map(|task| {

@@ -83,6 +83,7 @@ macro_rules! conformance_tests {
             retention_by_age_lets_acked_messages_go,
             info_reports_groups_and_consumers,
             ack_of_unknown_ids_is_skipped,
+            ack_and_receive_acks_then_takes_more,
             concurrent_senders_lose_nothing,
             records_are_kept_in_key_order,
             records_change_with_messages_or_not_at_all,

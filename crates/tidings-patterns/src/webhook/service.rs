@@ -80,13 +80,19 @@ async fn run_route(
     let broker = webhook.broker.clone();
     let options = webhook.options.clone();
     let mut trouble: Option<Duration> = None;
+    // Handled messages are acked with the next receive (one round trip on
+    // Redis), or at the end.
+    let mut handled: Vec<MessageId> = Vec::new();
     while !stopping.load(Ordering::Relaxed) {
         let receive = ReceiveOptions::new(options.concurrency.max(1), POLL);
         let deliveries = match broker
-            .receive(&route.queue, &route.group, &consumer, receive)
+            .ack_and_receive(&route.queue, &route.group, &consumer, &handled, receive)
             .await
         {
-            Ok(d) => d,
+            Ok((_, d)) => {
+                handled.clear();
+                d
+            }
             Err(e) => {
                 // One line per incident, then quiet retries with backoff.
                 let wait = match trouble {
@@ -110,18 +116,23 @@ async fn run_route(
         if deliveries.is_empty() {
             continue;
         }
-        handle_batch(&webhook, &route, &options, deliveries).await;
+        handled = handle_batch(&webhook, &route, &options, deliveries).await;
+    }
+    if !handled.is_empty()
+        && let Err(e) = broker.ack(&route.queue, &route.group, &handled).await
+    {
+        tracing::warn!(path = %route.path, error = %e, "cannot acknowledge handled messages; they will be redelivered");
     }
 }
 
-/// Runs the handlers of a batch concurrently, then acks, retries or
-/// dead-letters each message.
+/// Runs the handlers of a batch concurrently, then retries or dead-letters
+/// each failed message. Returns the ids of those handled, to be acked.
 async fn handle_batch(
     webhook: &Webhook,
     route: &Route,
     options: &WebhookOptions,
     deliveries: Vec<Delivery>,
-) {
+) -> Vec<MessageId> {
     // Each handler in a task of its own: they run concurrently, and a
     // panicking handler fails its message, not the worker.
     let running: Vec<_> = deliveries
@@ -167,11 +178,7 @@ async fn handle_batch(
             tracing::warn!(path = %route.path, error = %e, "cannot give a failed message back");
         }
     }
-    if !done.is_empty()
-        && let Err(e) = broker.ack(&route.queue, &route.group, &done).await
-    {
-        tracing::warn!(path = %route.path, error = %e, "cannot acknowledge handled messages; they will be redelivered");
-    }
+    done
 }
 
 fn panic_text(e: tokio::task::JoinError) -> String {

@@ -512,8 +512,27 @@ impl Broker for RedisBroker {
         options: ReceiveOptions,
     ) -> Result<Vec<Delivery>> {
         options.validate()?;
-        self.healing(queue, || self.receive_now(queue, group, consumer, options))
-            .await
+        let (_, found) = self
+            .healing(queue, || {
+                self.receive_now(queue, group, consumer, &[], options)
+            })
+            .await?;
+        Ok(found)
+    }
+
+    async fn ack_and_receive(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        ack: &[MessageId],
+        options: ReceiveOptions,
+    ) -> Result<(u64, Vec<Delivery>)> {
+        options.validate()?;
+        self.healing(queue, || {
+            self.receive_now(queue, group, consumer, ack, options)
+        })
+        .await
     }
 
     async fn ack(&self, queue: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64> {

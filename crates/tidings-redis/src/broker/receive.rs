@@ -31,6 +31,17 @@ struct Receiver<'a> {
     stream: String,
 }
 
+/// What one read brought back.
+struct Read {
+    /// The server's clock, in milliseconds.
+    now: u64,
+    /// How long until a held message is due.
+    due_in: Option<Duration>,
+    entries: Vec<(Entry, u32)>,
+    /// How many acks travelling with the read took effect.
+    acked: u64,
+}
+
 /// Entries read, sorted by what happens to them.
 #[derive(Default)]
 struct Sorted {
@@ -121,8 +132,9 @@ impl RedisBroker {
         queue: &QueueName,
         group: &GroupName,
         consumer: &ConsumerName,
+        ack: &[MessageId],
         options: ReceiveOptions,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<(u64, Vec<Delivery>)> {
         let config = self.config(queue).await?;
         let r = Receiver {
             queue,
@@ -135,14 +147,21 @@ impl RedisBroker {
         let deadline = Instant::now() + options.wait;
         let reclaim_every = (config.visibility_timeout / 4).clamp(RECLAIM_EVERY.0, RECLAIM_EVERY.1);
         let mut force_reclaim = false;
+        let mut acked = 0;
+        // Acks travel with the first read, or go first when a sweep is due
+        // (so the sweep does not take back what was just handled).
+        let mut ack = self.ack_args(queue, group, ack, &config);
         loop {
             // Timed-out deliveries are looked for, and expiry swept, on a
             // schedule; in between a receive is native commands only.
             let sweep = force_reclaim || self.reclaim_due(queue, group, reclaim_every);
             if sweep {
+                if let Some(args) = ack.take() {
+                    acked += self.ack_script(&r.stream, args).await?;
+                }
                 let (found, _) = self.reclaim(&r).await?;
                 if !found.is_empty() {
-                    return Ok(found);
+                    return Ok((acked, found));
                 }
             }
             // Entries read but not delivered (expired, held, meant for
@@ -152,8 +171,10 @@ impl RedisBroker {
             let mut now = 0;
             for _ in 0..10 {
                 let want = r.count - found.len();
-                let (at, due, entries) = self.read(&r, want, sweep).await?;
-                (now, due_in) = (at, due);
+                let read = self.read(&r, want, sweep, ack.take()).await?;
+                (now, due_in) = (read.now, read.due_in);
+                acked += read.acked;
+                let entries = read.entries;
                 let read = entries.len();
                 let (delivered, passed_over) = self.settle(&r, now, entries).await?;
                 found.extend(delivered);
@@ -163,7 +184,7 @@ impl RedisBroker {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !found.is_empty() || left.is_zero() {
-                return Ok(found);
+                return Ok((acked, found));
             }
             let mut wait = left.min(reclaim_every);
             if let Some(due) = due_in {
@@ -175,7 +196,7 @@ impl RedisBroker {
             let now = now + millis(read_at.elapsed());
             let (found, _) = self.settle(&r, now, entries).await?;
             if !found.is_empty() {
-                return Ok(found);
+                return Ok((acked, found));
             }
         }
     }
@@ -255,21 +276,30 @@ impl RedisBroker {
         self.settle(r, now, entries).await
     }
 
-    /// The prepare script and a native XREADGROUP, in one round trip.
-    /// Returns the server time, how long until a held message is due, and
-    /// the entries read.
+    /// Acks (when given), the prepare script and a native XREADGROUP, in
+    /// one round trip.
     async fn read(
         &self,
         r: &Receiver<'_>,
         count: usize,
         prepare: bool,
-    ) -> Result<(u64, Option<Duration>, Vec<(Entry, u32)>)> {
+        mut ack: Option<Vec<Vec<u8>>>,
+    ) -> Result<Read> {
         let mut create = !self.group_created(r.queue, r.group);
+        let mut acked = 0;
         loop {
             let flag = |b: bool| if b { "1" } else { "0" };
             let scripted = prepare || create;
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
+            let acking = ack.take();
+            if let Some(args) = &acking {
+                pipe.cmd("EVALSHA")
+                    .arg(scripts::ACK.get_hash())
+                    .arg(1)
+                    .arg(&r.stream)
+                    .arg(args);
+            }
             if scripted {
                 pipe.cmd("EVALSHA")
                     .arg(scripts::PREPARE.get_hash())
@@ -299,12 +329,25 @@ impl RedisBroker {
                 .arg(&r.stream)
                 .arg(">");
             let mut conn = self.conns.main();
-            let replies: Vec<Value> = self.call(pipe.query_async(&mut conn)).await?;
-            let Some(read) = replies.last() else {
+            let mut replies: Vec<Value> = self.call(pipe.query_async(&mut conn)).await?;
+            let expected = 2 + usize::from(acking.is_some()) + usize::from(!scripted);
+            if replies.len() != expected {
                 return Err(Error::Unavailable(
                     "Redis answered a pipeline in part".into(),
                 ));
-            };
+            }
+            if let Some(args) = acking {
+                acked += match replies.remove(0) {
+                    Value::ServerError(e) if e.code() == "NOQUEUE" => {
+                        return Err(Error::QueueNotFound(r.queue.to_string()));
+                    }
+                    // Forgotten script, or any other refusal: the ack runs
+                    // alone (reloading scripts) and reports its own error.
+                    Value::ServerError(_) => self.ack_script(&r.stream, args).await?,
+                    reply => value::count(&reply),
+                };
+            }
+            let read = &replies[replies.len() - 1];
             let mut now = None;
             let mut due_in = None;
             if scripted {
@@ -367,7 +410,12 @@ impl RedisBroker {
                 self.mark_group(r.queue, r.group, true);
             }
             let now = now.unwrap_or_else(|| tidings_core::Timestamp::now().as_millis());
-            return Ok((now, due_in, read_entries(read)));
+            return Ok(Read {
+                now,
+                due_in,
+                entries: read_entries(read),
+                acked,
+            });
         }
     }
 
@@ -498,11 +546,25 @@ impl RedisBroker {
     ) -> Result<u64> {
         let config = self.config(queue).await?;
         let stream = self.layout.stream(queue)?;
+        match self.ack_args(queue, group, ids, &config) {
+            Some(args) => self.ack_script(&stream, args).await,
+            None => Ok(0),
+        }
+    }
+
+    /// The ack script's arguments, or `None` when no id could be pending.
+    fn ack_args(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        ids: &[MessageId],
+        config: &QueueConfig,
+    ) -> Option<Vec<Vec<u8>>> {
         let ids = ids_as_args(ids);
         if ids.is_empty() {
-            return Ok(0);
+            return None;
         }
-        let [max_len, max_age] = Self::retention_args(&config);
+        let [max_len, max_age] = Self::retention_args(config);
         let mut args = vec![
             queue.as_str().as_bytes().to_vec(),
             group.as_str().as_bytes().to_vec(),
@@ -510,7 +572,11 @@ impl RedisBroker {
             max_age,
         ];
         args.extend(ids);
-        let acked = self.script(&scripts::ACK, &[&stream], args).await?;
+        Some(args)
+    }
+
+    async fn ack_script(&self, stream: &str, args: Vec<Vec<u8>>) -> Result<u64> {
+        let acked = self.script(&scripts::ACK, &[stream], args).await?;
         Ok(value::count(&acked))
     }
 }
