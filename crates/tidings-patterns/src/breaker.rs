@@ -199,22 +199,45 @@ impl CircuitBreaker {
         }
     }
 
-    /// Makes the call if permitted and records its outcome.
+    /// Makes the call if permitted and records its outcome. A call dropped
+    /// before it ends (a timeout around it) gives its probe back.
     pub async fn call<T, E, F, Fut>(&self, f: F) -> Result<T, CallError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.permit().map_err(CallError::Rejected)?;
-        match f().await {
-            Ok(value) => {
-                self.record_success();
-                Ok(value)
+        let permit = Permit::take(self).map_err(CallError::Rejected)?;
+        let outcome = f().await;
+        permit.record(outcome.is_ok());
+        outcome.map_err(CallError::Failed)
+    }
+}
+
+/// A permitted call in progress: released if dropped before its outcome is
+/// recorded, so a cancelled probe does not keep the breaker half-open forever.
+pub(crate) struct Permit<'a>(Option<&'a CircuitBreaker>);
+
+impl<'a> Permit<'a> {
+    pub(crate) fn take(breaker: &'a CircuitBreaker) -> Result<Self, Rejected> {
+        breaker.permit()?;
+        Ok(Self(Some(breaker)))
+    }
+
+    pub(crate) fn record(mut self, success: bool) {
+        if let Some(b) = self.0.take() {
+            if success {
+                b.record_success();
+            } else {
+                b.record_failure();
             }
-            Err(e) => {
-                self.record_failure();
-                Err(CallError::Failed(e))
-            }
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.release();
         }
     }
 }

@@ -64,10 +64,7 @@ impl WebhookService {
 /// `pid-random`: unique per process, so Redis tracks each worker's pending
 /// messages apart (LeanMQ shares one `default-consumer`).
 fn consumer_name() -> ConsumerName {
-    let mut b = [0u8; 4];
-    let _ = getrandom::fill(&mut b);
-    let suffix: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    ConsumerName::new(format!("tidings-{}-{suffix}", std::process::id()))
+    ConsumerName::new(crate::ids::process_unique("tidings"))
         .unwrap_or_else(|_| ConsumerName::new("tidings").unwrap_or_else(|_| unreachable!()))
 }
 
