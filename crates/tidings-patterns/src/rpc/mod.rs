@@ -42,7 +42,7 @@ mod server;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -108,12 +108,6 @@ pub fn request_queue(service: &str, endpoint: &str) -> Result<QueueName, Error> 
 /// The settings of request queues: requests carry their own deadline as TTL.
 fn request_queue_config() -> QueueConfig {
     QueueConfig::default()
-}
-
-fn epoch_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A reply as the listener hands it over.
@@ -203,8 +197,9 @@ impl Rpc {
             .header(REPLY_TO_HEADER, reply_to.as_str())
             .header(
                 DEADLINE_HEADER,
-                (epoch_millis() + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
-                    .to_string(),
+                (crate::ids::epoch_millis()
+                    + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
+                .to_string(),
             )
             .ttl(timeout.max(Duration::from_millis(1)));
         self.inner.broker.send(&queue, message).await?;

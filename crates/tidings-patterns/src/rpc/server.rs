@@ -14,18 +14,18 @@ use tidings_core::{
     Broker, ConsumerName, Delivery, Error, GroupName, MessageId, OutgoingMessage, QueueName,
     ReceiveOptions,
 };
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use super::{
     CORRELATION_HEADER, DEADLINE_HEADER, REPLY_TO_HEADER, Rpc, RpcError, STATUS_HEADER,
-    epoch_millis, request_queue,
+    request_queue,
 };
 
 /// Requests one server handles at a time.
 const CONCURRENCY: usize = 64;
 /// How long one receive waits before the loop looks at `stopping` again.
-const POLL: Duration = Duration::from_secs(1);
+const POLL: Duration = Duration::from_millis(500);
 
 type BoxedHandler = Arc<
     dyn Fn(Delivery) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>
@@ -37,7 +37,6 @@ type BoxedHandler = Arc<
 /// progress finish and acks them.
 pub struct RpcServer {
     stopping: Arc<AtomicBool>,
-    wake: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -45,7 +44,6 @@ impl RpcServer {
     /// Stops taking requests, waits for those in progress, acks them.
     pub async fn stop(self) {
         self.stopping.store(true, Ordering::Relaxed);
-        self.wake.notify_waiters();
         let _ = self.task.await;
     }
 }
@@ -84,7 +82,6 @@ impl Rpc {
             })
         });
         let stopping = Arc::new(AtomicBool::new(false));
-        let wake = Arc::new(Notify::new());
         let consumer = ConsumerName::new(crate::ids::process_unique("server"))?;
         let task = tokio::spawn(serve_loop(
             self.inner.broker.clone(),
@@ -92,13 +89,8 @@ impl Rpc {
             consumer,
             boxed,
             stopping.clone(),
-            wake.clone(),
         ));
-        Ok(RpcServer {
-            stopping,
-            wake,
-            task,
-        })
+        Ok(RpcServer { stopping, task })
     }
 }
 
@@ -108,7 +100,6 @@ async fn serve_loop(
     consumer: ConsumerName,
     handler: BoxedHandler,
     stopping: Arc<AtomicBool>,
-    wake: Arc<Notify>,
 ) {
     let Ok(group) = GroupName::new("servers") else {
         return;
@@ -130,10 +121,11 @@ async fn serve_loop(
             handled.push(id);
         }
         let options = ReceiveOptions::new(permits.len(), POLL);
-        let received = tokio::select! {
-            r = broker.ack_and_receive(&queue, &group, &consumer, &handled, options) => r,
-            () = wake.notified() => break,
-        };
+        // Not raced against the stop signal: a receive dropped halfway could
+        // leave requests taken but unanswered until the visibility timeout.
+        let received = broker
+            .ack_and_receive(&queue, &group, &consumer, &handled, options)
+            .await;
         let requests = match received {
             Ok((_, requests)) => {
                 handled.clear();
@@ -190,7 +182,7 @@ async fn answer(broker: &dyn Broker, handler: &BoxedHandler, request: Delivery) 
         return true;
     };
     let deadline = header(DEADLINE_HEADER).and_then(|d| d.parse::<u64>().ok());
-    if deadline.is_some_and(|d| d <= epoch_millis()) {
+    if deadline.is_some_and(|d| d <= crate::ids::epoch_millis()) {
         return true;
     }
     let queue = request.queue.clone();

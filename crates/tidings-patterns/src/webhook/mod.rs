@@ -36,7 +36,6 @@ mod path;
 mod service;
 
 use std::collections::BTreeMap;
-use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,6 +47,7 @@ use tidings_core::{
     Broker, Error, GroupName, OutgoingMessage, Payload, QueueConfig, QueueName, Result, SendReceipt,
 };
 
+pub use crate::handler::{HandlerResult, Outcome};
 pub use path::{normalize, queue_for};
 pub use service::WebhookService;
 
@@ -86,37 +86,6 @@ impl WebhookOptions {
             visibility_timeout: self.handler_timeout,
             max_deliveries: self.max_attempts.max(1),
             ..QueueConfig::default()
-        }
-    }
-}
-
-/// What a handler's result means for its message.
-pub enum Outcome {
-    /// Handled: the message is acknowledged.
-    Done,
-    /// Failed: retried later, then dead-lettered.
-    Failed(String),
-    /// The data is not what the handler takes: dead-lettered at once.
-    Invalid(String),
-}
-
-/// What handlers may return: `()` or `Result<(), E>` with a displayable error.
-pub trait HandlerResult {
-    /// The outcome this result stands for.
-    fn outcome(self) -> Outcome;
-}
-
-impl HandlerResult for () {
-    fn outcome(self) -> Outcome {
-        Outcome::Done
-    }
-}
-
-impl<E: Display> HandlerResult for std::result::Result<(), E> {
-    fn outcome(self) -> Outcome {
-        match self {
-            Ok(()) => Outcome::Done,
-            Err(e) => Outcome::Failed(e.to_string()),
         }
     }
 }

@@ -1,0 +1,281 @@
+//! Running a subscriber: one task receives the subscription's events in
+//! order and hands each to a lane chosen by its ordering key; each lane
+//! handles its events one at a time, so events of one key keep their order.
+//! What was handled is acked with the next receive.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tidings_core::{
+    Broker, ConsumerName, Delivery, GroupName, MessageId, Nack, Payload, QueueName, ReceiveOptions,
+    Result,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use super::{
+    BusOptions, Event, EventBus, KEY_HEADER, TYPE_HEADER, UnknownEvents, subscription_queue,
+};
+use crate::handler::{HandlerResult, Outcome};
+use crate::resilience::RetryPolicy;
+
+/// How long one receive waits before the loop looks at `stopping` again.
+const POLL: Duration = Duration::from_millis(500);
+/// Events received ahead of the handlers, per worker.
+const AHEAD_PER_WORKER: usize = 32;
+
+type BoxedHandler =
+    Arc<dyn Fn(Payload) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
+
+/// Handlers by event type, for one subscriber name.
+pub struct Subscriber {
+    bus: EventBus,
+    name: String,
+    options: BusOptions,
+    handlers: HashMap<&'static str, BoxedHandler>,
+    extra_types: Vec<String>,
+}
+
+impl Subscriber {
+    pub(super) fn new(bus: EventBus, name: &str, options: BusOptions) -> Self {
+        Self {
+            bus,
+            name: name.to_owned(),
+            options,
+            handlers: HashMap::new(),
+            extra_types: Vec::new(),
+        }
+    }
+
+    /// Handles events of type `E` with `handler` (returning `()` or
+    /// `Result<(), impl Display>`). Replaces an earlier handler of `E`.
+    pub fn on<E, F, Fut>(&mut self, handler: F) -> &mut Self
+    where
+        E: Event,
+        F: Fn(E) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerResult,
+    {
+        let handler = Arc::new(handler);
+        let boxed: BoxedHandler = Arc::new(move |payload: Payload| match payload.json::<E>() {
+            Ok(event) => {
+                let handler = handler.clone();
+                Box::pin(async move { handler(event).await.outcome() })
+            }
+            Err(e) => Box::pin(std::future::ready(Outcome::Invalid(format!(
+                "Invalid payload: {e}"
+            )))),
+        });
+        self.handlers.insert(E::TYPE, boxed);
+        self
+    }
+
+    /// Also subscribes to `event_type` without a handler: such events are
+    /// acknowledged or dead-lettered as [`BusOptions::unknown`] says.
+    pub fn also_subscribe(&mut self, event_type: &str) -> &mut Self {
+        self.extra_types.push(event_type.to_owned());
+        self
+    }
+
+    /// Makes the durable subscription (the handled types, and any added by
+    /// [`also_subscribe`](Self::also_subscribe)) and starts handling.
+    pub async fn run(self) -> Result<BusService> {
+        let mut types: Vec<&str> = self.handlers.keys().copied().collect();
+        types.extend(self.extra_types.iter().map(String::as_str));
+        self.bus
+            .subscribe_with(&self.name, &types, &self.options)
+            .await?;
+        let queue = subscription_queue(&self.name)?;
+        let group = GroupName::new("subscriber")?;
+        let consumer = ConsumerName::new(crate::ids::process_unique(&self.name))?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let run = Run {
+            broker: self.bus.broker.clone(),
+            queue,
+            group,
+            consumer,
+            options: self.options,
+            handlers: Arc::new(self.handlers),
+        };
+        let task = tokio::spawn(run.dispatch(stopping.clone()));
+        Ok(BusService { stopping, task })
+    }
+}
+
+/// A running subscriber.
+pub struct BusService {
+    stopping: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl BusService {
+    /// Stops receiving, lets the handlers finish what was received, acks it.
+    pub async fn stop(self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+    }
+}
+
+struct Run {
+    broker: Arc<dyn Broker>,
+    queue: QueueName,
+    group: GroupName,
+    consumer: ConsumerName,
+    options: BusOptions,
+    handlers: Arc<HashMap<&'static str, BoxedHandler>>,
+}
+
+impl Run {
+    async fn dispatch(self, stopping: Arc<AtomicBool>) {
+        let run = Arc::new(self);
+        let workers = run.options.workers.max(1);
+        let ahead = Arc::new(Semaphore::new(workers * AHEAD_PER_WORKER));
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<MessageId>();
+        let mut lanes = Vec::with_capacity(workers);
+        let mut lane_tasks = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::unbounded_channel::<(Delivery, OwnedSemaphorePermit)>();
+            lanes.push(tx);
+            lane_tasks.push(tokio::spawn(run.clone().lane(rx, done_tx.clone())));
+        }
+        drop(done_tx);
+        let mut handled: Vec<MessageId> = Vec::new();
+        let mut trouble: Option<Duration> = None;
+        let mut next_lane = 0usize;
+        while !stopping.load(Ordering::Relaxed) {
+            let Ok(first) = ahead.clone().acquire_owned().await else {
+                break;
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = ahead.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            while let Ok(id) = done_rx.try_recv() {
+                handled.push(id);
+            }
+            let options = ReceiveOptions::new(permits.len(), POLL);
+            // Not raced against the stop signal: a receive dropped halfway
+            // could leave events taken but unhandled until the visibility
+            // timeout. Stopping waits for at most one POLL instead.
+            let received = run
+                .broker
+                .ack_and_receive(&run.queue, &run.group, &run.consumer, &handled, options)
+                .await;
+            let events = match received {
+                Ok((_, events)) => {
+                    handled.clear();
+                    trouble = None;
+                    events
+                }
+                Err(e) => {
+                    let wait = match trouble {
+                        None => {
+                            tracing::warn!(queue = %run.queue, error = %e, "bus subscriber cannot receive; retrying");
+                            Duration::from_millis(100)
+                        }
+                        Some(w) => (w * 2).min(Duration::from_secs(5)),
+                    };
+                    trouble = Some(wait);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            for (event, permit) in events.into_iter().zip(permits) {
+                let lane = match event.headers.get(KEY_HEADER) {
+                    Some(key) => lane_of(key, workers),
+                    None => {
+                        next_lane = (next_lane + 1) % workers;
+                        next_lane
+                    }
+                };
+                // A lane ends only when its sender is dropped, below.
+                let _ = lanes[lane].send((event, permit));
+            }
+        }
+        // Let the lanes finish what they were given, then ack it.
+        drop(lanes);
+        for task in lane_tasks {
+            let _ = task.await;
+        }
+        while let Some(id) = done_rx.recv().await {
+            handled.push(id);
+        }
+        if !handled.is_empty()
+            && let Err(e) = run.broker.ack(&run.queue, &run.group, &handled).await
+        {
+            tracing::warn!(queue = %run.queue, error = %e, "cannot ack handled events; they will be delivered again");
+        }
+    }
+
+    /// Handles one lane's events in order.
+    async fn lane(
+        self: Arc<Self>,
+        mut events: mpsc::UnboundedReceiver<(Delivery, OwnedSemaphorePermit)>,
+        done: mpsc::UnboundedSender<MessageId>,
+    ) {
+        while let Some((event, permit)) = events.recv().await {
+            let id = event.id.clone();
+            match self.handle(event).await {
+                None => {
+                    let _ = done.send(id);
+                }
+                Some(reason) => {
+                    let nack = Nack::DeadLetter { reason };
+                    if let Err(e) = self.broker.nack(&self.queue, &self.group, &id, nack).await {
+                        tracing::warn!(queue = %self.queue, error = %e, "cannot dead-letter an event; it will be delivered again");
+                    }
+                }
+            }
+            drop(permit);
+        }
+    }
+
+    /// Runs the event's handler, retrying failures in place. Returns the
+    /// reason to dead-letter it, or `None` if it is done with.
+    async fn handle(&self, event: Delivery) -> Option<String> {
+        let event_type = event.headers.get(TYPE_HEADER).cloned().unwrap_or_default();
+        let Some(handler) = self.handlers.get(event_type.as_str()) else {
+            return match self.options.unknown {
+                UnknownEvents::Acknowledge => {
+                    tracing::warn!(queue = %self.queue, event_type, "no handler for this event type; acknowledged");
+                    None
+                }
+                UnknownEvents::DeadLetter => Some(format!("unknown event type {event_type:?}")),
+            };
+        };
+        let mut delays = RetryPolicy::new(self.options.max_attempts)
+            .first_delay(self.options.first_retry)
+            .max_delay(self.options.max_retry)
+            .delays();
+        loop {
+            let outcome = match tokio::spawn(handler(event.payload.clone())).await {
+                Ok(outcome) => outcome,
+                Err(e) if e.is_panic() => Outcome::Failed("the handler panicked".into()),
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+            match outcome {
+                Outcome::Done => return None,
+                Outcome::Invalid(why) => return Some(why),
+                Outcome::Failed(why) => match delays.next() {
+                    Some(delay) => {
+                        tracing::debug!(queue = %self.queue, error = %why, "bus handler failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Some(format!("Processing error: {why}")),
+                },
+            }
+        }
+    }
+}
+
+/// The lane of an ordering key.
+fn lane_of(key: &str, lanes: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    usize::try_from(h.finish() % (lanes as u64)).unwrap_or(0)
+}
