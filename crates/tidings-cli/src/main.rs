@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod hub_bench;
 mod output;
+mod patterns_bench;
 mod redis_bench;
 mod serve;
 
@@ -54,6 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => return bench::run(args).await,
         Command::BenchHub(args) => return hub_bench::run(args).await,
         Command::BenchRedis(args) => return redis_bench::run(args).await,
+        Command::BenchPatterns(args) => return patterns_bench::run(args).await,
         other => other,
     };
     let broker = tidings::open(&cli.broker)
@@ -63,6 +65,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,
         Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,
         Command::Serve(args) => serve::run(broker, args).await,
-        Command::Bench(_) | Command::BenchHub(_) | Command::BenchRedis(_) => Ok(()),
+        Command::Bench(_)
+        | Command::BenchHub(_)
+        | Command::BenchRedis(_)
+        | Command::BenchPatterns(_) => Ok(()),
     }
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tidings::{Broker, Payload, QueueConfig, QueueName, RedisBroker};
-use tidings_patterns::webhook::{Webhook, WebhookOptions};
 
 use crate::bench::{fill, payload, per_sec, receive_ack, send};
+use crate::patterns_bench::{WebhookLoad, webhook_latency};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -149,7 +149,13 @@ async fn run_one(
             )
         }
         Scenario::Webhook => {
-            let (p50, p99, max, n) = webhook_latency(broker.clone(), args).await?;
+            let shape = WebhookLoad {
+                rate: args.rate,
+                idle_routes: args.idle_routes,
+                size: args.size,
+                length: args.latency_for,
+            };
+            let (p50, p99, max, n) = webhook_latency(broker.clone(), &shape).await?;
             Ok((
                 vec![("webhook-p50", p50, "ms"), ("webhook-p99", p99, "ms")],
                 format!(
@@ -186,54 +192,4 @@ async fn receive_ack_combined(
         handled = got.into_iter().map(|d| d.id).collect();
     }
     Ok(acked as f64 / started.elapsed().as_secs_f64())
-}
-
-/// Webhook `send` → handler latency at `rate`, with idle routes served by
-/// the same service. The handler reads the send time from the payload.
-async fn webhook_latency(
-    broker: Arc<dyn Broker>,
-    args: &RedisBenchArgs,
-) -> anyhow::Result<(f64, f64, f64, usize)> {
-    let origin = Instant::now();
-    let total = usize::try_from(args.rate.saturating_mul(args.latency_for.as_secs().max(1)))?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
-    let mut webhook = Webhook::with_options(broker, WebhookOptions::default());
-    for i in 0..args.idle_routes {
-        webhook.on(&format!("/idle/{i}"), |_v: serde_json::Value| async {})?;
-    }
-    webhook.on("/measured", move |v: serde_json::Value| {
-        let tx = tx.clone();
-        async move {
-            let sent = v["sent_us"].as_f64().unwrap_or_default();
-            let _ = tx.send((origin.elapsed().as_micros() as f64 - sent) / 1000.0);
-        }
-    })?;
-    let service = webhook.run_service().await?;
-    let pad = "x".repeat(args.size.saturating_sub(40));
-    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
-    let start = tokio::time::Instant::now();
-    let mut sends = Vec::with_capacity(total);
-    for i in 0..total {
-        tokio::time::sleep_until(start + interval * u32::try_from(i)?).await;
-        let hook = service.webhook().clone();
-        let data =
-            serde_json::json!({ "sent_us": origin.elapsed().as_micros() as f64, "pad": pad });
-        sends.push(tokio::spawn(
-            async move { hook.send("/measured", &data).await },
-        ));
-    }
-    for s in sends {
-        s.await??;
-    }
-    let mut latencies = Vec::with_capacity(total);
-    while latencies.len() < total {
-        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .context("a webhook message was not handled within 10 s")?;
-        latencies.extend(got);
-    }
-    service.stop().await;
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
-    Ok((at(0.50), at(0.99), at(1.0), latencies.len()))
 }

@@ -72,8 +72,11 @@ pub trait Broker: Send + Sync {
 
     /// Acknowledges `ack` (as [`Broker::ack`]), then receives (as
     /// [`Broker::receive`]): the loop of a consumer that handles a batch and
-    /// takes the next. Backends over a network make it one round trip.
-    /// Returns how many were acked and the new deliveries.
+    /// takes the next. Backends over a network make it one round trip; the
+    /// embedded engine does not wait for the acks' log write before
+    /// receiving (a crash just after may deliver them again; use `ack` when
+    /// an ack must be on disk when the call returns). Returns how many were
+    /// acked and the new deliveries.
     async fn ack_and_receive(
         &self,
         queue: &QueueName,

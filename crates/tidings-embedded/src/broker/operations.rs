@@ -18,7 +18,7 @@ use tidings_core::{
 
 use crate::records::{MessageRecord, QueueRecord, record_key, seq_key};
 use crate::state::{Ctx, QueueState, message_id, parse_id};
-use crate::store::{Space, Wait};
+use crate::store::{Pending, Space, Wait};
 
 /// Stores one message (or finds its duplicate). Returns the receipt and the
 /// new message's seq.
@@ -64,6 +64,27 @@ fn enqueue(
 
 fn check_messages(messages: &[OutgoingMessage]) -> Result<()> {
     messages.iter().try_for_each(OutgoingMessage::validate)
+}
+
+impl EmbeddedBroker {
+    /// Acks `ids` for `group` now; the returned [`Pending`] says when that is
+    /// in the log.
+    fn apply_ack(
+        &self,
+        name: &QueueName,
+        group: &GroupName,
+        ids: &[MessageId],
+    ) -> (Result<u64>, Pending) {
+        self.write(|queues, ctx| {
+            let q = queue(queues, name)?;
+            let acked = ids
+                .iter()
+                .filter_map(parse_id)
+                .filter(|&seq| q.ack(group, seq, ctx))
+                .count();
+            Ok((acked as u64, Wait::Written))
+        })
+    }
 }
 
 #[async_trait]
@@ -183,17 +204,27 @@ impl Broker for EmbeddedBroker {
         }
     }
 
+    async fn ack_and_receive(
+        &self,
+        name: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+        ack: &[MessageId],
+        options: ReceiveOptions,
+    ) -> Result<(u64, Vec<Delivery>)> {
+        options.validate()?;
+        let (acked, written) = self.apply_ack(name, group, ack);
+        let acked = acked?;
+        // The acks are applied; their write to the log goes on without the
+        // call waiting for it, so a consumer's next messages are not held up
+        // behind it (decision 0011). A crash before it lands delivers those
+        // messages again: at least once, never lost.
+        drop(written);
+        Ok((acked, self.receive(name, group, consumer, options).await?))
+    }
+
     async fn ack(&self, name: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64> {
-        finish(self.write(|queues, ctx| {
-            let q = queue(queues, name)?;
-            let acked = ids
-                .iter()
-                .filter_map(parse_id)
-                .filter(|&seq| q.ack(group, seq, ctx))
-                .count();
-            Ok((acked as u64, Wait::Written))
-        }))
-        .await
+        finish(self.apply_ack(name, group, ids)).await
     }
 
     async fn nack(

@@ -44,7 +44,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tidings_core::{
-    Broker, Error, GroupName, OutgoingMessage, Payload, QueueConfig, QueueName, Result, SendReceipt,
+    Broker, Durability, Error, GroupName, OutgoingMessage, Payload, QueueConfig, QueueName, Result,
+    SendReceipt,
 };
 
 pub use crate::handler::{HandlerResult, Outcome};
@@ -60,11 +61,17 @@ pub struct WebhookOptions {
     pub first_retry: Duration,
     /// The longest delay between retries.
     pub max_retry: Duration,
-    /// Messages one route handles at a time.
+    /// Messages one worker handles at a time.
     pub concurrency: usize,
+    /// Workers per route, each receiving on its own (as separate processes
+    /// would): more handlers at once, and receives that overlap.
+    pub workers: usize,
     /// How long a handler may run before its message is given to another
     /// worker (the queues' visibility timeout).
     pub handler_timeout: Duration,
+    /// When a send returns, for the queues the service creates (`None`: the
+    /// engine's default, `Sync` on the embedded engine).
+    pub durability: Option<Durability>,
 }
 
 impl Default for WebhookOptions {
@@ -74,7 +81,9 @@ impl Default for WebhookOptions {
             first_retry: Duration::from_secs(1),
             max_retry: Duration::from_secs(60),
             concurrency: 16,
+            workers: 1,
             handler_timeout: Duration::from_secs(30),
+            durability: None,
         }
     }
 }
@@ -85,6 +94,7 @@ impl WebhookOptions {
         QueueConfig {
             visibility_timeout: self.handler_timeout,
             max_deliveries: self.max_attempts.max(1),
+            durability: self.durability,
             ..QueueConfig::default()
         }
     }

@@ -1,16 +1,16 @@
-//! The workers of a webhook service: one task per route, each waiting on its
-//! own queue, so an idle route never delays a busy one (LeanMQ polls its
+//! The workers of a webhook service: tasks per route (one by default), each
+//! waiting on its own queue, so an idle route never delays a busy one (LeanMQ polls its
 //! routes one after another).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tidings_core::{ConsumerName, Delivery, Error, MessageId, Nack, ReceiveOptions};
 use tokio::task::JoinSet;
 
 use super::{Outcome, Route, Webhook, WebhookOptions};
+use crate::resilience::RetryPolicy;
 
 /// How long a worker waits for messages before it looks at the stop flag:
 /// the most a stop waits for an idle route.
@@ -26,15 +26,16 @@ pub struct WebhookService {
 impl WebhookService {
     pub(super) fn start(webhook: Webhook) -> Self {
         let stopping = Arc::new(AtomicBool::new(false));
-        let consumer = consumer_name();
         let mut workers = JoinSet::new();
         for route in webhook.routes.values() {
-            workers.spawn(run_route(
-                webhook.clone(),
-                route.clone(),
-                consumer.clone(),
-                stopping.clone(),
-            ));
+            for _ in 0..webhook.options.workers.max(1) {
+                workers.spawn(run_route(
+                    webhook.clone(),
+                    route.clone(),
+                    consumer_name(),
+                    stopping.clone(),
+                ));
+            }
         }
         Self {
             webhook,
@@ -189,15 +190,11 @@ fn panic_text(e: tokio::task::JoinError) -> String {
 
 /// The delay before attempt `attempt + 1`: exponential with jitter.
 fn retry_delay(options: &WebhookOptions, attempt: u32) -> Duration {
-    let attempts = usize::try_from(attempt.max(1)).unwrap_or(usize::MAX);
-    ExponentialBuilder::new()
-        .with_min_delay(options.first_retry)
-        .with_max_delay(options.max_retry)
-        .with_factor(2.0)
-        .with_jitter()
-        .with_max_times(attempts)
-        .build()
-        .nth(attempts - 1)
+    RetryPolicy::new(attempt.max(1).saturating_add(1))
+        .first_delay(options.first_retry)
+        .max_delay(options.max_retry)
+        .delays()
+        .last()
         .unwrap_or(options.max_retry)
 }
 
