@@ -301,6 +301,40 @@ pub async fn failing_bus_handlers_retry_then_dead_letter(backend: &dyn Backend) 
     assert_eq!(attempts.load(Ordering::Relaxed), 3);
 }
 
+pub async fn a_panicking_bus_handler_is_retried_and_isolated(backend: &dyn Backend) {
+    let broker = backend.open();
+    let bus = EventBus::new(broker.clone());
+    let attempts = Arc::new(AtomicU32::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let a = attempts.clone();
+    let mut sub = bus.subscriber_with("panicky", fast_bus());
+    sub.on(move |e: OrderCreated| {
+        let (a, tx) = (a.clone(), tx.clone());
+        async move {
+            let n = a.fetch_add(1, Ordering::Relaxed);
+            // The first event panics once, the second every time.
+            if e.order_id == "always" || n == 0 {
+                panic!("boom on {}", e.order_id);
+            }
+            tx.send(e.order_id).ok();
+        }
+    });
+    let service = sub.run().await.unwrap();
+    bus.publish(&order("once")).await.unwrap();
+    assert_eq!(next(&mut rx).await, "once");
+    bus.publish(&order("always")).await.unwrap();
+    bus.publish(&order("after")).await.unwrap();
+    // The worker survived both panics and went on.
+    assert_eq!(next(&mut rx).await, "after");
+    service.stop().await;
+    let dead = broker
+        .dead_letters(&subscription_queue("panicky").unwrap(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].reason, "Processing error: the handler panicked");
+}
+
 pub async fn events_of_one_key_keep_their_order_under_4_workers(backend: &dyn Backend) {
     let bus = EventBus::new(backend.open());
     let seen: Arc<Mutex<BTreeMap<String, Vec<u32>>>> = Arc::default();
@@ -490,6 +524,27 @@ pub async fn server_errors_reach_the_caller(backend: &dyn Backend) {
         .await
         .unwrap();
     assert_eq!(ok, 3);
+    // A panicking handler answers with an error; the server goes on.
+    let panicky = rpc
+        .serve("calc", "boom", |_: Value| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok::<i64, String>(0)
+        })
+        .await
+        .unwrap();
+    let err = rpc
+        .call::<_, i64>("calc", "boom", &json!({}), PATIENCE)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "calc.boom failed: the handler panicked");
+    let ok: i64 = rpc
+        .call("calc", "div", &json!({"a": 8, "b": 2}), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(ok, 4);
+    panicky.stop().await;
     server.stop().await;
     rpc.close().await;
 }

@@ -57,6 +57,7 @@ on_backends!(
     subscriptions_outlive_their_subscribers,
     unknown_event_types_are_acknowledged_or_dead_lettered,
     failing_bus_handlers_retry_then_dead_letter,
+    a_panicking_bus_handler_is_retried_and_isolated,
     events_of_one_key_keep_their_order_under_4_workers,
     stopping_a_subscriber_loses_nothing,
     calls_get_their_own_replies,
