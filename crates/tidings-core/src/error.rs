@@ -58,6 +58,14 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// A transaction's expectation about a record did not hold.
+    #[error("record {key:?} in table {table:?} is not what the transaction expected")]
+    RecordChanged {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+    },
     /// The data directory is in use by another process.
     #[error("data directory {path} is locked by another process")]
     Locked {

@@ -42,6 +42,18 @@ pub enum TxOp {
         /// The key.
         key: String,
     },
+    /// Require a record to hold `value` (`None`: to be absent) when the
+    /// transaction starts, or the whole transaction fails with
+    /// [`crate::Error::RecordChanged`]: compare-and-set for leases, versions
+    /// and state machines kept in records.
+    Expect {
+        /// The table.
+        table: TableName,
+        /// The key.
+        key: String,
+        /// The value it must have, exactly as stored (`None`: absent).
+        value: Option<Payload>,
+    },
 }
 
 /// A list of sends, acks and record writes that a broker applies atomically: after
@@ -123,6 +135,32 @@ impl Transaction {
         self
     }
 
+    /// Adds a precondition: the record must hold `value` (or be absent, for
+    /// `None`) before anything is applied.
+    ///
+    /// ```
+    /// use tidings_core::{Payload, TableName, Transaction};
+    /// let leases = TableName::new("leases")?;
+    /// let mine = Payload::from_value(&serde_json::json!({"owner": "w-1"}))?;
+    /// let mut tx = Transaction::new();
+    /// // Take the lease only if nobody holds it.
+    /// tx.expect(leases.clone(), "orders/0", None).put(leases, "orders/0", mine);
+    /// # Ok::<_, tidings_core::Error>(())
+    /// ```
+    pub fn expect(
+        &mut self,
+        table: TableName,
+        key: impl Into<String>,
+        value: Option<Payload>,
+    ) -> &mut Self {
+        self.ops.push(TxOp::Expect {
+            table,
+            key: key.into(),
+            value,
+        });
+        self
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -133,7 +171,7 @@ impl Transaction {
         for op in &self.ops {
             match op {
                 TxOp::Send { message, .. } => message.validate()?,
-                TxOp::Put { key, .. } | TxOp::Delete { key, .. } => {
+                TxOp::Put { key, .. } | TxOp::Delete { key, .. } | TxOp::Expect { key, .. } => {
                     crate::record::validate_key(key)?;
                 }
                 TxOp::Ack { .. } => {}

@@ -762,6 +762,62 @@ pub async fn records_change_with_messages_or_not_at_all(b: &dyn Broker) {
     assert_eq!(b.queue_info(&name).await.unwrap().groups[0].pending, 0);
 }
 
+pub async fn expectations_guard_a_transaction(b: &dyn Broker) {
+    let leases = TableName::new("leases").unwrap();
+    let name = queue(b, "guarded", QueueConfig::default()).await;
+    let value = |v: serde_json::Value| Payload::from_value(&v).unwrap();
+    let mine = value(json!({"owner": "a", "until": 10}));
+    // Absent as expected: applied, with the send.
+    let mut tx = Transaction::new();
+    tx.expect(leases.clone(), "p0", None)
+        .put(leases.clone(), "p0", mine.clone())
+        .send(name.clone(), msg(json!({"n": 1})));
+    b.commit(tx).await.unwrap();
+    assert_eq!(
+        b.get_record(&leases, "p0").await.unwrap(),
+        Some(mine.clone())
+    );
+    // A second taker expecting it absent changes nothing, not even its send.
+    let theirs = value(json!({"owner": "b", "until": 20}));
+    let mut tx = Transaction::new();
+    tx.send(name.clone(), msg(json!({"n": 2})))
+        .expect(leases.clone(), "p0", None)
+        .put(leases.clone(), "p0", theirs.clone());
+    let refused = b.commit(tx).await;
+    assert!(
+        matches!(&refused, Err(Error::RecordChanged { table, key }) if table == "leases" && key == "p0"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        b.get_record(&leases, "p0").await.unwrap(),
+        Some(mine.clone())
+    );
+    assert_eq!(b.queue_info(&name).await.unwrap().length, 1);
+    // Expecting the value read: applied (compare-and-set).
+    let read = b.get_record(&leases, "p0").await.unwrap();
+    let mut tx = Transaction::new();
+    tx.expect(leases.clone(), "p0", read.clone())
+        .put(leases.clone(), "p0", theirs.clone());
+    b.commit(tx).await.unwrap();
+    // The old value is stale now.
+    let mut tx = Transaction::new();
+    tx.expect(leases.clone(), "p0", read)
+        .delete(leases.clone(), "p0");
+    assert!(matches!(
+        b.commit(tx).await,
+        Err(Error::RecordChanged { .. })
+    ));
+    assert_eq!(b.get_record(&leases, "p0").await.unwrap(), Some(theirs));
+    // Expecting a value where there is none fails too.
+    let mut tx = Transaction::new();
+    tx.expect(leases.clone(), "p1", Some(mine))
+        .delete(leases, "p0");
+    assert!(matches!(
+        b.commit(tx).await,
+        Err(Error::RecordChanged { .. })
+    ));
+}
+
 pub async fn bad_record_keys_are_rejected(b: &dyn Broker) {
     let table = t("rec-bad");
     let mut tx = Transaction::new();

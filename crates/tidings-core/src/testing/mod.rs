@@ -88,6 +88,7 @@ macro_rules! conformance_tests {
             records_are_kept_in_key_order,
             records_change_with_messages_or_not_at_all,
             bad_record_keys_are_rejected,
+            expectations_guard_a_transaction,
             concurrent_inserts_of_one_key_admit_one
         }
     };

@@ -379,6 +379,17 @@ impl Broker for EmbeddedBroker {
                     TxOp::Delete { table, key } => {
                         written.insert(record_key(table.as_str(), key), false);
                     }
+                    TxOp::Expect { table, key, value } => {
+                        let stored = ctx
+                            .store
+                            .get(Space::Records, &record_key(table.as_str(), key))?;
+                        if stored.as_deref() != value.as_ref().map(|v| v.as_str().as_bytes()) {
+                            return Err(Error::RecordChanged {
+                                table: table.to_string(),
+                                key: key.clone(),
+                            });
+                        }
+                    }
                 }
             }
             let mut receipts = Vec::new();
@@ -421,6 +432,7 @@ impl Broker for EmbeddedBroker {
                         ctx.batch
                             .delete(Space::Records, record_key(table.as_str(), &key));
                     }
+                    TxOp::Expect { .. } => {}
                 }
             }
             Ok((receipts, wait))

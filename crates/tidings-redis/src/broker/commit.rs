@@ -30,7 +30,9 @@ impl RedisBroker {
                         queues.push(queue.clone());
                     }
                 }
-                TxOp::Put { table, .. } | TxOp::Delete { table, .. } => {
+                TxOp::Put { table, .. }
+                | TxOp::Delete { table, .. }
+                | TxOp::Expect { table, .. } => {
                     if !tables.contains(table) {
                         tables.push(table.clone());
                     }
@@ -107,6 +109,22 @@ impl RedisBroker {
                     args.push(key.clone().into_bytes());
                     steps.push(Step::Record(table, key));
                 }
+                TxOp::Expect { table, key, value } => {
+                    args.push(b"X".to_vec());
+                    args.push(table_index(&table).to_string().into_bytes());
+                    args.push(key.clone().into_bytes());
+                    match value {
+                        Some(v) => {
+                            args.push(b"1".to_vec());
+                            args.push(v.as_str().as_bytes().to_vec());
+                        }
+                        None => {
+                            args.push(b"0".to_vec());
+                            args.push(Vec::new());
+                        }
+                    }
+                    steps.push(Step::Record(table, key));
+                }
             }
         }
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -125,6 +143,10 @@ impl RedisBroker {
                         id: id.to_string(),
                     },
                     ("EXISTS", Some(Step::Record(table, key))) => Error::RecordExists {
+                        table: table.to_string(),
+                        key: key.clone(),
+                    },
+                    ("CHANGED", Some(Step::Record(table, key))) => Error::RecordChanged {
                         table: table.to_string(),
                         key: key.clone(),
                     },

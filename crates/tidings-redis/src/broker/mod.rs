@@ -175,12 +175,13 @@ impl RedisBroker {
                 (Some("NOQUEUE"), detail) => {
                     Err(Error::QueueNotFound(detail.unwrap_or_default().to_owned()))
                 }
-                (Some(code @ ("CONFLICT" | "NOTPENDING" | "EXISTS" | "NOGROUP")), detail) => {
-                    Ok(ScriptReply::Refused {
-                        code: code.to_owned(),
-                        detail: detail.unwrap_or_default().to_owned(),
-                    })
-                }
+                (
+                    Some(code @ ("CONFLICT" | "NOTPENDING" | "EXISTS" | "CHANGED" | "NOGROUP")),
+                    detail,
+                ) => Ok(ScriptReply::Refused {
+                    code: code.to_owned(),
+                    detail: detail.unwrap_or_default().to_owned(),
+                }),
                 _ => Err(self.redis_error(e)),
             },
             Err(_) => Err(Error::Unavailable(format!(

@@ -3,8 +3,9 @@
 -- ARGV: number of queues nq, then per queue: name, dedup window ms, retention
 --   max len, max age; then the operations, each a code and its arguments:
 --   S qi data pl headers dedup ttl delay | A qi group id | P ti key value absent(1/0) | D ti key
+--   | X ti key present(1/0) value   (a record must hold value, or be absent, beforehand)
 --   (qi and ti index KEYS; ti counts from nq + 1).
--- Errors: NOQUEUE name | NOTPENDING op# | EXISTS op#
+-- Errors: NOQUEUE name | NOTPENDING op# | EXISTS op# | CHANGED op#
 local nq = tonumber(ARGV[1])
 local qs = {}
 local at = 2
@@ -17,7 +18,7 @@ for i = 1, nq do
   at = at + 4
 end
 local first_op = at
-local sizes = {S = 8, A = 4, P = 5, D = 3}
+local sizes = {S = 8, A = 4, P = 5, D = 3, X = 5}
 
 -- Check everything first: a script cannot roll back what it wrote.
 local present = {}
@@ -29,6 +30,11 @@ while at <= #ARGV do
     local q = qs[tonumber(ARGV[at + 1])]
     local p = redis.pcall('XPENDING', q.stream, ARGV[at + 2], ARGV[at + 3], ARGV[at + 3], 1)
     if p.err or #p == 0 then return redis.error_reply('NOTPENDING ' .. n) end
+  elseif op == 'X' then
+    local stored = redis.call('HGET', KEYS[tonumber(ARGV[at + 1])], ARGV[at + 2])
+    local ok
+    if ARGV[at + 3] == '1' then ok = stored == ARGV[at + 4] else ok = not stored end
+    if not ok then return redis.error_reply('CHANGED ' .. n) end
   elseif op == 'P' or op == 'D' then
     local hash, key = KEYS[tonumber(ARGV[at + 1])], ARGV[at + 2]
     local slot = hash .. '\0' .. key
