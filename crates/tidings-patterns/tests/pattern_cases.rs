@@ -28,6 +28,12 @@ pub trait Backend: Send + Sync {
     /// A handle. Where only one may be open, the caller has dropped the
     /// previous one.
     fn open(&self) -> Arc<dyn Broker>;
+
+    /// A second handle while `first` is open, as another process would have
+    /// (`first` itself where the engine allows one handle at a time).
+    fn beside(&self, first: &Arc<dyn Broker>) -> Arc<dyn Broker> {
+        first.clone()
+    }
 }
 
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -383,6 +389,123 @@ pub async fn events_of_one_key_keep_their_order_under_4_workers(backend: &dyn Ba
         count += seqs.len();
     }
     assert_eq!(count, total as usize);
+}
+
+type Handled = Arc<Mutex<Vec<(usize, String, u32)>>>;
+
+/// A subscriber that records (which instance, key, seq) of every `Step`.
+async fn step_recorder(
+    bus: &EventBus,
+    name: &str,
+    instance: usize,
+    options: BusOptions,
+    handled: &Handled,
+    tx: &mpsc::UnboundedSender<usize>,
+) -> tidings_patterns::bus::BusService {
+    let (h, tx) = (handled.clone(), tx.clone());
+    let mut sub = bus.subscriber_with(name, options);
+    sub.on(move |e: Step| {
+        let (h, tx) = (h.clone(), tx.clone());
+        async move {
+            if e.seq.is_multiple_of(4) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            h.lock().unwrap().push((instance, e.key, e.seq));
+            tx.send(instance).ok();
+        }
+    });
+    sub.run().await.unwrap()
+}
+
+async fn publish_steps(bus: &EventBus, seqs: std::ops::Range<u32>) {
+    let keys = ["a", "b", "c", "d", "e"];
+    for seq in seqs {
+        let key = keys[seq as usize % keys.len()].to_owned();
+        bus.publish(&Step { key, seq }).await.unwrap();
+    }
+}
+
+/// Per key, the seqs an instance handled, in handling order, are increasing.
+fn assert_in_order(handled: &[(usize, String, u32)]) {
+    let mut last: BTreeMap<(usize, &str), u32> = BTreeMap::new();
+    for (instance, key, seq) in handled {
+        if let Some(before) = last.insert((*instance, key.as_str()), *seq) {
+            assert!(
+                before < *seq,
+                "instance {instance}, key {key}: {seq} after {before}"
+            );
+        }
+    }
+}
+
+pub async fn a_standby_subscriber_takes_over_in_order(backend: &dyn Backend) {
+    let first = backend.open();
+    let second = backend.beside(&first);
+    let (bus_a, bus_b) = (EventBus::new(first), EventBus::new(second));
+    let options = BusOptions {
+        workers: 4,
+        ..fast_bus()
+    };
+    let handled = Handled::default();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let a = step_recorder(&bus_a, "twice", 0, options.clone(), &handled, &tx).await;
+    let b = step_recorder(&bus_b, "twice", 1, options, &handled, &tx).await;
+    publish_steps(&bus_a, 0..100).await;
+    let mut by = [0usize; 2];
+    for _ in 0..100 {
+        by[next(&mut rx).await] += 1;
+    }
+    // One process at a time consumes the subscription.
+    assert!(by[0] == 100 || by[1] == 100, "{by:?}");
+    let active = usize::from(by[1] == 100);
+    // The active one stops; the standby takes over and goes on, in order.
+    let (stopped, standby) = if active == 0 { (a, b) } else { (b, a) };
+    stopped.stop().await;
+    publish_steps(&bus_b, 100..200).await;
+    for _ in 0..100 {
+        assert_eq!(next(&mut rx).await, 1 - active);
+    }
+    standby.stop().await;
+    let handled = handled.lock().unwrap();
+    assert_eq!(handled.len(), 200);
+    assert_in_order(&handled);
+}
+
+pub async fn a_dead_subscribers_events_are_not_overtaken(backend: &dyn Backend) {
+    let first = backend.open();
+    let second = backend.beside(&first);
+    let (bus_a, bus_b) = (EventBus::new(first), EventBus::new(second));
+    let options = BusOptions {
+        workers: 4,
+        lease_ttl: Duration::from_millis(300),
+        visibility_timeout: Duration::from_millis(800),
+        ..fast_bus()
+    };
+    let handled = Handled::default();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let a = step_recorder(&bus_a, "crashy", 0, options.clone(), &handled, &tx).await;
+    publish_steps(&bus_a, 0..50).await;
+    for _ in 0..10 {
+        next(&mut rx).await;
+    }
+    // The consumer dies with events in flight; a standby starts.
+    a.abort().await;
+    let b = step_recorder(&bus_b, "crashy", 1, options, &handled, &tx).await;
+    publish_steps(&bus_b, 50..60).await;
+    eventually(
+        "every event handled by the standby or before the crash",
+        async || {
+            let h = handled.lock().unwrap();
+            (0..60).all(|seq| h.iter().any(|(_, _, s)| *s == seq))
+        },
+    )
+    .await;
+    b.stop().await;
+    let handled = handled.lock().unwrap();
+    // At least once (what the dead one handled but did not ack comes again),
+    // and the standby never handled a key's events out of order.
+    assert_in_order(&handled);
+    assert!(handled.iter().any(|(i, _, _)| *i == 1));
 }
 
 pub async fn stopping_a_subscriber_loses_nothing(backend: &dyn Backend) {

@@ -59,6 +59,8 @@ on_backends!(
     failing_bus_handlers_retry_then_dead_letter,
     a_panicking_bus_handler_is_retried_and_isolated,
     events_of_one_key_keep_their_order_under_4_workers,
+    a_standby_subscriber_takes_over_in_order,
+    a_dead_subscribers_events_are_not_overtaken,
     stopping_a_subscriber_loses_nothing,
     calls_get_their_own_replies,
     a_call_times_out_and_its_late_reply_is_dropped,

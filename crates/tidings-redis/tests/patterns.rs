@@ -17,6 +17,10 @@ use tidings_redis::RedisBroker;
 struct Redis(common::RedisFixture);
 
 impl Backend for Redis {
+    fn beside(&self, _first: &Arc<dyn Broker>) -> Arc<dyn Broker> {
+        self.open()
+    }
+
     fn open(&self) -> Arc<dyn Broker> {
         let url = common::url_with_prefix(&self.0.prefix);
         // The cases run on a multi-threaded runtime.
@@ -45,6 +49,8 @@ on_redis!(
     failing_bus_handlers_retry_then_dead_letter,
     a_panicking_bus_handler_is_retried_and_isolated,
     events_of_one_key_keep_their_order_under_4_workers,
+    a_standby_subscriber_takes_over_in_order,
+    a_dead_subscribers_events_are_not_overtaken,
     stopping_a_subscriber_loses_nothing,
     calls_get_their_own_replies,
     a_call_times_out_and_its_late_reply_is_dropped,

@@ -8,7 +8,10 @@
 //! event to every matching subscription in one transaction: all of them get
 //! it, or the publish fails and none does.
 //!
-//! Subscribers run handlers by type ([`Subscriber::on`]). Events with the same
+//! Subscribers run handlers by type ([`Subscriber::on`]). One process at a
+//! time consumes a subscription: the holder of its lease (a record renewed
+//! with compare-and-set); other processes running the same subscriber stand
+//! by and take over when it stops or dies. Events with the same
 //! [`ordering key`](Event::ordering_key) are handled one after another in
 //! publish order, whatever the number of workers; failures are retried in
 //! place (so a later event of the key does not overtake), then
@@ -45,6 +48,7 @@
 //! # }).unwrap();
 //! ```
 
+mod lease;
 mod subscriber;
 
 use std::sync::Arc;
@@ -107,8 +111,12 @@ pub struct BusOptions {
     /// What happens to events of types without a handler.
     pub unknown: UnknownEvents,
     /// How long an event may stay unacknowledged before the broker gives it
-    /// to another consumer (handling plus retries must fit in it).
+    /// to another consumer (handling plus retries must fit in it). A process
+    /// taking over from one that died waits this long before receiving.
     pub visibility_timeout: Duration,
+    /// How long the process consuming a subscription may go without
+    /// renewing its lease before a standby process takes over.
+    pub lease_ttl: Duration,
 }
 
 impl Default for BusOptions {
@@ -119,7 +127,8 @@ impl Default for BusOptions {
             first_retry: Duration::from_millis(200),
             max_retry: Duration::from_secs(10),
             unknown: UnknownEvents::Acknowledge,
-            visibility_timeout: Duration::from_secs(300),
+            visibility_timeout: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }

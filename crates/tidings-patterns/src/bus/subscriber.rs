@@ -1,7 +1,9 @@
-//! Running a subscriber: one task receives the subscription's events in
-//! order and hands each to a lane chosen by its ordering key; each lane
-//! handles its events one at a time, so events of one key keep their order.
-//! What was handled is acked with the next receive.
+//! Running a subscriber: one process at a time consumes a subscription (the
+//! holder of its lease; others stand by and take over when it stops or
+//! dies). One task receives the events in order and hands each to a lane
+//! chosen by its ordering key; each lane handles its events one at a time,
+//! so events of one key keep their order. What was handled is acked with
+//! the next receive.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,8 +18,9 @@ use tidings_core::{
     Result,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
+use super::lease::{Lease, Taken};
 use super::{
     BusOptions, Event, EventBus, KEY_HEADER, TYPE_HEADER, UnknownEvents, subscription_queue,
 };
@@ -102,7 +105,7 @@ impl Subscriber {
             options: self.options,
             handlers: Arc::new(self.handlers),
         };
-        let task = tokio::spawn(run.dispatch(stopping.clone()));
+        let task = tokio::spawn(run.serve(stopping.clone()));
         Ok(BusService { stopping, task })
     }
 }
@@ -114,9 +117,18 @@ pub struct BusService {
 }
 
 impl BusService {
-    /// Stops receiving, lets the handlers finish what was received, acks it.
+    /// Stops receiving, lets the handlers finish what was received, acks it,
+    /// and lets the subscription's lease go (a standby takes over at once).
     pub async fn stop(self) {
         self.stopping.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+    }
+
+    /// Stops at once, as if the process died: nothing more is acked, the
+    /// lease is not released. Events in flight come back after the
+    /// visibility timeout; a standby takes over once the lease expires.
+    pub async fn abort(self) {
+        self.task.abort();
         let _ = self.task.await;
     }
 }
@@ -131,23 +143,71 @@ struct Run {
 }
 
 impl Run {
-    async fn dispatch(self, stopping: Arc<AtomicBool>) {
+    /// Consumes while this process holds the subscription's lease; stands by
+    /// while another one does.
+    async fn serve(self, stopping: Arc<AtomicBool>) {
         let run = Arc::new(self);
+        let lease = match Lease::new(
+            run.broker.clone(),
+            run.queue.as_str(),
+            run.consumer.as_str(),
+            run.options.lease_ttl,
+        ) {
+            Ok(lease) => Arc::new(lease),
+            Err(e) => {
+                tracing::error!(queue = %run.queue, error = %e, "cannot name the subscription's lease");
+                return;
+            }
+        };
+        while !stopping.load(Ordering::Relaxed) {
+            let Some(taken) = lease.acquire(&stopping).await else {
+                break;
+            };
+            if taken == Taken::TakenOver {
+                // The last holder stopped renewing, maybe with events in
+                // flight: they come back at their place once their visibility
+                // timeout has passed. Receiving before would overtake them.
+                tracing::info!(queue = %run.queue, wait = ?run.options.visibility_timeout, "took over the subscription; waiting for what its last holder had in flight");
+                let until = tokio::time::Instant::now() + run.options.visibility_timeout;
+                while tokio::time::Instant::now() < until && !stopping.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            let lost = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(AtomicBool::new(false));
+            let mut keeper = JoinSet::new();
+            {
+                let (lease, done, lost) = (lease.clone(), done.clone(), lost.clone());
+                keeper.spawn(async move { lease.keep(&done, &lost).await });
+            }
+            run.clone().dispatch(stopping.clone(), lost.clone()).await;
+            done.store(true, Ordering::Relaxed);
+            keeper.abort_all();
+            if !lost.load(Ordering::Relaxed) {
+                lease.release().await;
+            }
+        }
+    }
+
+    /// Receives and handles until `stopping` or `lost` is set.
+    async fn dispatch(self: Arc<Self>, stopping: Arc<AtomicBool>, lost: Arc<AtomicBool>) {
+        let run = self;
         let workers = run.options.workers.max(1);
         let ahead = Arc::new(Semaphore::new(workers * AHEAD_PER_WORKER));
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<MessageId>();
         let mut lanes = Vec::with_capacity(workers);
-        let mut lane_tasks = Vec::with_capacity(workers);
+        // Owned here: dropping this task (`abort`) drops the lanes too.
+        let mut lane_tasks = JoinSet::new();
         for _ in 0..workers {
             let (tx, rx) = mpsc::unbounded_channel::<(Delivery, OwnedSemaphorePermit)>();
             lanes.push(tx);
-            lane_tasks.push(tokio::spawn(run.clone().lane(rx, done_tx.clone())));
+            lane_tasks.spawn(run.clone().lane(rx, done_tx.clone()));
         }
         drop(done_tx);
         let mut handled: Vec<MessageId> = Vec::new();
         let mut trouble: Option<Duration> = None;
         let mut next_lane = 0usize;
-        while !stopping.load(Ordering::Relaxed) {
+        while !stopping.load(Ordering::Relaxed) && !lost.load(Ordering::Relaxed) {
             let Ok(first) = ahead.clone().acquire_owned().await else {
                 break;
             };
@@ -199,9 +259,7 @@ impl Run {
         }
         // Let the lanes finish what they were given, then ack it.
         drop(lanes);
-        for task in lane_tasks {
-            let _ = task.await;
-        }
+        while lane_tasks.join_next().await.is_some() {}
         while let Some(id) = done_rx.recv().await {
             handled.push(id);
         }

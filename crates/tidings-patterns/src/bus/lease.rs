@@ -1,0 +1,177 @@
+//! Which process consumes a subscription: a lease kept as a record, taken
+//! and renewed with compare-and-set (`Transaction::expect`).
+//!
+//! Expiry is judged without comparing clocks between machines: the holder
+//! rewrites the record on every renewal; a standby that sees the same value
+//! for longer than the lease's time to live takes it over.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tidings_core::{Broker, Error, Payload, TableName, Transaction};
+use tokio::time::Instant;
+
+/// How a lease was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// Nobody held it (or its holder let it go).
+    Free,
+    /// Its holder stopped renewing it: it may have died with events in flight.
+    TakenOver,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Holder {
+    owner: String,
+    renewal: u64,
+}
+
+pub(super) struct Lease {
+    broker: Arc<dyn Broker>,
+    table: TableName,
+    key: String,
+    owner: String,
+    ttl: Duration,
+    /// The value this process last wrote.
+    held: tokio::sync::Mutex<Option<(Payload, u64)>>,
+}
+
+impl Lease {
+    pub(super) fn new(
+        broker: Arc<dyn Broker>,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> tidings_core::Result<Self> {
+        Ok(Self {
+            broker,
+            table: TableName::new("bus.leases")?,
+            key: key.to_owned(),
+            owner: owner.to_owned(),
+            ttl,
+            held: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn value(&self, renewal: u64) -> tidings_core::Result<Payload> {
+        Payload::from_value(&Holder {
+            owner: self.owner.clone(),
+            renewal,
+        })
+    }
+
+    /// Waits until this process holds the lease, or `stopping` is set.
+    pub(super) async fn acquire(&self, stopping: &AtomicBool) -> Option<Taken> {
+        let check_every = (self.ttl / 3).min(Duration::from_secs(1));
+        let mut seen: Option<(Payload, Instant)> = None;
+        while !stopping.load(Ordering::Relaxed) {
+            match self.try_acquire(&mut seen).await {
+                Ok(Some(taken)) => return Some(taken),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(lease = %self.key, error = %e, "cannot read the subscription's lease")
+                }
+            }
+            tokio::time::sleep(check_every).await;
+        }
+        None
+    }
+
+    async fn try_acquire(
+        &self,
+        seen: &mut Option<(Payload, Instant)>,
+    ) -> tidings_core::Result<Option<Taken>> {
+        let stored = self.broker.get_record(&self.table, &self.key).await?;
+        let taken = match &stored {
+            None => Taken::Free,
+            Some(value) => match seen {
+                Some((v, since)) if v == value && since.elapsed() >= self.ttl => Taken::TakenOver,
+                Some((v, _)) if v == value => return Ok(None),
+                _ => {
+                    *seen = Some((value.clone(), Instant::now()));
+                    return Ok(None);
+                }
+            },
+        };
+        let mine = self.value(0)?;
+        let mut tx = Transaction::new();
+        tx.expect(self.table.clone(), self.key.clone(), stored).put(
+            self.table.clone(),
+            self.key.clone(),
+            mine.clone(),
+        );
+        match self.broker.commit(tx).await {
+            Ok(_) => {
+                *self.held.lock().await = Some((mine, 0));
+                Ok(Some(taken))
+            }
+            // Someone else was quicker.
+            Err(Error::RecordChanged { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Renews the lease every third of its time to live until `done` is set;
+    /// sets `lost` and returns if it was taken, or could not be renewed in
+    /// time (another process may take it over then).
+    pub(super) async fn keep(&self, done: &AtomicBool, lost: &AtomicBool) {
+        let every = self.ttl / 3;
+        let mut renewed = Instant::now();
+        while !done.load(Ordering::Relaxed) {
+            tokio::time::sleep(every).await;
+            if done.load(Ordering::Relaxed) {
+                return;
+            }
+            match self.renew().await {
+                Ok(()) => renewed = Instant::now(),
+                Err(Error::RecordChanged { .. }) => {
+                    tracing::warn!(lease = %self.key, "the subscription's lease was taken over; standing by");
+                    lost.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) if renewed.elapsed() >= self.ttl * 2 / 3 => {
+                    tracing::warn!(lease = %self.key, error = %e, "cannot renew the subscription's lease; standing by");
+                    lost.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(lease = %self.key, error = %e, "lease renewal failed; retrying");
+                }
+            }
+        }
+    }
+
+    async fn renew(&self) -> tidings_core::Result<()> {
+        let mut held = self.held.lock().await;
+        let Some((current, renewal)) = held.clone() else {
+            return Err(Error::RecordChanged {
+                table: self.table.to_string(),
+                key: self.key.clone(),
+            });
+        };
+        let next = self.value(renewal + 1)?;
+        let mut tx = Transaction::new();
+        tx.expect(self.table.clone(), self.key.clone(), Some(current))
+            .put(self.table.clone(), self.key.clone(), next.clone());
+        self.broker.commit(tx).await?;
+        *held = Some((next, renewal + 1));
+        Ok(())
+    }
+
+    /// Lets the lease go, if this process still holds it.
+    pub(super) async fn release(&self) {
+        let Some((current, _)) = self.held.lock().await.take() else {
+            return;
+        };
+        let mut tx = Transaction::new();
+        tx.expect(self.table.clone(), self.key.clone(), Some(current))
+            .delete(self.table.clone(), self.key.clone());
+        if let Err(e) = self.broker.commit(tx).await
+            && !matches!(e, Error::RecordChanged { .. })
+        {
+            tracing::warn!(lease = %self.key, error = %e, "cannot release the subscription's lease; it expires instead");
+        }
+    }
+}
