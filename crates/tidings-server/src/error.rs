@@ -90,9 +90,10 @@ impl From<tidings_core::Error> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, err.to_string())
             }
             E::QueueNotFound(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
-            E::RecordExists { .. } | E::RecordChanged { .. } | E::QueueConfigConflict(_) => {
-                Self::new(StatusCode::CONFLICT, err.to_string())
-            }
+            E::RecordExists { .. }
+            | E::RecordChanged { .. }
+            | E::QueueConfigConflict(_)
+            | E::NotPending { .. } => Self::new(StatusCode::CONFLICT, err.to_string()),
             other => {
                 tracing::error!(error = %other, "storage failure");
                 Self::new(

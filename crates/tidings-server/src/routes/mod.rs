@@ -5,6 +5,7 @@ mod applications;
 mod events;
 mod gists;
 mod ops;
+mod queues;
 mod subscriptions;
 mod tokens;
 
@@ -66,6 +67,26 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/regists/{id}", post(gists::replay))
         .route("/v1/requeues", post(gists::requeue))
         .route("/v1/backfills", post(gists::backfill))
+        .route("/v1/queues", get(queues::list).post(queues::create))
+        .route(
+            "/v1/queues/{name}",
+            get(queues::info).delete(queues::delete),
+        )
+        .route("/v1/queues/{name}/purge", post(queues::purge))
+        .route("/v1/queues/{name}/messages", post(queues::send))
+        .route("/v1/queues/{name}/receive", post(queues::receive))
+        .route("/v1/queues/{name}/ack", post(queues::ack))
+        .route("/v1/queues/{name}/nack", post(queues::nack))
+        .route("/v1/queues/{name}/dead-letters", get(queues::dead_letters))
+        .route(
+            "/v1/queues/{name}/dead-letters/requeue",
+            post(queues::requeue),
+        )
+        .route(
+            "/v1/queues/{name}/dead-letters/purge",
+            post(queues::purge_dead_letters),
+        )
+        .route("/v1/transactions", post(queues::transaction))
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs_page))
         .fallback(not_found)
@@ -77,8 +98,8 @@ pub fn router(state: AppState) -> Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
-        title = "Tidings event hub",
-        description = "Applications, schema-checked actions, events, subscriptions and signed webhook delivery; compatible with Amebo 0.9.6 clients (docs/amebo-compatibility.md). Credentials: `x-amebo-admin-key`, `Authorization: Bearer <API key or session>`, request signatures (`x-amebo-application` + `x-amebo-signature`), or the `Authentication` cookie; without an admin key the server runs in protected mode (loopback only)."
+        title = "Tidings event hub and queues",
+        description = "Applications, schema-checked actions, events, subscriptions and signed webhook delivery; durable queues (`/v1/queues`: consumer groups, long-poll receive, acks, dead letters, transactions); compatible with Amebo 0.9.6 clients (docs/amebo-compatibility.md). Credentials: `x-amebo-admin-key`, `Authorization: Bearer <API key or session>`, request signatures (`x-amebo-application` + `x-amebo-signature`), or the `Authentication` cookie; without an admin key the server runs in protected mode (loopback only)."
     ),
     paths(
         ops::health,
@@ -108,6 +129,19 @@ pub fn router(state: AppState) -> Router {
         gists::requeue,
         gists::backfill,
         tokens::create,
+        queues::create,
+        queues::list,
+        queues::info,
+        queues::delete,
+        queues::purge,
+        queues::send,
+        queues::receive,
+        queues::ack,
+        queues::nack,
+        queues::dead_letters,
+        queues::requeue,
+        queues::purge_dead_letters,
+        queues::transaction,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

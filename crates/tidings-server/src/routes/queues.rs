@@ -1,0 +1,511 @@
+//! `/v1/queues` and `/v1/transactions`: the queue API over HTTP, a thin
+//! adapter over the same `Broker` the hub runs on.
+//!
+//! Durations are milliseconds. Queue names starting with `hub.` belong to the
+//! event hub and are refused here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tidings_core::{
+    ConsumerName, DeadLetter, DeadLetterSelection, Delivery, GroupName, MessageId, Nack,
+    OutgoingMessage, Payload, QueueConfig, QueueName, ReceiveOptions, Transaction,
+};
+
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::request::Call;
+use crate::state::AppState;
+
+/// The longest a receive may wait for a message.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// The most messages one receive returns.
+pub const MAX_RECEIVE: usize = 1000;
+
+/// A queue a caller may use: a valid name outside the hub's own.
+fn queue_name(call: &Call, name: &str) -> ApiResult<QueueName> {
+    call.who()?;
+    let queue = QueueName::new(name)?;
+    if queue.as_str().starts_with("hub.") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("queue {name:?}: names starting with \"hub.\" belong to the event hub"),
+        ));
+    }
+    Ok(queue)
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// `POST /v1/queues`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewQueue {
+    /// The queue's name: letters, digits, `_`, `-`, `.`.
+    name: String,
+    /// Settings (times in milliseconds): `visibility_timeout`,
+    /// `max_deliveries`, `default_ttl`, `on_expiry` (`drop` or
+    /// `dead_letter`), `dedup_window`, `retention` (`max_len`, `max_age`),
+    /// `durability` (`sync` or `buffered`).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    settings: Option<QueueConfig>,
+}
+
+#[utoipa::path(post, path = "/v1/queues", tag = "queues", request_body = NewQueue,
+    responses((status = 201, description = "Created"), (status = 200, description = "It existed with these settings"), (status = 409, description = "It exists with other settings", body = ErrorBody), (status = 400, description = "Bad name or settings", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusCode, Json<Value>)> {
+    let new: NewQueue = call.json()?;
+    let queue = queue_name(&call, &new.name)?;
+    let config = new.settings.unwrap_or_default();
+    let created = s.hub.broker().create_queue(&queue, config.clone()).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "name": queue, "settings": config }))))
+}
+
+#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+    responses((status = 200, description = "`{\"queues\": [names]}`, sorted"), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    call.who()?;
+    let queues: Vec<QueueName> = s
+        .hub
+        .broker()
+        .list_queues()
+        .await?
+        .into_iter()
+        .filter(|q| !q.as_str().starts_with("hub."))
+        .collect();
+    Ok(Json(json!({ "queues": queues })))
+}
+
+#[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, description = "Counts per group, settings"), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn info(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<Json<tidings_core::QueueInfo>> {
+    let queue = queue_name(&call, &name)?;
+    Ok(Json(s.hub.broker().queue_info(&queue).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
+    responses((status = 204, description = "Deleted with its messages, groups and dead letters"), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<StatusCode> {
+    let queue = queue_name(&call, &name)?;
+    s.hub.broker().delete_queue(&queue).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/queues/{name}/purge", tag = "queues", params(("name" = String, Path)),
+    responses((status = 200, description = "`{\"purged\": n}`: messages deleted (not dead letters)"), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn purge(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let queue = queue_name(&call, &name)?;
+    let purged = s.hub.broker().purge_queue(&queue).await?;
+    Ok(Json(json!({ "purged": purged })))
+}
+
+/// A message to send.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessage {
+    /// Any JSON value.
+    #[schema(value_type = Object)]
+    payload: Value,
+    /// String headers.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// A caller's id: a second send with it within the queue's dedup window
+    /// returns the first message's id.
+    dedup_id: Option<String>,
+    /// Time to live, ms.
+    ttl: Option<u64>,
+    /// Delay before it may be delivered, ms.
+    delay: Option<u64>,
+}
+
+impl NewMessage {
+    fn into_message(self) -> ApiResult<OutgoingMessage> {
+        let mut message = OutgoingMessage::new(Payload::from_value(&self.payload)?);
+        for (k, v) in self.headers {
+            message = message.header(k, v);
+        }
+        if let Some(id) = self.dedup_id {
+            message = message.dedup_id(id);
+        }
+        if let Some(ttl) = self.ttl {
+            message = message.ttl(millis(ttl));
+        }
+        if let Some(delay) = self.delay {
+            message = message.delay(millis(delay));
+        }
+        Ok(message)
+    }
+}
+
+/// One message, or several as `{"messages": [...]}` (sent atomically, in order).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The messages.
+    messages: Vec<NewMessage>,
+}
+
+#[utoipa::path(post, path = "/v1/queues/{name}/messages", tag = "queues", params(("name" = String, Path)), request_body(content = NewMessage, description = "One message, or `{\"messages\": [...]}` (a `Batch`) sent atomically, in order"),
+    responses((status = 201, description = "`{\"messages\": [{\"id\", \"duplicate\"}]}`, in order"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed message", body = ErrorBody), (status = 413, description = "Too large", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn send(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let queue = queue_name(&call, &name)?;
+    let body: Value = call.json()?;
+    let messages = if body.get("messages").is_some() {
+        serde_json::from_value::<Batch>(body).map(|b| b.messages)
+    } else {
+        serde_json::from_value::<NewMessage>(body).map(|m| vec![m])
+    }
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if messages.is_empty() {
+        return Err(ApiError::bad_request("messages - give at least one"));
+    }
+    let messages = messages
+        .into_iter()
+        .map(NewMessage::into_message)
+        .collect::<ApiResult<Vec<_>>>()?;
+    let receipts = s.hub.broker().send_batch(&queue, messages).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "messages": receipts }))))
+}
+
+/// `POST /v1/queues/{name}/receive`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Receive {
+    /// The consumer group (made on first use).
+    group: String,
+    /// This consumer's name, unique among the group's consumers.
+    consumer: String,
+    /// Most messages to return (1 to 1000; default 1).
+    #[serde(default = "one")]
+    max: usize,
+    /// How long to wait for a first message, ms (up to 30,000; default 0).
+    /// The answer comes as soon as one arrives.
+    #[serde(default)]
+    wait: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A delivered message, as the API shows it.
+#[derive(Debug, Serialize)]
+struct DeliveryView {
+    id: MessageId,
+    payload: Value,
+    headers: BTreeMap<String, String>,
+    dedup_id: Option<String>,
+    enqueued_at: u64,
+    delivery_count: u32,
+}
+
+impl DeliveryView {
+    fn of(d: Delivery) -> ApiResult<Self> {
+        Ok(Self {
+            payload: d.payload.json()?,
+            headers: d.headers.into_iter().collect(),
+            id: d.id,
+            dedup_id: d.dedup_id,
+            enqueued_at: d.enqueued_at.as_millis(),
+            delivery_count: d.delivery_count,
+        })
+    }
+}
+
+#[utoipa::path(post, path = "/v1/queues/{name}/receive", tag = "queues", params(("name" = String, Path)), request_body = Receive,
+    responses((status = 200, description = "`{\"messages\": [...]}`: each with id, payload, headers, dedup_id, enqueued_at (ms), delivery_count; empty if none came within `wait`"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn receive(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let queue = queue_name(&call, &name)?;
+    let r: Receive = call.json()?;
+    if r.max == 0 || r.max > MAX_RECEIVE {
+        return Err(ApiError::bad_request(format!(
+            "max - must be 1 to {MAX_RECEIVE}"
+        )));
+    }
+    if millis(r.wait) > MAX_WAIT {
+        return Err(ApiError::bad_request(format!(
+            "wait - at most {} ms",
+            MAX_WAIT.as_millis()
+        )));
+    }
+    let (group, consumer) = (GroupName::new(r.group)?, ConsumerName::new(r.consumer)?);
+    let got = s
+        .hub
+        .broker()
+        .receive(
+            &queue,
+            &group,
+            &consumer,
+            ReceiveOptions::new(r.max, millis(r.wait)),
+        )
+        .await?;
+    let messages = got
+        .into_iter()
+        .map(DeliveryView::of)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(json!({ "messages": messages })))
+}
+
+/// `POST /v1/queues/{name}/ack`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    /// The group the messages were delivered to.
+    group: String,
+    /// Their ids.
+    ids: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/v1/queues/{name}/ack", tag = "queues", params(("name" = String, Path)), request_body = Ack,
+    responses((status = 200, description = "`{\"acked\": n}`: ids not pending in the group are skipped"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn ack(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let queue = queue_name(&call, &name)?;
+    let a: Ack = call.json()?;
+    let ids: Vec<MessageId> = a.ids.into_iter().map(MessageId::from).collect();
+    let acked = s
+        .hub
+        .broker()
+        .ack(&queue, &GroupName::new(a.group)?, &ids)
+        .await?;
+    Ok(Json(json!({ "acked": acked })))
+}
+
+/// `POST /v1/queues/{name}/nack`: retry after a delay, or dead-letter now.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NackRequest {
+    /// The group it was delivered to.
+    group: String,
+    /// Its id.
+    id: String,
+    /// Deliver it again after this many ms (default 0).
+    retry_after: Option<u64>,
+    /// Move it to the dead letters now, with this reason.
+    dead_letter: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/queues/{name}/nack", tag = "queues", params(("name" = String, Path)), request_body = NackRequest,
+    responses((status = 200, description = "`{\"nacked\": bool}`: false if it was not pending in the group"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn nack(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let queue = queue_name(&call, &name)?;
+    let n: NackRequest = call.json()?;
+    let nack = match (n.retry_after, n.dead_letter) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "retry_after and dead_letter - give one, not both",
+            ));
+        }
+        (_, Some(reason)) => Nack::DeadLetter { reason },
+        (delay, None) => Nack::Retry {
+            delay: millis(delay.unwrap_or(0)),
+        },
+    };
+    let nacked = s
+        .hub
+        .broker()
+        .nack(
+            &queue,
+            &GroupName::new(n.group)?,
+            &MessageId::from(n.id),
+            nack,
+        )
+        .await?;
+    Ok(Json(json!({ "nacked": nacked })))
+}
+
+/// A dead letter, as the API shows it.
+fn dead_letter_view(d: DeadLetter) -> ApiResult<Value> {
+    Ok(json!({
+        "id": d.id,
+        "original_id": d.original_id,
+        "group": d.group,
+        "reason": d.reason,
+        "attempts": d.attempts,
+        "enqueued_at": d.enqueued_at.as_millis(),
+        "dead_lettered_at": d.dead_lettered_at.as_millis(),
+        "payload": d.payload.json::<Value>()?,
+        "headers": d.headers.into_iter().collect::<BTreeMap<_, _>>(),
+        "dedup_id": d.dedup_id,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/queues/{name}/dead-letters", tag = "queues",
+    params(("name" = String, Path), ("after" = Option<String>, Query, description = "The last id of the previous page"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, description = "`{\"dead_letters\": [...]}`, oldest first"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn dead_letters(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let queue = queue_name(&call, &name)?;
+    let limit = match call.param("limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_RECEIVE).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit - must be 1 to 1000"))?,
+    };
+    let after = call.param("after").map(MessageId::from);
+    let letters = s
+        .hub
+        .broker()
+        .dead_letters(&queue, after.as_ref(), limit)
+        .await?;
+    let letters = letters
+        .into_iter()
+        .map(dead_letter_view)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(json!({ "dead_letters": letters })))
+}
+
+/// Which dead letters: `{"ids": [...]}` or `{"all": true}`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// Dead-letter ids.
+    ids: Option<Vec<String>>,
+    /// Every dead letter of the queue.
+    #[serde(default)]
+    all: bool,
+}
+
+impl Selection {
+    fn into_selection(self) -> ApiResult<DeadLetterSelection> {
+        match (self.ids, self.all) {
+            (Some(_), true) => Err(ApiError::bad_request("ids and all - give one, not both")),
+            (Some(ids), false) => Ok(DeadLetterSelection::Ids(
+                ids.into_iter().map(MessageId::from).collect(),
+            )),
+            (None, true) => Ok(DeadLetterSelection::All),
+            (None, false) => Err(ApiError::bad_request("ids or all - say which dead letters")),
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/queues/{name}/dead-letters/requeue", tag = "queues", params(("name" = String, Path)), request_body = Selection,
+    responses((status = 200, description = "`{\"requeued\": n}`: back in the queue, for the group that gave up on them"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn requeue(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let queue = queue_name(&call, &name)?;
+    let selection = call.json::<Selection>()?.into_selection()?;
+    let n = s
+        .hub
+        .broker()
+        .requeue_dead_letters(&queue, selection)
+        .await?;
+    Ok(Json(json!({ "requeued": n })))
+}
+
+#[utoipa::path(post, path = "/v1/queues/{name}/dead-letters/purge", tag = "queues", params(("name" = String, Path)), request_body = Selection,
+    responses((status = 200, description = "`{\"purged\": n}`"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn purge_dead_letters(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let queue = queue_name(&call, &name)?;
+    let selection = call.json::<Selection>()?.into_selection()?;
+    let n = s.hub.broker().purge_dead_letters(&queue, selection).await?;
+    Ok(Json(json!({ "purged": n })))
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TxRequestOp {
+    /// Send a message to a queue.
+    Send {
+        /// The queue.
+        queue: String,
+        /// The message.
+        message: NewMessage,
+    },
+    /// Ack messages of a group; each must be pending, or nothing is applied.
+    Ack {
+        /// The queue.
+        queue: String,
+        /// The group.
+        group: String,
+        /// The ids.
+        ids: Vec<String>,
+    },
+}
+
+/// `POST /v1/transactions`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxRequest {
+    /// Sends and acks, applied all or nothing.
+    ops: Vec<TxRequestOp>,
+}
+
+#[utoipa::path(post, path = "/v1/transactions", tag = "queues", request_body = TxRequest,
+    responses((status = 200, description = "`{\"messages\": [{\"id\", \"duplicate\"}]}`: the sends' receipts, in order"), (status = 404, description = "A queue does not exist: nothing applied", body = ErrorBody), (status = 409, description = "An ack of a message not pending: nothing applied", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    call.who()?;
+    let request: TxRequest = call.json()?;
+    if request.ops.is_empty() {
+        return Err(ApiError::bad_request("ops - give at least one"));
+    }
+    let mut tx = Transaction::new();
+    for op in request.ops {
+        match op {
+            TxRequestOp::Send { queue, message } => {
+                tx.send(queue_name(&call, &queue)?, message.into_message()?);
+            }
+            TxRequestOp::Ack { queue, group, ids } => {
+                tx.ack(
+                    queue_name(&call, &queue)?,
+                    GroupName::new(group)?,
+                    ids.into_iter().map(MessageId::from),
+                );
+            }
+        }
+    }
+    let receipts = s.hub.broker().commit(tx).await?;
+    Ok(Json(json!({ "messages": receipts })))
+}
