@@ -34,6 +34,9 @@ pub enum Error {
     /// An argument is out of range or inconsistent (the message says which).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The caller may not do this (credentials missing, wrong or too weak).
+    #[error("not allowed: {0}")]
+    Denied(String),
     /// The queue does not exist.
     #[error("queue {0:?} does not exist")]
     QueueNotFound(String),

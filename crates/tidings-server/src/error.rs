@@ -84,25 +84,62 @@ impl From<HubError> for ApiError {
 impl From<tidings_core::Error> for ApiError {
     fn from(err: tidings_core::Error) -> Self {
         use tidings_core::Error as E;
-        match err {
-            E::PayloadTooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, err.to_string()),
+        let status = match &err {
+            E::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::InvalidName { .. } | E::InvalidPayload(_) | E::InvalidArgument(_) => {
-                Self::new(StatusCode::BAD_REQUEST, err.to_string())
+                StatusCode::BAD_REQUEST
             }
-            E::QueueNotFound(_) => Self::new(StatusCode::NOT_FOUND, err.to_string()),
+            E::QueueNotFound(_) => StatusCode::NOT_FOUND,
             E::RecordExists { .. }
             | E::RecordChanged { .. }
             | E::QueueConfigConflict(_)
-            | E::NotPending { .. } => Self::new(StatusCode::CONFLICT, err.to_string()),
+            | E::NotPending { .. } => StatusCode::CONFLICT,
             other => {
                 tracing::error!(error = %other, "storage failure");
-                Self::new(
+                return Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("storage unavailable: {other}"),
-                )
+                );
             }
+        };
+        Self {
+            status,
+            body: core_error_body(&err),
         }
     }
+}
+
+/// `{"error": message, "code": ..., ...}`: the message for people, the code
+/// and fields for clients that turn it back into a `tidings_core::Error`.
+fn core_error_body(err: &tidings_core::Error) -> Value {
+    use tidings_core::Error as E;
+    let mut body = json!({ "error": err.to_string() });
+    let fields = match err {
+        E::InvalidName { kind, name, .. } => {
+            json!({"code": "invalid_name", "kind": kind, "name": name})
+        }
+        E::InvalidPayload(m) => json!({"code": "invalid_payload", "detail": m}),
+        E::PayloadTooLarge { size, limit } => {
+            json!({"code": "payload_too_large", "size": size, "limit": limit})
+        }
+        E::InvalidArgument(m) => json!({"code": "invalid_argument", "detail": m}),
+        E::QueueNotFound(q) => json!({"code": "queue_not_found", "queue": q}),
+        E::QueueConfigConflict(q) => json!({"code": "queue_config_conflict", "queue": q}),
+        E::NotPending { queue, group, id } => {
+            json!({"code": "not_pending", "queue": queue, "group": group, "id": id})
+        }
+        E::RecordExists { table, key } => {
+            json!({"code": "record_exists", "table": table, "key": key})
+        }
+        E::RecordChanged { table, key } => {
+            json!({"code": "record_changed", "table": table, "key": key})
+        }
+        _ => json!({}),
+    };
+    if let (Some(map), Value::Object(extra)) = (body.as_object_mut(), fields) {
+        map.extend(extra);
+    }
+    body
 }
 
 /// The shape of every error answer (for the OpenAPI document).
@@ -114,6 +151,10 @@ pub struct ErrorBody {
     pub reasons: Option<Vec<String>>,
     /// Every violation with its JSON path (406).
     pub errors: Option<Vec<String>>,
+    /// For queue and record errors: what kind (`queue_not_found`,
+    /// `not_pending`, `record_exists`, `record_changed`, `invalid_argument`,
+    /// ...), with the names involved in fields beside it.
+    pub code: Option<String>,
 }
 
 /// Result of a handler.

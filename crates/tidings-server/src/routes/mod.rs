@@ -87,6 +87,8 @@ pub fn router(state: AppState) -> Router {
             post(queues::purge_dead_letters),
         )
         .route("/v1/transactions", post(queues::transaction))
+        .route("/v1/tables/{table}/record", get(queues::record))
+        .route("/v1/tables/{table}/records", get(queues::records))
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs_page))
         .fallback(not_found)
@@ -142,6 +144,8 @@ pub fn router(state: AppState) -> Router {
         queues::requeue,
         queues::purge_dead_letters,
         queues::transaction,
+        queues::record,
+        queues::records,
     ),
     components(schemas(crate::error::ErrorBody))
 )]

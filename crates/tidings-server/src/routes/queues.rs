@@ -11,10 +11,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tidings_core::{
     ConsumerName, DeadLetter, DeadLetterSelection, Delivery, GroupName, MessageId, Nack,
-    OutgoingMessage, Payload, QueueConfig, QueueName, ReceiveOptions, Transaction,
+    OutgoingMessage, Payload, QueueConfig, QueueName, ReceiveOptions, RecordScan, TableName,
+    Transaction,
 };
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -37,6 +39,19 @@ fn queue_name(call: &Call, name: &str) -> ApiResult<QueueName> {
         ));
     }
     Ok(queue)
+}
+
+/// A table a caller may use: a valid name outside the hub's own.
+fn table_name(call: &Call, name: &str) -> ApiResult<TableName> {
+    call.who()?;
+    let table = TableName::new(name)?;
+    if table.as_str().starts_with("hub.") {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("table {name:?}: names starting with \"hub.\" belong to the event hub"),
+        ));
+    }
+    Ok(table)
 }
 
 fn millis(ms: u64) -> Duration {
@@ -216,11 +231,17 @@ fn one() -> usize {
     1
 }
 
+/// A payload as it was sent, byte for byte (numbers beyond 64 bits included).
+fn raw(payload: &Payload) -> ApiResult<Box<RawValue>> {
+    RawValue::from_string(payload.as_str().to_owned())
+        .map_err(|e| ApiError::bad_request(format!("stored payload is not JSON: {e}")))
+}
+
 /// A delivered message, as the API shows it.
 #[derive(Debug, Serialize)]
 struct DeliveryView {
     id: MessageId,
-    payload: Value,
+    payload: Box<RawValue>,
     headers: BTreeMap<String, String>,
     dedup_id: Option<String>,
     enqueued_at: u64,
@@ -230,7 +251,7 @@ struct DeliveryView {
 impl DeliveryView {
     fn of(d: Delivery) -> ApiResult<Self> {
         Ok(Self {
-            payload: d.payload.json()?,
+            payload: raw(&d.payload)?,
             headers: d.headers.into_iter().collect(),
             id: d.id,
             dedup_id: d.dedup_id,
@@ -363,7 +384,7 @@ fn dead_letter_view(d: DeadLetter) -> ApiResult<Value> {
         "attempts": d.attempts,
         "enqueued_at": d.enqueued_at.as_millis(),
         "dead_lettered_at": d.dead_lettered_at.as_millis(),
-        "payload": d.payload.json::<Value>()?,
+        "payload": raw(&d.payload)?,
         "headers": d.headers.into_iter().collect::<BTreeMap<_, _>>(),
         "dedup_id": d.dedup_id,
     }))
@@ -473,13 +494,50 @@ pub enum TxRequestOp {
         /// The ids.
         ids: Vec<String>,
     },
+    /// Write a record (overwriting).
+    Put {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+        /// Any JSON value.
+        #[schema(value_type = Object)]
+        value: Value,
+    },
+    /// Write a record whose key must be free, or nothing is applied.
+    Insert {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+        /// Any JSON value.
+        #[schema(value_type = Object)]
+        value: Value,
+    },
+    /// Delete a record.
+    Delete {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+    },
+    /// Require a record to hold `value` (exactly as stored; `null`: to be
+    /// absent) beforehand, or nothing is applied (409, `record_changed`).
+    Expect {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+        /// The stored JSON text, or null.
+        value: Option<String>,
+    },
 }
 
 /// `POST /v1/transactions`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxRequest {
-    /// Sends and acks, applied all or nothing.
+    /// Sends, acks and record writes, applied all or nothing.
     ops: Vec<TxRequestOp>,
 }
 
@@ -504,8 +562,89 @@ pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Jso
                     ids.into_iter().map(MessageId::from),
                 );
             }
+            TxRequestOp::Put { table, key, value } => {
+                tx.put(
+                    table_name(&call, &table)?,
+                    key,
+                    Payload::from_value(&value)?,
+                );
+            }
+            TxRequestOp::Insert { table, key, value } => {
+                tx.insert(
+                    table_name(&call, &table)?,
+                    key,
+                    Payload::from_value(&value)?,
+                );
+            }
+            TxRequestOp::Delete { table, key } => {
+                tx.delete(table_name(&call, &table)?, key);
+            }
+            TxRequestOp::Expect { table, key, value } => {
+                let value = value.map(Payload::from_json_str).transpose()?;
+                tx.expect(table_name(&call, &table)?, key, value);
+            }
         }
     }
     let receipts = s.hub.broker().commit(tx).await?;
     Ok(Json(json!({ "messages": receipts })))
+}
+
+/// A record, as the API shows it: `value` is the stored JSON text, so that a
+/// client can hand it back unchanged to `expect`.
+fn record_view(key: &str, value: &Payload) -> Value {
+    json!({ "key": key, "value": value.as_str() })
+}
+
+#[utoipa::path(get, path = "/v1/tables/{table}/record", tag = "records",
+    params(("table" = String, Path), ("key" = String, Query)),
+    responses((status = 200, description = "`{\"key\", \"value\"}`: the stored JSON text, or null if there is no such record"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn record(
+    State(s): State<AppState>,
+    Path(table): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let table = table_name(&call, &table)?;
+    let key = call
+        .param("key")
+        .ok_or_else(|| ApiError::bad_request("key - required"))?;
+    let value = s.hub.broker().get_record(&table, key).await?;
+    Ok(Json(match value {
+        Some(v) => record_view(key, &v),
+        None => json!({ "key": key, "value": null }),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/tables/{table}/records", tag = "records",
+    params(("table" = String, Path), ("prefix" = Option<String>, Query), ("from" = Option<String>, Query, description = "First key, included"), ("to" = Option<String>, Query, description = "Stop before this key"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"), ("reverse" = Option<bool>, Query)),
+    responses((status = 200, description = "`{\"records\": [{\"key\", \"value\"}]}` in key order"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn records(
+    State(s): State<AppState>,
+    Path(table): Path<String>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let table = table_name(&call, &table)?;
+    let limit = match call.param("limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_RECEIVE).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit - must be 1 to 1000"))?,
+    };
+    let mut scan = RecordScan::prefix(call.param("prefix").unwrap_or_default()).limit(limit);
+    if let Some(from) = call.param("from") {
+        scan = scan.from(from);
+    }
+    if let Some(to) = call.param("to") {
+        scan = scan.to(to);
+    }
+    if super::bool_param(&call, "reverse")?.unwrap_or(false) {
+        scan = scan.reverse();
+    }
+    let found = s.hub.broker().scan_records(&table, scan).await?;
+    let records: Vec<Value> = found
+        .iter()
+        .map(|r| record_view(&r.key, &r.value))
+        .collect();
+    Ok(Json(json!({ "records": records })))
 }
