@@ -377,9 +377,9 @@ async fn bad_queue_requests_get_clear_4xx() {
         (
             "POST",
             "/v1/transactions",
-            json!({"ops": [{"delete": {}}]}),
+            json!({"ops": [{"drop": {}}]}),
             400,
-            "delete",
+            "drop",
         ),
     ];
     for (method, path, body, status, says) in cases {
