@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tidings", version, about)]
 pub struct Cli {
-    /// The broker: a data directory (embedded engine), `file:PATH`, `memory:`
-    /// or `redis://host:port/db?prefix=mq:` (Redis, shared with Python LeanMQ).
+    /// The broker: a data directory (embedded engine), `file:PATH`, `memory:`,
+    /// `redis://host:port/db?prefix=mq:` (Redis, shared with Python LeanMQ)
+    /// or `http://host:3310` (a `tidings serve`; key from `TIDINGS_API_KEY`).
     #[arg(long, global = true, env = "TIDINGS_BROKER", default_value = tidings::DEFAULT_BROKER_URL)]
     pub broker: String,
 

@@ -8,6 +8,7 @@
 //! | `./tidings-data`, `file:./tidings-data`, `file:///var/lib/tidings` | embedded engine, durable, in that directory (the default) |
 //! | `memory:` | embedded engine in memory, for tests and examples |
 //! | `redis://host:port/db?prefix=mq:` | Redis, in LeanMQ's layout (shared with Python LeanMQ); options `prefix`, `hash_tags`, `timeout` |
+//! | `http://host:3310` | a `tidings serve`, through its queue API (credentials from `TIDINGS_API_KEY` or `TIDINGS_ADMIN_KEY`) |
 //!
 //! A `?durability=buffered` query makes sends return once handed to the OS
 //! instead of after fsync (embedded engine only).
@@ -27,5 +28,6 @@ mod url;
 
 pub use tidings_core::*;
 pub use tidings_embedded::{EmbeddedBroker, EmbeddedOptions};
+pub use tidings_http::HttpBroker;
 pub use tidings_redis::{RedisBroker, RedisOptions};
 pub use url::{BrokerUrl, DEFAULT_BROKER_URL, open};

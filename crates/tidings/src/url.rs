@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tidings_core::{Broker, Durability, Error, Result};
 use tidings_embedded::{EmbeddedBroker, EmbeddedOptions};
+use tidings_http::HttpBroker;
 use tidings_redis::{RedisBroker, RedisOptions};
 
 /// The broker used when none is named: the embedded engine in `./tidings-data`.
@@ -24,6 +25,10 @@ pub enum BrokerUrl {
     Memory,
     /// Redis (`redis://` or `rediss://`), in LeanMQ's data layout.
     Redis(RedisOptions),
+    /// A `tidings serve` (`http://` or `https://`), through its queue API.
+    /// Credentials come from `TIDINGS_API_KEY` (an application's API key) or
+    /// `TIDINGS_ADMIN_KEY`, never from the URL.
+    Http(String),
 }
 
 impl BrokerUrl {
@@ -42,6 +47,10 @@ impl BrokerUrl {
     pub fn parse(url: &str) -> Result<Self> {
         if url.starts_with("redis://") || url.starts_with("rediss://") {
             return Ok(Self::Redis(RedisOptions::from_url(url)?));
+        }
+        if url.starts_with("http://") || url.starts_with("https://") {
+            HttpBroker::connect(url)?;
+            return Ok(Self::Http(url.to_owned()));
         }
         let invalid = |reason: &str| Error::InvalidUrl {
             url: url.to_owned(),
@@ -69,7 +78,7 @@ impl BrokerUrl {
             rest
         } else if let Some((scheme, _)) = base.split_once("://") {
             return Err(invalid(&format!(
-                "the {scheme:?} backend is not available in this build (available: a path, file:, memory:, redis://)"
+                "the {scheme:?} backend is not available in this build (available: a path, file:, memory:, redis://, http://)"
             )));
         } else {
             base
@@ -95,6 +104,15 @@ impl BrokerUrl {
             )?),
             Self::Memory => Arc::new(EmbeddedBroker::in_memory()),
             Self::Redis(options) => Arc::new(RedisBroker::open_with(options.clone()).await?),
+            Self::Http(url) => {
+                let mut client = HttpBroker::connect(url)?;
+                if let Ok(key) = std::env::var("TIDINGS_API_KEY") {
+                    client = client.with_api_key(&key);
+                } else if let Ok(key) = std::env::var("TIDINGS_ADMIN_KEY") {
+                    client = client.with_admin_key(&key);
+                }
+                Arc::new(client)
+            }
         })
     }
 }
@@ -107,6 +125,19 @@ pub async fn open(url: &str) -> Result<Arc<dyn Broker>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_urls_name_a_server() {
+        assert_eq!(
+            BrokerUrl::parse("http://127.0.0.1:3310").ok(),
+            Some(BrokerUrl::Http("http://127.0.0.1:3310".into()))
+        );
+        assert!(BrokerUrl::parse("https://hub.example:443/").is_ok());
+        assert!(matches!(
+            BrokerUrl::parse("http://"),
+            Err(Error::InvalidUrl { .. })
+        ));
+    }
 
     #[test]
     fn plain_paths_and_file_urls_name_the_embedded_engine() {
