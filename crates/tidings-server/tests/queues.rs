@@ -421,3 +421,67 @@ async fn the_queue_api_needs_credentials() {
     assert_eq!(list.body, json!({"queues": ["q"]}));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_uses_only_the_queues_it_is_given() {
+    let server = TestServer::start_with(memory(), Some("admin-secret")).await;
+    let admin = Client::new(&server.base).with_header("x-amebo-admin-key", "admin-secret");
+    for q in ["orders", "orders.eu", "billing"] {
+        assert_eq!(
+            admin.post("/v1/queues", json!({"name": q})).await.status,
+            201
+        );
+    }
+    let made = admin
+        .post(
+            "/v1/applications",
+            json!({"application": "shop", "address": "http://127.0.0.1:9", "queues": ["orders*"]}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert_eq!(made.body["queues"], json!(["orders*"]));
+    let key = made.body["apikey"].as_str().unwrap().to_owned();
+    let shop = Client::new(&server.base).with_header("authorization", &format!("Bearer {key}"));
+    let sent = shop
+        .post("/v1/queues/orders.eu/messages", json!({"payload": 1}))
+        .await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    let refused = shop
+        .post("/v1/queues/billing/messages", json!({"payload": 1}))
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body["error"].as_str().unwrap().contains("billing"));
+    let tx = shop
+        .post(
+            "/v1/transactions",
+            json!({"ops": [{"send": {"queue": "billing", "message": {"payload": 1}}}]}),
+        )
+        .await;
+    assert_eq!(tx.status, 403, "{}", tx.body);
+    assert_eq!(
+        shop.get("/v1/queues").await.body,
+        json!({"queues": ["orders", "orders.eu"]})
+    );
+    // Widened by the admin: every queue.
+    let widened = admin
+        .send(
+            "PUT",
+            "/v1/applications/shop",
+            Some(br#"{"queues": ["*"]}"#),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(widened.status, 202, "{}", widened.body);
+    let sent = shop
+        .post("/v1/queues/billing/messages", json!({"payload": 1}))
+        .await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    let bad = admin
+        .post(
+            "/v1/applications",
+            json!({"application": "x", "address": "http://127.0.0.1:9", "queues": ["a b"]}),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    server.stop().await;
+}

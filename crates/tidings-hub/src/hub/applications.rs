@@ -8,7 +8,9 @@ use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
 use crate::ids::{new_api_key, new_secret};
 use crate::model::Application;
-use crate::model::application::{check_name, check_secret, normalize_address};
+use crate::model::application::{
+    check_name, check_queue_patterns, check_secret, normalize_address,
+};
 use crate::principal::Principal;
 use crate::signature::digest;
 use crate::tables::{put, subscription_queue};
@@ -29,6 +31,10 @@ pub struct NewApplication {
     pub secret: Option<String>,
     /// Free text.
     pub description: Option<String>,
+    /// Queues and record tables it may use through the queue API (names, or
+    /// prefixes ending in `*`); absent: all outside the hub's own.
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
 }
 
 /// `PUT /v1/applications/:id`.
@@ -40,6 +46,9 @@ pub struct ApplicationUpdate {
     pub address: Option<String>,
     /// New description.
     pub description: Option<String>,
+    /// New queue allow-list (`["*"]` for all).
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
 }
 
 fn admin_only(who: &Principal) -> HubResult<()> {
@@ -62,6 +71,9 @@ impl Hub {
     ) -> HubResult<Value> {
         admin_only(who)?;
         check_name(&new.application)?;
+        if let Some(queues) = &new.queues {
+            check_queue_patterns(queues)?;
+        }
         let address = normalize_address(&new.address)?;
         let secret = match new.secret {
             Some(secret) => {
@@ -79,6 +91,7 @@ impl Hub {
             secret: secret.clone(),
             api_key_hash: digest(&api_key),
             created_at: now_ms(),
+            queues: new.queues,
         };
         let _guard = self.inner.changes.lock().await;
         let mut tx = Transaction::new();
@@ -130,6 +143,19 @@ impl Hub {
             .collect()
     }
 
+    /// Whether `who` may use queue or table `name` through the queue API
+    /// (the admin: any; an application: those its allow-list names).
+    pub fn may_use_queue(&self, who: &Principal, name: &str) -> bool {
+        match who {
+            Principal::Admin | Principal::System => true,
+            Principal::Application(app) => self
+                .catalog()
+                .applications
+                .get(app)
+                .is_some_and(|a| a.active && a.may_use(name)),
+        }
+    }
+
     fn application(&self, name: &str) -> HubResult<Application> {
         self.catalog()
             .applications
@@ -155,10 +181,13 @@ impl Hub {
         update: ApplicationUpdate,
     ) -> HubResult<Value> {
         admin_only(who)?;
-        if update.address.is_none() && update.description.is_none() {
+        if update.address.is_none() && update.description.is_none() && update.queues.is_none() {
             return Err(HubError::BadRequest(
-                "give an address or a description to change".to_owned(),
+                "give an address, a description or queues to change".to_owned(),
             ));
+        }
+        if let Some(queues) = &update.queues {
+            check_queue_patterns(queues)?;
         }
         let _guard = self.inner.changes.lock().await;
         let mut app = self.application(name)?;
@@ -167,6 +196,9 @@ impl Hub {
         }
         if update.description.is_some() {
             app.description = update.description;
+        }
+        if update.queues.is_some() {
+            app.queues = update.queues;
         }
         // Path handlers are joined to the address: move them along with it.
         let moved: Vec<_> = self
@@ -201,6 +233,7 @@ impl Hub {
             "address": app.address,
             "description": app.description,
             "active": app.active,
+            "queues": app.queues,
         });
         {
             let mut catalog = self.catalog_mut();
@@ -384,6 +417,7 @@ impl Hub {
             secret: new_secret(),
             api_key_hash: digest(&new_api_key()),
             created_at: now_ms(),
+            queues: None,
         };
         self.store_application(app).await
     }

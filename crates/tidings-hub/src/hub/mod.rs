@@ -111,6 +111,7 @@ impl Default for Page {
 ///     address: "http://127.0.0.1:9000".into(),
 ///     secret: None,
 ///     description: None,
+///     queues: None,
 /// }).await?;
 /// hub.register_action(&admin, NewAction {
 ///     action: "order.placed".into(),

@@ -229,6 +229,7 @@ impl Hub {
                     address: origin,
                     secret: None,
                     description: Some("registered by its first subscription".to_owned()),
+                    queues: None,
                 },
             )
             .await;

@@ -24,6 +24,10 @@ pub struct Application {
     pub api_key_hash: String,
     /// Creation time, ms since the epoch.
     pub created_at: u64,
+    /// Queues and record tables it may use through the queue API: names,
+    /// or prefixes ending in `*`. `None`: every one outside the hub's own.
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
 }
 
 impl Application {
@@ -35,8 +39,37 @@ impl Application {
             "active": self.active,
             "timestamped": iso(self.created_at),
             "description": self.description,
+            "queues": self.queues,
         })
     }
+
+    /// Whether it may use queue or table `name` through the queue API.
+    pub fn may_use(&self, name: &str) -> bool {
+        self.queues.as_ref().is_none_or(|patterns| {
+            patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => p == name,
+            })
+        })
+    }
+}
+
+/// Checks queue patterns: names (letters, digits, `_`, `-`, `.`), or such a
+/// prefix followed by `*`.
+pub fn check_queue_patterns(patterns: &[String]) -> HubResult<()> {
+    for p in patterns {
+        let name = p.strip_suffix('*').unwrap_or(p);
+        let ok = !p.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !ok {
+            return Err(HubError::BadRequest(format!(
+                "queues - {p:?} is not a queue name or a prefix ending in *"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks an application name: a letter or digit, then up to 127 letters,

@@ -28,29 +28,36 @@ pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// The most messages one receive returns.
 pub const MAX_RECEIVE: usize = 1000;
 
-/// A queue a caller may use: a valid name outside the hub's own.
-fn queue_name(call: &Call, name: &str) -> ApiResult<QueueName> {
-    call.who()?;
-    let queue = QueueName::new(name)?;
-    if queue.as_str().starts_with("hub.") {
+/// Whether the caller may use queue or table `name`: outside the hub's own,
+/// and, for an application, named by its allow-list.
+fn allowed(s: &AppState, call: &Call, kind: &str, name: &str) -> ApiResult<()> {
+    let who = call.who()?;
+    if name.starts_with("hub.") {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("queue {name:?}: names starting with \"hub.\" belong to the event hub"),
+            format!("{kind} {name:?}: names starting with \"hub.\" belong to the event hub"),
         ));
     }
+    if !s.hub.may_use_queue(who, name) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{kind} {name:?} is not among this application's queues"),
+        ));
+    }
+    Ok(())
+}
+
+/// A queue the caller may use.
+fn queue_name(s: &AppState, call: &Call, name: &str) -> ApiResult<QueueName> {
+    let queue = QueueName::new(name)?;
+    allowed(s, call, "queue", name)?;
     Ok(queue)
 }
 
-/// A table a caller may use: a valid name outside the hub's own.
-fn table_name(call: &Call, name: &str) -> ApiResult<TableName> {
-    call.who()?;
+/// A table the caller may use.
+fn table_name(s: &AppState, call: &Call, name: &str) -> ApiResult<TableName> {
     let table = TableName::new(name)?;
-    if table.as_str().starts_with("hub.") {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("table {name:?}: names starting with \"hub.\" belong to the event hub"),
-        ));
-    }
+    allowed(s, call, "table", name)?;
     Ok(table)
 }
 
@@ -77,7 +84,7 @@ pub struct NewQueue {
     responses((status = 201, description = "Created"), (status = 200, description = "It existed with these settings"), (status = 409, description = "It exists with other settings", body = ErrorBody), (status = 400, description = "Bad name or settings", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusCode, Json<Value>)> {
     let new: NewQueue = call.json()?;
-    let queue = queue_name(&call, &new.name)?;
+    let queue = queue_name(&s, &call, &new.name)?;
     let config = new.settings.unwrap_or_default();
     let created = s.hub.broker().create_queue(&queue, config.clone()).await?;
     let status = if created {
@@ -91,14 +98,14 @@ pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusC
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses((status = 200, description = "`{\"queues\": [names]}`, sorted"), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
-    call.who()?;
+    let who = call.who()?;
     let queues: Vec<QueueName> = s
         .hub
         .broker()
         .list_queues()
         .await?
         .into_iter()
-        .filter(|q| !q.as_str().starts_with("hub."))
+        .filter(|q| !q.as_str().starts_with("hub.") && s.hub.may_use_queue(who, q.as_str()))
         .collect();
     Ok(Json(json!({ "queues": queues })))
 }
@@ -110,7 +117,7 @@ pub async fn info(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<Json<tidings_core::QueueInfo>> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     Ok(Json(s.hub.broker().queue_info(&queue).await?))
 }
 
@@ -121,7 +128,7 @@ pub async fn delete(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<StatusCode> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     s.hub.broker().delete_queue(&queue).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -133,7 +140,7 @@ pub async fn purge(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     let purged = s.hub.broker().purge_queue(&queue).await?;
     Ok(Json(json!({ "purged": purged })))
 }
@@ -191,7 +198,7 @@ pub async fn send(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     let body: Value = call.json()?;
     let messages = if body.get("messages").is_some() {
         serde_json::from_value::<Batch>(body).map(|b| b.messages)
@@ -268,7 +275,7 @@ pub async fn receive(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     let r: Receive = call.json()?;
     if r.max == 0 || r.max > MAX_RECEIVE {
         return Err(ApiError::bad_request(format!(
@@ -316,7 +323,7 @@ pub async fn ack(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     let a: Ack = call.json()?;
     let ids: Vec<MessageId> = a.ids.into_iter().map(MessageId::from).collect();
     let acked = s
@@ -348,7 +355,7 @@ pub async fn nack(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     let n: NackRequest = call.json()?;
     let nack = match (n.retry_after, n.dead_letter) {
         (Some(_), Some(_)) => {
@@ -398,7 +405,7 @@ pub async fn dead_letters(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     let limit = match call.param("limit") {
         None => 100,
         Some(v) => v
@@ -451,7 +458,7 @@ pub async fn requeue(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     let selection = call.json::<Selection>()?.into_selection()?;
     let n = s
         .hub
@@ -468,7 +475,7 @@ pub async fn purge_dead_letters(
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let queue = queue_name(&call, &name)?;
+    let queue = queue_name(&s, &call, &name)?;
     let selection = call.json::<Selection>()?.into_selection()?;
     let n = s.hub.broker().purge_dead_letters(&queue, selection).await?;
     Ok(Json(json!({ "purged": n })))
@@ -553,35 +560,35 @@ pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Jso
     for op in request.ops {
         match op {
             TxRequestOp::Send { queue, message } => {
-                tx.send(queue_name(&call, &queue)?, message.into_message()?);
+                tx.send(queue_name(&s, &call, &queue)?, message.into_message()?);
             }
             TxRequestOp::Ack { queue, group, ids } => {
                 tx.ack(
-                    queue_name(&call, &queue)?,
+                    queue_name(&s, &call, &queue)?,
                     GroupName::new(group)?,
                     ids.into_iter().map(MessageId::from),
                 );
             }
             TxRequestOp::Put { table, key, value } => {
                 tx.put(
-                    table_name(&call, &table)?,
+                    table_name(&s, &call, &table)?,
                     key,
                     Payload::from_value(&value)?,
                 );
             }
             TxRequestOp::Insert { table, key, value } => {
                 tx.insert(
-                    table_name(&call, &table)?,
+                    table_name(&s, &call, &table)?,
                     key,
                     Payload::from_value(&value)?,
                 );
             }
             TxRequestOp::Delete { table, key } => {
-                tx.delete(table_name(&call, &table)?, key);
+                tx.delete(table_name(&s, &call, &table)?, key);
             }
             TxRequestOp::Expect { table, key, value } => {
                 let value = value.map(Payload::from_json_str).transpose()?;
-                tx.expect(table_name(&call, &table)?, key, value);
+                tx.expect(table_name(&s, &call, &table)?, key, value);
             }
         }
     }
@@ -603,7 +610,7 @@ pub async fn record(
     Path(table): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let table = table_name(&call, &table)?;
+    let table = table_name(&s, &call, &table)?;
     let key = call
         .param("key")
         .ok_or_else(|| ApiError::bad_request("key - required"))?;
@@ -622,7 +629,7 @@ pub async fn records(
     Path(table): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let table = table_name(&call, &table)?;
+    let table = table_name(&s, &call, &table)?;
     let limit = match call.param("limit") {
         None => 100,
         Some(v) => v
