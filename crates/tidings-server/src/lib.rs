@@ -100,6 +100,7 @@ impl Server {
             auth: config.auth,
             body_limit: config.body_limit,
             login_attempts: throttle::Throttle::new(5, std::time::Duration::from_secs(60)),
+            streams: routes::Streams::default(),
         };
         Ok(Self {
             listener,
@@ -116,6 +117,7 @@ impl Server {
     /// Serves until `shutdown` turns true, then stops taking requests, lets
     /// in-flight requests and delivery attempts finish, and returns.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+        let streams = self.state.streams.clone();
         let app = router(self.state).layer(axum::middleware::from_fn(middleware::common_headers));
         let delivery = tokio::spawn(self.dispatcher.run(shutdown.clone()));
         let mut until = shutdown;
@@ -125,6 +127,8 @@ impl Server {
         )
         .with_graceful_shutdown(async move {
             let _ = until.wait_for(|s| *s).await;
+            // Streams never end on their own: end them, or shutdown would wait forever.
+            streams.close_all();
         })
         .await;
         let _ = delivery.await;

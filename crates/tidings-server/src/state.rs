@@ -18,4 +18,6 @@ pub struct AppState {
     pub body_limit: usize,
     /// Throttles `POST /v1/tokens` per caller address.
     pub login_attempts: crate::throttle::Throttle,
+    /// Open streaming receives and their credit.
+    pub streams: crate::routes::Streams,
 }

@@ -485,3 +485,111 @@ async fn an_application_uses_only_the_queues_it_is_given() {
     assert_eq!(bad.status, 400, "{}", bad.body);
     server.stop().await;
 }
+
+/// Reads server-sent events from a streaming response: (event, data) pairs.
+struct EventReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventReader {
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut data) = (String::from("message"), String::new());
+                for line in block.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = e.trim().to_owned();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return (event, serde_json::from_str(&data).unwrap());
+            }
+            let chunk = tokio::time::timeout(common::PATIENCE, self.response.chunk())
+                .await
+                .expect("an event in time")
+                .unwrap()
+                .expect("the stream is open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_sends_no_more_than_its_credit() {
+    let server = TestServer::start(memory()).await;
+    let c = Client::new(&server.base);
+    c.post("/v1/queues", json!({"name": "feed"})).await;
+    let messages: Vec<Value> = (0..5).map(|n| json!({"payload": {"n": n}})).collect();
+    c.post("/v1/queues/feed/messages", json!({"messages": messages}))
+        .await;
+    let response = reqwest::get(format!(
+        "{}/v1/queues/feed/stream?group=g&consumer=slow&credit=2",
+        server.base
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut events = EventReader {
+        response,
+        buffer: String::new(),
+    };
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let (event, data) = events.next().await;
+        assert_eq!(event, "message");
+        got.push(data);
+    }
+    assert_eq!(got[0]["payload"], json!({"n": 0}));
+    // Out of credit: nothing more was taken for it; the rest waits.
+    let info = c.get("/v1/queues/feed").await.body;
+    assert_eq!(info["groups"][0]["pending"], 2, "{info}");
+    assert_eq!(info["groups"][0]["ready"], 3, "{info}");
+    // A second stream for the same consumer is refused.
+    let twice = c.get("/v1/queues/feed/stream?group=g&consumer=slow").await;
+    assert_eq!(twice.status, 409, "{}", twice.body);
+    // Acks by HTTP, more credit: the rest comes.
+    let ids: Vec<Value> = got.iter().map(|m| m["id"].clone()).collect();
+    let acked = c
+        .post("/v1/queues/feed/ack", json!({"group": "g", "ids": ids}))
+        .await;
+    assert_eq!(acked.body, json!({"acked": 2}));
+    let more = c
+        .post(
+            "/v1/queues/feed/stream/credit",
+            json!({"group": "g", "consumer": "slow", "credit": 10}),
+        )
+        .await;
+    assert_eq!(more.status, 200, "{}", more.body);
+    for n in 2..5 {
+        let (_, data) = events.next().await;
+        assert_eq!(data["payload"], json!({"n": n}));
+    }
+    // And a message sent now is pushed as soon as it is there.
+    c.post("/v1/queues/feed/messages", json!({"payload": {"n": 5}}))
+        .await;
+    assert_eq!(events.next().await.1["payload"], json!({"n": 5}));
+    let unknown = c
+        .post(
+            "/v1/queues/feed/stream/credit",
+            json!({"group": "g", "consumer": "nobody", "credit": 1}),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    // Shutting down ends the open stream instead of waiting for it.
+    server.stop().await;
+    let end = tokio::time::timeout(common::PATIENCE, async {
+        while events.response.chunk().await.ok().flatten().is_some() {}
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended with the server");
+}

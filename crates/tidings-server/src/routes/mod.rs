@@ -6,6 +6,9 @@ mod events;
 mod gists;
 mod ops;
 mod queues;
+mod streams;
+
+pub use streams::Streams;
 mod subscriptions;
 mod tokens;
 
@@ -76,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues/{name}/messages", post(queues::send))
         .route("/v1/queues/{name}/receive", post(queues::receive))
         .route("/v1/queues/{name}/ack", post(queues::ack))
+        .route("/v1/queues/{name}/stream", get(streams::stream))
+        .route("/v1/queues/{name}/stream/credit", post(streams::credit))
         .route("/v1/queues/{name}/nack", post(queues::nack))
         .route("/v1/queues/{name}/dead-letters", get(queues::dead_letters))
         .route(
@@ -138,6 +143,8 @@ pub fn router(state: AppState) -> Router {
         queues::purge,
         queues::send,
         queues::receive,
+        streams::stream,
+        streams::credit,
         queues::ack,
         queues::nack,
         queues::dead_letters,

@@ -48,7 +48,7 @@ fn allowed(s: &AppState, call: &Call, kind: &str, name: &str) -> ApiResult<()> {
 }
 
 /// A queue the caller may use.
-fn queue_name(s: &AppState, call: &Call, name: &str) -> ApiResult<QueueName> {
+pub(super) fn queue_name(s: &AppState, call: &Call, name: &str) -> ApiResult<QueueName> {
     let queue = QueueName::new(name)?;
     allowed(s, call, "queue", name)?;
     Ok(queue)
@@ -246,7 +246,7 @@ fn raw(payload: &Payload) -> ApiResult<Box<RawValue>> {
 
 /// A delivered message, as the API shows it.
 #[derive(Debug, Serialize)]
-struct DeliveryView {
+pub(super) struct DeliveryView {
     id: MessageId,
     payload: Box<RawValue>,
     headers: BTreeMap<String, String>,
@@ -256,7 +256,7 @@ struct DeliveryView {
 }
 
 impl DeliveryView {
-    fn of(d: Delivery) -> ApiResult<Self> {
+    pub(super) fn of(d: Delivery) -> ApiResult<Self> {
         Ok(Self {
             payload: raw(&d.payload)?,
             headers: d.headers.into_iter().collect(),
