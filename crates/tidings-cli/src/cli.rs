@@ -36,6 +36,8 @@ pub enum Command {
     BenchHub(crate::hub_bench::HubBenchArgs),
     /// Measure the Redis engine on a Redis server (see docs/benchmarks.md).
     BenchRedis(crate::redis_bench::RedisBenchArgs),
+    /// Measure the queue API of tidings serve over HTTP (see docs/benchmarks.md).
+    BenchHttp(crate::http_bench::HttpBenchArgs),
     /// Measure the service patterns (webhook-style API, RPC) on the embedded engine.
     BenchPatterns(crate::patterns_bench::PatternsBenchArgs),
     /// Run the event hub: the HTTP API (Amebo-compatible) and webhook delivery.

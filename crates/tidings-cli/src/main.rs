@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod http_bench;
 mod hub_bench;
 mod output;
 mod patterns_bench;
@@ -56,6 +57,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchHub(args) => return hub_bench::run(args).await,
         Command::BenchRedis(args) => return redis_bench::run(args).await,
         Command::BenchPatterns(args) => return patterns_bench::run(args).await,
+        Command::BenchHttp(args) => return http_bench::run(args).await,
         other => other,
     };
     let broker = tidings::open(&cli.broker)
@@ -68,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(_)
         | Command::BenchHub(_)
         | Command::BenchRedis(_)
-        | Command::BenchPatterns(_) => Ok(()),
+        | Command::BenchPatterns(_)
+        | Command::BenchHttp(_) => Ok(()),
     }
 }

@@ -128,7 +128,10 @@ async fn clients_carry_on_across_server_restarts_and_lose_nothing() {
         server.wait().unwrap();
         let (sent, received) = (confirmed.lock().unwrap().len(), seen.lock().unwrap().len());
         eprintln!("killed with {sent} sent and {received} received");
-        assert!(sent < TOTAL as usize, "the kill came while the producer was at work");
+        assert!(
+            sent < TOTAL as usize,
+            "the kill came while the producer was at work"
+        );
         server = spawn_server(dir.path(), port);
         wait_ready(&base).await;
     }
