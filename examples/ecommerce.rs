@@ -6,6 +6,11 @@
 //!
 //!     cargo run --example ecommerce                                   # embedded engine
 //!     cargo run --example ecommerce -- --redis redis://127.0.0.1:6379  # Redis
+//!     cargo run --example ecommerce -- --http http://127.0.0.1:3310    # a running tidings serve
+//!
+//! With `--processes` (and `--http` or `--redis`) the payment, shipping and
+//! notification services each run in a process of their own (this example,
+//! started again with `--service NAME`), talking through the one broker.
 //!
 //! Unlike the seeds, subscriptions live in the broker (a publisher in
 //! another process reaches them), orders are records in the broker, not a
@@ -16,9 +21,10 @@ mod common;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tidings::{Broker, Payload, TableName, Transaction};
-use tidings_patterns::bus::{Event, EventBus};
+use tidings_patterns::bus::{Event, EventBus, Subscriber};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,36 +184,11 @@ impl OrderService {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let setup = common::broker("ecommerce").await?;
-    println!("E-commerce example on {}\n", setup.on);
-    let bus = EventBus::new(setup.broker.clone());
-    let orders = OrderService::new(setup.broker.clone())?;
-    let (shipped_tx, mut shipped) = mpsc::unbounded_channel::<Order>();
-    let (notified_tx, mut notified) = mpsc::unbounded_channel::<String>();
-
-    // Order service: follows its orders.
-    let mut order_service = bus.subscriber("order-service");
-    let o = orders.clone();
-    order_service.on(move |e: PaymentProcessedEvent| {
-        let o = o.clone();
-        async move { o.on_paid(e).await }
-    });
-    let (o, tx) = (orders.clone(), shipped_tx.clone());
-    order_service.on(move |e: OrderShippedEvent| {
-        let (o, tx) = (o.clone(), tx.clone());
-        async move {
-            let order = o.on_shipped(e).await?;
-            tx.send(order).ok();
-            Ok::<(), tidings::Error>(())
-        }
-    });
-
-    // Payment service: charges each new order.
-    let mut payment_service = bus.subscriber("payment-service");
+/// Charges each new order.
+fn payment_service(bus: &EventBus) -> Subscriber {
+    let mut service = bus.subscriber("payment-service");
     let b = bus.clone();
-    payment_service.on(move |e: OrderCreatedEvent| {
+    service.on(move |e: OrderCreatedEvent| {
         let b = b.clone();
         async move {
             let payment = PaymentProcessedEvent {
@@ -223,11 +204,14 @@ async fn main() -> anyhow::Result<()> {
             b.publish(&payment).await.map(|_| ())
         }
     });
+    service
+}
 
-    // Shipping service: ships what was paid for.
-    let mut shipping_service = bus.subscriber("shipping-service");
+/// Ships what was paid for.
+fn shipping_service(bus: &EventBus) -> Subscriber {
+    let mut service = bus.subscriber("shipping-service");
     let b = bus.clone();
-    shipping_service.on(move |e: PaymentProcessedEvent| {
+    service.on(move |e: PaymentProcessedEvent| {
         let b = b.clone();
         async move {
             if e.status != "completed" {
@@ -245,11 +229,14 @@ async fn main() -> anyhow::Result<()> {
             b.publish(&shipped).await.map(|_| ())
         }
     });
+    service
+}
 
-    // Notification service: tells the customer about every step.
-    let mut notification_service = bus.subscriber("notification-service");
-    let tx = notified_tx.clone();
-    notification_service.on(move |e: OrderCreatedEvent| {
+/// Tells the customer about every step; each notification goes to `sent`.
+fn notification_service(bus: &EventBus, sent: mpsc::UnboundedSender<String>) -> Subscriber {
+    let mut service = bus.subscriber("notification-service");
+    let tx = sent.clone();
+    service.on(move |e: OrderCreatedEvent| {
         let tx = tx.clone();
         async move {
             tx.send(format!(
@@ -259,8 +246,8 @@ async fn main() -> anyhow::Result<()> {
             .ok();
         }
     });
-    let tx = notified_tx.clone();
-    notification_service.on(move |e: PaymentProcessedEvent| {
+    let tx = sent.clone();
+    service.on(move |e: PaymentProcessedEvent| {
         let tx = tx.clone();
         async move {
             tx.send(format!(
@@ -270,9 +257,8 @@ async fn main() -> anyhow::Result<()> {
             .ok();
         }
     });
-    let tx = notified_tx.clone();
-    notification_service.on(move |e: OrderShippedEvent| {
-        let tx = tx.clone();
+    service.on(move |e: OrderShippedEvent| {
+        let tx = sent.clone();
         async move {
             tx.send(format!(
                 "{} is on its way with {}: {}",
@@ -281,16 +267,123 @@ async fn main() -> anyhow::Result<()> {
             .ok();
         }
     });
+    service
+}
 
-    let services = vec![
-        order_service.run().await?,
-        payment_service.run().await?,
-        shipping_service.run().await?,
-        notification_service.run().await?,
-    ];
+/// Follows orders through payment and shipping; shipped orders go to `shipped`.
+fn order_service(
+    bus: &EventBus,
+    orders: &OrderService,
+    shipped: mpsc::UnboundedSender<Order>,
+) -> Subscriber {
+    let mut service = bus.subscriber("order-service");
+    let o = orders.clone();
+    service.on(move |e: PaymentProcessedEvent| {
+        let o = o.clone();
+        async move { o.on_paid(e).await }
+    });
+    let o = orders.clone();
+    service.on(move |e: OrderShippedEvent| {
+        let (o, tx) = (o.clone(), shipped.clone());
+        async move {
+            let order = o.on_shipped(e).await?;
+            tx.send(order).ok();
+            Ok::<(), tidings::Error>(())
+        }
+    });
+    service
+}
+
+const ORDERS: usize = 3;
+
+/// `--service NAME`: one service alone, as its own process, until its
+/// standard input closes (the notification service: until it has sent what
+/// three orders make).
+async fn run_one_service(bus: &EventBus, name: &str) -> anyhow::Result<()> {
+    let (sent_tx, mut sent) = mpsc::unbounded_channel::<String>();
+    let service = match name {
+        "payment" => payment_service(bus),
+        "shipping" => shipping_service(bus),
+        "notification" => notification_service(bus, sent_tx),
+        other => anyhow::bail!("no service {other:?} (payment, shipping, notification)"),
+    }
+    .run()
+    .await?;
+    if name == "notification" {
+        for _ in 0..ORDERS * 3 {
+            if let Some(note) = sent.recv().await {
+                println!("[notification] {note}");
+            }
+        }
+    } else {
+        // The parent closes our standard input to stop us.
+        tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
+            .await??;
+    }
+    service.stop().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
+    let setup = common::broker("ecommerce").await?;
+    let bus = EventBus::new(setup.broker.clone());
+    if let Some(name) = flag("--service") {
+        return run_one_service(&bus, name).await;
+    }
+    let separate = args.iter().any(|a| a == "--processes");
+    if separate && setup.single_process() {
+        anyhow::bail!(
+            "--processes needs a broker other processes can reach: add --http URL (a running tidings serve) or --redis URL"
+        );
+    }
+    println!("E-commerce example on {}\n", setup.on);
+    let orders = OrderService::new(setup.broker.clone())?;
+    let (shipped_tx, mut shipped) = mpsc::unbounded_channel::<Order>();
+    let (notified_tx, mut notified) = mpsc::unbounded_channel::<String>();
+
+    let mut services = vec![order_service(&bus, &orders, shipped_tx).run().await?];
+    let mut children = Vec::new();
+    if separate {
+        // The other services in processes of their own. Their subscriptions
+        // are made first: durable, they collect events even before their
+        // process is up.
+        bus.subscribe("payment-service", &["OrderCreatedEvent"])
+            .await?;
+        bus.subscribe("shipping-service", &["PaymentProcessedEvent"])
+            .await?;
+        bus.subscribe(
+            "notification-service",
+            &[
+                "OrderCreatedEvent",
+                "PaymentProcessedEvent",
+                "OrderShippedEvent",
+            ],
+        )
+        .await?;
+        for name in ["payment", "shipping", "notification"] {
+            let child = std::process::Command::new(std::env::current_exe()?)
+                .args(setup.broker_args())
+                .args(["--service", name])
+                .stdin(std::process::Stdio::piped())
+                .spawn()?;
+            println!("[main] {name} service runs as process {}", child.id());
+            children.push(child);
+        }
+    } else {
+        services.push(payment_service(&bus).run().await?);
+        services.push(shipping_service(&bus).run().await?);
+        services.push(notification_service(&bus, notified_tx).run().await?);
+    }
 
     let mut order_ids = Vec::new();
-    for i in 0..3u32 {
+    for i in 0..ORDERS as u32 {
         let items = vec![
             Item {
                 product_id: short_id("prod"),
@@ -313,9 +406,20 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..order_ids.len() {
         shipped.recv().await;
     }
-    for _ in 0..order_ids.len() * 3 {
-        if let Some(note) = notified.recv().await {
-            println!("[notification] {note}");
+    if separate {
+        // The notification process ends once it has sent them all; the
+        // others when their standard input closes.
+        let mut notifier = children.pop().context("the notification process")?;
+        notifier.wait()?;
+        for mut child in children {
+            drop(child.stdin.take());
+            child.wait()?;
+        }
+    } else {
+        for _ in 0..order_ids.len() * 3 {
+            if let Some(note) = notified.recv().await {
+                println!("[notification] {note}");
+            }
         }
     }
     // Stopped side by side: each lets its handlers finish first.

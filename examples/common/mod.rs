@@ -2,7 +2,8 @@
 //!
 //! By default a fresh embedded data directory (removed at the end); with
 //! `--redis redis://127.0.0.1:6379` a Redis, under a key prefix of the run's
-//! own, so runs never see each other's data.
+//! own, so runs never see each other's data; with `--http URL` a running
+//! `tidings serve`.
 
 #![allow(dead_code)]
 
@@ -15,6 +16,8 @@ use tidings::{Broker, QueueName};
 pub struct Setup {
     pub broker: Arc<dyn Broker>,
     pub on: String,
+    /// How another process reaches the same broker (empty: it cannot).
+    args: Vec<String>,
     /// Keeps the embedded data directory until the run ends.
     _dir: Option<tempfile::TempDir>,
 }
@@ -22,6 +25,23 @@ pub struct Setup {
 /// `--redis URL` from the command line, or the embedded engine.
 pub async fn broker(example: &str) -> anyhow::Result<Setup> {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--http") {
+        let url = args
+            .get(i + 1)
+            .context(
+                "--http needs the URL of a running tidings serve, such as http://127.0.0.1:3310",
+            )?
+            .clone();
+        let broker = tidings::open(&url)
+            .await
+            .with_context(|| format!("cannot use tidings serve at {url}"))?;
+        return Ok(Setup {
+            broker,
+            on: format!("tidings serve at {url}"),
+            args: vec!["--http".into(), url],
+            _dir: None,
+        });
+    }
     let redis = match args.iter().position(|a| a == "--redis") {
         Some(i) => Some(
             args.get(i + 1)
@@ -36,13 +56,19 @@ pub async fn broker(example: &str) -> anyhow::Result<Setup> {
             getrandom::fill(&mut suffix).ok();
             let prefix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
             let sep = if url.contains('?') { '&' } else { '?' };
-            let url = format!("{url}{sep}prefix=example-{example}-{prefix}:");
+            // A prefix given (a service started by the example itself) is kept.
+            let url = if url.contains("prefix=") {
+                url
+            } else {
+                format!("{url}{sep}prefix=example-{example}-{prefix}:")
+            };
             let broker = tidings::open(&url)
                 .await
                 .with_context(|| format!("cannot reach Redis at {url}"))?;
             Ok(Setup {
                 broker,
                 on: format!("Redis ({url})"),
+                args: vec!["--redis".into(), url],
                 _dir: None,
             })
         }
@@ -54,6 +80,7 @@ pub async fn broker(example: &str) -> anyhow::Result<Setup> {
             Ok(Setup {
                 broker,
                 on: format!("the embedded engine ({})", dir.path().display()),
+                args: Vec::new(),
                 _dir: Some(dir),
             })
         }
@@ -61,6 +88,16 @@ pub async fn broker(example: &str) -> anyhow::Result<Setup> {
 }
 
 impl Setup {
+    /// Whether only this process can use the broker (the embedded engine).
+    pub fn single_process(&self) -> bool {
+        self.args.is_empty()
+    }
+
+    /// Command-line arguments that open the same broker in another process.
+    pub fn broker_args(&self) -> &[String] {
+        &self.args
+    }
+
     /// Deletes every queue of the run (records are removed by each example).
     pub async fn clean_up(&self) -> anyhow::Result<()> {
         let queues: Vec<QueueName> = self.broker.list_queues().await?;
