@@ -41,6 +41,9 @@ use wire::{
 const MAX_WAIT: Duration = Duration::from_secs(30);
 /// The most items one request returns (the server's limit).
 const MAX_PAGE: usize = 1000;
+/// How long a request keeps trying to connect while the server is away (a
+/// restart), by default.
+const RECONNECT_FOR: Duration = Duration::from_secs(10);
 
 /// How the client proves who it is.
 #[derive(Debug, Clone)]
@@ -56,6 +59,7 @@ pub struct HttpBroker {
     http: reqwest::Client,
     base: Url,
     credentials: Credentials,
+    reconnect_for: Duration,
 }
 
 impl HttpBroker {
@@ -81,7 +85,18 @@ impl HttpBroker {
             http,
             base,
             credentials: Credentials::None,
+            reconnect_for: RECONNECT_FOR,
         })
+    }
+
+    /// How long a request keeps trying to connect (with backoff from 50 ms
+    /// to 1 s) before it fails with [`Error::Unavailable`]; 10 s by default.
+    /// Only connecting is retried: a request that reached the server is not
+    /// sent again.
+    #[must_use]
+    pub fn reconnect_for(mut self, patience: Duration) -> Self {
+        self.reconnect_for = patience;
+        self
     }
 
     /// Calls as an application, with one of its API keys.
@@ -124,10 +139,7 @@ impl HttpBroker {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| Error::Unavailable(format!("tidings serve did not answer: {e}")))?;
+        let response = self.send(request).await?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -144,6 +156,30 @@ impl HttpBroker {
             Ok((status, value))
         } else {
             Err(wire::error_of(status, &value))
+        }
+    }
+
+    /// Sends, trying again while the connection cannot be made (the server
+    /// restarting): such a request never reached it, so any may be retried.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let deadline = Instant::now() + self.reconnect_for;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = request
+                .try_clone()
+                .ok_or_else(|| Error::Unavailable("a request that cannot be retried".into()))?;
+            match attempt.send().await {
+                Ok(response) => return Ok(response),
+                Err(e) if e.is_connect() && Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(Error::Unavailable(format!(
+                        "tidings serve did not answer: {e}"
+                    )));
+                }
+            }
         }
     }
 

@@ -1,0 +1,60 @@
+//! A client keeps trying to connect while the server is away, and fails
+//! with a typed error once its patience is over.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_core::{Broker, Error, QueueConfig, QueueName};
+use tidings_embedded::EmbeddedBroker;
+use tidings_http::HttpBroker;
+use tidings_hub::{Hub, HubConfig};
+use tidings_server::{Server, ServerConfig};
+use tokio::sync::watch;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_while_the_server_is_down_goes_through_once_it_is_up() {
+    let port = free_port();
+    let client = HttpBroker::connect(&format!("http://127.0.0.1:{port}")).unwrap();
+    let queue = QueueName::new("orders").unwrap();
+    let call = {
+        let (client, queue) = (client.clone(), queue.clone());
+        tokio::spawn(async move { client.create_queue(&queue, QueueConfig::default()).await })
+    };
+    // The server comes up after the call started (the call is retrying).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!call.is_finished());
+    let engine: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
+    let hub = Hub::open(engine, HubConfig::default()).await.unwrap();
+    let config = ServerConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], port)),
+        ..ServerConfig::default()
+    };
+    let server = Server::bind(hub, config).await.unwrap();
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn(async move { server.run(stopped).await });
+    assert!(call.await.unwrap().unwrap(), "created once the server was up");
+    assert_eq!(client.list_queues().await.unwrap(), vec![queue]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stays_away_is_a_typed_error() {
+    let port = free_port();
+    let client = HttpBroker::connect(&format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .reconnect_for(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let err = client.list_queues().await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(150), "it kept trying");
+}
