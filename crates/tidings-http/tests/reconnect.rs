@@ -43,7 +43,10 @@ async fn a_call_made_while_the_server_is_down_goes_through_once_it_is_up() {
     let server = Server::bind(hub, config).await.unwrap();
     let (_stop, stopped) = watch::channel(false);
     tokio::spawn(async move { server.run(stopped).await });
-    assert!(call.await.unwrap().unwrap(), "created once the server was up");
+    assert!(
+        call.await.unwrap().unwrap(),
+        "created once the server was up"
+    );
     assert_eq!(client.list_queues().await.unwrap(), vec![queue]);
 }
 
@@ -56,5 +59,8 @@ async fn a_server_that_stays_away_is_a_typed_error() {
     let started = std::time::Instant::now();
     let err = client.list_queues().await.unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err}");
-    assert!(started.elapsed() >= Duration::from_millis(150), "it kept trying");
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "it kept trying"
+    );
 }

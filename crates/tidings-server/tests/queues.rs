@@ -199,6 +199,17 @@ async fn nacks_and_dead_letters_over_http() {
         )
         .await;
     assert_eq!(retry.body, json!({"nacked": true}));
+    let none = c
+        .post(
+            "/v1/queues/mail/nack",
+            json!({"group": "g", "ids": ["1-0", "2-0"], "retry_after": 0}),
+        )
+        .await;
+    assert_eq!(
+        none.body,
+        json!({"nacked": 0}),
+        "a batch counts those nacked"
+    );
     let again = receive().await.body["messages"].clone();
     assert_eq!(again[0]["payload"], json!({"n": 2}));
     assert_eq!(again[0]["delivery_count"], 2);

@@ -340,8 +340,10 @@ pub async fn ack(
 pub struct NackRequest {
     /// The group it was delivered to.
     group: String,
-    /// Its id.
-    id: String,
+    /// Its id (one message).
+    id: Option<String>,
+    /// Their ids (several: the answer counts those nacked).
+    ids: Option<Vec<String>>,
     /// Deliver it again after this many ms (default 0).
     retry_after: Option<u64>,
     /// Move it to the dead letters now, with this reason.
@@ -349,7 +351,7 @@ pub struct NackRequest {
 }
 
 #[utoipa::path(post, path = "/v1/queues/{name}/nack", tag = "queues", params(("name" = String, Path)), request_body = NackRequest,
-    responses((status = 200, description = "`{\"nacked\": bool}`: false if it was not pending in the group"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "`{\"nacked\": bool}` for an `id` (false if it was not pending in the group); `{\"nacked\": n}` for `ids`"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn nack(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -368,17 +370,29 @@ pub async fn nack(
             delay: millis(delay.unwrap_or(0)),
         },
     };
-    let nacked = s
-        .hub
-        .broker()
-        .nack(
-            &queue,
-            &GroupName::new(n.group)?,
-            &MessageId::from(n.id),
-            nack,
-        )
-        .await?;
-    Ok(Json(json!({ "nacked": nacked })))
+    let group = GroupName::new(n.group)?;
+    let broker = s.hub.broker();
+    match (n.id, n.ids) {
+        (Some(id), None) => {
+            let nacked = broker
+                .nack(&queue, &group, &MessageId::from(id), nack)
+                .await?;
+            Ok(Json(json!({ "nacked": nacked })))
+        }
+        (None, Some(ids)) => {
+            let mut nacked = 0;
+            for id in ids {
+                if broker
+                    .nack(&queue, &group, &MessageId::from(id), nack.clone())
+                    .await?
+                {
+                    nacked += 1;
+                }
+            }
+            Ok(Json(json!({ "nacked": nacked })))
+        }
+        _ => Err(ApiError::bad_request("id or ids - give one, not both")),
+    }
 }
 
 /// A dead letter, as the API shows it.
