@@ -66,6 +66,13 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_backlog_loses_nothing() {
+    // A stuck run ends with a message instead of at the CI's limit (a hang
+    // was seen once on a loaded machine; every await below is bounded now).
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(300));
+        eprintln!("sigkill_mid_backlog_loses_nothing: stuck for 300 s");
+        std::process::exit(1);
+    });
     // The receiver: records event ids.
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let app = axum::Router::new().fallback(move |headers: HeaderMap, _body: Bytes| {
@@ -89,7 +96,11 @@ async fn sigkill_mid_backlog_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
+    // Every request bounded: a hang fails the test with its place, not after the CI limit.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
     let mut server = spawn_server(dir.path(), port);
     wait_ready(&http, &base).await;
 
