@@ -67,7 +67,7 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_backlog_loses_nothing() {
     // A stuck run ends with a message instead of at the CI's limit (a hang
-    // was seen once on a loaded machine; every await below is bounded now).
+    // was seen once on a loaded machine; every request below is bounded too).
     std::thread::spawn(|| {
         std::thread::sleep(Duration::from_secs(300));
         eprintln!("sigkill_mid_backlog_loses_nothing: stuck for 300 s");
