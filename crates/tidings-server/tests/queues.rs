@@ -219,6 +219,16 @@ async fn nacks_and_dead_letters_over_http() {
     assert_eq!(letter["reason"], "bounced");
     assert_eq!(letter["payload"], json!({"n": 1}));
     assert_eq!(letter["group"], "g");
+    // One dead letter, inspected by its id.
+    let one = c
+        .get(&format!(
+            "/v1/queues/mail/dead-letters/{}",
+            letter["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(one.status, 200, "{}", one.body);
+    assert_eq!(&one.body, letter);
+    assert_eq!(c.get("/v1/queues/mail/dead-letters/0-0").await.status, 404);
     let requeued = c
         .post(
             "/v1/queues/mail/dead-letters/requeue",

@@ -84,6 +84,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/queues/{name}/nack", post(queues::nack))
         .route("/v1/queues/{name}/dead-letters", get(queues::dead_letters))
         .route(
+            "/v1/queues/{name}/dead-letters/{id}",
+            get(queues::dead_letter),
+        )
+        .route(
             "/v1/queues/{name}/dead-letters/requeue",
             post(queues::requeue),
         )
@@ -148,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         queues::ack,
         queues::nack,
         queues::dead_letters,
+        queues::dead_letter,
         queues::requeue,
         queues::purge_dead_letters,
         queues::transaction,

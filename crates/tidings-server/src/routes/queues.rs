@@ -441,6 +441,37 @@ pub async fn dead_letters(
     Ok(Json(json!({ "dead_letters": letters })))
 }
 
+#[utoipa::path(get, path = "/v1/queues/{name}/dead-letters/{id}", tag = "queues",
+    params(("name" = String, Path), ("id" = String, Path, description = "A dead letter's id")),
+    responses((status = 200, description = "The dead letter: payload, headers, reason, group, attempts, times"), (status = 404, description = "No such queue or dead letter", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn dead_letter(
+    State(s): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    call: Call,
+) -> ApiResult<Json<Value>> {
+    let queue = queue_name(&s, &call, &name)?;
+    // Dead letters are listed in pages; the one asked for is looked up in them.
+    let mut after: Option<MessageId> = None;
+    loop {
+        let page = s
+            .hub
+            .broker()
+            .dead_letters(&queue, after.as_ref(), MAX_RECEIVE)
+            .await?;
+        let full = page.len() == MAX_RECEIVE;
+        after = page.last().map(|d| d.id.clone());
+        if let Some(found) = page.into_iter().find(|d| d.id.as_str() == id) {
+            return Ok(Json(dead_letter_view(found)?));
+        }
+        if !full {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("queue {name:?} has no dead letter {id:?}"),
+            ));
+        }
+    }
+}
+
 /// Which dead letters: `{"ids": [...]}` or `{"all": true}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
