@@ -100,6 +100,11 @@ impl OutgoingMessage {
         self
     }
 
+    /// Checks every message of a batch (see [`OutgoingMessage::validate`]).
+    pub fn validate_all(messages: &[Self]) -> Result<()> {
+        messages.iter().try_for_each(Self::validate)
+    }
+
     /// Checks the parts a backend cannot check by type: header size, dedup id
     /// length, a zero TTL.
     pub fn validate(&self) -> Result<()> {

@@ -235,9 +235,7 @@ impl Broker for HttpBroker {
         queue: &QueueName,
         messages: Vec<OutgoingMessage>,
     ) -> Result<Vec<SendReceipt>> {
-        for message in &messages {
-            message.validate()?;
-        }
+        OutgoingMessage::validate_all(&messages)?;
         if messages.is_empty() {
             return Ok(Vec::new());
         }

@@ -62,10 +62,6 @@ fn enqueue(
     (receipt, Some(seq))
 }
 
-fn check_messages(messages: &[OutgoingMessage]) -> Result<()> {
-    messages.iter().try_for_each(OutgoingMessage::validate)
-}
-
 impl EmbeddedBroker {
     /// Acks `ids` for `group` now; the returned [`Pending`] says when that is
     /// in the log.
@@ -151,7 +147,7 @@ impl Broker for EmbeddedBroker {
         name: &QueueName,
         messages: Vec<OutgoingMessage>,
     ) -> Result<Vec<SendReceipt>> {
-        check_messages(&messages)?;
+        OutgoingMessage::validate_all(&messages)?;
         finish(self.write(|queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
@@ -213,6 +209,9 @@ impl Broker for EmbeddedBroker {
         options: ReceiveOptions,
     ) -> Result<(u64, Vec<Delivery>)> {
         options.validate()?;
+        if ack.is_empty() {
+            return Ok((0, self.receive(name, group, consumer, options).await?));
+        }
         let (acked, written) = self.apply_ack(name, group, ack);
         let acked = acked?;
         // The acks are applied; their write to the log goes on without the
