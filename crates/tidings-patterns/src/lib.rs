@@ -18,6 +18,7 @@ pub mod saga;
 
 mod handler;
 mod ids;
+mod trouble;
 
 pub use handler::{HandlerResult, Outcome};
 pub mod webhook;

@@ -26,6 +26,7 @@ use super::{
 };
 use crate::handler::{HandlerResult, Outcome};
 use crate::resilience::RetryPolicy;
+use crate::trouble::Trouble;
 
 /// How long one receive waits before the loop looks at `stopping` again.
 const POLL: Duration = Duration::from_millis(500);
@@ -205,7 +206,7 @@ impl Run {
         }
         drop(done_tx);
         let mut handled: Vec<MessageId> = Vec::new();
-        let mut trouble: Option<Duration> = None;
+        let mut trouble = Trouble::default();
         let mut next_lane = 0usize;
         while !stopping.load(Ordering::Relaxed) && !lost.load(Ordering::Relaxed) {
             let Ok(first) = ahead.clone().acquire_owned().await else {
@@ -229,19 +230,11 @@ impl Run {
             let events = match received {
                 Ok((_, events)) => {
                     handled.clear();
-                    trouble = None;
+                    trouble.recovered("bus subscriber", &run.queue);
                     events
                 }
                 Err(e) => {
-                    let wait = match trouble {
-                        None => {
-                            tracing::warn!(queue = %run.queue, error = %e, "bus subscriber cannot receive; retrying");
-                            Duration::from_millis(100)
-                        }
-                        Some(w) => (w * 2).min(Duration::from_secs(5)),
-                    };
-                    trouble = Some(wait);
-                    tokio::time::sleep(wait).await;
+                    trouble.failed("bus subscriber", &run.queue, &e).await;
                     continue;
                 }
             };

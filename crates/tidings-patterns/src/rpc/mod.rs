@@ -362,7 +362,7 @@ async fn listen(
         return;
     };
     let mut handled: Vec<MessageId> = Vec::new();
-    let mut trouble: Option<Duration> = None;
+    let mut trouble = crate::trouble::Trouble::default();
     while !stopping.load(Ordering::Relaxed) {
         let options = ReceiveOptions::new(64, LISTEN_WAIT);
         let received = tokio::select! {
@@ -372,20 +372,12 @@ async fn listen(
         let replies = match received {
             Ok((_, replies)) => {
                 handled.clear();
-                trouble = None;
+                trouble.recovered("rpc reply listener", &queue);
                 replies
             }
             Err(Error::QueueNotFound(_)) => break,
             Err(e) => {
-                let wait = match trouble {
-                    None => {
-                        tracing::warn!(queue = %queue, error = %e, "rpc reply listener cannot receive; retrying");
-                        Duration::from_millis(100)
-                    }
-                    Some(w) => (w * 2).min(Duration::from_secs(5)),
-                };
-                trouble = Some(wait);
-                tokio::time::sleep(wait).await;
+                trouble.failed("rpc reply listener", &queue, &e).await;
                 continue;
             }
         };

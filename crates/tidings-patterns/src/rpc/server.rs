@@ -17,6 +17,8 @@ use tidings_core::{
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::trouble::Trouble;
+
 use super::{
     CORRELATION_HEADER, DEADLINE_HEADER, REPLY_TO_HEADER, Rpc, RpcError, STATUS_HEADER,
     request_queue,
@@ -107,7 +109,7 @@ async fn serve_loop(
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<MessageId>();
     let mut handled: Vec<MessageId> = Vec::new();
-    let mut trouble: Option<Duration> = None;
+    let mut trouble = Trouble::default();
     while !stopping.load(Ordering::Relaxed) {
         // Take as many requests as there are free slots (at least one).
         let Ok(first) = slots.clone().acquire_owned().await else {
@@ -129,19 +131,11 @@ async fn serve_loop(
         let requests = match received {
             Ok((_, requests)) => {
                 handled.clear();
-                trouble = None;
+                trouble.recovered("rpc server", &queue);
                 requests
             }
             Err(e) => {
-                let wait = match trouble {
-                    None => {
-                        tracing::warn!(queue = %queue, error = %e, "rpc server cannot receive; retrying");
-                        Duration::from_millis(100)
-                    }
-                    Some(w) => (w * 2).min(Duration::from_secs(5)),
-                };
-                trouble = Some(wait);
-                tokio::time::sleep(wait).await;
+                trouble.failed("rpc server", &queue, &e).await;
                 continue;
             }
         };

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use super::{Outcome, Route, Webhook, WebhookOptions};
 use crate::resilience::RetryPolicy;
+use crate::trouble::Trouble;
 
 /// How long a worker waits for messages before it looks at the stop flag:
 /// the most a stop waits for an idle route.
@@ -77,7 +78,7 @@ async fn run_route(
 ) {
     let broker = webhook.broker.clone();
     let options = webhook.options.clone();
-    let mut trouble: Option<Duration> = None;
+    let mut trouble = Trouble::default();
     // Handled messages are acked with the next receive (one round trip on
     // Redis), or at the end.
     let mut handled: Vec<MessageId> = Vec::new();
@@ -92,25 +93,14 @@ async fn run_route(
                 d
             }
             Err(e) => {
-                // One line per incident, then quiet retries with backoff.
-                let wait = match trouble {
-                    None => {
-                        tracing::warn!(path = %route.path, error = %e, "webhook worker cannot receive; retrying");
-                        Duration::from_millis(100)
-                    }
-                    Some(w) => (w * 2).min(Duration::from_secs(5)),
-                };
-                trouble = Some(wait);
                 if matches!(e, Error::QueueNotFound(_)) {
                     let _ = webhook.ensure_queue(&route.queue).await;
                 }
-                tokio::time::sleep(wait).await;
+                trouble.failed("webhook worker", &route.path, &e).await;
                 continue;
             }
         };
-        if trouble.take().is_some() {
-            tracing::info!(path = %route.path, "webhook worker receiving again");
-        }
+        trouble.recovered("webhook worker", &route.path);
         if deliveries.is_empty() {
             continue;
         }
