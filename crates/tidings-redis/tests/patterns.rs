@@ -6,6 +6,7 @@
 
 mod common;
 #[path = "../../tidings-patterns/tests/pattern_cases.rs"]
+#[macro_use]
 mod pattern_cases;
 
 use std::sync::Arc;
@@ -42,22 +43,4 @@ macro_rules! on_redis {
     )*};
 }
 
-on_redis!(
-    publish_fans_out_to_matching_subscriptions,
-    subscriptions_outlive_their_subscribers,
-    unknown_event_types_are_acknowledged_or_dead_lettered,
-    failing_bus_handlers_retry_then_dead_letter,
-    a_panicking_bus_handler_is_retried_and_isolated,
-    events_of_one_key_keep_their_order_under_4_workers,
-    a_standby_subscriber_takes_over_in_order,
-    a_dead_subscribers_events_are_not_overtaken,
-    stopping_a_subscriber_loses_nothing,
-    calls_get_their_own_replies,
-    a_call_times_out_and_its_late_reply_is_dropped,
-    server_errors_reach_the_caller,
-    the_gateway_returns_partial_results,
-    a_breaker_stops_calls_to_a_failing_service,
-    a_saga_runs_every_step,
-    a_failed_step_is_compensated_in_reverse_order,
-    a_saga_resumes_after_its_orchestrator_is_gone,
-);
+every_pattern_case!(on_redis);
