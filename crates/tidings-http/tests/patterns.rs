@@ -5,48 +5,31 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
 #[path = "../../tidings-patterns/tests/pattern_cases.rs"]
 #[macro_use]
 mod pattern_cases;
 #[path = "../../tidings-patterns/tests/webhook_cases.rs"]
 mod webhook_cases;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pattern_cases::Backend;
 use tidings_core::Broker;
-use tidings_embedded::EmbeddedBroker;
 use tidings_http::HttpBroker;
-use tidings_hub::{Hub, HubConfig};
-use tidings_server::{Server, ServerConfig};
-use tokio::sync::watch;
 
 /// One server; clients of it.
-struct OverHttp {
-    url: String,
-    _stop: watch::Sender<bool>,
-}
+struct OverHttp(common::TestServer);
 
 impl OverHttp {
     async fn start() -> Self {
-        let engine: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
-        let hub = Hub::open(engine, HubConfig::default()).await.unwrap();
-        let config = ServerConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..ServerConfig::default()
-        };
-        let server = Server::bind(hub, config).await.unwrap();
-        let url = format!("http://{}", server.local_addr().unwrap());
-        let (stop, stopped) = watch::channel(false);
-        tokio::spawn(async move { server.run(stopped).await });
-        Self { url, _stop: stop }
+        Self(common::TestServer::start().await)
     }
 }
 
 impl Backend for OverHttp {
     fn open(&self) -> Arc<dyn Broker> {
-        Arc::new(HttpBroker::connect(&self.url).unwrap())
+        Arc::new(HttpBroker::connect(&self.0.url).unwrap())
     }
 
     fn beside(&self, _first: &Arc<dyn Broker>) -> Arc<dyn Broker> {

@@ -5,18 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tidings_core::Broker;
-use tidings_embedded::EmbeddedBroker;
 use tidings_http::HttpBroker;
-use tidings_hub::{Hub, HubConfig};
 use tidings_patterns::webhook::Webhook;
-use tidings_server::{Server, ServerConfig};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 const PYTHON_SIDE: &str = r#"
 import json, sys, time
@@ -47,16 +45,8 @@ async fn python_and_rust_webhook_services_talk_through_one_server() {
             return;
         }
     };
-    let engine: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
-    let hub = Hub::open(engine, HubConfig::default()).await.unwrap();
-    let config = ServerConfig {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(hub, config).await.unwrap();
-    let url = format!("http://{}", server.local_addr().unwrap());
-    let (_stop, stopped) = watch::channel(false);
-    tokio::spawn(async move { server.run(stopped).await });
+    let server = common::TestServer::start().await;
+    let url = server.url.clone();
 
     // The Rust service: answers a new order by shipping it.
     let broker: Arc<dyn Broker> = Arc::new(HttpBroker::connect(&url).unwrap());

@@ -3,16 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use tidings_core::{Broker, Error, QueueConfig, QueueName};
-use tidings_embedded::EmbeddedBroker;
 use tidings_http::HttpBroker;
-use tidings_hub::{Hub, HubConfig};
-use tidings_server::{Server, ServerConfig};
-use tokio::sync::watch;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -34,15 +30,7 @@ async fn a_call_made_while_the_server_is_down_goes_through_once_it_is_up() {
     // The server comes up after the call started (the call is retrying).
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!call.is_finished());
-    let engine: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
-    let hub = Hub::open(engine, HubConfig::default()).await.unwrap();
-    let config = ServerConfig {
-        bind: SocketAddr::from(([127, 0, 0, 1], port)),
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(hub, config).await.unwrap();
-    let (_stop, stopped) = watch::channel(false);
-    tokio::spawn(async move { server.run(stopped).await });
+    let _server = common::TestServer::start_on(port).await;
     assert!(
         call.await.unwrap().unwrap(),
         "created once the server was up"
