@@ -4,8 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,39 +15,9 @@ use tidings::{
     ReceiveOptions,
 };
 
+use common::{free_port, spawn_server, wait_ready};
+
 const TOTAL: u64 = 600;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .env("TIDINGS_BROKER", dir)
-        .env("TIDINGS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(base: &str) {
-    let http = reqwest::Client::new();
-    for _ in 0..500 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the server did not start");
-}
 
 /// Retries while the server is away (what a client does across a restart).
 async fn retrying<T, F, Fut>(mut op: F) -> T
@@ -71,8 +42,9 @@ async fn clients_carry_on_across_server_restarts_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = spawn_server(dir.path(), port);
-    wait_ready(&base).await;
+    let http = reqwest::Client::new();
+    let mut server = spawn_server(dir.path(), port, &[]);
+    wait_ready(&http, &base).await;
     let broker: Arc<dyn Broker> = tidings::open(&base).await.unwrap();
     let queue = QueueName::new("jobs").unwrap();
     broker
@@ -132,8 +104,8 @@ async fn clients_carry_on_across_server_restarts_and_lose_nothing() {
             sent < TOTAL as usize,
             "the kill came while the producer was at work"
         );
-        server = spawn_server(dir.path(), port);
-        wait_ready(&base).await;
+        server = spawn_server(dir.path(), port, &[]);
+        wait_ready(&http, &base).await;
     }
     tokio::time::timeout(Duration::from_secs(120), producer)
         .await

@@ -3,51 +3,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use common::{free_port, spawn_server, wait_ready};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--delivery-timeout",
-            "2s",
-        ])
-        .env("TIDINGS_BROKER", dir)
-        .env("TIDINGS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    for _ in 0..500 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the server did not start");
-}
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
     let r = http
@@ -101,7 +66,7 @@ async fn sigkill_mid_backlog_loses_nothing() {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let mut server = spawn_server(dir.path(), port);
+    let mut server = spawn_server(dir.path(), port, &["--delivery-timeout", "2s"]);
     wait_ready(&http, &base).await;
 
     let (s, _) = post(
@@ -171,7 +136,7 @@ async fn sigkill_mid_backlog_loses_nothing() {
 
     server.kill().unwrap();
     server.wait().unwrap();
-    let mut server = spawn_server(dir.path(), port);
+    let mut server = spawn_server(dir.path(), port, &["--delivery-timeout", "2s"]);
     wait_ready(&http, &base).await;
 
     // Every published event is in the log...
