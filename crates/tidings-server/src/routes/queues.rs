@@ -61,6 +61,18 @@ fn table_name(s: &AppState, call: &Call, name: &str) -> ApiResult<TableName> {
     Ok(table)
 }
 
+/// The `limit` of a listing: 1 to 1000, 100 by default.
+fn limit_param(call: &Call) -> ApiResult<usize> {
+    match call.param("limit") {
+        None => Ok(100),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_RECEIVE).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit - must be 1 to 1000")),
+    }
+}
+
 fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
@@ -420,14 +432,7 @@ pub async fn dead_letters(
     call: Call,
 ) -> ApiResult<Json<Value>> {
     let queue = queue_name(&s, &call, &name)?;
-    let limit = match call.param("limit") {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_RECEIVE).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit - must be 1 to 1000"))?,
-    };
+    let limit = limit_param(&call)?;
     let after = call.param("after").map(MessageId::from);
     let letters = s
         .hub
@@ -675,14 +680,7 @@ pub async fn records(
     call: Call,
 ) -> ApiResult<Json<Value>> {
     let table = table_name(&s, &call, &table)?;
-    let limit = match call.param("limit") {
-        None => 100,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_RECEIVE).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit - must be 1 to 1000"))?,
-    };
+    let limit = limit_param(&call)?;
     let mut scan = RecordScan::prefix(call.param("prefix").unwrap_or_default()).limit(limit);
     if let Some(from) = call.param("from") {
         scan = scan.from(from);
