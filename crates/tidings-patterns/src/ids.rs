@@ -1,5 +1,5 @@
-//! Names that must not collide between processes (consumers, reply queues,
-//! correlation ids), and the wall clock they are stamped with.
+//! Names that must not collide between processes: consumers, reply queues,
+//! correlation ids.
 
 /// `len` random bytes as lowercase hex.
 pub(crate) fn random_hex(len: usize) -> String {
@@ -21,11 +21,4 @@ pub(crate) fn random_hex(len: usize) -> String {
 /// `prefix-<pid>-<random>`: unique per process and per call.
 pub(crate) fn process_unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), random_hex(4))
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn epoch_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

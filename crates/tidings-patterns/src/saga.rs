@@ -204,7 +204,7 @@ where
             compensation_errors: Vec::new(),
             context: serde_json::to_value(&context)
                 .map_err(|e| Error::InvalidPayload(e.to_string()))?,
-            updated_at: crate::ids::epoch_millis(),
+            updated_at: tidings_core::Timestamp::now().as_millis(),
         };
         let mut tx = Transaction::new();
         tx.insert(self.table.clone(), id, Payload::from_value(&state)?);
@@ -244,7 +244,7 @@ where
     }
 
     async fn save(&self, state: &mut SagaState) -> Result<()> {
-        state.updated_at = crate::ids::epoch_millis();
+        state.updated_at = tidings_core::Timestamp::now().as_millis();
         let mut tx = Transaction::new();
         tx.put(
             self.table.clone(),

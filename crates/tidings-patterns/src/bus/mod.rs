@@ -254,7 +254,10 @@ impl EventBus {
         let mut message = OutgoingMessage::json(event)?
             .header(TYPE_HEADER, E::TYPE)
             .header(ID_HEADER, event_id.clone())
-            .header(PUBLISHED_HEADER, crate::ids::epoch_millis().to_string());
+            .header(
+                PUBLISHED_HEADER,
+                tidings_core::Timestamp::now().as_millis().to_string(),
+            );
         if let Some(key) = event.ordering_key() {
             message = message.header(KEY_HEADER, key);
         }

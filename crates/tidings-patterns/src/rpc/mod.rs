@@ -204,7 +204,7 @@ impl Rpc {
             .header(REPLY_TO_HEADER, reply_to.as_str())
             .header(
                 DEADLINE_HEADER,
-                (crate::ids::epoch_millis()
+                (tidings_core::Timestamp::now().as_millis()
                     + u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
                 .to_string(),
             )

@@ -176,7 +176,7 @@ async fn answer(broker: &dyn Broker, handler: &BoxedHandler, request: Delivery) 
         return true;
     };
     let deadline = header(DEADLINE_HEADER).and_then(|d| d.parse::<u64>().ok());
-    if deadline.is_some_and(|d| d <= crate::ids::epoch_millis()) {
+    if deadline.is_some_and(|d| d <= tidings_core::Timestamp::now().as_millis()) {
         return true;
     }
     let queue = request.queue.clone();
