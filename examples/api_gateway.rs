@@ -42,15 +42,6 @@ struct OrderRef {
     order_id: String,
 }
 
-fn short_id(prefix: &str) -> String {
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).ok();
-    format!(
-        "{prefix}-{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let setup = common::broker("api-gateway").await?;
@@ -70,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 r.shipping_address
             );
             Ok(OrderCreated {
-                order_id: short_id("order"),
+                order_id: common::short_id("order"),
                 status: "created".into(),
                 message: "Order created successfully".into(),
             })

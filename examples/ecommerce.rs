@@ -93,15 +93,6 @@ struct Order {
     carrier: Option<String>,
 }
 
-fn short_id(prefix: &str) -> String {
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).ok();
-    format!(
-        "{prefix}-{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
-}
-
 /// Creates orders and follows them through payment and shipping.
 #[derive(Clone)]
 struct OrderService {
@@ -120,7 +111,7 @@ impl OrderService {
     }
 
     async fn create_order(&self, user_id: &str, items: Vec<Item>) -> anyhow::Result<String> {
-        let order_id = short_id("order");
+        let order_id = common::short_id("order");
         let total = items.iter().map(|i| i.price * f64::from(i.quantity)).sum();
         let order = Order {
             order_id: order_id.clone(),
@@ -192,7 +183,7 @@ fn payment_service(bus: &EventBus) -> Subscriber {
         let b = b.clone();
         async move {
             let payment = PaymentProcessedEvent {
-                payment_id: short_id("pay"),
+                payment_id: common::short_id("pay"),
                 order_id: e.order_id,
                 amount: e.total,
                 status: "completed".into(),
@@ -219,7 +210,7 @@ fn shipping_service(bus: &EventBus) -> Subscriber {
             }
             let shipped = OrderShippedEvent {
                 order_id: e.order_id,
-                tracking_number: short_id("TRK").to_uppercase(),
+                tracking_number: common::short_id("TRK").to_uppercase(),
                 carrier: "FastShip".into(),
             };
             println!(
@@ -386,19 +377,23 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..ORDERS as u32 {
         let items = vec![
             Item {
-                product_id: short_id("prod"),
+                product_id: common::short_id("prod"),
                 name: format!("Product {}", i + 1),
                 price: 19.99 + f64::from(i) * 10.0,
                 quantity: i + 1,
             },
             Item {
-                product_id: short_id("prod"),
+                product_id: common::short_id("prod"),
                 name: format!("Accessory {}", i + 1),
                 price: 5.99,
                 quantity: 1,
             },
         ];
-        order_ids.push(orders.create_order(&short_id("user"), items).await?);
+        order_ids.push(
+            orders
+                .create_order(&common::short_id("user"), items)
+                .await?,
+        );
     }
 
     // Done when every order is shipped and every notification sent.

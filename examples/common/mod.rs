@@ -52,9 +52,7 @@ pub async fn broker(example: &str) -> anyhow::Result<Setup> {
     };
     match redis {
         Some(url) => {
-            let mut suffix = [0u8; 4];
-            getrandom::fill(&mut suffix).ok();
-            let prefix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+            let prefix = random_hex();
             let sep = if url.contains('?') { '&' } else { '?' };
             // A prefix given (a service started by the example itself) is kept.
             let url = if url.contains("prefix=") {
@@ -106,4 +104,16 @@ impl Setup {
         }
         Ok(())
     }
+}
+
+/// Eight random hex digits.
+fn random_hex() -> String {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).ok();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `prefix-` and eight random hex digits: ids for orders, payments, users.
+pub fn short_id(prefix: &str) -> String {
+    format!("{prefix}-{}", random_hex())
 }
