@@ -27,20 +27,26 @@ local function field(fields, name)
   return nil
 end
 
--- The queue behind a stream key, or nil if it was never created.
-local function queue(stream)
-  local meta = stream .. ':metadata'
-  local gen = redis.call('HGET', meta, 'gen')
-  if not gen then
-    if redis.call('EXISTS', meta) == 0 then return nil end
-    gen = ''
-  end
+-- The keys of the queue behind a stream key (without asking whether it exists).
+local function queue_keys(stream)
   return {
-    stream = stream, meta = meta, gen = gen,
+    stream = stream, meta = stream .. ':metadata', gen = '',
     dlq = stream .. ':dlq', expiry = stream .. ':expiry',
     delayed = stream .. ':delayed', retained = stream .. ':retained',
     keeps = false, max_len = -1, max_age = 0,
   }
+end
+
+-- The queue behind a stream key, or nil if it was never created.
+local function queue(stream)
+  local q = queue_keys(stream)
+  local gen = redis.call('HGET', q.meta, 'gen')
+  if not gen then
+    if redis.call('EXISTS', q.meta) == 0 then return nil end
+    gen = ''
+  end
+  q.gen = gen
+  return q
 end
 
 local function with_retention(q, max_len, max_age)
@@ -54,10 +60,9 @@ local function no_queue(name)
   return redis.error_reply('NOQUEUE ' .. name)
 end
 
--- Consumer groups of a stream: name, last delivered id, pending count, lag.
-local function groups_of(stream)
+-- Consumer groups of a stream that exists: name, last delivered id, pending count, lag.
+local function xinfo_groups(stream)
   local out = {}
-  if redis.call('EXISTS', stream) == 0 then return out end
   for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
     local info = {}
     for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
@@ -67,6 +72,12 @@ local function groups_of(stream)
     }
   end
   return out
+end
+
+-- Consumer groups of a stream (none if it is missing).
+local function groups_of(stream)
+  if redis.call('EXISTS', stream) == 0 then return {} end
+  return xinfo_groups(stream)
 end
 
 -- Whether every group except `except` has read and acked `id`.
@@ -159,6 +170,7 @@ end
 -- microsecond, so not three per id). After XACK the group is done with
 -- every id it has read: those leave, or are kept for retention, once every
 -- other group is done with them too. Returns how many were pending.
+-- `groups` (nil: asked for only when something was acked) lists the stream's groups.
 local function ack_ids(q, group, ids, groups)
   local acked = 0
   for i = 1, #ids, 500 do
@@ -171,6 +183,8 @@ local function ack_ids(q, group, ids, groups)
       redis.call('ZREM', held, unpack(ids, i, math.min(i + 499, #ids)))
     end
   end
+  -- Something was pending, so the stream exists.
+  groups = groups or xinfo_groups(q.stream)
   -- All were pending, so all were read; otherwise only ids up to the
   -- group's position were (a stale position only delays their removal).
   local all_read = acked == #ids
