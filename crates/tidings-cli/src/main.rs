@@ -8,6 +8,7 @@ mod hub_bench;
 mod output;
 mod patterns_bench;
 mod redis_bench;
+mod redis_floor;
 mod serve;
 
 use std::process::ExitCode;

@@ -13,6 +13,7 @@ use tidings::{Broker, Payload, QueueConfig, QueueName, RedisBroker};
 
 use crate::bench::{fill, payload, per_sec, receive_ack, send};
 use crate::patterns_bench::{WebhookLoad, webhook_latency};
+use crate::redis_floor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -35,9 +36,13 @@ pub enum Scenario {
     ReceiveAck100Combined,
     /// Webhook-style send → handler at a fixed rate, with idle routes beside.
     Webhook,
+    /// The floor of `send-one`: one plain `XADD` per awaited call (src/redis_floor.rs).
+    SendOneFloor,
+    /// The floor of `receive-ack10-combined`: `XACK`, `XDEL` and `XREADGROUP` in one pipeline.
+    ReceiveAck10Floor,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RedisBenchArgs {
     /// The Redis to measure (a fresh key prefix is added and removed after).
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
@@ -60,6 +65,11 @@ pub struct RedisBenchArgs {
     /// Length of the webhook scenario.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     latency_for: Duration,
+    /// Run each scenario on a single-threaded (current-thread) tokio runtime
+    /// of its own, as a service with one consumer per thread would; the
+    /// default is the multi-thread runtime.
+    #[arg(long)]
+    current_thread: bool,
 }
 
 pub async fn run(args: RedisBenchArgs) -> anyhow::Result<()> {
@@ -76,7 +86,36 @@ pub async fn run(args: RedisBenchArgs) -> anyhow::Result<()> {
         args.url
     );
     for scenario in scenarios {
-        let prefix = format!("tidings-bench:{}:", std::process::id());
+        if args.current_thread {
+            let (args, payload) = (args.clone(), payload.clone());
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(scenario_on_fresh_queue(scenario, &args, &payload))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the benchmark thread panicked"))??;
+        } else {
+            scenario_on_fresh_queue(scenario, &args, &payload).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The key prefix of this process' benchmark data.
+fn key_prefix() -> String {
+    format!("tidings-bench:{}:", std::process::id())
+}
+
+/// Runs one scenario on a queue under a fresh key prefix, removed after.
+async fn scenario_on_fresh_queue(
+    scenario: Scenario,
+    args: &RedisBenchArgs,
+    payload: &Payload,
+) -> anyhow::Result<()> {
+    {
+        let prefix = key_prefix();
         let sep = if args.url.contains('?') { '&' } else { '?' };
         let url = format!("{}{sep}prefix={prefix}&timeout=30s", args.url);
         let broker: Arc<dyn Broker> = Arc::new(
@@ -86,7 +125,7 @@ pub async fn run(args: RedisBenchArgs) -> anyhow::Result<()> {
         );
         let queue = QueueName::new("bench")?;
         broker.create_queue(&queue, QueueConfig::default()).await?;
-        let outcome = run_one(scenario, &args, &broker, &queue, &payload).await;
+        let outcome = run_one(scenario, args, &broker, &queue, payload).await;
         for q in broker.list_queues().await? {
             broker.delete_queue(&q).await?;
         }
@@ -146,6 +185,21 @@ async fn run_one(
             rate(
                 name,
                 receive_ack_combined(broker, queue, args.messages, batch).await?,
+            )
+        }
+        Scenario::SendOneFloor => {
+            let n = (args.messages / 5).max(1000);
+            let key = format!("{}floor", key_prefix());
+            rate(
+                "send-one-floor",
+                redis_floor::send_one(&args.url, &key, payload, n).await?,
+            )
+        }
+        Scenario::ReceiveAck10Floor => {
+            let key = format!("{}floor", key_prefix());
+            rate(
+                "receive-ack-10-floor",
+                redis_floor::receive_ack(&args.url, &key, payload, args.messages, 10).await?,
             )
         }
         Scenario::Webhook => {
