@@ -10,6 +10,7 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, Value};
 use tidings_core::{Error, Result};
 
@@ -128,6 +129,25 @@ impl Connections {
 
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.clients, Clients::Cluster(_))
+    }
+
+    /// `INFO server` of the server that holds `key`: in a cluster, the
+    /// primary of its slot.
+    pub(crate) async fn info_server(&self, key: &str) -> redis::RedisResult<Value> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("server");
+        match &self.main {
+            Conn::Cluster(c) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                c.clone()
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
+            }
+            other => cmd.query_async(&mut other.clone()).await,
+        }
     }
 
     /// The shared connection (cheap to clone).

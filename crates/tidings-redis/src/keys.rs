@@ -144,6 +144,12 @@ impl QueueKeys {
     pub fn held(&self, group: &str) -> String {
         format!("{}:held:{group}", self.stream)
     }
+
+    /// Left for a day by a deletion, so that a process that knew the queue
+    /// tells it from a queue lost in a restart of Redis without its data.
+    pub fn tombstone(&self) -> String {
+        format!("{}:deleted", self.stream)
+    }
 }
 
 /// The keys of a record table.

@@ -1,7 +1,8 @@
 //! The Redis engine on a Redis Cluster of three primaries started by the
 //! test: the conformance suite (under a prefix with a namespace hash tag, so
 //! transactions across queues are possible), and queues in different slots
-//! (per-queue hash tags), where a transaction across them is refused.
+//! (per-queue hash tags), where a transaction across them is refused; and a
+//! node restarted without its data, under a running producer and worker.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -101,4 +102,67 @@ async fn queues_spread_over_slots_and_transactions_stay_in_one() {
         0,
         "nothing was applied"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_resumes_when_its_cluster_node_restarts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut cluster) = RedisCluster::start(dir.path()).await else {
+        return;
+    };
+    let url = format!("{}&timeout=1s", cluster.url(&format!("t{}:", tag())));
+    let producer = RedisBroker::open(&url).await.unwrap();
+    let worker = RedisBroker::open(&url).await.unwrap();
+    let queue = QueueName::new("jobs").unwrap();
+    producer
+        .create_queue(&queue, QueueConfig::default())
+        .await
+        .unwrap();
+    let (group, me) = (
+        GroupName::new("g").unwrap(),
+        ConsumerName::new("c").unwrap(),
+    );
+    let send = |n: i64| producer.send(&queue, OutgoingMessage::json(&json!({ "n": n })).unwrap());
+    send(1).await.unwrap();
+    let options = || ReceiveOptions::new(10, Duration::from_millis(200));
+    let got = worker
+        .receive(&queue, &group, &me, options())
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    worker
+        .ack(&queue, &group, &[got[0].id.clone()])
+        .await
+        .unwrap();
+
+    let stream = producer.layout().queue(&queue).unwrap().stream;
+    cluster.restart_empty(cluster.owner(&stream)).await;
+
+    // The producer finds the queue gone with the node's memory and makes it again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while let Err(e) = send(2).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sends never resumed: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The worker, never reopened, gets its group back and the message.
+    let mut errors = 0;
+    loop {
+        match worker.receive(&queue, &group, &me, options()).await {
+            Ok(got) if !got.is_empty() => {
+                let v: serde_json::Value = got[0].payload.json().unwrap();
+                assert_eq!(v["n"], 2);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                errors += 1;
+                assert!(errors < 100, "the worker never resumed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "2 never delivered");
+    }
 }

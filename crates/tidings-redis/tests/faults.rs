@@ -1,6 +1,7 @@
 //! Redis failing under a running broker: killed and restarted with its
 //! append-only file (nothing acked to a producer is lost), and restarted
-//! empty (queues and groups come back; workers resume without a restart).
+//! empty (queues and groups come back; workers resume without a restart),
+//! and restarted with its data before a deletion (which stays a deletion).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -161,6 +162,44 @@ async fn workers_resume_when_redis_restarts_empty() {
     stop.store(true, Ordering::Relaxed);
     let errors = worker.await.unwrap();
     assert!(errors < 200, "a hot error loop: {errors} errors");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_deleted_after_a_restart_that_kept_the_data_stays_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut server) = RedisServer::start(dir.path(), true).await else {
+        return;
+    };
+    let url = format!("{}?timeout=1s", server.url());
+    let knew = RedisBroker::open(&url).await.unwrap();
+    knew.create_queue(&q(), QueueConfig::default())
+        .await
+        .unwrap();
+    let queue = q();
+    let send = || knew.send(&queue, OutgoingMessage::json(&json!({ "n": 1 })).unwrap());
+    send().await.unwrap();
+
+    // A new run id, the same data; then someone deletes the queue.
+    server.kill().await;
+    server.restart().await;
+    let other = RedisBroker::open(&url).await.unwrap();
+    other.delete_queue(&q()).await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match send().await {
+            Err(Error::QueueNotFound(_)) => break,
+            Err(Error::Unavailable(_)) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "Redis never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("the deleted queue must stay deleted, got {other:?}"),
+        }
+    }
+    assert!(!other.list_queues().await.unwrap().contains(&q()));
 }
 
 async fn wait_for(seen: &Mutex<BTreeSet<i64>>, n: i64) {

@@ -41,8 +41,8 @@ pub struct RedisBroker {
     groups: Mutex<HashSet<(QueueName, GroupName)>>,
     /// When each group was last searched for timed-out deliveries.
     reclaimed: Mutex<HashMap<(QueueName, GroupName), Instant>>,
-    /// The Redis run id whose data loss was last reported.
-    reported_loss: Mutex<String>,
+    /// Run ids of servers known at open or whose data loss was reported.
+    reported_loss: Mutex<HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -67,11 +67,13 @@ impl RedisBroker {
             queues: RwLock::new(HashMap::new()),
             groups: Mutex::new(HashSet::new()),
             reclaimed: Mutex::new(HashMap::new()),
-            reported_loss: Mutex::new(String::new()),
+            reported_loss: Mutex::new(HashSet::new()),
         };
-        let run_id = broker.run_id().await?;
-        if let Ok(mut r) = broker.reported_loss.lock() {
-            *r = run_id;
+        if !broker.conns.is_cluster() {
+            let run_id = broker.run_id(&broker.layout.registry()).await?;
+            if let Ok(mut r) = broker.reported_loss.lock() {
+                r.insert(run_id);
+            }
         }
         broker.load_scripts().await?;
         broker.warn_if_not_durable().await;
@@ -208,13 +210,10 @@ impl RedisBroker {
         self.call(cmd.query_async::<Value>(&mut conn)).await
     }
 
-    async fn run_id(&self) -> Result<String> {
-        // A cluster has a run id per node: recovery from an empty restart
-        // is for single servers (docs/redis.md).
-        if self.conns.is_cluster() {
-            return Ok("cluster".into());
-        }
-        let info = self.command(redis::cmd("INFO").arg("server")).await?;
+    /// The run id of the server holding `key` (it changes when the server
+    /// restarts; in a cluster each node has its own).
+    async fn run_id(&self, key: &str) -> Result<String> {
+        let info = self.call(self.conns.info_server(key)).await?;
         let text = value::text(&info).unwrap_or_default();
         Ok(text
             .lines()
@@ -259,7 +258,10 @@ impl RedisBroker {
     }
 
     async fn remember(&self, queue: &QueueName, config: QueueConfig) {
-        let run_id = self.run_id().await.unwrap_or_default();
+        let run_id = match self.keys(queue) {
+            Ok(keys) => self.run_id(&keys.stream).await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         if let Ok(mut q) = self.queues.write() {
             q.insert(queue.clone(), Known { config, run_id });
         }
@@ -274,26 +276,35 @@ impl RedisBroker {
         }
     }
 
-    /// After `QueueNotFound` for a queue this process knew: if Redis has
-    /// restarted without its data, create the queue again and say so once
-    /// per restart; if someone deleted it, forget it.
+    /// After `QueueNotFound` for a queue this process knew: if the server
+    /// holding it has restarted without its data, create the queue again and
+    /// say so once per restart; if someone deleted it, forget it.
     async fn recover(&self, queue: &QueueName) -> Result<bool> {
         let Some(known) = self.queues.read().ok().and_then(|q| q.get(queue).cloned()) else {
             return Ok(false);
         };
-        let run_id = self.run_id().await?;
-        if run_id == known.run_id {
+        let keys = self.keys(queue)?;
+        let run_id = self.run_id(&keys.stream).await?;
+        let tombstone: bool = self
+            .call(
+                redis::cmd("EXISTS")
+                    .arg(keys.tombstone())
+                    .query_async(&mut self.conns.main()),
+            )
+            .await?;
+        // The same server (it never restarted), or a deletion by Tidings
+        // (after a restart that kept the data): the queue was deleted.
+        if run_id == known.run_id || tombstone {
             self.forget(queue);
             return Ok(false);
         }
         if let Ok(mut reported) = self.reported_loss.lock()
-            && *reported != run_id
+            && reported.insert(run_id.clone())
         {
             tracing::warn!(
                 prefix = %self.layout.prefix(),
                 "Redis restarted without its data; creating queues and consumer groups again"
             );
-            *reported = run_id.clone();
         }
         if let Ok(mut g) = self.groups.lock() {
             g.retain(|(q, _)| q != queue);

@@ -13,6 +13,7 @@ redis.call('HSETNX', meta, 'dlq', dlq)
 redis.call('HSETNX', meta, 'consumer_group', ARGV[3])
 redis.call('HSETNX', meta, 'gen', ARGV[5])
 redis.call('HSET', meta, 'tidings', ARGV[1])
+redis.call('DEL', KEYS[1] .. ':deleted')
 -- The stream exists from the start, so plain sends can use XADD NOMKSTREAM
 -- (and fail, instead of creating a stream, for a queue that does not exist).
 if redis.call('EXISTS', KEYS[1]) == 0 then

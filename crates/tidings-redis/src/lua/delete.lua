@@ -6,4 +6,6 @@ for _, g in ipairs(groups_of(q.stream)) do
 end
 redis.call('DEL', q.stream, q.dlq, q.meta, q.dlq .. ':metadata', q.expiry,
   q.dlq .. ':expiry', q.delayed, q.retained)
+-- Processes that knew the queue read it as deleted, not lost (keys.rs: tombstone).
+redis.call('SET', q.stream .. ':deleted', '1', 'EX', 86400)
 return 1

@@ -94,8 +94,9 @@ fn free_port() -> u16 {
 /// A Redis Cluster of three primaries on free loopback ports, started for
 /// one test and killed when dropped.
 pub struct RedisCluster {
-    _nodes: Vec<Child>,
+    nodes: Vec<Child>,
     pub ports: Vec<u16>,
+    dir: PathBuf,
 }
 
 impl RedisCluster {
@@ -111,29 +112,12 @@ impl RedisCluster {
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut nodes = Vec::new();
         for port in &ports {
-            let node_dir = dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).map_err(|e| e.to_string())?;
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("redis-server: {e}"))?;
-            nodes.push(child);
+            nodes.push(spawn_node(dir, *port)?);
         }
         let cluster = Self {
-            _nodes: nodes,
+            nodes,
             ports,
+            dir: dir.to_owned(),
         };
         for port in &cluster.ports {
             wait_until(|| ping(*port), "a cluster node never answered").await?;
@@ -157,6 +141,37 @@ impl RedisCluster {
         Ok(cluster)
     }
 
+    /// Kills the node on `port` (SIGKILL) and starts it again without its
+    /// data (nothing is persisted): it keeps its slots (nodes.conf) and
+    /// comes back empty.
+    pub async fn restart_empty(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).unwrap();
+        let _ = self.nodes[i].kill().await;
+        self.nodes[i] = spawn_node(&self.dir, port).unwrap();
+        wait_until(|| ping(port), "the node never answered again")
+            .await
+            .unwrap();
+        for port in &self.ports {
+            wait_until(|| cluster_ok(*port), "the cluster never became ok again")
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The port of the node that holds `key`.
+    pub fn owner(&self, key: &str) -> u16 {
+        *self
+            .ports
+            .iter()
+            .find(|port| {
+                redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+                    .and_then(|mut c| redis::cmd("EXISTS").arg(key).query::<i64>(&mut c))
+                    .is_ok()
+            })
+            .unwrap()
+    }
+
     /// A broker URL for the cluster under `prefix`.
     pub fn url(&self, prefix: &str) -> String {
         format!(
@@ -164,6 +179,28 @@ impl RedisCluster {
             self.ports[0]
         )
     }
+}
+
+/// A cluster node that persists nothing, its files (nodes.conf) in `dir/<port>`.
+fn spawn_node(dir: &Path, port: u16) -> Result<Child, String> {
+    let node_dir = dir.join(port.to_string());
+    std::fs::create_dir_all(&node_dir).map_err(|e| e.to_string())?;
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&node_dir)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("redis-server: {e}"))
 }
 
 fn ping(port: u16) -> bool {
