@@ -129,6 +129,8 @@ async fn scenario_on_fresh_queue(
         for q in broker.list_queues().await? {
             broker.delete_queue(&q).await?;
         }
+        // What deletion leaves behind (tombstones) goes too.
+        redis_floor::delete_prefix(&args.url, &prefix).await?;
         let (rows, shown) = outcome?;
         println!("  {:<20} {shown}", rows[0].0);
         for (name, value, unit) in rows {

@@ -19,6 +19,29 @@ async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> {
         .with_context(|| format!("cannot reach Redis at {url}"))
 }
 
+/// Deletes every key under `prefix` (a benchmark's leftovers).
+pub(crate) async fn delete_prefix(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let mut conn = connect(url).await?;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
 /// One `XADD` per awaited call.
 pub(crate) async fn send_one(
     url: &str,
