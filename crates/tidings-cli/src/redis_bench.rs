@@ -114,28 +114,23 @@ async fn scenario_on_fresh_queue(
     args: &RedisBenchArgs,
     payload: &Payload,
 ) -> anyhow::Result<()> {
-    {
-        let prefix = key_prefix();
-        let sep = if args.url.contains('?') { '&' } else { '?' };
-        let url = format!("{}{sep}prefix={prefix}&timeout=30s", args.url);
-        let broker: Arc<dyn Broker> = Arc::new(
-            RedisBroker::open(&url)
-                .await
-                .with_context(|| format!("cannot reach Redis at {}", args.url))?,
-        );
-        let queue = QueueName::new("bench")?;
-        broker.create_queue(&queue, QueueConfig::default()).await?;
-        let outcome = run_one(scenario, args, &broker, &queue, payload).await;
-        for q in broker.list_queues().await? {
-            broker.delete_queue(&q).await?;
-        }
-        // What deletion leaves behind (tombstones) goes too.
-        redis_floor::delete_prefix(&args.url, &prefix).await?;
-        let (rows, shown) = outcome?;
-        println!("  {:<20} {shown}", rows[0].0);
-        for (name, value, unit) in rows {
-            println!("row {name} {value:.2} {unit}");
-        }
+    let prefix = key_prefix();
+    let sep = if args.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}prefix={prefix}&timeout=30s", args.url);
+    let broker: Arc<dyn Broker> = Arc::new(
+        RedisBroker::open(&url)
+            .await
+            .with_context(|| format!("cannot reach Redis at {}", args.url))?,
+    );
+    let queue = QueueName::new("bench")?;
+    broker.create_queue(&queue, QueueConfig::default()).await?;
+    let outcome = run_one(scenario, args, &broker, &queue, payload).await;
+    // Every key under the prefix goes: queues, and what any deletion leaves.
+    redis_floor::delete_prefix(&args.url, &prefix).await?;
+    let (rows, shown) = outcome?;
+    println!("  {:<20} {shown}", rows[0].0);
+    for (name, value, unit) in rows {
+        println!("row {name} {value:.2} {unit}");
     }
     Ok(())
 }

@@ -3,10 +3,11 @@
 //! A queue `N` under prefix `P` is the stream `P N`, with `P N:dlq`,
 //! `P N:metadata`, `P N:dlq:metadata` and `P N:expiry` as LeanMQ writes them,
 //! plus Tidings' own `P N:held:<group>`, `P N:delayed`, `P N:retained`,
-//! `P N:dedup:<generation>:<id>` and the tombstone `P N:deleted`. With hash tags on, `N` is written `{N}`,
-//! so every key of a queue lands in one Redis Cluster slot (a Python LeanMQ
-//! client then names that queue `{N}`). A prefix that itself holds a hash
-//! tag (`mq:{shop}:`) puts every queue and table in one slot.
+//! `P N:dedup:<generation>:<id>` and the tombstone `P N:deleted`. With hash
+//! tags on, `N` is written `{N}`, so every key of a queue lands in one Redis
+//! Cluster slot (a Python LeanMQ client then names that queue `{N}`). A
+//! prefix that itself holds a hash tag (`mq:{shop}:`) puts every queue and
+//! table in one slot.
 
 use tidings_core::{Error, QueueName, Result, TableName};
 

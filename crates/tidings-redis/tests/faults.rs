@@ -25,6 +25,15 @@ fn q() -> QueueName {
     QueueName::new("jobs").unwrap()
 }
 
+/// A Redis of the test's own (with AOF if `aof`), its directory, and a
+/// broker URL that gives up after a second.
+async fn own_redis(aof: bool) -> Option<(tempfile::TempDir, RedisServer, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start(dir.path(), aof).await?;
+    let url = format!("{}?timeout=1s", server.url());
+    Some((dir, server, url))
+}
+
 /// Receives and acks until told to stop, collecting the numbers seen.
 fn consumer(
     broker: Arc<RedisBroker>,
@@ -63,11 +72,9 @@ fn consumer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acked_to_a_producer_is_lost_when_redis_is_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(mut server) = RedisServer::start(dir.path(), true).await else {
+    let Some((_dir, mut server, url)) = own_redis(true).await else {
         return;
     };
-    let url = format!("{}?timeout=1s", server.url());
     let broker = Arc::new(RedisBroker::open(&url).await.unwrap());
     let config = QueueConfig {
         visibility_timeout: Duration::from_secs(1),
@@ -123,11 +130,9 @@ async fn nothing_acked_to_a_producer_is_lost_when_redis_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_resume_when_redis_restarts_empty() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(mut server) = RedisServer::start(dir.path(), false).await else {
+    let Some((_dir, mut server, url)) = own_redis(false).await else {
         return;
     };
-    let url = format!("{}?timeout=1s", server.url());
     let producer = RedisBroker::open(&url).await.unwrap();
     let worker_broker = Arc::new(RedisBroker::open(&url).await.unwrap());
     producer
@@ -166,11 +171,9 @@ async fn workers_resume_when_redis_restarts_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_deleted_after_a_restart_that_kept_the_data_stays_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(mut server) = RedisServer::start(dir.path(), true).await else {
+    let Some((_dir, mut server, url)) = own_redis(true).await else {
         return;
     };
-    let url = format!("{}?timeout=1s", server.url());
     let knew = RedisBroker::open(&url).await.unwrap();
     knew.create_queue(&q(), QueueConfig::default())
         .await

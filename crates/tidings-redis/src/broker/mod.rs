@@ -69,11 +69,9 @@ impl RedisBroker {
             reclaimed: Mutex::new(HashMap::new()),
             reported_loss: Mutex::new(HashSet::new()),
         };
-        if !broker.conns.is_cluster() {
-            let run_id = broker.run_id(&broker.layout.registry()).await?;
-            if let Ok(mut r) = broker.reported_loss.lock() {
-                r.insert(run_id);
-            }
+        let run_id = broker.run_id(&broker.layout.registry()).await?;
+        if let Ok(mut r) = broker.reported_loss.lock() {
+            r.insert(run_id);
         }
         broker.load_scripts().await?;
         broker.warn_if_not_durable().await;
@@ -284,17 +282,17 @@ impl RedisBroker {
             return Ok(false);
         };
         let keys = self.keys(queue)?;
-        let run_id = self.run_id(&keys.stream).await?;
-        let tombstone: bool = self
-            .call(
-                redis::cmd("EXISTS")
-                    .arg(keys.tombstone())
-                    .query_async(&mut self.conns.main()),
-            )
+        // A deletion by Tidings leaves a tombstone; without one, the same
+        // server as before (it never restarted) means a deletion too.
+        let tombstone = self
+            .command(redis::cmd("EXISTS").arg(keys.tombstone()))
             .await?;
-        // The same server (it never restarted), or a deletion by Tidings
-        // (after a restart that kept the data): the queue was deleted.
-        if run_id == known.run_id || tombstone {
+        if value::int(&tombstone) == Some(1) {
+            self.forget(queue);
+            return Ok(false);
+        }
+        let run_id = self.run_id(&keys.stream).await?;
+        if run_id == known.run_id {
             self.forget(queue);
             return Ok(false);
         }
