@@ -103,7 +103,28 @@ pub trait Broker: Send + Sync {
         group: &GroupName,
         id: &MessageId,
         nack: Nack,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let given_back = self
+            .nack_many(queue, group, std::slice::from_ref(id), nack)
+            .await?;
+        Ok(given_back > 0)
+    }
+
+    /// Gives several delivered messages back the same way, in one atomic
+    /// step: after an error none of them was given back. Ids not pending in
+    /// the group are skipped (as with [`Broker::ack`]). Returns how many
+    /// were given back.
+    async fn nack_many(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        ids: &[MessageId],
+        nack: Nack,
+    ) -> Result<u64>;
+
+    /// One dead letter by its [`DeadLetter::id`], or `None` if the queue
+    /// has no such letter (an id of another backend's format included).
+    async fn dead_letter(&self, queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>>;
 
     /// Dead letters of a queue, oldest first, at most `limit`, starting after
     /// the entry `after` (a [`DeadLetter::id`] from an earlier page) if given.

@@ -13,12 +13,12 @@ pub enum Error {
     /// A queue, group or consumer name breaks the naming rules.
     #[error("invalid {kind} name {name:?}: {reason}")]
     InvalidName {
-        /// What was being named: "queue", "group" or "consumer".
-        kind: &'static str,
+        /// What was being named: "queue", "group", "consumer" or "table".
+        kind: String,
         /// The rejected name.
         name: String,
         /// Which rule it breaks.
-        reason: &'static str,
+        reason: String,
     },
     /// The payload is not valid JSON.
     #[error("invalid payload: {0}")]
@@ -109,5 +109,206 @@ impl Error {
     /// Wraps any storage-level error.
     pub fn storage(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Storage(Box::new(err))
+    }
+
+    /// The stable, machine-readable name of the error's kind: what wire
+    /// formats carry beside the message, so a client far away gets the same
+    /// variant back ([`Error::from_code`]).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidName { .. } => "invalid_name",
+            Self::InvalidPayload(_) => "invalid_payload",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::Denied(_) => "denied",
+            Self::QueueNotFound(_) => "queue_not_found",
+            Self::QueueConfigConflict(_) => "queue_config_conflict",
+            Self::NotPending { .. } => "not_pending",
+            Self::RecordExists { .. } => "record_exists",
+            Self::RecordChanged { .. } => "record_changed",
+            Self::Locked { .. } => "locked",
+            Self::Corrupt { .. } => "corrupt",
+            Self::InvalidUrl { .. } => "invalid_url",
+            Self::Storage(_) => "storage",
+            Self::Unavailable(_) => "unavailable",
+            Self::Closed => "closed",
+        }
+    }
+
+    /// Whether the error is the server's own trouble (storage, damage,
+    /// shutdown) rather than the caller's: its detail (paths, library
+    /// messages) is for the operator's log, never for a remote caller.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Self::Locked { .. }
+                | Self::Corrupt { .. }
+                | Self::InvalidUrl { .. }
+                | Self::Storage(_)
+                | Self::Unavailable(_)
+                | Self::Closed
+        )
+    }
+
+    /// The values the error names, as JSON fields beside its code
+    /// (`{"queue": "orders"}` for [`Error::QueueNotFound`]). Internal errors
+    /// have none: their detail stays in the operator's log.
+    pub fn fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let value = match self {
+            Self::InvalidName { kind, name, reason } => {
+                json!({"kind": kind, "name": name, "reason": reason})
+            }
+            Self::InvalidPayload(detail) | Self::InvalidArgument(detail) => {
+                json!({"detail": detail})
+            }
+            Self::Denied(detail) => json!({"detail": detail}),
+            Self::PayloadTooLarge { size, limit } => json!({"size": size, "limit": limit}),
+            Self::QueueNotFound(queue) | Self::QueueConfigConflict(queue) => {
+                json!({"queue": queue})
+            }
+            Self::NotPending { queue, group, id } => {
+                json!({"queue": queue, "group": group, "id": id})
+            }
+            Self::RecordExists { table, key } | Self::RecordChanged { table, key } => {
+                json!({"table": table, "key": key})
+            }
+            _ => json!({}),
+        };
+        match value {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The error a code and its fields stand for: the inverse of
+    /// [`Error::code`] and [`Error::fields`]. `message` is the text that came
+    /// with them, used by the kinds that carry only text. Internal kinds come
+    /// back as [`Error::Unavailable`] (the caller cannot act on their detail);
+    /// `None` for a code this build does not know.
+    pub fn from_code(
+        code: &str,
+        message: &str,
+        fields: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Self> {
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let size = |name: &str| {
+            fields
+                .get(name)
+                .and_then(serde_json::Value::as_u64)
+                .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+        };
+        Some(match code {
+            "invalid_name" => Self::InvalidName {
+                kind: text("kind"),
+                name: text("name"),
+                reason: text("reason"),
+            },
+            "invalid_payload" => Self::InvalidPayload(text("detail")),
+            "payload_too_large" => Self::PayloadTooLarge {
+                size: size("size"),
+                limit: size("limit"),
+            },
+            "invalid_argument" => Self::InvalidArgument(text("detail")),
+            "denied" => Self::Denied(text("detail")),
+            "queue_not_found" => Self::QueueNotFound(text("queue")),
+            "queue_config_conflict" => Self::QueueConfigConflict(text("queue")),
+            "not_pending" => Self::NotPending {
+                queue: text("queue"),
+                group: text("group"),
+                id: text("id"),
+            },
+            "record_exists" => Self::RecordExists {
+                table: text("table"),
+                key: text("key"),
+            },
+            "record_changed" => Self::RecordChanged {
+                table: text("table"),
+                key: text("key"),
+            },
+            "locked" | "corrupt" | "invalid_url" | "storage" | "unavailable" | "closed" => {
+                Self::Unavailable(message.to_owned())
+            }
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of every variant.
+    fn every_variant() -> Vec<Error> {
+        vec![
+            Error::InvalidName {
+                kind: "queue".into(),
+                name: "a b".into(),
+                reason: "may contain only letters".into(),
+            },
+            Error::InvalidPayload("not JSON".into()),
+            Error::PayloadTooLarge {
+                size: 2_000_000,
+                limit: 1_048_576,
+            },
+            Error::InvalidArgument("max_messages must be at least 1".into()),
+            Error::Denied("wrong key".into()),
+            Error::QueueNotFound("orders".into()),
+            Error::QueueConfigConflict("orders".into()),
+            Error::NotPending {
+                queue: "orders".into(),
+                group: "billing".into(),
+                id: "7".into(),
+            },
+            Error::RecordExists {
+                table: "events".into(),
+                key: "e1".into(),
+            },
+            Error::RecordChanged {
+                table: "events".into(),
+                key: "e1".into(),
+            },
+            Error::Locked {
+                path: "/var/lib/tidings".into(),
+            },
+            Error::Corrupt {
+                location: "meta".into(),
+                detail: "bad".into(),
+            },
+            Error::InvalidUrl {
+                url: "ftp://x".into(),
+                reason: "unknown scheme".into(),
+            },
+            Error::storage(std::io::Error::other("disk full")),
+            Error::Unavailable("redis down".into()),
+            Error::Closed,
+        ]
+    }
+
+    #[test]
+    fn every_code_comes_back_as_its_variant() {
+        let mut codes = std::collections::HashSet::new();
+        for err in every_variant() {
+            assert!(codes.insert(err.code()), "{} is used twice", err.code());
+            let back = Error::from_code(err.code(), "from the server", &err.fields())
+                .unwrap_or_else(|| panic!("{} has no inverse", err.code()));
+            if err.is_internal() {
+                assert!(err.fields().is_empty(), "{err:?} shows its detail");
+                assert!(matches!(back, Error::Unavailable(ref m) if m == "from the server"));
+            } else {
+                assert_eq!(back.to_string(), err.to_string(), "{}", err.code());
+                assert_eq!(back.code(), err.code());
+            }
+        }
+        assert_eq!(
+            Error::from_code("no_such_code", "", &Default::default()).map(|e| e.code()),
+            None
+        );
     }
 }

@@ -24,11 +24,11 @@ use crate::{Error, Result};
 pub const MAX_NAME_BYTES: usize = 128;
 
 fn validate(kind: &'static str, name: &str, extra: &[char]) -> Result<()> {
-    let reject = |reason| {
+    let reject = |reason: &str| {
         Err(Error::InvalidName {
-            kind,
+            kind: kind.to_owned(),
             name: name.to_owned(),
-            reason,
+            reason: reason.to_owned(),
         })
     };
     let Some(first) = name.chars().next() else {

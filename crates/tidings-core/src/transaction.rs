@@ -1,7 +1,7 @@
-//! Several sends, acks and record writes, across queues and tables, applied
-//! all or nothing.
+//! Several sends, acks, nacks and record writes, across queues and tables,
+//! applied all or nothing.
 
-use crate::{GroupName, MessageId, OutgoingMessage, Payload, QueueName, TableName};
+use crate::{GroupName, MessageId, Nack, OutgoingMessage, Payload, QueueName, TableName};
 
 /// One operation of a [`Transaction`].
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,22 @@ pub enum TxOp {
         group: GroupName,
         /// The messages.
         ids: Vec<MessageId>,
+    },
+    /// Give a delivered message back, as [`crate::Broker::nack`] does: to be
+    /// retried after a delay, or dead-lettered. It must be pending in that
+    /// group, or the whole transaction fails with
+    /// [`crate::Error::NotPending`]. With a record write beside it, what a
+    /// consumer records about an attempt and the message's next step change
+    /// together.
+    Nack {
+        /// The queue.
+        queue: QueueName,
+        /// The group.
+        group: GroupName,
+        /// The message.
+        id: MessageId,
+        /// Retry or dead-letter.
+        nack: Nack,
     },
     /// Write a record. With `only_if_absent`, the whole transaction fails with
     /// [`crate::Error::RecordExists`] if the key is already taken.
@@ -95,6 +111,23 @@ impl Transaction {
             queue,
             group,
             ids: ids.into_iter().collect(),
+        });
+        self
+    }
+
+    /// Adds a nack.
+    pub fn nack(
+        &mut self,
+        queue: QueueName,
+        group: GroupName,
+        id: MessageId,
+        nack: Nack,
+    ) -> &mut Self {
+        self.ops.push(TxOp::Nack {
+            queue,
+            group,
+            id,
+            nack,
         });
         self
     }
@@ -174,7 +207,7 @@ impl Transaction {
                 TxOp::Put { key, .. } | TxOp::Delete { key, .. } | TxOp::Expect { key, .. } => {
                     crate::record::validate_key(key)?;
                 }
-                TxOp::Ack { .. } => {}
+                TxOp::Ack { .. } | TxOp::Nack { .. } => {}
             }
         }
         Ok(())

@@ -128,6 +128,21 @@ impl HttpBroker {
         url: Url,
         body: Option<Value>,
     ) -> Result<(StatusCode, Value)> {
+        let (status, value) = self.exchange(method, url, body).await?;
+        if status.is_success() {
+            Ok((status, value))
+        } else {
+            Err(wire::error_of(status, &value))
+        }
+    }
+
+    /// One request; its status and JSON answer, whatever the status.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
         let mut request = self.http.request(method, url);
         request = match &self.credentials {
             Credentials::None => request,
@@ -152,11 +167,7 @@ impl HttpBroker {
                 Error::Unavailable(format!("the server answered {status} with no JSON: {e}"))
             })?
         };
-        if status.is_success() {
-            Ok((status, value))
-        } else {
-            Err(wire::error_of(status, &value))
-        }
+        Ok((status, value))
     }
 
     /// Sends, trying again while the connection cannot be made (the server
@@ -295,24 +306,37 @@ impl Broker for HttpBroker {
         )
     }
 
-    async fn nack(
+    async fn nack_many(
         &self,
         queue: &QueueName,
         group: &GroupName,
-        id: &MessageId,
+        ids: &[MessageId],
         nack: Nack,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
         let body = match nack {
             Nack::Retry { delay } => json!({
-                "group": group, "id": id,
+                "group": group, "ids": ids,
                 "retry_after": u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             }),
             Nack::DeadLetter { reason } => {
-                json!({ "group": group, "id": id, "dead_letter": reason })
+                json!({ "group": group, "ids": ids, "dead_letter": reason })
             }
         };
         let url = self.url(&["v1", "queues", queue.as_str(), "nack"]);
         wire::field(&self.post(url, body).await?, "nacked")
+    }
+
+    async fn dead_letter(&self, queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>> {
+        let url = self.url(&["v1", "queues", queue.as_str(), "dead-letters", id.as_str()]);
+        let (status, answer) = self.exchange(Method::GET, url, None).await?;
+        if status == StatusCode::NOT_FOUND && answer["code"] == wire::NO_SUCH_DEAD_LETTER {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(wire::error_of(status, &answer));
+        }
+        let view = serde_json::from_value(answer).map_err(wire::unreadable)?;
+        to_dead_letter(queue, view).map(Some)
     }
 
     async fn dead_letters(

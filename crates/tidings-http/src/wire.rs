@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tidings_core::{
-    DeadLetter, DeadLetterSelection, Delivery, Error, GroupName, MessageId, OutgoingMessage,
+    DeadLetter, DeadLetterSelection, Delivery, Error, GroupName, MessageId, Nack, OutgoingMessage,
     Payload, QueueName, Result, SendReceipt, Timestamp, TxOp,
 };
 
@@ -54,6 +54,19 @@ pub(crate) fn tx_op_json(op: &TxOp) -> Result<Value> {
         TxOp::Ack { queue, group, ids } => {
             json!({ "ack": { "queue": queue, "group": group, "ids": ids } })
         }
+        TxOp::Nack {
+            queue,
+            group,
+            id,
+            nack,
+        } => match nack {
+            Nack::Retry { delay } => json!({ "nack": {
+                "queue": queue, "group": group, "id": id, "retry_after": millis(*delay),
+            } }),
+            Nack::DeadLetter { reason } => json!({ "nack": {
+                "queue": queue, "group": group, "id": id, "dead_letter": reason,
+            } }),
+        },
         TxOp::Put {
             table,
             key,
@@ -104,6 +117,10 @@ pub(crate) fn to_delivery(queue: &QueueName, d: DeliveryView) -> Result<Delivery
         delivery_count: d.delivery_count,
     })
 }
+
+/// The code of the server's 404 for a dead letter it does not have (the
+/// queue exists), as against `queue_not_found`.
+pub(crate) const NO_SUCH_DEAD_LETTER: &str = "dead_letter_not_found";
 
 #[derive(Deserialize)]
 pub(crate) struct DeadLetters {
@@ -164,40 +181,28 @@ pub(crate) fn unreadable(e: serde_json::Error) -> Error {
     ))
 }
 
-/// The error an answer stands for: by its `code` where it has one, else by
+/// The error an answer stands for: by its `code` where it has one (the
+/// server's and this client's table is `tidings_core::Error::code`), else by
 /// its status.
 pub(crate) fn error_of(status: StatusCode, body: &Value) -> Error {
-    let text = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
-    let message = body["error"]
+    let mut message = body["error"]
         .as_str()
         .map_or_else(|| format!("the server answered {status}"), str::to_owned);
-    match body["code"].as_str() {
-        Some("queue_not_found") => Error::QueueNotFound(text("queue")),
-        Some("queue_config_conflict") => Error::QueueConfigConflict(text("queue")),
-        Some("not_pending") => Error::NotPending {
-            queue: text("queue"),
-            group: text("group"),
-            id: text("id"),
-        },
-        Some("record_exists") => Error::RecordExists {
-            table: text("table"),
-            key: text("key"),
-        },
-        Some("record_changed") => Error::RecordChanged {
-            table: text("table"),
-            key: text("key"),
-        },
-        Some("invalid_payload") => Error::InvalidPayload(text("detail")),
-        Some("payload_too_large") => Error::PayloadTooLarge {
-            size: usize::try_from(body["size"].as_u64().unwrap_or(0)).unwrap_or(usize::MAX),
-            limit: usize::try_from(body["limit"].as_u64().unwrap_or(0)).unwrap_or(usize::MAX),
-        },
-        Some("invalid_argument") => Error::InvalidArgument(text("detail")),
-        _ => match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Denied(message),
-            StatusCode::NOT_FOUND => Error::QueueNotFound(message),
-            s if s.is_client_error() => Error::InvalidArgument(message),
-            _ => Error::Unavailable(message),
-        },
+    if let Some(id) = body["request_id"].as_str() {
+        message = format!("{message} (request id {id})");
+    }
+    let empty = serde_json::Map::new();
+    let fields = body.as_object().unwrap_or(&empty);
+    if let Some(err) = body["code"]
+        .as_str()
+        .and_then(|code| Error::from_code(code, &message, fields))
+    {
+        return err;
+    }
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Denied(message),
+        StatusCode::NOT_FOUND => Error::QueueNotFound(message),
+        s if s.is_client_error() => Error::InvalidArgument(message),
+        _ => Error::Unavailable(message),
     }
 }

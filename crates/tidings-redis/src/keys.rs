@@ -60,9 +60,9 @@ impl Layout {
     pub fn stream(&self, queue: &QueueName) -> Result<String> {
         if !self.tags_queues() && queue.as_str() == "registry" {
             return Err(Error::InvalidName {
-                kind: "queue",
+                kind: "queue".into(),
                 name: queue.to_string(),
-                reason: "is LeanMQ's registry key on Redis",
+                reason: "is LeanMQ's registry key on Redis".into(),
             });
         }
         Ok(format!("{}{}", self.prefix, self.leanmq_name(queue)))

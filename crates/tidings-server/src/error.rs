@@ -12,6 +12,8 @@ use tidings_hub::HubError;
 pub struct ApiError {
     status: StatusCode,
     body: Value,
+    /// For the log only: what failed inside the server.
+    internal: Option<String>,
 }
 
 impl ApiError {
@@ -20,12 +22,22 @@ impl ApiError {
         Self {
             status,
             body: json!({"error": message.into()}),
+            internal: None,
         }
     }
 
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 404 with a `code`, for a thing that is not a queue (a dead letter).
+    pub fn not_found_coded(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            body: json!({"error": message.into(), "code": code}),
+            internal: None,
+        }
     }
 
     /// 401.
@@ -45,13 +57,21 @@ impl ApiError {
         {
             map.insert(key.to_owned(), json!(list));
         }
-        Self { status, body }
+        Self {
+            status,
+            body,
+            internal: None,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(detail) = self.internal {
+            response.extensions_mut().insert(InternalFailure(detail));
+        }
+        response
     }
 }
 
@@ -89,58 +109,47 @@ impl From<tidings_core::Error> for ApiError {
             E::InvalidName { .. } | E::InvalidPayload(_) | E::InvalidArgument(_) => {
                 StatusCode::BAD_REQUEST
             }
+            E::Denied(_) => StatusCode::FORBIDDEN,
             E::QueueNotFound(_) => StatusCode::NOT_FOUND,
             E::RecordExists { .. }
             | E::RecordChanged { .. }
             | E::QueueConfigConflict(_)
             | E::NotPending { .. } => StatusCode::CONFLICT,
-            other => {
-                tracing::error!(error = %other, "storage failure");
-                return Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("storage unavailable: {other}"),
-                );
-            }
+            _ => return Self::internal(&err),
         };
+        let mut body = json!({ "error": err.to_string(), "code": err.code() });
+        if let Some(map) = body.as_object_mut() {
+            map.extend(err.fields());
+        }
         Self {
             status,
-            body: core_error_body(&err),
+            body,
+            internal: None,
         }
     }
 }
 
-/// `{"error": message, "code": ..., ...}`: the message for people, the code
-/// and fields for clients that turn it back into a `tidings_core::Error`.
-fn core_error_body(err: &tidings_core::Error) -> Value {
-    use tidings_core::Error as E;
-    let mut body = json!({ "error": err.to_string() });
-    let fields = match err {
-        E::InvalidName { kind, name, .. } => {
-            json!({"code": "invalid_name", "kind": kind, "name": name})
+/// The detail of a server-side failure, carried from the handler to the
+/// middleware on the response, which logs it with the request id and sends
+/// the caller only a generic message with that id.
+#[derive(Debug, Clone)]
+pub(crate) struct InternalFailure(pub(crate) String);
+
+impl ApiError {
+    /// 503 for a failure of the server's own (storage, shutdown): the
+    /// detail is logged with the request id, never shown to the caller.
+    pub fn internal(err: &tidings_core::Error) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: json!({"error": GENERIC_FAILURE, "code": "unavailable"}),
+            internal: Some(err.to_string()),
         }
-        E::InvalidPayload(m) => json!({"code": "invalid_payload", "detail": m}),
-        E::PayloadTooLarge { size, limit } => {
-            json!({"code": "payload_too_large", "size": size, "limit": limit})
-        }
-        E::InvalidArgument(m) => json!({"code": "invalid_argument", "detail": m}),
-        E::QueueNotFound(q) => json!({"code": "queue_not_found", "queue": q}),
-        E::QueueConfigConflict(q) => json!({"code": "queue_config_conflict", "queue": q}),
-        E::NotPending { queue, group, id } => {
-            json!({"code": "not_pending", "queue": queue, "group": group, "id": id})
-        }
-        E::RecordExists { table, key } => {
-            json!({"code": "record_exists", "table": table, "key": key})
-        }
-        E::RecordChanged { table, key } => {
-            json!({"code": "record_changed", "table": table, "key": key})
-        }
-        _ => json!({}),
-    };
-    if let (Some(map), Value::Object(extra)) = (body.as_object_mut(), fields) {
-        map.extend(extra);
     }
-    body
 }
+
+/// What a caller is told of a server-side failure.
+pub(crate) const GENERIC_FAILURE: &str = "the server could not complete the request; retry later, \
+     or give the operator this answer's request id";
 
 /// The shape of every error answer (for the OpenAPI document).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -153,8 +162,12 @@ pub struct ErrorBody {
     pub errors: Option<Vec<String>>,
     /// For queue and record errors: what kind (`queue_not_found`,
     /// `not_pending`, `record_exists`, `record_changed`, `invalid_argument`,
-    /// ...), with the names involved in fields beside it.
+    /// ...: `tidings_core::Error::code`), with the names involved in fields
+    /// beside it; `unavailable` for a failure of the server's own.
     pub code: Option<String>,
+    /// On a 5xx answer: the request id to give the operator, whose log has
+    /// the detail.
+    pub request_id: Option<String>,
 }
 
 /// Result of a handler.

@@ -1,11 +1,15 @@
 //! Every answer carries `X-Request-ID` (echoed or new) and CORS headers;
 //! pre-flight `OPTIONS` requests are answered, so browsers can call the API.
+//! A failure of the server's own is logged here with the request id, and
+//! the caller gets only a generic message with that id.
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use crate::error::{GENERIC_FAILURE, InternalFailure};
 
 const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id, x-amebo-admin-key, x-tidings-admin-key, x-amebo-application, x-amebo-signature, x-amebo-timestamp, traceparent";
 const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -21,11 +25,22 @@ pub async fn common_headers(request: Request, next: Next) -> Response {
             HeaderValue::from_str(&tidings_hub::ids::random_id())
                 .unwrap_or(HeaderValue::from_static("-"))
         });
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let mut response = if request.method() == Method::OPTIONS {
         (StatusCode::NO_CONTENT, Body::empty()).into_response()
     } else {
         next.run(request).await
     };
+    if let Some(InternalFailure(detail)) = response.extensions_mut().remove::<InternalFailure>() {
+        let id = request_id.to_str().unwrap_or("-");
+        tracing::error!(request_id = id, %method, path, error = %detail, "request failed");
+        let body = serde_json::json!({
+            "error": GENERIC_FAILURE,
+            "code": "unavailable",
+            "request_id": id,
+        });
+        response = (response.status(), axum::Json(body)).into_response();
+    }
     let headers = response.headers_mut();
     headers.insert("x-request-id", request_id);
     headers.insert(

@@ -439,3 +439,56 @@ async fn sessions_from_tokens_authenticate_by_cookie_or_bearer() {
     );
     server.stop().await;
 }
+
+/// A failure of the server's own (here a storage error naming a path) is a
+/// 503 whose body says nothing of it but the request id, under which the
+/// log has the detail; a refusal of the storage's (`Denied`) is a 403 with
+/// its code, not a "storage failure".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_failures_answer_a_request_id_and_no_internal_detail() {
+    use tidings_core::testing::{Call, Hooked};
+    let broker = Hooked::new(Arc::new(EmbeddedBroker::in_memory()), |call: Call| {
+        Box::pin(async move {
+            match call.queue.as_ref().map(|q| q.as_str()) {
+                Some("broken") => Err(tidings_core::Error::storage(std::io::Error::other(
+                    "write failed: /var/lib/secret-data/journal: Poisoned",
+                ))),
+                Some("refused") => Err(tidings_core::Error::Denied(
+                    "the key may not write to this queue".into(),
+                )),
+                _ => Ok(()),
+            }
+        })
+    });
+    let server = TestServer::start(Arc::new(broker)).await;
+    let c = Client::new(&server.base);
+    let send = json!({"payload": {"n": 1}});
+
+    let broken = c
+        .send(
+            "POST",
+            "/v1/queues/broken/messages",
+            Some(send.to_string().as_bytes()),
+            &[
+                ("content-type", "application/json"),
+                ("x-request-id", "req-42"),
+            ],
+        )
+        .await;
+    assert_eq!(broken.status, 503, "{}", broken.body);
+    assert_eq!(broken.body["code"], "unavailable");
+    assert_eq!(broken.body["request_id"], "req-42");
+    let text = broken.body.to_string();
+    for secret in ["secret-data", "Poisoned", "storage failure", "write failed"] {
+        assert!(
+            !text.contains(secret),
+            "the answer shows {secret:?}: {text}"
+        );
+    }
+
+    let refused = c.post("/v1/queues/refused/messages", send.clone()).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.body["code"], "denied");
+
+    server.stop().await;
+}

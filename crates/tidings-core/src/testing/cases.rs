@@ -474,6 +474,92 @@ pub async fn dead_letters_requeue_by_id_and_all(b: &dyn Broker) {
     assert!(b.dead_letters(&name, None, 10).await.unwrap().is_empty());
 }
 
+pub async fn nack_many_gives_back_every_pending_id_at_once(b: &dyn Broker) {
+    let name = queue(b, "nack-many", QueueConfig::default()).await;
+    send_numbers(b, &name, 0..4).await;
+    let got = recv(b, &name, "g", "c", 4, PATIENCE).await;
+    assert_eq!(got.len(), 4);
+    // Two to retry, with an id that is not pending and one of another format.
+    let retry = vec![
+        got[0].id.clone(),
+        got[1].id.clone(),
+        MessageId::from("nope"),
+        got[0].id.clone(),
+    ];
+    let delay = Duration::ZERO;
+    assert_eq!(
+        b.nack_many(&name, &g("g"), &retry, Nack::Retry { delay })
+            .await
+            .unwrap(),
+        2,
+        "each pending id once; the rest are skipped"
+    );
+    let reason = "bad batch".to_owned();
+    let dead = [got[2].id.clone(), got[3].id.clone()];
+    assert_eq!(
+        b.nack_many(&name, &g("g"), &dead, Nack::DeadLetter { reason })
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        b.nack_many(&name, &g("g"), &dead, Nack::Retry { delay })
+            .await
+            .unwrap(),
+        0,
+        "no longer pending"
+    );
+    let back = recv(b, &name, "g", "c", 10, PATIENCE).await;
+    let mut numbers: Vec<i64> = back.iter().map(n_of).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![0, 1]);
+    assert!(back.iter().all(|d| d.delivery_count == 2));
+    let letters = b.dead_letters(&name, None, 10).await.unwrap();
+    let mut numbers: Vec<i64> = letters.iter().map(n_of_dead).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![2, 3]);
+    assert!(letters.iter().all(|d| d.reason == "bad batch"));
+    let unknown = q("nack-many-ghost");
+    assert!(matches!(
+        b.nack_many(&unknown, &g("g"), &retry, Nack::Retry { delay })
+            .await,
+        Err(Error::QueueNotFound(_))
+    ));
+}
+
+pub async fn dead_letter_is_found_by_id(b: &dyn Broker) {
+    let name = queue(b, "dlq-by-id", QueueConfig::default()).await;
+    dead_letter_numbers(b, &name, 0..3).await;
+    let letters = b.dead_letters(&name, None, 10).await.unwrap();
+    for letter in &letters {
+        let found = b.dead_letter(&name, &letter.id).await.unwrap();
+        let found = found.expect("every listed letter is found by its id");
+        assert_eq!(found.id, letter.id);
+        assert_eq!(found.original_id, letter.original_id);
+        assert_eq!(found.reason, letter.reason);
+        assert_eq!(n_of_dead(&found), n_of_dead(letter));
+    }
+    // Not a letter's id: another format's, a purged one's.
+    assert!(
+        b.dead_letter(&name, &MessageId::from("nope"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let one = DeadLetterSelection::Ids(vec![letters[1].id.clone()]);
+    assert_eq!(b.purge_dead_letters(&name, one).await.unwrap(), 1);
+    assert!(
+        b.dead_letter(&name, &letters[1].id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        b.dead_letter(&q("dlq-by-id-ghost"), &letters[0].id).await,
+        Err(Error::QueueNotFound(_))
+    ));
+}
+
 pub async fn dead_letters_purge(b: &dyn Broker) {
     let name = queue(b, "dlq-purge", QueueConfig::default()).await;
     dead_letter_numbers(b, &name, 0..3).await;
@@ -629,6 +715,77 @@ pub async fn transaction_with_bad_ack_applies_nothing(b: &dyn Broker) {
         "the valid ack was not applied either"
     );
     assert_eq!(ack_all(b, &orders, "g", &got).await, 1);
+}
+
+pub async fn transaction_nacks_with_a_record_or_not_at_all(b: &dyn Broker) {
+    let jobs = queue(b, "txn-jobs", QueueConfig::default()).await;
+    let notes = t("txn-notes");
+    send_numbers(b, &jobs, 0..3).await;
+    let got = recv(b, &jobs, "g", "c", 3, PATIENCE).await;
+    assert_eq!(got.len(), 3);
+    let note = |text: &str| Payload::from_value(&json!(text)).unwrap();
+
+    // A retry and a dead letter, each with the record of why.
+    let mut tx = Transaction::new();
+    tx.nack(
+        jobs.clone(),
+        g("g"),
+        got[0].id.clone(),
+        Nack::Retry {
+            delay: Duration::ZERO,
+        },
+    )
+    .put(notes.clone(), "0", note("retrying"))
+    .nack(
+        jobs.clone(),
+        g("g"),
+        got[1].id.clone(),
+        Nack::DeadLetter {
+            reason: "hopeless".into(),
+        },
+    )
+    .put(notes.clone(), "1", note("failed"));
+    b.commit(tx).await.unwrap();
+    let again = recv(b, &jobs, "g", "c", 10, PATIENCE).await;
+    assert_eq!(again.iter().map(n_of).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(again[0].delivery_count, 2);
+    let letters = b.dead_letters(&jobs, None, 10).await.unwrap();
+    assert_eq!(letters.iter().map(n_of_dead).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(letters[0].reason, "hopeless");
+    assert_eq!(
+        b.get_record(&notes, "1").await.unwrap(),
+        Some(note("failed"))
+    );
+
+    // A nack of what is not pending fails the whole transaction.
+    let mut tx = Transaction::new();
+    tx.put(notes.clone(), "2", note("retrying"))
+        .nack(
+            jobs.clone(),
+            g("g"),
+            got[2].id.clone(),
+            Nack::DeadLetter {
+                reason: "nope".into(),
+            },
+        )
+        .nack(
+            jobs.clone(),
+            g("g"),
+            got[1].id.clone(),
+            Nack::Retry {
+                delay: Duration::ZERO,
+            },
+        );
+    assert!(matches!(b.commit(tx).await, Err(Error::NotPending { .. })));
+    assert_eq!(b.get_record(&notes, "2").await.unwrap(), None);
+    let info = b.queue_info(&jobs).await.unwrap();
+    assert_eq!(info.dead_letters, 1, "nothing more was dead-lettered");
+    assert_eq!(
+        info.groups[0].pending, 2,
+        "2 and the redelivered 0 are in flight"
+    );
+    let acked = [got[2].id.clone(), again[0].id.clone()];
+    assert_eq!(b.ack(&jobs, &g("g"), &acked).await.unwrap(), 2);
 }
 
 pub async fn transaction_with_unknown_queue_applies_nothing(b: &dyn Broker) {

@@ -13,6 +13,9 @@
 //! as soon as the awaited message is deliverable: no sleeps.
 
 pub mod cases;
+pub mod hooked;
+
+pub use hooked::{Call, Hook, HookFuture, Hooked};
 
 use crate::Broker;
 
@@ -70,6 +73,8 @@ macro_rules! conformance_tests {
             nack_dead_letter_moves_at_once,
             dead_letters_requeue_by_id_and_all,
             dead_letters_purge,
+            nack_many_gives_back_every_pending_id_at_once,
+            dead_letter_is_found_by_id,
             expired_message_is_never_delivered,
             expired_message_can_be_dead_lettered,
             delayed_message_waits,
@@ -77,6 +82,7 @@ macro_rules! conformance_tests {
             transaction_applies_everything,
             transaction_with_bad_ack_applies_nothing,
             transaction_with_unknown_queue_applies_nothing,
+            transaction_nacks_with_a_record_or_not_at_all,
             purge_removes_messages,
             delete_removes_everything,
             retention_keeps_acked_messages,

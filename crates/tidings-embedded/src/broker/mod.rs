@@ -8,6 +8,8 @@
 mod dead_letters;
 mod operations;
 mod tables;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -200,8 +202,12 @@ impl EmbeddedBroker {
     }
 
     /// Runs `f` on the index under the lock and submits the records it wrote.
-    /// Records are submitted even when `f` fails part-way, so the store always
-    /// mirrors the index.
+    ///
+    /// Operations read what they need before they change anything, so one
+    /// that fails has normally written nothing. Should one fail after a
+    /// change all the same, its records are still submitted (the store
+    /// always mirrors the index) and the messages it stored are still
+    /// published once written: nothing is left stored but invisible.
     fn write<T>(
         &self,
         f: impl FnOnce(&mut Queues, &mut Ctx<'_>) -> Result<(T, Wait)>,
@@ -223,13 +229,13 @@ impl EmbeddedBroker {
         state.flush_deferred(now.saturating_sub(MARK_DELAY_MS), &mut batch);
         let wait = match &out {
             Ok((_, wait)) => *wait,
+            // The store publishes only batches that wait for a write.
+            Err(_) if sent.iter().any(|(_, _, seqs)| !seqs.is_empty()) => Wait::Written,
             Err(_) => Wait::Nothing,
         };
-        if out.is_ok() {
-            // Published by the store as soon as the batch is durable, so
-            // receivers are woken without waiting for the sender's task.
-            batch.sent = sent;
-        }
+        // Published by the store as soon as the batch is durable, so
+        // receivers are woken without waiting for the sender's task.
+        batch.sent = sent;
         let pending = if batch.is_empty() && wait == Wait::Nothing {
             Pending::done(None)
         } else {

@@ -226,37 +226,33 @@ impl Broker for EmbeddedBroker {
         finish(self.apply_ack(name, group, ids)).await
     }
 
-    async fn nack(
+    async fn nack_many(
         &self,
         name: &QueueName,
         group: &GroupName,
-        id: &MessageId,
+        ids: &[MessageId],
         nack: Nack,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
+        let seqs: Vec<u64> = ids.iter().filter_map(parse_id).collect();
         finish(self.write(|queues, ctx| {
             let q = queue(queues, name)?;
-            let Some(seq) = parse_id(id) else {
-                return Ok((false, Wait::Nothing));
-            };
-            let done = match nack {
-                Nack::Retry { delay } => q.retry_later(group, seq, delay, ctx)?,
-                Nack::DeadLetter { reason } => {
-                    let attempts = q.groups.get_mut(group).and_then(|g| {
-                        g.end_delivery(seq)
-                            .then(|| g.counts.get(&seq).copied().unwrap_or(0))
-                    });
-                    match attempts {
-                        Some(attempts) => {
-                            q.dead_letter(group, seq, reason, attempts, ctx)?;
-                            true
-                        }
-                        None => false,
-                    }
-                }
-            };
-            Ok((done, Wait::Written))
+            let given_back = q.give_back(group, &seqs, nack, ctx)?;
+            Ok((given_back, Wait::Written))
         }))
         .await
+    }
+
+    async fn dead_letter(&self, name: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>> {
+        let (out, _) = self.write(|queues, ctx| {
+            let q = queue(queues, name)?;
+            q.maintain(ctx)?;
+            let Some(dseq) = parse_id(id).filter(|d| q.dead.contains(d)) else {
+                return Ok((None, Wait::Nothing));
+            };
+            let record = read_dead(q, dseq, ctx)?;
+            Ok((Some(dead_letter_out(q, dseq, record)), Wait::Nothing))
+        });
+        out
     }
 
     async fn dead_letters(
@@ -288,9 +284,13 @@ impl Broker for EmbeddedBroker {
     ) -> Result<u64> {
         finish(self.write(|queues, ctx| {
             let q = queue(queues, name)?;
+            // Every letter is read before any moves: a failed read moves none.
+            let letters = selected(q, &selection)
+                .into_iter()
+                .map(|dseq| read_dead(q, dseq, ctx).map(|dead| (dseq, dead)))
+                .collect::<Result<Vec<_>>>()?;
             let mut seqs = Vec::new();
-            for dseq in selected(q, &selection) {
-                let dead = read_dead(q, dseq, ctx)?;
+            for (dseq, dead) in letters {
                 q.dead.remove(&dseq);
                 ctx.batch.delete(Space::Dead, seq_key(q.id(), dseq));
                 let record = MessageRecord {
@@ -331,8 +331,10 @@ impl Broker for EmbeddedBroker {
         let ops = transaction.into_ops();
         let record_wait = wait_for(self.inner.durability);
         finish(self.write(|queues, ctx| {
-            // Check everything first: nothing is applied unless all of it can be.
+            // Check (and read) everything first: nothing is applied unless
+            // all of it can be.
             let mut written: HashMap<Vec<u8>, bool> = HashMap::new();
+            let mut plans = Vec::new();
             for op in &ops {
                 match op {
                     TxOp::Send { queue: name, .. } => {
@@ -353,6 +355,23 @@ impl Broker for EmbeddedBroker {
                                 });
                             }
                         }
+                    }
+                    TxOp::Nack {
+                        queue: name,
+                        group,
+                        id,
+                        nack,
+                    } => {
+                        let q = queue(queues, name)?;
+                        let seq = parse_id(id).filter(|&seq| q.is_in_flight(group, seq));
+                        let Some(seq) = seq else {
+                            return Err(Error::NotPending {
+                                queue: name.to_string(),
+                                group: group.to_string(),
+                                id: id.to_string(),
+                            });
+                        };
+                        plans.push(q.plan_give_back(group, &[seq], nack.clone(), ctx)?);
                     }
                     TxOp::Put {
                         table,
@@ -393,6 +412,7 @@ impl Broker for EmbeddedBroker {
             }
             let mut receipts = Vec::new();
             let mut wait = Wait::Written;
+            let mut plans = plans.into_iter();
             for op in ops {
                 match op {
                     TxOp::Send {
@@ -414,6 +434,14 @@ impl Broker for EmbeddedBroker {
                         let q = queue(queues, &name)?;
                         for seq in ids.iter().filter_map(parse_id) {
                             q.ack(&group, seq, ctx);
+                        }
+                    }
+                    TxOp::Nack {
+                        queue: name, group, ..
+                    } => {
+                        let q = queue(queues, &name)?;
+                        if let Some(plan) = plans.next() {
+                            q.apply_give_back(&group, plan, ctx);
                         }
                     }
                     TxOp::Put {

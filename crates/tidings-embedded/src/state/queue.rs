@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use tidings_core::{
-    ConsumerName, ExpiryAction, GroupName, QueueInfo, QueueName, Result, Timestamp,
+    ConsumerName, ExpiryAction, GroupName, Nack, QueueInfo, QueueName, Result, Timestamp,
 };
 
 use super::group::GroupState;
@@ -116,6 +116,16 @@ impl MsgMeta {
     fn expired(&self, now: u64) -> bool {
         self.expires_at().is_some_and(|t| t <= now)
     }
+}
+
+/// A nack planned: the deliveries in flight with their counts, when a
+/// retry is due, the reason of a dead letter, and the messages to
+/// dead-letter, read.
+pub(crate) struct GiveBack {
+    chosen: Vec<(u64, u32)>,
+    due: u64,
+    reason: Option<String>,
+    letters: HashMap<u64, MessageRecord>,
 }
 
 pub(crate) struct QueueState {
@@ -293,17 +303,17 @@ impl QueueState {
         }
     }
 
-    /// Copies a message into the dead-letter queue, as given up on by `group`
-    /// (`None`: no group had it).
+    /// Copies a message (read before, so nothing can fail here) into the
+    /// dead-letter queue, as given up on by `group` (`None`: no group had it).
     fn copy_to_dead_letters(
         &mut self,
         group: Option<&GroupName>,
         seq: u64,
+        message: MessageRecord,
         reason: String,
         attempts: u32,
         ctx: &mut Ctx<'_>,
-    ) -> Result<()> {
-        let message = self.read_message(seq, ctx)?;
+    ) {
         let dseq = ctx.seq.next(ctx.batch);
         let record = DeadRecord {
             original_seq: seq,
@@ -318,28 +328,29 @@ impl QueueState {
         self.dead.insert(dseq);
         self.record.dead_lettered_total += 1;
         self.save_record(ctx);
-        Ok(())
     }
 
-    /// `group` gives up on a message: it moves to the dead-letter queue, and
-    /// the group is finished with it.
+    /// `group` gives up on a message, whose record the caller read: it
+    /// moves to the dead-letter queue, and the group is finished with it.
     pub(crate) fn dead_letter(
         &mut self,
         group: &GroupName,
         seq: u64,
+        message: MessageRecord,
         reason: String,
         attempts: u32,
         ctx: &mut Ctx<'_>,
-    ) -> Result<()> {
-        self.copy_to_dead_letters(Some(group), seq, reason, attempts, ctx)?;
+    ) {
+        self.copy_to_dead_letters(Some(group), seq, message, reason, attempts, ctx);
         self.settle(group, seq, ctx);
-        Ok(())
     }
 
     /// A message's time to live has passed: drop it, or dead-letter it for
-    /// each group that still had it (or once, if no group had it).
+    /// each group that still had it (or once, if no group had it). The only
+    /// step that can fail, reading the message, comes before any change.
     fn expire(&mut self, seq: u64, ctx: &mut Ctx<'_>) -> Result<()> {
         if self.record.config.on_expiry == ExpiryAction::DeadLetter {
+            let message = self.read_message(seq, ctx)?;
             let holders: Vec<(GroupName, u32)> = self
                 .groups
                 .values()
@@ -347,10 +358,19 @@ impl QueueState {
                 .map(|g| (g.name.clone(), g.counts.get(&seq).copied().unwrap_or(0)))
                 .collect();
             if holders.is_empty() {
-                self.copy_to_dead_letters(None, seq, "expired".into(), 0, ctx)?;
-            }
-            for (group, attempts) in holders {
-                self.copy_to_dead_letters(Some(&group), seq, "expired".into(), attempts, ctx)?;
+                self.copy_to_dead_letters(None, seq, message, "expired".into(), 0, ctx);
+            } else {
+                for (group, attempts) in holders {
+                    let reason = "expired".to_owned();
+                    self.copy_to_dead_letters(
+                        Some(&group),
+                        seq,
+                        message.clone(),
+                        reason,
+                        attempts,
+                        ctx,
+                    );
+                }
             }
         }
         self.record.expired_total += 1;
@@ -430,7 +450,17 @@ impl QueueState {
                 continue;
             };
             if meta.expired(ctx.now) {
-                self.expire(seq, ctx)?;
+                if let Err(e) = self.expire(seq, ctx) {
+                    // Nothing of the expiry happened: the message stays
+                    // ready, and what was taken so far is handed out.
+                    if let Some(g) = self.groups.get_mut(group) {
+                        g.ready.add(seq);
+                    }
+                    if taken.is_empty() {
+                        return Err(e);
+                    }
+                    break;
+                }
                 continue;
             }
             let count = g.deliver(seq, consumer, deadline, ctx.now);
@@ -449,7 +479,9 @@ impl QueueState {
     }
 
     /// Applies the visibility timeout: timed-out deliveries become ready again,
-    /// or go to the dead-letter queue once `max_deliveries` is reached.
+    /// or go to the dead-letter queue once `max_deliveries` is reached. The
+    /// messages to dead-letter are read first: if a read fails, nothing
+    /// has changed.
     fn requeue_timed_out(&mut self, group: &GroupName, ctx: &mut Ctx<'_>) -> Result<()> {
         let max = self.record.config.max_deliveries;
         let qid = self.id();
@@ -457,13 +489,23 @@ impl QueueState {
             return Ok(());
         };
         g.promote_due(ctx.now);
-        let mut exhausted = Vec::new();
-        for seq in g.timed_out(ctx.now) {
+        let timed_out = g.timed_out(ctx.now);
+        let exhausted: Vec<(u64, u32)> = timed_out
+            .iter()
+            .map(|&seq| (seq, g.counts.get(&seq).copied().unwrap_or(0)))
+            .filter(|&(_, count)| count >= max)
+            .collect();
+        let mut records = Vec::with_capacity(exhausted.len());
+        for &(seq, _) in &exhausted {
+            records.push(self.read_message(seq, ctx)?);
+        }
+        let Some(g) = self.groups.get_mut(group) else {
+            return Ok(());
+        };
+        for seq in timed_out {
             g.end_delivery(seq);
             let count = g.counts.get(&seq).copied().unwrap_or(0);
-            if count >= max {
-                exhausted.push((seq, count));
-            } else {
+            if count < max {
                 g.ready.add(seq);
                 // So that a restart does not count it as in flight again.
                 let mark = Mark::Retry {
@@ -474,43 +516,104 @@ impl QueueState {
             }
         }
         let timeout = self.record.config.visibility_timeout;
-        for (seq, count) in exhausted {
+        for ((seq, count), message) in exhausted.into_iter().zip(records) {
             let reason = format!(
                 "not acknowledged after {count} deliveries (visibility timeout {timeout:?})"
             );
-            self.dead_letter(group, seq, reason, count, ctx)?;
+            self.dead_letter(group, seq, message, reason, count, ctx);
         }
         Ok(())
     }
 
-    /// Ends a delivery with a retry after `delay`, or a dead letter once the
-    /// group has had `max_deliveries`. Returns false if it was not in flight.
-    pub(crate) fn retry_later(
+    /// Gives deliveries of `group` back, all in one step: each to be retried
+    /// after a delay (a dead letter instead once the group has had
+    /// `max_deliveries`), or dead-lettered now. Seqs not in flight are
+    /// skipped. A failed read changes nothing. Returns how many were given back.
+    pub(crate) fn give_back(
         &mut self,
         group: &GroupName,
-        seq: u64,
-        delay: Duration,
+        seqs: &[u64],
+        nack: Nack,
         ctx: &mut Ctx<'_>,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
+        let plan = self.plan_give_back(group, seqs, nack, ctx)?;
+        Ok(self.apply_give_back(group, plan, ctx))
+    }
+
+    /// The first half of [`QueueState::give_back`]: which deliveries are in
+    /// flight, and the messages to dead-letter, read. Changes nothing.
+    pub(crate) fn plan_give_back(
+        &self,
+        group: &GroupName,
+        seqs: &[u64],
+        nack: Nack,
+        ctx: &Ctx<'_>,
+    ) -> Result<GiveBack> {
         let max = self.record.config.max_deliveries;
-        let qid = self.id();
-        let Some(g) = self.groups.get_mut(group) else {
-            return Ok(false);
+        let mut plan = GiveBack {
+            chosen: Vec::with_capacity(seqs.len()),
+            due: ctx.now,
+            reason: None,
+            letters: HashMap::new(),
         };
-        if !g.end_delivery(seq) {
-            return Ok(false);
+        match nack {
+            Nack::Retry { delay } => plan.due = Timestamp(ctx.now).plus(delay).as_millis(),
+            Nack::DeadLetter { reason } => plan.reason = Some(reason),
         }
-        let count = g.counts.get(&seq).copied().unwrap_or(0);
-        if count >= max {
-            let reason = format!("retried {count} times, the most max_deliveries allows");
-            self.dead_letter(group, seq, reason, count, ctx)?;
-        } else {
-            let due = Timestamp(ctx.now).plus(delay).as_millis();
-            g.delay(seq, due);
-            g.put_mark(qid, seq, &Mark::Retry { count, due }, ctx.batch);
-            self.notify.notify_waiters();
+        let Some(g) = self.groups.get(group) else {
+            return Ok(plan);
+        };
+        for &seq in seqs {
+            if !g.in_flight.contains_key(&seq) || plan.chosen.iter().any(|&(s, _)| s == seq) {
+                continue;
+            }
+            let count = g.counts.get(&seq).copied().unwrap_or(0);
+            plan.chosen.push((seq, count));
+            if plan.reason.is_some() || count >= max {
+                plan.letters.insert(seq, self.read_message(seq, ctx)?);
+            }
         }
-        Ok(true)
+        Ok(plan)
+    }
+
+    /// The second half of [`QueueState::give_back`]; cannot fail. A
+    /// delivery no longer in flight (acked earlier in the same
+    /// transaction) is skipped.
+    pub(crate) fn apply_give_back(
+        &mut self,
+        group: &GroupName,
+        mut plan: GiveBack,
+        ctx: &mut Ctx<'_>,
+    ) -> u64 {
+        let qid = self.id();
+        let mut given_back = 0;
+        for &(seq, count) in &plan.chosen {
+            let Some(g) = self.groups.get_mut(group) else {
+                break;
+            };
+            if !g.end_delivery(seq) {
+                continue;
+            }
+            given_back += 1;
+            match plan.letters.remove(&seq) {
+                Some(message) => {
+                    let reason = plan.reason.clone().unwrap_or_else(|| {
+                        format!("retried {count} times, the most max_deliveries allows")
+                    });
+                    self.dead_letter(group, seq, message, reason, count, ctx);
+                }
+                None => {
+                    g.delay(seq, plan.due);
+                    let mark = Mark::Retry {
+                        count,
+                        due: plan.due,
+                    };
+                    g.put_mark(qid, seq, &mark, ctx.batch);
+                }
+            }
+        }
+        self.notify.notify_waiters();
+        given_back
     }
 
     /// Is `seq` delivered to `group` and not yet acked?

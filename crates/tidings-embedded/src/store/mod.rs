@@ -5,6 +5,8 @@
 //! is atomic; the caller chooses whether to wait until it is written to the
 //! operating system, synced to disk, or not at all.
 
+#[cfg(test)]
+pub(crate) mod faulty;
 pub(crate) mod fjall;
 pub(crate) mod memory;
 

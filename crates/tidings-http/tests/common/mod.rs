@@ -25,7 +25,11 @@ impl TestServer {
 
     /// On `port` (0: any free one).
     pub async fn start_on(port: u16) -> Self {
-        let engine: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
+        Self::start_over(Arc::new(EmbeddedBroker::in_memory()), port).await
+    }
+
+    /// Over `engine`, on `port` (0: any free one).
+    pub async fn start_over(engine: Arc<dyn Broker>, port: u16) -> Self {
         let hub = Hub::open(engine, HubConfig::default()).await.unwrap();
         let config = ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], port)),

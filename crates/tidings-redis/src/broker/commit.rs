@@ -1,10 +1,10 @@
-//! Transactions: sends, acks and record writes in one script run.
+//! Transactions: sends, acks, nacks and record writes in one script run.
 
 use tidings_core::{
-    Error, GroupName, MessageId, QueueName, Result, SendReceipt, TableName, Transaction, TxOp,
+    Error, GroupName, MessageId, Nack, QueueName, Result, SendReceipt, TableName, Transaction, TxOp,
 };
 
-use super::messages::message_args;
+use super::messages::{flat, message_args};
 use super::receive::receipts;
 use super::{RedisBroker, ScriptReply, millis};
 use crate::keys::slot;
@@ -13,7 +13,8 @@ use crate::wire::entry::is_stream_id;
 
 /// An operation as the script sees it, with what to report if it is refused.
 enum Step {
-    Ack(QueueName, GroupName, MessageId),
+    /// An ack or nack: refused when the message is not pending.
+    Pending(QueueName, GroupName, MessageId),
     Record(TableName, String),
     Other,
 }
@@ -25,7 +26,7 @@ impl RedisBroker {
         let mut tables: Vec<TableName> = Vec::new();
         for op in &ops {
             match op {
-                TxOp::Send { queue, .. } | TxOp::Ack { queue, .. } => {
+                TxOp::Send { queue, .. } | TxOp::Ack { queue, .. } | TxOp::Nack { queue, .. } => {
                     if !queues.contains(queue) {
                         queues.push(queue.clone());
                     }
@@ -83,8 +84,53 @@ impl RedisBroker {
                         args.push(index(&queue).to_string().into_bytes());
                         args.push(group.as_str().as_bytes().to_vec());
                         args.push(id.as_str().as_bytes().to_vec());
-                        steps.push(Step::Ack(queue.clone(), group.clone(), id));
+                        steps.push(Step::Pending(queue.clone(), group.clone(), id));
                     }
+                }
+                TxOp::Nack {
+                    queue,
+                    group,
+                    id,
+                    nack,
+                } => {
+                    let qi = index(&queue);
+                    let not_pending = || Error::NotPending {
+                        queue: queue.to_string(),
+                        group: group.to_string(),
+                        id: id.to_string(),
+                    };
+                    if !is_stream_id(id.as_str()) {
+                        return Err(not_pending());
+                    }
+                    args.push(b"N".to_vec());
+                    args.push(qi.to_string().into_bytes());
+                    args.push(group.as_str().as_bytes().to_vec());
+                    args.push(id.as_str().as_bytes().to_vec());
+                    match nack {
+                        Nack::Retry { delay } => {
+                            args.push(b"retry".to_vec());
+                            args.push(millis(delay).to_string().into_bytes());
+                            let vis = millis(configs[qi - 1].visibility_timeout);
+                            args.push(vis.to_string().into_bytes());
+                            args.push(b"0".to_vec());
+                            args.push(b"0".to_vec());
+                        }
+                        Nack::DeadLetter { reason } => {
+                            let read = self
+                                .dead_letters_of(&queue, &group, &[id.as_str()], &reason)
+                                .await?;
+                            let Some((_, count, fields)) = read.into_iter().next() else {
+                                return Err(not_pending());
+                            };
+                            args.push(b"dead".to_vec());
+                            args.push(b"0".to_vec());
+                            args.push(b"0".to_vec());
+                            args.push(count.to_string().into_bytes());
+                            args.push((fields.len() * 2).to_string().into_bytes());
+                            args.extend(flat(fields));
+                        }
+                    }
+                    steps.push(Step::Pending(queue.clone(), group.clone(), id));
                 }
                 TxOp::Put {
                     table,
@@ -137,7 +183,7 @@ impl RedisBroker {
                     .ok()
                     .and_then(|n| steps.get(n.wrapping_sub(1)));
                 Err(match (code.as_str(), step) {
-                    ("NOTPENDING", Some(Step::Ack(queue, group, id))) => Error::NotPending {
+                    ("NOTPENDING", Some(Step::Pending(queue, group, id))) => Error::NotPending {
                         queue: queue.to_string(),
                         group: group.to_string(),
                         id: id.to_string(),

@@ -14,6 +14,10 @@ use super::messages::{dead_letter, dead_letter_fields, flat, requeued_fields};
 use crate::wire::entry::{Entry, is_stream_id};
 use crate::{scripts, value};
 
+/// A message to move to the dead letters: its id, the delivery count it
+/// was read with, and the dead letter's fields.
+pub(super) type Move = (String, u32, Vec<(String, String)>);
+
 /// Dead letters requeued per script run.
 const REQUEUE_PAGE: usize = 100;
 
@@ -35,81 +39,110 @@ impl RedisBroker {
         let group_field = (!expired).then_some(group);
         let fields = dead_letter_fields(&entry, group_field, count, reason);
         let mode = if expired { "expired" } else { "pending" };
-        self.move_to_dead(queue, mode, group, id, count, config, fields)
-            .await?;
+        self.move_to_dead(
+            queue,
+            mode,
+            group,
+            vec![(id.to_owned(), count, fields)],
+            config,
+        )
+        .await?;
         Ok(())
     }
 
-    /// `nack` with a dead letter: moves a message pending in `group`.
+    /// `nack` with a dead letter: moves the messages pending in `group`,
+    /// in one script run (each as it was read; one redelivered meanwhile
+    /// is skipped). Returns how many moved.
     pub(super) async fn dead_letter_pending(
         &self,
         queue: &QueueName,
         group: &GroupName,
-        id: &MessageId,
+        ids: &[&str],
         reason: &str,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
         let config = self.config(queue).await?;
+        let moves = self.dead_letters_of(queue, group, ids, reason).await?;
+        self.move_to_dead(queue, "pending", group, moves, &config)
+            .await
+    }
+
+    /// Reads the messages pending in `group` among `ids`, with their
+    /// delivery counts, and builds the dead letter each would become.
+    pub(super) async fn dead_letters_of(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        ids: &[&str],
+        reason: &str,
+    ) -> Result<Vec<Move>> {
         let keys = self.keys(queue)?;
         let mut pipe = redis::pipe();
-        pipe.cmd("XRANGE")
-            .arg(&keys.stream)
-            .arg(id.as_str())
-            .arg(id.as_str())
-            .cmd("XPENDING")
-            .arg(&keys.stream)
-            .arg(group.as_str())
-            .arg(id.as_str())
-            .arg(id.as_str())
-            .arg(1);
+        for id in ids {
+            pipe.cmd("XRANGE").arg(&keys.stream).arg(*id).arg(*id);
+            pipe.cmd("XPENDING")
+                .arg(&keys.stream)
+                .arg(group.as_str())
+                .arg(*id)
+                .arg(*id)
+                .arg(1);
+        }
         let mut conn = self.conns.main();
         let replies: Vec<redis::Value> = match self.call(pipe.query_async(&mut conn)).await {
             Ok(r) => r,
             // No such group: nothing is pending in it.
-            Err(Error::Storage(e)) if e.to_string().contains("NOGROUP") => return Ok(false),
+            Err(Error::Storage(e)) if e.to_string().contains("NOGROUP") => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let entry = replies.first().and_then(|r| value::entries(r).pop());
-        let count = replies
-            .get(1)
-            .map(value::items)
-            .and_then(|p| p.first())
-            .map(value::items)
-            .and_then(|p| p.get(3))
-            .and_then(value::int)
-            .and_then(|n| u32::try_from(n).ok());
-        let (Some(entry), Some(count)) = (entry, count) else {
-            return Ok(false);
-        };
-        let fields = dead_letter_fields(&entry, Some(group), count, reason);
-        self.move_to_dead(queue, "pending", group, id.as_str(), count, &config, fields)
-            .await
+        let mut moves = Vec::with_capacity(ids.len());
+        for (id, pair) in ids.iter().zip(replies.chunks(2)) {
+            let entry = pair.first().and_then(|r| value::entries(r).pop());
+            let count = pair
+                .get(1)
+                .map(value::items)
+                .and_then(|p| p.first())
+                .map(value::items)
+                .and_then(|p| p.get(3))
+                .and_then(value::int)
+                .and_then(|n| u32::try_from(n).ok());
+            if let (Some(entry), Some(count)) = (entry, count) {
+                let fields = dead_letter_fields(&entry, Some(group), count, reason);
+                moves.push(((*id).to_owned(), count, fields));
+            }
+        }
+        Ok(moves)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Moves messages to the dead-letter stream, each with its expected
+    /// delivery count and entry (see `lua/move.lua`). Returns how many moved.
     async fn move_to_dead(
         &self,
         queue: &QueueName,
         mode: &str,
         group: &GroupName,
-        id: &str,
-        count: u32,
+        moves: Vec<Move>,
         config: &QueueConfig,
-        fields: Vec<(String, String)>,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
+        if moves.is_empty() {
+            return Ok(0);
+        }
         let keys = self.keys(queue)?;
         let [max_len, max_age] = Self::retention_args(config);
         let mut args = vec![
             queue.as_str().as_bytes().to_vec(),
             mode.as_bytes().to_vec(),
             group.as_str().as_bytes().to_vec(),
-            id.as_bytes().to_vec(),
-            count.to_string().into_bytes(),
             max_len,
             max_age,
+            moves.len().to_string().into_bytes(),
         ];
-        args.extend(flat(fields));
+        for (id, count, fields) in moves {
+            args.push(id.into_bytes());
+            args.push(count.to_string().into_bytes());
+            args.push((fields.len() * 2).to_string().into_bytes());
+            args.extend(flat(fields));
+        }
         let moved = self.script(&scripts::MOVE, &[&keys.stream], args).await?;
-        Ok(value::text(&moved).is_some())
+        Ok(value::count(&moved))
     }
 
     /// One entry of a queue's stream.
@@ -119,6 +152,30 @@ impl RedisBroker {
             .command(redis::cmd("XRANGE").arg(&keys.stream).arg(id).arg(id))
             .await?;
         Ok(value::entries(&reply).pop())
+    }
+
+    /// One dead letter by id.
+    pub(super) async fn find_dead(
+        &self,
+        queue: &QueueName,
+        id: &MessageId,
+    ) -> Result<Option<DeadLetter>> {
+        self.config(queue).await?;
+        if !is_stream_id(id.as_str()) {
+            return Ok(None);
+        }
+        let keys = self.keys(queue)?;
+        let reply = self
+            .command(
+                redis::cmd("XRANGE")
+                    .arg(&keys.dlq)
+                    .arg(id.as_str())
+                    .arg(id.as_str()),
+            )
+            .await?;
+        Ok(value::entries(&reply)
+            .first()
+            .map(|e| dead_letter(queue, e)))
     }
 
     pub(super) async fn list_dead(

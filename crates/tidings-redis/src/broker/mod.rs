@@ -548,26 +548,37 @@ impl Broker for RedisBroker {
             .await
     }
 
-    async fn nack(
+    async fn nack_many(
         &self,
         queue: &QueueName,
         group: &GroupName,
-        id: &MessageId,
+        ids: &[MessageId],
         nack: Nack,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
         let config = self.config(queue).await?;
-        if !is_stream_id(id.as_str()) {
-            return Ok(false);
+        let mut chosen: Vec<&str> = Vec::with_capacity(ids.len());
+        for id in ids.iter().map(MessageId::as_str) {
+            if is_stream_id(id) && !chosen.contains(&id) {
+                chosen.push(id);
+            }
+        }
+        if chosen.is_empty() {
+            return Ok(0);
         }
         match nack {
             Nack::Retry { delay } => {
-                self.hold(queue, group, id.as_str(), "retry", millis(delay), &config)
+                self.hold(queue, group, &chosen, "retry", millis(delay), &config)
                     .await
             }
             Nack::DeadLetter { reason } => {
-                self.dead_letter_pending(queue, group, id, &reason).await
+                self.dead_letter_pending(queue, group, &chosen, &reason)
+                    .await
             }
         }
+    }
+
+    async fn dead_letter(&self, queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>> {
+        self.find_dead(queue, id).await
     }
 
     async fn dead_letters(

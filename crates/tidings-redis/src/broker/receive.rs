@@ -499,7 +499,7 @@ impl RedisBroker {
             self.ack_now(r.queue, r.group, &sorted.skipped).await?;
         }
         for (id, due) in &sorted.early {
-            self.hold(r.queue, r.group, id, "delayed", *due, r.config)
+            self.hold(r.queue, r.group, &[id.as_str()], "delayed", *due, r.config)
                 .await?;
         }
         for (id, reason, count) in &sorted.unreadable {
@@ -510,32 +510,28 @@ impl RedisBroker {
         Ok((sorted.deliveries, passed_over))
     }
 
-    /// Holds a pending message back (see `lua/hold.lua`).
+    /// Holds pending messages back, all in one script run (see
+    /// `lua/hold.lua`). Returns how many were pending and held.
     pub(super) async fn hold(
         &self,
         queue: &QueueName,
         group: &GroupName,
-        id: &str,
+        ids: &[&str],
         mode: &str,
         when: u64,
         config: &QueueConfig,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
         let stream = self.layout.stream(queue)?;
-        let held = self
-            .script(
-                &scripts::HOLD,
-                &[&stream],
-                vec![
-                    queue.as_str().as_bytes().to_vec(),
-                    group.as_str().as_bytes().to_vec(),
-                    id.as_bytes().to_vec(),
-                    mode.as_bytes().to_vec(),
-                    when.to_string().into_bytes(),
-                    millis(config.visibility_timeout).to_string().into_bytes(),
-                ],
-            )
-            .await?;
-        Ok(value::int(&held) == Some(1))
+        let mut args = vec![
+            queue.as_str().as_bytes().to_vec(),
+            group.as_str().as_bytes().to_vec(),
+            mode.as_bytes().to_vec(),
+            when.to_string().into_bytes(),
+            millis(config.visibility_timeout).to_string().into_bytes(),
+        ];
+        args.extend(ids.iter().map(|id| id.as_bytes().to_vec()));
+        let held = self.script(&scripts::HOLD, &[&stream], args).await?;
+        Ok(value::count(&held))
     }
 
     pub(super) async fn ack_now(

@@ -4,6 +4,9 @@
 --   max len, max age; then the operations, each a code and its arguments:
 --   S qi data pl headers dedup ttl delay | A qi group id | P ti key value absent(1/0) | D ti key
 --   | X ti key present(1/0) value   (a record must hold value, or be absent, beforehand)
+--   | N qi group id mode value vis count nf fields...   (a nack: mode 'retry' with
+--     value the delay ms, or 'dead' with the expected delivery count and the
+--     dead letter's nf fields and values)
 --   (qi and ti index KEYS; ti counts from nq + 1).
 -- Errors: NOQUEUE name | NOTPENDING op# | EXISTS op# | CHANGED op#
 local nq = tonumber(ARGV[1])
@@ -19,6 +22,12 @@ for i = 1, nq do
 end
 local first_op = at
 local sizes = {S = 8, A = 4, P = 5, D = 3, X = 5}
+-- The length of the operation at `at` (a nack's depends on its fields).
+local function size(at)
+  local op = ARGV[at]
+  if op == 'N' then return 9 + tonumber(ARGV[at + 8]) end
+  return sizes[op]
+end
 
 -- Check everything first: a script cannot roll back what it wrote.
 local present = {}
@@ -30,6 +39,13 @@ while at <= #ARGV do
     local q = qs[tonumber(ARGV[at + 1])]
     local p = redis.pcall('XPENDING', q.stream, ARGV[at + 2], ARGV[at + 3], ARGV[at + 3], 1)
     if p.err or #p == 0 then return redis.error_reply('NOTPENDING ' .. n) end
+  elseif op == 'N' then
+    local q = qs[tonumber(ARGV[at + 1])]
+    local count = pending_count(q, ARGV[at + 2], ARGV[at + 3])
+    -- A dead letter was built from the delivery read: it must still be that one.
+    if not count or (ARGV[at + 4] == 'dead' and count ~= tonumber(ARGV[at + 7])) then
+      return redis.error_reply('NOTPENDING ' .. n)
+    end
   elseif op == 'X' then
     local stored = redis.call('HGET', KEYS[tonumber(ARGV[at + 1])], ARGV[at + 2])
     local ok
@@ -45,7 +61,7 @@ while at <= #ARGV do
     end
     present[slot] = op == 'P'
   end
-  at = at + sizes[op]
+  at = at + size(at)
 end
 
 local now = now_ms()
@@ -65,6 +81,19 @@ while at <= #ARGV do
     local q = qs[qi]
     groups[qi] = groups[qi] or groups_of(q.stream)
     ack_one(q, ARGV[at + 2], ARGV[at + 3], groups[qi])
+  elseif op == 'N' then
+    local qi = tonumber(ARGV[at + 1])
+    local q, group, id = qs[qi], ARGV[at + 2], ARGV[at + 3]
+    if ARGV[at + 4] == 'dead' then
+      -- Unless an earlier operation of this transaction acked it.
+      if pending_count(q, group, id) then
+        add_dead(q, at + 9, at + 8 + tonumber(ARGV[at + 8]))
+        groups[qi] = groups[qi] or groups_of(q.stream)
+        ack_one(q, group, id, groups[qi])
+      end
+    else
+      hold_one(q, group, id, 'retry', ARGV[at + 5], tonumber(ARGV[at + 6]), now)
+    end
   elseif op == 'P' then
     local hash, key = KEYS[tonumber(ARGV[at + 1])], ARGV[at + 2]
     redis.call('HSET', hash, key, ARGV[at + 3])
@@ -74,7 +103,7 @@ while at <= #ARGV do
     redis.call('HDEL', hash, key)
     redis.call('ZREM', hash .. ':keys', key)
   end
-  at = at + sizes[op]
+  at = at + size(at)
 end
 for _, q in ipairs(qs) do trim_retained(q, now) end
 return out

@@ -222,3 +222,35 @@ local function ack_one(q, group, id, groups)
   return ack_ids(q, group, {id}, groups)
 end
 
+
+-- The delivery count of `id` in `group`, or nil if it is not pending there.
+local function pending_count(q, group, id)
+  local p = redis.pcall('XPENDING', q.stream, group, id, id, 1)
+  if p.err or #p == 0 then return nil end
+  return tonumber(p[1][4]), p[1][2]
+end
+
+-- Holds a pending delivery back until a time (see hold.lua for `mode` and
+-- `value`). Returns false if it is not pending in the group.
+local function hold_one(q, group, id, mode, value, vis, now)
+  local count, consumer = pending_count(q, group, id)
+  if not count then return false end
+  local due = tonumber(value)
+  if mode == 'retry' then
+    due = now + due
+  else
+    count = 0
+  end
+  -- Redis counts idle time from the delivery time: set it so the entry
+  -- times out (and is reclaimed) when due, or is held again until then.
+  redis.call('XCLAIM', q.stream, group, consumer, 0, id,
+    'TIME', now + math.min(due - now, vis) - vis, 'RETRYCOUNT', count, 'JUSTID')
+  redis.call('ZADD', q.stream .. ':held:' .. group, due, id)
+  return true
+end
+
+-- Adds a dead letter whose fields and values are ARGV[first..last].
+local function add_dead(q, first, last)
+  redis.call('XADD', q.dlq, '*', unpack(ARGV, first, last))
+  redis.call('HINCRBY', q.meta, 'dead_lettered_total', 1)
+end

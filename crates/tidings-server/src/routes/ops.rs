@@ -44,9 +44,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             StatusCode::OK,
             Json(json!({"status": "ready", "version": VERSION})),
         ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "storage": e.to_string()})),
-        ),
+        Err(e) => {
+            // The detail is for the operator's log, not for whoever can reach /readyz.
+            tracing::error!(error = %e, "not ready: the storage does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+        }
     }
 }

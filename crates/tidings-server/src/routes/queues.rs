@@ -362,6 +362,19 @@ pub struct NackRequest {
     dead_letter: Option<String>,
 }
 
+/// A retry after `retry_after` ms (default 0), or a dead letter with a reason.
+fn nack_of(retry_after: Option<u64>, dead_letter: Option<String>) -> ApiResult<Nack> {
+    match (retry_after, dead_letter) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "retry_after and dead_letter - give one, not both",
+        )),
+        (_, Some(reason)) => Ok(Nack::DeadLetter { reason }),
+        (delay, None) => Ok(Nack::Retry {
+            delay: millis(delay.unwrap_or(0)),
+        }),
+    }
+}
+
 #[utoipa::path(post, path = "/v1/queues/{name}/nack", tag = "queues", params(("name" = String, Path)), request_body = NackRequest,
     responses((status = 200, description = "`{\"nacked\": bool}` for an `id` (false if it was not pending in the group); `{\"nacked\": n}` for `ids`"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn nack(
@@ -371,17 +384,7 @@ pub async fn nack(
 ) -> ApiResult<Json<Value>> {
     let queue = queue_name(&s, &call, &name)?;
     let n: NackRequest = call.json()?;
-    let nack = match (n.retry_after, n.dead_letter) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "retry_after and dead_letter - give one, not both",
-            ));
-        }
-        (_, Some(reason)) => Nack::DeadLetter { reason },
-        (delay, None) => Nack::Retry {
-            delay: millis(delay.unwrap_or(0)),
-        },
-    };
+    let nack = nack_of(n.retry_after, n.dead_letter)?;
     let group = GroupName::new(n.group)?;
     let broker = s.hub.broker();
     match (n.id, n.ids) {
@@ -392,15 +395,8 @@ pub async fn nack(
             Ok(Json(json!({ "nacked": nacked })))
         }
         (None, Some(ids)) => {
-            let mut nacked = 0;
-            for id in ids {
-                if broker
-                    .nack(&queue, &group, &MessageId::from(id), nack.clone())
-                    .await?
-                {
-                    nacked += 1;
-                }
-            }
+            let ids: Vec<MessageId> = ids.into_iter().map(MessageId::from).collect();
+            let nacked = broker.nack_many(&queue, &group, &ids, nack).await?;
             Ok(Json(json!({ "nacked": nacked })))
         }
         _ => Err(ApiError::bad_request("id or ids - give one, not both")),
@@ -455,25 +451,17 @@ pub async fn dead_letter(
     call: Call,
 ) -> ApiResult<Json<Value>> {
     let queue = queue_name(&s, &call, &name)?;
-    // Dead letters are listed in pages; the one asked for is looked up in them.
-    let mut after: Option<MessageId> = None;
-    loop {
-        let page = s
-            .hub
-            .broker()
-            .dead_letters(&queue, after.as_ref(), MAX_RECEIVE)
-            .await?;
-        let full = page.len() == MAX_RECEIVE;
-        after = page.last().map(|d| d.id.clone());
-        if let Some(found) = page.into_iter().find(|d| d.id.as_str() == id) {
-            return Ok(Json(dead_letter_view(found)?));
-        }
-        if !full {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("queue {name:?} has no dead letter {id:?}"),
-            ));
-        }
+    match s
+        .hub
+        .broker()
+        .dead_letter(&queue, &MessageId::from(id.clone()))
+        .await?
+    {
+        Some(found) => Ok(Json(dead_letter_view(found)?)),
+        None => Err(ApiError::not_found_coded(
+            "dead_letter_not_found",
+            format!("queue {name:?} has no dead letter {id:?}"),
+        )),
     }
 }
 
@@ -551,6 +539,21 @@ pub enum TxRequestOp {
         /// The ids.
         ids: Vec<String>,
     },
+    /// Give a delivered message back (retry after `retry_after` ms, or
+    /// dead-letter with the reason `dead_letter`); it must be pending, or
+    /// nothing is applied.
+    Nack {
+        /// The queue.
+        queue: String,
+        /// The group.
+        group: String,
+        /// The id.
+        id: String,
+        /// Deliver it again after this many ms (default 0).
+        retry_after: Option<u64>,
+        /// Move it to the dead letters now, with this reason.
+        dead_letter: Option<String>,
+    },
     /// Write a record (overwriting).
     Put {
         /// The table.
@@ -594,12 +597,12 @@ pub enum TxRequestOp {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TxRequest {
-    /// Sends, acks and record writes, applied all or nothing.
+    /// Sends, acks, nacks and record writes, applied all or nothing.
     ops: Vec<TxRequestOp>,
 }
 
 #[utoipa::path(post, path = "/v1/transactions", tag = "queues", request_body = TxRequest,
-    responses((status = 200, description = "`{\"messages\": [{\"id\", \"duplicate\"}]}`: the sends' receipts, in order"), (status = 404, description = "A queue does not exist: nothing applied", body = ErrorBody), (status = 409, description = "An ack of a message not pending: nothing applied", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "`{\"messages\": [{\"id\", \"duplicate\"}]}`: the sends' receipts, in order"), (status = 404, description = "A queue does not exist: nothing applied", body = ErrorBody), (status = 409, description = "An ack or nack of a message not pending, a record taken or changed: nothing applied", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
     let request: TxRequest = call.json()?;
@@ -617,6 +620,20 @@ pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Jso
                     queue_name(&s, &call, &queue)?,
                     GroupName::new(group)?,
                     ids.into_iter().map(MessageId::from),
+                );
+            }
+            TxRequestOp::Nack {
+                queue,
+                group,
+                id,
+                retry_after,
+                dead_letter,
+            } => {
+                tx.nack(
+                    queue_name(&s, &call, &queue)?,
+                    GroupName::new(group)?,
+                    MessageId::from(id),
+                    nack_of(retry_after, dead_letter)?,
                 );
             }
             TxRequestOp::Put { table, key, value } => {

@@ -1,0 +1,172 @@
+//! Operations whose store read fails part-way change nothing: no message is
+//! left stored but invisible, no delivery is lost from its group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tidings_core::{
+    Broker, ConsumerName, DeadLetterSelection, GroupName, Nack, OutgoingMessage, QueueConfig,
+    QueueName, ReceiveOptions,
+};
+
+use super::{EmbeddedBroker, EmbeddedOptions};
+use crate::store::Space;
+use crate::store::faulty::{Faults, FaultyStore};
+
+struct Setup {
+    broker: EmbeddedBroker,
+    faults: Arc<Faults>,
+    queue: QueueName,
+    group: GroupName,
+    me: ConsumerName,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        let store = FaultyStore::default();
+        let faults = store.faults.clone();
+        let broker = EmbeddedBroker::with_store(Box::new(store), EmbeddedOptions::default())
+            .expect("an empty store loads");
+        let queue = QueueName::new("jobs").expect("valid");
+        broker
+            .create_queue(&queue, QueueConfig::default())
+            .await
+            .expect("created");
+        Self {
+            broker,
+            faults,
+            queue,
+            group: GroupName::new("workers").expect("valid"),
+            me: ConsumerName::new("w1").expect("valid"),
+        }
+    }
+
+    async fn send(&self, n: usize) {
+        for i in 0..n {
+            let message = OutgoingMessage::json(&serde_json::json!({ "n": i })).expect("json");
+            self.broker.send(&self.queue, message).await.expect("sent");
+        }
+    }
+
+    async fn receive(&self, max: usize) -> Vec<tidings_core::Delivery> {
+        let options = ReceiveOptions::new(max, Duration::ZERO);
+        self.broker
+            .receive(&self.queue, &self.group, &self.me, options)
+            .await
+            .expect("received")
+    }
+
+    async fn dead_letter_all(&self, n: usize) {
+        let got = self.receive(n).await;
+        assert_eq!(got.len(), n);
+        for d in got {
+            let nack = Nack::DeadLetter {
+                reason: "bad".into(),
+            };
+            let done = self.broker.nack(&self.queue, &self.group, &d.id, nack);
+            assert!(done.await.expect("nacked"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_requeue_whose_read_fails_part_way_moves_no_letter() {
+    let s = Setup::new().await;
+    s.send(3).await;
+    s.dead_letter_all(3).await;
+
+    // The second letter's read fails, after the first was read.
+    s.faults.fail_reads(Space::Dead, 1);
+    let requeue = s
+        .broker
+        .requeue_dead_letters(&s.queue, DeadLetterSelection::All)
+        .await;
+    assert!(requeue.is_err(), "{requeue:?}");
+    s.faults.heal();
+    let info = s.broker.queue_info(&s.queue).await.expect("info");
+    assert_eq!(info.dead_letters, 3, "every letter is still dead");
+    assert_eq!(info.length, 0, "no message was stored");
+
+    let moved = s
+        .broker
+        .requeue_dead_letters(&s.queue, DeadLetterSelection::All)
+        .await
+        .expect("requeued");
+    assert_eq!(moved, 3);
+    assert_eq!(s.receive(10).await.len(), 3, "each one visible once");
+}
+
+#[tokio::test]
+async fn a_dead_letter_nack_whose_read_fails_leaves_the_delivery_in_flight() {
+    let s = Setup::new().await;
+    s.send(1).await;
+    let got = s.receive(1).await;
+    s.faults.fail_reads(Space::Messages, 0);
+    let nack = Nack::DeadLetter {
+        reason: "bad".into(),
+    };
+    let failed = s.broker.nack(&s.queue, &s.group, &got[0].id, nack).await;
+    assert!(failed.is_err(), "{failed:?}");
+    s.faults.heal();
+    let info = s.broker.queue_info(&s.queue).await.expect("info");
+    assert_eq!(info.dead_letters, 0);
+    assert_eq!(info.groups[0].pending, 1, "still delivered, not lost");
+    let ids = [got[0].id.clone()];
+    let acked = s.broker.ack(&s.queue, &s.group, &ids).await;
+    assert_eq!(acked.expect("acked"), 1);
+}
+
+#[tokio::test]
+async fn a_retry_past_max_deliveries_whose_read_fails_leaves_the_delivery_in_flight() {
+    let store = FaultyStore::default();
+    let faults = store.faults.clone();
+    let broker =
+        EmbeddedBroker::with_store(Box::new(store), EmbeddedOptions::default()).expect("loads");
+    let queue = QueueName::new("once").expect("valid");
+    let config = QueueConfig {
+        max_deliveries: 1,
+        ..QueueConfig::default()
+    };
+    broker.create_queue(&queue, config).await.expect("created");
+    let message = OutgoingMessage::json(&serde_json::json!(1)).expect("json");
+    broker.send(&queue, message).await.expect("sent");
+    let (group, me) = (
+        GroupName::new("g").expect("valid"),
+        ConsumerName::new("c").expect("valid"),
+    );
+    let options = ReceiveOptions::new(1, Duration::ZERO);
+    let got = broker
+        .receive(&queue, &group, &me, options)
+        .await
+        .expect("received");
+    faults.fail_reads(Space::Messages, 0);
+    let retry = Nack::Retry {
+        delay: Duration::ZERO,
+    };
+    assert!(
+        broker
+            .nack(&queue, &group, &got[0].id, retry)
+            .await
+            .is_err()
+    );
+    faults.heal();
+    let info = broker.queue_info(&queue).await.expect("info");
+    assert_eq!((info.dead_letters, info.groups[0].pending), (0, 1));
+}
+
+#[tokio::test]
+async fn a_nack_of_several_whose_second_read_fails_gives_none_back() {
+    let s = Setup::new().await;
+    s.send(2).await;
+    let got = s.receive(2).await;
+    let ids: Vec<_> = got.iter().map(|d| d.id.clone()).collect();
+    s.faults.fail_reads(Space::Messages, 1);
+    let nack = Nack::DeadLetter {
+        reason: "bad".into(),
+    };
+    let failed = s.broker.nack_many(&s.queue, &s.group, &ids, nack).await;
+    assert!(failed.is_err(), "{failed:?}");
+    s.faults.heal();
+    let info = s.broker.queue_info(&s.queue).await.expect("info");
+    assert_eq!((info.dead_letters, info.groups[0].pending), (0, 2));
+}
