@@ -3,6 +3,7 @@
 //! the broker at scrape time (cheap: no scans of events or gists).
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,6 +52,21 @@ pub struct HubMetrics {
     pub(crate) in_flight: Family<SubscriptionLabels, Gauge>,
     pub(crate) oldest_age: Family<SubscriptionLabels, Gauge<f64, AtomicU64>>,
     pub(crate) dead_letters: Family<SubscriptionLabels, Gauge>,
+    /// Held while the subscription gauges are replaced and the registry
+    /// encoded, so a scrape never sees another's half-filled gauges.
+    scrape: Mutex<()>,
+}
+
+/// One subscription's queue, read at scrape time.
+pub(crate) struct SubscriptionReading {
+    pub(crate) labels: SubscriptionLabels,
+    /// Deliveries waiting, due or delayed.
+    pub(crate) waiting: u64,
+    /// Deliveries being attempted.
+    pub(crate) in_flight: u64,
+    pub(crate) dead_letters: u64,
+    /// Age of the oldest undelivered event, seconds.
+    pub(crate) oldest_age: f64,
 }
 
 impl Default for HubMetrics {
@@ -111,6 +127,7 @@ impl Default for HubMetrics {
             in_flight,
             oldest_age,
             dead_letters,
+            scrape: Mutex::new(()),
         }
     }
 }
@@ -123,8 +140,32 @@ impl HubMetrics {
             .inc();
     }
 
+    /// The text exposition (OpenMetrics), with the subscription gauges set
+    /// to `readings` (taken before, with the awaits they need): replacing
+    /// and encoding happen under one lock, so concurrent scrapes cannot
+    /// clear each other's gauges.
+    pub(crate) fn encode_with(&self, readings: Vec<SubscriptionReading>) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.queued.clear();
+        self.in_flight.clear();
+        self.oldest_age.clear();
+        self.dead_letters.clear();
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for r in readings {
+            self.queued.get_or_create(&r.labels).set(gauge(r.waiting));
+            self.in_flight
+                .get_or_create(&r.labels)
+                .set(gauge(r.in_flight));
+            self.dead_letters
+                .get_or_create(&r.labels)
+                .set(gauge(r.dead_letters));
+            self.oldest_age.get_or_create(&r.labels).set(r.oldest_age);
+        }
+        self.encode()
+    }
+
     /// The text exposition (OpenMetrics).
-    pub(crate) fn encode(&self) -> String {
+    fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -24,6 +24,9 @@ use crate::time::{iso, now_ms};
 const RECEIVE_WAIT: Duration = Duration::from_secs(5);
 /// Pause after a broker error, so a failing store is not hammered.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long a delivery to an inactive subscriber waits before it is looked
+/// at again (no attempt is made or counted meanwhile).
+pub(crate) const INACTIVE_RETRY: Duration = Duration::from_secs(10);
 
 pub(super) async fn lane(
     shared: Arc<Shared>,
@@ -144,7 +147,19 @@ async fn attempt(
         .await?
         .unwrap_or_else(|| Gist::pending(&event.id, &event.action, &sub, None, now_ms()));
     let Some(secret) = hub.application_secret(&sub.application) else {
-        return Ok(Some(ERROR_PAUSE));
+        // The subscriber is inactive (or gone): no attempt, and the
+        // delivery waits its turn again instead of staying in flight.
+        hub.broker()
+            .nack(
+                queue,
+                &tables.group,
+                &delivery.id,
+                Nack::Retry {
+                    delay: INACTIVE_RETRY,
+                },
+            )
+            .await?;
+        return Ok(Some(INACTIVE_RETRY));
     };
     let breaker = shared.breaker(&sub.endpoint);
     if let Err(rejected) = breaker.permit() {
@@ -186,14 +201,7 @@ async fn attempt(
         gist.status = GistStatus::Delivered;
         gist.delivered_at = Some(now_ms());
         gist.next_attempt_at = None;
-        let mut tx = Transaction::new();
-        tx.ack(queue.clone(), tables.group.clone(), [delivery.id.clone()]);
-        put(&mut tx, &tables.gists, gist_key, &gist)?;
-        match hub.broker().commit(tx).await {
-            // Redelivered meanwhile (visibility timeout): the other attempt settles it.
-            Ok(_) | Err(tidings_core::Error::NotPending { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        settle(hub, delivery, &gist, None).await?;
         hub.metrics().attempt("delivered");
         if let Some(ms) = gist.latency_ms {
             hub.metrics().delivery_latency.observe(ms as f64 / 1000.0);
@@ -217,15 +225,7 @@ async fn attempt(
         gist.status = GistStatus::Failed;
         gist.dead_at = Some(now_ms());
         gist.next_attempt_at = None;
-        store(hub, &gist).await?;
-        hub.broker()
-            .nack(
-                queue,
-                &tables.group,
-                &delivery.id,
-                Nack::DeadLetter { reason },
-            )
-            .await?;
+        settle(hub, delivery, &gist, Some(Nack::DeadLetter { reason })).await?;
         hub.metrics().attempt("dead_lettered");
         notify_dead_letter(hub, &gist, &event).await;
         return Ok(None);
@@ -237,11 +237,32 @@ async fn attempt(
     hub.metrics().attempt("retrying");
     gist.status = GistStatus::Retrying;
     gist.next_attempt_at = Some(now_ms() + delay.as_millis() as u64);
-    store(hub, &gist).await?;
-    hub.broker()
-        .nack(queue, &tables.group, &delivery.id, Nack::Retry { delay })
-        .await?;
+    settle(hub, delivery, &gist, Some(Nack::Retry { delay })).await?;
     Ok(Some(delay))
+}
+
+/// Writes the gist of an attempt and the delivery's next step (an ack, or
+/// `nack`) in one transaction: a crash leaves both as they were, or both
+/// changed.
+async fn settle(
+    hub: &crate::hub::Hub,
+    delivery: &Delivery,
+    gist: &Gist,
+    nack: Option<Nack>,
+) -> HubResult<()> {
+    let tables = &hub.inner.tables;
+    let (queue, group, id) = (&delivery.queue, &tables.group, &delivery.id);
+    let mut tx = Transaction::new();
+    match nack {
+        None => tx.ack(queue.clone(), group.clone(), [id.clone()]),
+        Some(nack) => tx.nack(queue.clone(), group.clone(), id.clone(), nack),
+    };
+    put(&mut tx, &tables.gists, gist.key(), gist)?;
+    match hub.broker().commit(tx).await {
+        // Redelivered meanwhile (visibility timeout): the other attempt settles it.
+        Ok(_) | Err(tidings_core::Error::NotPending { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn record(gist: &mut Gist, outcome: &Outcome, number: u32, event: &Event) {

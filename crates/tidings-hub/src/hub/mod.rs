@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::error::HubResult;
 use crate::ids::RowIds;
-use crate::metrics::{HubMetrics, SubscriptionLabels};
+use crate::metrics::{HubMetrics, SubscriptionLabels, SubscriptionReading};
 use crate::tables::Tables;
 
 /// Settings of the hub.
@@ -239,11 +239,7 @@ impl Hub {
                 })
                 .collect()
         });
-        let m = &self.inner.metrics;
-        m.queued.clear();
-        m.in_flight.clear();
-        m.oldest_age.clear();
-        m.dead_letters.clear();
+        let mut readings = Vec::with_capacity(subs.len());
         for labels in subs {
             let queue = crate::tables::subscription_queue(&labels.subscription)?;
             let info = match self.inner.broker.queue_info(&queue).await {
@@ -255,25 +251,22 @@ impl Hub {
                 .groups
                 .iter()
                 .find(|g| g.name == self.inner.tables.group);
-            let (waiting, pending) =
+            let (waiting, in_flight) =
                 group.map_or((info.length, 0), |g| (g.ready + g.delayed, g.pending));
-            m.queued
-                .get_or_create(&labels)
-                .set(i64::try_from(waiting).unwrap_or(i64::MAX));
-            m.in_flight
-                .get_or_create(&labels)
-                .set(i64::try_from(pending).unwrap_or(i64::MAX));
-            m.dead_letters
-                .get_or_create(&labels)
-                .set(i64::try_from(info.dead_letters).unwrap_or(i64::MAX));
-            let age = if waiting + pending > 0 {
+            let oldest_age = if waiting + in_flight > 0 {
                 info.oldest_message_age.map_or(0.0, |a| a.as_secs_f64())
             } else {
                 0.0
             };
-            m.oldest_age.get_or_create(&labels).set(age);
+            readings.push(SubscriptionReading {
+                labels,
+                waiting,
+                in_flight,
+                dead_letters: info.dead_letters,
+                oldest_age,
+            });
         }
-        Ok(m.encode())
+        Ok(self.inner.metrics.encode_with(readings))
     }
 
     /// Reads the catalog.

@@ -1,0 +1,187 @@
+//! What a delivery's gist says and where its message stands never disagree:
+//! the gist of an attempt and the message's next step are one transaction;
+//! a delivery whose subscriber was deactivated meanwhile waits instead of
+//! staying in flight.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tidings_core::testing::{Call, Hooked};
+use tidings_core::{Broker, Error, GroupInfo, QueueName};
+use tidings_embedded::EmbeddedBroker;
+use tidings_hub::model::GistStatus;
+use tidings_hub::{DeliveryConfig, Dispatcher, Hub, HubConfig, Principal};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// An endpoint that answers every request 500.
+async fn failing_endpoint() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                // One read holds these small requests whole.
+                let _ = tcp.read(&mut buf).await;
+                let answer = "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    address
+}
+
+/// A hub with one subscriber of `shop.sold`; returns it with the
+/// subscription's queue.
+async fn hub_with_subscriber(broker: Arc<dyn Broker>, address: &str) -> (Hub, QueueName, String) {
+    let config = HubConfig {
+        // Far beyond PATIENCE: a delivery left in flight stays there.
+        attempt_timeout: Duration::from_secs(60),
+        ..HubConfig::default()
+    };
+    let hub = Hub::open(broker, config).await.unwrap();
+    let admin = Principal::Admin;
+    hub.create_application(
+        &admin,
+        from(json!({"application": "shop", "address": address})),
+    )
+    .await
+    .unwrap();
+    hub.register_action(
+        &admin,
+        from(json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}})),
+    )
+    .await
+    .unwrap();
+    let (view, _) = hub
+        .subscribe(
+            &admin,
+            from(json!({"application": "shop", "action": "shop.sold", "handler": "/hooks"})),
+        )
+        .await
+        .unwrap();
+    let id = view["subscription"].as_str().unwrap().to_owned();
+    let queue = QueueName::new(format!("hub.sub.{id}")).unwrap();
+    (hub, queue, id)
+}
+
+async fn publish(hub: &Hub) -> String {
+    let event =
+        serde_json::from_value(json!({"action": "shop.sold", "payload": {"n": 1}})).unwrap();
+    let published = hub.publish(&Principal::Admin, event, None).await.unwrap();
+    published.view["event"].as_str().unwrap().to_owned()
+}
+
+fn start(hub: &Hub) -> watch::Sender<bool> {
+    let (stop, stopped) = watch::channel(false);
+    let dispatcher = Dispatcher::new(hub.clone(), DeliveryConfig::default()).unwrap();
+    tokio::spawn(dispatcher.run(stopped));
+    stop
+}
+
+fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+/// Waits until the delivery group of `queue` satisfies `check`.
+async fn group_until(
+    broker: &dyn Broker,
+    queue: &QueueName,
+    what: &str,
+    check: impl Fn(&GroupInfo) -> bool,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let info = broker.queue_info(queue).await.unwrap();
+        if info.groups.iter().any(&check) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {:?}", info.groups);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_records_its_gist_and_its_retry_together() {
+    // Every nack made outside a transaction fails, as a crash right after
+    // the gist's write would leave it.
+    let engine: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
+    let failing = Arc::new(AtomicBool::new(true));
+    let hooked = {
+        let failing = failing.clone();
+        Hooked::new(engine.clone(), move |call: Call| {
+            let fail = call.op == "nack_many" && failing.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if fail {
+                    Err(Error::Unavailable("the process died here".into()))
+                } else {
+                    Ok(())
+                }
+            })
+        })
+    };
+    let address = failing_endpoint().await;
+    let (hub, queue, sub) = hub_with_subscriber(Arc::new(hooked), &address).await;
+    let event = publish(&hub).await;
+    let stop = start(&hub);
+    group_until(
+        &*engine,
+        &queue,
+        "the retry is scheduled, not left in flight",
+        |g| g.delayed == 1 && g.pending == 0,
+    )
+    .await;
+    let gist = hub.gist(&format!("{event}.{sub}")).await.unwrap();
+    assert_eq!(gist.status, GistStatus::Retrying);
+    assert_eq!(gist.attempts, 1);
+    stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_to_a_subscriber_deactivated_meanwhile_waits_instead_of_staying_in_flight() {
+    // The worker's reads of records are held, once armed, until the test
+    // has deactivated the subscriber: the delivery is then in the worker's
+    // hands, its subscriber inactive.
+    let engine: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
+    let armed = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(Semaphore::new(0));
+    let (entered, mut reads) = watch::channel(0usize);
+    let hooked = {
+        let (armed, gate) = (armed.clone(), gate.clone());
+        Hooked::new(engine.clone(), move |call: Call| {
+            let held = call.op == "get_record" && armed.load(Ordering::SeqCst);
+            let (gate, entered) = (gate.clone(), entered.clone());
+            Box::pin(async move {
+                if held {
+                    entered.send_modify(|n| *n += 1);
+                    gate.acquire().await.unwrap().forget();
+                }
+                Ok(())
+            })
+        })
+    };
+    let address = failing_endpoint().await;
+    let (hub, queue, _) = hub_with_subscriber(Arc::new(hooked), &address).await;
+    armed.store(true, Ordering::SeqCst);
+    let stop = start(&hub);
+    publish(&hub).await;
+    reads.wait_for(|n| *n >= 1).await.unwrap();
+    armed.store(false, Ordering::SeqCst);
+    hub.set_application_active(&Principal::Admin, "shop", Some(false))
+        .await
+        .unwrap();
+    gate.add_permits(1000);
+    group_until(&*engine, &queue, "the delivery waits, not in flight", |g| {
+        g.delayed == 1 && g.pending == 0
+    })
+    .await;
+    stop.send(true).unwrap();
+}
