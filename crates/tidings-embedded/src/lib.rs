@@ -4,6 +4,8 @@
 //! - [`EmbeddedBroker`] implements [`tidings_core::Broker`].
 //! - `broker`: the operations, each one lock section over the index followed by
 //!   a wait for the store.
+//! - `budget`: how much may wait for the writer; operations wait for their
+//!   share before they build their records.
 //! - `store`: where records live: fjall on disk (`store::fjall::writer`: one
 //!   thread doing group commit), or `BTreeMap`s in memory.
 //! - `records`: key layouts and record encodings.
@@ -16,11 +18,13 @@
 //! locked against a second process.
 
 mod broker;
+mod budget;
 mod clock;
 mod records;
 mod state;
 mod store;
 
 pub use broker::{EmbeddedBroker, EmbeddedOptions};
+pub use budget::WriteBudget;
 pub use clock::{Clock, ManualClock};
 pub use store::StoreStats;

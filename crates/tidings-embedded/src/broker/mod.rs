@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tidings_core::{Delivery, Durability, Error, QueueName, Result, Timestamp};
 
+use crate::budget::{Admission, Budget, WriteBudget};
 use crate::clock::Clock;
 use crate::records::{MessageRecord, decode, seq_key};
 use crate::state::{Ctx, MARK_DELAY_MS, QueueState, State, message_id};
@@ -30,6 +31,8 @@ pub struct EmbeddedOptions {
     pub durability: Durability,
     /// Where time comes from (the system clock unless a test moves it by hand).
     pub clock: Clock,
+    /// How much may wait for the writer before operations wait their turn.
+    pub write_budget: WriteBudget,
 }
 
 /// The embedded engine: durable queues in a local data directory, or in memory.
@@ -63,6 +66,7 @@ struct Inner {
     store: Box<dyn Store>,
     durability: Durability,
     clock: Clock,
+    budget: Budget,
 }
 
 impl Inner {
@@ -164,6 +168,7 @@ impl EmbeddedBroker {
             store,
             durability: options.durability,
             clock: options.clock,
+            budget: Budget::new(options.write_budget),
         });
         let weak = Arc::downgrade(&inner);
         inner.store.set_publisher(Arc::new(move |sent| {
@@ -201,7 +206,14 @@ impl EmbeddedBroker {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` on the index under the lock and submits the records it wrote.
+    /// Waits for an operation's share of the write budget: `bytes` is
+    /// about what its records will take.
+    async fn admit(&self, bytes: usize) -> Admission {
+        self.inner.budget.admit(bytes).await
+    }
+
+    /// Runs `f` on the index under the lock and submits the records it
+    /// wrote, with the operation's share of the write budget.
     ///
     /// Operations read what they need before they change anything, so one
     /// that fails has normally written nothing. Should one fail after a
@@ -210,11 +222,15 @@ impl EmbeddedBroker {
     /// published once written: nothing is left stored but invisible.
     fn write<T>(
         &self,
+        admission: Admission,
         f: impl FnOnce(&mut Queues, &mut Ctx<'_>) -> Result<(T, Wait)>,
     ) -> (Result<T>, Pending) {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            admission,
+            ..Batch::default()
+        };
         let now = self.inner.clock.now();
         let mut ctx = Ctx {
             store: &*self.inner.store,

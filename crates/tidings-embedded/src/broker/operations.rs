@@ -16,9 +16,35 @@ use tidings_core::{
     RecordScan, Result, SendReceipt, TableName, Timestamp, Transaction, TxOp,
 };
 
+use crate::budget::Admission;
 use crate::records::{MessageRecord, QueueRecord, record_key, seq_key};
 use crate::state::{Ctx, QueueState, message_id, parse_id};
 use crate::store::{Pending, Space, Wait};
+
+/// What the records of one ack or nack take, about (a mark and its key).
+const ID_BYTES: usize = 64;
+
+/// What the records of `messages` take, about: the write budget's estimate.
+fn sends_bytes(messages: &[OutgoingMessage]) -> usize {
+    messages.iter().map(message_bytes).sum()
+}
+
+fn message_bytes(m: &OutgoingMessage) -> usize {
+    let headers: usize = m.headers.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    m.payload.len() + headers + m.dedup_id.as_ref().map_or(0, |d| 2 * d.len()) + 64
+}
+
+/// The write budget's estimate of a transaction's records.
+fn transaction_bytes(ops: &[TxOp]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            TxOp::Send { message, .. } => message_bytes(message),
+            TxOp::Put { key, value, .. } => key.len() + value.len() + 16,
+            TxOp::Ack { ids, .. } => ids.len() * ID_BYTES,
+            TxOp::Nack { .. } | TxOp::Delete { .. } | TxOp::Expect { .. } => ID_BYTES,
+        })
+        .sum()
+}
 
 /// Stores one message (or finds its duplicate). Returns the receipt and the
 /// new message's seq.
@@ -67,11 +93,12 @@ impl EmbeddedBroker {
     /// in the log.
     fn apply_ack(
         &self,
+        admission: Admission,
         name: &QueueName,
         group: &GroupName,
         ids: &[MessageId],
     ) -> (Result<u64>, Pending) {
-        self.write(|queues, ctx| {
+        self.write(admission, |queues, ctx| {
             let q = queue(queues, name)?;
             let acked = ids
                 .iter()
@@ -87,7 +114,7 @@ impl EmbeddedBroker {
 impl Broker for EmbeddedBroker {
     async fn create_queue(&self, name: &QueueName, config: QueueConfig) -> Result<bool> {
         config.validate()?;
-        finish(self.write(|queues, ctx| {
+        finish(self.write(self.admit(256).await, |queues, ctx| {
             if let Some(q) = queues.get(name) {
                 return if q.record.config == config {
                     Ok((false, Wait::Synced))
@@ -115,7 +142,7 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn queue_info(&self, name: &QueueName) -> Result<QueueInfo> {
-        let (out, _) = self.write(|queues, ctx| {
+        let (out, _) = self.write(Admission::none(), |queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
             Ok((q.info(ctx.now), Wait::Nothing))
@@ -124,7 +151,7 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn delete_queue(&self, name: &QueueName) -> Result<()> {
-        finish(self.write(|queues, ctx| {
+        finish(self.write(self.admit(0).await, |queues, ctx| {
             let mut q = queues
                 .remove(name)
                 .ok_or_else(|| Error::QueueNotFound(name.to_string()))?;
@@ -135,7 +162,7 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn purge_queue(&self, name: &QueueName) -> Result<u64> {
-        finish(self.write(|queues, ctx| {
+        finish(self.write(self.admit(0).await, |queues, ctx| {
             let q = queue(queues, name)?;
             Ok((q.purge(ctx), Wait::Written))
         }))
@@ -148,19 +175,21 @@ impl Broker for EmbeddedBroker {
         messages: Vec<OutgoingMessage>,
     ) -> Result<Vec<SendReceipt>> {
         OutgoingMessage::validate_all(&messages)?;
-        finish(self.write(|queues, ctx| {
-            let q = queue(queues, name)?;
-            q.maintain(ctx)?;
-            let mut receipts = Vec::with_capacity(messages.len());
-            let mut seqs = Vec::with_capacity(messages.len());
-            for message in messages {
-                let (receipt, seq) = enqueue(q, message, ctx);
-                receipts.push(receipt);
-                seqs.extend(seq);
-            }
-            ctx.sent.push((name.clone(), q.id(), seqs));
-            Ok((receipts, self.send_wait(q)))
-        }))
+        finish(
+            self.write(self.admit(sends_bytes(&messages)).await, |queues, ctx| {
+                let q = queue(queues, name)?;
+                q.maintain(ctx)?;
+                let mut receipts = Vec::with_capacity(messages.len());
+                let mut seqs = Vec::with_capacity(messages.len());
+                for message in messages {
+                    let (receipt, seq) = enqueue(q, message, ctx);
+                    receipts.push(receipt);
+                    seqs.extend(seq);
+                }
+                ctx.sent.push((name.clone(), q.id(), seqs));
+                Ok((receipts, self.send_wait(q)))
+            }),
+        )
         .await
     }
 
@@ -174,7 +203,7 @@ impl Broker for EmbeddedBroker {
         options.validate()?;
         let deadline = Instant::now() + options.wait;
         loop {
-            let (out, pending) = self.write(|queues, ctx| {
+            let (out, pending) = self.write(Admission::none(), |queues, ctx| {
                 let q = queue(queues, name)?;
                 q.maintain(ctx)?;
                 let taken = q.take(group, consumer, options.max_messages, ctx)?;
@@ -212,7 +241,8 @@ impl Broker for EmbeddedBroker {
         if ack.is_empty() {
             return Ok((0, self.receive(name, group, consumer, options).await?));
         }
-        let (acked, written) = self.apply_ack(name, group, ack);
+        let admission = self.admit(ack.len() * ID_BYTES).await;
+        let (acked, written) = self.apply_ack(admission, name, group, ack);
         let acked = acked?;
         // The acks are applied; their write to the log goes on without the
         // call waiting for it, so a consumer's next messages are not held up
@@ -223,7 +253,8 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn ack(&self, name: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64> {
-        finish(self.apply_ack(name, group, ids)).await
+        let admission = self.admit(ids.len() * ID_BYTES).await;
+        finish(self.apply_ack(admission, name, group, ids)).await
     }
 
     async fn nack_many(
@@ -234,16 +265,18 @@ impl Broker for EmbeddedBroker {
         nack: Nack,
     ) -> Result<u64> {
         let seqs: Vec<u64> = ids.iter().filter_map(parse_id).collect();
-        finish(self.write(|queues, ctx| {
-            let q = queue(queues, name)?;
-            let given_back = q.give_back(group, &seqs, nack, ctx)?;
-            Ok((given_back, Wait::Written))
-        }))
+        finish(
+            self.write(self.admit(ids.len() * ID_BYTES).await, |queues, ctx| {
+                let q = queue(queues, name)?;
+                let given_back = q.give_back(group, &seqs, nack, ctx)?;
+                Ok((given_back, Wait::Written))
+            }),
+        )
         .await
     }
 
     async fn dead_letter(&self, name: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>> {
-        let (out, _) = self.write(|queues, ctx| {
+        let (out, _) = self.write(Admission::none(), |queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
             let Some(dseq) = parse_id(id).filter(|d| q.dead.contains(d)) else {
@@ -263,7 +296,7 @@ impl Broker for EmbeddedBroker {
     ) -> Result<Vec<DeadLetter>> {
         // An id of another format (or none) starts from the beginning.
         let start = after.and_then(parse_id).map_or(0, |d| d.saturating_add(1));
-        let (out, _) = self.write(|queues, ctx| {
+        let (out, _) = self.write(Admission::none(), |queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
             let letters = q
@@ -282,7 +315,7 @@ impl Broker for EmbeddedBroker {
         name: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        finish(self.write(|queues, ctx| {
+        finish(self.write(self.admit(0).await, |queues, ctx| {
             let q = queue(queues, name)?;
             // Every letter is read before any moves: a failed read moves none.
             let letters = selected(q, &selection)
@@ -314,7 +347,7 @@ impl Broker for EmbeddedBroker {
         name: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        finish(self.write(|queues, ctx| {
+        finish(self.write(self.admit(0).await, |queues, ctx| {
             let q = queue(queues, name)?;
             let chosen = selected(q, &selection);
             for &dseq in &chosen {
@@ -330,140 +363,142 @@ impl Broker for EmbeddedBroker {
         transaction.validate()?;
         let ops = transaction.into_ops();
         let record_wait = wait_for(self.inner.durability);
-        finish(self.write(|queues, ctx| {
-            // Check (and read) everything first: nothing is applied unless
-            // all of it can be.
-            let mut written: HashMap<Vec<u8>, bool> = HashMap::new();
-            let mut plans = Vec::new();
-            for op in &ops {
-                match op {
-                    TxOp::Send { queue: name, .. } => {
-                        queue(queues, name)?;
-                    }
-                    TxOp::Ack {
-                        queue: name,
-                        group,
-                        ids,
-                    } => {
-                        let q = queue(queues, name)?;
-                        for id in ids {
-                            if !parse_id(id).is_some_and(|seq| q.is_in_flight(group, seq)) {
+        finish(
+            self.write(self.admit(transaction_bytes(&ops)).await, |queues, ctx| {
+                // Check (and read) everything first: nothing is applied unless
+                // all of it can be.
+                let mut written: HashMap<Vec<u8>, bool> = HashMap::new();
+                let mut plans = Vec::new();
+                for op in &ops {
+                    match op {
+                        TxOp::Send { queue: name, .. } => {
+                            queue(queues, name)?;
+                        }
+                        TxOp::Ack {
+                            queue: name,
+                            group,
+                            ids,
+                        } => {
+                            let q = queue(queues, name)?;
+                            for id in ids {
+                                if !parse_id(id).is_some_and(|seq| q.is_in_flight(group, seq)) {
+                                    return Err(Error::NotPending {
+                                        queue: name.to_string(),
+                                        group: group.to_string(),
+                                        id: id.to_string(),
+                                    });
+                                }
+                            }
+                        }
+                        TxOp::Nack {
+                            queue: name,
+                            group,
+                            id,
+                            nack,
+                        } => {
+                            let q = queue(queues, name)?;
+                            let seq = parse_id(id).filter(|&seq| q.is_in_flight(group, seq));
+                            let Some(seq) = seq else {
                                 return Err(Error::NotPending {
                                     queue: name.to_string(),
                                     group: group.to_string(),
                                     id: id.to_string(),
                                 });
-                            }
-                        }
-                    }
-                    TxOp::Nack {
-                        queue: name,
-                        group,
-                        id,
-                        nack,
-                    } => {
-                        let q = queue(queues, name)?;
-                        let seq = parse_id(id).filter(|&seq| q.is_in_flight(group, seq));
-                        let Some(seq) = seq else {
-                            return Err(Error::NotPending {
-                                queue: name.to_string(),
-                                group: group.to_string(),
-                                id: id.to_string(),
-                            });
-                        };
-                        plans.push(q.plan_give_back(group, &[seq], nack.clone(), ctx)?);
-                    }
-                    TxOp::Put {
-                        table,
-                        key,
-                        only_if_absent,
-                        ..
-                    } => {
-                        let at = record_key(table.as_str(), key);
-                        if *only_if_absent {
-                            let taken = match written.get(&at) {
-                                Some(present) => *present,
-                                None => ctx.store.get(Space::Records, &at)?.is_some(),
                             };
-                            if taken {
-                                return Err(Error::RecordExists {
+                            plans.push(q.plan_give_back(group, &[seq], nack.clone(), ctx)?);
+                        }
+                        TxOp::Put {
+                            table,
+                            key,
+                            only_if_absent,
+                            ..
+                        } => {
+                            let at = record_key(table.as_str(), key);
+                            if *only_if_absent {
+                                let taken = match written.get(&at) {
+                                    Some(present) => *present,
+                                    None => ctx.store.get(Space::Records, &at)?.is_some(),
+                                };
+                                if taken {
+                                    return Err(Error::RecordExists {
+                                        table: table.to_string(),
+                                        key: key.clone(),
+                                    });
+                                }
+                            }
+                            written.insert(at, true);
+                        }
+                        TxOp::Delete { table, key } => {
+                            written.insert(record_key(table.as_str(), key), false);
+                        }
+                        TxOp::Expect { table, key, value } => {
+                            let stored = ctx
+                                .store
+                                .get(Space::Records, &record_key(table.as_str(), key))?;
+                            if stored.as_deref() != value.as_ref().map(|v| v.as_str().as_bytes()) {
+                                return Err(Error::RecordChanged {
                                     table: table.to_string(),
                                     key: key.clone(),
                                 });
                             }
                         }
-                        written.insert(at, true);
-                    }
-                    TxOp::Delete { table, key } => {
-                        written.insert(record_key(table.as_str(), key), false);
-                    }
-                    TxOp::Expect { table, key, value } => {
-                        let stored = ctx
-                            .store
-                            .get(Space::Records, &record_key(table.as_str(), key))?;
-                        if stored.as_deref() != value.as_ref().map(|v| v.as_str().as_bytes()) {
-                            return Err(Error::RecordChanged {
-                                table: table.to_string(),
-                                key: key.clone(),
-                            });
-                        }
                     }
                 }
-            }
-            let mut receipts = Vec::new();
-            let mut wait = Wait::Written;
-            let mut plans = plans.into_iter();
-            for op in ops {
-                match op {
-                    TxOp::Send {
-                        queue: name,
-                        message,
-                    } => {
-                        let q = queue(queues, &name)?;
-                        wait = wait.max(self.send_wait(q));
-                        let (receipt, seq) = enqueue(q, message, ctx);
-                        receipts.push(receipt);
-                        let qid = q.id();
-                        ctx.sent.push((name, qid, seq.into_iter().collect()));
-                    }
-                    TxOp::Ack {
-                        queue: name,
-                        group,
-                        ids,
-                    } => {
-                        let q = queue(queues, &name)?;
-                        for seq in ids.iter().filter_map(parse_id) {
-                            q.ack(&group, seq, ctx);
+                let mut receipts = Vec::new();
+                let mut wait = Wait::Written;
+                let mut plans = plans.into_iter();
+                for op in ops {
+                    match op {
+                        TxOp::Send {
+                            queue: name,
+                            message,
+                        } => {
+                            let q = queue(queues, &name)?;
+                            wait = wait.max(self.send_wait(q));
+                            let (receipt, seq) = enqueue(q, message, ctx);
+                            receipts.push(receipt);
+                            let qid = q.id();
+                            ctx.sent.push((name, qid, seq.into_iter().collect()));
                         }
-                    }
-                    TxOp::Nack {
-                        queue: name, group, ..
-                    } => {
-                        let q = queue(queues, &name)?;
-                        if let Some(plan) = plans.next() {
-                            q.apply_give_back(&group, plan, ctx);
+                        TxOp::Ack {
+                            queue: name,
+                            group,
+                            ids,
+                        } => {
+                            let q = queue(queues, &name)?;
+                            for seq in ids.iter().filter_map(parse_id) {
+                                q.ack(&group, seq, ctx);
+                            }
                         }
+                        TxOp::Nack {
+                            queue: name, group, ..
+                        } => {
+                            let q = queue(queues, &name)?;
+                            if let Some(plan) = plans.next() {
+                                q.apply_give_back(&group, plan, ctx);
+                            }
+                        }
+                        TxOp::Put {
+                            table, key, value, ..
+                        } => {
+                            wait = wait.max(record_wait);
+                            ctx.batch.put(
+                                Space::Records,
+                                record_key(table.as_str(), &key),
+                                value.as_str().as_bytes().to_vec(),
+                            );
+                        }
+                        TxOp::Delete { table, key } => {
+                            wait = wait.max(record_wait);
+                            ctx.batch
+                                .delete(Space::Records, record_key(table.as_str(), &key));
+                        }
+                        TxOp::Expect { .. } => {}
                     }
-                    TxOp::Put {
-                        table, key, value, ..
-                    } => {
-                        wait = wait.max(record_wait);
-                        ctx.batch.put(
-                            Space::Records,
-                            record_key(table.as_str(), &key),
-                            value.as_str().as_bytes().to_vec(),
-                        );
-                    }
-                    TxOp::Delete { table, key } => {
-                        wait = wait.max(record_wait);
-                        ctx.batch
-                            .delete(Space::Records, record_key(table.as_str(), &key));
-                    }
-                    TxOp::Expect { .. } => {}
                 }
-            }
-            Ok((receipts, wait))
-        }))
+                Ok((receipts, wait))
+            }),
+        )
         .await
     }
 

@@ -170,3 +170,61 @@ async fn a_nack_of_several_whose_second_read_fails_gives_none_back() {
     let info = s.broker.queue_info(&s.queue).await.expect("info");
     assert_eq!((info.dead_letters, info.groups[0].pending), (0, 2));
 }
+
+/// Sends from 256 producers, 16 at a time each, to a disk that takes 20 ms
+/// per commit: returns the most bytes that waited for the writer at once.
+async fn peak_backlog(budget: crate::WriteBudget) -> u64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let slow = Duration::from_millis(20);
+    let store = crate::store::fjall::FjallStore::open_slow(dir.path(), slow).expect("opens");
+    let options = EmbeddedOptions {
+        write_budget: budget,
+        ..EmbeddedOptions::default()
+    };
+    let broker = EmbeddedBroker::with_store(Box::new(store), options).expect("loads");
+    let queue = QueueName::new("firehose").expect("valid");
+    broker
+        .create_queue(&queue, QueueConfig::default())
+        .await
+        .expect("created");
+    let payload = serde_json::json!({ "blob": "x".repeat(16 * 1024) });
+    let message = OutgoingMessage::json(&payload).expect("json");
+    let producers: Vec<_> = (0..256)
+        .map(|_| {
+            let (broker, queue, message) = (broker.clone(), queue.clone(), message.clone());
+            tokio::spawn(async move {
+                let sends = (0..16).map(|_| broker.send(&queue, message.clone()));
+                for sent in futures_util::future::join_all(sends).await {
+                    sent.expect("sent");
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.await.expect("producer finished");
+    }
+    assert_eq!(
+        broker.queue_info(&queue).await.expect("info").length,
+        256 * 16
+    );
+    broker.store_stats().queued_bytes_peak
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_faster_than_the_disk_wait_within_the_write_budget() {
+    let budget = crate::WriteBudget {
+        bytes: 1 << 20,
+        batches: 1024,
+    };
+    let bounded = peak_backlog(budget).await;
+    // Each batch may go over its estimate by a little (keys, encoding).
+    assert!(bounded <= (1 << 20) + (64 << 10), "{bounded} bytes waited");
+    // Without a budget worth the name, the same producers queue far more:
+    // the disk is slow enough for the bound to matter.
+    let unbounded = peak_backlog(crate::WriteBudget {
+        bytes: usize::MAX >> 1,
+        batches: usize::MAX >> 1,
+    })
+    .await;
+    assert!(unbounded > 8 * bounded, "{unbounded} vs {bounded}");
+}

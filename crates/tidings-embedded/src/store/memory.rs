@@ -64,7 +64,7 @@ impl Store for MemoryStore {
 
     fn submit(&self, batch: Batch, _wait: Wait) -> Pending {
         let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
-        let Batch { ops, sent } = batch;
+        let Batch { ops, sent, .. } = batch;
         for (space, key, value) in ops {
             let map = spaces.entry(space).or_default();
             match value {

@@ -16,6 +16,8 @@ use tokio::sync::oneshot;
 
 use tidings_core::{Error, QueueName, Result};
 
+use crate::budget::Admission;
+
 /// The record families, one key space each (see `records` for key layouts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Space {
@@ -65,6 +67,9 @@ pub struct StoreStats {
     pub commits: u64,
     /// Journal syncs (fdatasync).
     pub syncs: u64,
+    /// The most bytes of records that waited for the writer at once
+    /// (bounded by the write budget).
+    pub queued_bytes_peak: u64,
 }
 
 /// New messages of one queue (name, id, seqs), to make visible once durable.
@@ -84,6 +89,9 @@ pub(crate) struct Batch {
     pub(crate) ops: Vec<(Space, Vec<u8>, Option<Vec<u8>>)>,
     /// Messages this batch stores, to publish once it is durable.
     pub(crate) sent: Vec<Sent>,
+    /// Its operation's share of the write budget, given back when the
+    /// batch is dropped (once written).
+    pub(crate) admission: Admission,
 }
 
 impl Batch {
@@ -97,6 +105,14 @@ impl Batch {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.sent.is_empty()
+    }
+
+    /// Bytes of keys and values.
+    pub(crate) fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|(_, k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum()
     }
 }
 

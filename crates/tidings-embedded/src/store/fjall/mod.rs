@@ -117,6 +117,17 @@ fn read_error(err: fjall::Error) -> Error {
 impl FjallStore {
     /// Opens (or creates) the data directory.
     pub(crate) fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, std::time::Duration::ZERO)
+    }
+
+    /// Opens a data directory on a disk made slow: the writer sleeps this
+    /// long after every commit.
+    #[cfg(test)]
+    pub(crate) fn open_slow(path: &Path, slow: std::time::Duration) -> Result<Self> {
+        Self::open_with(path, slow)
+    }
+
+    fn open_with(path: &Path, slow: std::time::Duration) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(Error::storage)?;
         let db = Database::builder(path)
             .cache_size(CACHE_BYTES)
@@ -142,6 +153,7 @@ impl FjallStore {
                 unwritten: unwritten.clone(),
                 idle_tick: idle_tick.clone(),
                 publisher: publisher.clone(),
+                slow,
             };
             let (db, spaces) = (db.clone(), spaces.clone());
             std::thread::Builder::new()
@@ -256,13 +268,16 @@ impl Store for FjallStore {
         Ok(())
     }
 
-    fn submit(&self, batch: Batch, wait: Wait) -> Pending {
+    fn submit(&self, mut batch: Batch, wait: Wait) -> Pending {
         let (reply, pending) = if wait == Wait::Nothing {
             (None, Pending::done(None))
         } else {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Pending::waiting(rx))
         };
+        let bytes = batch.bytes();
+        batch.admission.top_up(bytes);
+        self.stats.queue(bytes as u64);
         let mut sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
         let ticket = sender.1;
         sender.1 += 1;
@@ -272,12 +287,13 @@ impl Store for FjallStore {
             wait,
             reply,
             ticket,
+            bytes: bytes as u64,
         };
-        match sender.0.as_ref().map(|s| s.send(request)) {
-            Some(Ok(())) => pending,
-            // The writer is gone: the receiver of `pending` was dropped with
-            // the request, so waiting on it reports the broker as closed.
-            _ => pending,
+        // If the writer is gone, the receiver of `pending` is dropped with
+        // the request, so waiting on it reports the broker as closed.
+        if let Some(sender) = sender.0.as_ref() {
+            let _ = sender.send(request);
         }
+        pending
     }
 }

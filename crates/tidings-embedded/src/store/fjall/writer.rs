@@ -31,6 +31,8 @@ pub(super) struct Request {
     pub(super) reply: Option<oneshot::Sender<Result<(), String>>>,
     /// Position in submission order.
     pub(super) ticket: u64,
+    /// Bytes of its records.
+    pub(super) bytes: u64,
 }
 
 #[derive(Default)]
@@ -38,6 +40,8 @@ pub(super) struct Counters {
     batches: AtomicU64,
     commits: AtomicU64,
     syncs: AtomicU64,
+    queued_bytes: AtomicU64,
+    queued_bytes_peak: AtomicU64,
 }
 
 impl Counters {
@@ -46,7 +50,19 @@ impl Counters {
             batches: self.batches.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
+            queued_bytes_peak: self.queued_bytes_peak.load(Ordering::Relaxed),
         }
+    }
+
+    /// A batch of `bytes` joins the writer's queue.
+    pub(super) fn queue(&self, bytes: u64) {
+        let now = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.queued_bytes_peak.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Batches of `bytes` in all leave it, written.
+    fn written(&self, bytes: u64) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -56,6 +72,9 @@ pub(super) struct Hooks {
     pub(super) unwritten: Arc<Unwritten>,
     pub(super) idle_tick: Arc<OnceLock<IdleTick>>,
     pub(super) publisher: Arc<OnceLock<Publisher>>,
+    /// Time added to every commit, to play a slow disk in tests (zero
+    /// otherwise).
+    pub(super) slow: Duration,
 }
 
 impl Hooks {
@@ -120,6 +139,8 @@ pub(super) fn write_loop(
             hooks.publish(&mut group, Wait::Synced);
         }
         let outcome = failure.clone().map_or(Ok(()), Err);
+        stats.written(group.iter().map(|r| r.bytes).sum());
+        // Each request's share of the write budget goes back as it is dropped.
         for request in group {
             if let Some(reply) = request.reply {
                 let _ = reply.send(outcome.clone());
@@ -178,6 +199,9 @@ fn commit_group(
         }
     }
     batch.commit().map_err(|e| format!("write failed: {e:?}"))?;
+    if !hooks.slow.is_zero() {
+        std::thread::sleep(hooks.slow);
+    }
     hooks.publish(group, Wait::Written);
     for request in group.iter_mut() {
         if request.wait == Wait::Written
