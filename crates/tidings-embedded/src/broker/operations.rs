@@ -210,11 +210,18 @@ impl Broker for EmbeddedBroker {
                 let mut woken = Box::pin(q.notify.clone().notified_owned());
                 woken.as_mut().enable();
                 let next_due = q.next_due(group).map(|t| t.saturating_sub(ctx.now));
-                Ok(((q.id(), taken, woken, next_due), Wait::Nothing))
+                let wait = if q.records_deliveries_first() && !taken.is_empty() {
+                    Wait::Written
+                } else {
+                    Wait::Nothing
+                };
+                Ok(((q.id(), taken, woken, next_due), wait))
             });
-            drop(pending);
             let (qid, taken, woken, next_due) = out?;
             let deliveries = self.read_deliveries(name, qid, taken)?;
+            // The deliveries are handed out once written (when the queue
+            // records them first).
+            pending.wait().await?;
             if !deliveries.is_empty() || Instant::now() >= deadline {
                 return Ok(deliveries);
             }

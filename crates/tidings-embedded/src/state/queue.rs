@@ -421,6 +421,15 @@ impl QueueState {
         }
     }
 
+    /// Whether a delivery is written before it is handed out (so the
+    /// caller must wait for the write): on every queue with a bound on
+    /// deliveries, which a crash must not undo. A queue without one
+    /// (`max_deliveries: u32::MAX`) writes a delivery only if it is still in
+    /// flight 100 ms later.
+    pub(crate) fn records_deliveries_first(&self) -> bool {
+        self.record.config.max_deliveries < u32::MAX
+    }
+
     /// Delivers up to `max` messages of `group` to `consumer`: returns their
     /// seqs with delivery counts. The caller reads the payloads from the store
     /// after releasing the lock.
@@ -438,6 +447,7 @@ impl QueueState {
         let qid = self.id();
         let visibility = self.record.config.visibility_timeout;
         let deadline = Timestamp(ctx.now).plus(visibility).as_millis();
+        let record_now = self.records_deliveries_first();
         let mut taken = Vec::new();
         while taken.len() < max {
             let Some(g) = self.groups.get_mut(group) else {
@@ -464,15 +474,24 @@ impl QueueState {
                 continue;
             }
             let count = g.deliver(seq, consumer, deadline, ctx.now);
-            // The delivery is written only if it is still in flight a moment
-            // from now: most are acked first, and then cost no write at all.
-            ctx.deferred.push_back(DeferredMark {
-                at: ctx.now,
-                queue: self.name.clone(),
-                queue_id: qid,
-                group: group.clone(),
-                seq,
-            });
+            if record_now {
+                // Written before the consumer gets it: a crash in its
+                // handler cannot undo the count, so max_deliveries bounds
+                // a message that crashes its consumer.
+                if let Some(mark) = g.delivery_mark(seq) {
+                    g.put_mark(qid, seq, &mark, ctx.batch);
+                }
+            } else {
+                // Written only if still in flight a moment from now: most
+                // are acked first, and then cost no write at all.
+                ctx.deferred.push_back(DeferredMark {
+                    at: ctx.now,
+                    queue: self.name.clone(),
+                    queue_id: qid,
+                    group: group.clone(),
+                    seq,
+                });
+            }
             taken.push((seq, count));
         }
         Ok(taken)
