@@ -32,6 +32,9 @@ pub enum Scenario {
     /// The latency harness over an in-process channel instead of a broker:
     /// the floor this machine and runtime set.
     LatencyFloor,
+    /// Sends at 1,000/s to one queue while 100,000 dead letters of another
+    /// are requeued: the sends' latency, beside the same sends alone.
+    RequeueBeside,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +174,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         args.rate
                     ),
                     target: "(what the machine allows)",
+                }
+            }
+            Scenario::RequeueBeside => {
+                let (alone, beside, took) = requeue_beside(&broker, &payload, 100_000).await?;
+                Row {
+                    name: "send at 1,000/s beside a requeue of 100,000 dead letters",
+                    result: format!(
+                        "p50 / p99 / max {:.2} / {:.2} / {:.2} ms (alone: {:.2} / {:.2} / {:.2} ms); requeue took {:.1} s",
+                        beside.0,
+                        beside.1,
+                        beside.2,
+                        alone.0,
+                        alone.1,
+                        alone.2,
+                        took.as_secs_f64()
+                    ),
+                    target: "p99 < 5 ms",
                 }
             }
             Scenario::Latency => {
@@ -425,4 +445,95 @@ async fn latency_floor(rate: u64, length: Duration) -> anyhow::Result<(f64, f64,
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
     Ok((at(0.50), at(0.99), at(1.0), latencies.len()))
+}
+
+/// Dead-letters `letters` messages of one queue, then measures sends paced at
+/// 1,000/s to another queue: alone (2 s), then while the first queue's dead
+/// letters are all requeued. Returns (p50, p99, max) in ms of each, and how
+/// long the requeue took.
+async fn requeue_beside(
+    broker: &Arc<EmbeddedBroker>,
+    payload: &Payload,
+    letters: usize,
+) -> anyhow::Result<((f64, f64, f64), (f64, f64, f64), Duration)> {
+    let dead = QueueName::new("bench-dead")?;
+    let beside = QueueName::new("bench-beside")?;
+    broker.create_queue(&dead, QueueConfig::default()).await?;
+    broker.create_queue(&beside, QueueConfig::default()).await?;
+    fill(broker, &dead, payload, letters).await?;
+    let (group, consumer) = (GroupName::new("bench")?, ConsumerName::new("c1")?);
+    loop {
+        let options = ReceiveOptions::new(1000, Duration::ZERO);
+        let got = broker.receive(&dead, &group, &consumer, options).await?;
+        if got.is_empty() {
+            break;
+        }
+        let ids: Vec<MessageId> = got.into_iter().map(|d| d.id).collect();
+        let nack = tidings::Nack::DeadLetter {
+            reason: "bench".into(),
+        };
+        broker.nack_many(&dead, &group, &ids, nack).await?;
+    }
+    anyhow::ensure!(
+        broker.queue_info(&dead).await?.dead_letters == letters as u64,
+        "the dead letters were not all made"
+    );
+    let alone = paced_sends::<()>(broker, &beside, payload, Duration::from_secs(2), None).await?;
+    let started = Instant::now();
+    let requeue = {
+        let (broker, dead) = (broker.clone(), dead.clone());
+        tokio::spawn(async move {
+            let moved = broker
+                .requeue_dead_letters(&dead, tidings::DeadLetterSelection::All)
+                .await?;
+            anyhow::Ok((moved, started.elapsed()))
+        })
+    };
+    let during = paced_sends(broker, &beside, payload, Duration::ZERO, Some(&requeue)).await?;
+    let (moved, took) = requeue.await??;
+    anyhow::ensure!(moved == letters as u64, "requeued {moved} of {letters}");
+    Ok((alone, during, took))
+}
+
+/// Sends paced at 1,000/s, each its own task, for `length` or, with
+/// `until`, until that task has finished; returns p50, p99 and max send
+/// latency in ms.
+async fn paced_sends<T>(
+    broker: &Arc<EmbeddedBroker>,
+    queue: &QueueName,
+    payload: &Payload,
+    length: Duration,
+    until: Option<&tokio::task::JoinHandle<T>>,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let interval = Duration::from_millis(1);
+    let start = tokio::time::Instant::now();
+    let mut sends = Vec::new();
+    for i in 0u32.. {
+        let done = match until {
+            Some(task) => task.is_finished(),
+            None => start.elapsed() >= length,
+        };
+        if done {
+            break;
+        }
+        tokio::time::sleep_until(start + interval * i).await;
+        let (broker, queue, message) = (
+            broker.clone(),
+            queue.clone(),
+            OutgoingMessage::new(payload.clone()),
+        );
+        sends.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            broker.send(&queue, message).await?;
+            anyhow::Ok(sent.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(sends.len());
+    for s in sends {
+        latencies.push(s.await??);
+    }
+    anyhow::ensure!(!latencies.is_empty(), "no send was made");
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+    Ok((at(0.50), at(0.99), at(1.0)))
 }

@@ -7,11 +7,14 @@
 
 mod dead_letters;
 mod operations;
+mod record_reads;
 mod tables;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tidings_core::{Delivery, Durability, Error, QueueName, Result, Timestamp};
@@ -23,6 +26,7 @@ use crate::state::{Ctx, MARK_DELAY_MS, QueueState, State, message_id};
 use crate::store::fjall::FjallStore;
 use crate::store::memory::MemoryStore;
 use crate::store::{Batch, Pending, Sent, Space, Store, StoreStats, Wait};
+use record_reads::RecordStripes;
 
 /// Settings of an embedded broker.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +71,11 @@ struct Inner {
     durability: Durability,
     clock: Clock,
     budget: Budget,
+    /// Set when an operation left expiries for later because their
+    /// messages must be read first (outside the lock).
+    unread_expiries: AtomicBool,
+    /// Write counts of records, for reads made before the lock.
+    stripes: RecordStripes,
 }
 
 impl Inner {
@@ -123,6 +132,9 @@ fn wait_for(durability: Durability) -> Wait {
 
 type Queues = std::collections::BTreeMap<QueueName, QueueState>;
 
+/// Expiries applied per lock section by [`EmbeddedBroker::expire_unread`].
+const EXPIRY_STEP: usize = 256;
+
 fn queue<'a>(queues: &'a mut Queues, name: &QueueName) -> Result<&'a mut QueueState> {
     queues
         .get_mut(name)
@@ -169,6 +181,8 @@ impl EmbeddedBroker {
             durability: options.durability,
             clock: options.clock,
             budget: Budget::new(options.write_budget),
+            unread_expiries: AtomicBool::new(false),
+            stripes: RecordStripes::default(),
         });
         let weak = Arc::downgrade(&inner);
         inner.store.set_publisher(Arc::new(move |sent| {
@@ -225,6 +239,16 @@ impl EmbeddedBroker {
         admission: Admission,
         f: impl FnOnce(&mut Queues, &mut Ctx<'_>) -> Result<(T, Wait)>,
     ) -> (Result<T>, Pending) {
+        self.write_with(admission, HashMap::new(), f)
+    }
+
+    /// [`EmbeddedBroker::write`] with messages read before the lock.
+    fn write_with<T>(
+        &self,
+        admission: Admission,
+        prefetched: HashMap<(u64, u64), MessageRecord>,
+        f: impl FnOnce(&mut Queues, &mut Ctx<'_>) -> Result<(T, Wait)>,
+    ) -> (Result<T>, Pending) {
         let mut guard = self.lock();
         let state = &mut *guard;
         let mut batch = Batch {
@@ -239,8 +263,13 @@ impl EmbeddedBroker {
             now,
             deferred: &mut state.deferred,
             sent: Vec::new(),
+            prefetched,
+            unread_expiries: false,
         };
         let out = f(&mut state.queues, &mut ctx);
+        if ctx.unread_expiries {
+            self.inner.unread_expiries.store(true, Ordering::SeqCst);
+        }
         let sent = std::mem::take(&mut ctx.sent);
         state.flush_deferred(now.saturating_sub(MARK_DELAY_MS), &mut batch);
         let wait = match &out {
@@ -255,9 +284,114 @@ impl EmbeddedBroker {
         let pending = if batch.is_empty() && wait == Wait::Nothing {
             Pending::done(None)
         } else {
-            self.inner.store.submit(batch, wait)
+            let touched = RecordStripes::touched(&batch);
+            let pending = self.inner.store.submit(batch, wait);
+            self.inner.stripes.bump(&touched);
+            pending
         };
+        drop(guard);
         (out.map(|(value, _)| value), pending)
+    }
+
+    /// Reads messages before an operation takes the lock: `wanted` names
+    /// queues and seqs; returns what exists by queue id and seq (for
+    /// `Ctx::prefetched`). Only the queues' ids are looked up under the lock.
+    fn prefetch(
+        &self,
+        wanted: &[(&QueueName, Vec<u64>)],
+    ) -> Result<HashMap<(u64, u64), MessageRecord>> {
+        let mut read = HashMap::new();
+        if wanted.iter().all(|(_, seqs)| seqs.is_empty()) {
+            return Ok(read);
+        }
+        let ids: Vec<Option<u64>> = {
+            let state = self.lock();
+            wanted
+                .iter()
+                .map(|(name, _)| state.queues.get(*name).map(QueueState::id))
+                .collect()
+        };
+        for ((_, seqs), qid) in wanted.iter().zip(ids) {
+            let Some(qid) = qid else { continue };
+            for &seq in seqs {
+                if let Some(bytes) = self.inner.store.get(Space::Messages, &seq_key(qid, seq))? {
+                    read.insert((qid, seq), decode("message", &bytes)?);
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    /// Applies time to a queue now (expiries, retention, the dedup window),
+    /// with the expiries whose messages must be read first: for the
+    /// operations that report on the queue.
+    async fn apply_time(&self, name: &QueueName) -> Result<()> {
+        let (out, _) = self.write(Admission::none(), |queues, ctx| {
+            queue(queues, name)?.maintain(ctx)?;
+            Ok(((), Wait::Nothing))
+        });
+        out?;
+        self.expire_unread(name).await
+    }
+
+    /// After an operation: the expiries it left, if any. An operation that
+    /// succeeded is not failed by them (they are tried again by the next
+    /// one); returns whether any were applied.
+    async fn expire_unread_after(&self, name: &QueueName) -> bool {
+        if !self.inner.unread_expiries.load(Ordering::SeqCst) {
+            return false;
+        }
+        match self.expire_unread(name).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(queue = %name, error = %e, "expiries left for the next operation");
+                false
+            }
+        }
+    }
+
+    /// Applies the expiries of `name` that operations left because their
+    /// messages had to be read (to become dead letters): a step at a time,
+    /// the messages read outside the lock, each expiry re-checked under it.
+    /// Runs only after an operation found such expiries.
+    async fn expire_unread(&self, name: &QueueName) -> Result<()> {
+        if !self.inner.unread_expiries.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        loop {
+            let (out, _) = self.write(Admission::none(), |queues, ctx| {
+                let q = queue(queues, name)?;
+                Ok((
+                    (q.id(), q.due_expiries(ctx.now, EXPIRY_STEP)),
+                    Wait::Nothing,
+                ))
+            });
+            let (qid, due) = out?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            let mut read = HashMap::with_capacity(due.len());
+            let mut bytes = 0;
+            for seq in due {
+                // Gone meanwhile (acked, purged): its expiry went with it.
+                if let Some(value) = self.inner.store.get(Space::Messages, &seq_key(qid, seq))? {
+                    let record: MessageRecord = decode("message", &value)?;
+                    bytes += value.len();
+                    read.insert((qid, seq), record);
+                }
+            }
+            if read.is_empty() {
+                return Ok(());
+            }
+            let admission = self.admit(bytes).await;
+            finish(self.write_with(admission, read, |queues, ctx| {
+                if let Some(q) = queues.get_mut(name).filter(|q| q.id() == qid) {
+                    q.maintain(ctx)?;
+                }
+                Ok(((), Wait::Written))
+            }))
+            .await?;
+        }
     }
 
     /// Reads delivered messages from the store, outside the lock. A message

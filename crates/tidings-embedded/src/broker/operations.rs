@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::dead_letters::{dead_letter_out, read_dead, selected};
+use super::dead_letters::{STEP, dead_letter_out, next_step, read_dead};
 use super::{EmbeddedBroker, finish, queue, wait_for};
 use tokio::time::Instant;
 
@@ -142,6 +142,7 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn queue_info(&self, name: &QueueName) -> Result<QueueInfo> {
+        self.apply_time(name).await?;
         let (out, _) = self.write(Admission::none(), |queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
@@ -175,8 +176,9 @@ impl Broker for EmbeddedBroker {
         messages: Vec<OutgoingMessage>,
     ) -> Result<Vec<SendReceipt>> {
         OutgoingMessage::validate_all(&messages)?;
-        finish(
-            self.write(self.admit(sends_bytes(&messages)).await, |queues, ctx| {
+        let receipts = finish(self.write(
+            self.admit(sends_bytes(&messages)).await,
+            |queues, ctx| {
                 let q = queue(queues, name)?;
                 q.maintain(ctx)?;
                 let mut receipts = Vec::with_capacity(messages.len());
@@ -188,9 +190,11 @@ impl Broker for EmbeddedBroker {
                 }
                 ctx.sent.push((name.clone(), q.id(), seqs));
                 Ok((receipts, self.send_wait(q)))
-            }),
-        )
-        .await
+            },
+        ))
+        .await;
+        self.expire_unread_after(name).await;
+        receipts
     }
 
     async fn receive(
@@ -222,6 +226,10 @@ impl Broker for EmbeddedBroker {
             // The deliveries are handed out once written (when the queue
             // records them first).
             pending.wait().await?;
+            if self.expire_unread_after(name).await && deliveries.is_empty() {
+                // Expiries were applied: look again at once.
+                continue;
+            }
             if !deliveries.is_empty() || Instant::now() >= deadline {
                 return Ok(deliveries);
             }
@@ -272,27 +280,34 @@ impl Broker for EmbeddedBroker {
         nack: Nack,
     ) -> Result<u64> {
         let seqs: Vec<u64> = ids.iter().filter_map(parse_id).collect();
-        finish(
-            self.write(self.admit(ids.len() * ID_BYTES).await, |queues, ctx| {
-                let q = queue(queues, name)?;
-                let given_back = q.give_back(group, &seqs, nack, ctx)?;
-                Ok((given_back, Wait::Written))
-            }),
-        )
+        // Dead letters copy their messages: read them before the lock.
+        let prefetched = match nack {
+            Nack::DeadLetter { .. } => self.prefetch(&[(name, seqs.clone())])?,
+            Nack::Retry { .. } => HashMap::new(),
+        };
+        let admission = self.admit(ids.len() * ID_BYTES).await;
+        finish(self.write_with(admission, prefetched, |queues, ctx| {
+            let q = queue(queues, name)?;
+            let given_back = q.give_back(group, &seqs, nack, ctx)?;
+            Ok((given_back, Wait::Written))
+        }))
         .await
     }
 
     async fn dead_letter(&self, name: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>> {
+        self.apply_time(name).await?;
         let (out, _) = self.write(Admission::none(), |queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
-            let Some(dseq) = parse_id(id).filter(|d| q.dead.contains(d)) else {
-                return Ok((None, Wait::Nothing));
-            };
-            let record = read_dead(q, dseq, ctx)?;
-            Ok((Some(dead_letter_out(q, dseq, record)), Wait::Nothing))
+            let dseq = parse_id(id).filter(|d| q.dead.contains(d));
+            Ok(((q.id(), dseq), Wait::Nothing))
         });
-        out
+        let (qid, Some(dseq)) = out? else {
+            return Ok(None);
+        };
+        // Read outside the lock; gone meanwhile (requeued, purged) is none.
+        let record = read_dead(&*self.inner.store, qid, dseq)?;
+        Ok(record.map(|r| dead_letter_out(name, dseq, r)))
     }
 
     async fn dead_letters(
@@ -303,18 +318,22 @@ impl Broker for EmbeddedBroker {
     ) -> Result<Vec<DeadLetter>> {
         // An id of another format (or none) starts from the beginning.
         let start = after.and_then(parse_id).map_or(0, |d| d.saturating_add(1));
+        self.apply_time(name).await?;
         let (out, _) = self.write(Admission::none(), |queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
-            let letters = q
-                .dead
-                .range(start..)
-                .take(limit)
-                .map(|&dseq| read_dead(q, dseq, ctx).map(|r| dead_letter_out(q, dseq, r)))
-                .collect::<Result<Vec<_>>>()?;
-            Ok((letters, Wait::Nothing))
+            let chosen: Vec<u64> = q.dead.range(start..).take(limit).copied().collect();
+            Ok(((q.id(), chosen), Wait::Nothing))
         });
-        out
+        let (qid, chosen) = out?;
+        // Read outside the lock; one gone meanwhile is left out.
+        let mut letters = Vec::with_capacity(chosen.len());
+        for dseq in chosen {
+            if let Some(record) = read_dead(&*self.inner.store, qid, dseq)? {
+                letters.push(dead_letter_out(name, dseq, record));
+            }
+        }
+        Ok(letters)
     }
 
     async fn requeue_dead_letters(
@@ -322,31 +341,63 @@ impl Broker for EmbeddedBroker {
         name: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        finish(self.write(self.admit(0).await, |queues, ctx| {
-            let q = queue(queues, name)?;
-            // Every letter is read before any moves: a failed read moves none.
-            let letters = selected(q, &selection)
-                .into_iter()
-                .map(|dseq| read_dead(q, dseq, ctx).map(|dead| (dseq, dead)))
-                .collect::<Result<Vec<_>>>()?;
-            let mut seqs = Vec::new();
-            for (dseq, dead) in letters {
-                q.dead.remove(&dseq);
-                ctx.batch.delete(Space::Dead, seq_key(q.id(), dseq));
-                let record = MessageRecord {
-                    enqueued_at: ctx.now,
-                    expires_at: None,
-                    deliver_at: None,
-                    only_group: dead.group.as_deref().and_then(|g| q.group_id_of(g)),
-                    ..dead.message
-                };
-                seqs.push(q.insert_message(&record, ctx));
+        let mut moved = 0;
+        let (mut after, mut done_ids) = (0, 0);
+        loop {
+            // A step: chosen under the lock, read outside it, then moved
+            // under the lock (those still dead), all or nothing.
+            let (out, _) = self.write(Admission::none(), |queues, _| {
+                let q = queue(queues, name)?;
+                Ok((
+                    (q.id(), next_step(q, &selection, after, done_ids)),
+                    Wait::Nothing,
+                ))
+            });
+            let (qid, chosen) = out?;
+            done_ids += STEP;
+            let Some(&last) = chosen.last() else {
+                if matches!(selection, DeadLetterSelection::Ids(ref ids) if done_ids < ids.len()) {
+                    continue;
+                }
+                return Ok(moved);
+            };
+            after = last + 1;
+            let mut letters = Vec::with_capacity(chosen.len());
+            for dseq in chosen {
+                if let Some(dead) = read_dead(&*self.inner.store, qid, dseq)? {
+                    letters.push((dseq, dead));
+                }
             }
-            let count = seqs.len() as u64;
-            ctx.sent.push((name.clone(), q.id(), seqs));
-            Ok((count, self.send_wait(q)))
-        }))
-        .await
+            let bytes = letters
+                .iter()
+                .map(|(_, d)| d.message.payload.len() + 64)
+                .sum();
+            moved += finish(self.write(self.admit(bytes).await, |queues, ctx| {
+                let q = queue(queues, name)?;
+                if q.id() != qid {
+                    return Err(Error::QueueNotFound(name.to_string()));
+                }
+                let mut seqs = Vec::with_capacity(letters.len());
+                for (dseq, dead) in letters {
+                    if !q.dead.remove(&dseq) {
+                        continue;
+                    }
+                    ctx.batch.delete(Space::Dead, seq_key(qid, dseq));
+                    let record = MessageRecord {
+                        enqueued_at: ctx.now,
+                        expires_at: None,
+                        deliver_at: None,
+                        only_group: dead.group.as_deref().and_then(|g| q.group_id_of(g)),
+                        ..dead.message
+                    };
+                    seqs.push(q.insert_message(&record, ctx));
+                }
+                let count = seqs.len() as u64;
+                ctx.sent.push((name.clone(), qid, seqs));
+                Ok((count, self.send_wait(q)))
+            }))
+            .await?;
+        }
     }
 
     async fn purge_dead_letters(
@@ -354,158 +405,199 @@ impl Broker for EmbeddedBroker {
         name: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        finish(self.write(self.admit(0).await, |queues, ctx| {
-            let q = queue(queues, name)?;
-            let chosen = selected(q, &selection);
-            for &dseq in &chosen {
-                q.dead.remove(&dseq);
-                ctx.batch.delete(Space::Dead, seq_key(q.id(), dseq));
+        let mut purged = 0;
+        let (mut after, mut done_ids) = (0, 0);
+        loop {
+            let step = finish(self.write(self.admit(0).await, |queues, ctx| {
+                let q = queue(queues, name)?;
+                let chosen = next_step(q, &selection, after, done_ids);
+                for &dseq in &chosen {
+                    q.dead.remove(&dseq);
+                    ctx.batch.delete(Space::Dead, seq_key(q.id(), dseq));
+                }
+                Ok((chosen, Wait::Written))
+            }))
+            .await?;
+            done_ids += STEP;
+            purged += step.len() as u64;
+            match step.last() {
+                Some(&last) => after = last + 1,
+                None if matches!(selection, DeadLetterSelection::Ids(ref ids) if done_ids < ids.len()) =>
+                    {}
+                None => return Ok(purged),
             }
-            Ok((chosen.len() as u64, Wait::Written))
-        }))
-        .await
+        }
     }
 
     async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {
         transaction.validate()?;
         let ops = transaction.into_ops();
         let record_wait = wait_for(self.inner.durability);
-        finish(
-            self.write(self.admit(transaction_bytes(&ops)).await, |queues, ctx| {
-                // Check (and read) everything first: nothing is applied unless
-                // all of it can be.
-                let mut written: HashMap<Vec<u8>, bool> = HashMap::new();
-                let mut plans = Vec::new();
-                for op in &ops {
-                    match op {
-                        TxOp::Send { queue: name, .. } => {
-                            queue(queues, name)?;
-                        }
-                        TxOp::Ack {
-                            queue: name,
-                            group,
-                            ids,
-                        } => {
-                            let q = queue(queues, name)?;
-                            for id in ids {
-                                if !parse_id(id).is_some_and(|seq| q.is_in_flight(group, seq)) {
-                                    return Err(Error::NotPending {
-                                        queue: name.to_string(),
-                                        group: group.to_string(),
-                                        id: id.to_string(),
-                                    });
-                                }
-                            }
-                        }
-                        TxOp::Nack {
-                            queue: name,
-                            group,
-                            id,
-                            nack,
-                        } => {
-                            let q = queue(queues, name)?;
-                            let seq = parse_id(id).filter(|&seq| q.is_in_flight(group, seq));
-                            let Some(seq) = seq else {
+        // The messages nacks dead-letter, read before the lock.
+        let dead_lettered: Vec<(&QueueName, Vec<u64>)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                TxOp::Nack {
+                    queue,
+                    id,
+                    nack: Nack::DeadLetter { .. },
+                    ..
+                } => Some((queue, parse_id(id).into_iter().collect())),
+                _ => None,
+            })
+            .collect();
+        let prefetched = self.prefetch(&dead_lettered)?;
+        // The records the preconditions look at, read before the lock too.
+        let checked = ops
+            .iter()
+            .filter_map(|op| match op {
+                TxOp::Put {
+                    table,
+                    key,
+                    only_if_absent: true,
+                    ..
+                }
+                | TxOp::Expect { table, key, .. } => Some(record_key(table.as_str(), key)),
+                _ => None,
+            })
+            .collect();
+        let stripes = &self.inner.stripes;
+        let store = &*self.inner.store;
+        let records = stripes.read_ahead(store, checked)?;
+        let admission = self.admit(transaction_bytes(&ops)).await;
+        finish(self.write_with(admission, prefetched, |queues, ctx| {
+            // Check (and read) everything first: nothing is applied unless
+            // all of it can be.
+            let mut written: HashMap<Vec<u8>, bool> = HashMap::new();
+            let mut plans = Vec::new();
+            for op in &ops {
+                match op {
+                    TxOp::Send { queue: name, .. } => {
+                        queue(queues, name)?;
+                    }
+                    TxOp::Ack {
+                        queue: name,
+                        group,
+                        ids,
+                    } => {
+                        let q = queue(queues, name)?;
+                        for id in ids {
+                            if !parse_id(id).is_some_and(|seq| q.is_in_flight(group, seq)) {
                                 return Err(Error::NotPending {
                                     queue: name.to_string(),
                                     group: group.to_string(),
                                     id: id.to_string(),
                                 });
-                            };
-                            plans.push(q.plan_give_back(group, &[seq], nack.clone(), ctx)?);
-                        }
-                        TxOp::Put {
-                            table,
-                            key,
-                            only_if_absent,
-                            ..
-                        } => {
-                            let at = record_key(table.as_str(), key);
-                            if *only_if_absent {
-                                let taken = match written.get(&at) {
-                                    Some(present) => *present,
-                                    None => ctx.store.get(Space::Records, &at)?.is_some(),
-                                };
-                                if taken {
-                                    return Err(Error::RecordExists {
-                                        table: table.to_string(),
-                                        key: key.clone(),
-                                    });
-                                }
                             }
-                            written.insert(at, true);
                         }
-                        TxOp::Delete { table, key } => {
-                            written.insert(record_key(table.as_str(), key), false);
-                        }
-                        TxOp::Expect { table, key, value } => {
-                            let stored = ctx
-                                .store
-                                .get(Space::Records, &record_key(table.as_str(), key))?;
-                            if stored.as_deref() != value.as_ref().map(|v| v.as_str().as_bytes()) {
-                                return Err(Error::RecordChanged {
+                    }
+                    TxOp::Nack {
+                        queue: name,
+                        group,
+                        id,
+                        nack,
+                    } => {
+                        let q = queue(queues, name)?;
+                        let seq = parse_id(id).filter(|&seq| q.is_in_flight(group, seq));
+                        let Some(seq) = seq else {
+                            return Err(Error::NotPending {
+                                queue: name.to_string(),
+                                group: group.to_string(),
+                                id: id.to_string(),
+                            });
+                        };
+                        plans.push(q.plan_give_back(group, &[seq], nack.clone(), ctx)?);
+                    }
+                    TxOp::Put {
+                        table,
+                        key,
+                        only_if_absent,
+                        ..
+                    } => {
+                        let at = record_key(table.as_str(), key);
+                        if *only_if_absent {
+                            let taken = match written.get(&at) {
+                                Some(present) => *present,
+                                None => records.get(stripes, store, &at)?.is_some(),
+                            };
+                            if taken {
+                                return Err(Error::RecordExists {
                                     table: table.to_string(),
                                     key: key.clone(),
                                 });
                             }
                         }
+                        written.insert(at, true);
+                    }
+                    TxOp::Delete { table, key } => {
+                        written.insert(record_key(table.as_str(), key), false);
+                    }
+                    TxOp::Expect { table, key, value } => {
+                        let at = record_key(table.as_str(), key);
+                        let stored = records.get(stripes, store, &at)?;
+                        if stored.as_deref() != value.as_ref().map(|v| v.as_str().as_bytes()) {
+                            return Err(Error::RecordChanged {
+                                table: table.to_string(),
+                                key: key.clone(),
+                            });
+                        }
                     }
                 }
-                let mut receipts = Vec::new();
-                let mut wait = Wait::Written;
-                let mut plans = plans.into_iter();
-                for op in ops {
-                    match op {
-                        TxOp::Send {
-                            queue: name,
-                            message,
-                        } => {
-                            let q = queue(queues, &name)?;
-                            wait = wait.max(self.send_wait(q));
-                            let (receipt, seq) = enqueue(q, message, ctx);
-                            receipts.push(receipt);
-                            let qid = q.id();
-                            ctx.sent.push((name, qid, seq.into_iter().collect()));
-                        }
-                        TxOp::Ack {
-                            queue: name,
-                            group,
-                            ids,
-                        } => {
-                            let q = queue(queues, &name)?;
-                            for seq in ids.iter().filter_map(parse_id) {
-                                q.ack(&group, seq, ctx);
-                            }
-                        }
-                        TxOp::Nack {
-                            queue: name, group, ..
-                        } => {
-                            let q = queue(queues, &name)?;
-                            if let Some(plan) = plans.next() {
-                                q.apply_give_back(&group, plan, ctx);
-                            }
-                        }
-                        TxOp::Put {
-                            table, key, value, ..
-                        } => {
-                            wait = wait.max(record_wait);
-                            ctx.batch.put(
-                                Space::Records,
-                                record_key(table.as_str(), &key),
-                                value.as_str().as_bytes().to_vec(),
-                            );
-                        }
-                        TxOp::Delete { table, key } => {
-                            wait = wait.max(record_wait);
-                            ctx.batch
-                                .delete(Space::Records, record_key(table.as_str(), &key));
-                        }
-                        TxOp::Expect { .. } => {}
+            }
+            let mut receipts = Vec::new();
+            let mut wait = Wait::Written;
+            let mut plans = plans.into_iter();
+            for op in ops {
+                match op {
+                    TxOp::Send {
+                        queue: name,
+                        message,
+                    } => {
+                        let q = queue(queues, &name)?;
+                        wait = wait.max(self.send_wait(q));
+                        let (receipt, seq) = enqueue(q, message, ctx);
+                        receipts.push(receipt);
+                        let qid = q.id();
+                        ctx.sent.push((name, qid, seq.into_iter().collect()));
                     }
+                    TxOp::Ack {
+                        queue: name,
+                        group,
+                        ids,
+                    } => {
+                        let q = queue(queues, &name)?;
+                        for seq in ids.iter().filter_map(parse_id) {
+                            q.ack(&group, seq, ctx);
+                        }
+                    }
+                    TxOp::Nack {
+                        queue: name, group, ..
+                    } => {
+                        let q = queue(queues, &name)?;
+                        if let Some(plan) = plans.next() {
+                            q.apply_give_back(&group, plan, ctx);
+                        }
+                    }
+                    TxOp::Put {
+                        table, key, value, ..
+                    } => {
+                        wait = wait.max(record_wait);
+                        ctx.batch.put(
+                            Space::Records,
+                            record_key(table.as_str(), &key),
+                            value.as_str().as_bytes().to_vec(),
+                        );
+                    }
+                    TxOp::Delete { table, key } => {
+                        wait = wait.max(record_wait);
+                        ctx.batch
+                            .delete(Space::Records, record_key(table.as_str(), &key));
+                    }
+                    TxOp::Expect { .. } => {}
                 }
-                Ok((receipts, wait))
-            }),
-        )
+            }
+            Ok((receipts, wait))
+        }))
         .await
     }
 

@@ -5,7 +5,7 @@ mod group;
 mod queue;
 mod seqmap;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use tidings_core::{ConsumerName, Error, GroupName, MessageId, QueueName, Result};
 
@@ -76,6 +76,12 @@ pub(crate) struct Ctx<'a> {
     pub(crate) deferred: &'a mut VecDeque<DeferredMark>,
     /// New messages, made visible after the batch is written or synced.
     pub(crate) sent: Vec<Sent>,
+    /// Messages read before the lock was taken, by queue id and seq: what
+    /// expiries that dead-letter need (nothing is read under the lock for them).
+    pub(crate) prefetched: HashMap<(u64, u64), MessageRecord>,
+    /// Set when an expiry was left for later because its message was not
+    /// read yet (see `EmbeddedBroker::expire_unread`).
+    pub(crate) unread_expiries: bool,
 }
 
 /// The public id of a message: its sequence number in decimal.

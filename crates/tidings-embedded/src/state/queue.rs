@@ -222,7 +222,7 @@ impl QueueState {
         }
     }
 
-    /// Creates a group that owes every visible message stored now.
+    /// Creates a group that owes every visible message stored now and not expired.
     pub(crate) fn add_group(&mut self, name: GroupName, ctx: &mut Ctx<'_>) {
         let id = ctx.seq.next(ctx.batch);
         let record = GroupRecord {
@@ -236,7 +236,9 @@ impl QueueState {
         );
         let mut group = GroupState::new(id, name.clone());
         for (seq, meta) in self.messages.iter_mut() {
-            if meta.visible() && meta.for_group(id) {
+            // An expired message waiting to be dead-lettered is owed by
+            // the groups that had it, not by one created after it expired.
+            if meta.visible() && meta.for_group(id) && !meta.expired(ctx.now) {
                 if meta.owed() == 0 {
                     self.retained.remove(&seq);
                     if let Some(t) = meta.expires_at() {
@@ -293,6 +295,11 @@ impl QueueState {
 
     /// Reads a stored message back.
     pub(crate) fn read_message(&self, seq: u64, ctx: &Ctx<'_>) -> Result<MessageRecord> {
+        // A message never changes once stored: one read before the lock
+        // (and still indexed now) is as good as one read now.
+        if let Some(message) = ctx.prefetched.get(&(self.id(), seq)) {
+            return Ok(message.clone());
+        }
         let key = seq_key(self.id(), seq);
         match ctx.store.get(Space::Messages, &key)? {
             Some(bytes) => decode("message", &bytes),
@@ -350,7 +357,10 @@ impl QueueState {
     /// step that can fail, reading the message, comes before any change.
     fn expire(&mut self, seq: u64, ctx: &mut Ctx<'_>) -> Result<()> {
         if self.record.config.on_expiry == ExpiryAction::DeadLetter {
-            let message = self.read_message(seq, ctx)?;
+            let message = match ctx.prefetched.remove(&(self.id(), seq)) {
+                Some(message) => message,
+                None => self.read_message(seq, ctx)?,
+            };
             let holders: Vec<(GroupName, u32)> = self
                 .groups
                 .values()
@@ -379,10 +389,35 @@ impl QueueState {
         Ok(())
     }
 
-    /// Applies time: expiries, retention and the dedup window.
+    /// Whether expiring `seq` now can be done without a read under the
+    /// lock: the queue drops expired messages, or its message was read
+    /// beforehand. If not, the caller leaves it and flags it for later.
+    fn can_expire_now(&self, seq: u64, ctx: &mut Ctx<'_>) -> bool {
+        let ready = self.record.config.on_expiry == ExpiryAction::Drop
+            || ctx.prefetched.contains_key(&(self.id(), seq));
+        if !ready {
+            ctx.unread_expiries = true;
+        }
+        ready
+    }
+
+    /// Up to `max` messages whose time to live has passed, oldest first:
+    /// what `EmbeddedBroker::expire_unread` reads before it expires them.
+    pub(crate) fn due_expiries(&self, now: u64, max: usize) -> Vec<u64> {
+        self.expiries
+            .iter()
+            .take_while(|&&(t, _)| t <= now)
+            .take(max)
+            .map(|&(_, seq)| seq)
+            .collect()
+    }
+
+    /// Applies time: expiries, retention and the dedup window. An expiry
+    /// that dead-letters its message waits for that message to be read
+    /// outside the lock (until then the message is never delivered).
     pub(crate) fn maintain(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
         while let Some(&(t, seq)) = self.expiries.first() {
-            if t > ctx.now {
+            if t > ctx.now || !self.can_expire_now(seq, ctx) {
                 break;
             }
             self.expire(seq, ctx)?;
@@ -449,30 +484,35 @@ impl QueueState {
         let deadline = Timestamp(ctx.now).plus(visibility).as_millis();
         let record_now = self.records_deliveries_first();
         let mut taken = Vec::new();
+        let mut expired_unread = Vec::new();
         while taken.len() < max {
-            let Some(g) = self.groups.get_mut(group) else {
-                break;
-            };
-            let Some(seq) = g.ready.pop_min() else {
+            let Some(seq) = self.groups.get_mut(group).and_then(|g| g.ready.pop_min()) else {
                 break;
             };
             let Some(meta) = self.messages.get(seq) else {
                 continue;
             };
             if meta.expired(ctx.now) {
+                if !self.can_expire_now(seq, ctx) {
+                    // Never delivered; expired once its message is read.
+                    expired_unread.push(seq);
+                    continue;
+                }
                 if let Err(e) = self.expire(seq, ctx) {
                     // Nothing of the expiry happened: the message stays
                     // ready, and what was taken so far is handed out.
-                    if let Some(g) = self.groups.get_mut(group) {
-                        g.ready.add(seq);
-                    }
+                    expired_unread.push(seq);
                     if taken.is_empty() {
+                        self.make_ready(group, expired_unread);
                         return Err(e);
                     }
                     break;
                 }
                 continue;
             }
+            let Some(g) = self.groups.get_mut(group) else {
+                break;
+            };
             let count = g.deliver(seq, consumer, deadline, ctx.now);
             if record_now {
                 // Written before the consumer gets it: a crash in its
@@ -494,7 +534,17 @@ impl QueueState {
             }
             taken.push((seq, count));
         }
+        self.make_ready(group, expired_unread);
         Ok(taken)
+    }
+
+    /// Puts messages taken off `group`'s ready set back.
+    fn make_ready(&mut self, group: &GroupName, seqs: Vec<u64>) {
+        if let Some(g) = self.groups.get_mut(group) {
+            for seq in seqs {
+                g.ready.add(seq);
+            }
+        }
     }
 
     /// Applies the visibility timeout: timed-out deliveries become ready again,
