@@ -100,7 +100,7 @@ impl Server {
             auth: config.auth,
             body_limit: config.body_limit,
             login_attempts: throttle::Throttle::new(5, std::time::Duration::from_secs(60)),
-            streams: routes::Streams::default(),
+            streams: state::Streams::default(),
         };
         Ok(Self {
             listener,

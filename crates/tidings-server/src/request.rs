@@ -9,7 +9,8 @@ use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tidings_hub::Principal;
+use tidings_hub::time::{now_ms, parse_time, timeline_start};
+use tidings_hub::{Page, Principal};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -159,6 +160,78 @@ impl FromRequest<AppState> for Call {
             peer,
             body,
         })
+    }
+}
+
+/// Parameters and roles most routes ask for.
+impl Call {
+    /// The admin, or 401/403.
+    pub fn admin(&self) -> ApiResult<&Principal> {
+        let who = self.who()?;
+        if who.is_admin() {
+            Ok(who)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Only a superadmin can do this",
+            ))
+        }
+    }
+
+    /// An integer query parameter.
+    pub fn int_param(&self, name: &str) -> ApiResult<Option<i64>> {
+        self.param(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| ApiError::bad_request(format!("{name} - must be an integer")))
+            })
+            .transpose()
+    }
+
+    /// A boolean query parameter (`1`/`true`/`yes`, `0`/`false`/`no`).
+    pub fn bool_param(&self, name: &str) -> ApiResult<Option<bool>> {
+        self.param(name)
+            .map(|v| match v {
+                "1" | "true" | "yes" => Ok(true),
+                "0" | "false" | "no" => Ok(false),
+                _ => Err(ApiError::bad_request(format!(
+                    "{name} - must be true or false"
+                ))),
+            })
+            .transpose()
+    }
+
+    /// `page` and `pagination`.
+    pub fn page(&self) -> ApiResult<Page> {
+        Ok(Page::new(
+            self.int_param("page")?,
+            self.int_param("pagination")?,
+        ))
+    }
+
+    /// A time range from `from`/`to` (ISO 8601 or Unix seconds) and Amebo's
+    /// `timeline`/`window` keywords.
+    pub fn time_range(&self) -> ApiResult<(Option<u64>, Option<u64>)> {
+        let at = |name: &str| -> ApiResult<Option<u64>> {
+            self.param(name)
+                .map(|v| {
+                    parse_time(v).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "{name} - expected an ISO 8601 time (e.g. 2026-11-22T10:00:00Z) or Unix seconds"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let mut from = at("from")?;
+        let to = at("to")?;
+        if let Some(keyword) = self.param("timeline").or_else(|| self.param("window")) {
+            let start = timeline_start(keyword, now_ms()).ok_or_else(|| {
+                ApiError::bad_request("timeline - one of today, 7d, week, 30d, month, all")
+            })?;
+            from = Some(from.map_or(start, |f| f.max(start)));
+        }
+        Ok((from, to))
     }
 }
 

@@ -1,7 +1,13 @@
 //! What handlers share.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tidings_core::{ConsumerName, GroupName, QueueName};
 use tidings_hub::Hub;
 use tidings_hub::delivery::Replayer;
+
+use tokio::sync::Semaphore;
 
 use crate::auth::AuthConfig;
 
@@ -19,5 +25,28 @@ pub struct AppState {
     /// Throttles `POST /v1/tokens` per caller address.
     pub login_attempts: crate::throttle::Throttle,
     /// Open streaming receives and their credit.
-    pub streams: crate::routes::Streams,
+    pub streams: Streams,
+}
+
+/// Whose stream: queue, group and consumer.
+pub(crate) type StreamKey = (QueueName, GroupName, ConsumerName);
+
+/// The credit of each open stream.
+#[derive(Clone, Default)]
+pub struct Streams {
+    open: Arc<Mutex<HashMap<StreamKey, Arc<Semaphore>>>>,
+}
+
+impl Streams {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamKey, Arc<Semaphore>>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends every open stream (at shutdown): each finishes what it was
+    /// sending, then closes.
+    pub fn close_all(&self) {
+        for credit in self.lock().values() {
+            credit.close();
+        }
+    }
 }

@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use tidings_hub::hub::{ActionUpdate, NewAction};
 
-use super::{admin, page, time_range};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
@@ -34,13 +33,13 @@ pub async fn register(
     responses((status = 200, description = "Actions by name"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
-    let (from, _) = time_range(&call)?;
+    let (from, _) = call.time_range()?;
     Ok(Json(Value::Array(s.hub.list_actions(
         call.param("id"),
         call.param("action"),
         call.param("application"),
         from,
-        page(&call)?,
+        call.page()?,
     ))))
 }
 
@@ -63,7 +62,7 @@ pub async fn delete(
     Path(id): Path<String>,
     call: Call,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let who = admin(&call)?;
+    let who = call.admin()?;
     Ok((
         StatusCode::ACCEPTED,
         Json(s.hub.delete_action(who, &id).await?),

@@ -7,7 +7,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use tidings_hub::hub::{ApplicationUpdate, NewApplication};
 
-use super::{admin, page, time_range};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
@@ -16,7 +15,7 @@ use crate::state::AppState;
 #[utoipa::path(post, path = "/v1/applications", tag = "applications", request_body = NewApplication,
     responses((status = 201, description = "Registered; the secret and API key are shown only here"), (status = 409, description = "Exists", body = ErrorBody), (status = 422, description = "Bad name or secret", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusCode, Json<Value>)> {
-    let who = admin(&call)?;
+    let who = call.admin()?;
     let new: NewApplication = call.json()?;
     Ok((
         StatusCode::CREATED,
@@ -29,12 +28,12 @@ pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusC
     responses((status = 200, description = "Applications by name"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
-    let (from, _) = time_range(&call)?;
+    let (from, _) = call.time_range()?;
     let apps = s.hub.list_applications(
         call.param("application"),
         call.param("address"),
         from,
-        page(&call)?,
+        call.page()?,
     );
     Ok(Json(Value::Array(apps)))
 }
@@ -46,7 +45,7 @@ pub async fn update(
     Path(id): Path<String>,
     call: Call,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let who = admin(&call)?;
+    let who = call.admin()?;
     let update: ApplicationUpdate = call.json()?;
     Ok((
         StatusCode::ACCEPTED,
@@ -66,7 +65,7 @@ pub async fn toggle(
     Path(id): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let who = admin(&call)?;
+    let who = call.admin()?;
     let toggle: Toggle = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| crate::error::ApiError::bad_request(format!("active - {e}")))?;
     Ok(Json(
@@ -83,7 +82,7 @@ pub async fn delete(
     Path(id): Path<String>,
     call: Call,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let who = admin(&call)?;
+    let who = call.admin()?;
     Ok((
         StatusCode::ACCEPTED,
         Json(s.hub.delete_application(who, &id).await?),
@@ -118,6 +117,6 @@ pub async fn new_api_key(
     Path(id): Path<String>,
     call: Call,
 ) -> ApiResult<Json<Value>> {
-    let who = admin(&call)?;
+    let who = call.admin()?;
     Ok(Json(s.hub.new_api_key(who, &id).await?))
 }

@@ -7,7 +7,6 @@ use serde_json::Value;
 use tidings_hub::hub::{EventFilter, NewEvent};
 use tidings_hub::model::event::valid_traceparent;
 
-use super::{page, time_range};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
@@ -48,7 +47,7 @@ pub async fn publish(
     responses((status = 200, description = "Events, newest first"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
-    let (from, to) = time_range(&call)?;
+    let (from, to) = call.time_range()?;
     let filter = EventFilter {
         id: call.param("id").map(str::to_owned),
         action: call.param("action").map(str::to_owned),
@@ -56,7 +55,7 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value
         from,
         to,
     };
-    let events = s.hub.list_events(&filter, page(&call)?).await?;
+    let events = s.hub.list_events(&filter, call.page()?).await?;
     Ok(Json(Value::Array(
         events.iter().map(|e| e.view()).collect(),
     )))

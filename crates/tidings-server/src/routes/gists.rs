@@ -9,14 +9,13 @@ use tidings_hub::hub::GistFilter;
 use tidings_hub::model::GistStatus;
 use tidings_hub::time::{now_ms, parse_time, timeline_start};
 
-use super::{admin, bool_param, page, time_range};
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Call;
 use crate::state::AppState;
 
 fn filter(call: &Call) -> ApiResult<GistFilter> {
-    let (from, to) = time_range(call)?;
+    let (from, to) = call.time_range()?;
     let status = call
         .param("status")
         .map(|s| {
@@ -33,7 +32,7 @@ fn filter(call: &Call) -> ApiResult<GistFilter> {
         action: text("action"),
         subscriber: text("subscriber").or_else(|| text("destination")),
         status,
-        completed: bool_param(call, "completed")?,
+        completed: call.bool_param("completed")?,
         from,
         to,
     })
@@ -44,7 +43,7 @@ fn filter(call: &Call) -> ApiResult<GistFilter> {
     responses((status = 200, description = "`{data, total, page, pagination, pages}`"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
     call.who()?;
-    Ok(Json(s.hub.list_gists(&filter(&call)?, page(&call)?).await?))
+    Ok(Json(s.hub.list_gists(&filter(&call)?, call.page()?).await?))
 }
 
 #[utoipa::path(post, path = "/v1/regists/{id}", tag = "deliveries", params(("id" = String, Path, description = "Gist id")),
@@ -54,7 +53,7 @@ pub async fn replay(
     Path(id): Path<String>,
     call: Call,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    admin(&call)?;
+    call.admin()?;
     let result = s.replayer.replay(&id).await?;
     let status = if result["delivered"] == Value::Bool(true) {
         StatusCode::OK
@@ -67,7 +66,7 @@ pub async fn replay(
 #[utoipa::path(post, path = "/v1/requeues", tag = "deliveries",
     responses((status = 200, description = "`{requeued}`: failed deliveries matching the query's filters, sent again from their first attempt"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn requeue(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
-    let who = admin(&call)?;
+    let who = call.admin()?;
     Ok(Json(s.hub.requeue(who, &filter(&call)?).await?))
 }
 
@@ -84,7 +83,7 @@ struct Backfill {
 #[utoipa::path(post, path = "/v1/backfills", tag = "deliveries",
     responses((status = 200, description = "`{subscription, since, until?, dry_run?}`: past events of the window delivered to the subscription"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn backfill(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
-    let who = admin(&call)?;
+    let who = call.admin()?;
     let body: Backfill = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let point = |text: &str| {

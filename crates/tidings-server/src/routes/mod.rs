@@ -7,20 +7,14 @@ mod gists;
 mod ops;
 mod queues;
 mod streams;
-
-pub use streams::Streams;
 mod subscriptions;
 mod tokens;
 
+use crate::error::ApiError;
+use crate::state::AppState;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
-use tidings_hub::time::{now_ms, parse_time, timeline_start};
-use tidings_hub::{Page, Principal};
-
-use crate::error::{ApiError, ApiResult};
-use crate::request::Call;
-use crate::state::AppState;
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
@@ -183,71 +177,4 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
-}
-
-/// The admin, or 401/403.
-fn admin(call: &Call) -> ApiResult<&Principal> {
-    let who = call.who()?;
-    if who.is_admin() {
-        Ok(who)
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Only a superadmin can do this",
-        ))
-    }
-}
-
-fn int_param(call: &Call, name: &str) -> ApiResult<Option<i64>> {
-    call.param(name)
-        .map(|v| {
-            v.parse()
-                .map_err(|_| ApiError::bad_request(format!("{name} - must be an integer")))
-        })
-        .transpose()
-}
-
-/// `page` and `pagination`.
-fn page(call: &Call) -> ApiResult<Page> {
-    Ok(Page::new(
-        int_param(call, "page")?,
-        int_param(call, "pagination")?,
-    ))
-}
-
-/// A time range from `from`/`to` (ISO 8601 or Unix seconds) and Amebo's
-/// `timeline`/`window` keywords.
-fn time_range(call: &Call) -> ApiResult<(Option<u64>, Option<u64>)> {
-    let at = |name: &str| -> ApiResult<Option<u64>> {
-        call.param(name)
-            .map(|v| {
-                parse_time(v).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "{name} - expected an ISO 8601 time (e.g. 2026-11-22T10:00:00Z) or Unix seconds"
-                    ))
-                })
-            })
-            .transpose()
-    };
-    let mut from = at("from")?;
-    let to = at("to")?;
-    if let Some(keyword) = call.param("timeline").or_else(|| call.param("window")) {
-        let start = timeline_start(keyword, now_ms()).ok_or_else(|| {
-            ApiError::bad_request("timeline - one of today, 7d, week, 30d, month, all")
-        })?;
-        from = Some(from.map_or(start, |f| f.max(start)));
-    }
-    Ok((from, to))
-}
-
-fn bool_param(call: &Call, name: &str) -> ApiResult<Option<bool>> {
-    call.param(name)
-        .map(|v| match v {
-            "1" | "true" | "yes" => Ok(true),
-            "0" | "false" | "no" => Ok(false),
-            _ => Err(ApiError::bad_request(format!(
-                "{name} - must be true or false"
-            ))),
-        })
-        .transpose()
 }

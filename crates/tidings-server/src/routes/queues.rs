@@ -705,7 +705,7 @@ pub async fn records(
     if let Some(to) = call.param("to") {
         scan = scan.to(to);
     }
-    if super::bool_param(&call, "reverse")?.unwrap_or(false) {
+    if call.bool_param("reverse")?.unwrap_or(false) {
         scan = scan.reverse();
     }
     let found = s.hub.broker().scan_records(&table, scan).await?;

@@ -5,9 +5,8 @@
 //! it asked for: what it has not taken stays in the queue for the group's
 //! other consumers.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -27,29 +26,6 @@ use crate::state::AppState;
 /// How long one receive inside a stream waits before it looks whether the
 /// consumer is still there.
 const STREAM_POLL: Duration = Duration::from_secs(1);
-
-/// Whose stream: queue, group and consumer.
-type StreamKey = (QueueName, GroupName, ConsumerName);
-
-/// The credit of each open stream.
-#[derive(Clone, Default)]
-pub struct Streams {
-    open: Arc<Mutex<HashMap<StreamKey, Arc<Semaphore>>>>,
-}
-
-impl Streams {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StreamKey, Arc<Semaphore>>> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Ends every open stream (at shutdown): each finishes what it was
-    /// sending, then closes.
-    pub fn close_all(&self) {
-        for credit in self.lock().values() {
-            credit.close();
-        }
-    }
-}
 
 fn parse_credit(call: &Call, name: &str) -> ApiResult<usize> {
     call.param(name)

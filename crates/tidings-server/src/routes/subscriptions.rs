@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use tidings_hub::hub::NewSubscription;
 
-use super::{bool_param, page};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
@@ -38,8 +37,8 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value
         call.param("id"),
         call.param("application"),
         call.param("action"),
-        bool_param(&call, "active")?,
-        page(&call)?,
+        call.bool_param("active")?,
+        call.page()?,
     ))))
 }
 
