@@ -12,6 +12,7 @@
 
 pub mod breaker;
 pub mod bus;
+pub mod consumer;
 pub mod resilience;
 pub mod rpc;
 pub mod saga;

@@ -6,12 +6,12 @@
 //! for longer than the lease's time to live takes it over.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidings_core::{Broker, Error, Payload, TableName, Transaction};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How a lease was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,11 +62,11 @@ impl Lease {
         })
     }
 
-    /// Waits until this process holds the lease, or `stopping` is set.
-    pub(super) async fn acquire(&self, stopping: &AtomicBool) -> Option<Taken> {
+    /// Waits until this process holds the lease, or `stop` is cancelled.
+    pub(super) async fn acquire(&self, stop: &CancellationToken) -> Option<Taken> {
         let check_every = (self.ttl / 3).min(Duration::from_secs(1));
         let mut seen: Option<(Payload, Instant)> = None;
-        while !stopping.load(Ordering::Relaxed) {
+        while !stop.is_cancelled() {
             match self.try_acquire(&mut seen).await {
                 Ok(Some(taken)) => return Some(taken),
                 Ok(None) => {}
@@ -74,7 +74,10 @@ impl Lease {
                     tracing::warn!(lease = %self.key, error = %e, "cannot read the subscription's lease")
                 }
             }
-            tokio::time::sleep(check_every).await;
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                () = tokio::time::sleep(check_every) => {}
+            }
         }
         None
     }
@@ -113,27 +116,27 @@ impl Lease {
         }
     }
 
-    /// Renews the lease every third of its time to live until `done` is set;
-    /// sets `lost` and returns if it was taken, or could not be renewed in
-    /// time (another process may take it over then).
-    pub(super) async fn keep(&self, done: &AtomicBool, lost: &AtomicBool) {
+    /// Renews the lease every third of its time to live until `done` is
+    /// cancelled; cancels `lost` and returns if it was taken, or could not be
+    /// renewed in time (another process may take it over then).
+    pub(super) async fn keep(&self, done: &CancellationToken, lost: &CancellationToken) {
         let every = self.ttl / 3;
         let mut renewed = Instant::now();
-        while !done.load(Ordering::Relaxed) {
-            tokio::time::sleep(every).await;
-            if done.load(Ordering::Relaxed) {
-                return;
+        loop {
+            tokio::select! {
+                () = done.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
             }
             match self.renew().await {
                 Ok(()) => renewed = Instant::now(),
                 Err(Error::RecordChanged { .. }) => {
                     tracing::warn!(lease = %self.key, "the subscription's lease was taken over; standing by");
-                    lost.store(true, Ordering::Relaxed);
+                    lost.cancel();
                     return;
                 }
                 Err(e) if renewed.elapsed() >= self.ttl * 2 / 3 => {
                     tracing::warn!(lease = %self.key, error = %e, "cannot renew the subscription's lease; standing by");
-                    lost.store(true, Ordering::Relaxed);
+                    lost.cancel();
                     return;
                 }
                 Err(e) => {

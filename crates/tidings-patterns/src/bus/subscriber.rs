@@ -10,25 +10,22 @@ use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tidings_core::{
-    Broker, ConsumerName, Delivery, GroupName, MessageId, Nack, Payload, QueueName, ReceiveOptions,
-    Result,
-};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tidings_core::{Broker, ConsumerName, Delivery, GroupName, Nack, Payload, QueueName, Result};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
 use super::lease::{Lease, Taken};
 use super::{
     BusOptions, Event, EventBus, KEY_HEADER, TYPE_HEADER, UnknownEvents, subscription_queue,
 };
+use crate::consumer::{ConsumerOptions, Message, MissingQueue, Queue};
 use crate::handler::{HandlerResult, Outcome};
 use crate::resilience::RetryPolicy;
-use crate::trouble::Trouble;
 
-/// How long one receive waits before the loop looks at `stopping` again.
+/// How long one receive waits before the loop looks at the stop token again.
 const POLL: Duration = Duration::from_millis(500);
 /// Events received ahead of the handlers, per worker.
 const AHEAD_PER_WORKER: usize = 32;
@@ -97,7 +94,7 @@ impl Subscriber {
         let queue = subscription_queue(&self.name)?;
         let group = GroupName::new("subscriber")?;
         let consumer = ConsumerName::new(crate::ids::process_unique(&self.name))?;
-        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let run = Run {
             broker: self.bus.broker.clone(),
             queue,
@@ -106,14 +103,14 @@ impl Subscriber {
             options: self.options,
             handlers: Arc::new(self.handlers),
         };
-        let task = tokio::spawn(run.serve(stopping.clone()));
-        Ok(BusService { stopping, task })
+        let task = tokio::spawn(run.serve(stop.clone()));
+        Ok(BusService { stop, task })
     }
 }
 
 /// A running subscriber.
 pub struct BusService {
-    stopping: Arc<AtomicBool>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -121,7 +118,7 @@ impl BusService {
     /// Stops receiving, lets the handlers finish what was received, acks it,
     /// and lets the subscription's lease go (a standby takes over at once).
     pub async fn stop(self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        self.stop.cancel();
         let _ = self.task.await;
     }
 
@@ -146,7 +143,7 @@ struct Run {
 impl Run {
     /// Consumes while this process holds the subscription's lease; stands by
     /// while another one does.
-    async fn serve(self, stopping: Arc<AtomicBool>) {
+    async fn serve(self, stop: CancellationToken) {
         let run = Arc::new(self);
         let lease = match Lease::new(
             run.broker.clone(),
@@ -160,135 +157,96 @@ impl Run {
                 return;
             }
         };
-        while !stopping.load(Ordering::Relaxed) {
-            let Some(taken) = lease.acquire(&stopping).await else {
-                break;
-            };
+        while let Some(taken) = lease.acquire(&stop).await {
             if taken == Taken::TakenOver {
                 // The last holder stopped renewing, maybe with events in
                 // flight: they come back at their place once their visibility
                 // timeout has passed. Receiving before would overtake them.
                 tracing::info!(queue = %run.queue, wait = ?run.options.visibility_timeout, "took over the subscription; waiting for what its last holder had in flight");
-                let until = tokio::time::Instant::now() + run.options.visibility_timeout;
-                while tokio::time::Instant::now() < until && !stopping.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = tokio::time::sleep(run.options.visibility_timeout) => {}
                 }
             }
-            let lost = Arc::new(AtomicBool::new(false));
-            let done = Arc::new(AtomicBool::new(false));
+            // This holding ends when the service stops or the lease is lost.
+            let holding = stop.child_token();
+            let (done, lost) = (CancellationToken::new(), CancellationToken::new());
             let mut keeper = JoinSet::new();
             {
-                let (lease, done, lost) = (lease.clone(), done.clone(), lost.clone());
-                keeper.spawn(async move { lease.keep(&done, &lost).await });
+                let (lease, done, lost, holding) =
+                    (lease.clone(), done.clone(), lost.clone(), holding.clone());
+                keeper.spawn(async move {
+                    lease.keep(&done, &lost).await;
+                    if lost.is_cancelled() {
+                        holding.cancel();
+                    }
+                });
             }
-            run.clone().dispatch(stopping.clone(), lost.clone()).await;
-            done.store(true, Ordering::Relaxed);
+            run.clone().dispatch(holding).await;
+            done.cancel();
             keeper.abort_all();
-            if !lost.load(Ordering::Relaxed) {
+            if !lost.is_cancelled() {
                 lease.release().await;
             }
         }
     }
 
-    /// Receives and handles until `stopping` or `lost` is set.
-    async fn dispatch(self: Arc<Self>, stopping: Arc<AtomicBool>, lost: Arc<AtomicBool>) {
+    /// Receives and handles until `holding` is cancelled: each event to the
+    /// lane of its key, handled there in order.
+    async fn dispatch(self: Arc<Self>, holding: CancellationToken) {
         let run = self;
         let workers = run.options.workers.max(1);
-        let ahead = Arc::new(Semaphore::new(workers * AHEAD_PER_WORKER));
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<MessageId>();
+        let options = ConsumerOptions {
+            max_in_flight: workers * AHEAD_PER_WORKER,
+            poll: POLL,
+            missing_queue: MissingQueue::Wait,
+        };
+        let queue = Queue::new(run.broker.clone(), run.queue.clone());
+        let mut events =
+            queue.consumer_until(run.group.clone(), run.consumer.clone(), options, holding);
         let mut lanes = Vec::with_capacity(workers);
-        // Owned here: dropping this task (`abort`) drops the lanes too.
         let mut lane_tasks = JoinSet::new();
         for _ in 0..workers {
-            let (tx, rx) = mpsc::unbounded_channel::<(Delivery, OwnedSemaphorePermit)>();
+            let (tx, rx) = mpsc::unbounded_channel::<Message>();
             lanes.push(tx);
-            lane_tasks.spawn(run.clone().lane(rx, done_tx.clone()));
+            lane_tasks.spawn(run.clone().lane(rx));
         }
-        drop(done_tx);
-        let mut handled: Vec<MessageId> = Vec::new();
-        let mut trouble = Trouble::default();
         let mut next_lane = 0usize;
-        while !stopping.load(Ordering::Relaxed) && !lost.load(Ordering::Relaxed) {
-            let Ok(first) = ahead.clone().acquire_owned().await else {
-                break;
-            };
-            let mut permits = vec![first];
-            while let Ok(p) = ahead.clone().try_acquire_owned() {
-                permits.push(p);
-            }
-            while let Ok(id) = done_rx.try_recv() {
-                handled.push(id);
-            }
-            let options = ReceiveOptions::new(permits.len(), POLL);
-            // Not raced against the stop signal: a receive dropped halfway
-            // could leave events taken but unhandled until the visibility
-            // timeout. Stopping waits for at most one POLL instead.
-            let received = run
-                .broker
-                .ack_and_receive(&run.queue, &run.group, &run.consumer, &handled, options)
-                .await;
-            let events = match received {
-                Ok((_, events)) => {
-                    handled.clear();
-                    trouble.recovered("bus subscriber", &run.queue);
-                    events
-                }
-                Err(e) => {
-                    trouble.failed("bus subscriber", &run.queue, &e).await;
-                    continue;
+        while let Some(event) = events.next().await {
+            let lane = match event.headers.get(KEY_HEADER) {
+                Some(key) => lane_of(key, workers),
+                None => {
+                    next_lane = (next_lane + 1) % workers;
+                    next_lane
                 }
             };
-            for (event, permit) in events.into_iter().zip(permits) {
-                let lane = match event.headers.get(KEY_HEADER) {
-                    Some(key) => lane_of(key, workers),
-                    None => {
-                        next_lane = (next_lane + 1) % workers;
-                        next_lane
-                    }
-                };
-                // A lane ends only when its sender is dropped, below.
-                let _ = lanes[lane].send((event, permit));
-            }
+            // A lane ends only when its sender is dropped, below.
+            let _ = lanes[lane].send(event);
         }
         // Let the lanes finish what they were given, then ack it.
         drop(lanes);
         while lane_tasks.join_next().await.is_some() {}
-        while let Some(id) = done_rx.recv().await {
-            handled.push(id);
-        }
-        if !handled.is_empty()
-            && let Err(e) = run.broker.ack(&run.queue, &run.group, &handled).await
-        {
-            tracing::warn!(queue = %run.queue, error = %e, "cannot ack handled events; they will be delivered again");
-        }
+        events.stop().await;
     }
 
     /// Handles one lane's events in order.
-    async fn lane(
-        self: Arc<Self>,
-        mut events: mpsc::UnboundedReceiver<(Delivery, OwnedSemaphorePermit)>,
-        done: mpsc::UnboundedSender<MessageId>,
-    ) {
-        while let Some((event, permit)) = events.recv().await {
-            let id = event.id.clone();
-            match self.handle(event).await {
-                None => {
-                    let _ = done.send(id);
-                }
+    async fn lane(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<Message>) {
+        while let Some(event) = events.recv().await {
+            match self.handle(event.delivery()).await {
+                None => event.ack(),
                 Some(reason) => {
                     let nack = Nack::DeadLetter { reason };
-                    if let Err(e) = self.broker.nack(&self.queue, &self.group, &id, nack).await {
+                    if let Err(e) = event.nack(nack).await {
                         tracing::warn!(queue = %self.queue, error = %e, "cannot dead-letter an event; it will be delivered again");
                     }
                 }
             }
-            drop(permit);
         }
     }
 
     /// Runs the event's handler, retrying failures in place. Returns the
     /// reason to dead-letter it, or `None` if it is done with.
-    async fn handle(&self, event: Delivery) -> Option<String> {
+    async fn handle(&self, event: &Delivery) -> Option<String> {
         let event_type = event.headers.get(TYPE_HEADER).cloned().unwrap_or_default();
         let Some(handler) = self.handlers.get(event_type.as_str()) else {
             return match self.options.unknown {

@@ -40,17 +40,20 @@ mod gateway;
 mod server;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tidings_core::{
-    Broker, ConsumerName, Durability, Error, GroupName, MessageId, OutgoingMessage, Payload,
-    QueueConfig, QueueName, ReceiveOptions,
+    Broker, ConsumerName, Durability, Error, GroupName, OutgoingMessage, Payload, QueueConfig,
+    QueueName,
 };
-use tokio::sync::{Notify, OnceCell, oneshot};
+use tokio::sync::{OnceCell, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{ConsumerOptions, MissingQueue, Queue};
 
 pub use gateway::{Gateway, Gathered};
 pub use server::RpcServer;
@@ -140,8 +143,8 @@ struct Inner {
     pending: Arc<Pending>,
     late: Arc<AtomicU64>,
     listener: OnceCell<QueueName>,
-    stopping: Arc<AtomicBool>,
-    stopped: Arc<Notify>,
+    /// Stops the reply listener.
+    stop: CancellationToken,
     created: Mutex<HashSet<QueueName>>,
 }
 
@@ -157,8 +160,7 @@ impl Rpc {
                 pending: Arc::default(),
                 late: Arc::default(),
                 listener: OnceCell::new(),
-                stopping: Arc::default(),
-                stopped: Arc::default(),
+                stop: CancellationToken::new(),
                 created: Mutex::default(),
             }),
         }
@@ -246,8 +248,7 @@ impl Rpc {
     /// Stops the reply listener and deletes the reply queue. Calls still
     /// waiting end with [`RpcError::Timeout`].
     pub async fn close(&self) {
-        self.inner.stopping.store(true, Ordering::Relaxed);
-        self.inner.stopped.notify_waiters();
+        self.inner.stop.cancel();
         if let Some(queue) = self.inner.listener.get()
             && let Err(e) = self.inner.broker.delete_queue(queue).await
         {
@@ -305,8 +306,7 @@ impl Rpc {
                     queue.clone(),
                     inner.pending.clone(),
                     inner.late.clone(),
-                    inner.stopping.clone(),
-                    inner.stopped.clone(),
+                    inner.stop.clone(),
                 ));
                 Ok(queue)
             })
@@ -318,8 +318,7 @@ impl Rpc {
 impl Drop for Inner {
     fn drop(&mut self) {
         // The listener holds no reference to `Inner`: tell it to end.
-        self.stopping.store(true, Ordering::Relaxed);
-        self.stopped.notify_waiters();
+        self.stop.cancel();
     }
 }
 
@@ -348,61 +347,48 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Receives replies and hands each to its waiting call.
+/// Receives replies and hands each to its waiting call, until `stop` (or
+/// the reply queue is deleted).
 async fn listen(
     broker: Arc<dyn Broker>,
     queue: QueueName,
     pending: Arc<Pending>,
     late: Arc<AtomicU64>,
-    stopping: Arc<AtomicBool>,
-    stopped: Arc<Notify>,
+    stop: CancellationToken,
 ) {
     let (Ok(group), Ok(consumer)) = (GroupName::new("replies"), ConsumerName::new("listener"))
     else {
         return;
     };
-    let mut handled: Vec<MessageId> = Vec::new();
-    let mut trouble = crate::trouble::Trouble::default();
-    while !stopping.load(Ordering::Relaxed) {
-        let options = ReceiveOptions::new(64, LISTEN_WAIT);
-        let received = tokio::select! {
-            r = broker.ack_and_receive(&queue, &group, &consumer, &handled, options) => r,
-            () = stopped.notified() => break,
-        };
-        let replies = match received {
-            Ok((_, replies)) => {
-                handled.clear();
-                trouble.recovered("rpc reply listener", &queue);
-                replies
-            }
-            Err(Error::QueueNotFound(_)) => break,
-            Err(e) => {
-                trouble.failed("rpc reply listener", &queue, &e).await;
-                continue;
-            }
-        };
-        for reply in replies {
-            let waiter = reply.headers.get(CORRELATION_HEADER).and_then(|id| {
-                pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(id)
-            });
-            let ok = reply.headers.get(STATUS_HEADER).map(String::as_str) == Some("ok");
-            let delivered = waiter.is_some_and(|tx| {
-                tx.send(Reply {
-                    ok,
-                    payload: reply.payload,
-                })
-                .is_ok()
-            });
-            if !delivered {
-                late.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(queue = %queue, "a reply came after its call gave up; dropped");
-            }
-            handled.push(reply.id);
+    let options = ConsumerOptions {
+        max_in_flight: 64,
+        poll: LISTEN_WAIT,
+        missing_queue: MissingQueue::End,
+    };
+    let mut replies =
+        Queue::new(broker, queue.clone()).consumer_until(group, consumer, options, stop);
+    while let Some(reply) = replies.next().await {
+        let waiter = reply.headers.get(CORRELATION_HEADER).and_then(|id| {
+            pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(id)
+        });
+        let ok = reply.headers.get(STATUS_HEADER).map(String::as_str) == Some("ok");
+        let delivered = waiter.is_some_and(|tx| {
+            tx.send(Reply {
+                ok,
+                payload: reply.payload.clone(),
+            })
+            .is_ok()
+        });
+        if !delivered {
+            late.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(queue = %queue, "a reply came after its call gave up; dropped");
         }
+        reply.ack();
     }
+    replies.stop().await;
 }
 
 #[cfg(test)]

@@ -5,19 +5,15 @@
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tidings_core::{
-    Broker, ConsumerName, Delivery, Error, GroupName, MessageId, OutgoingMessage, QueueName,
-    ReceiveOptions,
-};
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
+use tidings_core::{Broker, ConsumerName, Delivery, Error, GroupName, OutgoingMessage, QueueName};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 
-use crate::trouble::Trouble;
+use crate::consumer::{Consumer, ConsumerOptions, MissingQueue, Queue};
 
 use super::{
     CORRELATION_HEADER, DEADLINE_HEADER, REPLY_TO_HEADER, Rpc, RpcError, STATUS_HEADER,
@@ -26,7 +22,7 @@ use super::{
 
 /// Requests one server handles at a time.
 const CONCURRENCY: usize = 64;
-/// How long one receive waits before the loop looks at `stopping` again.
+/// How long one receive waits before the loop looks at the stop token again.
 const POLL: Duration = Duration::from_millis(500);
 
 type BoxedHandler = Arc<
@@ -38,14 +34,14 @@ type BoxedHandler = Arc<
 /// A running server of one endpoint; [`stop`](Self::stop) lets requests in
 /// progress finish and acks them.
 pub struct RpcServer {
-    stopping: Arc<AtomicBool>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl RpcServer {
     /// Stops taking requests, waits for those in progress, acks them.
     pub async fn stop(self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        self.stop.cancel();
         let _ = self.task.await;
     }
 }
@@ -83,88 +79,41 @@ impl Rpc {
                 serde_json::to_string(&resp).map_err(|e| format!("cannot encode the reply: {e}"))
             })
         });
-        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let consumer = ConsumerName::new(crate::ids::process_unique("server"))?;
-        let task = tokio::spawn(serve_loop(
-            self.inner.broker.clone(),
-            queue,
+        let options = ConsumerOptions {
+            max_in_flight: CONCURRENCY,
+            poll: POLL,
+            missing_queue: MissingQueue::Wait,
+        };
+        let requests = Queue::new(self.inner.broker.clone(), queue).consumer_until(
+            GroupName::new("servers")?,
             consumer,
-            boxed,
-            stopping.clone(),
-        ));
-        Ok(RpcServer { stopping, task })
+            options,
+            stop.clone(),
+        );
+        let task = tokio::spawn(serve_loop(self.inner.broker.clone(), requests, boxed));
+        Ok(RpcServer { stop, task })
     }
 }
 
-async fn serve_loop(
-    broker: Arc<dyn Broker>,
-    queue: QueueName,
-    consumer: ConsumerName,
-    handler: BoxedHandler,
-    stopping: Arc<AtomicBool>,
-) {
-    let Ok(group) = GroupName::new("servers") else {
-        return;
-    };
-    let slots = Arc::new(Semaphore::new(CONCURRENCY));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<MessageId>();
-    let mut handled: Vec<MessageId> = Vec::new();
-    let mut trouble = Trouble::default();
-    while !stopping.load(Ordering::Relaxed) {
-        // Take as many requests as there are free slots (at least one).
-        let Ok(first) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
-        }
-        while let Ok(id) = done_rx.try_recv() {
-            handled.push(id);
-        }
-        let options = ReceiveOptions::new(permits.len(), POLL);
-        // Not raced against the stop signal: a receive dropped halfway could
-        // leave requests taken but unanswered until the visibility timeout.
-        let received = broker
-            .ack_and_receive(&queue, &group, &consumer, &handled, options)
-            .await;
-        let requests = match received {
-            Ok((_, requests)) => {
-                handled.clear();
-                trouble.recovered("rpc server", &queue);
-                requests
+/// Each request in a task of its own (up to [`CONCURRENCY`]); one answered
+/// is acked with the next receive.
+async fn serve_loop(broker: Arc<dyn Broker>, mut requests: Consumer, handler: BoxedHandler) {
+    let mut answering = JoinSet::new();
+    while let Some(request) = requests.next().await {
+        let (broker, handler) = (broker.clone(), handler.clone());
+        answering.spawn(async move {
+            // Unanswered (the reply could not be sent): not acked, so it
+            // comes back after the visibility timeout.
+            if answer(&*broker, &handler, request.delivery().clone()).await {
+                request.ack();
             }
-            Err(e) => {
-                trouble.failed("rpc server", &queue, &e).await;
-                continue;
-            }
-        };
-        for (request, permit) in requests.into_iter().zip(permits) {
-            let (broker, handler, done) = (broker.clone(), handler.clone(), done_tx.clone());
-            tokio::spawn(async move {
-                let id = request.id.clone();
-                // Unanswered (the reply could not be sent): not acked, so
-                // it comes back after the visibility timeout.
-                if answer(&*broker, &handler, request).await {
-                    let _ = done.send(id);
-                }
-                drop(permit);
-            });
-        }
+        });
+        while answering.try_join_next().is_some() {}
     }
-    // Wait for the requests in progress, then ack everything answered.
-    let _ = slots
-        .acquire_many(u32::try_from(CONCURRENCY).unwrap_or(u32::MAX))
-        .await;
-    drop(done_tx);
-    while let Some(id) = done_rx.recv().await {
-        handled.push(id);
-    }
-    if !handled.is_empty()
-        && let Err(e) = broker.ack(&queue, &group, &handled).await
-    {
-        tracing::warn!(queue = %queue, error = %e, "cannot ack answered requests; they will be answered again");
-    }
+    while answering.join_next().await.is_some() {}
+    requests.stop().await;
 }
 
 /// Runs the handler and sends the reply (unless the caller gave up).

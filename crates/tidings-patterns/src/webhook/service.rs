@@ -2,31 +2,30 @@
 //! waiting on its own queue, so an idle route never delays a busy one (LeanMQ polls its
 //! routes one after another).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tidings_core::{ConsumerName, Delivery, Error, MessageId, Nack, ReceiveOptions};
+use tidings_core::{ConsumerName, Nack};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::{Outcome, Route, Webhook, WebhookOptions};
+use crate::consumer::{ConsumerOptions, Message, MissingQueue, Queue};
 use crate::resilience::RetryPolicy;
-use crate::trouble::Trouble;
 
-/// How long a worker waits for messages before it looks at the stop flag:
+/// How long a worker waits for messages before it looks at the stop token:
 /// the most a stop waits for an idle route.
 const POLL: Duration = Duration::from_millis(250);
 
 /// A running webhook service.
 pub struct WebhookService {
     webhook: Webhook,
-    stopping: Arc<AtomicBool>,
+    stop: CancellationToken,
     workers: JoinSet<()>,
 }
 
 impl WebhookService {
     pub(super) fn start(webhook: Webhook) -> Self {
-        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let mut workers = JoinSet::new();
         for route in webhook.routes.values() {
             for _ in 0..webhook.options.workers.max(1) {
@@ -34,13 +33,13 @@ impl WebhookService {
                     webhook.clone(),
                     route.clone(),
                     consumer_name(),
-                    stopping.clone(),
+                    stop.clone(),
                 ));
             }
         }
         Self {
             webhook,
-            stopping,
+            stop,
             workers,
         }
     }
@@ -53,7 +52,7 @@ impl WebhookService {
     /// Stops taking messages, lets the handlers in flight finish and their
     /// messages be acknowledged (or retried), then returns.
     pub async fn stop(mut self) {
-        self.stopping.store(true, Ordering::Relaxed);
+        self.stop.cancel();
         while self.workers.join_next().await.is_some() {}
     }
 
@@ -70,103 +69,59 @@ fn consumer_name() -> ConsumerName {
         .unwrap_or_else(|_| ConsumerName::new("tidings").unwrap_or_else(|_| unreachable!()))
 }
 
+/// One worker of a route: each message's handler in a task of its own, up
+/// to `concurrency` at once.
 async fn run_route(
     webhook: Webhook,
     route: Route,
     consumer: ConsumerName,
-    stopping: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) {
-    let broker = webhook.broker.clone();
-    let options = webhook.options.clone();
-    let mut trouble = Trouble::default();
-    // Handled messages are acked with the next receive (one round trip on
-    // Redis), or at the end.
-    let mut handled: Vec<MessageId> = Vec::new();
-    while !stopping.load(Ordering::Relaxed) {
-        let receive = ReceiveOptions::new(options.concurrency.max(1), POLL);
-        let deliveries = match broker
-            .ack_and_receive(&route.queue, &route.group, &consumer, &handled, receive)
-            .await
-        {
-            Ok((_, d)) => {
-                handled.clear();
-                d
-            }
-            Err(e) => {
-                if matches!(e, Error::QueueNotFound(_)) {
-                    let _ = webhook.ensure_queue(&route.queue).await;
-                }
-                trouble.failed("webhook worker", &route.path, &e).await;
-                continue;
-            }
-        };
-        trouble.recovered("webhook worker", &route.path);
-        if deliveries.is_empty() {
-            continue;
-        }
-        handled = handle_batch(&webhook, &route, &options, deliveries).await;
+    let options = ConsumerOptions {
+        max_in_flight: webhook.options.concurrency.max(1),
+        poll: POLL,
+        // Its storage lost it (a Redis flush): made again, as at start.
+        missing_queue: MissingQueue::Create(webhook.options.queue_config()),
+    };
+    let queue = Queue::new(webhook.broker.clone(), route.queue.clone());
+    let mut messages = queue.consumer_until(route.group.clone(), consumer, options, stop);
+    let mut handlers = JoinSet::new();
+    while let Some(message) = messages.next().await {
+        handlers.spawn(handle(route.clone(), webhook.options.clone(), message));
+        while handlers.try_join_next().is_some() {}
     }
-    if !handled.is_empty()
-        && let Err(e) = broker.ack(&route.queue, &route.group, &handled).await
-    {
-        tracing::warn!(path = %route.path, error = %e, "cannot acknowledge handled messages; they will be redelivered");
-    }
+    while handlers.join_next().await.is_some() {}
+    messages.stop().await;
 }
 
-/// Runs the handlers of a batch concurrently, then retries or dead-letters
-/// each failed message. Returns the ids of those handled, to be acked.
-async fn handle_batch(
-    webhook: &Webhook,
-    route: &Route,
-    options: &WebhookOptions,
-    deliveries: Vec<Delivery>,
-) -> Vec<MessageId> {
-    // Each handler in a task of its own: they run concurrently, and a
-    // panicking handler fails its message, not the worker.
-    let running: Vec<_> = deliveries
-        .iter()
-        .map(|d| tokio::spawn((route.handler)(d.payload.clone())))
-        .collect();
-    let mut outcomes = Vec::with_capacity(running.len());
-    for task in running {
-        outcomes.push(match task.await {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_panic() => {
-                Outcome::Failed(format!("the handler panicked: {}", panic_text(e)))
-            }
-            Err(e) => Outcome::Failed(e.to_string()),
-        });
-    }
-    let broker = &webhook.broker;
-    let mut done: Vec<MessageId> = Vec::new();
-    for (delivery, outcome) in deliveries.into_iter().zip(outcomes) {
-        let nack = match outcome {
-            Outcome::Done => {
-                done.push(delivery.id);
-                continue;
-            }
-            Outcome::Invalid(why) => Nack::DeadLetter { reason: why },
-            Outcome::Failed(why) if delivery.delivery_count >= options.max_attempts => {
-                Nack::DeadLetter {
-                    reason: format!("Processing error: {why}"),
-                }
-            }
-            Outcome::Failed(why) => {
-                tracing::debug!(path = %route.path, attempt = delivery.delivery_count, error = %why, "webhook handler failed; will retry");
-                Nack::Retry {
-                    delay: retry_delay(options, delivery.delivery_count),
-                }
-            }
-        };
-        if let Err(e) = broker
-            .nack(&route.queue, &route.group, &delivery.id, nack)
-            .await
-        {
-            // Not lost: the message comes back after the visibility timeout.
-            tracing::warn!(path = %route.path, error = %e, "cannot give a failed message back");
+/// Runs a message's handler (a panic fails the message, not the worker),
+/// then acks it, or retries or dead-letters it.
+async fn handle(route: Route, options: WebhookOptions, message: Message) {
+    let outcome = match tokio::spawn((route.handler)(message.payload.clone())).await {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => {
+            Outcome::Failed(format!("the handler panicked: {}", panic_text(e)))
         }
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    let attempt = message.delivery_count;
+    let nack = match outcome {
+        Outcome::Done => return message.ack(),
+        Outcome::Invalid(why) => Nack::DeadLetter { reason: why },
+        Outcome::Failed(why) if attempt >= options.max_attempts => Nack::DeadLetter {
+            reason: format!("Processing error: {why}"),
+        },
+        Outcome::Failed(why) => {
+            tracing::debug!(path = %route.path, attempt, error = %why, "webhook handler failed; will retry");
+            Nack::Retry {
+                delay: retry_delay(&options, attempt),
+            }
+        }
+    };
+    if let Err(e) = message.nack(nack).await {
+        // Not lost: the message comes back after the visibility timeout.
+        tracing::warn!(path = %route.path, error = %e, "cannot give a failed message back");
     }
-    done
 }
 
 fn panic_text(e: tokio::task::JoinError) -> String {
