@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// Length of the latency scenario.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     latency_for: Duration,
+    /// The queues' max_deliveries (default: the queue default, 5). With the
+    /// maximum (4294967295) deliveries are written only if still in flight
+    /// 100 ms later, as before crash-safe counts (docs/queues.md).
+    #[arg(long)]
+    max_deliveries: Option<u32>,
 }
 
 struct Row {
@@ -109,7 +114,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open {}", args.dir.display()))?
         });
         let queue = QueueName::new("bench")?;
-        broker.create_queue(&queue, QueueConfig::default()).await?;
+        let config = QueueConfig {
+            max_deliveries: args
+                .max_deliveries
+                .unwrap_or(QueueConfig::default().max_deliveries),
+            ..QueueConfig::default()
+        };
+        broker.create_queue(&queue, config).await?;
         let before = broker.store_stats();
         let mut row = match scenario {
             Scenario::SendOne => {
