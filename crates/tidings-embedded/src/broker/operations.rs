@@ -21,6 +21,12 @@ use crate::records::{MessageRecord, QueueRecord, record_key, seq_key};
 use crate::state::{Ctx, QueueState, message_id, parse_id};
 use crate::store::{Pending, Space, Wait};
 
+/// After each step of a bulk requeue, a pause this many times as long as
+/// the step took: the requeue takes a third of the disk's time at most, so
+/// sends to other queues keep their latency (`tidings bench --scenario
+/// requeue-beside`).
+const BULK_PAUSE: u32 = 2;
+
 /// What the records of one ack or nack take, about (a mark and its key).
 const ID_BYTES: usize = 64;
 
@@ -344,6 +350,7 @@ impl Broker for EmbeddedBroker {
         let mut moved = 0;
         let (mut after, mut done_ids) = (0, 0);
         loop {
+            let step_started = Instant::now();
             // A step: chosen under the lock, read outside it, then moved
             // under the lock (those still dead), all or nothing.
             let (out, _) = self.write(Admission::none(), |queues, _| {
@@ -397,6 +404,8 @@ impl Broker for EmbeddedBroker {
                 Ok((count, self.send_wait(q)))
             }))
             .await?;
+            // A bulk requeue leaves the disk to other queues most of the time.
+            tokio::time::sleep(step_started.elapsed() * BULK_PAUSE).await;
         }
     }
 
