@@ -17,7 +17,7 @@ use tidings_hub::model::GistStatus;
 use tidings_hub::{DeliveryConfig, Dispatcher, Hub, HubConfig, Principal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -151,34 +151,18 @@ async fn a_delivery_to_a_subscriber_deactivated_meanwhile_waits_instead_of_stayi
     // has deactivated the subscriber: the delivery is then in the worker's
     // hands, its subscriber inactive.
     let engine: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
-    let armed = Arc::new(AtomicBool::new(false));
-    let gate = Arc::new(Semaphore::new(0));
-    let (entered, mut reads) = watch::channel(0usize);
-    let hooked = {
-        let (armed, gate) = (armed.clone(), gate.clone());
-        Hooked::new(engine.clone(), move |call: Call| {
-            let held = call.op == "get_record" && armed.load(Ordering::SeqCst);
-            let (gate, entered) = (gate.clone(), entered.clone());
-            Box::pin(async move {
-                if held {
-                    entered.send_modify(|n| *n += 1);
-                    gate.acquire().await.unwrap().forget();
-                }
-                Ok(())
-            })
-        })
-    };
+    let (hooked, gate) = Hooked::gated(engine.clone(), "get_record");
     let address = failing_endpoint().await;
     let (hub, queue, _) = hub_with_subscriber(Arc::new(hooked), &address).await;
-    armed.store(true, Ordering::SeqCst);
+    gate.arm();
     let stop = start(&hub);
     publish(&hub).await;
-    reads.wait_for(|n| *n >= 1).await.unwrap();
-    armed.store(false, Ordering::SeqCst);
+    gate.arrived(1).await;
+    gate.disarm();
     hub.set_application_active(&Principal::Admin, "shop", Some(false))
         .await
         .unwrap();
-    gate.add_permits(1000);
+    gate.release(1000);
     group_until(&*engine, &queue, "the delivery waits, not in flight", |g| {
         g.delayed == 1 && g.pending == 0
     })

@@ -175,13 +175,23 @@ impl Consumer {
         self.stop.clone()
     }
 
-    /// Stops taking messages; those taken but not handed out yet go back
-    /// (delivered again after the visibility timeout). Waits until every
+    /// Stops taking messages; those taken but not handed out yet are given
+    /// back at once (deliverable again, their count kept). Waits until every
     /// message handed out is acked, nacked or dropped, acks what was acked,
     /// and returns.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stop.cancel();
-        drop(self.messages);
+        self.messages.close();
+        let mut unread = Vec::new();
+        while let Some(message) = self.messages.recv().await {
+            unread.push(message);
+        }
+        if let Some(first) = unread.first() {
+            let target = first.target.clone();
+            let ids: Vec<MessageId> = unread.iter().map(|m| m.delivery.id.clone()).collect();
+            target.give_back(&ids).await;
+        }
+        drop(unread);
         let _ = self.task.await;
     }
 }
@@ -200,6 +210,22 @@ struct Target {
     group: GroupName,
     /// Acks, sent with the loop's next receive.
     acked: mpsc::UnboundedSender<MessageId>,
+}
+
+impl Target {
+    /// Gives messages taken but never handed out back at once.
+    async fn give_back(&self, ids: &[MessageId]) {
+        let again = Nack::Retry {
+            delay: Duration::ZERO,
+        };
+        let broker = &self.queue.broker;
+        if let Err(e) = broker
+            .nack_many(&self.queue.name, &self.group, ids, again)
+            .await
+        {
+            tracing::warn!(queue = %self.queue.name, error = %e, "cannot give back messages taken at stop; they come back after the visibility timeout");
+        }
+    }
 }
 
 /// One delivery handed out by a [`Consumer`]; derefs to the [`Delivery`].
@@ -313,14 +339,19 @@ impl Run {
                     }
                 }
             };
-            for (delivery, room) in deliveries.into_iter().zip(permits) {
+            let mut deliveries = deliveries.into_iter().zip(permits);
+            while let Some((delivery, room)) = deliveries.next() {
                 let message = Message {
                     delivery,
                     target: self.target.clone(),
                     _room: room,
                 };
-                // The receiver is gone (stopped): what was taken goes back.
-                if out.send(message).await.is_err() {
+                // The receiver is closed (stopped): what was taken goes back.
+                if let Err(unsent) = out.send(message).await {
+                    let mut ids = vec![unsent.0.delivery.id.clone()];
+                    ids.extend(deliveries.map(|(d, _)| d.id));
+                    drop(unsent);
+                    self.target.give_back(&ids).await;
                     break 'receiving;
                 }
             }

@@ -1,11 +1,14 @@
 //! [`Hooked`]: another broker with a test's hook run before each call, to
-//! fail the call or hold it until the test lets it go.
+//! fail the call or hold it until the test lets it go ([`Gate`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_trait::async_trait;
+use tokio::sync::{Semaphore, watch};
 
 use crate::{
     Broker, ConsumerName, DeadLetter, DeadLetterSelection, Delivery, GroupName, MessageId, Nack,
@@ -54,6 +57,73 @@ impl Hooked {
             queue: queue.cloned(),
         })
         .await
+    }
+}
+
+/// Holds the calls of one operation, once armed, until the test lets them
+/// go, in the order they came; counts those that came.
+pub struct Gate {
+    op: &'static str,
+    armed: AtomicBool,
+    permits: Semaphore,
+    arrived: watch::Sender<usize>,
+}
+
+impl Gate {
+    /// Holds the operation's calls from now on.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the operation's calls through again (those held stay held
+    /// until released).
+    pub fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+
+    /// Waits until `n` calls have been held in all.
+    pub async fn arrived(&self, n: usize) {
+        let mut arrived = self.arrived.subscribe();
+        // The sender lives as long as the gate.
+        let _ = arrived.wait_for(|&k| k >= n).await;
+    }
+
+    /// Lets `n` held calls (or calls yet to come) through, first come first.
+    pub fn release(&self, n: usize) {
+        self.permits.add_permits(n);
+    }
+
+    async fn pass(&self, call: &Call) {
+        if call.op != self.op || !self.armed.load(Ordering::SeqCst) {
+            return;
+        }
+        self.arrived.send_modify(|k| *k += 1);
+        // Never closed, so acquiring cannot fail.
+        if let Ok(permit) = self.permits.acquire().await {
+            permit.forget();
+        }
+    }
+}
+
+impl Hooked {
+    /// `inner`, with the calls of `op` held by the returned [`Gate`] once
+    /// it is armed.
+    pub fn gated(inner: Arc<dyn Broker>, op: &'static str) -> (Self, Arc<Gate>) {
+        let gate = Arc::new(Gate {
+            op,
+            armed: AtomicBool::new(false),
+            permits: Semaphore::new(0),
+            arrived: watch::channel(0).0,
+        });
+        let held = gate.clone();
+        let hooked = Self::new(inner, move |call| {
+            let gate = held.clone();
+            Box::pin(async move {
+                gate.pass(&call).await;
+                Ok(())
+            })
+        });
+        (hooked, gate)
     }
 }
 

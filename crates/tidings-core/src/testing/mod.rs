@@ -15,7 +15,7 @@
 pub mod cases;
 pub mod hooked;
 
-pub use hooked::{Call, Hook, HookFuture, Hooked};
+pub use hooked::{Call, Gate, Hook, HookFuture, Hooked};
 
 use crate::Broker;
 
