@@ -349,8 +349,8 @@ impl Broker for EmbeddedBroker {
     ) -> Result<u64> {
         let mut moved = 0;
         let (mut after, mut done_ids) = (0, 0);
+        let mut pause = Duration::ZERO;
         loop {
-            let step_started = Instant::now();
             // A step: chosen under the lock, read outside it, then moved
             // under the lock (those still dead), all or nothing.
             let (out, _) = self.write(Admission::none(), |queues, _| {
@@ -369,6 +369,9 @@ impl Broker for EmbeddedBroker {
                 return Ok(moved);
             };
             after = last + 1;
+            // A bulk requeue leaves the disk to other queues most of the time.
+            tokio::time::sleep(pause).await;
+            let step_started = Instant::now();
             let mut letters = Vec::with_capacity(chosen.len());
             for dseq in chosen {
                 if let Some(dead) = read_dead(&*self.inner.store, qid, dseq)? {
@@ -404,8 +407,7 @@ impl Broker for EmbeddedBroker {
                 Ok((count, self.send_wait(q)))
             }))
             .await?;
-            // A bulk requeue leaves the disk to other queues most of the time.
-            tokio::time::sleep(step_started.elapsed() * BULK_PAUSE).await;
+            pause = step_started.elapsed() * BULK_PAUSE;
         }
     }
 

@@ -186,20 +186,34 @@ impl Hub {
         if ids.is_empty() {
             return Ok(0);
         }
+        // The gists first: a requeued delivery may be attempted (and its
+        // gist written) before the requeue returns.
         let mut tx = Transaction::new();
+        let mut undo = Transaction::new();
         for mut gist in gists {
+            put(&mut undo, &self.inner.tables.gists, gist.key(), &gist)?;
             gist.status = GistStatus::Pending;
             gist.attempts = 0;
             gist.dead_at = None;
             gist.next_attempt_at = Some(now_ms());
             put(&mut tx, &self.inner.tables.gists, gist.key(), &gist)?;
         }
-        let moved = self
+        self.broker().commit(tx).await?;
+        match self
             .broker()
             .requeue_dead_letters(&queue, DeadLetterSelection::Ids(ids))
-            .await?;
-        self.broker().commit(tx).await?;
-        Ok(moved)
+            .await
+        {
+            Ok(moved) => Ok(moved),
+            Err(e) => {
+                // Nothing, or only some, went back: the gists say failed
+                // again, so that a later requeue finds them.
+                if let Err(undone) = self.broker().commit(undo).await {
+                    tracing::warn!(subscription = %sub, error = %undone, "cannot mark requeued gists failed again");
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Delivers the events of a subscription's action published at or after
