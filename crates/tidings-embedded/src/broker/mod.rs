@@ -11,6 +11,7 @@ mod record_reads;
 mod tables;
 #[cfg(test)]
 mod tests;
+mod transaction;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -130,7 +131,7 @@ fn wait_for(durability: Durability) -> Wait {
     }
 }
 
-type Queues = std::collections::BTreeMap<QueueName, QueueState>;
+pub(super) type Queues = std::collections::BTreeMap<QueueName, QueueState>;
 
 /// Expiries applied per lock section by [`EmbeddedBroker::expire_unread`].
 const EXPIRY_STEP: usize = 256;

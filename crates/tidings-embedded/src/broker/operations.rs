@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::dead_letters::{STEP, dead_letter_out, next_step, read_dead};
-use super::{EmbeddedBroker, finish, queue, wait_for};
+use super::{EmbeddedBroker, finish, queue};
 use tokio::time::Instant;
 
 use tidings_core::{
@@ -17,7 +17,7 @@ use tidings_core::{
 };
 
 use crate::budget::Admission;
-use crate::records::{MessageRecord, QueueRecord, record_key, seq_key};
+use crate::records::{MessageRecord, QueueRecord, seq_key};
 use crate::state::{Ctx, QueueState, message_id, parse_id};
 use crate::store::{Pending, Space, Wait};
 
@@ -54,7 +54,7 @@ fn transaction_bytes(ops: &[TxOp]) -> usize {
 
 /// Stores one message (or finds its duplicate). Returns the receipt and the
 /// new message's seq.
-fn enqueue(
+pub(super) fn enqueue(
     q: &mut QueueState,
     message: OutgoingMessage,
     ctx: &mut Ctx<'_>,
@@ -443,171 +443,13 @@ impl Broker for EmbeddedBroker {
     async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {
         transaction.validate()?;
         let ops = transaction.into_ops();
-        let record_wait = wait_for(self.inner.durability);
-        // The messages nacks dead-letter, read before the lock.
-        let dead_lettered: Vec<(&QueueName, Vec<u64>)> = ops
-            .iter()
-            .filter_map(|op| match op {
-                TxOp::Nack {
-                    queue,
-                    id,
-                    nack: Nack::DeadLetter { .. },
-                    ..
-                } => Some((queue, parse_id(id).into_iter().collect())),
-                _ => None,
-            })
-            .collect();
-        let prefetched = self.prefetch(&dead_lettered)?;
-        // The records the preconditions look at, read before the lock too.
-        let checked = ops
-            .iter()
-            .filter_map(|op| match op {
-                TxOp::Put {
-                    table,
-                    key,
-                    only_if_absent: true,
-                    ..
-                }
-                | TxOp::Expect { table, key, .. } => Some(record_key(table.as_str(), key)),
-                _ => None,
-            })
-            .collect();
-        let stripes = &self.inner.stripes;
-        let store = &*self.inner.store;
-        let records = stripes.read_ahead(store, checked)?;
+        let (prefetched, records) = self.read_for(&ops)?;
         let admission = self.admit(transaction_bytes(&ops)).await;
         finish(self.write_with(admission, prefetched, |queues, ctx| {
-            // Check (and read) everything first: nothing is applied unless
-            // all of it can be.
-            let mut written: HashMap<Vec<u8>, bool> = HashMap::new();
-            let mut plans = Vec::new();
-            for op in &ops {
-                match op {
-                    TxOp::Send { queue: name, .. } => {
-                        queue(queues, name)?;
-                    }
-                    TxOp::Ack {
-                        queue: name,
-                        group,
-                        ids,
-                    } => {
-                        let q = queue(queues, name)?;
-                        for id in ids {
-                            if !parse_id(id).is_some_and(|seq| q.is_in_flight(group, seq)) {
-                                return Err(Error::NotPending {
-                                    queue: name.to_string(),
-                                    group: group.to_string(),
-                                    id: id.to_string(),
-                                });
-                            }
-                        }
-                    }
-                    TxOp::Nack {
-                        queue: name,
-                        group,
-                        id,
-                        nack,
-                    } => {
-                        let q = queue(queues, name)?;
-                        let seq = parse_id(id).filter(|&seq| q.is_in_flight(group, seq));
-                        let Some(seq) = seq else {
-                            return Err(Error::NotPending {
-                                queue: name.to_string(),
-                                group: group.to_string(),
-                                id: id.to_string(),
-                            });
-                        };
-                        plans.push(q.plan_give_back(group, &[seq], nack.clone(), ctx)?);
-                    }
-                    TxOp::Put {
-                        table,
-                        key,
-                        only_if_absent,
-                        ..
-                    } => {
-                        let at = record_key(table.as_str(), key);
-                        if *only_if_absent {
-                            let taken = match written.get(&at) {
-                                Some(present) => *present,
-                                None => records.get(stripes, store, &at)?.is_some(),
-                            };
-                            if taken {
-                                return Err(Error::RecordExists {
-                                    table: table.to_string(),
-                                    key: key.clone(),
-                                });
-                            }
-                        }
-                        written.insert(at, true);
-                    }
-                    TxOp::Delete { table, key } => {
-                        written.insert(record_key(table.as_str(), key), false);
-                    }
-                    TxOp::Expect { table, key, value } => {
-                        let at = record_key(table.as_str(), key);
-                        let stored = records.get(stripes, store, &at)?;
-                        if stored.as_deref() != value.as_ref().map(|v| v.as_str().as_bytes()) {
-                            return Err(Error::RecordChanged {
-                                table: table.to_string(),
-                                key: key.clone(),
-                            });
-                        }
-                    }
-                }
-            }
-            let mut receipts = Vec::new();
-            let mut wait = Wait::Written;
-            let mut plans = plans.into_iter();
-            for op in ops {
-                match op {
-                    TxOp::Send {
-                        queue: name,
-                        message,
-                    } => {
-                        let q = queue(queues, &name)?;
-                        wait = wait.max(self.send_wait(q));
-                        let (receipt, seq) = enqueue(q, message, ctx);
-                        receipts.push(receipt);
-                        let qid = q.id();
-                        ctx.sent.push((name, qid, seq.into_iter().collect()));
-                    }
-                    TxOp::Ack {
-                        queue: name,
-                        group,
-                        ids,
-                    } => {
-                        let q = queue(queues, &name)?;
-                        for seq in ids.iter().filter_map(parse_id) {
-                            q.ack(&group, seq, ctx);
-                        }
-                    }
-                    TxOp::Nack {
-                        queue: name, group, ..
-                    } => {
-                        let q = queue(queues, &name)?;
-                        if let Some(plan) = plans.next() {
-                            q.apply_give_back(&group, plan, ctx);
-                        }
-                    }
-                    TxOp::Put {
-                        table, key, value, ..
-                    } => {
-                        wait = wait.max(record_wait);
-                        ctx.batch.put(
-                            Space::Records,
-                            record_key(table.as_str(), &key),
-                            value.as_str().as_bytes().to_vec(),
-                        );
-                    }
-                    TxOp::Delete { table, key } => {
-                        wait = wait.max(record_wait);
-                        ctx.batch
-                            .delete(Space::Records, record_key(table.as_str(), &key));
-                    }
-                    TxOp::Expect { .. } => {}
-                }
-            }
-            Ok((receipts, wait))
+            // Everything is checked (and read) first: nothing is applied
+            // unless all of it can be.
+            let plans = self.check(queues, &ops, &records, ctx)?;
+            self.apply(queues, ops, plans, ctx)
         }))
         .await
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use tidings_core::{ConsumerName, Error, GroupName, MessageId, QueueName, Result};
 
-pub(crate) use queue::QueueState;
+pub(crate) use queue::{GiveBack, QueueState};
 
 use crate::records::{
     DeadRecord, DedupRecord, FORMAT, GroupRecord, META_FORMAT, META_SEQ, Mark, MessageRecord,
@@ -123,38 +123,83 @@ impl State {
         }
     }
 
-    /// Rebuilds the index from the store.
+    /// Rebuilds the index from the store: the format check and the id
+    /// high-water mark, then each record family in turn.
     pub(crate) fn load(store: &dyn Store, now: u64) -> Result<(Self, Batch)> {
         let mut batch = Batch::default();
-        let mut format = None;
-        let mut reserved = 0;
-        store.scan(Space::Meta, &mut |k, v| {
-            match k {
-                META_FORMAT => format = Some(u64_value("meta/format", v)?),
-                META_SEQ => reserved = u64_value("meta/seq", v)?,
-                _ => {}
-            }
-            Ok(())
-        })?;
-        match format {
-            None => batch.put(
-                Space::Meta,
-                META_FORMAT.to_vec(),
-                FORMAT.to_be_bytes().to_vec(),
-            ),
-            Some(FORMAT) => {}
-            Some(other) => {
-                return Err(Error::Corrupt {
-                    location: "meta/format".into(),
-                    detail: format!(
-                        "data format {other} is not supported (this build reads {FORMAT})"
-                    ),
-                });
-            }
+        let reserved = load_meta(store, &mut batch)?;
+        let mut loader = Loader::default();
+        loader.queues(store)?;
+        loader.groups(store)?;
+        let mut marks = loader.marks(store)?;
+        loader.messages(store, &mut marks, now)?;
+        loader.dedup(store)?;
+        loader.dead(store)?;
+        for q in loader.queues.values_mut() {
+            q.dedup_order.make_contiguous().sort();
         }
-        let mut max_seen = 0u64;
-        let mut queues: BTreeMap<QueueName, QueueState> = BTreeMap::new();
-        let mut by_id: BTreeMap<u64, QueueName> = BTreeMap::new();
+        let next = reserved.max(loader.max_seen + 1).max(1);
+        let state = State {
+            queues: loader.queues,
+            seq: SeqAlloc {
+                next,
+                reserved: next,
+            },
+            deferred: VecDeque::new(),
+        };
+        Ok((state, batch))
+    }
+}
+
+/// Checks the data format (writing it into a new store) and returns the
+/// persisted id high-water mark.
+fn load_meta(store: &dyn Store, batch: &mut Batch) -> Result<u64> {
+    let mut format = None;
+    let mut reserved = 0;
+    store.scan(Space::Meta, &mut |k, v| {
+        match k {
+            META_FORMAT => format = Some(u64_value("meta/format", v)?),
+            META_SEQ => reserved = u64_value("meta/seq", v)?,
+            _ => {}
+        }
+        Ok(())
+    })?;
+    match format {
+        None => batch.put(
+            Space::Meta,
+            META_FORMAT.to_vec(),
+            FORMAT.to_be_bytes().to_vec(),
+        ),
+        Some(FORMAT) => {}
+        Some(other) => {
+            return Err(Error::Corrupt {
+                location: "meta/format".into(),
+                detail: format!("data format {other} is not supported (this build reads {FORMAT})"),
+            });
+        }
+    }
+    Ok(reserved)
+}
+
+/// Marks by queue id, group id and seq, as found in the store.
+type Marks = BTreeMap<(u64, u64, u64), Mark>;
+
+/// The index as it is rebuilt, one record family after another.
+#[derive(Default)]
+struct Loader {
+    queues: BTreeMap<QueueName, QueueState>,
+    by_id: BTreeMap<u64, QueueName>,
+    /// The highest id seen in any record.
+    max_seen: u64,
+}
+
+impl Loader {
+    fn queue_mut(&mut self, qid: u64) -> Option<&mut QueueState> {
+        let name = self.by_id.get(&qid)?;
+        self.queues.get_mut(name)
+    }
+
+    fn queues(&mut self, store: &dyn Store) -> Result<()> {
         store.scan(Space::Queues, &mut |k, v| {
             let name = std::str::from_utf8(k)
                 .ok()
@@ -164,75 +209,56 @@ impl State {
                     detail: "a queue key is not a valid queue name".into(),
                 })?;
             let record: QueueRecord = decode("queue record", v)?;
-            max_seen = max_seen.max(record.id);
-            by_id.insert(record.id, name.clone());
-            queues.insert(name.clone(), QueueState::new(name, record));
+            self.max_seen = self.max_seen.max(record.id);
+            self.by_id.insert(record.id, name.clone());
+            self.queues
+                .insert(name.clone(), QueueState::new(name, record));
             Ok(())
-        })?;
-        let lookup = |qid: u64| by_id.get(&qid).cloned();
+        })
+    }
 
+    fn groups(&mut self, store: &dyn Store) -> Result<()> {
         store.scan(Space::Groups, &mut |k, v| {
             let ([qid], rest) = split_key::<1>("groups", k)?;
             let record: GroupRecord = decode("group record", v)?;
-            max_seen = max_seen.max(record.id);
-            let (Some(qname), Some(gname)) = (
-                lookup(qid),
-                std::str::from_utf8(rest)
-                    .ok()
-                    .and_then(|n| GroupName::new(n).ok()),
-            ) else {
-                return Ok(());
-            };
-            if let Some(q) = queues.get_mut(&qname) {
+            self.max_seen = self.max_seen.max(record.id);
+            let name = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|n| GroupName::new(n).ok());
+            if let (Some(q), Some(name)) = (self.queue_mut(qid), name) {
                 q.groups
-                    .insert(gname.clone(), group::GroupState::new(record.id, gname));
+                    .insert(name.clone(), group::GroupState::new(record.id, name));
             }
             Ok(())
-        })?;
+        })
+    }
 
-        let mut marks: BTreeMap<(u64, u64, u64), Mark> = BTreeMap::new();
+    fn marks(&mut self, store: &dyn Store) -> Result<Marks> {
+        let mut marks = Marks::new();
         store.scan(Space::Marks, &mut |k, v| {
             let ([qid, gid, seq], _) = split_key::<3>("marks", k)?;
             marks.insert((qid, gid, seq), decode("mark", v)?);
             Ok(())
         })?;
+        Ok(marks)
+    }
 
+    /// Each message, and where it stands for each group (by its mark).
+    fn messages(&mut self, store: &dyn Store, marks: &mut Marks, now: u64) -> Result<()> {
         store.scan(Space::Messages, &mut |k, v| {
             let ([qid, seq], _) = split_key::<2>("messages", k)?;
-            max_seen = max_seen.max(seq);
-            let Some(q) = lookup(qid).and_then(|n| queues.get_mut(&n)) else {
+            self.max_seen = self.max_seen.max(seq);
+            let Some(q) = self.queue_mut(qid) else {
                 return Ok(());
             };
             let record: MessageRecord = decode("message", v)?;
             let mut meta = queue::MsgMeta::from_record(&record);
             meta.make_visible();
             for g in q.groups.values_mut() {
-                if !meta.for_group(g.id) {
-                    continue;
-                }
-                meta.owe_one_more();
-                let mark = marks.remove(&(qid, g.id, seq));
-                if mark.is_some() {
-                    g.note_mark(seq);
-                }
-                match mark {
-                    Some(Mark::Done) => meta.owe_one_less(),
-                    Some(Mark::Delivered {
-                        count,
-                        deadline,
-                        consumer,
-                    }) => {
-                        let consumer = ConsumerName::new(consumer).map_err(|e| Error::Corrupt {
-                            location: "mark".into(),
-                            detail: e.to_string(),
-                        })?;
-                        g.restore_delivery(seq, count, &consumer, deadline);
-                    }
-                    Some(Mark::Retry { count, due }) => {
-                        g.counts.insert(seq, count);
-                        g.schedule(seq, Some(due), now);
-                    }
-                    None => g.schedule(seq, meta.deliver_at(), now),
+                if meta.for_group(g.id) {
+                    meta.owe_one_more();
+                    let mark = marks.remove(&(qid, g.id, seq));
+                    place(g, seq, mark, &mut meta, now)?;
                 }
             }
             if meta.owed() == 0 && !q.groups.is_empty() {
@@ -242,11 +268,13 @@ impl State {
             }
             q.messages.insert(seq, meta);
             Ok(())
-        })?;
+        })
+    }
 
+    fn dedup(&mut self, store: &dyn Store) -> Result<()> {
         store.scan(Space::Dedup, &mut |k, v| {
             let ([qid], rest) = split_key::<1>("dedup", k)?;
-            let Some(q) = lookup(qid).and_then(|n| queues.get_mut(&n)) else {
+            let Some(q) = self.queue_mut(qid) else {
                 return Ok(());
             };
             let record: DedupRecord = decode("dedup record", v)?;
@@ -254,30 +282,52 @@ impl State {
             q.dedup_order.push_back((record.expires_at, id.clone()));
             q.dedup.insert(id, record);
             Ok(())
-        })?;
+        })
+    }
 
+    fn dead(&mut self, store: &dyn Store) -> Result<()> {
         store.scan(Space::Dead, &mut |k, v| {
             let ([qid, dseq], _) = split_key::<2>("dead", k)?;
-            max_seen = max_seen.max(dseq);
-            if let Some(q) = lookup(qid).and_then(|n| queues.get_mut(&n)) {
+            self.max_seen = self.max_seen.max(dseq);
+            if let Some(q) = self.queue_mut(qid) {
                 let _: DeadRecord = decode("dead letter", v)?;
                 q.dead.insert(dseq);
             }
             Ok(())
-        })?;
-
-        for q in queues.values_mut() {
-            q.dedup_order.make_contiguous().sort();
-        }
-        let next = reserved.max(max_seen + 1).max(1);
-        let state = State {
-            queues,
-            seq: SeqAlloc {
-                next,
-                reserved: next,
-            },
-            deferred: VecDeque::new(),
-        };
-        Ok((state, batch))
+        })
     }
+}
+
+/// Puts a message where its group's mark says: settled, delivered (in
+/// flight until its deadline), waiting for a retry, or ready.
+fn place(
+    g: &mut group::GroupState,
+    seq: u64,
+    mark: Option<Mark>,
+    meta: &mut queue::MsgMeta,
+    now: u64,
+) -> Result<()> {
+    if mark.is_some() {
+        g.note_mark(seq);
+    }
+    match mark {
+        Some(Mark::Done) => meta.owe_one_less(),
+        Some(Mark::Delivered {
+            count,
+            deadline,
+            consumer,
+        }) => {
+            let consumer = ConsumerName::new(consumer).map_err(|e| Error::Corrupt {
+                location: "mark".into(),
+                detail: e.to_string(),
+            })?;
+            g.restore_delivery(seq, count, &consumer, deadline);
+        }
+        Some(Mark::Retry { count, due }) => {
+            g.counts.insert(seq, count);
+            g.schedule(seq, Some(due), now);
+        }
+        None => g.schedule(seq, meta.deliver_at(), now),
+    }
+    Ok(())
 }
