@@ -23,7 +23,7 @@ use tidings_core::{Delivery, Durability, Error, QueueName, Result, Timestamp};
 use crate::budget::{Admission, Budget, WriteBudget};
 use crate::clock::Clock;
 use crate::records::{MessageRecord, decode, seq_key};
-use crate::state::{Ctx, MARK_DELAY_MS, QueueState, State, message_id};
+use crate::state::{Ctx, MARK_DELAY_MS, Prefetched, QueueState, State, message_id};
 use crate::store::fjall::FjallStore;
 use crate::store::memory::MemoryStore;
 use crate::store::{Batch, Pending, Sent, Space, Store, StoreStats, Wait};
@@ -247,7 +247,7 @@ impl EmbeddedBroker {
     fn write_with<T>(
         &self,
         admission: Admission,
-        prefetched: HashMap<(u64, u64), MessageRecord>,
+        prefetched: Prefetched,
         f: impl FnOnce(&mut Queues, &mut Ctx<'_>) -> Result<(T, Wait)>,
     ) -> (Result<T>, Pending) {
         let mut guard = self.lock();
@@ -297,10 +297,7 @@ impl EmbeddedBroker {
     /// Reads messages before an operation takes the lock: `wanted` names
     /// queues and seqs; returns what exists by queue id and seq (for
     /// `Ctx::prefetched`). Only the queues' ids are looked up under the lock.
-    fn prefetch(
-        &self,
-        wanted: &[(&QueueName, Vec<u64>)],
-    ) -> Result<HashMap<(u64, u64), MessageRecord>> {
+    fn prefetch(&self, wanted: &[(&QueueName, Vec<u64>)]) -> Result<Prefetched> {
         let mut read = HashMap::new();
         if wanted.iter().all(|(_, seqs)| seqs.is_empty()) {
             return Ok(read);

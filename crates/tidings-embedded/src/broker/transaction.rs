@@ -9,8 +9,8 @@ use tidings_core::{Error, Nack, QueueName, Result, SendReceipt, TxOp};
 use super::operations::enqueue;
 use super::record_reads::RecordReads;
 use super::{EmbeddedBroker, Queues, queue, wait_for};
-use crate::records::{MessageRecord, record_key};
-use crate::state::{Ctx, GiveBack, parse_id};
+use crate::records::record_key;
+use crate::state::{Ctx, GiveBack, Prefetched, parse_id};
 use crate::store::{Space, Wait};
 
 fn not_pending(queue: &QueueName, group: &impl ToString, id: &impl ToString) -> Error {
@@ -24,10 +24,7 @@ fn not_pending(queue: &QueueName, group: &impl ToString, id: &impl ToString) -> 
 impl EmbeddedBroker {
     /// Reads, before the lock, the messages the transaction's nacks
     /// dead-letter and the records its preconditions look at.
-    pub(super) fn read_for(
-        &self,
-        ops: &[TxOp],
-    ) -> Result<(HashMap<(u64, u64), MessageRecord>, RecordReads)> {
+    pub(super) fn read_for(&self, ops: &[TxOp]) -> Result<(Prefetched, RecordReads)> {
         let dead_lettered: Vec<(&QueueName, Vec<u64>)> = ops
             .iter()
             .filter_map(|op| match op {

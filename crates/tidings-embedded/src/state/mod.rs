@@ -66,6 +66,9 @@ pub(crate) struct DeferredMark {
     pub(crate) seq: u64,
 }
 
+/// Messages read before the engine's lock, by queue id and seq.
+pub(crate) type Prefetched = HashMap<(u64, u64), MessageRecord>;
+
 /// What an operation on the index needs besides the index.
 pub(crate) struct Ctx<'a> {
     pub(crate) store: &'a dyn Store,
@@ -78,7 +81,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) sent: Vec<Sent>,
     /// Messages read before the lock was taken, by queue id and seq: what
     /// expiries that dead-letter need (nothing is read under the lock for them).
-    pub(crate) prefetched: HashMap<(u64, u64), MessageRecord>,
+    pub(crate) prefetched: Prefetched,
     /// Set when an expiry was left for later because its message was not
     /// read yet (see `EmbeddedBroker::expire_unread`).
     pub(crate) unread_expiries: bool,
