@@ -15,7 +15,7 @@ use super::webhook::{Attempt, Outcome, post};
 use crate::error::{HubError, HubResult};
 use crate::hub::NewEvent;
 use crate::hub::actions::DEAD_LETTERED_ACTION;
-use crate::model::{Event, Gist, GistStatus};
+use crate::model::{Event, Gist, GistStatus, Subscription};
 use crate::principal::Principal;
 use crate::tables::{get, put, subscription_queue};
 use crate::time::{iso, now_ms};
@@ -111,6 +111,15 @@ async fn pause(halted: &mut watch::Receiver<bool>, wait: Duration) -> bool {
     !slept || *halted.borrow()
 }
 
+/// What an attempt works on, once found.
+struct Work {
+    sub: Subscription,
+    event: Event,
+    gist: Gist,
+    /// The subscriber's secret; `None` if it is inactive or gone.
+    secret: Option<String>,
+}
+
 /// Posts one delivery and settles it. Returns the retry delay if it failed
 /// and will be tried again.
 async fn attempt(
@@ -119,70 +128,32 @@ async fn attempt(
     delivery: &Delivery,
 ) -> HubResult<Option<Duration>> {
     let hub = &shared.hub;
-    let tables = &hub.inner.tables;
-    let queue = &delivery.queue;
-    let ack_only = |why: &str| {
-        tracing::info!(subscription = %sub_id, why, "delivery dropped");
-    };
-    let Ok(event_id) = delivery.payload.json::<String>() else {
-        ack_only("its message is not an event id");
-        hub.broker()
-            .ack(queue, &tables.group, std::slice::from_ref(&delivery.id))
-            .await?;
+    let Some(mut work) = prepare(shared, sub_id, delivery).await? else {
         return Ok(None);
     };
-    let sub = match hub.subscription(sub_id) {
-        Ok(sub) => sub,
-        Err(_) => return Ok(None),
-    };
-    let Some(event) = get::<Event>(&**hub.broker(), &tables.events, &event_id).await? else {
-        ack_only("its event no longer exists");
-        hub.broker()
-            .ack(queue, &tables.group, std::slice::from_ref(&delivery.id))
-            .await?;
-        return Ok(None);
-    };
-    let gist_key = crate::model::gist::key(&event.id, &sub.id);
-    let mut gist = get::<Gist>(&**hub.broker(), &tables.gists, &gist_key)
-        .await?
-        .unwrap_or_else(|| Gist::pending(&event.id, &event.action, &sub, None, now_ms()));
-    let Some(secret) = hub.application_secret(&sub.application) else {
+    let Some(secret) = work.secret.take() else {
         // The subscriber is inactive (or gone): no attempt, and the
         // delivery waits its turn again instead of staying in flight.
-        hub.broker()
-            .nack(
-                queue,
-                &tables.group,
-                &delivery.id,
-                Nack::Retry {
-                    delay: INACTIVE_RETRY,
-                },
-            )
-            .await?;
-        return Ok(Some(INACTIVE_RETRY));
+        return give_back(hub, delivery, INACTIVE_RETRY).await;
     };
-    let breaker = shared.breaker(&sub.endpoint);
+    let breaker = shared.breaker(&work.sub.endpoint);
     if let Err(rejected) = breaker.permit() {
         // Given back without an attempt: it does not count.
         hub.metrics().attempt("deferred");
-        let delay = rejected.retry_after;
-        hub.broker()
-            .nack(queue, &tables.group, &delivery.id, Nack::Retry { delay })
-            .await?;
-        return Ok(Some(delay));
+        return give_back(hub, delivery, rejected.retry_after).await;
     }
     // Attempts are counted in the gist, so a delivery handed back by the
     // breaker, or lost in a crash before its outcome was written, is not one.
-    let number = gist.attempts + 1;
+    let number = work.gist.attempts + 1;
     let outcome = {
         let _permit = shared.global.acquire().await;
         post(
             &shared.client,
             Attempt {
-                endpoint: &sub.endpoint,
+                endpoint: &work.sub.endpoint,
                 secret: &secret,
-                event: &event,
-                delivery_id: &gist_key,
+                event: &work.event,
+                delivery_id: &work.gist.key(),
                 number,
             },
         )
@@ -196,7 +167,76 @@ async fn attempt(
     hub.metrics()
         .attempt_duration
         .observe(outcome.elapsed.as_secs_f64());
-    record(&mut gist, &outcome, number, &event);
+    record(&mut work.gist, &outcome, number, &work.event);
+    conclude(hub, delivery, work, &outcome, number).await
+}
+
+/// Finds the subscription, the event and its gist (new if none), and the
+/// subscriber's secret. `None`: nothing to
+/// attempt (the message is not an event id, or its event is gone: acked;
+/// or the subscription is gone).
+async fn prepare(shared: &Shared, sub_id: &str, delivery: &Delivery) -> HubResult<Option<Work>> {
+    let hub = &shared.hub;
+    let tables = &hub.inner.tables;
+    let drop_it = |why: &'static str| async move {
+        tracing::info!(subscription = %sub_id, why, "delivery dropped");
+        let ids = std::slice::from_ref(&delivery.id);
+        hub.broker()
+            .ack(&delivery.queue, &tables.group, ids)
+            .await?;
+        HubResult::Ok(None)
+    };
+    let Ok(event_id) = delivery.payload.json::<String>() else {
+        return drop_it("its message is not an event id").await;
+    };
+    let Ok(sub) = hub.subscription(sub_id) else {
+        return Ok(None);
+    };
+    let Some(event) = get::<Event>(&**hub.broker(), &tables.events, &event_id).await? else {
+        return drop_it("its event no longer exists").await;
+    };
+    let gist_key = crate::model::gist::key(&event.id, &sub.id);
+    let gist = get::<Gist>(&**hub.broker(), &tables.gists, &gist_key)
+        .await?
+        .unwrap_or_else(|| Gist::pending(&event.id, &event.action, &sub, None, now_ms()));
+    let secret = hub.application_secret(&sub.application);
+    Ok(Some(Work {
+        sub,
+        event,
+        gist,
+        secret,
+    }))
+}
+
+/// Gives a delivery back unattempted, to be looked at again after `delay`.
+async fn give_back(
+    hub: &crate::hub::Hub,
+    delivery: &Delivery,
+    delay: Duration,
+) -> HubResult<Option<Duration>> {
+    let group = &hub.inner.tables.group;
+    hub.broker()
+        .nack(&delivery.queue, group, &delivery.id, Nack::Retry { delay })
+        .await?;
+    Ok(Some(delay))
+}
+
+/// Settles an attempt by its outcome: delivered (acked), dead-lettered
+/// (after the last attempt, or a 410 that disables the subscription), or
+/// retried after the schedule's delay (or a longer `Retry-After`).
+async fn conclude(
+    hub: &crate::hub::Hub,
+    delivery: &Delivery,
+    work: Work,
+    outcome: &Outcome,
+    number: u32,
+) -> HubResult<Option<Duration>> {
+    let Work {
+        sub,
+        event,
+        mut gist,
+        ..
+    } = work;
     if outcome.delivered() {
         gist.status = GistStatus::Delivered;
         gist.delivered_at = Some(now_ms());
