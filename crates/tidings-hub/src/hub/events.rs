@@ -10,7 +10,7 @@ use tidings_core::{OutgoingMessage, Payload, RecordScan, Transaction};
 use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
 use crate::ids::{event_id, row_key_at};
-use crate::model::{Event, Gist};
+use crate::model::{Event, Gist, Subscription};
 use crate::principal::Principal;
 use crate::tables::{deduper_key, encode, get, page, put, subscription_queue};
 use crate::time::now_ms;
@@ -77,21 +77,25 @@ fn unwrap_json_string(field: &str, raw: Box<RawValue>) -> HubResult<Box<RawValue
         .map_err(|e| HubError::BadRequest(format!("{field} - a string must hold valid JSON: {e}")))
 }
 
-impl Hub {
-    /// Publishes an event: checks it against the action's schema, stores it and
-    /// queues a delivery for every active subscription, in one transaction.
-    pub async fn publish(
-        &self,
-        who: &Principal,
-        new: NewEvent,
-        traceparent: Option<String>,
-    ) -> HubResult<Published> {
+/// A publication's input, checked: everything but what needs the catalog.
+struct Input {
+    action: String,
+    payload: Box<RawValue>,
+    value: Value,
+    metadata: Box<RawValue>,
+    deduper: Option<String>,
+    delay: Option<Duration>,
+}
+
+impl Input {
+    fn check(new: NewEvent) -> HubResult<Self> {
         let payload = unwrap_json_string("payload", new.payload)?;
+        let empty = || {
+            RawValue::from_string("{}".to_owned()).map_err(|e| HubError::BadRequest(e.to_string()))
+        };
         let metadata = match new.metadata {
-            None => RawValue::from_string("{}".to_owned())
-                .map_err(|e| HubError::BadRequest(e.to_string()))?,
-            Some(raw) if raw.get().trim() == "null" => RawValue::from_string("{}".to_owned())
-                .map_err(|e| HubError::BadRequest(e.to_string()))?,
+            None => empty()?,
+            Some(raw) if raw.get().trim() == "null" => empty()?,
             Some(raw) => unwrap_json_string("metadata", raw)?,
         };
         if !metadata.get().trim_start().starts_with('{') {
@@ -117,78 +121,44 @@ impl Hub {
         };
         let value: Value = serde_json::from_str(payload.get())
             .map_err(|e| HubError::BadRequest(format!("payload - {e}")))?;
+        Ok(Self {
+            action: new.action,
+            payload,
+            value,
+            metadata,
+            deduper: new.deduper,
+            delay,
+        })
+    }
+}
 
-        let (action, subs) = {
-            let catalog = self.catalog();
-            let entry = catalog
-                .actions
-                .get(&new.action)
-                .filter(|e| {
-                    catalog
-                        .applications
-                        .get(&e.action.application)
-                        .is_some_and(|a| a.active)
-                })
-                .ok_or_else(|| {
-                    HubError::unprocessable("Action can not be used to process any events")
-                })?;
-            if !who.may_act_as(&entry.action.application) {
-                return Err(HubError::Forbidden(format!(
-                    "Not authorized to publish {}",
-                    entry.action.name
-                )));
-            }
-            let errors = entry.schema.violations(&value);
-            if !errors.is_empty() {
-                return Err(HubError::SchemaViolation {
-                    message: format!(
-                        "Event payload does not conform to {} schema",
-                        entry.action.name
-                    ),
-                    errors,
-                });
-            }
-            let subs: Vec<_> = catalog
-                .deliverable(&entry.action.name)
-                .into_iter()
-                .cloned()
-                .collect();
-            (entry.action.name.clone(), subs)
-        };
-
+impl Hub {
+    /// Publishes an event: checks it against the action's schema, stores it and
+    /// queues a delivery for every active subscription, in one transaction.
+    pub async fn publish(
+        &self,
+        who: &Principal,
+        new: NewEvent,
+        traceparent: Option<String>,
+    ) -> HubResult<Published> {
+        let input = Input::check(new)?;
+        let (action, subs) = self.resolve(who, &input.action, &input.value)?;
         let now = now_ms();
         let row = self.inner.rows.next(now);
-        let deliver_at = delay.map_or(now, |d| now + d.as_millis() as u64);
+        let deliver_at = input.delay.map_or(now, |d| now + d.as_millis() as u64);
         let event = Event {
             id: event_id(row),
             row,
             action: action.clone(),
-            payload,
-            metadata,
-            deduper: new.deduper.clone(),
+            payload: input.payload,
+            metadata: input.metadata,
+            deduper: input.deduper.clone(),
             publisher: who.label(),
             traceparent,
             deliver_at,
             fanout: subs.len() as u32,
         };
-        let tables = &self.inner.tables;
-        let mut tx = Transaction::new();
-        if let Some(deduper) = &new.deduper {
-            tx.insert(
-                tables.dedupers.clone(),
-                deduper_key(&action, deduper),
-                encode(&json!({"event": event.id}))?,
-            );
-        }
-        put(&mut tx, &tables.events, event.id.clone(), &event)?;
-        let message_payload = Payload::from_value(&event.id)?;
-        for sub in &subs {
-            let gist = Gist::pending(&event.id, &action, sub, Some(deliver_at), now);
-            put(&mut tx, &tables.gists, gist.key(), &gist)?;
-            let mut message = OutgoingMessage::new(message_payload.clone());
-            message.delay = delay;
-            tx.send(subscription_queue(&sub.id)?, message);
-        }
+        let tx = self.publication(&event, &subs, input.delay, now)?;
         let committed = {
             let _fanout = self.inner.fanout.read().await;
             self.inner.broker.commit(tx).await
@@ -212,11 +182,87 @@ impl Hub {
                 })
             }
             Err(tidings_core::Error::RecordExists { .. }) => {
-                let deduper = new.deduper.unwrap_or_default();
+                let deduper = input.deduper.unwrap_or_default();
                 self.duplicate_of(&action, &deduper).await
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The action by name, if its application is active and `who` may
+    /// publish it, with the payload checked against its schema; and the
+    /// subscriptions to deliver it to.
+    fn resolve(
+        &self,
+        who: &Principal,
+        action: &str,
+        value: &Value,
+    ) -> HubResult<(String, Vec<Subscription>)> {
+        let catalog = self.catalog();
+        let entry = catalog
+            .actions
+            .get(action)
+            .filter(|e| {
+                catalog
+                    .applications
+                    .get(&e.action.application)
+                    .is_some_and(|a| a.active)
+            })
+            .ok_or_else(|| {
+                HubError::unprocessable("Action can not be used to process any events")
+            })?;
+        if !who.may_act_as(&entry.action.application) {
+            return Err(HubError::Forbidden(format!(
+                "Not authorized to publish {}",
+                entry.action.name
+            )));
+        }
+        let errors = entry.schema.violations(value);
+        if !errors.is_empty() {
+            return Err(HubError::SchemaViolation {
+                message: format!(
+                    "Event payload does not conform to {} schema",
+                    entry.action.name
+                ),
+                errors,
+            });
+        }
+        let subs = catalog
+            .deliverable(&entry.action.name)
+            .into_iter()
+            .cloned()
+            .collect();
+        Ok((entry.action.name.clone(), subs))
+    }
+
+    /// The transaction that publishes `event`: its deduper (if any), the
+    /// event, and a gist and a queued delivery per subscription.
+    fn publication(
+        &self,
+        event: &Event,
+        subs: &[Subscription],
+        delay: Option<Duration>,
+        now: u64,
+    ) -> HubResult<Transaction> {
+        let tables = &self.inner.tables;
+        let mut tx = Transaction::new();
+        if let Some(deduper) = &event.deduper {
+            tx.insert(
+                tables.dedupers.clone(),
+                deduper_key(&event.action, deduper),
+                encode(&json!({"event": event.id}))?,
+            );
+        }
+        put(&mut tx, &tables.events, event.id.clone(), event)?;
+        let message_payload = Payload::from_value(&event.id)?;
+        for sub in subs {
+            let gist = Gist::pending(&event.id, &event.action, sub, Some(event.deliver_at), now);
+            put(&mut tx, &tables.gists, gist.key(), &gist)?;
+            let mut message = OutgoingMessage::new(message_payload.clone());
+            message.delay = delay;
+            tx.send(subscription_queue(&sub.id)?, message);
+        }
+        Ok(tx)
     }
 
     async fn duplicate_of(&self, action: &str, deduper: &str) -> HubResult<Published> {
