@@ -90,44 +90,7 @@ pub async fn queue(
             if json {
                 return print_json(&info);
             }
-            println!("queue:          {}", info.name);
-            println!("created:        {}", time(info.created_at));
-            println!(
-                "length:         {} ({} retained after ack)",
-                info.length, info.retained
-            );
-            if let Some(oldest) = info.oldest_message_age {
-                println!("oldest message: {} old", age(oldest));
-            }
-            println!(
-                "dead letters:   {} (total dead-lettered {}, expired {})",
-                info.dead_letters, info.dead_lettered_total, info.expired_total
-            );
-            let c = &info.config;
-            println!(
-                "settings:       visibility timeout {}, max deliveries {}, dedup window {}",
-                age(c.visibility_timeout),
-                c.max_deliveries,
-                age(c.dedup_window)
-            );
-            let rows: Vec<Vec<String>> = info
-                .groups
-                .iter()
-                .map(|g| {
-                    vec![
-                        g.name.to_string(),
-                        g.ready.to_string(),
-                        g.delayed.to_string(),
-                        g.pending.to_string(),
-                        g.consumers.len().to_string(),
-                    ]
-                })
-                .collect();
-            println!();
-            table(
-                &["GROUP", "READY", "DELAYED", "PENDING", "CONSUMERS"],
-                &rows,
-            );
+            show_info(&info);
         }
         QueueCommand::Send {
             name,
@@ -145,28 +108,7 @@ pub async fn queue(
             if texts.is_empty() {
                 bail!("no payload given (pass JSON as an argument or on stdin)");
             }
-            if dedup_id.is_some() && texts.len() > 1 {
-                bail!(
-                    "--dedup-id applies to one message; stdin held {}",
-                    texts.len()
-                );
-            }
-            let mut messages = Vec::with_capacity(texts.len());
-            for (line, text) in texts.into_iter().enumerate() {
-                let payload = Payload::from_json_str(text)
-                    .with_context(|| format!("payload {} is not valid JSON", line + 1))?;
-                let mut message = OutgoingMessage::new(payload);
-                for header in &headers {
-                    let (k, v) = header
-                        .split_once('=')
-                        .with_context(|| format!("header {header:?} is not NAME=VALUE"))?;
-                    message = message.header(k, v);
-                }
-                message.dedup_id = dedup_id.clone();
-                message.ttl = ttl;
-                message.delay = delay;
-                messages.push(message);
-            }
+            let messages = outgoing(texts, &headers, dedup_id, ttl, delay)?;
             let receipts = broker.send_batch(&name, messages).await?;
             if json {
                 print_json(&receipts)?;
@@ -199,32 +141,7 @@ pub async fn queue(
                 let ids: Vec<MessageId> = got.iter().map(|d| d.id.clone()).collect();
                 broker.ack(&name, &group, &ids).await?;
             }
-            if json {
-                let out: Vec<_> = got
-                    .iter()
-                    .map(|d| {
-                        json!({
-                            "id": d.id, "payload": d.payload, "headers": d.headers,
-                            "dedup_id": d.dedup_id, "enqueued_at": d.enqueued_at,
-                            "delivery_count": d.delivery_count,
-                        })
-                    })
-                    .collect();
-                print_json(&out)?;
-            } else {
-                let rows: Vec<Vec<String>> = got
-                    .iter()
-                    .map(|d| {
-                        vec![
-                            d.id.to_string(),
-                            d.delivery_count.to_string(),
-                            time(d.enqueued_at),
-                            d.payload.to_string(),
-                        ]
-                    })
-                    .collect();
-                table(&["ID", "DELIVERIES", "ENQUEUED", "PAYLOAD"], &rows);
-            }
+            show_deliveries(json, &got)?;
         }
         QueueCommand::Ack { name, group, ids } => {
             let ids: Vec<MessageId> = ids.into_iter().map(MessageId::from).collect();
@@ -323,6 +240,113 @@ pub async fn dlq(broker: Arc<dyn Broker>, json: bool, command: DlqCommand) -> an
                 println!("purged {n} dead letters");
             }
         }
+    }
+    Ok(())
+}
+
+/// A queue's state, for people.
+fn show_info(info: &tidings::QueueInfo) {
+    println!("queue:          {}", info.name);
+    println!("created:        {}", time(info.created_at));
+    println!(
+        "length:         {} ({} retained after ack)",
+        info.length, info.retained
+    );
+    if let Some(oldest) = info.oldest_message_age {
+        println!("oldest message: {} old", age(oldest));
+    }
+    println!(
+        "dead letters:   {} (total dead-lettered {}, expired {})",
+        info.dead_letters, info.dead_lettered_total, info.expired_total
+    );
+    let c = &info.config;
+    println!(
+        "settings:       visibility timeout {}, max deliveries {}, dedup window {}",
+        age(c.visibility_timeout),
+        c.max_deliveries,
+        age(c.dedup_window)
+    );
+    let rows: Vec<Vec<String>> = info
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.to_string(),
+                g.ready.to_string(),
+                g.delayed.to_string(),
+                g.pending.to_string(),
+                g.consumers.len().to_string(),
+            ]
+        })
+        .collect();
+    println!();
+    table(
+        &["GROUP", "READY", "DELAYED", "PENDING", "CONSUMERS"],
+        &rows,
+    );
+}
+
+/// The messages of `queue send`: one per payload text, each with the
+/// options given.
+fn outgoing(
+    texts: Vec<String>,
+    headers: &[String],
+    dedup_id: Option<String>,
+    ttl: Option<std::time::Duration>,
+    delay: Option<std::time::Duration>,
+) -> anyhow::Result<Vec<OutgoingMessage>> {
+    if dedup_id.is_some() && texts.len() > 1 {
+        bail!(
+            "--dedup-id applies to one message; stdin held {}",
+            texts.len()
+        );
+    }
+    let mut messages = Vec::with_capacity(texts.len());
+    for (line, text) in texts.into_iter().enumerate() {
+        let payload = Payload::from_json_str(text)
+            .with_context(|| format!("payload {} is not valid JSON", line + 1))?;
+        let mut message = OutgoingMessage::new(payload);
+        for header in headers {
+            let (k, v) = header
+                .split_once('=')
+                .with_context(|| format!("header {header:?} is not NAME=VALUE"))?;
+            message = message.header(k, v);
+        }
+        message.dedup_id = dedup_id.clone();
+        message.ttl = ttl;
+        message.delay = delay;
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+/// Deliveries, as JSON or a table.
+fn show_deliveries(json: bool, got: &[tidings::Delivery]) -> anyhow::Result<()> {
+    if json {
+        let out: Vec<_> = got
+            .iter()
+            .map(|d| {
+                json!({
+                    "id": d.id, "payload": d.payload, "headers": d.headers,
+                    "dedup_id": d.dedup_id, "enqueued_at": d.enqueued_at,
+                    "delivery_count": d.delivery_count,
+                })
+            })
+            .collect();
+        print_json(&out)?;
+    } else {
+        let rows: Vec<Vec<String>> = got
+            .iter()
+            .map(|d| {
+                vec![
+                    d.id.to_string(),
+                    d.delivery_count.to_string(),
+                    time(d.enqueued_at),
+                    d.payload.to_string(),
+                ]
+            })
+            .collect();
+        table(&["ID", "DELIVERIES", "ENQUEUED", "PAYLOAD"], &rows);
     }
     Ok(())
 }
