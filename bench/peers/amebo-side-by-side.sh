@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Tidings serve vs Amebo 0.9.6 (from PyPI), one run, the same HTTP client for both
-# (`tidings bench-hub`), then ratios. Amebo runs on SQLite in a scratch directory,
+# (`tidings-bench hub`), then ratios. Amebo runs on SQLite in a scratch directory,
 # as its one-process default. Takes about three minutes.
 #
 #   bash bench/peers/amebo-side-by-side.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q --bin tidings
-TIDINGS=$PWD/target/release/tidings
+cargo build --release -q --bin tidings --bin tidings-bench
+TIDINGS=$PWD/target/release/tidings-bench
 WORK=${TMPDIR:-/tmp}/tidings-amebo-bench
 VENV=$WORK/venv
 mkdir -p "$WORK"
@@ -23,7 +23,7 @@ AMEBO_PID=$!
 trap 'kill $AMEBO_PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:3320/health >/dev/null && break; sleep 0.1; done
 
-run() { "$TIDINGS" bench-hub "$@" 2>&1 | grep -E '^(publish|deliver)' ; }
+run() { "$TIDINGS" hub "$@" 2>&1 | grep -E '^(publish|deliver)' ; }
 AMEBO=(--url http://127.0.0.1:3320 --admin-key $KEY)
 
 echo "== publish, 16 connections, 10 s"

@@ -16,8 +16,8 @@ N=${N:-20000}
 RATE=${RATE:-1000}
 IDLE=${IDLE:-8}
 SECONDS_=${SECONDS_:-10}
-TIDINGS=target/release/tidings
-cargo build --release --bin tidings >/dev/null 2>&1
+TIDINGS=target/release/tidings-bench
+cargo build --release --bin tidings-bench >/dev/null 2>&1
 PY=.venv/bin/python
 $PY -c "import leanmq" 2>/dev/null || { python3 -m venv .venv && $PY -m pip install -q leanmq==0.2.0; }
 
@@ -30,26 +30,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== Tidings (tidings bench-redis)"
-"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --messages "$N" \
+echo "== Tidings (tidings-bench redis)"
+"$TIDINGS" redis --url "redis://127.0.0.1:$PORT/$DB" --messages "$N" \
   --scenario send-one --scenario send-concurrent --scenario send-batch --scenario send-batch4 \
   --scenario receive-ack10 --scenario receive-ack100 \
   --scenario receive-ack10-combined --scenario receive-ack100-combined | tee "$work/tidings"
 # The same consumer and sender rows, and the target webhook row, with Tidings on a current-thread
 # runtime (one thread, as LeanMQ's client is): on two cores shared with Redis, the multi-thread
 # runtime's hand-offs between worker threads cost more than they bring to one consumer.
-"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --messages "$N" --current-thread \
+"$TIDINGS" redis --url "redis://127.0.0.1:$PORT/$DB" --messages "$N" --current-thread \
   --scenario send-one --scenario receive-ack10 --scenario receive-ack10-combined \
   --scenario receive-ack100-combined --scenario send-one-floor --scenario receive-ack10-floor | sed -E 's/^row ([^ ]+)/row \1-1thread/' | tee -a "$work/tidings"
-"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --current-thread --scenario webhook --rate "$RATE" \
+"$TIDINGS" redis --url "redis://127.0.0.1:$PORT/$DB" --current-thread --scenario webhook --rate "$RATE" \
   --idle-routes "$IDLE" --latency-for "${SECONDS_}s" | sed 's/^row webhook-\(p[0-9]*\)/row target-webhook-\1-1thread/' | tee -a "$work/tidings"
 # Webhook send -> handler, in three shapes: the target (1,000/s beside 8 idle routes), and the
 # two LeanMQ's reference measured (500/s on one route; 5/s to the 3rd of 3 routes).
-"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate "$RATE" \
+"$TIDINGS" redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate "$RATE" \
   --idle-routes "$IDLE" --latency-for "${SECONDS_}s" | sed 's/^row webhook/row target-webhook/' | tee -a "$work/tidings"
-"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate 500 \
+"$TIDINGS" redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate 500 \
   --idle-routes 0 --latency-for "${SECONDS_}s" | sed 's/^row webhook/row busy-webhook/' | tee -a "$work/tidings"
-"$TIDINGS" bench-redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate 5 \
+"$TIDINGS" redis --url "redis://127.0.0.1:$PORT/$DB" --scenario webhook --rate 5 \
   --idle-routes 2 --latency-for 20s | sed 's/^row webhook/row idle-webhook/' | tee -a "$work/tidings"
 
 echo "== LeanMQ 0.2.0 (bench/peers/leanmq_bench.py)"

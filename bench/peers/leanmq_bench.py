@@ -1,5 +1,5 @@
 """LeanMQ 0.2.0's side of bench/peers/leanmq-side-by-side.sh: the same rows
-as `tidings bench-redis`, measured the way the LeanMQ reference measured
+as `tidings-bench redis`, measured the way the LeanMQ reference measured
 them (one synchronous client; webhook latency from a producer process to a
 run_service() process, stamped with time.time()).
 

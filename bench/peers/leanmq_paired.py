@@ -9,7 +9,7 @@ taken per trial; the medians over trials are the figures to read.
 
     .venv/bin/python bench/peers/leanmq_paired.py [--trials 9]   # from the project root
 
-Needs target/release/tidings (cargo build --release --bin tidings) and
+Needs target/release/tidings-bench (cargo build --release --bin tidings-bench) and
 leanmq==0.2.0 in the running Python. Uses Redis database 15.
 """
 
@@ -37,7 +37,7 @@ def main():
                    help="Tidings on a current-thread runtime")
     a = p.parse_args()
     url = f"redis://127.0.0.1:{a.port}/15"
-    tidings = ["target/release/tidings", "bench-redis", "--url", url, "--messages", "20000",
+    tidings = ["target/release/tidings-bench", "redis", "--url", url, "--messages", "20000",
                "--scenario", "receive-ack10-floor", "--scenario", "receive-ack10-combined",
                "--scenario", "send-one-floor", "--scenario", "send-one"]
     if a.current_thread:

@@ -12,8 +12,8 @@ cd "$(dirname "$0")/../.."
 
 PORT=${PORT:-6399}
 N=${N:-100000}
-TIDINGS=target/release/tidings
-[ -x "$TIDINGS" ] || cargo build --release --bin tidings
+TIDINGS=target/release/tidings-bench
+[ -x "$TIDINGS" ] || cargo build --release --bin tidings-bench
 
 work=$(mktemp -d)
 trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
@@ -32,9 +32,9 @@ redis_rate() {
     XADD bench '*' data "$payload" | tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1
 }
 
-# Messages per second of one `tidings bench` scenario.
+# Messages per second of one `tidings-bench engine` scenario.
 tidings_rate() {
-  "$TIDINGS" bench --dir "$work/tidings" --messages "$N" --scenario "$1" |
+  "$TIDINGS" engine --dir "$work/tidings" --messages "$N" --scenario "$1" |
     grep '^  send' | grep -o '[0-9]* msg/s' | head -1 | cut -d' ' -f1
 }
 

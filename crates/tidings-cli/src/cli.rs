@@ -30,16 +30,6 @@ pub enum Command {
     /// Inspect, requeue and purge dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
-    /// Measure the embedded engine (see docs/benchmarks.md).
-    Bench(crate::bench::BenchArgs),
-    /// Measure the event hub over HTTP (see docs/benchmarks.md).
-    BenchHub(crate::hub_bench::HubBenchArgs),
-    /// Measure the Redis engine on a Redis server (see docs/benchmarks.md).
-    BenchRedis(crate::redis_bench::RedisBenchArgs),
-    /// Measure the queue API of tidings serve over HTTP (see docs/benchmarks.md).
-    BenchHttp(crate::http_bench::HttpBenchArgs),
-    /// Measure the service patterns (webhook-style API, RPC) on the embedded engine.
-    BenchPatterns(crate::patterns_bench::PatternsBenchArgs),
     /// Run the event hub: the HTTP API (Amebo-compatible) and webhook delivery.
     Serve(crate::serve::ServeArgs),
 }

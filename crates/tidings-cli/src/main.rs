@@ -1,14 +1,8 @@
 //! The `tidings` command.
 
-mod bench;
 mod cli;
 mod commands;
-mod http_bench;
-mod hub_bench;
 mod output;
-mod patterns_bench;
-mod redis_bench;
-mod redis_floor;
 mod serve;
 
 use std::process::ExitCode;
@@ -53,14 +47,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     use anyhow::Context;
-    let command = match cli.command {
-        Command::Bench(args) => return bench::run(args).await,
-        Command::BenchHub(args) => return hub_bench::run(args).await,
-        Command::BenchRedis(args) => return redis_bench::run(args).await,
-        Command::BenchPatterns(args) => return patterns_bench::run(args).await,
-        Command::BenchHttp(args) => return http_bench::run(args).await,
-        other => other,
-    };
+    let command = cli.command;
     let broker = tidings::open(&cli.broker)
         .await
         .with_context(|| format!("cannot open the broker {:?}", cli.broker))?;
@@ -68,10 +55,5 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,
         Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,
         Command::Serve(args) => serve::run(broker, args).await,
-        Command::Bench(_)
-        | Command::BenchHub(_)
-        | Command::BenchRedis(_)
-        | Command::BenchPatterns(_)
-        | Command::BenchHttp(_) => Ok(()),
     }
 }

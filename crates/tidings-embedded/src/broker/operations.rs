@@ -23,7 +23,7 @@ use crate::store::{Pending, Space, Wait};
 
 /// After each step of a bulk requeue, a pause this many times as long as
 /// the step took: the requeue takes a third of the disk's time at most, so
-/// sends to other queues keep their latency (`tidings bench --scenario
+/// sends to other queues keep their latency (`tidings-bench engine --scenario
 /// requeue-beside`).
 const BULK_PAUSE: u32 = 2;
 

@@ -1,4 +1,4 @@
-//! `tidings bench-http`: the queue API of `tidings serve` (a child process on
+//! `tidings-bench http`: the queue API of `tidings serve` (a child process on
 //! a scratch data directory, durable) measured through `HttpBroker` and the
 //! streaming receive, next to the same shapes on the embedded engine in this
 //! process, in one run, as ratios.
@@ -13,7 +13,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use tidings::{Broker, EmbeddedBroker, HttpBroker, OutgoingMessage, QueueConfig, QueueName};
 
-use crate::bench::{fill, payload, receive_ack, send};
+use crate::engine::{fill, payload, receive_ack, send};
 
 #[derive(Debug, Args)]
 pub struct HttpBenchArgs {
@@ -52,7 +52,7 @@ async fn start_server(dir: &PathBuf) -> anyhow::Result<ServerProcess> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(std::env::current_exe()?)
+    let child = Command::new(crate::server_binary()?)
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .env("TIDINGS_BROKER", dir)
         .env("TIDINGS_LOG", "warn")
@@ -84,7 +84,7 @@ pub async fn run(args: HttpBenchArgs) -> anyhow::Result<()> {
     let local = Arc::new(EmbeddedBroker::open(&local_dir)?);
     let payload = payload(args.size)?;
     println!(
-        "tidings bench-http: {} messages of {} bytes, server {} (durable), beside the embedded engine in-process",
+        "tidings-bench http: {} messages of {} bytes, server {} (durable), beside the embedded engine in-process",
         args.messages,
         payload.len(),
         server.base

@@ -1,4 +1,4 @@
-//! `tidings bench`: throughput and latency of the embedded engine on this
+//! `tidings-bench engine`: throughput and latency of the embedded engine on this
 //! machine, against the targets of docs/benchmarks.md.
 
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let payload = payload(args.size)?;
     println!(
-        "tidings bench: {} messages of {} bytes per throughput run, {} sends, data in {}",
+        "tidings-bench engine: {} messages of {} bytes per throughput run, {} sends, data in {}",
         args.messages,
         payload.len(),
         if args.memory {

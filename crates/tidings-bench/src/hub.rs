@@ -1,4 +1,4 @@
-//! `tidings bench-hub`: the event hub under load, over HTTP, against
+//! `tidings-bench hub`: the event hub under load, over HTTP, against
 //! `tidings serve` (started here, on the embedded engine) or any
 //! Amebo-compatible server given by `--url` — the same client for both, so
 //! peers are compared side by side (see docs/benchmarks.md).
@@ -99,7 +99,7 @@ impl Target {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(crate::server_binary()?)
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .env("TIDINGS_BROKER", &args.dir)
             .env("TIDINGS_LOG", "warn")
@@ -317,7 +317,7 @@ pub async fn run(args: HubBenchArgs) -> anyhow::Result<()> {
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() % 0xffff_ffff
     );
     println!(
-        "tidings bench-hub: {} ({}), {} connections",
+        "tidings-bench hub: {} ({}), {} connections",
         target.base,
         if target.child.is_some() {
             "tidings serve, embedded engine, durable"

@@ -1,4 +1,4 @@
-//! `tidings bench-redis`: the Redis engine on a Redis server, in the shapes
+//! `tidings-bench redis`: the Redis engine on a Redis server, in the shapes
 //! LeanMQ's own figures were measured in (reference leanmq.md §5), so that
 //! bench/peers/leanmq-side-by-side.sh can put the two side by side.
 //!
@@ -11,8 +11,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tidings::{Broker, Payload, QueueConfig, QueueName, RedisBroker};
 
-use crate::bench::{fill, payload, per_sec, receive_ack, send};
-use crate::patterns_bench::{WebhookLoad, webhook_latency};
+use crate::engine::{fill, payload, per_sec, receive_ack, send};
+use crate::patterns::{WebhookLoad, webhook_latency};
 use crate::redis_floor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,7 +80,7 @@ pub async fn run(args: RedisBenchArgs) -> anyhow::Result<()> {
     };
     let payload = payload(args.size)?;
     println!(
-        "tidings bench-redis: {} messages of {} bytes per throughput run on {}",
+        "tidings-bench redis: {} messages of {} bytes per throughput run on {}",
         args.messages,
         payload.len(),
         args.url

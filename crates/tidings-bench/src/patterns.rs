@@ -1,4 +1,4 @@
-//! `tidings bench-patterns`: the service patterns on the embedded engine (on
+//! `tidings-bench patterns`: the service patterns on the embedded engine (on
 //! disk and in memory): webhook-style send → handler throughput and latency,
 //! and RPC round trips. The webhook latency harness is shared with
 //! `bench-redis`.
@@ -82,7 +82,7 @@ pub async fn run(args: PatternsBenchArgs) -> anyhow::Result<()> {
         args.engines.clone()
     };
     println!(
-        "tidings bench-patterns: payloads of {} bytes, {} workers per route, webhook sends {}",
+        "tidings-bench patterns: payloads of {} bytes, {} workers per route, webhook sends {}",
         args.size,
         args.workers,
         if args.buffered {

@@ -1,0 +1,93 @@
+//! `tidings-bench`: the benchmarks of docs/benchmarks.md, apart from the
+//! `tidings` command. `hub` and `http` start `tidings serve` as a child
+//! process: the `tidings` binary beside this one (build both:
+//! `cargo build --release --bin tidings --bin tidings-bench`), or the one
+//! `TIDINGS_BIN` names.
+
+mod engine;
+mod http;
+mod hub;
+mod patterns;
+mod redis;
+mod redis_floor;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The same allocator as `tidings` (docs/decisions/0005-mimalloc.md), so
+/// the engine is measured as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Benchmarks of Tidings (see docs/benchmarks.md).
+#[derive(Debug, Parser)]
+#[command(name = "tidings-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The embedded engine.
+    Engine(engine::BenchArgs),
+    /// The event hub over HTTP (`tidings serve` as a child process, or any
+    /// Amebo-compatible server).
+    Hub(hub::HubBenchArgs),
+    /// The Redis engine on a Redis server.
+    Redis(redis::RedisBenchArgs),
+    /// The queue API of `tidings serve` over HTTP.
+    Http(http::HttpBenchArgs),
+    /// The service patterns (webhook-style API, RPC) on the embedded engine.
+    Patterns(patterns::PatternsBenchArgs),
+}
+
+/// The `tidings` binary to start `tidings serve` from.
+pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("TIDINGS_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let beside = std::env::current_exe()?.with_file_name(format!("tidings{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        beside.exists(),
+        "no tidings binary at {}: build it with `cargo build --release --bin tidings`, or name one in TIDINGS_BIN",
+        beside.display()
+    );
+    Ok(beside)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TIDINGS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = async {
+        match cli.command {
+            Command::Engine(args) => engine::run(args).await,
+            Command::Hub(args) => hub::run(args).await,
+            Command::Redis(args) => redis::run(args).await,
+            Command::Http(args) => http::run(args).await,
+            Command::Patterns(args) => patterns::run(args).await,
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
