@@ -49,7 +49,8 @@ pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("TIDINGS_BIN") {
         return Ok(PathBuf::from(path));
     }
-    let beside = std::env::current_exe()?.with_file_name(format!("tidings{}", std::env::consts::EXE_SUFFIX));
+    let beside =
+        std::env::current_exe()?.with_file_name(format!("tidings{}", std::env::consts::EXE_SUFFIX));
     anyhow::ensure!(
         beside.exists(),
         "no tidings binary at {}: build it with `cargo build --release --bin tidings`, or name one in TIDINGS_BIN",
@@ -67,7 +68,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
