@@ -77,11 +77,7 @@ struct Row {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let scenarios = if args.scenarios.is_empty() {
-        Scenario::value_variants().to_vec()
-    } else {
-        args.scenarios.clone()
-    };
+    let scenarios = crate::chosen(&args.scenarios);
     let payload = payload(args.size)?;
     println!(
         "tidings-bench engine: {} messages of {} bytes per throughput run, {} sends, data in {}",

@@ -44,6 +44,15 @@ enum Command {
     Patterns(patterns::PatternsBenchArgs),
 }
 
+/// The values asked for, or every one when none was.
+pub(crate) fn chosen<T: clap::ValueEnum + Clone>(asked: &[T]) -> Vec<T> {
+    if asked.is_empty() {
+        T::value_variants().to_vec()
+    } else {
+        asked.to_vec()
+    }
+}
+
 /// The `tidings` binary to start `tidings serve` from.
 pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("TIDINGS_BIN") {
@@ -59,39 +68,24 @@ pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
     Ok(beside)
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+#[tokio::main]
+async fn main() -> ExitCode {
+    let log = tracing_subscriber::EnvFilter::try_from_env("TIDINGS_LOG");
+    let log = log.unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TIDINGS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let done = match Cli::parse().command {
+        Command::Engine(args) => engine::run(args).await,
+        Command::Hub(args) => hub::run(args).await,
+        Command::Redis(args) => redis::run(args).await,
+        Command::Http(args) => http::run(args).await,
+        Command::Patterns(args) => patterns::run(args).await,
     };
-    let run = async {
-        match cli.command {
-            Command::Engine(args) => engine::run(args).await,
-            Command::Hub(args) => hub::run(args).await,
-            Command::Redis(args) => redis::run(args).await,
-            Command::Http(args) => http::run(args).await,
-            Command::Patterns(args) => patterns::run(args).await,
-        }
-    };
-    match runtime.block_on(run) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    if let Err(e) = done {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }

@@ -71,16 +71,8 @@ pub struct PatternsBenchArgs {
 }
 
 pub async fn run(args: PatternsBenchArgs) -> anyhow::Result<()> {
-    let scenarios = if args.scenarios.is_empty() {
-        Scenario::value_variants().to_vec()
-    } else {
-        args.scenarios.clone()
-    };
-    let engines = if args.engines.is_empty() {
-        Engine::value_variants().to_vec()
-    } else {
-        args.engines.clone()
-    };
+    let scenarios = crate::chosen(&args.scenarios);
+    let engines = crate::chosen(&args.engines);
     println!(
         "tidings-bench patterns: payloads of {} bytes, {} workers per route, webhook sends {}",
         args.size,

@@ -73,11 +73,7 @@ pub struct RedisBenchArgs {
 }
 
 pub async fn run(args: RedisBenchArgs) -> anyhow::Result<()> {
-    let scenarios = if args.scenarios.is_empty() {
-        Scenario::value_variants().to_vec()
-    } else {
-        args.scenarios.clone()
-    };
+    let scenarios = crate::chosen(&args.scenarios);
     let payload = payload(args.size)?;
     println!(
         "tidings-bench redis: {} messages of {} bytes per throughput run on {}",

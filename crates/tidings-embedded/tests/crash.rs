@@ -5,9 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -30,15 +32,7 @@ fn names() -> (QueueName, GroupName) {
 /// The child's work. Does nothing unless started by the parent test.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
+    common::as_child(CHILD_DIR, |dir| async move {
         let broker = EmbeddedBroker::open(&dir).unwrap();
         let (queue, group) = names();
         let config = QueueConfig {
@@ -115,15 +109,7 @@ impl Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_no_acknowledged_send() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "crash_child",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(CHILD_DIR, dir.path())
+    let mut child = common::child("crash_child", CHILD_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
 use serde_json::json;
@@ -39,14 +40,7 @@ fn config() -> QueueConfig {
 /// the engine's view). Ends normally once nothing comes for a while.
 #[test]
 fn poison_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
+    common::as_child(CHILD_DIR, |dir| async move {
         let broker = EmbeddedBroker::open(&dir).unwrap();
         let (queue, group) = names();
         let me = ConsumerName::new("worker").unwrap();
@@ -82,15 +76,7 @@ async fn a_message_that_crashes_its_consumer_is_dead_lettered_after_max_deliveri
     }
     let mut crashes = 0;
     loop {
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "poison_child",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_DIR, dir.path())
+        let status = common::child("poison_child", CHILD_DIR, dir.path())
             .status()
             .unwrap();
         if status.success() {

@@ -127,128 +127,38 @@ impl Hooked {
     }
 }
 
-#[async_trait]
-impl Broker for Hooked {
-    async fn create_queue(&self, queue: &QueueName, config: QueueConfig) -> Result<bool> {
-        self.before("create_queue", Some(queue)).await?;
-        self.inner.create_queue(queue, config).await
-    }
+/// The trait's methods, each passed to the inner broker after the hook
+/// (`about`: the queue the call names, for the hook).
+macro_rules! after_hook {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, about $about:expr;)*) => {
+        #[async_trait]
+        impl Broker for Hooked {
+            $(
+                async fn $name(&self, $($arg: $ty),*) -> $ret {
+                    self.before(stringify!($name), $about).await?;
+                    self.inner.$name($($arg),*).await
+                }
+            )*
+        }
+    };
+}
 
-    async fn list_queues(&self) -> Result<Vec<QueueName>> {
-        self.before("list_queues", None).await?;
-        self.inner.list_queues().await
-    }
-
-    async fn queue_info(&self, queue: &QueueName) -> Result<QueueInfo> {
-        self.before("queue_info", Some(queue)).await?;
-        self.inner.queue_info(queue).await
-    }
-
-    async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
-        self.before("delete_queue", Some(queue)).await?;
-        self.inner.delete_queue(queue).await
-    }
-
-    async fn purge_queue(&self, queue: &QueueName) -> Result<u64> {
-        self.before("purge_queue", Some(queue)).await?;
-        self.inner.purge_queue(queue).await
-    }
-
-    async fn send_batch(
-        &self,
-        queue: &QueueName,
-        messages: Vec<OutgoingMessage>,
-    ) -> Result<Vec<SendReceipt>> {
-        self.before("send_batch", Some(queue)).await?;
-        self.inner.send_batch(queue, messages).await
-    }
-
-    async fn receive(
-        &self,
-        queue: &QueueName,
-        group: &GroupName,
-        consumer: &ConsumerName,
-        options: ReceiveOptions,
-    ) -> Result<Vec<Delivery>> {
-        self.before("receive", Some(queue)).await?;
-        self.inner.receive(queue, group, consumer, options).await
-    }
-
-    async fn ack(&self, queue: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64> {
-        self.before("ack", Some(queue)).await?;
-        self.inner.ack(queue, group, ids).await
-    }
-
-    async fn ack_and_receive(
-        &self,
-        queue: &QueueName,
-        group: &GroupName,
-        consumer: &ConsumerName,
-        ack: &[MessageId],
-        options: ReceiveOptions,
-    ) -> Result<(u64, Vec<Delivery>)> {
-        self.before("ack_and_receive", Some(queue)).await?;
-        self.inner
-            .ack_and_receive(queue, group, consumer, ack, options)
-            .await
-    }
-
-    async fn nack_many(
-        &self,
-        queue: &QueueName,
-        group: &GroupName,
-        ids: &[MessageId],
-        nack: Nack,
-    ) -> Result<u64> {
-        self.before("nack_many", Some(queue)).await?;
-        self.inner.nack_many(queue, group, ids, nack).await
-    }
-
-    async fn dead_letter(&self, queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>> {
-        self.before("dead_letter", Some(queue)).await?;
-        self.inner.dead_letter(queue, id).await
-    }
-
-    async fn dead_letters(
-        &self,
-        queue: &QueueName,
-        after: Option<&MessageId>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>> {
-        self.before("dead_letters", Some(queue)).await?;
-        self.inner.dead_letters(queue, after, limit).await
-    }
-
-    async fn requeue_dead_letters(
-        &self,
-        queue: &QueueName,
-        selection: DeadLetterSelection,
-    ) -> Result<u64> {
-        self.before("requeue_dead_letters", Some(queue)).await?;
-        self.inner.requeue_dead_letters(queue, selection).await
-    }
-
-    async fn purge_dead_letters(
-        &self,
-        queue: &QueueName,
-        selection: DeadLetterSelection,
-    ) -> Result<u64> {
-        self.before("purge_dead_letters", Some(queue)).await?;
-        self.inner.purge_dead_letters(queue, selection).await
-    }
-
-    async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {
-        self.before("commit", None).await?;
-        self.inner.commit(transaction).await
-    }
-
-    async fn get_record(&self, table: &TableName, key: &str) -> Result<Option<Payload>> {
-        self.before("get_record", None).await?;
-        self.inner.get_record(table, key).await
-    }
-
-    async fn scan_records(&self, table: &TableName, scan: RecordScan) -> Result<Vec<Record>> {
-        self.before("scan_records", None).await?;
-        self.inner.scan_records(table, scan).await
-    }
+after_hook! {
+    fn create_queue(queue: &QueueName, config: QueueConfig) -> Result<bool>, about Some(queue);
+    fn list_queues() -> Result<Vec<QueueName>>, about None;
+    fn queue_info(queue: &QueueName) -> Result<QueueInfo>, about Some(queue);
+    fn delete_queue(queue: &QueueName) -> Result<()>, about Some(queue);
+    fn purge_queue(queue: &QueueName) -> Result<u64>, about Some(queue);
+    fn send_batch(queue: &QueueName, messages: Vec<OutgoingMessage>) -> Result<Vec<SendReceipt>>, about Some(queue);
+    fn receive(queue: &QueueName, group: &GroupName, consumer: &ConsumerName, options: ReceiveOptions) -> Result<Vec<Delivery>>, about Some(queue);
+    fn ack(queue: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64>, about Some(queue);
+    fn ack_and_receive(queue: &QueueName, group: &GroupName, consumer: &ConsumerName, ack: &[MessageId], options: ReceiveOptions) -> Result<(u64, Vec<Delivery>)>, about Some(queue);
+    fn nack_many(queue: &QueueName, group: &GroupName, ids: &[MessageId], nack: Nack) -> Result<u64>, about Some(queue);
+    fn dead_letter(queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>>, about Some(queue);
+    fn dead_letters(queue: &QueueName, after: Option<&MessageId>, limit: usize) -> Result<Vec<DeadLetter>>, about Some(queue);
+    fn requeue_dead_letters(queue: &QueueName, selection: DeadLetterSelection) -> Result<u64>, about Some(queue);
+    fn purge_dead_letters(queue: &QueueName, selection: DeadLetterSelection) -> Result<u64>, about Some(queue);
+    fn commit(transaction: Transaction) -> Result<Vec<SendReceipt>>, about None;
+    fn get_record(table: &TableName, key: &str) -> Result<Option<Payload>>, about None;
+    fn scan_records(table: &TableName, scan: RecordScan) -> Result<Vec<Record>>, about None;
 }

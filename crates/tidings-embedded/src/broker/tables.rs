@@ -4,7 +4,7 @@ use tidings_core::{Error, Payload, Record, RecordScan, Result, TableName};
 
 use super::EmbeddedBroker;
 use crate::records::{prefix_end, record_key};
-use crate::store::Space;
+use crate::store::{KeyRange, Space};
 
 fn text(table: &TableName, bytes: &[u8]) -> Result<String> {
     String::from_utf8(bytes.to_vec()).map_err(|e| Error::Corrupt {
@@ -41,20 +41,19 @@ impl EmbeddedBroker {
         if scan.limit == 0 || end.as_ref().is_some_and(|e| *e <= start) {
             return Ok(out);
         }
-        self.inner.store.range(
-            Space::Records,
-            &start,
-            end.as_deref(),
-            scan.reverse,
-            &mut |k, v| {
-                let key = text(table, &k[table_prefix.len()..])?;
-                out.push(Record {
-                    key,
-                    value: Payload::from_trusted(text(table, v)?),
-                });
-                Ok(out.len() < scan.limit)
-            },
-        )?;
+        let keys = KeyRange {
+            start: &start,
+            end: end.as_deref(),
+            reverse: scan.reverse,
+        };
+        self.inner.store.range(Space::Records, keys, &mut |k, v| {
+            let key = text(table, &k[table_prefix.len()..])?;
+            out.push(Record {
+                key,
+                value: Payload::from_trusted(text(table, v)?),
+            });
+            Ok(out.len() < scan.limit)
+        })?;
         Ok(out)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tidings_core::{Error, Result};
 
 use super::memory::MemoryStore;
-use super::{Batch, Pending, Publisher, Space, Store, Until, Visit, Wait};
+use super::{Batch, KeyRange, Pending, Publisher, Space, Store, Until, Visit, Wait};
 
 /// Which reads fail: of `space`, after `ok` more succeed.
 #[derive(Default)]
@@ -58,16 +58,9 @@ impl Store for FaultyStore {
         self.inner.scan(space, visit)
     }
 
-    fn range(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: Option<&[u8]>,
-        reverse: bool,
-        visit: &mut Until<'_>,
-    ) -> Result<()> {
+    fn range(&self, space: Space, keys: KeyRange<'_>, visit: &mut Until<'_>) -> Result<()> {
         self.faults.check(space)?;
-        self.inner.range(space, start, end, reverse, visit)
+        self.inner.range(space, keys, visit)
     }
 
     fn submit(&self, batch: Batch, wait: Wait) -> Pending {

@@ -8,7 +8,7 @@ use tidings_core::Result;
 
 use std::ops::Bound;
 
-use super::{Batch, Pending, Publisher, Space, Store, Until, Visit, Wait};
+use super::{Batch, KeyRange, Pending, Publisher, Space, Store, Until, Visit, Wait};
 
 type Records = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -32,25 +32,19 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn range(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: Option<&[u8]>,
-        reverse: bool,
-        visit: &mut Until<'_>,
-    ) -> Result<()> {
+    fn range(&self, space: Space, keys: KeyRange<'_>, visit: &mut Until<'_>) -> Result<()> {
         let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(map) = spaces.get(&space) else {
             return Ok(());
         };
         let bounds = (
-            Bound::Included(start.to_vec()),
-            end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec())),
+            Bound::Included(keys.start.to_vec()),
+            keys.end
+                .map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec())),
         );
         let mut entries = map.range(bounds);
         loop {
-            let next = if reverse {
+            let next = if keys.reverse {
                 entries.next_back()
             } else {
                 entries.next()

@@ -179,6 +179,15 @@ impl Drop for Pending {
 /// Called with each key and value of a scan.
 pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
 
+/// A range of keys: `start..end` (`end` `None`: to the end of the space),
+/// visited in reverse order with `reverse`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyRange<'a> {
+    pub(crate) start: &'a [u8],
+    pub(crate) end: Option<&'a [u8]>,
+    pub(crate) reverse: bool,
+}
+
 /// Called with each key and value of a range; returns whether to go on.
 pub(crate) type Until<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
 
@@ -190,17 +199,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Visits every entry of a space in key order (used at recovery).
     fn scan(&self, space: Space, visit: &mut Visit<'_>) -> Result<()>;
 
-    /// Visits the entries of `start..end` (`end` `None`: to the end of the
-    /// space) in key order or reverse order, while `visit` returns `true`.
-    /// Only written batches are seen.
-    fn range(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: Option<&[u8]>,
-        reverse: bool,
-        visit: &mut Until<'_>,
-    ) -> Result<()>;
+    /// Visits the entries of `keys` in key order or reverse order, while
+    /// `visit` returns `true`. Only written batches are seen.
+    fn range(&self, space: Space, keys: KeyRange<'_>, visit: &mut Until<'_>) -> Result<()>;
 
     /// Submits a batch. Batches are applied in the order they are submitted,
     /// so callers submit while holding the engine's state lock.

@@ -24,7 +24,8 @@ use tokio::sync::oneshot;
 use tidings_core::{Error, Result};
 
 use super::{
-    Batch, IdleTick, Pending, Publisher, Sent, Space, Store, StoreStats, Until, Visit, Wait,
+    Batch, IdleTick, KeyRange, Pending, Publisher, Sent, Space, Store, StoreStats, Until, Visit,
+    Wait,
 };
 
 /// Largest memtable of a keyspace before fjall flushes it to a table file.
@@ -244,21 +245,17 @@ impl Store for FjallStore {
         Ok(())
     }
 
-    fn range(
-        &self,
-        space: Space,
-        start: &[u8],
-        end: Option<&[u8]>,
-        reverse: bool,
-        visit: &mut Until<'_>,
-    ) -> Result<()> {
+    fn range(&self, space: Space, keys: KeyRange<'_>, visit: &mut Until<'_>) -> Result<()> {
         let ks = self.keyspace(space);
-        let iter: Box<dyn DoubleEndedIterator<Item = fjall::Guard>> = match end {
-            Some(end) => Box::new(ks.range(start..end)),
-            None => Box::new(ks.range(start..)),
+        let iter: Box<dyn DoubleEndedIterator<Item = fjall::Guard>> = match keys.end {
+            Some(end) => Box::new(ks.range(keys.start..end)),
+            None => Box::new(ks.range(keys.start..)),
         };
-        let iter: Box<dyn Iterator<Item = fjall::Guard>> =
-            if reverse { Box::new(iter.rev()) } else { iter };
+        let iter: Box<dyn Iterator<Item = fjall::Guard>> = if keys.reverse {
+            Box::new(iter.rev())
+        } else {
+            iter
+        };
         for guard in iter {
             let (k, v) = guard.into_inner().map_err(read_error)?;
             if !visit(&k, &v)? {
