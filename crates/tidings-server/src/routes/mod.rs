@@ -14,148 +14,96 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+
+/// The route table, once: each documented route with its handlers makes
+/// both the router and the OpenAPI document (from the handlers' own
+/// `utoipa::path` annotations); aliases are routed, not documented again.
+macro_rules! api {
+    (
+        documented { $($path:literal => $first:ident($fh:path) $(.$method:ident($h:path))*;)* }
+        aliases { $($alias:literal => $amethod:ident($ah:path);)* }
+    ) => {
+        /// The API, described from the handlers' own annotations.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(
+            info(
+                title = "Tidings event hub and queues",
+                description = "Applications, schema-checked actions, events, subscriptions and signed webhook delivery; durable queues (`/v1/queues`: consumer groups, long-poll receive, acks, dead letters, transactions); compatible with Amebo 0.9.6 clients (docs/amebo-compatibility.md). Credentials: `x-amebo-admin-key`, `Authorization: Bearer <API key or session>`, request signatures (`x-amebo-application` + `x-amebo-signature`), or the `Authentication` cookie; without an admin key the server runs in protected mode (loopback only)."
+            ),
+            paths($($fh, $($h,)*)*),
+            components(schemas(crate::error::ErrorBody))
+        )]
+        pub struct ApiDoc;
+
+        /// The documented routes: each path with its methods.
+        #[cfg(test)]
+        const DOCUMENTED: &[(&str, &[&str])] = &[
+            $(($path, &[stringify!($first) $(, stringify!($method))*]),)*
+        ];
+
+        /// The table's routes.
+        fn api_routes(router: Router<AppState>) -> Router<AppState> {
+            router
+                $(.route($path, axum::routing::$first($fh)$(.$method($h))*))*
+                $(.route($alias, axum::routing::$amethod($ah)))*
+        }
+    };
+}
+
+api! {
+    documented {
+        "/health" => get(ops::health);
+        "/readyz" => get(ops::ready);
+        "/metrics" => get(ops::metrics);
+        "/v1/stats" => get(ops::stats);
+        "/v1/applications" => get(applications::list).post(applications::create);
+        "/v1/applications/{id}" => put(applications::update).patch(applications::toggle).delete(applications::delete);
+        "/v1/applications/{id}/secret" => put(applications::rotate_secret);
+        "/v1/applications/{id}/apikey" => post(applications::new_api_key);
+        "/v1/actions" => get(actions::list).post(actions::register);
+        "/v1/actions/{id}" => patch(actions::update).delete(actions::delete);
+        "/v1/actions/{id}/validations" => post(actions::validate);
+        "/v1/events" => get(events::list).post(events::publish);
+        "/v1/events/{id}" => get(events::one);
+        "/v1/subscriptions" => get(subscriptions::list).post(subscriptions::subscribe);
+        "/v1/subscriptions/{id}" => delete(subscriptions::unsubscribe);
+        "/v1/tokens" => post(tokens::create);
+        "/v1/gists" => get(gists::list);
+        "/v1/regists/{id}" => post(gists::replay);
+        "/v1/requeues" => post(gists::requeue);
+        "/v1/backfills" => post(gists::backfill);
+        "/v1/queues" => get(queues::list).post(queues::create);
+        "/v1/queues/{name}" => get(queues::info).delete(queues::delete);
+        "/v1/queues/{name}/purge" => post(queues::purge);
+        "/v1/queues/{name}/messages" => post(queues::send);
+        "/v1/queues/{name}/receive" => post(queues::receive);
+        "/v1/queues/{name}/ack" => post(queues::ack);
+        "/v1/queues/{name}/stream" => get(streams::stream);
+        "/v1/queues/{name}/stream/credit" => post(streams::credit);
+        "/v1/queues/{name}/nack" => post(queues::nack);
+        "/v1/queues/{name}/dead-letters" => get(queues::dead_letters);
+        "/v1/queues/{name}/dead-letters/{id}" => get(queues::dead_letter);
+        "/v1/queues/{name}/dead-letters/requeue" => post(queues::requeue);
+        "/v1/queues/{name}/dead-letters/purge" => post(queues::purge_dead_letters);
+        "/v1/transactions" => post(queues::transaction);
+        "/v1/tables/{table}/record" => get(queues::record);
+        "/v1/tables/{table}/records" => get(queues::records);
+    }
+    aliases {
+        "/healthz" => get(ops::health);
+        "/v8/tokens" => post(tokens::create);
+        "/openapi.json" => get(openapi_json);
+        "/docs" => get(docs_page);
+    }
+}
 
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(ops::health))
-        .route("/healthz", get(ops::health))
-        .route("/readyz", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/stats", get(ops::stats))
-        .route(
-            "/v1/applications",
-            get(applications::list).post(applications::create),
-        )
-        .route(
-            "/v1/applications/{id}",
-            put(applications::update)
-                .patch(applications::toggle)
-                .delete(applications::delete),
-        )
-        .route(
-            "/v1/applications/{id}/secret",
-            put(applications::rotate_secret),
-        )
-        .route(
-            "/v1/applications/{id}/apikey",
-            post(applications::new_api_key),
-        )
-        .route("/v1/actions", get(actions::list).post(actions::register))
-        .route(
-            "/v1/actions/{id}",
-            axum::routing::patch(actions::update).delete(actions::delete),
-        )
-        .route("/v1/actions/{id}/validations", post(actions::validate))
-        .route("/v1/events", get(events::list).post(events::publish))
-        .route("/v1/events/{id}", get(events::one))
-        .route(
-            "/v1/subscriptions",
-            get(subscriptions::list).post(subscriptions::subscribe),
-        )
-        .route(
-            "/v1/subscriptions/{id}",
-            axum::routing::delete(subscriptions::unsubscribe),
-        )
-        .route("/v1/tokens", post(tokens::create))
-        .route("/v8/tokens", post(tokens::create))
-        .route("/v1/gists", get(gists::list))
-        .route("/v1/regists/{id}", post(gists::replay))
-        .route("/v1/requeues", post(gists::requeue))
-        .route("/v1/backfills", post(gists::backfill))
-        .route("/v1/queues", get(queues::list).post(queues::create))
-        .route(
-            "/v1/queues/{name}",
-            get(queues::info).delete(queues::delete),
-        )
-        .route("/v1/queues/{name}/purge", post(queues::purge))
-        .route("/v1/queues/{name}/messages", post(queues::send))
-        .route("/v1/queues/{name}/receive", post(queues::receive))
-        .route("/v1/queues/{name}/ack", post(queues::ack))
-        .route("/v1/queues/{name}/stream", get(streams::stream))
-        .route("/v1/queues/{name}/stream/credit", post(streams::credit))
-        .route("/v1/queues/{name}/nack", post(queues::nack))
-        .route("/v1/queues/{name}/dead-letters", get(queues::dead_letters))
-        .route(
-            "/v1/queues/{name}/dead-letters/{id}",
-            get(queues::dead_letter),
-        )
-        .route(
-            "/v1/queues/{name}/dead-letters/requeue",
-            post(queues::requeue),
-        )
-        .route(
-            "/v1/queues/{name}/dead-letters/purge",
-            post(queues::purge_dead_letters),
-        )
-        .route("/v1/transactions", post(queues::transaction))
-        .route("/v1/tables/{table}/record", get(queues::record))
-        .route("/v1/tables/{table}/records", get(queues::records))
-        .route("/openapi.json", get(openapi_json))
-        .route("/docs", get(docs_page))
+    api_routes(Router::new())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
-
-/// The API, described from the handlers' own annotations.
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(
-        title = "Tidings event hub and queues",
-        description = "Applications, schema-checked actions, events, subscriptions and signed webhook delivery; durable queues (`/v1/queues`: consumer groups, long-poll receive, acks, dead letters, transactions); compatible with Amebo 0.9.6 clients (docs/amebo-compatibility.md). Credentials: `x-amebo-admin-key`, `Authorization: Bearer <API key or session>`, request signatures (`x-amebo-application` + `x-amebo-signature`), or the `Authentication` cookie; without an admin key the server runs in protected mode (loopback only)."
-    ),
-    paths(
-        ops::health,
-        ops::ready,
-        ops::metrics,
-        ops::stats,
-        applications::create,
-        applications::list,
-        applications::update,
-        applications::toggle,
-        applications::delete,
-        applications::rotate_secret,
-        applications::new_api_key,
-        actions::register,
-        actions::list,
-        actions::update,
-        actions::delete,
-        actions::validate,
-        events::publish,
-        events::list,
-        events::one,
-        subscriptions::subscribe,
-        subscriptions::list,
-        subscriptions::unsubscribe,
-        gists::list,
-        gists::replay,
-        gists::requeue,
-        gists::backfill,
-        tokens::create,
-        queues::create,
-        queues::list,
-        queues::info,
-        queues::delete,
-        queues::purge,
-        queues::send,
-        queues::receive,
-        streams::stream,
-        streams::credit,
-        queues::ack,
-        queues::nack,
-        queues::dead_letters,
-        queues::dead_letter,
-        queues::requeue,
-        queues::purge_dead_letters,
-        queues::transaction,
-        queues::record,
-        queues::records,
-    ),
-    components(schemas(crate::error::ErrorBody))
-)]
-pub struct ApiDoc;
 
 async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(<ApiDoc as utoipa::OpenApi>::openapi())
@@ -177,4 +125,38 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ApiDoc, DOCUMENTED};
+
+    /// The router and the document come from one table; the handlers'
+    /// annotations carry their own path and method, which must be the
+    /// table's: every route is documented where it is served, and nothing
+    /// else is.
+    #[test]
+    fn the_document_has_exactly_the_routes_served() {
+        let doc = <ApiDoc as utoipa::OpenApi>::openapi();
+        let doc = serde_json::to_value(doc).unwrap_or_default();
+        let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+        let mut documented = 0;
+        for (path, methods) in DOCUMENTED {
+            for method in *methods {
+                assert!(
+                    paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+                    "{method} {path} is served but documented elsewhere or not at all"
+                );
+                documented += 1;
+            }
+        }
+        let in_doc: usize = paths
+            .values()
+            .map(|p| p.as_object().map_or(0, |m| m.len()))
+            .sum();
+        assert_eq!(
+            in_doc, documented,
+            "the document has routes the table does not serve"
+        );
+    }
 }
