@@ -228,3 +228,70 @@ async fn producers_faster_than_the_disk_wait_within_the_write_budget() {
     .await;
     assert!(unbounded > 8 * bounded, "{unbounded} vs {bounded}");
 }
+
+/// Set in a child's environment: the write budget in bytes it floods with.
+const FLOOD_CHILD: &str = "TIDINGS_FLOOD_CHILD_BUDGET";
+
+/// The child of the memory test: the flood of `peak_backlog`, then its
+/// process's peak resident memory. Does nothing unless started by the test.
+#[test]
+fn flood_child() {
+    let Ok(budget) = std::env::var(FLOOD_CHILD) else {
+        return;
+    };
+    let bytes: usize = budget.parse().expect("a byte count");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let batches = if bytes > 1 << 40 {
+        usize::MAX >> 1
+    } else {
+        1024
+    };
+    runtime.block_on(peak_backlog(crate::WriteBudget { bytes, batches }));
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .expect("VmHWM");
+    println!("peak-rss {}", peak.trim());
+}
+
+/// The process's peak RSS, in KiB, of a child flooding with `budget` bytes.
+fn flood_rss(budget: usize) -> u64 {
+    let out = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "broker::tests::flood_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(FLOOD_CHILD, budget.to_string())
+        .output()
+        .expect("the child ran");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("peak-rss ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from the child: {text}"))
+}
+
+/// 256 producers with 16 sends of 16 KiB each in flight, against a disk
+/// that takes 20 ms per commit, in a process of their own: the peak RSS
+/// with a 1 MiB write budget, and without one.
+#[test]
+fn the_write_budget_bounds_the_memory_of_producers_faster_than_the_disk() {
+    let bounded = flood_rss(1 << 20);
+    let unbounded = flood_rss(usize::MAX >> 1);
+    eprintln!("peak RSS: {bounded} KiB with a 1 MiB budget, {unbounded} KiB without");
+    // What waits for the writer is bounded in one, not in the other.
+    assert!(bounded < 48 * 1024, "{bounded} KiB with a 1 MiB budget");
+    assert!(
+        unbounded > bounded + 32 * 1024,
+        "{unbounded} KiB without a budget, {bounded} KiB with one"
+    );
+}
