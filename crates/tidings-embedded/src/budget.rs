@@ -65,8 +65,8 @@ impl Budget {
             n => self.bytes.clone().acquire_many_owned(n).await.ok(),
         };
         Admission {
-            permits: vec![batch, bytes].into_iter().flatten().collect(),
-            units,
+            _batch: batch,
+            bytes,
             budget: Some(self.clone()),
         }
     }
@@ -76,8 +76,9 @@ impl Budget {
 /// writer, once its batch is written).
 #[derive(Default)]
 pub(crate) struct Admission {
-    permits: Vec<OwnedSemaphorePermit>,
-    units: u32,
+    /// Held, never read: dropping it gives the operation's place back.
+    _batch: Option<OwnedSemaphorePermit>,
+    bytes: Option<OwnedSemaphorePermit>,
     budget: Option<Budget>,
 }
 
@@ -98,14 +99,16 @@ impl Admission {
         let needed = u32::try_from(bytes.div_ceil(UNIT))
             .unwrap_or(u32::MAX)
             .min(budget.units);
-        if needed > self.units
-            && let Ok(extra) = budget
-                .bytes
-                .clone()
-                .try_acquire_many_owned(needed - self.units)
-        {
-            self.permits.push(extra);
-            self.units = needed;
+        let held = self.bytes.as_ref().map_or(0, |p| p.num_permits());
+        let held = u32::try_from(held).unwrap_or(u32::MAX);
+        if needed <= held {
+            return;
+        }
+        if let Ok(extra) = budget.bytes.clone().try_acquire_many_owned(needed - held) {
+            match &mut self.bytes {
+                Some(permit) => permit.merge(extra),
+                None => self.bytes = Some(extra),
+            }
         }
     }
 }

@@ -38,22 +38,41 @@ pub(super) fn read_dead(store: &dyn Store, qid: u64, dseq: u64) -> Result<Option
 /// large one.
 pub(super) const STEP: usize = 64;
 
-/// The next step of dead letters a selection names: with `All`, those
-/// after `after`; with ids, the next ones of the list still dead.
-pub(super) fn next_step(
-    q: &QueueState,
-    selection: &DeadLetterSelection,
+/// Where a requeue or purge is in its selection, step by step.
+pub(super) struct Steps {
+    selection: DeadLetterSelection,
+    /// With `All`: the next step starts at this dead seq.
     after: u64,
-    done_ids: usize,
-) -> Vec<u64> {
-    match selection {
-        DeadLetterSelection::All => q.dead.range(after..).take(STEP).copied().collect(),
-        DeadLetterSelection::Ids(ids) => ids
-            .iter()
-            .skip(done_ids)
-            .take(STEP)
-            .filter_map(parse_id)
-            .filter(|d| q.dead.contains(d))
-            .collect(),
+    /// With ids: how many of the list were looked at.
+    looked_at: usize,
+}
+
+impl Steps {
+    pub(super) fn new(selection: DeadLetterSelection) -> Self {
+        Self {
+            selection,
+            after: 0,
+            looked_at: 0,
+        }
+    }
+
+    /// The next step: up to [`STEP`] letters still dead (with ids, the
+    /// next ones of the list that are), or `None` when the selection is done.
+    pub(super) fn next(&mut self, q: &QueueState) -> Option<Vec<u64>> {
+        let chosen: Vec<u64> = match &self.selection {
+            DeadLetterSelection::All => q.dead.range(self.after..).take(STEP).copied().collect(),
+            DeadLetterSelection::Ids(ids) => {
+                let mut chosen = Vec::with_capacity(STEP.min(ids.len()));
+                while chosen.len() < STEP && self.looked_at < ids.len() {
+                    let id = &ids[self.looked_at];
+                    self.looked_at += 1;
+                    chosen.extend(parse_id(id).filter(|d| q.dead.contains(d)));
+                }
+                chosen
+            }
+        };
+        let last = *chosen.last()?;
+        self.after = last + 1;
+        Some(chosen)
     }
 }

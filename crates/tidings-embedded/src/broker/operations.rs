@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::dead_letters::{STEP, dead_letter_out, next_step, read_dead};
+use super::dead_letters::{Steps, dead_letter_out, read_dead};
 use super::{EmbeddedBroker, finish, queue};
 use tokio::time::Instant;
 
@@ -348,27 +348,18 @@ impl Broker for EmbeddedBroker {
         selection: DeadLetterSelection,
     ) -> Result<u64> {
         let mut moved = 0;
-        let (mut after, mut done_ids) = (0, 0);
+        let mut steps = Steps::new(selection);
         let mut pause = Duration::ZERO;
         loop {
             // A step: chosen under the lock, read outside it, then moved
             // under the lock (those still dead), all or nothing.
             let (out, _) = self.write(Admission::none(), |queues, _| {
                 let q = queue(queues, name)?;
-                Ok((
-                    (q.id(), next_step(q, &selection, after, done_ids)),
-                    Wait::Nothing,
-                ))
+                Ok(((q.id(), steps.next(q)), Wait::Nothing))
             });
-            let (qid, chosen) = out?;
-            done_ids += STEP;
-            let Some(&last) = chosen.last() else {
-                if matches!(selection, DeadLetterSelection::Ids(ref ids) if done_ids < ids.len()) {
-                    continue;
-                }
+            let (qid, Some(chosen)) = out? else {
                 return Ok(moved);
             };
-            after = last + 1;
             // A bulk requeue leaves the disk to other queues most of the time.
             tokio::time::sleep(pause).await;
             let step_started = Instant::now();
@@ -417,26 +408,22 @@ impl Broker for EmbeddedBroker {
         selection: DeadLetterSelection,
     ) -> Result<u64> {
         let mut purged = 0;
-        let (mut after, mut done_ids) = (0, 0);
+        let mut steps = Steps::new(selection);
         loop {
             let step = finish(self.write(self.admit(0).await, |queues, ctx| {
                 let q = queue(queues, name)?;
-                let chosen = next_step(q, &selection, after, done_ids);
+                let chosen = steps.next(q).unwrap_or_default();
                 for &dseq in &chosen {
                     q.dead.remove(&dseq);
                     ctx.batch.delete(Space::Dead, seq_key(q.id(), dseq));
                 }
-                Ok((chosen, Wait::Written))
+                Ok((chosen.len() as u64, Wait::Written))
             }))
             .await?;
-            done_ids += STEP;
-            purged += step.len() as u64;
-            match step.last() {
-                Some(&last) => after = last + 1,
-                None if matches!(selection, DeadLetterSelection::Ids(ref ids) if done_ids < ids.len()) =>
-                    {}
-                None => return Ok(purged),
+            if step == 0 {
+                return Ok(purged);
             }
+            purged += step;
         }
     }
 
