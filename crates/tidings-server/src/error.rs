@@ -141,15 +141,23 @@ impl ApiError {
     pub fn internal(err: &tidings_core::Error) -> Self {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            body: json!({"error": GENERIC_FAILURE, "code": "unavailable"}),
+            body: failure_body(None),
             internal: Some(err.to_string()),
         }
     }
 }
 
-/// What a caller is told of a server-side failure.
-pub(crate) const GENERIC_FAILURE: &str = "the server could not complete the request; retry later, \
-     or give the operator this answer's request id";
+/// What a caller is told of a server-side failure: a generic message, the
+/// code `unavailable`, and (once the middleware knows it) the request id
+/// under which the log has the detail.
+pub(crate) fn failure_body(request_id: Option<&str>) -> Value {
+    json!({
+        "error": "the server could not complete the request; retry later, \
+                  or give the operator this answer's request id",
+        "code": "unavailable",
+        "request_id": request_id,
+    })
+}
 
 /// The shape of every error answer (for the OpenAPI document).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]

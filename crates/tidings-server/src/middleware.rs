@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{GENERIC_FAILURE, InternalFailure};
+use crate::error::{InternalFailure, failure_body};
 
 const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id, x-amebo-admin-key, x-tidings-admin-key, x-amebo-application, x-amebo-signature, x-amebo-timestamp, traceparent";
 const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -34,12 +34,8 @@ pub async fn common_headers(request: Request, next: Next) -> Response {
     if let Some(InternalFailure(detail)) = response.extensions_mut().remove::<InternalFailure>() {
         let id = request_id.to_str().unwrap_or("-");
         tracing::error!(request_id = id, %method, path, error = %detail, "request failed");
-        let body = serde_json::json!({
-            "error": GENERIC_FAILURE,
-            "code": "unavailable",
-            "request_id": id,
-        });
-        response = (response.status(), axum::Json(body)).into_response();
+        let body = axum::Json(failure_body(Some(id)));
+        response = (response.status(), body).into_response();
     }
     let headers = response.headers_mut();
     headers.insert("x-request-id", request_id);

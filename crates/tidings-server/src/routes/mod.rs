@@ -31,7 +31,8 @@ macro_rules! api {
                 description = "Applications, schema-checked actions, events, subscriptions and signed webhook delivery; durable queues (`/v1/queues`: consumer groups, long-poll receive, acks, dead letters, transactions); compatible with Amebo 0.9.6 clients (docs/amebo-compatibility.md). Credentials: `x-amebo-admin-key`, `Authorization: Bearer <API key or session>`, request signatures (`x-amebo-application` + `x-amebo-signature`), or the `Authentication` cookie; without an admin key the server runs in protected mode (loopback only)."
             ),
             paths($($fh, $($h,)*)*),
-            components(schemas(crate::error::ErrorBody))
+            components(schemas(crate::error::ErrorBody)),
+            modifiers(&CommonAnswers)
         )]
         pub struct ApiDoc;
 
@@ -97,6 +98,53 @@ api! {
     }
 }
 
+/// Answers many routes can give besides their own, added to each in the
+/// document: 503 (a failure of the server's own: a generic message and the
+/// request id) wherever a caller authenticates, and 403 on the queue API
+/// (a queue or table the application may not use, or one the storage
+/// refuses).
+struct CommonAnswers;
+
+impl utoipa::Modify for CommonAnswers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            let body = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/json", body)
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let queue_api = ["/v1/queues", "/v1/transactions", "/v1/tables"]
+                .iter()
+                .any(|p| path.starts_with(p));
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let answers = &mut operation.responses.responses;
+                if answers.contains_key("401") {
+                    answers.entry("503".to_owned()).or_insert_with(|| {
+                        error("The server could not complete it (storage, shutdown): `code` `unavailable` and a `request_id`; retry").into()
+                    });
+                }
+                if queue_api {
+                    answers.entry("403".to_owned()).or_insert_with(|| {
+                        error("Not this application's queue or table, or the storage refuses (`code` `denied`)").into()
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
     api_routes(Router::new())
@@ -130,6 +178,19 @@ async fn method_not_allowed() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::{ApiDoc, DOCUMENTED};
+
+    #[test]
+    fn routes_that_reach_the_storage_declare_its_failure() {
+        let doc = <ApiDoc as utoipa::OpenApi>::openapi();
+        let doc = serde_json::to_value(doc).unwrap_or_default();
+        let send = &doc["paths"]["/v1/queues/{name}/messages"]["post"]["responses"];
+        assert!(
+            send.get("503").is_some() && send.get("403").is_some(),
+            "{send}"
+        );
+        let publish = &doc["paths"]["/v1/events"]["post"]["responses"];
+        assert!(publish.get("503").is_some(), "{publish}");
+    }
 
     /// The router and the document come from one table; the handlers'
     /// annotations carry their own path and method, which must be the
