@@ -33,7 +33,7 @@ impl RedisBroker {
         config: &QueueConfig,
     ) -> Result<()> {
         let expired = reason == "expired" && count == 0;
-        let Some(entry) = self.entry(queue, id).await? else {
+        let Some(entry) = self.entry(&self.keys(queue)?.stream, id).await? else {
             return Ok(());
         };
         let group_field = (!expired).then_some(group);
@@ -145,11 +145,10 @@ impl RedisBroker {
         Ok(value::count(&moved))
     }
 
-    /// One entry of a queue's stream.
-    async fn entry(&self, queue: &QueueName, id: &str) -> Result<Option<Entry>> {
-        let keys = self.keys(queue)?;
+    /// One entry of a stream (a queue's, or its dead letters').
+    async fn entry(&self, stream: &str, id: &str) -> Result<Option<Entry>> {
         let reply = self
-            .command(redis::cmd("XRANGE").arg(&keys.stream).arg(id).arg(id))
+            .command(redis::cmd("XRANGE").arg(stream).arg(id).arg(id))
             .await?;
         Ok(value::entries(&reply).pop())
     }
@@ -164,18 +163,8 @@ impl RedisBroker {
         if !is_stream_id(id.as_str()) {
             return Ok(None);
         }
-        let keys = self.keys(queue)?;
-        let reply = self
-            .command(
-                redis::cmd("XRANGE")
-                    .arg(&keys.dlq)
-                    .arg(id.as_str())
-                    .arg(id.as_str()),
-            )
-            .await?;
-        Ok(value::entries(&reply)
-            .first()
-            .map(|e| dead_letter(queue, e)))
+        let letter = self.entry(&self.keys(queue)?.dlq, id.as_str()).await?;
+        Ok(letter.map(|e| dead_letter(queue, &e)))
     }
 
     pub(super) async fn list_dead(
