@@ -15,6 +15,7 @@ pub const MAX_DEDUP_ID_BYTES: usize = 256;
 /// Opaque; each backend has its own format.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageId(pub String);
 
 impl MessageId {
@@ -127,6 +128,7 @@ impl OutgoingMessage {
 
 /// What a send returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendReceipt {
     /// The id of the stored message.
     pub id: MessageId,

@@ -8,6 +8,7 @@ use crate::{GroupName, QueueName, Result, Timestamp, error::Error};
 
 /// When a send returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// After the message is synced to disk (fsync). Concurrent sends share one
@@ -21,6 +22,7 @@ pub enum Durability {
 
 /// What happens to a message whose time to live has passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ExpiryAction {
     /// Delete it (counted in `expired_total`).
@@ -33,11 +35,13 @@ pub enum ExpiryAction {
 /// How long messages acknowledged by every group are kept. With neither
 /// limit set they are deleted at once. Unacknowledged messages are never trimmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Retention {
     /// Keep at most this many acknowledged messages.
     pub max_len: Option<u64>,
     /// Keep acknowledged messages at most this long after they were stored.
     #[serde(with = "opt_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub max_age: Option<Duration>,
 }
 
@@ -50,20 +54,24 @@ impl Retention {
 
 /// Settings of one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct QueueConfig {
     /// A delivered message not acked within this time is delivered again.
     #[serde(with = "millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub visibility_timeout: Duration,
     /// After this many deliveries without an ack the message is dead-lettered.
     pub max_deliveries: u32,
     /// Time to live of messages sent without one.
     #[serde(with = "opt_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub default_ttl: Option<Duration>,
     /// What happens to expired messages.
     pub on_expiry: ExpiryAction,
     /// How long a dedup id is remembered.
     #[serde(with = "millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub dedup_window: Duration,
     /// Retention of acknowledged messages.
     pub retention: Retention,
@@ -109,6 +117,7 @@ impl QueueConfig {
 
 /// One consumer of a group, as last seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsumerInfo {
     /// Its name.
     pub name: String,
@@ -120,6 +129,7 @@ pub struct ConsumerInfo {
 
 /// State of one consumer group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GroupInfo {
     /// The group.
     pub name: GroupName,
@@ -135,6 +145,7 @@ pub struct GroupInfo {
 
 /// What a queue reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueInfo {
     /// The queue.
     pub name: QueueName,
@@ -148,6 +159,7 @@ pub struct QueueInfo {
     pub retained: u64,
     /// Age of the oldest stored message.
     #[serde(with = "opt_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub oldest_message_age: Option<Duration>,
     /// Its consumer groups.
     pub groups: Vec<GroupInfo>,

@@ -10,6 +10,7 @@
 //! - [`hub`]: the [`Hub`] and its operations.
 //! - [`delivery`]: the [`Dispatcher`] that posts webhooks.
 //! - [`model`]: applications, actions, events, subscriptions, gists.
+//! - [`views`]: what the operations answer, as the API shows it.
 //! - [`metrics`]: what `/metrics` exposes.
 //! - [`schema`], [`signature`], [`ids`], [`time`]: the pieces they use.
 
@@ -24,6 +25,7 @@ pub mod schema;
 pub mod signature;
 mod tables;
 pub mod time;
+pub mod views;
 
 pub use delivery::{DeliveryConfig, Dispatcher};
 pub use error::{HubError, HubResult};

@@ -68,7 +68,7 @@ async fn hub_with_subscriber(broker: Arc<dyn Broker>, address: &str) -> (Hub, Qu
         )
         .await
         .unwrap();
-    let id = view["subscription"].as_str().unwrap().to_owned();
+    let id = view.subscription;
     let queue = QueueName::new(format!("hub.sub.{id}")).unwrap();
     (hub, queue, id)
 }
@@ -77,7 +77,7 @@ async fn publish(hub: &Hub) -> String {
     let event =
         serde_json::from_value(json!({"action": "shop.sold", "payload": {"n": 1}})).unwrap();
     let published = hub.publish(&Principal::Admin, event, None).await.unwrap();
-    published.view["event"].as_str().unwrap().to_owned()
+    published.view.event
 }
 
 fn start(hub: &Hub) -> watch::Sender<bool> {

@@ -145,6 +145,16 @@ impl ApiError {
             internal: Some(err.to_string()),
         }
     }
+
+    /// The body to send where no response carries it (a stream's `error`
+    /// event): the detail of a server-side failure is logged here, and the
+    /// caller gets only the generic body.
+    pub(crate) fn into_logged_body(self) -> Value {
+        if let Some(detail) = &self.internal {
+            tracing::error!(error = %detail, "request failed");
+        }
+        self.body
+    }
 }
 
 /// What a caller is told of a server-side failure: a generic message, the

@@ -11,6 +11,7 @@ pub mod request;
 mod routes;
 pub mod state;
 pub mod throttle;
+pub mod views;
 
 use std::net::SocketAddr;
 

@@ -172,7 +172,7 @@ impl Dispatcher {
 
 impl Replayer {
     /// Attempts one delivery now, outside its queue.
-    pub async fn replay(&self, gist: &str) -> HubResult<serde_json::Value> {
+    pub async fn replay(&self, gist: &str) -> HubResult<crate::views::Replayed> {
         worker::replay(&self.shared, gist).await
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tidings_core::{
     ConsumerName, DeadLetterSelection, Delivery, Nack, ReceiveOptions, Transaction,
 };
@@ -19,6 +19,7 @@ use crate::model::{Event, Gist, GistStatus, Subscription};
 use crate::principal::Principal;
 use crate::tables::{get, put, subscription_queue};
 use crate::time::{iso, now_ms};
+use crate::views::Replayed;
 
 /// How long a receive waits before the lane checks whether it should stop.
 const RECEIVE_WAIT: Duration = Duration::from_secs(5);
@@ -365,7 +366,7 @@ async fn notify_dead_letter(hub: &crate::hub::Hub, gist: &Gist, event: &Event) {
 
 /// Attempts one delivery now, outside its queue; a success also removes its
 /// dead letter, if it had one.
-pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Value> {
+pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
     let hub = &shared.hub;
     let mut gist = hub.gist(key).await?;
     let sub = hub.subscription(&gist.subscription)?;
@@ -396,13 +397,13 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Value> {
         }
     }
     store(hub, &gist).await?;
-    Ok(json!({
-        "gist": key,
-        "delivered": outcome.delivered(),
-        "status_code": outcome.status,
-        "error": outcome.error,
-        "ms": outcome.elapsed.as_millis() as u64,
-    }))
+    Ok(Replayed {
+        gist: key.to_owned(),
+        delivered: outcome.delivered(),
+        status_code: outcome.status,
+        error: outcome.error,
+        ms: outcome.elapsed.as_millis() as u64,
+    })
 }
 
 async fn purge_dead_letter(shared: &Shared, sub: &str, event: &str) -> HubResult<()> {

@@ -12,6 +12,7 @@ use crate::principal::Principal;
 use crate::schema::Schema;
 use crate::tables::encode;
 use crate::time::now_ms;
+use crate::views::{ActionEdited, ActionView, Removed, Validation};
 
 /// The action the hub publishes when a delivery is dead-lettered.
 pub const DEAD_LETTERED_ACTION: &str = "tidings.delivery.dead_lettered";
@@ -52,7 +53,7 @@ impl Hub {
         &self,
         who: &Principal,
         new: NewAction,
-    ) -> HubResult<(Value, bool)> {
+    ) -> HubResult<(ActionView, bool)> {
         let name = check_name(&new.action)?;
         if !who.may_act_as(&new.application) {
             return Err(HubError::Forbidden(format!(
@@ -83,10 +84,10 @@ impl Hub {
                     )));
                 }
                 if same_schema(&action.schemata, &schemata) {
-                    let mut view = action.view();
-                    if let Some(map) = view.as_object_mut() {
-                        map.insert("unchanged".to_owned(), json!(true));
-                    }
+                    let view = ActionView {
+                        unchanged: true,
+                        ..action.view()
+                    };
                     return Ok((view, false));
                 }
                 return Err(HubError::Conflict {
@@ -124,7 +125,7 @@ impl Hub {
         application: Option<&str>,
         since: Option<u64>,
         page: Page,
-    ) -> Vec<Value> {
+    ) -> Vec<ActionView> {
         let catalog = self.catalog();
         let all: Vec<&Action> = catalog
             .actions
@@ -151,7 +152,7 @@ impl Hub {
         who: &Principal,
         id: &str,
         update: ActionUpdate,
-    ) -> HubResult<Value> {
+    ) -> HubResult<ActionEdited> {
         let Some(schemata) = update.schemata else {
             return Err(HubError::unprocessable("give a schemata to change"));
         };
@@ -169,14 +170,18 @@ impl Hub {
         action.edited_at = Some(now_ms());
         self.write_record(&self.inner.tables.actions, &action.name, &action)
             .await?;
-        let view = json!({"action": action.name, "schemata": action.schemata, "edited": true});
+        let view = ActionEdited {
+            action: action.name.clone(),
+            schemata: action.schemata.clone(),
+            edited: true,
+        };
         self.catalog_mut().put_action(action, schema);
         self.changed();
         Ok(view)
     }
 
     /// Deletes an action with its subscriptions (admin only). Events stay in the log.
-    pub async fn delete_action(&self, who: &Principal, id: &str) -> HubResult<Value> {
+    pub async fn delete_action(&self, who: &Principal, id: &str) -> HubResult<Removed> {
         if !who.is_admin() {
             return Err(HubError::Forbidden(
                 "Only a superadmin can delete actions".to_owned(),
@@ -210,21 +215,23 @@ impl Hub {
             }
         }
         self.changed();
-        Ok(json!({"removed": action.name}))
+        Ok(Removed {
+            removed: action.name,
+        })
     }
 
     /// Checks a payload against an action's schema without publishing.
-    pub fn validate_payload(&self, id: &str, payload: &Value) -> HubResult<Value> {
+    pub fn validate_payload(&self, id: &str, payload: &Value) -> HubResult<Validation> {
         let catalog = self.catalog();
         let entry = catalog
             .action(id)
             .ok_or_else(|| HubError::NotFound(format!("Action {id} does not exist")))?;
         let errors = entry.schema.violations(payload);
-        Ok(json!({
-            "action": entry.action.name,
-            "valid": errors.is_empty(),
-            "errors": errors,
-        }))
+        Ok(Validation {
+            action: entry.action.name.clone(),
+            valid: errors.is_empty(),
+            errors,
+        })
     }
 
     /// Registers the built-in application and the dead-letter action.

@@ -1,7 +1,6 @@
 //! Registering and managing applications.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tidings_core::{Transaction, TxOp};
 
 use super::{Hub, Page};
@@ -15,6 +14,10 @@ use crate::principal::Principal;
 use crate::signature::digest;
 use crate::tables::{put, subscription_queue};
 use crate::time::now_ms;
+use crate::views::{
+    ApiKeyIssued, ApplicationActivity, ApplicationView, RegisteredApplication, Removed,
+    SecretRotated,
+};
 
 /// The name of the hub's own application, owner of its notices.
 pub const BUILTIN_APPLICATION: &str = "tidings";
@@ -68,7 +71,7 @@ impl Hub {
         &self,
         who: &Principal,
         new: NewApplication,
-    ) -> HubResult<Value> {
+    ) -> HubResult<RegisteredApplication> {
         admin_only(who)?;
         check_name(&new.application)?;
         if let Some(queues) = &new.queues {
@@ -110,12 +113,12 @@ impl Hub {
             }
             Err(e) => return Err(e.into()),
         }
-        let mut view = app.view();
-        if let Some(map) = view.as_object_mut() {
-            map.insert("name".to_owned(), json!(app.name));
-            map.insert("secret".to_owned(), json!(secret));
-            map.insert("apikey".to_owned(), json!(api_key));
-        }
+        let view = RegisteredApplication {
+            view: app.view(),
+            name: app.name.clone(),
+            secret,
+            apikey: api_key,
+        };
         self.catalog_mut().put_application(app);
         self.changed();
         Ok(view)
@@ -128,7 +131,7 @@ impl Hub {
         address: Option<&str>,
         since: Option<u64>,
         page: Page,
-    ) -> Vec<Value> {
+    ) -> Vec<ApplicationView> {
         let catalog = self.catalog();
         let all: Vec<&Application> = catalog
             .applications
@@ -179,7 +182,7 @@ impl Hub {
         who: &Principal,
         name: &str,
         update: ApplicationUpdate,
-    ) -> HubResult<Value> {
+    ) -> HubResult<ApplicationView> {
         admin_only(who)?;
         if update.address.is_none() && update.description.is_none() && update.queues.is_none() {
             return Err(HubError::BadRequest(
@@ -228,13 +231,7 @@ impl Hub {
             updated.push(sub);
         }
         self.inner.broker.commit(tx).await?;
-        let view = json!({
-            "application": app.name,
-            "address": app.address,
-            "description": app.description,
-            "active": app.active,
-            "queues": app.queues,
-        });
+        let view = app.view();
         {
             let mut catalog = self.catalog_mut();
             catalog.put_application(app);
@@ -252,12 +249,15 @@ impl Hub {
         who: &Principal,
         name: &str,
         active: Option<bool>,
-    ) -> HubResult<Value> {
+    ) -> HubResult<ApplicationActivity> {
         admin_only(who)?;
         let _guard = self.inner.changes.lock().await;
         let mut app = self.application(name)?;
         app.active = active.unwrap_or(!app.active);
-        let view = json!({"application": app.name, "active": app.active});
+        let view = ApplicationActivity {
+            application: app.name.clone(),
+            active: app.active,
+        };
         self.store_application(app).await?;
         Ok(view)
     }
@@ -269,7 +269,7 @@ impl Hub {
         who: &Principal,
         name: &str,
         secret: Option<String>,
-    ) -> HubResult<Value> {
+    ) -> HubResult<SecretRotated> {
         if !who.may_act_as(name) {
             return Err(HubError::Forbidden(format!(
                 "Only {name} itself or a superadmin can rotate its secret"
@@ -285,22 +285,25 @@ impl Hub {
             }
             None => new_secret(),
         };
-        let mut view = json!({"message": "Secret updated successfully"});
-        if generated && let Some(map) = view.as_object_mut() {
-            map.insert("secret".to_owned(), json!(app.secret));
-        }
+        let view = SecretRotated {
+            message: "Secret updated successfully".to_owned(),
+            secret: generated.then(|| app.secret.clone()),
+        };
         self.store_application(app).await?;
         Ok(view)
     }
 
     /// Mints a new API key for an application; the old one stops working.
-    pub async fn new_api_key(&self, who: &Principal, name: &str) -> HubResult<Value> {
+    pub async fn new_api_key(&self, who: &Principal, name: &str) -> HubResult<ApiKeyIssued> {
         admin_only(who)?;
         let _guard = self.inner.changes.lock().await;
         let mut app = self.application(name)?;
         let key = new_api_key();
         app.api_key_hash = digest(&key);
-        let view = json!({"apikey": key, "application": app.name});
+        let view = ApiKeyIssued {
+            apikey: key,
+            application: app.name.clone(),
+        };
         self.store_application(app).await?;
         Ok(view)
     }
@@ -308,7 +311,7 @@ impl Hub {
     /// Deletes an application with its actions and subscriptions (and the
     /// subscriptions to its actions, and their pending deliveries). Events stay
     /// in the log.
-    pub async fn delete_application(&self, who: &Principal, name: &str) -> HubResult<Value> {
+    pub async fn delete_application(&self, who: &Principal, name: &str) -> HubResult<Removed> {
         admin_only(who)?;
         if name == BUILTIN_APPLICATION {
             return Err(HubError::unprocessable(format!(
@@ -353,7 +356,9 @@ impl Hub {
             }
         }
         self.changed();
-        Ok(json!({"removed": name}))
+        Ok(Removed {
+            removed: name.to_owned(),
+        })
     }
 
     /// Commits `tx` and deletes the queues of `subs`, with publishes held off

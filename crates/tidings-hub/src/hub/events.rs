@@ -14,6 +14,7 @@ use crate::model::{Event, Gist, Subscription};
 use crate::principal::Principal;
 use crate::tables::{deduper_key, encode, get, page, put, subscription_queue};
 use crate::time::now_ms;
+use crate::views::EventView;
 
 /// Longest `deduper`, in bytes.
 pub const MAX_DEDUPER_BYTES: usize = 256;
@@ -46,7 +47,7 @@ pub struct NewEvent {
 #[derive(Debug)]
 pub struct Published {
     /// The event as the API shows it (with `fanout`, or `duplicate`).
-    pub view: Value,
+    pub view: EventView,
     /// Whether it repeated an earlier event's deduper.
     pub duplicate: bool,
 }
@@ -172,10 +173,10 @@ impl Hub {
                         action: action.clone(),
                     })
                     .inc();
-                let mut view = event.view();
-                if let Some(map) = view.as_object_mut() {
-                    map.insert("fanout".to_owned(), json!(event.fanout));
-                }
+                let view = EventView {
+                    fanout: Some(event.fanout),
+                    ..event.view()
+                };
                 Ok(Published {
                     view,
                     duplicate: false,
@@ -281,10 +282,10 @@ impl Hub {
         let event: Event = get(&**self.broker(), &tables.events, &id)
             .await?
             .ok_or_else(|| HubError::NotFound(format!("Event {id} does not exist")))?;
-        let mut view = event.view();
-        if let Some(map) = view.as_object_mut() {
-            map.insert("duplicate".to_owned(), json!(true));
-        }
+        let view = EventView {
+            duplicate: true,
+            ..event.view()
+        };
         Ok(Published {
             view,
             duplicate: true,

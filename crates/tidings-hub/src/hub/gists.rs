@@ -1,6 +1,6 @@
 //! Deliveries: listing them, requeueing failed ones, backfilling history.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tidings_core::{DeadLetterSelection, OutgoingMessage, Payload, RecordScan, Transaction};
 
 use super::{Hub, Page};
@@ -10,6 +10,7 @@ use crate::model::{Event, Gist, GistStatus};
 use crate::principal::Principal;
 use crate::tables::{get, page, put, subscription_queue};
 use crate::time::now_ms;
+use crate::views::{Backfilled, GistPage, GistView, Requeued, Stats};
 
 /// `GET /v1/gists` filters.
 #[derive(Debug, Default, Clone)]
@@ -64,7 +65,7 @@ impl GistFilter {
 
 impl Hub {
     /// Deliveries, newest event first, with the total count of matches.
-    pub async fn list_gists(&self, filter: &GistFilter, page_of: Page) -> HubResult<Value> {
+    pub async fn list_gists(&self, filter: &GistFilter, page_of: Page) -> HubResult<GistPage> {
         let (gists, total) = page(
             &**self.broker(),
             &self.inner.tables.gists,
@@ -79,36 +80,33 @@ impl Hub {
         for gist in &gists {
             data.push(self.gist_with_event(gist).await?);
         }
-        Ok(json!({
-            "data": data,
-            "total": total,
-            "page": page_of.page,
-            "pagination": page_of.size,
-            "pages": total.div_ceil(page_of.size),
-        }))
+        Ok(GistPage {
+            data,
+            total,
+            page: page_of.page,
+            pagination: page_of.size,
+            pages: total.div_ceil(page_of.size),
+        })
     }
 
     /// A gist's view with what Amebo's rows carry of its event: payload,
     /// metadata, `workspace` (= `metadata.workspace_id`), publisher and due time.
-    async fn gist_with_event(&self, gist: &Gist) -> HubResult<Value> {
-        let mut view = gist.view();
+    async fn gist_with_event(&self, gist: &Gist) -> HubResult<GistView> {
+        let view = gist.view();
         let event: Option<Event> =
             get(&**self.broker(), &self.inner.tables.events, &gist.event).await?;
-        if let (Some(event), Some(map)) = (event, view.as_object_mut()) {
-            let metadata: Value = serde_json::from_str(event.metadata.get()).unwrap_or(Value::Null);
-            map.insert(
-                "workspace".to_owned(),
-                metadata.get("workspace_id").cloned().unwrap_or(Value::Null),
-            );
-            map.insert("payload".to_owned(), json!(event.payload));
-            map.insert("metadata".to_owned(), metadata);
-            map.insert("publisher".to_owned(), json!(event.publisher));
-            map.insert(
-                "sleep_until".to_owned(),
-                json!(crate::time::iso(event.deliver_at.max(event.published_at()))),
-            );
-        }
-        Ok(view)
+        let Some(event) = event else {
+            return Ok(view);
+        };
+        let metadata: Value = serde_json::from_str(event.metadata.get()).unwrap_or(Value::Null);
+        Ok(GistView {
+            workspace: Some(metadata.get("workspace_id").cloned().unwrap_or(Value::Null)),
+            metadata: Some(metadata),
+            sleep_until: Some(crate::time::iso(event.due_at())),
+            payload: Some(event.payload),
+            publisher: Some(event.publisher),
+            ..view
+        })
     }
 
     /// One gist.
@@ -120,7 +118,7 @@ impl Hub {
 
     /// Sends failed deliveries matching `filter` again, from their first
     /// attempt. Returns how many.
-    pub async fn requeue(&self, who: &Principal, filter: &GistFilter) -> HubResult<Value> {
+    pub async fn requeue(&self, who: &Principal, filter: &GistFilter) -> HubResult<Requeued> {
         if !who.is_admin() {
             return Err(HubError::Forbidden(
                 "Only a superadmin can requeue deliveries".to_owned(),
@@ -156,7 +154,7 @@ impl Hub {
         for (sub, gists) in by_sub {
             requeued += self.requeue_subscription(&sub, gists).await?;
         }
-        Ok(json!({"requeued": requeued}))
+        Ok(Requeued { requeued })
     }
 
     /// Requeues the dead letters of one subscription's failed gists.
@@ -225,7 +223,7 @@ impl Hub {
         since: u64,
         until: Option<u64>,
         dry_run: bool,
-    ) -> HubResult<Value> {
+    ) -> HubResult<Backfilled> {
         if !who.is_admin() {
             return Err(HubError::Forbidden(
                 "Only a superadmin can backfill".to_owned(),
@@ -247,7 +245,13 @@ impl Hub {
         )
         .await?;
         if dry_run {
-            return Ok(json!({"count": count, "action": sub.action, "dry_run": true}));
+            return Ok(Backfilled {
+                action: sub.action,
+                subscription: sub.id,
+                backfilled: None,
+                count: Some(count),
+                dry_run: true,
+            });
         }
         let queue = subscription_queue(&sub.id)?;
         let now = now_ms();
@@ -264,7 +268,13 @@ impl Hub {
             let _fanout = self.inner.fanout.read().await;
             self.broker().commit(tx).await?;
         }
-        Ok(json!({"backfilled": events.len(), "action": sub.action, "subscription": sub.id}))
+        Ok(Backfilled {
+            action: sub.action,
+            subscription: sub.id,
+            backfilled: Some(events.len()),
+            count: None,
+            dry_run: false,
+        })
     }
 }
 
@@ -279,7 +289,7 @@ impl Hub {
     /// Totals over the stored events and deliveries (Amebo's `/v1/stats`).
     /// Reads every event and gist record: meant for occasional use; `/metrics`
     /// is the cheap, continuous view.
-    pub async fn stats(&self) -> HubResult<Value> {
+    pub async fn stats(&self) -> HubResult<Stats> {
         let broker = &**self.broker();
         let (_, events) = page(
             broker,
@@ -308,16 +318,16 @@ impl Hub {
         )
         .await?;
         let [pending, retrying, delivered, failed] = counts;
-        Ok(json!({
-            "events": events,
-            "delivered": delivered,
-            "pending": pending,
-            "retrying": retrying,
-            "failed": failed,
-            "total": total,
-            "attempts": attempts,
-            "attempts_ok": delivered,
-            "version": env!("CARGO_PKG_VERSION"),
-        }))
+        Ok(Stats {
+            events,
+            delivered,
+            pending,
+            retrying,
+            failed,
+            total,
+            attempts,
+            attempts_ok: delivered,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
     }
 }

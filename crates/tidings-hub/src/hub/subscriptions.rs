@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tidings_core::QueueConfig;
 
 use super::{Hub, Page};
@@ -14,6 +13,7 @@ use crate::model::subscription::{MAX_CONCURRENCY, MAX_RETRIES_LIMIT, resolve_end
 use crate::principal::Principal;
 use crate::tables::subscription_queue;
 use crate::time::now_ms;
+use crate::views::{RegisteredApplication, SubscriptionView, Unsubscribed};
 
 /// `POST /v1/subscriptions`.
 #[derive(Debug, Deserialize)]
@@ -76,7 +76,7 @@ impl Hub {
         &self,
         who: &Principal,
         new: NewSubscription,
-    ) -> HubResult<(Value, bool)> {
+    ) -> HubResult<(SubscriptionView, bool)> {
         if !who.may_act_as(&new.application) {
             return Err(HubError::Forbidden(format!(
                 "Only {} itself or a superadmin can subscribe it",
@@ -185,15 +185,11 @@ impl Hub {
         }
         self.write_record(&self.inner.tables.subscriptions, &sub.id, &sub)
             .await?;
-        let mut view = sub.view();
-        if let Some(map) = view.as_object_mut() {
-            if !created {
-                map.insert("reactivated".to_owned(), json!(true));
-            }
-            if let Some(app) = registered {
-                map.insert("registered_application".to_owned(), app);
-            }
-        }
+        let view = SubscriptionView {
+            reactivated: !created,
+            registered_application: registered,
+            ..sub.view()
+        };
         self.catalog_mut().put_subscription(sub);
         self.changed();
         Ok((view, created))
@@ -208,7 +204,7 @@ impl Hub {
         &self,
         who: &Principal,
         new: &NewSubscription,
-    ) -> HubResult<Option<Value>> {
+    ) -> HubResult<Option<RegisteredApplication>> {
         let known = self.catalog().applications.contains_key(&new.application);
         let handler = new.handler.trim();
         if known
@@ -248,7 +244,7 @@ impl Hub {
         action: Option<&str>,
         active: Option<bool>,
         page: Page,
-    ) -> Vec<Value> {
+    ) -> Vec<SubscriptionView> {
         let catalog = self.catalog();
         let mut all: Vec<&Subscription> = catalog
             .subscriptions
@@ -276,7 +272,7 @@ impl Hub {
 
     /// Deactivates a subscription: nothing new is queued for it and what is
     /// queued waits (a later subscribe of the same handler resumes it).
-    pub async fn unsubscribe(&self, who: &Principal, id: &str) -> HubResult<Value> {
+    pub async fn unsubscribe(&self, who: &Principal, id: &str) -> HubResult<Unsubscribed> {
         let _guard = self.inner.changes.lock().await;
         let sub = self.subscription(id)?;
         if !who.may_act_as(&sub.application) {
@@ -286,7 +282,10 @@ impl Hub {
             )));
         }
         self.deactivate(sub, None).await?;
-        Ok(json!({"unsubscribed": id, "active": false}))
+        Ok(Unsubscribed {
+            unsubscribed: id.to_owned(),
+            active: false,
+        })
     }
 
     /// Marks a subscription inactive, with why (`None`: unsubscribed).

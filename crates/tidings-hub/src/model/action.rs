@@ -1,10 +1,11 @@
 //! Actions: event types, each with a JSON Schema for its payloads.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::error::{HubError, HubResult};
 use crate::time::iso;
+use crate::views::ActionView;
 
 /// A registered action.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,15 +26,16 @@ pub struct Action {
 
 impl Action {
     /// What the API shows.
-    pub fn view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "action": self.name,
-            "application": self.application,
-            "schemata": self.schemata,
-            "status": "active",
-            "timestamped": iso(self.created_at),
-        })
+    pub fn view(&self) -> ActionView {
+        ActionView {
+            id: self.id,
+            action: self.name.clone(),
+            application: self.application.clone(),
+            schemata: self.schemata.clone(),
+            status: "active".to_owned(),
+            timestamped: iso(self.created_at),
+            unchanged: false,
+        }
     }
 }
 

@@ -1,10 +1,10 @@
 //! Applications: services that publish and receive events.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::error::{HubError, HubResult};
 use crate::time::iso;
+use crate::views::ApplicationView;
 
 /// A registered application.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,15 +32,15 @@ pub struct Application {
 
 impl Application {
     /// What lists show (no secret, no key).
-    pub fn view(&self) -> Value {
-        json!({
-            "application": self.name,
-            "address": self.address,
-            "active": self.active,
-            "timestamped": iso(self.created_at),
-            "description": self.description,
-            "queues": self.queues,
-        })
+    pub fn view(&self) -> ApplicationView {
+        ApplicationView {
+            application: self.name.clone(),
+            address: self.address.clone(),
+            active: self.active,
+            timestamped: iso(self.created_at),
+            description: self.description.clone(),
+            queues: self.queues.clone(),
+        }
     }
 
     /// Whether it may use queue or table `name` through the queue API.

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::ids::row_time;
 use crate::time::iso;
+use crate::views::EventView;
 
 /// A stored event. Payload and metadata are kept as the bytes the publisher
 /// sent (validated JSON), so key order and number formatting survive.
@@ -49,22 +49,27 @@ impl Event {
     }
 
     /// What the API shows (publish response and lists).
-    pub fn view(&self) -> Value {
-        let mut view = json!({
-            "event": self.id,
-            "row_id": self.row,
-            "action": self.action,
-            "payload": self.payload,
-            "metadata": self.metadata,
-            "deduper": self.deduper,
-            "publisher": self.publisher,
-            "timestamped": iso(self.published_at()),
-            "sleep_until": iso(self.deliver_at.max(self.published_at())),
-        });
-        if let (Some(trace), Some(map)) = (self.trace_id(), view.as_object_mut()) {
-            map.insert("trace_id".to_owned(), json!(trace));
+    pub fn view(&self) -> EventView {
+        EventView {
+            event: self.id.clone(),
+            row_id: self.row,
+            action: self.action.clone(),
+            payload: self.payload.clone(),
+            metadata: self.metadata.clone(),
+            deduper: self.deduper.clone(),
+            publisher: self.publisher.clone(),
+            timestamped: iso(self.published_at()),
+            sleep_until: iso(self.due_at()),
+            trace_id: self.trace_id().map(str::to_owned),
+            fanout: None,
+            duplicate: false,
         }
-        view
+    }
+
+    /// When its first delivery is due, ms since the epoch (not before it
+    /// was published).
+    pub fn due_at(&self) -> u64 {
+        self.deliver_at.max(self.published_at())
     }
 }
 

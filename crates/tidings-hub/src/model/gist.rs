@@ -1,10 +1,10 @@
 //! Gists: the delivery of one event to one subscription.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::model::Subscription;
 use crate::time::iso;
+use crate::views::GistView;
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,32 +126,37 @@ impl Gist {
     }
 
     /// What the API shows.
-    pub fn view(&self) -> Value {
+    pub fn view(&self) -> GistView {
         let key = self.key();
-        json!({
-            "id": key,
-            "gist": key,
-            "key": key,
-            "event": self.event,
-            "subscription": self.subscription,
-            "action": self.action,
-            "subscriber": self.subscriber,
-            "endpoint": self.endpoint,
-            "status": self.status.as_str(),
-            "completed": self.status == GistStatus::Delivered,
-            "retries": self.attempts,
-            "attempts": self.attempts,
-            "max_retries": self.max_retries,
-            "last_status_code": self.last_status_code,
-            "last_error": self.last_error,
-            "last_attempted_at": self.last_attempted_at.map(iso),
-            "last_ms": self.last_ms,
-            "latency_ms": self.latency_ms,
-            "next_attempt_at": self.next_attempt_at.map(iso),
-            "delivered_at": self.delivered_at.map(iso),
-            "dead_at": self.dead_at.map(iso),
-            "timestamped": iso(self.created_at),
-        })
+        GistView {
+            id: key.clone(),
+            gist: key.clone(),
+            key,
+            event: self.event.clone(),
+            subscription: self.subscription.clone(),
+            action: self.action.clone(),
+            subscriber: self.subscriber.clone(),
+            endpoint: self.endpoint.clone(),
+            status: self.status.as_str().to_owned(),
+            completed: self.status == GistStatus::Delivered,
+            retries: self.attempts,
+            attempts: self.attempts,
+            max_retries: self.max_retries,
+            last_status_code: self.last_status_code,
+            last_error: self.last_error.clone(),
+            last_attempted_at: self.last_attempted_at.map(iso),
+            last_ms: self.last_ms,
+            latency_ms: self.latency_ms,
+            next_attempt_at: self.next_attempt_at.map(iso),
+            delivered_at: self.delivered_at.map(iso),
+            dead_at: self.dead_at.map(iso),
+            timestamped: iso(self.created_at),
+            workspace: None,
+            payload: None,
+            metadata: None,
+            publisher: None,
+            sleep_until: None,
+        }
     }
 }
 

@@ -1,10 +1,10 @@
 //! Subscriptions: an application's handler for one action's events.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::error::{HubError, HubResult};
 use crate::time::iso;
+use crate::views::SubscriptionView;
 
 /// A subscription.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,22 +41,24 @@ pub struct Subscription {
 
 impl Subscription {
     /// What the API shows.
-    pub fn view(&self) -> Value {
-        json!({
-            "subscription": self.id,
-            "application": self.application,
-            "action": self.action,
-            "handler": self.handler,
-            "endpoint": self.endpoint,
-            "max_retries": self.max_retries,
-            "retry_schedule": self.retry_schedule,
-            "ordered": self.ordered,
-            "concurrency": self.concurrency,
-            "description": self.description,
-            "active": self.active,
-            "disabled_reason": self.disabled_reason,
-            "timestamped": iso(self.created_at),
-        })
+    pub fn view(&self) -> SubscriptionView {
+        SubscriptionView {
+            subscription: self.id.clone(),
+            application: self.application.clone(),
+            action: self.action.clone(),
+            handler: self.handler.clone(),
+            endpoint: self.endpoint.clone(),
+            max_retries: self.max_retries,
+            retry_schedule: self.retry_schedule.clone(),
+            ordered: self.ordered,
+            concurrency: self.concurrency,
+            description: self.description.clone(),
+            active: self.active,
+            disabled_reason: self.disabled_reason.clone(),
+            timestamped: iso(self.created_at),
+            reactivated: false,
+            registered_application: None,
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::Value;
 use tidings_hub::hub::{ActionUpdate, NewAction};
+use tidings_hub::views::{ActionEdited, ActionView, Removed, Validation};
 
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
@@ -12,11 +13,11 @@ use crate::request::Call;
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/actions", tag = "actions", request_body = NewAction,
-    responses((status = 201, description = "Registered"), (status = 200, description = "The same schema was registered already"), (status = 409, description = "Exists with another schema", body = ErrorBody), (status = 422, description = "The schema does not compile", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 201, description = "Registered", body = ActionView), (status = 200, description = "The same schema was registered already (`unchanged`)", body = ActionView), (status = 404, description = "The application does not exist or is inactive", body = ErrorBody), (status = 409, description = "Exists with another schema", body = ErrorBody), (status = 422, description = "The schema does not compile", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn register(
     State(s): State<AppState>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<ActionView>)> {
     let who = call.who()?;
     let new: NewAction = call.json()?;
     let (view, created) = s.hub.register_action(who, new).await?;
@@ -30,38 +31,38 @@ pub async fn register(
 
 #[utoipa::path(get, path = "/v1/actions", tag = "actions",
     params(("id" = Option<String>, Query), ("action" = Option<String>, Query), ("application" = Option<String>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
-    responses((status = 200, description = "Actions by name"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "Actions by name", body = [ActionView]), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Vec<ActionView>>> {
     call.who()?;
     let (from, _) = call.time_range()?;
-    Ok(Json(Value::Array(s.hub.list_actions(
+    Ok(Json(s.hub.list_actions(
         call.param("id"),
         call.param("action"),
         call.param("application"),
         from,
         call.page()?,
-    ))))
+    )))
 }
 
 #[utoipa::path(patch, path = "/v1/actions/{id}", tag = "actions", request_body = ActionUpdate, params(("id" = String, Path, description = "Name or id")),
-    responses((status = 200, description = "Schema replaced"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "Schema replaced", body = ActionEdited), (status = 422, description = "No schemata given, or it does not compile", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActionEdited>> {
     let who = call.who()?;
     let update: ActionUpdate = call.json()?;
     Ok(Json(s.hub.update_action(who, &id, update).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/actions/{id}", tag = "actions", params(("id" = String, Path, description = "Name or id")),
-    responses((status = 202, description = "Removed with its subscriptions"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 202, description = "Removed with its subscriptions", body = Removed), (status = 422, description = "A built-in action, which cannot be removed", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Removed>)> {
     let who = call.admin()?;
     Ok((
         StatusCode::ACCEPTED,
@@ -69,14 +70,23 @@ pub async fn delete(
     ))
 }
 
-/// Body `{"payload": ...}` or the payload itself.
-#[utoipa::path(post, path = "/v1/actions/{id}/validations", tag = "actions", params(("id" = String, Path, description = "Name or id")),
-    responses((status = 200, description = "`{action, valid, errors}` for `{\"payload\": ...}` or the payload itself"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+/// `POST /v1/actions/{id}/validations` (any content type): `{"payload": ...}`,
+/// or the payload itself.
+#[derive(utoipa::ToSchema)]
+pub struct Validate {
+    /// The payload to check (or a string holding it as JSON).
+    #[schema(value_type = Value)]
+    #[allow(dead_code)]
+    payload: Value,
+}
+
+#[utoipa::path(post, path = "/v1/actions/{id}/validations", tag = "actions", request_body = Option<Validate>, params(("id" = String, Path, description = "Name or id")),
+    responses((status = 200, description = "`{action, valid, errors}` for `{\"payload\": ...}` or the payload itself", body = Validation), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn validate(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Validation>> {
     call.who()?;
     let body = call.lenient_json()?;
     let payload = match body.get("payload") {

@@ -4,8 +4,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::Value;
 use tidings_hub::hub::{ApplicationUpdate, NewApplication};
+use tidings_hub::views::{
+    ApiKeyIssued, ApplicationActivity, ApplicationView, RegisteredApplication, Removed,
+    SecretRotated,
+};
 
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
@@ -13,8 +16,11 @@ use crate::request::Call;
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/applications", tag = "applications", request_body = NewApplication,
-    responses((status = 201, description = "Registered; the secret and API key are shown only here"), (status = 409, description = "Exists", body = ErrorBody), (status = 422, description = "Bad name or secret", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusCode, Json<Value>)> {
+    responses((status = 201, description = "Registered; the secret and API key are shown only here", body = RegisteredApplication), (status = 409, description = "Exists", body = ErrorBody), (status = 422, description = "Bad name or secret", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    call: Call,
+) -> ApiResult<(StatusCode, Json<RegisteredApplication>)> {
     let who = call.admin()?;
     let new: NewApplication = call.json()?;
     Ok((
@@ -25,8 +31,8 @@ pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusC
 
 #[utoipa::path(get, path = "/v1/applications", tag = "applications",
     params(("application" = Option<String>, Query, description = "Substring of the name"), ("address" = Option<String>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
-    responses((status = 200, description = "Applications by name"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "Applications by name", body = [ApplicationView]), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Vec<ApplicationView>>> {
     call.who()?;
     let (from, _) = call.time_range()?;
     let apps = s.hub.list_applications(
@@ -35,16 +41,16 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value
         from,
         call.page()?,
     );
-    Ok(Json(Value::Array(apps)))
+    Ok(Json(apps))
 }
 
 #[utoipa::path(put, path = "/v1/applications/{id}", tag = "applications", request_body = ApplicationUpdate, params(("id" = String, Path, description = "Name or id")),
-    responses((status = 202, description = "Changed"), (status = 404, description = "Unknown", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 202, description = "Changed", body = ApplicationView), (status = 404, description = "Unknown", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<ApplicationView>)> {
     let who = call.admin()?;
     let update: ApplicationUpdate = call.json()?;
     Ok((
@@ -53,18 +59,20 @@ pub async fn update(
     ))
 }
 
-#[derive(Deserialize)]
-struct Toggle {
+/// `PATCH /v1/applications/{id}` (any content type; no body: toggle).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct Toggle {
+    /// Active or not; omitted: the opposite of now.
     active: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/v1/applications/{id}", tag = "applications", params(("id" = String, Path, description = "Name or id")),
-    responses((status = 200, description = "Activated or deactivated (`{\"active\": bool}`, omitted: toggle)"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+#[utoipa::path(patch, path = "/v1/applications/{id}", tag = "applications", request_body = Option<Toggle>, params(("id" = String, Path, description = "Name or id")),
+    responses((status = 200, description = "Activated or deactivated (`{\"active\": bool}`, omitted: toggle)", body = ApplicationActivity), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn toggle(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApplicationActivity>> {
     let who = call.admin()?;
     let toggle: Toggle = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| crate::error::ApiError::bad_request(format!("active - {e}")))?;
@@ -76,12 +84,12 @@ pub async fn toggle(
 }
 
 #[utoipa::path(delete, path = "/v1/applications/{id}", tag = "applications", params(("id" = String, Path, description = "Name or id")),
-    responses((status = 202, description = "Removed with its actions and subscriptions"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 202, description = "Removed with its actions and subscriptions", body = Removed), (status = 422, description = "The built-in application, which cannot be removed", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Removed>)> {
     let who = call.admin()?;
     Ok((
         StatusCode::ACCEPTED,
@@ -89,18 +97,20 @@ pub async fn delete(
     ))
 }
 
-#[derive(Deserialize)]
-struct Secret {
+/// `PUT /v1/applications/{id}/secret` (any content type; no body: generate one).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct Secret {
+    /// The new secret (16 characters or more); omitted: generated and returned.
     secret: Option<String>,
 }
 
-#[utoipa::path(put, path = "/v1/applications/{id}/secret", tag = "applications", params(("id" = String, Path, description = "Name or id")),
-    responses((status = 202, description = "Rotated (`{\"secret\"?}`; generated and returned when omitted)"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/applications/{id}/secret", tag = "applications", request_body = Option<Secret>, params(("id" = String, Path, description = "Name or id")),
+    responses((status = 202, description = "Rotated (`{\"secret\"?}`; generated and returned when omitted)", body = SecretRotated), (status = 422, description = "The secret is shorter than 16 characters", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn rotate_secret(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SecretRotated>)> {
     let who = call.who()?;
     let body: Secret = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| crate::error::ApiError::bad_request(format!("secret - {e}")))?;
@@ -111,12 +121,12 @@ pub async fn rotate_secret(
 }
 
 #[utoipa::path(post, path = "/v1/applications/{id}/apikey", tag = "applications", params(("id" = String, Path, description = "Name or id")),
-    responses((status = 200, description = "A new API key; the old one stops working"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "A new API key; the old one stops working", body = ApiKeyIssued), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn new_api_key(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ApiKeyIssued>> {
     let who = call.admin()?;
     Ok(Json(s.hub.new_api_key(who, &id).await?))
 }

@@ -3,9 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::Value;
 use tidings_hub::hub::{EventFilter, NewEvent};
 use tidings_hub::model::event::valid_traceparent;
+use tidings_hub::views::EventView;
 
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
@@ -26,11 +26,11 @@ fn trace_context(call: &Call) -> Option<String> {
 }
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = NewEvent,
-    responses((status = 201, description = "Stored durably and queued for every active subscription"), (status = 200, description = "Duplicate deduper: the original event"), (status = 406, description = "Schema violations, every one with its JSON path", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Unknown action", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 201, description = "Stored durably and queued for every active subscription (`fanout`: how many)", body = EventView), (status = 200, description = "Duplicate deduper: the original event (`duplicate`)", body = EventView), (status = 406, description = "Schema violations, every one with its JSON path", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Unknown action", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn publish(
     State(s): State<AppState>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<EventView>)> {
     let who = call.who()?;
     let new: NewEvent = call.json()?;
     let published = s.hub.publish(who, new, trace_context(&call)).await?;
@@ -44,8 +44,8 @@ pub async fn publish(
 
 #[utoipa::path(get, path = "/v1/events", tag = "events",
     params(("id" = Option<String>, Query), ("action" = Option<String>, Query), ("deduper" = Option<String>, Query), ("from" = Option<String>, Query, description = "ISO 8601 or Unix seconds"), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query, description = "today, 7d, week, 30d, month"), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
-    responses((status = 200, description = "Events, newest first"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "Events, newest first", body = [EventView]), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Vec<EventView>>> {
     call.who()?;
     let (from, to) = call.time_range()?;
     let filter = EventFilter {
@@ -56,18 +56,16 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value
         to,
     };
     let events = s.hub.list_events(&filter, call.page()?).await?;
-    Ok(Json(Value::Array(
-        events.iter().map(|e| e.view()).collect(),
-    )))
+    Ok(Json(events.iter().map(|e| e.view()).collect()))
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path)),
-    responses((status = 200, description = "The event"), (status = 404, description = "Unknown", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "The event", body = EventView), (status = 404, description = "Unknown", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn one(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventView>> {
     call.who()?;
     Ok(Json(s.hub.event(&id).await?.view()))
 }

@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::Value;
 use tidings_hub::hub::GistFilter;
 use tidings_hub::model::GistStatus;
 use tidings_hub::time::{now_ms, parse_time, timeline_start};
+use tidings_hub::views::{Backfilled, GistPage, Replayed, Requeued};
 
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
@@ -40,22 +40,22 @@ fn filter(call: &Call) -> ApiResult<GistFilter> {
 
 #[utoipa::path(get, path = "/v1/gists", tag = "deliveries",
     params(("gist" = Option<String>, Query), ("event" = Option<String>, Query), ("subscription" = Option<String>, Query), ("action" = Option<String>, Query), ("subscriber" = Option<String>, Query), ("status" = Option<String>, Query, description = "pending, retrying, delivered, failed"), ("completed" = Option<bool>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
-    responses((status = 200, description = "`{data, total, page, pagination, pages}`"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "A page of deliveries, newest event first", body = GistPage), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<GistPage>> {
     call.who()?;
     Ok(Json(s.hub.list_gists(&filter(&call)?, call.page()?).await?))
 }
 
 #[utoipa::path(post, path = "/v1/regists/{id}", tag = "deliveries", params(("id" = String, Path, description = "Gist id")),
-    responses((status = 200, description = "Delivered now"), (status = 502, description = "The endpoint failed"), (status = 404, description = "Unknown gist", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "Delivered now", body = Replayed), (status = 502, description = "The endpoint failed", body = Replayed), (status = 404, description = "Unknown gist", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn replay(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Replayed>)> {
     call.admin()?;
     let result = s.replayer.replay(&id).await?;
-    let status = if result["delivered"] == Value::Bool(true) {
+    let status = if result.delivered {
         StatusCode::OK
     } else {
         StatusCode::BAD_GATEWAY
@@ -64,25 +64,31 @@ pub async fn replay(
 }
 
 #[utoipa::path(post, path = "/v1/requeues", tag = "deliveries",
-    responses((status = 200, description = "`{requeued}`: failed deliveries matching the query's filters, sent again from their first attempt"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn requeue(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "Failed deliveries matching the query's filters, sent again from their first attempt", body = Requeued), (status = 422, description = "A status other than failed", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn requeue(State(s): State<AppState>, call: Call) -> ApiResult<Json<Requeued>> {
     let who = call.admin()?;
     Ok(Json(s.hub.requeue(who, &filter(&call)?).await?))
 }
 
-#[derive(Deserialize)]
-struct Backfill {
+/// `POST /v1/backfills` (any content type).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct Backfill {
+    /// The subscription to deliver to.
     subscription: String,
+    /// From: ISO 8601, Unix seconds, or today, 7d, week, 30d, month.
     since: Option<String>,
+    /// `since`, by its other name.
     timeline: Option<String>,
+    /// Up to (excluded), as `since`; omitted: now.
     until: Option<String>,
+    /// Count, do not deliver.
     #[serde(default)]
     dry_run: bool,
 }
 
-#[utoipa::path(post, path = "/v1/backfills", tag = "deliveries",
-    responses((status = 200, description = "`{subscription, since, until?, dry_run?}`: past events of the window delivered to the subscription"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn backfill(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/v1/backfills", tag = "deliveries", request_body = Option<Backfill>,
+    responses((status = 200, description = "Past events of the window (`since`, `until`) delivered to the subscription, or counted (`dry_run`)", body = Backfilled), (status = 404, description = "The subscription does not exist", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn backfill(State(s): State<AppState>, call: Call) -> ApiResult<Json<Backfilled>> {
     let who = call.admin()?;
     let body: Backfill = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -98,16 +98,18 @@ api! {
     }
 }
 
-/// Answers many routes can give besides their own, added to each in the
-/// document: 503 (a failure of the server's own: a generic message and the
-/// request id) wherever a caller authenticates, and 403 on the queue API
-/// (a queue or table the application may not use, or one the storage
-/// refuses).
+/// Answers every route that takes a caller can give besides its own,
+/// added to each in the document where its annotation does not say more:
+/// 400 (a malformed request or name), 403 (not this caller's to do: another
+/// application's, an admin's, or a queue outside its allow-list), 404 where
+/// the path names something, 413 (a body over the limit), 415 where the
+/// body must be JSON, and 503 (a failure of the server's own: a generic
+/// message and the request id).
 struct CommonAnswers;
 
 impl utoipa::Modify for CommonAnswers {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
         let error = |description: &str| {
             let body = ContentBuilder::new()
                 .schema(Some(Ref::from_schema_name("ErrorBody")))
@@ -121,6 +123,7 @@ impl utoipa::Modify for CommonAnswers {
             let queue_api = ["/v1/queues", "/v1/transactions", "/v1/tables"]
                 .iter()
                 .any(|p| path.starts_with(p));
+            let names_something = path.contains('{');
             let operations = [
                 &mut item.get,
                 &mut item.put,
@@ -129,17 +132,45 @@ impl utoipa::Modify for CommonAnswers {
                 &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
+                // Bodies read whatever their content type are documented
+                // as optional (`Option<T>`): only required ones are refused
+                // when not JSON.
+                let strict_body = matches!(
+                    &operation.request_body,
+                    Some(RefOr::T(body)) if matches!(body.required, Some(Required::True))
+                );
                 let answers = &mut operation.responses.responses;
-                if answers.contains_key("401") {
-                    answers.entry("503".to_owned()).or_insert_with(|| {
-                        error("The server could not complete it (storage, shutdown): `code` `unavailable` and a `request_id`; retry").into()
-                    });
+                if !answers.contains_key("401") {
+                    continue;
                 }
+                let mut add = |status: &str, description: &str| {
+                    answers
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                add("400", "Malformed request");
                 if queue_api {
-                    answers.entry("403".to_owned()).or_insert_with(|| {
-                        error("Not this application's queue or table, or the storage refuses (`code` `denied`)").into()
-                    });
+                    add(
+                        "403",
+                        "Not this application's queue or table, or the storage refuses (`code` `denied`)",
+                    );
+                } else {
+                    add(
+                        "403",
+                        "Not this caller's to do: another application's, or an admin's",
+                    );
                 }
+                if names_something {
+                    add("404", "Not found");
+                }
+                add("413", "The body exceeds the server's limit");
+                if strict_body {
+                    add("415", "The body is not JSON");
+                }
+                add(
+                    "503",
+                    "The server could not complete it (storage, shutdown): `code` `unavailable` and a `request_id`; retry",
+                );
             }
         }
     }

@@ -4,23 +4,27 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use tidings_hub::views::Stats;
 
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
 use crate::state::AppState;
+use crate::views::Probe;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `GET /health`: the process answers.
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process answers")))]
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok", "version": VERSION}))
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process answers", body = Probe)))]
+pub async fn health() -> Json<Probe> {
+    Json(Probe {
+        status: "ok",
+        version: Some(VERSION),
+    })
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics text), unauthenticated as in Amebo.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus (OpenMetrics text)")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus (OpenMetrics text)", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
     let text = state.hub.metrics_text().await?;
     Ok((
@@ -30,26 +34,32 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
 }
 
 /// `GET /v1/stats`: totals over stored events and deliveries.
-#[utoipa::path(get, path = "/v1/stats", tag = "operations", responses((status = 200, description = "Totals over stored events and deliveries"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn stats(State(state): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/v1/stats", tag = "operations", responses((status = 200, description = "Totals over stored events and deliveries", body = Stats), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn stats(State(state): State<AppState>, call: Call) -> ApiResult<Json<Stats>> {
     call.who()?;
     Ok(Json(state.hub.stats().await?))
 }
 
 /// `GET /readyz`: the storage answers.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "The storage answers"), (status = 503, description = "It does not")))]
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "The storage answers", body = Probe), (status = 503, description = "It does not", body = Probe)))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
     match state.hub.broker().list_queues().await {
         Ok(_) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "version": VERSION})),
+            Json(Probe {
+                status: "ready",
+                version: Some(VERSION),
+            }),
         ),
         Err(e) => {
             // The detail is for the operator's log, not for whoever can reach /readyz.
             tracing::error!(error = %e, "not ready: the storage does not answer");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable"})),
+                Json(Probe {
+                    status: "unavailable",
+                    version: None,
+                }),
             )
         }
     }

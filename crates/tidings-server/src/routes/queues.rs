@@ -10,18 +10,21 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
 use tidings_core::{
-    ConsumerName, DeadLetter, DeadLetterSelection, Delivery, GroupName, MessageId, Nack,
-    OutgoingMessage, Payload, QueueConfig, QueueName, ReceiveOptions, RecordScan, TableName,
-    Transaction,
+    ConsumerName, DeadLetterSelection, GroupName, MessageId, Nack, OutgoingMessage, Payload,
+    QueueConfig, QueueInfo, QueueName, ReceiveOptions, RecordScan, TableName, Transaction,
 };
+use tidings_hub::views::Requeued;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::request::Call;
 use crate::state::AppState;
+use crate::views::{
+    Acked, DeadLetterList, DeadLetterView, DeliveryView, NackCount, Nacked, Purged, QueueCreated,
+    QueueList, Received, RecordList, RecordView, Sent,
+};
 
 /// The longest a receive may wait for a message.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -93,8 +96,11 @@ pub struct NewQueue {
 }
 
 #[utoipa::path(post, path = "/v1/queues", tag = "queues", request_body = NewQueue,
-    responses((status = 201, description = "Created"), (status = 200, description = "It existed with these settings"), (status = 409, description = "It exists with other settings", body = ErrorBody), (status = 400, description = "Bad name or settings", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusCode, Json<Value>)> {
+    responses((status = 201, description = "Created", body = QueueCreated), (status = 200, description = "It existed with these settings", body = QueueCreated), (status = 409, description = "It exists with other settings", body = ErrorBody), (status = 400, description = "Bad name or settings", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    call: Call,
+) -> ApiResult<(StatusCode, Json<QueueCreated>)> {
     let new: NewQueue = call.json()?;
     let queue = queue_name(&s, &call, &new.name)?;
     let config = new.settings.unwrap_or_default();
@@ -104,12 +110,18 @@ pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<(StatusC
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "name": queue, "settings": config }))))
+    Ok((
+        status,
+        Json(QueueCreated {
+            name: queue,
+            settings: config,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
-    responses((status = 200, description = "`{\"queues\": [names]}`, sorted"), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "The queues the caller may use, sorted", body = QueueList), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<QueueList>> {
     let who = call.who()?;
     let queues: Vec<QueueName> = s
         .hub
@@ -119,16 +131,16 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value
         .into_iter()
         .filter(|q| !q.as_str().starts_with("hub.") && s.hub.may_use_queue(who, q.as_str()))
         .collect();
-    Ok(Json(json!({ "queues": queues })))
+    Ok(Json(QueueList { queues }))
 }
 
 #[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
-    responses((status = 200, description = "Counts per group, settings"), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "Counts per group, settings", body = QueueInfo), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn info(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<Json<tidings_core::QueueInfo>> {
+) -> ApiResult<Json<QueueInfo>> {
     let queue = queue_name(&s, &call, &name)?;
     Ok(Json(s.hub.broker().queue_info(&queue).await?))
 }
@@ -146,15 +158,15 @@ pub async fn delete(
 }
 
 #[utoipa::path(post, path = "/v1/queues/{name}/purge", tag = "queues", params(("name" = String, Path)),
-    responses((status = 200, description = "`{\"purged\": n}`: messages deleted (not dead letters)"), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "Messages deleted (not dead letters)", body = Purged), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn purge(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Purged>> {
     let queue = queue_name(&s, &call, &name)?;
     let purged = s.hub.broker().purge_queue(&queue).await?;
-    Ok(Json(json!({ "purged": purged })))
+    Ok(Json(Purged { purged }))
 }
 
 /// A message to send.
@@ -204,12 +216,12 @@ pub struct Batch {
 }
 
 #[utoipa::path(post, path = "/v1/queues/{name}/messages", tag = "queues", params(("name" = String, Path)), request_body(content = NewMessage, description = "One message, or `{\"messages\": [...]}` (a `Batch`) sent atomically, in order"),
-    responses((status = 201, description = "`{\"messages\": [{\"id\", \"duplicate\"}]}`, in order"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed message", body = ErrorBody), (status = 413, description = "Too large", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 201, description = "A receipt per message, in order", body = Sent), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed message", body = ErrorBody), (status = 413, description = "Too large", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn send(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Sent>)> {
     let queue = queue_name(&s, &call, &name)?;
     let body: Value = call.json()?;
     let messages = if body.get("messages").is_some() {
@@ -226,7 +238,7 @@ pub async fn send(
         .map(NewMessage::into_message)
         .collect::<ApiResult<Vec<_>>>()?;
     let receipts = s.hub.broker().send_batch(&queue, messages).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "messages": receipts }))))
+    Ok((StatusCode::CREATED, Json(Sent { messages: receipts })))
 }
 
 /// `POST /v1/queues/{name}/receive`.
@@ -250,43 +262,13 @@ fn one() -> usize {
     1
 }
 
-/// A payload as it was sent, byte for byte (numbers beyond 64 bits included).
-fn raw(payload: &Payload) -> ApiResult<Box<RawValue>> {
-    RawValue::from_string(payload.as_str().to_owned())
-        .map_err(|e| ApiError::bad_request(format!("stored payload is not JSON: {e}")))
-}
-
-/// A delivered message, as the API shows it.
-#[derive(Debug, Serialize)]
-pub(super) struct DeliveryView {
-    id: MessageId,
-    payload: Box<RawValue>,
-    headers: BTreeMap<String, String>,
-    dedup_id: Option<String>,
-    enqueued_at: u64,
-    delivery_count: u32,
-}
-
-impl DeliveryView {
-    pub(super) fn of(d: Delivery) -> ApiResult<Self> {
-        Ok(Self {
-            payload: raw(&d.payload)?,
-            headers: d.headers.into_iter().collect(),
-            id: d.id,
-            dedup_id: d.dedup_id,
-            enqueued_at: d.enqueued_at.as_millis(),
-            delivery_count: d.delivery_count,
-        })
-    }
-}
-
 #[utoipa::path(post, path = "/v1/queues/{name}/receive", tag = "queues", params(("name" = String, Path)), request_body = Receive,
-    responses((status = 200, description = "`{\"messages\": [...]}`: each with id, payload, headers, dedup_id, enqueued_at (ms), delivery_count; empty if none came within `wait`"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "The messages taken; none if none came within `wait`", body = Received), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn receive(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Received>> {
     let queue = queue_name(&s, &call, &name)?;
     let r: Receive = call.json()?;
     if r.max == 0 || r.max > MAX_RECEIVE {
@@ -315,7 +297,7 @@ pub async fn receive(
         .into_iter()
         .map(DeliveryView::of)
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(json!({ "messages": messages })))
+    Ok(Json(Received { messages }))
 }
 
 /// `POST /v1/queues/{name}/ack`.
@@ -329,12 +311,12 @@ pub struct Ack {
 }
 
 #[utoipa::path(post, path = "/v1/queues/{name}/ack", tag = "queues", params(("name" = String, Path)), request_body = Ack,
-    responses((status = 200, description = "`{\"acked\": n}`: ids not pending in the group are skipped"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "How many applied: ids not pending in the group are skipped", body = Acked), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn ack(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Acked>> {
     let queue = queue_name(&s, &call, &name)?;
     let a: Ack = call.json()?;
     let ids: Vec<MessageId> = a.ids.into_iter().map(MessageId::from).collect();
@@ -343,7 +325,7 @@ pub async fn ack(
         .broker()
         .ack(&queue, &GroupName::new(a.group)?, &ids)
         .await?;
-    Ok(Json(json!({ "acked": acked })))
+    Ok(Json(Acked { acked }))
 }
 
 /// `POST /v1/queues/{name}/nack`: retry after a delay, or dead-letter now.
@@ -376,57 +358,40 @@ fn nack_of(retry_after: Option<u64>, dead_letter: Option<String>) -> ApiResult<N
 }
 
 #[utoipa::path(post, path = "/v1/queues/{name}/nack", tag = "queues", params(("name" = String, Path)), request_body = NackRequest,
-    responses((status = 200, description = "`{\"nacked\": bool}` for an `id` (false if it was not pending in the group); `{\"nacked\": n}` for `ids`"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "`nacked`: for an `id`, whether it was pending in the group; for `ids`, how many were", body = Nacked), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn nack(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Nacked>> {
     let queue = queue_name(&s, &call, &name)?;
     let n: NackRequest = call.json()?;
     let nack = nack_of(n.retry_after, n.dead_letter)?;
     let group = GroupName::new(n.group)?;
     let broker = s.hub.broker();
-    match (n.id, n.ids) {
-        (Some(id), None) => {
-            let nacked = broker
+    let nacked = match (n.id, n.ids) {
+        (Some(id), None) => NackCount::One(
+            broker
                 .nack(&queue, &group, &MessageId::from(id), nack)
-                .await?;
-            Ok(Json(json!({ "nacked": nacked })))
-        }
+                .await?,
+        ),
         (None, Some(ids)) => {
             let ids: Vec<MessageId> = ids.into_iter().map(MessageId::from).collect();
-            let nacked = broker.nack_many(&queue, &group, &ids, nack).await?;
-            Ok(Json(json!({ "nacked": nacked })))
+            NackCount::Many(broker.nack_many(&queue, &group, &ids, nack).await?)
         }
-        _ => Err(ApiError::bad_request("id or ids - give one, not both")),
-    }
-}
-
-/// A dead letter, as the API shows it.
-fn dead_letter_view(d: DeadLetter) -> ApiResult<Value> {
-    Ok(json!({
-        "id": d.id,
-        "original_id": d.original_id,
-        "group": d.group,
-        "reason": d.reason,
-        "attempts": d.attempts,
-        "enqueued_at": d.enqueued_at.as_millis(),
-        "dead_lettered_at": d.dead_lettered_at.as_millis(),
-        "payload": raw(&d.payload)?,
-        "headers": d.headers.into_iter().collect::<BTreeMap<_, _>>(),
-        "dedup_id": d.dedup_id,
-    }))
+        _ => return Err(ApiError::bad_request("id or ids - give one, not both")),
+    };
+    Ok(Json(Nacked { nacked }))
 }
 
 #[utoipa::path(get, path = "/v1/queues/{name}/dead-letters", tag = "queues",
     params(("name" = String, Path), ("after" = Option<String>, Query, description = "The last id of the previous page"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100")),
-    responses((status = 200, description = "`{\"dead_letters\": [...]}`, oldest first"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "Dead letters, oldest first", body = DeadLetterList), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn dead_letters(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeadLetterList>> {
     let queue = queue_name(&s, &call, &name)?;
     let limit = limit_param(&call)?;
     let after = call.param("after").map(MessageId::from);
@@ -435,21 +400,21 @@ pub async fn dead_letters(
         .broker()
         .dead_letters(&queue, after.as_ref(), limit)
         .await?;
-    let letters = letters
+    let dead_letters = letters
         .into_iter()
-        .map(dead_letter_view)
+        .map(DeadLetterView::of)
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(json!({ "dead_letters": letters })))
+    Ok(Json(DeadLetterList { dead_letters }))
 }
 
 #[utoipa::path(get, path = "/v1/queues/{name}/dead-letters/{id}", tag = "queues",
     params(("name" = String, Path), ("id" = String, Path, description = "A dead letter's id")),
-    responses((status = 200, description = "The dead letter: payload, headers, reason, group, attempts, times"), (status = 404, description = "No such queue or dead letter", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "The dead letter: payload, headers, reason, group, attempts, times", body = DeadLetterView), (status = 404, description = "No such queue or dead letter", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn dead_letter(
     State(s): State<AppState>,
     Path((name, id)): Path<(String, String)>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeadLetterView>> {
     let queue = queue_name(&s, &call, &name)?;
     match s
         .hub
@@ -457,7 +422,7 @@ pub async fn dead_letter(
         .dead_letter(&queue, &MessageId::from(id.clone()))
         .await?
     {
-        Some(found) => Ok(Json(dead_letter_view(found)?)),
+        Some(found) => Ok(Json(DeadLetterView::of(found)?)),
         None => Err(ApiError::not_found_coded(
             "dead_letter_not_found",
             format!("queue {name:?} has no dead letter {id:?}"),
@@ -490,33 +455,33 @@ impl Selection {
 }
 
 #[utoipa::path(post, path = "/v1/queues/{name}/dead-letters/requeue", tag = "queues", params(("name" = String, Path)), request_body = Selection,
-    responses((status = 200, description = "`{\"requeued\": n}`: back in the queue, for the group that gave up on them"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "How many went back in the queue, for the group that gave up on them", body = Requeued), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn requeue(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Requeued>> {
     let queue = queue_name(&s, &call, &name)?;
     let selection = call.json::<Selection>()?.into_selection()?;
-    let n = s
+    let requeued = s
         .hub
         .broker()
         .requeue_dead_letters(&queue, selection)
         .await?;
-    Ok(Json(json!({ "requeued": n })))
+    Ok(Json(Requeued { requeued }))
 }
 
 #[utoipa::path(post, path = "/v1/queues/{name}/dead-letters/purge", tag = "queues", params(("name" = String, Path)), request_body = Selection,
-    responses((status = 200, description = "`{\"purged\": n}`"), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "How many were deleted", body = Purged), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn purge_dead_letters(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Purged>> {
     let queue = queue_name(&s, &call, &name)?;
     let selection = call.json::<Selection>()?.into_selection()?;
-    let n = s.hub.broker().purge_dead_letters(&queue, selection).await?;
-    Ok(Json(json!({ "purged": n })))
+    let purged = s.hub.broker().purge_dead_letters(&queue, selection).await?;
+    Ok(Json(Purged { purged }))
 }
 
 /// One operation of a transaction.
@@ -602,8 +567,8 @@ pub struct TxRequest {
 }
 
 #[utoipa::path(post, path = "/v1/transactions", tag = "queues", request_body = TxRequest,
-    responses((status = 200, description = "`{\"messages\": [{\"id\", \"duplicate\"}]}`: the sends' receipts, in order"), (status = 404, description = "A queue does not exist: nothing applied", body = ErrorBody), (status = 409, description = "An ack or nack of a message not pending, a record taken or changed: nothing applied", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "The sends' receipts, in order", body = Sent), (status = 404, description = "A queue does not exist: nothing applied", body = ErrorBody), (status = 409, description = "An ack or nack of a message not pending, a record taken or changed: nothing applied", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Json<Sent>> {
     call.who()?;
     let request: TxRequest = call.json()?;
     if request.ops.is_empty() {
@@ -659,43 +624,37 @@ pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Jso
             }
         }
     }
-    let receipts = s.hub.broker().commit(tx).await?;
-    Ok(Json(json!({ "messages": receipts })))
-}
-
-/// A record, as the API shows it: `value` is the stored JSON text, so that a
-/// client can hand it back unchanged to `expect`.
-fn record_view(key: &str, value: &Payload) -> Value {
-    json!({ "key": key, "value": value.as_str() })
+    let messages = s.hub.broker().commit(tx).await?;
+    Ok(Json(Sent { messages }))
 }
 
 #[utoipa::path(get, path = "/v1/tables/{table}/record", tag = "records",
     params(("table" = String, Path), ("key" = String, Query)),
-    responses((status = 200, description = "`{\"key\", \"value\"}`: the stored JSON text, or null if there is no such record"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "The record: its stored JSON text, or null if there is no such record", body = RecordView), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn record(
     State(s): State<AppState>,
     Path(table): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RecordView>> {
     let table = table_name(&s, &call, &table)?;
     let key = call
         .param("key")
         .ok_or_else(|| ApiError::bad_request("key - required"))?;
     let value = s.hub.broker().get_record(&table, key).await?;
-    Ok(Json(match value {
-        Some(v) => record_view(key, &v),
-        None => json!({ "key": key, "value": null }),
+    Ok(Json(RecordView {
+        key: key.to_owned(),
+        value: value.map(|v| v.as_str().to_owned()),
     }))
 }
 
 #[utoipa::path(get, path = "/v1/tables/{table}/records", tag = "records",
     params(("table" = String, Path), ("prefix" = Option<String>, Query), ("from" = Option<String>, Query, description = "First key, included"), ("to" = Option<String>, Query, description = "Stop before this key"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"), ("reverse" = Option<bool>, Query)),
-    responses((status = 200, description = "`{\"records\": [{\"key\", \"value\"}]}` in key order"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "Records in key order", body = RecordList), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn records(
     State(s): State<AppState>,
     Path(table): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RecordList>> {
     let table = table_name(&s, &call, &table)?;
     let limit = limit_param(&call)?;
     let mut scan = RecordScan::prefix(call.param("prefix").unwrap_or_default()).limit(limit);
@@ -709,9 +668,12 @@ pub async fn records(
         scan = scan.reverse();
     }
     let found = s.hub.broker().scan_records(&table, scan).await?;
-    let records: Vec<Value> = found
-        .iter()
-        .map(|r| record_view(&r.key, &r.value))
+    let records = found
+        .into_iter()
+        .map(|r| RecordView {
+            key: r.key,
+            value: Some(r.value.as_str().to_owned()),
+        })
         .collect();
-    Ok(Json(json!({ "records": records })))
+    Ok(Json(RecordList { records }))
 }

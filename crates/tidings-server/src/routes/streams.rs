@@ -14,14 +14,14 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tidings_core::{Broker, ConsumerName, GroupName, QueueName, ReceiveOptions};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::queues::{DeliveryView, MAX_RECEIVE, queue_name};
+use super::queues::{MAX_RECEIVE, queue_name};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::request::Call;
 use crate::state::AppState;
+use crate::views::{Credit, DeliveryView};
 
 /// How long one receive inside a stream waits before it looks whether the
 /// consumer is still there.
@@ -37,7 +37,7 @@ fn parse_credit(call: &Call, name: &str) -> ApiResult<usize> {
 
 #[utoipa::path(get, path = "/v1/queues/{name}/stream", tag = "queues",
     params(("name" = String, Path), ("group" = String, Query), ("consumer" = String, Query), ("credit" = Option<usize>, Query, description = "Messages it may be sent before it asks for more (default 0)")),
-    responses((status = 200, description = "`text/event-stream`: one `message` event per delivery (id, payload, headers, dedup_id, enqueued_at, delivery_count); an `error` event if the broker fails"), (status = 409, description = "This consumer already has a stream open", body = ErrorBody), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "One `message` event per delivery; an `error` event if the broker fails", content_type = "text/event-stream", body = DeliveryView), (status = 409, description = "This consumer already has a stream open", body = ErrorBody), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn stream(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -113,12 +113,9 @@ async fn push(
         let deliveries = match got {
             Ok(d) => d,
             Err(e) => {
+                let body = ApiError::from(e).into_logged_body();
                 let _ = tx
-                    .send(
-                        Event::default()
-                            .event("error")
-                            .data(json!({"error": e.to_string()}).to_string()),
-                    )
+                    .send(Event::default().event("error").data(body.to_string()))
                     .await;
                 return;
             }
@@ -146,7 +143,7 @@ async fn push(
 /// `POST /v1/queues/{name}/stream/credit`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Credit {
+pub struct MoreCredit {
     /// The group of the stream.
     group: String,
     /// The consumer whose stream it is.
@@ -155,15 +152,15 @@ pub struct Credit {
     credit: usize,
 }
 
-#[utoipa::path(post, path = "/v1/queues/{name}/stream/credit", tag = "queues", params(("name" = String, Path)), request_body = Credit,
-    responses((status = 200, description = "`{\"credit\": n}`: what the stream may still send"), (status = 404, description = "No such stream open", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/queues/{name}/stream/credit", tag = "queues", params(("name" = String, Path)), request_body = MoreCredit,
+    responses((status = 200, description = "What the stream may still send", body = Credit), (status = 404, description = "No such stream open", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn credit(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Credit>> {
     let queue = queue_name(&s, &call, &name)?;
-    let c: Credit = call.json()?;
+    let c: MoreCredit = call.json()?;
     let key = (
         queue,
         GroupName::new(c.group)?,
@@ -179,5 +176,7 @@ pub async fn credit(
         return Err(ApiError::bad_request("credit - too large"));
     }
     semaphore.add_permits(c.credit);
-    Ok(Json(json!({ "credit": semaphore.available_permits() })))
+    Ok(Json(Credit {
+        credit: semaphore.available_permits(),
+    }))
 }

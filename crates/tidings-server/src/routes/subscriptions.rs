@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::Value;
 use tidings_hub::hub::NewSubscription;
+use tidings_hub::views::{SubscriptionView, Unsubscribed};
 
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
@@ -12,11 +12,11 @@ use crate::request::Call;
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = NewSubscription,
-    responses((status = 201, description = "Subscribed"), (status = 200, description = "Reactivated"), (status = 417, description = "Unknown or inactive subscriber", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 201, description = "Subscribed", body = SubscriptionView), (status = 200, description = "Reactivated (`reactivated`)", body = SubscriptionView), (status = 404, description = "The action does not exist", body = ErrorBody), (status = 409, description = "A subscription with this id exists", body = ErrorBody), (status = 417, description = "Unknown or inactive subscriber", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn subscribe(
     State(s): State<AppState>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SubscriptionView>)> {
     let who = call.who()?;
     let new: NewSubscription = call.json()?;
     let (view, created) = s.hub.subscribe(who, new).await?;
@@ -30,25 +30,25 @@ pub async fn subscribe(
 
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
     params(("id" = Option<String>, Query), ("application" = Option<String>, Query), ("action" = Option<String>, Query), ("active" = Option<bool>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
-    responses((status = 200, description = "Subscriptions, newest first"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Value>> {
+    responses((status = 200, description = "Subscriptions, newest first", body = [SubscriptionView]), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Vec<SubscriptionView>>> {
     call.who()?;
-    Ok(Json(Value::Array(s.hub.list_subscriptions(
+    Ok(Json(s.hub.list_subscriptions(
         call.param("id"),
         call.param("application"),
         call.param("action"),
         call.bool_param("active")?,
         call.page()?,
-    ))))
+    )))
 }
 
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions", params(("id" = String, Path)),
-    responses((status = 202, description = "Deactivated"), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 202, description = "Deactivated", body = Unsubscribed), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn unsubscribe(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Unsubscribed>)> {
     let who = call.who()?;
     Ok((
         StatusCode::ACCEPTED,

@@ -4,16 +4,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tidings_hub::hub::sessions::{SESSION_TTL_MS, TokenRequest};
 
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Call;
 use crate::state::AppState;
+use crate::views::Token;
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "auth", request_body = TokenRequest,
-    responses((status = 202, description = "`{token}`, also set as the Authentication cookie"), (status = 429, description = "Too many attempts", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 202, description = "A session, also set as the `Authentication` cookie", body = Token), (status = 429, description = "Too many attempts", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Response> {
     if let Some(peer) = call.peer
         && !s.login_attempts.allow(peer.ip())
@@ -35,7 +35,7 @@ pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Response
         SESSION_TTL_MS / 1000,
         if secure { "; Secure" } else { "" }
     );
-    let mut response = (StatusCode::ACCEPTED, Json(json!({"token": token}))).into_response();
+    let mut response = (StatusCode::ACCEPTED, Json(Token { token })).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }

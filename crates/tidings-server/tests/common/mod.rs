@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+mod spec;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -86,10 +88,14 @@ pub struct Answer {
     pub headers: reqwest::header::HeaderMap,
 }
 
+/// A client of the server under test. Every answer it gets is checked
+/// against the server's /openapi.json: a declared status, a body its schema
+/// accepts (a test fails on an answer the document does not describe).
 pub struct Client {
     http: reqwest::Client,
     base: String,
     headers: Vec<(String, String)>,
+    spec: Arc<tokio::sync::OnceCell<spec::Spec>>,
 }
 
 impl Client {
@@ -98,7 +104,20 @@ impl Client {
             http: reqwest::Client::new(),
             base: base.to_owned(),
             headers: Vec::new(),
+            spec: Arc::default(),
         }
+    }
+
+    /// The server's document, fetched once.
+    async fn spec(&self) -> &spec::Spec {
+        self.spec
+            .get_or_init(|| async {
+                let url = format!("{}/openapi.json", self.base);
+                let answer = self.http.get(url).send().await.unwrap();
+                let doc = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+                spec::Spec::new(doc)
+            })
+            .await
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
@@ -113,8 +132,8 @@ impl Client {
         body: Option<&[u8]>,
         extra: &[(&str, &str)],
     ) -> Answer {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        let verb = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(verb, format!("{}{path}", self.base));
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
@@ -135,6 +154,9 @@ impl Client {
                 panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes))
             })
         };
+        if let Err(e) = self.spec().await.check(method, path, status, &body) {
+            panic!("{e}");
+        }
         Answer {
             status,
             body,

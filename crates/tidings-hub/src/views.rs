@@ -1,0 +1,373 @@
+//! What the hub's operations answer: one typed struct per answer, with the
+//! wire shape Amebo's clients expect. The server returns them as they are,
+//! and (with the `openapi` feature) its OpenAPI document describes them, so
+//! the document, the clients and the console come from one definition.
+//!
+//! Times are ISO 8601 strings (`timestamped` is the creation time). A field
+//! marked "only when ..." is left out otherwise.
+
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// An application, as lists show it (no secret, no key).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApplicationView {
+    /// Its name.
+    pub application: String,
+    /// The base URL its path handlers are joined to.
+    pub address: String,
+    /// Whether it may authenticate, publish and receive.
+    pub active: bool,
+    /// When it was registered.
+    pub timestamped: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Queues and tables it may use through the queue API (`null`: every
+    /// one outside the hub's own).
+    pub queues: Option<Vec<String>>,
+}
+
+/// A newly registered application, with its credentials: the only time
+/// they are shown.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegisteredApplication {
+    /// The application.
+    #[serde(flatten)]
+    pub view: ApplicationView,
+    /// Its name again (Amebo's field).
+    pub name: String,
+    /// Its secret: signs its requests and the webhooks it receives.
+    pub secret: String,
+    /// Its API key.
+    pub apikey: String,
+}
+
+/// An application switched on or off.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApplicationActivity {
+    /// Its name.
+    pub application: String,
+    /// Whether it is active now.
+    pub active: bool,
+}
+
+/// A secret replaced.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecretRotated {
+    /// `Secret updated successfully`.
+    pub message: String,
+    /// The new secret, only when the server generated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A new API key; the old one no longer works.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ApiKeyIssued {
+    /// The key: shown only here.
+    pub apikey: String,
+    /// Whose it is.
+    pub application: String,
+}
+
+/// Something removed (an application or an action, with what hung on it).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Removed {
+    /// Its name.
+    pub removed: String,
+}
+
+/// An action (event type) and its schema.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ActionView {
+    /// Its numeric id (routes take it or the name).
+    pub id: u64,
+    /// Its name.
+    pub action: String,
+    /// The application that publishes it.
+    pub application: String,
+    /// The JSON Schema of its payloads.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub schemata: Value,
+    /// `active`.
+    pub status: String,
+    /// When it was registered.
+    pub timestamped: String,
+    /// Only when a registration repeated the registered schema: `true`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub unchanged: bool,
+}
+
+/// An action whose schema was replaced.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ActionEdited {
+    /// Its name.
+    pub action: String,
+    /// The new schema.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub schemata: Value,
+    /// `true`.
+    pub edited: bool,
+}
+
+/// A payload checked against an action's schema.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Validation {
+    /// The action.
+    pub action: String,
+    /// Whether the payload conforms.
+    pub valid: bool,
+    /// Each violation, with its JSON path.
+    pub errors: Vec<String>,
+}
+
+/// A subscription: an application's handler for one action.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriptionView {
+    /// Its id.
+    pub subscription: String,
+    /// The subscribing application.
+    pub application: String,
+    /// The action it receives.
+    pub action: String,
+    /// The handler as given: a path or a full URL.
+    pub handler: String,
+    /// The URL deliveries are posted to.
+    pub endpoint: String,
+    /// Attempts per event before it is dead-lettered.
+    pub max_retries: u32,
+    /// Seconds between attempts (`null`: the server's schedule).
+    pub retry_schedule: Option<Vec<u64>>,
+    /// One delivery at a time, in publish order.
+    pub ordered: bool,
+    /// Deliveries in flight at once (`null`: the server's default).
+    pub concurrency: Option<u32>,
+    /// Free text.
+    pub description: Option<String>,
+    /// Whether it receives deliveries.
+    pub active: bool,
+    /// Why it was disabled (e.g. its endpoint answered 410), if it was.
+    pub disabled_reason: Option<String>,
+    /// When it was made.
+    pub timestamped: String,
+    /// Only when a subscribe reactivated it: `true`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub reactivated: bool,
+    /// Only when the subscribe registered its application on the spot (an
+    /// admin subscribing an unknown application to a full URL): that
+    /// application with its credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered_application: Option<RegisteredApplication>,
+}
+
+/// A subscription deactivated.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Unsubscribed {
+    /// Its id.
+    pub unsubscribed: String,
+    /// `false`.
+    pub active: bool,
+}
+
+/// An event of the log.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventView {
+    /// Its id (sorts by publish time).
+    pub event: String,
+    /// Its row id (publish time and sequence).
+    pub row_id: u64,
+    /// The action.
+    pub action: String,
+    /// The payload, byte for byte as published.
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
+    pub payload: Box<RawValue>,
+    /// Its metadata, as published.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Box<RawValue>,
+    /// The publisher's idempotency key.
+    pub deduper: Option<String>,
+    /// Who published it: `service:<application>` or `admin`.
+    pub publisher: String,
+    /// When it was published.
+    pub timestamped: String,
+    /// Not delivered before this time.
+    pub sleep_until: String,
+    /// Only when it was published with a trace context: its trace id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Only in a publish's answer: how many subscriptions it was queued for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<u32>,
+    /// Only when a publish repeated an earlier deduper (this is that
+    /// earlier event): `true`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub duplicate: bool,
+}
+
+/// A delivery of one event to one subscription (a "gist").
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GistView {
+    /// Its id.
+    pub id: String,
+    /// Its id again (Amebo's field).
+    pub gist: String,
+    /// Its id again (Amebo's field).
+    pub key: String,
+    /// The event.
+    pub event: String,
+    /// The subscription.
+    pub subscription: String,
+    /// The event's action.
+    pub action: String,
+    /// The subscribing application.
+    pub subscriber: String,
+    /// Where it is posted.
+    pub endpoint: String,
+    /// `pending`, `retrying`, `delivered` or `failed`.
+    pub status: String,
+    /// Whether it was delivered.
+    pub completed: bool,
+    /// Attempts made (Amebo's field).
+    pub retries: u32,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Attempts allowed before it is dead-lettered.
+    pub max_retries: u32,
+    /// The HTTP status of the last attempt.
+    pub last_status_code: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was last attempted.
+    pub last_attempted_at: Option<String>,
+    /// How long the last attempt took, ms.
+    pub last_ms: Option<u64>,
+    /// From publish to delivery, ms.
+    pub latency_ms: Option<u64>,
+    /// When the next attempt is due.
+    pub next_attempt_at: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<String>,
+    /// When it was dead-lettered.
+    pub dead_at: Option<String>,
+    /// When it was made.
+    pub timestamped: String,
+    /// In lists, while its event is stored: the event's `metadata.workspace_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
+    pub workspace: Option<Value>,
+    /// In lists, while its event is stored: the event's payload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
+    pub payload: Option<Box<RawValue>>,
+    /// In lists, while its event is stored: the event's metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Value>,
+    /// In lists, while its event is stored: who published the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// In lists, while its event is stored: when the event was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sleep_until: Option<String>,
+}
+
+/// A page of deliveries.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GistPage {
+    /// The deliveries, newest event first.
+    pub data: Vec<GistView>,
+    /// How many match, over every page.
+    pub total: usize,
+    /// This page's number, from 1.
+    pub page: usize,
+    /// Deliveries per page.
+    pub pagination: usize,
+    /// How many pages there are.
+    pub pages: usize,
+}
+
+/// What a replay did: one attempt, now.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Replayed {
+    /// The delivery.
+    pub gist: String,
+    /// Whether the endpoint accepted it.
+    pub delivered: bool,
+    /// The endpoint's HTTP status, if it answered.
+    pub status_code: Option<u16>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// How long the attempt took, ms.
+    pub ms: u64,
+}
+
+/// How many were sent again (deliveries, or a queue's dead letters).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Requeued {
+    /// How many.
+    pub requeued: u64,
+}
+
+/// Past events delivered to a subscription, or (a dry run) counted.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Backfilled {
+    /// The subscription's action.
+    pub action: String,
+    /// The subscription.
+    pub subscription: String,
+    /// Only when not a dry run: how many events were queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfilled: Option<usize>,
+    /// Only in a dry run: how many events would be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// Only in a dry run: `true`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub dry_run: bool,
+}
+
+/// Totals over the stored events and deliveries.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Stats {
+    /// Events stored.
+    pub events: usize,
+    /// Deliveries delivered.
+    pub delivered: u64,
+    /// Deliveries not yet attempted.
+    pub pending: u64,
+    /// Deliveries failed at least once and to be retried.
+    pub retrying: u64,
+    /// Deliveries dead-lettered.
+    pub failed: u64,
+    /// Deliveries stored.
+    pub total: usize,
+    /// Attempts made.
+    pub attempts: u64,
+    /// Attempts that succeeded.
+    pub attempts_ok: u64,
+    /// The server's version.
+    pub version: String,
+}
