@@ -4,6 +4,7 @@
 //! A thin adapter: handlers parse and authenticate, then call the
 //! [`Hub`]; the [`Dispatcher`] delivers webhooks in the background.
 
+pub mod answer;
 pub mod auth;
 pub mod error;
 mod middleware;

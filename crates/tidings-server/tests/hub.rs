@@ -53,16 +53,39 @@ async fn subscribe(c: &Client, body: Value) -> String {
     a.body["subscription"].as_str().unwrap().to_owned()
 }
 
-/// A server with a publisher `shop` (action `shop.sold`, any object) and a
-/// subscriber application `mailer` whose address is a fresh receiver.
+/// A publisher `shop` (action `shop.sold`, any object) and a subscriber
+/// application whose address is `receiver`.
+async fn shop_selling_to(c: &Client, subscriber: &str, receiver: &Receiver) {
+    app(c, "shop", "http://shop.invalid/").await;
+    app(c, subscriber, &receiver.base).await;
+    action(c, "shop.sold", "shop", json!({"type": "object"})).await;
+}
+
+/// A server with [`shop_selling_to`] the application `mailer`.
 async fn shop_and_mailer() -> (TestServer, Receiver, Client) {
     let server = TestServer::start(memory()).await;
     let receiver = Receiver::start().await;
     let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "mailer", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    shop_selling_to(&c, "mailer", &receiver).await;
     (server, receiver, c)
+}
+
+/// Subscribes the mailer to `shop.sold` at `handler`; returns the id.
+async fn mail_sales(c: &Client, handler: &str) -> String {
+    subscribe(
+        c,
+        json!({"application": "mailer", "action": "shop.sold", "handler": handler}),
+    )
+    .await
+}
+
+/// Publishes `shop.sold` with payload `{"n": n}`.
+async fn sell(c: &Client, n: u64) -> common::Answer {
+    c.post(
+        "/v1/events",
+        json!({"action": "shop.sold", "payload": {"n": n}}),
+    )
+    .await
 }
 
 async fn gist_status(c: &Client, gist: &str) -> (String, u64) {
@@ -275,12 +298,7 @@ async fn failing_endpoint_is_retried_until_it_answers() {
     let (server, mut receiver, c) = shop_and_mailer().await;
     let sub = subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/flaky", "retry_schedule": [0]})).await;
     receiver.fail("/flaky", 2, 500);
-    let r = c
-        .post(
-            "/v1/events",
-            json!({"action": "shop.sold", "payload": {"n": 1}}),
-        )
-        .await;
+    let r = sell(&c, 1).await;
     let event = r.body["event"].as_str().unwrap().to_owned();
     for attempt in 1..=3 {
         let hit = receiver.next().await;
@@ -302,10 +320,8 @@ async fn last_failed_attempt_dead_letters_and_publishes_a_notice() {
     let server = TestServer::start(memory()).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "mailer", &receiver.base).await;
+    shop_selling_to(&c, "mailer", &receiver).await;
     app(&c, "ops", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
     let sub = subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/broken", "max_retries": 2, "retry_schedule": [0]})).await;
     subscribe(&c, json!({"application": "ops", "action": "tidings.delivery.dead_lettered", "handler": "/dlq"})).await;
     receiver.fail("/broken", 1000, 500);
@@ -358,17 +374,9 @@ async fn last_failed_attempt_dead_letters_and_publishes_a_notice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gone_disables_the_subscription() {
     let (server, mut receiver, c) = shop_and_mailer().await;
-    let sub = subscribe(
-        &c,
-        json!({"application": "mailer", "action": "shop.sold", "handler": "/gone"}),
-    )
-    .await;
+    let sub = mail_sales(&c, "/gone").await;
     receiver.fail("/gone", 1, 410);
-    c.post(
-        "/v1/events",
-        json!({"action": "shop.sold", "payload": {"n": 1}}),
-    )
-    .await;
+    sell(&c, 1).await;
     assert_eq!(receiver.next().await.path, "/gone");
     eventually("the subscription to be disabled", || async {
         let list = c.get(&format!("/v1/subscriptions?id={sub}")).await;
@@ -382,12 +390,7 @@ async fn gone_disables_the_subscription() {
             .unwrap()
             .contains("410")
     );
-    let r = c
-        .post(
-            "/v1/events",
-            json!({"action": "shop.sold", "payload": {"n": 2}}),
-        )
-        .await;
+    let r = sell(&c, 2).await;
     assert_eq!(r.body["fanout"], 0);
     assert!(receiver.quiet_for(Duration::from_millis(300)).await);
     server.stop().await;
@@ -398,18 +401,11 @@ async fn ordered_subscription_delivers_in_publish_order_despite_failures() {
     let server = TestServer::start(memory()).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "ledger", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    shop_selling_to(&c, "ledger", &receiver).await;
     subscribe(&c, json!({"application": "ledger", "action": "shop.sold", "handler": "/in-order", "ordered": true, "retry_schedule": [0]})).await;
     receiver.fail("/in-order", 3, 503);
     for n in 0..20 {
-        let r = c
-            .post(
-                "/v1/events",
-                json!({"action": "shop.sold", "payload": {"n": n}}),
-            )
-            .await;
+        let r = sell(&c, n).await;
         assert_eq!(r.status, 201);
     }
     let mut delivered = Vec::new();
@@ -435,21 +431,14 @@ async fn backfill_replays_a_time_window_to_a_late_subscriber() {
     let server = TestServer::start(memory()).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "late", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    shop_selling_to(&c, "late", &receiver).await;
     let mut events = Vec::new();
     for n in 0..5 {
         if n == 2 {
             // Times have millisecond resolution: start the window on a later one.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let r = c
-            .post(
-                "/v1/events",
-                json!({"action": "shop.sold", "payload": {"n": n}}),
-            )
-            .await;
+        let r = sell(&c, n).await;
         events.push(r.body["event"].as_str().unwrap().to_owned());
     }
     let listed = c.get("/v1/events?action=shop.sold&pagination=3").await;
@@ -529,18 +518,11 @@ async fn backlog_survives_a_restart() {
     )
     .await;
     let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "mailer", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    shop_selling_to(&c, "mailer", &receiver).await;
     subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/h", "retry_schedule": [1], "max_retries": 1000})).await;
     let mut events = BTreeSet::new();
     for n in 0..200 {
-        let r = c
-            .post(
-                "/v1/events",
-                json!({"action": "shop.sold", "payload": {"n": n}}),
-            )
-            .await;
+        let r = sell(&c, n).await;
         assert_eq!(r.status, 201);
         events.insert(r.body["event"].as_str().unwrap().to_owned());
     }
@@ -582,22 +564,12 @@ async fn a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others() {
     let server = TestServer::start_configured(memory(), None, delivery).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
-    app(&c, "shop", "http://shop.invalid/").await;
-    app(&c, "mailer", &receiver.base).await;
-    action(&c, "shop.sold", "shop", json!({"type": "object"})).await;
+    shop_selling_to(&c, "mailer", &receiver).await;
     let dead = subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/dead", "retry_schedule": [0], "max_retries": 100})).await;
-    subscribe(
-        &c,
-        json!({"application": "mailer", "action": "shop.sold", "handler": "/ok"}),
-    )
-    .await;
+    mail_sales(&c, "/ok").await;
     receiver.fail("/dead", 1_000_000, 503);
     for n in 0..20 {
-        c.post(
-            "/v1/events",
-            json!({"action": "shop.sold", "payload": {"n": n}}),
-        )
-        .await;
+        sell(&c, n).await;
     }
     let (mut ok, mut dead_hits) = (0, 0);
     while ok < 20 {
@@ -628,17 +600,9 @@ async fn a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_stats_report_publishes_and_deliveries() {
     let (server, mut receiver, c) = shop_and_mailer().await;
-    let sub = subscribe(
-        &c,
-        json!({"application": "mailer", "action": "shop.sold", "handler": "/m"}),
-    )
-    .await;
+    let sub = mail_sales(&c, "/m").await;
     for n in 0..3 {
-        c.post(
-            "/v1/events",
-            json!({"action": "shop.sold", "payload": {"n": n}}),
-        )
-        .await;
+        sell(&c, n).await;
     }
     for _ in 0..3 {
         receiver.next().await;
@@ -769,11 +733,7 @@ async fn retry_after_is_honoured_and_concurrency_is_per_subscription() {
         .await;
     assert_eq!(bad.status, 400);
     receiver.fail_with("/busy", 1, 429, Some("2"));
-    c.post(
-        "/v1/events",
-        json!({"action": "shop.sold", "payload": {"n": 1}}),
-    )
-    .await;
+    sell(&c, 1).await;
     let first = receiver.next().await;
     let second = receiver.next().await;
     assert_eq!(second.header("x-amebo-delivery-attempt"), "2");
@@ -786,11 +746,7 @@ async fn retry_after_is_honoured_and_concurrency_is_per_subscription() {
     // Two lanes: with answers held, exactly two requests are in flight.
     receiver.hold(true);
     for n in 0..5 {
-        c.post(
-            "/v1/events",
-            json!({"action": "shop.sold", "payload": {"n": n}}),
-        )
-        .await;
+        sell(&c, n).await;
     }
     receiver.next().await;
     receiver.next().await;
@@ -809,21 +765,13 @@ async fn retry_after_is_honoured_and_concurrency_is_per_subscription() {
 async fn catalog_changes_take_effect_while_deliveries_run() {
     let (server, mut receiver, c) = shop_and_mailer().await;
     app(&c, "other", &format!("{}/old/", receiver.base)).await;
-    subscribe(
-        &c,
-        json!({"application": "mailer", "action": "shop.sold", "handler": "/m"}),
-    )
-    .await;
+    mail_sales(&c, "/m").await;
     subscribe(
         &c,
         json!({"application": "other", "action": "shop.sold", "handler": "/o"}),
     )
     .await;
-    c.post(
-        "/v1/events",
-        json!({"action": "shop.sold", "payload": {"n": 1}}),
-    )
-    .await;
+    sell(&c, 1).await;
     let paths = receiver.paths(2).await;
     assert_eq!(
         paths,
@@ -840,11 +788,7 @@ async fn catalog_changes_take_effect_while_deliveries_run() {
         )
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
-    c.post(
-        "/v1/events",
-        json!({"action": "shop.sold", "payload": {"n": 2}}),
-    )
-    .await;
+    sell(&c, 2).await;
     let paths = receiver.paths(2).await;
     assert_eq!(
         paths,
@@ -854,12 +798,7 @@ async fn catalog_changes_take_effect_while_deliveries_run() {
     // Deleting a subscriber stops its deliveries; the others go on.
     let r = c.send("DELETE", "/v1/applications/other", None, &[]).await;
     assert_eq!(r.status, 202);
-    let r = c
-        .post(
-            "/v1/events",
-            json!({"action": "shop.sold", "payload": {"n": 3}}),
-        )
-        .await;
+    let r = sell(&c, 3).await;
     assert_eq!(r.body["fanout"], 1);
     assert_eq!(receiver.next().await.path, "/m");
     assert!(receiver.quiet_for(Duration::from_millis(200)).await);
@@ -867,12 +806,7 @@ async fn catalog_changes_take_effect_while_deliveries_run() {
     // Deleting the action removes its subscriptions and queues; publishing it is refused.
     let r = c.send("DELETE", "/v1/actions/shop.sold", None, &[]).await;
     assert_eq!(r.status, 202);
-    let r = c
-        .post(
-            "/v1/events",
-            json!({"action": "shop.sold", "payload": {"n": 4}}),
-        )
-        .await;
+    let r = sell(&c, 4).await;
     assert_eq!(r.status, 422);
     let subs = c.get("/v1/subscriptions").await;
     assert!(

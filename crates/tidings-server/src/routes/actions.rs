@@ -2,11 +2,11 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde_json::Value;
 use tidings_hub::hub::{ActionUpdate, NewAction};
 use tidings_hub::views::{ActionEdited, ActionView, Removed, Validation};
 
+use crate::answer::{Answer, accepted, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
@@ -14,19 +14,11 @@ use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/actions", tag = "actions", request_body = NewAction,
     responses((status = 201, description = "Registered", body = ActionView), (status = 200, description = "The same schema was registered already (`unchanged`)", body = ActionView), (status = 404, description = "The application does not exist or is inactive", body = ErrorBody), (status = 409, description = "Exists with another schema", body = ErrorBody), (status = 422, description = "The schema does not compile", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn register(
-    State(s): State<AppState>,
-    call: Call,
-) -> ApiResult<(StatusCode, Json<ActionView>)> {
+pub async fn register(State(s): State<AppState>, call: Call) -> ApiResult<Answer<ActionView>> {
     let who = call.who()?;
     let new: NewAction = call.json()?;
     let (view, created) = s.hub.register_action(who, new).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(view)))
+    Ok(created_or_ok(created, view))
 }
 
 #[utoipa::path(get, path = "/v1/actions", tag = "actions",
@@ -62,12 +54,9 @@ pub async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Removed>)> {
+) -> ApiResult<Answer<Removed>> {
     let who = call.admin()?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(s.hub.delete_action(who, &id).await?),
-    ))
+    Ok(accepted(s.hub.delete_action(who, &id).await?))
 }
 
 /// `POST /v1/actions/{id}/validations` (any content type): `{"payload": ...}`,

@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde::Deserialize;
 use tidings_hub::hub::{ApplicationUpdate, NewApplication};
 use tidings_hub::views::{
@@ -10,6 +9,7 @@ use tidings_hub::views::{
     SecretRotated,
 };
 
+use crate::answer::{Answer, accepted, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
@@ -20,12 +20,12 @@ use crate::state::AppState;
 pub async fn create(
     State(s): State<AppState>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<RegisteredApplication>)> {
+) -> ApiResult<Answer<RegisteredApplication>> {
     let who = call.admin()?;
     let new: NewApplication = call.json()?;
-    Ok((
-        StatusCode::CREATED,
-        Json(s.hub.create_application(who, new).await?),
+    Ok(created_or_ok(
+        true,
+        s.hub.create_application(who, new).await?,
     ))
 }
 
@@ -50,13 +50,10 @@ pub async fn update(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<ApplicationView>)> {
+) -> ApiResult<Answer<ApplicationView>> {
     let who = call.admin()?;
     let update: ApplicationUpdate = call.json()?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(s.hub.update_application(who, &id, update).await?),
-    ))
+    Ok(accepted(s.hub.update_application(who, &id, update).await?))
 }
 
 /// `PATCH /v1/applications/{id}` (any content type; no body: toggle).
@@ -89,12 +86,9 @@ pub async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Removed>)> {
+) -> ApiResult<Answer<Removed>> {
     let who = call.admin()?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(s.hub.delete_application(who, &id).await?),
-    ))
+    Ok(accepted(s.hub.delete_application(who, &id).await?))
 }
 
 /// `PUT /v1/applications/{id}/secret` (any content type; no body: generate one).
@@ -110,14 +104,11 @@ pub async fn rotate_secret(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<SecretRotated>)> {
+) -> ApiResult<Answer<SecretRotated>> {
     let who = call.who()?;
     let body: Secret = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| crate::error::ApiError::bad_request(format!("secret - {e}")))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(s.hub.rotate_secret(who, &id, body.secret).await?),
-    ))
+    Ok(accepted(s.hub.rotate_secret(who, &id, body.secret).await?))
 }
 
 #[utoipa::path(post, path = "/v1/applications/{id}/apikey", tag = "applications", params(("id" = String, Path, description = "Name or id")),

@@ -2,11 +2,11 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use tidings_hub::hub::{EventFilter, NewEvent};
 use tidings_hub::model::event::valid_traceparent;
 use tidings_hub::views::EventView;
 
+use crate::answer::{Answer, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
@@ -27,19 +27,11 @@ fn trace_context(call: &Call) -> Option<String> {
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = NewEvent,
     responses((status = 201, description = "Stored durably and queued for every active subscription (`fanout`: how many)", body = EventView), (status = 200, description = "Duplicate deduper: the original event (`duplicate`)", body = EventView), (status = 406, description = "Schema violations, every one with its JSON path", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Unknown action", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn publish(
-    State(s): State<AppState>,
-    call: Call,
-) -> ApiResult<(StatusCode, Json<EventView>)> {
+pub async fn publish(State(s): State<AppState>, call: Call) -> ApiResult<Answer<EventView>> {
     let who = call.who()?;
     let new: NewEvent = call.json()?;
     let published = s.hub.publish(who, new, trace_context(&call)).await?;
-    let status = if published.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, Json(published.view)))
+    Ok(created_or_ok(!published.duplicate, published.view))
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "events",

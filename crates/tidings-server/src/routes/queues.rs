@@ -18,6 +18,7 @@ use tidings_core::{
 };
 use tidings_hub::views::Requeued;
 
+use crate::answer::{Answer, created_or_ok};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::request::Call;
 use crate::state::AppState;
@@ -97,26 +98,16 @@ pub struct NewQueue {
 
 #[utoipa::path(post, path = "/v1/queues", tag = "queues", request_body = NewQueue,
     responses((status = 201, description = "Created", body = QueueCreated), (status = 200, description = "It existed with these settings", body = QueueCreated), (status = 409, description = "It exists with other settings", body = ErrorBody), (status = 400, description = "Bad name or settings", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn create(
-    State(s): State<AppState>,
-    call: Call,
-) -> ApiResult<(StatusCode, Json<QueueCreated>)> {
+pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Answer<QueueCreated>> {
     let new: NewQueue = call.json()?;
     let queue = queue_name(&s, &call, &new.name)?;
     let config = new.settings.unwrap_or_default();
     let created = s.hub.broker().create_queue(&queue, config.clone()).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    let view = QueueCreated {
+        name: queue,
+        settings: config,
     };
-    Ok((
-        status,
-        Json(QueueCreated {
-            name: queue,
-            settings: config,
-        }),
-    ))
+    Ok(created_or_ok(created, view))
 }
 
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
@@ -221,7 +212,7 @@ pub async fn send(
     State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Sent>)> {
+) -> ApiResult<Answer<Sent>> {
     let queue = queue_name(&s, &call, &name)?;
     let body: Value = call.json()?;
     let messages = if body.get("messages").is_some() {
@@ -238,7 +229,7 @@ pub async fn send(
         .map(NewMessage::into_message)
         .collect::<ApiResult<Vec<_>>>()?;
     let receipts = s.hub.broker().send_batch(&queue, messages).await?;
-    Ok((StatusCode::CREATED, Json(Sent { messages: receipts })))
+    Ok(created_or_ok(true, Sent { messages: receipts }))
 }
 
 /// `POST /v1/queues/{name}/receive`.

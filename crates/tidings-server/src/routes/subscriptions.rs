@@ -2,10 +2,10 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use tidings_hub::hub::NewSubscription;
 use tidings_hub::views::{SubscriptionView, Unsubscribed};
 
+use crate::answer::{Answer, accepted, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
@@ -16,16 +16,11 @@ use crate::state::AppState;
 pub async fn subscribe(
     State(s): State<AppState>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<SubscriptionView>)> {
+) -> ApiResult<Answer<SubscriptionView>> {
     let who = call.who()?;
     let new: NewSubscription = call.json()?;
     let (view, created) = s.hub.subscribe(who, new).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(view)))
+    Ok(created_or_ok(created, view))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
@@ -48,10 +43,7 @@ pub async fn unsubscribe(
     State(s): State<AppState>,
     Path(id): Path<String>,
     call: Call,
-) -> ApiResult<(StatusCode, Json<Unsubscribed>)> {
+) -> ApiResult<Answer<Unsubscribed>> {
     let who = call.who()?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(s.hub.unsubscribe(who, &id).await?),
-    ))
+    Ok(accepted(s.hub.unsubscribe(who, &id).await?))
 }

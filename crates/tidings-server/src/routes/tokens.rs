@@ -1,11 +1,11 @@
 //! `POST /v1/tokens` (and Amebo's `/v8/tokens`): sessions for applications.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tidings_hub::hub::sessions::{SESSION_TTL_MS, TokenRequest};
 
+use crate::answer::accepted;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Call;
@@ -35,7 +35,7 @@ pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Response
         SESSION_TTL_MS / 1000,
         if secure { "; Secure" } else { "" }
     );
-    let mut response = (StatusCode::ACCEPTED, Json(Token { token })).into_response();
+    let mut response = accepted(Token { token }).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
