@@ -1,5 +1,5 @@
 //! [`Call`]: what every API handler takes — the caller, the headers, the
-//! query and the body, read once with a size limit.
+//! query, the body (read once with a size limit) and the server's state.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ pub struct Call {
     pub query: HashMap<String, String>,
     /// The caller's address.
     pub peer: Option<SocketAddr>,
+    /// The server it came to.
+    pub state: AppState,
     body: Bytes,
 }
 
@@ -158,6 +160,7 @@ impl FromRequest<AppState> for Call {
             headers: parts.headers,
             query,
             peer,
+            state: state.clone(),
             body,
         })
     }

@@ -1,7 +1,7 @@
 //! `/v1/applications`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use serde::Deserialize;
 use tidings_hub::hub::{ApplicationUpdate, NewApplication};
 use tidings_hub::views::{
@@ -13,29 +13,25 @@ use crate::answer::{Answer, accepted, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
-use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/applications", tag = "applications", request_body = NewApplication,
     responses((status = 201, description = "Registered; the secret and API key are shown only here", body = RegisteredApplication), (status = 409, description = "Exists", body = ErrorBody), (status = 422, description = "Bad name or secret", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn create(
-    State(s): State<AppState>,
-    call: Call,
-) -> ApiResult<Answer<RegisteredApplication>> {
+pub async fn create(call: Call) -> ApiResult<Answer<RegisteredApplication>> {
     let who = call.admin()?;
     let new: NewApplication = call.json()?;
     Ok(created_or_ok(
         true,
-        s.hub.create_application(who, new).await?,
+        call.state.hub.create_application(who, new).await?,
     ))
 }
 
 #[utoipa::path(get, path = "/v1/applications", tag = "applications",
     params(("application" = Option<String>, Query, description = "Substring of the name"), ("address" = Option<String>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
     responses((status = 200, description = "Applications by name", body = [ApplicationView]), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Vec<ApplicationView>>> {
+pub async fn list(call: Call) -> ApiResult<Json<Vec<ApplicationView>>> {
     call.who()?;
     let (from, _) = call.time_range()?;
-    let apps = s.hub.list_applications(
+    let apps = call.state.hub.list_applications(
         call.param("application"),
         call.param("address"),
         from,
@@ -46,14 +42,12 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Vec<A
 
 #[utoipa::path(put, path = "/v1/applications/{id}", tag = "applications", request_body = ApplicationUpdate, params(("id" = String, Path, description = "Name or id")),
     responses((status = 202, description = "Changed", body = ApplicationView), (status = 404, description = "Unknown", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn update(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    call: Call,
-) -> ApiResult<Answer<ApplicationView>> {
+pub async fn update(Path(id): Path<String>, call: Call) -> ApiResult<Answer<ApplicationView>> {
     let who = call.admin()?;
     let update: ApplicationUpdate = call.json()?;
-    Ok(accepted(s.hub.update_application(who, &id, update).await?))
+    Ok(accepted(
+        call.state.hub.update_application(who, &id, update).await?,
+    ))
 }
 
 /// `PATCH /v1/applications/{id}` (any content type; no body: toggle).
@@ -65,16 +59,13 @@ pub struct Toggle {
 
 #[utoipa::path(patch, path = "/v1/applications/{id}", tag = "applications", request_body = Option<Toggle>, params(("id" = String, Path, description = "Name or id")),
     responses((status = 200, description = "Activated or deactivated (`{\"active\": bool}`, omitted: toggle)", body = ApplicationActivity), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn toggle(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    call: Call,
-) -> ApiResult<Json<ApplicationActivity>> {
+pub async fn toggle(Path(id): Path<String>, call: Call) -> ApiResult<Json<ApplicationActivity>> {
     let who = call.admin()?;
     let toggle: Toggle = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| crate::error::ApiError::bad_request(format!("active - {e}")))?;
     Ok(Json(
-        s.hub
+        call.state
+            .hub
             .set_application_active(who, &id, toggle.active)
             .await?,
     ))
@@ -82,13 +73,9 @@ pub async fn toggle(
 
 #[utoipa::path(delete, path = "/v1/applications/{id}", tag = "applications", params(("id" = String, Path, description = "Name or id")),
     responses((status = 202, description = "Removed with its actions and subscriptions", body = Removed), (status = 422, description = "The built-in application, which cannot be removed", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn delete(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    call: Call,
-) -> ApiResult<Answer<Removed>> {
+pub async fn delete(Path(id): Path<String>, call: Call) -> ApiResult<Answer<Removed>> {
     let who = call.admin()?;
-    Ok(accepted(s.hub.delete_application(who, &id).await?))
+    Ok(accepted(call.state.hub.delete_application(who, &id).await?))
 }
 
 /// `PUT /v1/applications/{id}/secret` (any content type; no body: generate one).
@@ -100,24 +87,18 @@ pub struct Secret {
 
 #[utoipa::path(put, path = "/v1/applications/{id}/secret", tag = "applications", request_body = Option<Secret>, params(("id" = String, Path, description = "Name or id")),
     responses((status = 202, description = "Rotated (`{\"secret\"?}`; generated and returned when omitted)", body = SecretRotated), (status = 422, description = "The secret is shorter than 16 characters", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn rotate_secret(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    call: Call,
-) -> ApiResult<Answer<SecretRotated>> {
+pub async fn rotate_secret(Path(id): Path<String>, call: Call) -> ApiResult<Answer<SecretRotated>> {
     let who = call.who()?;
     let body: Secret = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| crate::error::ApiError::bad_request(format!("secret - {e}")))?;
-    Ok(accepted(s.hub.rotate_secret(who, &id, body.secret).await?))
+    Ok(accepted(
+        call.state.hub.rotate_secret(who, &id, body.secret).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/applications/{id}/apikey", tag = "applications", params(("id" = String, Path, description = "Name or id")),
     responses((status = 200, description = "A new API key; the old one stops working", body = ApiKeyIssued), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn new_api_key(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    call: Call,
-) -> ApiResult<Json<ApiKeyIssued>> {
+pub async fn new_api_key(Path(id): Path<String>, call: Call) -> ApiResult<Json<ApiKeyIssued>> {
     let who = call.admin()?;
-    Ok(Json(s.hub.new_api_key(who, &id).await?))
+    Ok(Json(call.state.hub.new_api_key(who, &id).await?))
 }

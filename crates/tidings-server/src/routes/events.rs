@@ -1,7 +1,7 @@
 //! `/v1/events`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use tidings_hub::hub::{EventFilter, NewEvent};
 use tidings_hub::model::event::valid_traceparent;
 use tidings_hub::views::EventView;
@@ -10,7 +10,6 @@ use crate::answer::{Answer, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
 use crate::request::Call;
-use crate::state::AppState;
 
 /// The trace context to keep: `traceparent`, or Amebo's `x-amebo-trace-id`.
 fn trace_context(call: &Call) -> Option<String> {
@@ -27,17 +26,21 @@ fn trace_context(call: &Call) -> Option<String> {
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = NewEvent,
     responses((status = 201, description = "Stored durably and queued for every active subscription (`fanout`: how many)", body = EventView), (status = 200, description = "Duplicate deduper: the original event (`duplicate`)", body = EventView), (status = 406, description = "Schema violations, every one with its JSON path", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Unknown action", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn publish(State(s): State<AppState>, call: Call) -> ApiResult<Answer<EventView>> {
+pub async fn publish(call: Call) -> ApiResult<Answer<EventView>> {
     let who = call.who()?;
     let new: NewEvent = call.json()?;
-    let published = s.hub.publish(who, new, trace_context(&call)).await?;
+    let published = call
+        .state
+        .hub
+        .publish(who, new, trace_context(&call))
+        .await?;
     Ok(created_or_ok(!published.duplicate, published.view))
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "events",
     params(("id" = Option<String>, Query), ("action" = Option<String>, Query), ("deduper" = Option<String>, Query), ("from" = Option<String>, Query, description = "ISO 8601 or Unix seconds"), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query, description = "today, 7d, week, 30d, month"), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
     responses((status = 200, description = "Events, newest first", body = [EventView]), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Vec<EventView>>> {
+pub async fn list(call: Call) -> ApiResult<Json<Vec<EventView>>> {
     call.who()?;
     let (from, to) = call.time_range()?;
     let filter = EventFilter {
@@ -47,17 +50,13 @@ pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<Vec<E
         from,
         to,
     };
-    let events = s.hub.list_events(&filter, call.page()?).await?;
+    let events = call.state.hub.list_events(&filter, call.page()?).await?;
     Ok(Json(events.iter().map(|e| e.view()).collect()))
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path)),
     responses((status = 200, description = "The event", body = EventView), (status = 404, description = "Unknown", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn one(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    call: Call,
-) -> ApiResult<Json<EventView>> {
+pub async fn one(Path(id): Path<String>, call: Call) -> ApiResult<Json<EventView>> {
     call.who()?;
-    Ok(Json(s.hub.event(&id).await?.view()))
+    Ok(Json(call.state.hub.event(&id).await?.view()))
 }

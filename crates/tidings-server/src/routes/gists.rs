@@ -1,7 +1,7 @@
 //! `/v1/gists` and the ways to deliver again: replay, requeue, backfill.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tidings_hub::hub::GistFilter;
@@ -12,7 +12,6 @@ use tidings_hub::views::{Backfilled, GistPage, Replayed, Requeued};
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Call;
-use crate::state::AppState;
 
 fn filter(call: &Call) -> ApiResult<GistFilter> {
     let (from, to) = call.time_range()?;
@@ -41,20 +40,21 @@ fn filter(call: &Call) -> ApiResult<GistFilter> {
 #[utoipa::path(get, path = "/v1/gists", tag = "deliveries",
     params(("gist" = Option<String>, Query), ("event" = Option<String>, Query), ("subscription" = Option<String>, Query), ("action" = Option<String>, Query), ("subscriber" = Option<String>, Query), ("status" = Option<String>, Query, description = "pending, retrying, delivered, failed"), ("completed" = Option<bool>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
     responses((status = 200, description = "A page of deliveries, newest event first", body = GistPage), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<GistPage>> {
+pub async fn list(call: Call) -> ApiResult<Json<GistPage>> {
     call.who()?;
-    Ok(Json(s.hub.list_gists(&filter(&call)?, call.page()?).await?))
+    Ok(Json(
+        call.state
+            .hub
+            .list_gists(&filter(&call)?, call.page()?)
+            .await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/regists/{id}", tag = "deliveries", params(("id" = String, Path, description = "Gist id")),
     responses((status = 200, description = "Delivered now", body = Replayed), (status = 502, description = "The endpoint failed", body = Replayed), (status = 404, description = "Unknown gist", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn replay(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    call: Call,
-) -> ApiResult<(StatusCode, Json<Replayed>)> {
+pub async fn replay(Path(id): Path<String>, call: Call) -> ApiResult<(StatusCode, Json<Replayed>)> {
     call.admin()?;
-    let result = s.replayer.replay(&id).await?;
+    let result = call.state.replayer.replay(&id).await?;
     let status = if result.delivered {
         StatusCode::OK
     } else {
@@ -65,9 +65,9 @@ pub async fn replay(
 
 #[utoipa::path(post, path = "/v1/requeues", tag = "deliveries",
     responses((status = 200, description = "Failed deliveries matching the query's filters, sent again from their first attempt", body = Requeued), (status = 422, description = "A status other than failed", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn requeue(State(s): State<AppState>, call: Call) -> ApiResult<Json<Requeued>> {
+pub async fn requeue(call: Call) -> ApiResult<Json<Requeued>> {
     let who = call.admin()?;
-    Ok(Json(s.hub.requeue(who, &filter(&call)?).await?))
+    Ok(Json(call.state.hub.requeue(who, &filter(&call)?).await?))
 }
 
 /// `POST /v1/backfills` (any content type).
@@ -88,7 +88,7 @@ pub struct Backfill {
 
 #[utoipa::path(post, path = "/v1/backfills", tag = "deliveries", request_body = Option<Backfill>,
     responses((status = 200, description = "Past events of the window (`since`, `until`) delivered to the subscription, or counted (`dry_run`)", body = Backfilled), (status = 404, description = "The subscription does not exist", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn backfill(State(s): State<AppState>, call: Call) -> ApiResult<Json<Backfilled>> {
+pub async fn backfill(call: Call) -> ApiResult<Json<Backfilled>> {
     let who = call.admin()?;
     let body: Backfill = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -107,7 +107,8 @@ pub async fn backfill(State(s): State<AppState>, call: Call) -> ApiResult<Json<B
     };
     let until = body.until.as_deref().map(point).transpose()?;
     Ok(Json(
-        s.hub
+        call.state
+            .hub
             .backfill(who, &body.subscription, since, until, body.dry_run)
             .await?,
     ))

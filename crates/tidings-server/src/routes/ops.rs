@@ -35,9 +35,9 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoRespon
 
 /// `GET /v1/stats`: totals over stored events and deliveries.
 #[utoipa::path(get, path = "/v1/stats", tag = "operations", responses((status = 200, description = "Totals over stored events and deliveries", body = Stats), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn stats(State(state): State<AppState>, call: Call) -> ApiResult<Json<Stats>> {
+pub async fn stats(call: Call) -> ApiResult<Json<Stats>> {
     call.who()?;
-    Ok(Json(state.hub.stats().await?))
+    Ok(Json(call.state.hub.stats().await?))
 }
 
 /// `GET /readyz`: the storage answers.

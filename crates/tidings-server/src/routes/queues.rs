@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -21,7 +21,6 @@ use tidings_hub::views::Requeued;
 use crate::answer::{Answer, created_or_ok};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::request::Call;
-use crate::state::AppState;
 use crate::views::{
     Acked, DeadLetterList, DeadLetterView, DeliveryView, NackCount, Nacked, Purged, QueueCreated,
     QueueList, Received, RecordList, RecordView, Sent,
@@ -34,7 +33,7 @@ pub const MAX_RECEIVE: usize = 1000;
 
 /// Whether the caller may use queue or table `name`: outside the hub's own,
 /// and, for an application, named by its allow-list.
-fn allowed(s: &AppState, call: &Call, kind: &str, name: &str) -> ApiResult<()> {
+fn allowed(call: &Call, kind: &str, name: &str) -> ApiResult<()> {
     let who = call.who()?;
     if name.starts_with("hub.") {
         return Err(ApiError::new(
@@ -42,7 +41,7 @@ fn allowed(s: &AppState, call: &Call, kind: &str, name: &str) -> ApiResult<()> {
             format!("{kind} {name:?}: names starting with \"hub.\" belong to the event hub"),
         ));
     }
-    if !s.hub.may_use_queue(who, name) {
+    if !call.state.hub.may_use_queue(who, name) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("{kind} {name:?} is not among this application's queues"),
@@ -52,16 +51,16 @@ fn allowed(s: &AppState, call: &Call, kind: &str, name: &str) -> ApiResult<()> {
 }
 
 /// A queue the caller may use.
-pub(super) fn queue_name(s: &AppState, call: &Call, name: &str) -> ApiResult<QueueName> {
+pub(super) fn queue_name(call: &Call, name: &str) -> ApiResult<QueueName> {
     let queue = QueueName::new(name)?;
-    allowed(s, call, "queue", name)?;
+    allowed(call, "queue", name)?;
     Ok(queue)
 }
 
 /// A table the caller may use.
-fn table_name(s: &AppState, call: &Call, name: &str) -> ApiResult<TableName> {
+fn table_name(call: &Call, name: &str) -> ApiResult<TableName> {
     let table = TableName::new(name)?;
-    allowed(s, call, "table", name)?;
+    allowed(call, "table", name)?;
     Ok(table)
 }
 
@@ -98,11 +97,16 @@ pub struct NewQueue {
 
 #[utoipa::path(post, path = "/v1/queues", tag = "queues", request_body = NewQueue,
     responses((status = 201, description = "Created", body = QueueCreated), (status = 200, description = "It existed with these settings", body = QueueCreated), (status = 409, description = "It exists with other settings", body = ErrorBody), (status = 400, description = "Bad name or settings", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Answer<QueueCreated>> {
+pub async fn create(call: Call) -> ApiResult<Answer<QueueCreated>> {
     let new: NewQueue = call.json()?;
-    let queue = queue_name(&s, &call, &new.name)?;
+    let queue = queue_name(&call, &new.name)?;
     let config = new.settings.unwrap_or_default();
-    let created = s.hub.broker().create_queue(&queue, config.clone()).await?;
+    let created = call
+        .state
+        .hub
+        .broker()
+        .create_queue(&queue, config.clone())
+        .await?;
     let view = QueueCreated {
         name: queue,
         settings: config,
@@ -112,51 +116,42 @@ pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Answer<Q
 
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses((status = 200, description = "The queues the caller may use, sorted", body = QueueList), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, call: Call) -> ApiResult<Json<QueueList>> {
+pub async fn list(call: Call) -> ApiResult<Json<QueueList>> {
     let who = call.who()?;
-    let queues: Vec<QueueName> = s
+    let queues: Vec<QueueName> = call
+        .state
         .hub
         .broker()
         .list_queues()
         .await?
         .into_iter()
-        .filter(|q| !q.as_str().starts_with("hub.") && s.hub.may_use_queue(who, q.as_str()))
+        .filter(|q| {
+            !q.as_str().starts_with("hub.") && call.state.hub.may_use_queue(who, q.as_str())
+        })
         .collect();
     Ok(Json(QueueList { queues }))
 }
 
 #[utoipa::path(get, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
     responses((status = 200, description = "Counts per group, settings", body = QueueInfo), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn info(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Json<QueueInfo>> {
-    let queue = queue_name(&s, &call, &name)?;
-    Ok(Json(s.hub.broker().queue_info(&queue).await?))
+pub async fn info(Path(name): Path<String>, call: Call) -> ApiResult<Json<QueueInfo>> {
+    let queue = queue_name(&call, &name)?;
+    Ok(Json(call.state.hub.broker().queue_info(&queue).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/queues/{name}", tag = "queues", params(("name" = String, Path)),
     responses((status = 204, description = "Deleted with its messages, groups and dead letters"), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn delete(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<StatusCode> {
-    let queue = queue_name(&s, &call, &name)?;
-    s.hub.broker().delete_queue(&queue).await?;
+pub async fn delete(Path(name): Path<String>, call: Call) -> ApiResult<StatusCode> {
+    let queue = queue_name(&call, &name)?;
+    call.state.hub.broker().delete_queue(&queue).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/queues/{name}/purge", tag = "queues", params(("name" = String, Path)),
     responses((status = 200, description = "Messages deleted (not dead letters)", body = Purged), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn purge(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Json<Purged>> {
-    let queue = queue_name(&s, &call, &name)?;
-    let purged = s.hub.broker().purge_queue(&queue).await?;
+pub async fn purge(Path(name): Path<String>, call: Call) -> ApiResult<Json<Purged>> {
+    let queue = queue_name(&call, &name)?;
+    let purged = call.state.hub.broker().purge_queue(&queue).await?;
     Ok(Json(Purged { purged }))
 }
 
@@ -208,12 +203,8 @@ pub struct Batch {
 
 #[utoipa::path(post, path = "/v1/queues/{name}/messages", tag = "queues", params(("name" = String, Path)), request_body(content = NewMessage, description = "One message, or `{\"messages\": [...]}` (a `Batch`) sent atomically, in order"),
     responses((status = 201, description = "A receipt per message, in order", body = Sent), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed message", body = ErrorBody), (status = 413, description = "Too large", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn send(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Answer<Sent>> {
-    let queue = queue_name(&s, &call, &name)?;
+pub async fn send(Path(name): Path<String>, call: Call) -> ApiResult<Answer<Sent>> {
+    let queue = queue_name(&call, &name)?;
     let body: Value = call.json()?;
     let messages = if body.get("messages").is_some() {
         serde_json::from_value::<Batch>(body).map(|b| b.messages)
@@ -228,7 +219,7 @@ pub async fn send(
         .into_iter()
         .map(NewMessage::into_message)
         .collect::<ApiResult<Vec<_>>>()?;
-    let receipts = s.hub.broker().send_batch(&queue, messages).await?;
+    let receipts = call.state.hub.broker().send_batch(&queue, messages).await?;
     Ok(created_or_ok(true, Sent { messages: receipts }))
 }
 
@@ -255,12 +246,8 @@ fn one() -> usize {
 
 #[utoipa::path(post, path = "/v1/queues/{name}/receive", tag = "queues", params(("name" = String, Path)), request_body = Receive,
     responses((status = 200, description = "The messages taken; none if none came within `wait`", body = Received), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn receive(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Json<Received>> {
-    let queue = queue_name(&s, &call, &name)?;
+pub async fn receive(Path(name): Path<String>, call: Call) -> ApiResult<Json<Received>> {
+    let queue = queue_name(&call, &name)?;
     let r: Receive = call.json()?;
     if r.max == 0 || r.max > MAX_RECEIVE {
         return Err(ApiError::bad_request(format!(
@@ -274,7 +261,8 @@ pub async fn receive(
         )));
     }
     let (group, consumer) = (GroupName::new(r.group)?, ConsumerName::new(r.consumer)?);
-    let got = s
+    let got = call
+        .state
         .hub
         .broker()
         .receive(
@@ -303,15 +291,12 @@ pub struct Ack {
 
 #[utoipa::path(post, path = "/v1/queues/{name}/ack", tag = "queues", params(("name" = String, Path)), request_body = Ack,
     responses((status = 200, description = "How many applied: ids not pending in the group are skipped", body = Acked), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn ack(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Json<Acked>> {
-    let queue = queue_name(&s, &call, &name)?;
+pub async fn ack(Path(name): Path<String>, call: Call) -> ApiResult<Json<Acked>> {
+    let queue = queue_name(&call, &name)?;
     let a: Ack = call.json()?;
     let ids: Vec<MessageId> = a.ids.into_iter().map(MessageId::from).collect();
-    let acked = s
+    let acked = call
+        .state
         .hub
         .broker()
         .ack(&queue, &GroupName::new(a.group)?, &ids)
@@ -350,16 +335,12 @@ fn nack_of(retry_after: Option<u64>, dead_letter: Option<String>) -> ApiResult<N
 
 #[utoipa::path(post, path = "/v1/queues/{name}/nack", tag = "queues", params(("name" = String, Path)), request_body = NackRequest,
     responses((status = 200, description = "`nacked`: for an `id`, whether it was pending in the group; for `ids`, how many were", body = Nacked), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn nack(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Json<Nacked>> {
-    let queue = queue_name(&s, &call, &name)?;
+pub async fn nack(Path(name): Path<String>, call: Call) -> ApiResult<Json<Nacked>> {
+    let queue = queue_name(&call, &name)?;
     let n: NackRequest = call.json()?;
     let nack = nack_of(n.retry_after, n.dead_letter)?;
     let group = GroupName::new(n.group)?;
-    let broker = s.hub.broker();
+    let broker = call.state.hub.broker();
     let nacked = match (n.id, n.ids) {
         (Some(id), None) => NackCount::One(
             broker
@@ -378,15 +359,12 @@ pub async fn nack(
 #[utoipa::path(get, path = "/v1/queues/{name}/dead-letters", tag = "queues",
     params(("name" = String, Path), ("after" = Option<String>, Query, description = "The last id of the previous page"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100")),
     responses((status = 200, description = "Dead letters, oldest first", body = DeadLetterList), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn dead_letters(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Json<DeadLetterList>> {
-    let queue = queue_name(&s, &call, &name)?;
+pub async fn dead_letters(Path(name): Path<String>, call: Call) -> ApiResult<Json<DeadLetterList>> {
+    let queue = queue_name(&call, &name)?;
     let limit = limit_param(&call)?;
     let after = call.param("after").map(MessageId::from);
-    let letters = s
+    let letters = call
+        .state
         .hub
         .broker()
         .dead_letters(&queue, after.as_ref(), limit)
@@ -402,12 +380,12 @@ pub async fn dead_letters(
     params(("name" = String, Path), ("id" = String, Path, description = "A dead letter's id")),
     responses((status = 200, description = "The dead letter: payload, headers, reason, group, attempts, times", body = DeadLetterView), (status = 404, description = "No such queue or dead letter", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn dead_letter(
-    State(s): State<AppState>,
     Path((name, id)): Path<(String, String)>,
     call: Call,
 ) -> ApiResult<Json<DeadLetterView>> {
-    let queue = queue_name(&s, &call, &name)?;
-    match s
+    let queue = queue_name(&call, &name)?;
+    match call
+        .state
         .hub
         .broker()
         .dead_letter(&queue, &MessageId::from(id.clone()))
@@ -447,14 +425,11 @@ impl Selection {
 
 #[utoipa::path(post, path = "/v1/queues/{name}/dead-letters/requeue", tag = "queues", params(("name" = String, Path)), request_body = Selection,
     responses((status = 200, description = "How many went back in the queue, for the group that gave up on them", body = Requeued), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn requeue(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Json<Requeued>> {
-    let queue = queue_name(&s, &call, &name)?;
+pub async fn requeue(Path(name): Path<String>, call: Call) -> ApiResult<Json<Requeued>> {
+    let queue = queue_name(&call, &name)?;
     let selection = call.json::<Selection>()?.into_selection()?;
-    let requeued = s
+    let requeued = call
+        .state
         .hub
         .broker()
         .requeue_dead_letters(&queue, selection)
@@ -464,14 +439,15 @@ pub async fn requeue(
 
 #[utoipa::path(post, path = "/v1/queues/{name}/dead-letters/purge", tag = "queues", params(("name" = String, Path)), request_body = Selection,
     responses((status = 200, description = "How many were deleted", body = Purged), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn purge_dead_letters(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Json<Purged>> {
-    let queue = queue_name(&s, &call, &name)?;
+pub async fn purge_dead_letters(Path(name): Path<String>, call: Call) -> ApiResult<Json<Purged>> {
+    let queue = queue_name(&call, &name)?;
     let selection = call.json::<Selection>()?.into_selection()?;
-    let purged = s.hub.broker().purge_dead_letters(&queue, selection).await?;
+    let purged = call
+        .state
+        .hub
+        .broker()
+        .purge_dead_letters(&queue, selection)
+        .await?;
     Ok(Json(Purged { purged }))
 }
 
@@ -559,7 +535,7 @@ pub struct TxRequest {
 
 #[utoipa::path(post, path = "/v1/transactions", tag = "queues", request_body = TxRequest,
     responses((status = 200, description = "The sends' receipts, in order", body = Sent), (status = 404, description = "A queue does not exist: nothing applied", body = ErrorBody), (status = 409, description = "An ack or nack of a message not pending, a record taken or changed: nothing applied", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Json<Sent>> {
+pub async fn transaction(call: Call) -> ApiResult<Json<Sent>> {
     call.who()?;
     let request: TxRequest = call.json()?;
     if request.ops.is_empty() {
@@ -569,11 +545,11 @@ pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Jso
     for op in request.ops {
         match op {
             TxRequestOp::Send { queue, message } => {
-                tx.send(queue_name(&s, &call, &queue)?, message.into_message()?);
+                tx.send(queue_name(&call, &queue)?, message.into_message()?);
             }
             TxRequestOp::Ack { queue, group, ids } => {
                 tx.ack(
-                    queue_name(&s, &call, &queue)?,
+                    queue_name(&call, &queue)?,
                     GroupName::new(group)?,
                     ids.into_iter().map(MessageId::from),
                 );
@@ -586,7 +562,7 @@ pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Jso
                 dead_letter,
             } => {
                 tx.nack(
-                    queue_name(&s, &call, &queue)?,
+                    queue_name(&call, &queue)?,
                     GroupName::new(group)?,
                     MessageId::from(id),
                     nack_of(retry_after, dead_letter)?,
@@ -594,44 +570,40 @@ pub async fn transaction(State(s): State<AppState>, call: Call) -> ApiResult<Jso
             }
             TxRequestOp::Put { table, key, value } => {
                 tx.put(
-                    table_name(&s, &call, &table)?,
+                    table_name(&call, &table)?,
                     key,
                     Payload::from_value(&value)?,
                 );
             }
             TxRequestOp::Insert { table, key, value } => {
                 tx.insert(
-                    table_name(&s, &call, &table)?,
+                    table_name(&call, &table)?,
                     key,
                     Payload::from_value(&value)?,
                 );
             }
             TxRequestOp::Delete { table, key } => {
-                tx.delete(table_name(&s, &call, &table)?, key);
+                tx.delete(table_name(&call, &table)?, key);
             }
             TxRequestOp::Expect { table, key, value } => {
                 let value = value.map(Payload::from_json_str).transpose()?;
-                tx.expect(table_name(&s, &call, &table)?, key, value);
+                tx.expect(table_name(&call, &table)?, key, value);
             }
         }
     }
-    let messages = s.hub.broker().commit(tx).await?;
+    let messages = call.state.hub.broker().commit(tx).await?;
     Ok(Json(Sent { messages }))
 }
 
 #[utoipa::path(get, path = "/v1/tables/{table}/record", tag = "records",
     params(("table" = String, Path), ("key" = String, Query)),
     responses((status = 200, description = "The record: its stored JSON text, or null if there is no such record", body = RecordView), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn record(
-    State(s): State<AppState>,
-    Path(table): Path<String>,
-    call: Call,
-) -> ApiResult<Json<RecordView>> {
-    let table = table_name(&s, &call, &table)?;
+pub async fn record(Path(table): Path<String>, call: Call) -> ApiResult<Json<RecordView>> {
+    let table = table_name(&call, &table)?;
     let key = call
         .param("key")
         .ok_or_else(|| ApiError::bad_request("key - required"))?;
-    let value = s.hub.broker().get_record(&table, key).await?;
+    let value = call.state.hub.broker().get_record(&table, key).await?;
     Ok(Json(RecordView {
         key: key.to_owned(),
         value: value.map(|v| v.as_str().to_owned()),
@@ -641,12 +613,8 @@ pub async fn record(
 #[utoipa::path(get, path = "/v1/tables/{table}/records", tag = "records",
     params(("table" = String, Path), ("prefix" = Option<String>, Query), ("from" = Option<String>, Query, description = "First key, included"), ("to" = Option<String>, Query, description = "Stop before this key"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100"), ("reverse" = Option<bool>, Query)),
     responses((status = 200, description = "Records in key order", body = RecordList), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn records(
-    State(s): State<AppState>,
-    Path(table): Path<String>,
-    call: Call,
-) -> ApiResult<Json<RecordList>> {
-    let table = table_name(&s, &call, &table)?;
+pub async fn records(Path(table): Path<String>, call: Call) -> ApiResult<Json<RecordList>> {
+    let table = table_name(&call, &table)?;
     let limit = limit_param(&call)?;
     let mut scan = RecordScan::prefix(call.param("prefix").unwrap_or_default()).limit(limit);
     if let Some(from) = call.param("from") {
@@ -658,7 +626,7 @@ pub async fn records(
     if call.bool_param("reverse")?.unwrap_or(false) {
         scan = scan.reverse();
     }
-    let found = s.hub.broker().scan_records(&table, scan).await?;
+    let found = call.state.hub.broker().scan_records(&table, scan).await?;
     let records = found
         .into_iter()
         .map(|r| RecordView {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -20,7 +20,6 @@ use tokio::sync::{Semaphore, mpsc};
 use super::queues::{MAX_RECEIVE, queue_name};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::request::Call;
-use crate::state::AppState;
 use crate::views::{Credit, DeliveryView};
 
 /// How long one receive inside a stream waits before it looks whether the
@@ -39,20 +38,19 @@ fn parse_credit(call: &Call, name: &str) -> ApiResult<usize> {
     params(("name" = String, Path), ("group" = String, Query), ("consumer" = String, Query), ("credit" = Option<usize>, Query, description = "Messages it may be sent before it asks for more (default 0)")),
     responses((status = 200, description = "One `message` event per delivery; an `error` event if the broker fails", content_type = "text/event-stream", body = DeliveryView), (status = 409, description = "This consumer already has a stream open", body = ErrorBody), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn stream(
-    State(s): State<AppState>,
     Path(name): Path<String>,
     call: Call,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let queue = queue_name(&s, &call, &name)?;
+    let queue = queue_name(&call, &name)?;
     let group = GroupName::new(call.param("group").unwrap_or_default())?;
     let consumer = ConsumerName::new(call.param("consumer").unwrap_or_default())?;
     let credit = parse_credit(&call, "credit")?;
     // Fails now, not inside the stream, if the queue is not there.
-    s.hub.broker().queue_info(&queue).await?;
+    call.state.hub.broker().queue_info(&queue).await?;
     let key = (queue.clone(), group.clone(), consumer.clone());
     let semaphore = Arc::new(Semaphore::new(credit));
     {
-        let mut open = s.streams.lock();
+        let mut open = call.state.streams.lock();
         if open.contains_key(&key) {
             return Err(ApiError::new(
                 axum::http::StatusCode::CONFLICT,
@@ -62,8 +60,8 @@ pub async fn stream(
         open.insert(key.clone(), semaphore.clone());
     }
     let (tx, rx) = mpsc::channel::<Event>(16);
-    let broker = s.hub.broker().clone();
-    let streams = s.streams.clone();
+    let broker = call.state.hub.broker().clone();
+    let streams = call.state.streams.clone();
     tokio::spawn(async move {
         push(&*broker, &queue, &group, &consumer, &semaphore, &tx).await;
         streams.lock().remove(&key);
@@ -154,24 +152,26 @@ pub struct MoreCredit {
 
 #[utoipa::path(post, path = "/v1/queues/{name}/stream/credit", tag = "queues", params(("name" = String, Path)), request_body = MoreCredit,
     responses((status = 200, description = "What the stream may still send", body = Credit), (status = 404, description = "No such stream open", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn credit(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    call: Call,
-) -> ApiResult<Json<Credit>> {
-    let queue = queue_name(&s, &call, &name)?;
+pub async fn credit(Path(name): Path<String>, call: Call) -> ApiResult<Json<Credit>> {
+    let queue = queue_name(&call, &name)?;
     let c: MoreCredit = call.json()?;
     let key = (
         queue,
         GroupName::new(c.group)?,
         ConsumerName::new(c.consumer)?,
     );
-    let semaphore = s.streams.lock().get(&key).cloned().ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "no stream is open for this consumer",
-        )
-    })?;
+    let semaphore = call
+        .state
+        .streams
+        .lock()
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no stream is open for this consumer",
+            )
+        })?;
     if c.credit > Semaphore::MAX_PERMITS - semaphore.available_permits() {
         return Err(ApiError::bad_request("credit - too large"));
     }

@@ -1,6 +1,5 @@
 //! `POST /v1/tokens` (and Amebo's `/v8/tokens`): sessions for applications.
 
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tidings_hub::hub::sessions::{SESSION_TTL_MS, TokenRequest};
@@ -9,14 +8,13 @@ use crate::answer::accepted;
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
 use crate::request::Call;
-use crate::state::AppState;
 use crate::views::Token;
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "auth", request_body = TokenRequest,
     responses((status = 202, description = "A session, also set as the `Authentication` cookie", body = Token), (status = 429, description = "Too many attempts", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
-pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Response> {
+pub async fn create(call: Call) -> ApiResult<Response> {
     if let Some(peer) = call.peer
-        && !s.login_attempts.allow(peer.ip())
+        && !call.state.login_attempts.allow(peer.ip())
     {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -24,7 +22,7 @@ pub async fn create(State(s): State<AppState>, call: Call) -> ApiResult<Response
         ));
     }
     let request: TokenRequest = call.json()?;
-    let token = s.hub.open_session(request).await?;
+    let token = call.state.hub.open_session(request).await?;
     // Secure only when the client reached us over HTTPS (through a proxy):
     // over plain HTTP a Secure cookie would never be sent back.
     let secure = call
