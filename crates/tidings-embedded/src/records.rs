@@ -11,6 +11,7 @@
 //! | groups   | queue id, group name        | [`GroupRecord`]  |
 //! | messages | queue id, seq               | [`MessageRecord`]|
 //! | marks    | queue id, group id, seq     | [`Mark`]         |
+//! | marks    | queue id, group id, id, `r` | [`Receipt`]      |
 //! | dedup    | queue id, dedup id          | [`DedupRecord`]  |
 //! | dead     | queue id, dead-letter seq   | [`DeadRecord`]   |
 //! | records  | table name, 0, record key   | JSON text        |
@@ -67,6 +68,30 @@ pub(crate) enum Mark {
     Retry { count: u32, due: u64 },
     /// Acked, dead-lettered or otherwise finished by this group.
     Done,
+}
+
+/// The deliveries of one receive on a queue with a bound on deliveries,
+/// written before they are handed out, so that a crash in the consumer's
+/// handler cannot undo their counts: one record however many messages the
+/// receive took. It lives only until the engine writes the marks of those
+/// still in flight ([`MARK_DELAY_MS`](crate::state::MARK_DELAY_MS) later)
+/// and deletes it in the same batch; one found at opening is turned into
+/// marks then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Receipt {
+    pub(crate) consumer: String,
+    pub(crate) deadline: u64,
+    /// Each message's seq and delivery count.
+    pub(crate) deliveries: Vec<(u64, u32)>,
+}
+
+/// The last byte of a [`Receipt`]'s key, after the three ids of a mark's.
+pub(crate) const RECEIPT_TAG: u8 = b'r';
+
+pub(crate) fn receipt_key(queue: u64, group: u64, id: u64) -> Vec<u8> {
+    let mut key = mark_key(queue, group, id);
+    key.push(RECEIPT_TAG);
+    key
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

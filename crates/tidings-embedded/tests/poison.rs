@@ -1,7 +1,8 @@
 //! A message that crashes its consumer's process, every time, as soon as it
-//! is handed out: `max_deliveries` still bounds it. Each delivery is written
-//! before the handler runs, so after `max_deliveries` crashes the message
-//! goes to the dead-letter queue and the consumer works again.
+//! is handed out: `max_deliveries` still bounds it. Each receive writes its
+//! deliveries (one receipt for the batch) before the handler runs, so after
+//! `max_deliveries` crashes the message goes to the dead-letter queue and
+//! the consumer works again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +18,8 @@ use tidings_embedded::EmbeddedBroker;
 
 /// Set in the child's environment to the data directory it works in.
 const CHILD_DIR: &str = "TIDINGS_POISON_CHILD_DIR";
+/// Set in the child's environment to how many messages a receive takes.
+const CHILD_BATCH: &str = "TIDINGS_POISON_CHILD_BATCH";
 
 const MAX_DELIVERIES: u32 = 3;
 
@@ -44,17 +47,20 @@ fn poison_child() {
         let broker = EmbeddedBroker::open(&dir).unwrap();
         let (queue, group) = names();
         let me = ConsumerName::new("worker").unwrap();
+        let batch = std::env::var(CHILD_BATCH).unwrap().parse().unwrap();
         loop {
             // Longer than the visibility timeout: a delivery left by a crash comes back.
-            let options = ReceiveOptions::new(1, Duration::from_millis(1500));
+            let options = ReceiveOptions::new(batch, Duration::from_millis(1500));
             let got = broker.receive(&queue, &group, &me, options).await.unwrap();
-            let Some(d) = got.into_iter().next() else {
+            if got.is_empty() {
                 break;
-            };
-            if d.payload.json::<serde_json::Value>().unwrap()["poison"] == true {
-                std::process::abort();
             }
-            broker.ack(&queue, &group, &[d.id]).await.unwrap();
+            for d in got {
+                if d.payload.json::<serde_json::Value>().unwrap()["poison"] == true {
+                    std::process::abort();
+                }
+                broker.ack(&queue, &group, &[d.id]).await.unwrap();
+            }
         }
         broker.close();
     });
@@ -62,12 +68,32 @@ fn poison_child() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_crashes_its_consumer_is_dead_lettered_after_max_deliveries() {
+    // One message per receive: the poison between two good ones.
+    crash_until_dead_lettered(
+        1,
+        [json!({"n": 1}), json!({"poison": true}), json!({"n": 2})],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_crashes_its_consumer_in_a_batch_is_dead_lettered_after_max_deliveries() {
+    // The whole batch in one receive (one receipt): the good ones are acked
+    // before the poison crashes the process.
+    crash_until_dead_lettered(
+        3,
+        [json!({"n": 1}), json!({"n": 2}), json!({"poison": true})],
+    )
+    .await;
+}
+
+async fn crash_until_dead_lettered(batch: usize, sent: [serde_json::Value; 3]) {
     let dir = tempfile::tempdir().unwrap();
     let (queue, group) = names();
     {
         let broker = EmbeddedBroker::open(dir.path()).unwrap();
         broker.create_queue(&queue, config()).await.unwrap();
-        let messages = [json!({"n": 1}), json!({"poison": true}), json!({"n": 2})]
+        let messages = sent
             .iter()
             .map(|v| OutgoingMessage::json(v).unwrap())
             .collect();
@@ -77,6 +103,7 @@ async fn a_message_that_crashes_its_consumer_is_dead_lettered_after_max_deliveri
     let mut crashes = 0;
     loop {
         let status = common::child("poison_child", CHILD_DIR, dir.path())
+            .env(CHILD_BATCH, batch.to_string())
             .status()
             .unwrap();
         if status.success() {

@@ -13,7 +13,7 @@ pub(crate) use queue::{GiveBack, QueueState};
 
 use crate::records::{
     DeadRecord, DedupRecord, FORMAT, GroupRecord, META_FORMAT, META_SEQ, Mark, MessageRecord,
-    QueueRecord, decode, split_key, u64_value,
+    QueueRecord, RECEIPT_TAG, Receipt, decode, encode, mark_key, split_key, u64_value,
 };
 use crate::store::{Batch, Sent, Space, Store};
 
@@ -57,13 +57,15 @@ impl SeqAlloc {
 /// How long a delivery may stay unwritten: one acked sooner is never written.
 pub(crate) const MARK_DELAY_MS: u64 = 100;
 
-/// A delivery whose mark is not written yet.
-pub(crate) struct DeferredMark {
+/// The deliveries of one receive whose marks are not written yet (and the
+/// key of their receipt, if the receive wrote one).
+pub(crate) struct DeferredMarks {
     pub(crate) at: u64,
     pub(crate) queue: QueueName,
     pub(crate) queue_id: u64,
     pub(crate) group: GroupName,
-    pub(crate) seq: u64,
+    pub(crate) seqs: Vec<u64>,
+    pub(crate) receipt: Option<Vec<u8>>,
 }
 
 /// Messages read before the engine's lock, by queue id and seq.
@@ -76,7 +78,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) seq: &'a mut SeqAlloc,
     pub(crate) now: u64,
     /// Deliveries to write later, if still in flight.
-    pub(crate) deferred: &'a mut VecDeque<DeferredMark>,
+    pub(crate) deferred: &'a mut VecDeque<DeferredMarks>,
     /// New messages, made visible after the batch is written or synced.
     pub(crate) sent: Vec<Sent>,
     /// Messages read before the lock was taken, by queue id and seq: what
@@ -101,27 +103,34 @@ pub(crate) struct State {
     pub(crate) queues: BTreeMap<QueueName, QueueState>,
     pub(crate) seq: SeqAlloc,
     /// Deliveries made no longer than `MARK_DELAY_MS` ago, oldest first.
-    pub(crate) deferred: VecDeque<DeferredMark>,
+    pub(crate) deferred: VecDeque<DeferredMarks>,
 }
 
 impl State {
     /// Writes the marks of deliveries made at or before `up_to` that are
-    /// still in flight, so they survive a restart.
+    /// still in flight, so they survive a restart, and deletes their
+    /// receipts in the same batch.
     pub(crate) fn flush_deferred(&mut self, up_to: u64, batch: &mut Batch) {
         while self.deferred.front().is_some_and(|d| d.at <= up_to) {
             let Some(d) = self.deferred.pop_front() else {
                 break;
             };
+            if let Some(key) = d.receipt {
+                batch.delete(Space::Marks, key);
+            }
             let Some(q) = self.queues.get_mut(&d.queue) else {
                 continue;
             };
             if q.id() != d.queue_id {
                 continue;
             }
-            if let Some(g) = q.groups.get_mut(&d.group)
-                && let Some(mark) = g.delivery_mark(d.seq)
-            {
-                g.put_mark(d.queue_id, d.seq, &mark, batch);
+            let Some(g) = q.groups.get_mut(&d.group) else {
+                continue;
+            };
+            for seq in d.seqs {
+                if let Some(mark) = g.delivery_mark(seq) {
+                    g.put_mark(d.queue_id, seq, &mark, batch);
+                }
             }
         }
     }
@@ -134,8 +143,8 @@ impl State {
         let mut loader = Loader::default();
         loader.queues(store)?;
         loader.groups(store)?;
-        let mut marks = loader.marks(store)?;
-        loader.messages(store, &mut marks, now)?;
+        let mut marks = loader.marks(store, &mut batch)?;
+        loader.messages(store, &mut marks, &mut batch, now)?;
         loader.dedup(store)?;
         loader.dead(store)?;
         for q in loader.queues.values_mut() {
@@ -184,8 +193,9 @@ fn load_meta(store: &dyn Store, batch: &mut Batch) -> Result<u64> {
     Ok(reserved)
 }
 
-/// Marks by queue id, group id and seq, as found in the store.
-type Marks = BTreeMap<(u64, u64, u64), Mark>;
+/// Marks by queue id, group id and seq, as found in the store; `true` for
+/// those made from receipts, to be written.
+type Marks = BTreeMap<(u64, u64, u64), (Mark, bool)>;
 
 /// The index as it is rebuilt, one record family after another.
 #[derive(Default)]
@@ -236,18 +246,54 @@ impl Loader {
         })
     }
 
-    fn marks(&mut self, store: &dyn Store) -> Result<Marks> {
+    /// The marks, with the deliveries of receipts (whose marks were not
+    /// written yet when the engine stopped) made marks; the receipts are
+    /// deleted.
+    fn marks(&mut self, store: &dyn Store, batch: &mut Batch) -> Result<Marks> {
         let mut marks = Marks::new();
+        let mut receipts = Vec::new();
         store.scan(Space::Marks, &mut |k, v| {
-            let ([qid, gid, seq], _) = split_key::<3>("marks", k)?;
-            marks.insert((qid, gid, seq), decode("mark", v)?);
+            let ([qid, gid, id], rest) = split_key::<3>("marks", k)?;
+            if rest == [RECEIPT_TAG] {
+                self.max_seen = self.max_seen.max(id);
+                let receipt: Receipt = decode("receipt", v)?;
+                receipts.push((qid, gid, receipt));
+                batch.delete(Space::Marks, k.to_vec());
+            } else {
+                marks.insert((qid, gid, id), (decode("mark", v)?, false));
+            }
             Ok(())
         })?;
+        for (qid, gid, receipt) in receipts {
+            for (seq, count) in receipt.deliveries {
+                let known = match marks.get(&(qid, gid, seq)) {
+                    Some((Mark::Done, _)) => continue,
+                    Some((Mark::Delivered { count: c, .. } | Mark::Retry { count: c, .. }, _)) => {
+                        *c
+                    }
+                    None => 0,
+                };
+                if count > known {
+                    let mark = Mark::Delivered {
+                        count,
+                        deadline: receipt.deadline,
+                        consumer: receipt.consumer.clone(),
+                    };
+                    marks.insert((qid, gid, seq), (mark, true));
+                }
+            }
+        }
         Ok(marks)
     }
 
     /// Each message, and where it stands for each group (by its mark).
-    fn messages(&mut self, store: &dyn Store, marks: &mut Marks, now: u64) -> Result<()> {
+    fn messages(
+        &mut self,
+        store: &dyn Store,
+        marks: &mut Marks,
+        batch: &mut Batch,
+        now: u64,
+    ) -> Result<()> {
         store.scan(Space::Messages, &mut |k, v| {
             let ([qid, seq], _) = split_key::<2>("messages", k)?;
             self.max_seen = self.max_seen.max(seq);
@@ -260,7 +306,12 @@ impl Loader {
             for g in q.groups.values_mut() {
                 if meta.for_group(g.id) {
                     meta.owe_one_more();
-                    let mark = marks.remove(&(qid, g.id, seq));
+                    let mark = marks.remove(&(qid, g.id, seq)).map(|(mark, from_receipt)| {
+                        if from_receipt {
+                            batch.put(Space::Marks, mark_key(qid, g.id, seq), encode(&mark));
+                        }
+                        mark
+                    });
                     place(g, seq, mark, &mut meta, now)?;
                 }
             }
@@ -333,4 +384,68 @@ fn place(
         None => g.schedule(seq, meta.deliver_at(), now),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::receipt_key;
+    use crate::store::{Wait, memory::MemoryStore};
+
+    fn delivered(count: u32) -> Mark {
+        Mark::Delivered {
+            count,
+            deadline: 7,
+            consumer: "c".to_owned(),
+        }
+    }
+
+    /// A receipt found at opening (the engine stopped before the marks of
+    /// its deliveries were written) counts: it raises a count a mark has
+    /// lower, never undoes a finished delivery, and is deleted.
+    #[test]
+    fn receipts_found_at_opening_become_marks() {
+        let store = MemoryStore::default();
+        let mut batch = Batch::default();
+        let mut put_mark = |seq, mark: &Mark| {
+            batch.put(Space::Marks, mark_key(1, 2, seq), encode(mark));
+        };
+        put_mark(10, &delivered(1));
+        put_mark(12, &Mark::Done);
+        put_mark(13, &Mark::Retry { count: 4, due: 0 });
+        let receipt = Receipt {
+            consumer: "c".to_owned(),
+            deadline: 7,
+            deliveries: vec![(10, 2), (11, 1), (12, 3), (13, 4)],
+        };
+        batch.put(Space::Marks, receipt_key(1, 2, 99), encode(&receipt));
+        drop(store.submit(batch, Wait::Written));
+
+        let mut loader = Loader::default();
+        let mut batch = Batch::default();
+        let marks = loader.marks(&store, &mut batch).unwrap_or_default();
+        let mark = |seq| marks.get(&(1, 2, seq)).cloned();
+        assert_eq!(mark(10), Some((delivered(2), true)), "a later delivery");
+        assert_eq!(mark(11), Some((delivered(1), true)), "no mark yet");
+        assert_eq!(
+            mark(12),
+            Some((Mark::Done, false)),
+            "finished stays finished"
+        );
+        assert_eq!(
+            mark(13),
+            Some((Mark::Retry { count: 4, due: 0 }, false)),
+            "the mark is as new as the receipt"
+        );
+        assert_eq!(loader.max_seen, 99, "ids are not reused");
+        assert!(
+            batch
+                .ops
+                .iter()
+                .any(|(space, key, value)| *space == Space::Marks
+                    && *key == receipt_key(1, 2, 99)
+                    && value.is_none()),
+            "the receipt is deleted"
+        );
+    }
 }

@@ -16,10 +16,10 @@ use tidings_core::{
 
 use super::group::GroupState;
 use super::seqmap::SeqMap;
-use super::{Ctx, DeferredMark};
+use super::{Ctx, DeferredMarks};
 use crate::records::{
-    DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, decode, encode,
-    named_key, seq_key,
+    DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, Receipt, decode,
+    encode, named_key, receipt_key, seq_key,
 };
 use crate::store::Space;
 
@@ -514,27 +514,37 @@ impl QueueState {
                 break;
             };
             let count = g.deliver(seq, consumer, deadline, ctx.now);
-            if record_now {
-                // Written before the consumer gets it: a crash in its
-                // handler cannot undo the count, so max_deliveries bounds
-                // a message that crashes its consumer.
-                if let Some(mark) = g.delivery_mark(seq) {
-                    g.put_mark(qid, seq, &mark, ctx.batch);
-                }
-            } else {
-                // Written only if still in flight a moment from now: most
-                // are acked first, and then cost no write at all.
-                ctx.deferred.push_back(DeferredMark {
-                    at: ctx.now,
-                    queue: self.name.clone(),
-                    queue_id: qid,
-                    group: group.clone(),
-                    seq,
-                });
-            }
             taken.push((seq, count));
         }
         self.make_ready(group, expired_unread);
+        if let Some(gid) = self.groups.get(group).map(|g| g.id)
+            && !taken.is_empty()
+        {
+            // The marks are written only for deliveries still in flight a
+            // moment from now: most are acked first, and then cost no
+            // write at all. With a bound on deliveries, a receipt of them
+            // all is written before the consumer gets them, so a crash in
+            // its handler cannot undo the counts: max_deliveries bounds a
+            // message that crashes its consumer.
+            let receipt = record_now.then(|| {
+                let key = receipt_key(qid, gid, ctx.seq.next(ctx.batch));
+                let receipt = Receipt {
+                    consumer: consumer.to_string(),
+                    deadline,
+                    deliveries: taken.clone(),
+                };
+                ctx.batch.put(Space::Marks, key.clone(), encode(&receipt));
+                key
+            });
+            ctx.deferred.push_back(DeferredMarks {
+                at: ctx.now,
+                queue: self.name.clone(),
+                queue_id: qid,
+                group: group.clone(),
+                seqs: taken.iter().map(|(seq, _)| *seq).collect(),
+                receipt,
+            });
+        }
         Ok(taken)
     }
 
