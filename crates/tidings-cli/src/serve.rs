@@ -9,7 +9,7 @@ use clap::Args;
 use tidings::Broker;
 use tidings_hub::{DeliveryConfig, Hub, HubConfig};
 use tidings_server::{AuthConfig, Server, ServerConfig};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Options of `tidings serve`.
 #[derive(Debug, Args)]
@@ -72,11 +72,12 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
         mode = if protected { "protected (loopback callers are admin)" } else { "admin key required" },
         "tidings serve is listening"
     );
-    let (stop, stopped) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests and delivery attempts");
-        let _ = stop.send(true);
+        stop.cancel();
     });
     server.run(stopped).await?;
     Ok(())

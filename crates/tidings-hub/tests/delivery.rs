@@ -17,7 +17,7 @@ use tidings_hub::model::GistStatus;
 use tidings_hub::{DeliveryConfig, Dispatcher, Hub, HubConfig, Principal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -80,10 +80,10 @@ async fn publish(hub: &Hub) -> String {
     published.view.event
 }
 
-fn start(hub: &Hub) -> watch::Sender<bool> {
-    let (stop, stopped) = watch::channel(false);
+fn start(hub: &Hub) -> CancellationToken {
+    let stop = CancellationToken::new();
     let dispatcher = Dispatcher::new(hub.clone(), DeliveryConfig::default()).unwrap();
-    tokio::spawn(dispatcher.run(stopped));
+    tokio::spawn(dispatcher.run(stop.clone()));
     stop
 }
 
@@ -142,7 +142,7 @@ async fn a_failed_attempt_records_its_gist_and_its_retry_together() {
     let gist = hub.gist(&format!("{event}.{sub}")).await.unwrap();
     assert_eq!(gist.status, GistStatus::Retrying);
     assert_eq!(gist.attempts, 1);
-    stop.send(true).unwrap();
+    stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,5 +167,5 @@ async fn a_delivery_to_a_subscriber_deactivated_meanwhile_waits_instead_of_stayi
         g.delayed == 1 && g.pending == 0
     })
     .await;
-    stop.send(true).unwrap();
+    stop.cancel();
 }

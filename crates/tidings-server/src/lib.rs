@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 
 use tidings_hub::{DeliveryConfig, Dispatcher, Hub};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use auth::AuthConfig;
 pub use routes::router;
@@ -116,13 +116,13 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` turns true, then stops taking requests, lets
-    /// in-flight requests and delivery attempts finish, and returns.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    /// Serves until `shutdown` is cancelled, then stops taking requests,
+    /// lets in-flight requests and delivery attempts finish, and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let streams = self.state.streams.clone();
         let app = router(self.state).layer(axum::middleware::from_fn(middleware::common_headers));
         let delivery = tokio::spawn(self.dispatcher.run(shutdown.clone()));
-        let mut until = shutdown;
+        let until = shutdown;
         // Small answers (a long poll's wake-up, a streamed event) must not
         // wait for Nagle's algorithm and the peer's delayed ack.
         let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
@@ -135,7 +135,7 @@ impl Server {
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
-            let _ = until.wait_for(|s| *s).await;
+            until.cancelled().await;
             // Streams never end on their own: end them, or shutdown would wait forever.
             streams.close_all();
         })

@@ -10,11 +10,11 @@ use tidings_core::Broker;
 use tidings_embedded::EmbeddedBroker;
 use tidings_hub::{Hub, HubConfig};
 use tidings_server::{Server, ServerConfig};
-use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub struct TestServer {
     pub url: String,
-    _stop: watch::Sender<bool>,
+    _stop: DropGuard,
 }
 
 impl TestServer {
@@ -37,8 +37,12 @@ impl TestServer {
         };
         let server = Server::bind(hub, config).await.unwrap();
         let url = format!("http://{}", server.local_addr().unwrap());
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         tokio::spawn(async move { server.run(stopped).await });
-        Self { url, _stop: stop }
+        Self {
+            url,
+            _stop: stop.drop_guard(),
+        }
     }
 }

@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tidings_patterns::{BreakerConfig, CircuitBreaker};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{HubError, HubResult};
 use crate::hub::Hub;
@@ -93,13 +94,14 @@ impl Dispatcher {
         })
     }
 
-    /// Runs until `stop` turns true: starts lanes for active subscriptions,
-    /// stops those of removed or deactivated ones, and lets in-flight attempts
-    /// finish before returning.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Runs until `stop` is cancelled: starts lanes for active
+    /// subscriptions, stops those of removed or deactivated ones (each
+    /// subscription's lanes share a child token of `stop`), and lets
+    /// in-flight attempts finish before returning.
+    pub async fn run(self, stop: CancellationToken) {
         let mut changes = self.shared.hub.changes();
         // Keyed by what the lanes depend on: a change of it restarts them.
-        let mut running: HashMap<(String, bool, usize), watch::Sender<bool>> = HashMap::new();
+        let mut running: HashMap<(String, bool, usize), CancellationToken> = HashMap::new();
         let mut lanes = JoinSet::new();
         let default_lanes = self.shared.config.per_subscription.max(1);
         loop {
@@ -121,7 +123,7 @@ impl Dispatcher {
             running.retain(|key, halt| {
                 let keep = wanted.contains(key);
                 if !keep {
-                    let _ = halt.send(true);
+                    halt.cancel();
                 }
                 keep
             });
@@ -129,14 +131,14 @@ impl Dispatcher {
                 if running.contains_key(&key) {
                     continue;
                 }
-                let (halt, halted) = watch::channel(false);
+                let halt = stop.child_token();
                 for lane in 0..key.2 {
                     lanes.spawn(worker::lane(
                         self.shared.clone(),
                         key.0.clone(),
                         key.1,
                         lane,
-                        halted.clone(),
+                        halt.clone(),
                     ));
                 }
                 running.insert(key, halt);
@@ -145,11 +147,11 @@ impl Dispatcher {
             while lanes.try_join_next().is_some() {}
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { break },
-                _ = stop.wait_for(|s| *s) => break,
+                () = stop.cancelled() => break,
             }
         }
         for halt in running.values() {
-            let _ = halt.send(true);
+            halt.cancel();
         }
         while lanes.join_next().await.is_some() {}
     }

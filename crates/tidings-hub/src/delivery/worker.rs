@@ -7,7 +7,7 @@ use serde_json::json;
 use tidings_core::{
     ConsumerName, DeadLetterSelection, Delivery, Nack, ReceiveOptions, Transaction,
 };
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::schedule::{jitter_unit, retry_delay};
@@ -34,7 +34,7 @@ pub(super) async fn lane(
     sub_id: String,
     ordered: bool,
     number: usize,
-    mut halted: watch::Receiver<bool>,
+    halted: CancellationToken,
 ) {
     let hub = &shared.hub;
     let tables = &hub.inner.tables;
@@ -52,13 +52,13 @@ pub(super) async fn lane(
                 .groups
                 .iter()
                 .any(|g| g.name == tables.group && g.pending > 0)
-            && pause(&mut halted, info.config.visibility_timeout).await
+            && pause(&halted, info.config.visibility_timeout).await
         {
             return;
         }
     }
     loop {
-        if *halted.borrow() {
+        if halted.is_cancelled() {
             return;
         }
         // While the endpoint's breaker is open, wait rather than take work.
@@ -66,21 +66,21 @@ pub(super) async fn lane(
         if let Ok(endpoint) = endpoint
             && let Err(rejected) = shared.breaker(&endpoint).ready()
         {
-            if pause(&mut halted, rejected.retry_after).await {
+            if pause(&halted, rejected.retry_after).await {
                 return;
             }
             continue;
         }
         let received = tokio::select! {
             r = hub.broker().receive(&queue, &tables.group, &consumer, ReceiveOptions::new(1, RECEIVE_WAIT)) => r,
-            _ = halted.wait_for(|h| *h) => return,
+            () = halted.cancelled() => return,
         };
         let deliveries = match received {
             Ok(d) => d,
             Err(tidings_core::Error::QueueNotFound(_)) => return,
             Err(e) => {
                 tracing::warn!(subscription = %sub_id, error = %e, "receive failed");
-                if pause(&mut halted, ERROR_PAUSE).await {
+                if pause(&halted, ERROR_PAUSE).await {
                     return;
                 }
                 continue;
@@ -95,7 +95,7 @@ pub(super) async fn lane(
                 }
             };
             if let Some(wait) = wait.filter(|_| ordered)
-                && pause(&mut halted, wait).await
+                && pause(&halted, wait).await
             {
                 return;
             }
@@ -104,12 +104,11 @@ pub(super) async fn lane(
 }
 
 /// Sleeps unless halted first; returns whether it was halted.
-async fn pause(halted: &mut watch::Receiver<bool>, wait: Duration) -> bool {
-    let slept = tokio::select! {
-        _ = tokio::time::sleep(wait) => true,
-        _ = halted.wait_for(|h| *h) => false,
-    };
-    !slept || *halted.borrow()
+async fn pause(halted: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => halted.is_cancelled(),
+        () = halted.cancelled() => true,
+    }
 }
 
 /// What an attempt works on, once found.

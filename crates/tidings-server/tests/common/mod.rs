@@ -16,15 +16,16 @@ use serde_json::Value;
 use tidings_core::Broker;
 use tidings_hub::{DeliveryConfig, Hub, HubConfig};
 use tidings_server::{AuthConfig, Server, ServerConfig};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Long enough that only a failure hits it.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
 pub struct TestServer {
     pub base: String,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
     pub hub: Hub,
 }
@@ -62,7 +63,8 @@ impl TestServer {
         };
         let server = Server::bind(hub.clone(), config).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let task = tokio::spawn(async move {
             server.run(stopped).await.unwrap();
         });
@@ -76,7 +78,7 @@ impl TestServer {
 
     /// Stops gracefully and waits until it has.
     pub async fn stop(self) {
-        self.stop.send(true).unwrap();
+        self.stop.cancel();
         self.task.await.unwrap();
     }
 }
