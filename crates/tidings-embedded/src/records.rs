@@ -10,6 +10,7 @@
 //! | queues   | queue name                  | [`QueueRecord`]  |
 //! | groups   | queue id, group name        | [`GroupRecord`]  |
 //! | messages | queue id, seq               | [`MessageRecord`]|
+//! | requeued | queue id, seq               | [`MessageRecord`] (requeued from the dead letters) |
 //! | marks    | queue id, group id, seq     | [`Mark`]         |
 //! | marks    | queue id, group id, id, `r` | [`Receipt`]      |
 //! | dedup    | queue id, dedup id          | [`DedupRecord`]  |

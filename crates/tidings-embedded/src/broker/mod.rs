@@ -312,7 +312,7 @@ impl EmbeddedBroker {
         for ((_, seqs), qid) in wanted.iter().zip(ids) {
             let Some(qid) = qid else { continue };
             for &seq in seqs {
-                if let Some(bytes) = self.inner.store.get(Space::Messages, &seq_key(qid, seq))? {
+                if let Some(bytes) = self.stored_message(qid, seq)? {
                     read.insert((qid, seq), decode("message", &bytes)?);
                 }
             }
@@ -372,7 +372,7 @@ impl EmbeddedBroker {
             let mut bytes = 0;
             for seq in due {
                 // Gone meanwhile (acked, purged): its expiry went with it.
-                if let Some(value) = self.inner.store.get(Space::Messages, &seq_key(qid, seq))? {
+                if let Some(value) = self.stored_message(qid, seq)? {
                     let record: MessageRecord = decode("message", &value)?;
                     bytes += value.len();
                     read.insert((qid, seq), record);
@@ -392,6 +392,17 @@ impl EmbeddedBroker {
         }
     }
 
+    /// A message's record, read outside the lock (where its index record,
+    /// which says in which space it is, cannot be looked at): among the
+    /// messages, or else among those requeued from the dead letters.
+    fn stored_message(&self, qid: u64, seq: u64) -> Result<Option<Vec<u8>>> {
+        let key = seq_key(qid, seq);
+        match self.inner.store.get(Space::Messages, &key)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => self.inner.store.get(Space::Requeued, &key),
+        }
+    }
+
     /// Reads delivered messages from the store, outside the lock. A message
     /// deleted meanwhile (purge, queue deletion) is no longer deliverable and
     /// is left out.
@@ -403,7 +414,7 @@ impl EmbeddedBroker {
     ) -> Result<Vec<Delivery>> {
         let mut deliveries = Vec::with_capacity(taken.len());
         for (seq, delivery_count) in taken {
-            let Some(bytes) = self.inner.store.get(Space::Messages, &seq_key(qid, seq))? else {
+            let Some(bytes) = self.stored_message(qid, seq)? else {
                 continue;
             };
             let record: MessageRecord = decode("message", &bytes)?;

@@ -83,7 +83,7 @@ pub(super) fn enqueue(
         headers: message.headers.into_iter().collect(),
         payload: message.payload.as_str().to_owned(),
     };
-    let seq = q.insert_message(&record, ctx);
+    let seq = q.insert_message(&record, Space::Messages, ctx);
     if let Some(id) = record.dedup_id {
         q.remember_dedup(id, seq, ctx);
     }
@@ -391,7 +391,7 @@ impl Broker for EmbeddedBroker {
                         only_group: dead.group.as_deref().and_then(|g| q.group_id_of(g)),
                         ..dead.message
                     };
-                    seqs.push(q.insert_message(&record, ctx));
+                    seqs.push(q.insert_message(&record, Space::Requeued, ctx));
                 }
                 let count = seqs.len() as u64;
                 ctx.sent.push((name.clone(), qid, seqs));

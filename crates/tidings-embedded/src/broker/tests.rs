@@ -295,3 +295,73 @@ fn the_write_budget_bounds_the_memory_of_producers_faster_than_the_disk() {
         "{unbounded} KiB without a budget, {bounded} KiB with one"
     );
 }
+
+/// How many records a space of the broker's store holds.
+fn stored(broker: &EmbeddedBroker, space: Space) -> usize {
+    let mut n = 0;
+    broker
+        .inner
+        .store
+        .scan(space, &mut |_, _| {
+            n += 1;
+            Ok(())
+        })
+        .expect("scanned");
+    n
+}
+
+/// Requeued dead letters are stored apart from the messages (so a bulk
+/// requeue does not flush the messages' memtable over and over), are found
+/// there after a restart, and leave nothing behind once acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeued_dead_letters_live_apart_survive_a_restart_and_go_when_acked() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let queue = QueueName::new("jobs").expect("valid");
+    let group = GroupName::new("workers").expect("valid");
+    let me = ConsumerName::new("w1").expect("valid");
+    let options = ReceiveOptions::new(10, Duration::ZERO);
+    {
+        let broker = EmbeddedBroker::open(dir.path()).expect("opened");
+        broker
+            .create_queue(&queue, QueueConfig::default())
+            .await
+            .expect("created");
+        for n in 0..3 {
+            let message = OutgoingMessage::json(&serde_json::json!({ "n": n })).expect("json");
+            broker.send(&queue, message).await.expect("sent");
+        }
+        let got = broker
+            .receive(&queue, &group, &me, options)
+            .await
+            .expect("received");
+        let ids: Vec<_> = got.iter().map(|d| d.id.clone()).collect();
+        let nack = Nack::DeadLetter {
+            reason: "bad".into(),
+        };
+        let nacked = broker.nack_many(&queue, &group, &ids, nack).await;
+        assert_eq!(nacked.expect("nacked"), 3);
+        let requeued = broker
+            .requeue_dead_letters(&queue, DeadLetterSelection::All)
+            .await;
+        assert_eq!(requeued.expect("requeued"), 3);
+        assert_eq!(stored(&broker, Space::Requeued), 3);
+        assert_eq!(stored(&broker, Space::Messages), 0);
+        broker.close();
+    }
+    let broker = EmbeddedBroker::open(dir.path()).expect("reopened");
+    let got = broker
+        .receive(&queue, &group, &me, options)
+        .await
+        .expect("received");
+    let mut payloads: Vec<_> = got
+        .iter()
+        .map(|d| d.payload.json::<serde_json::Value>().expect("json")["n"].clone())
+        .collect();
+    payloads.sort_by_key(|n| n.as_u64());
+    assert_eq!(payloads, [0, 1, 2]);
+    let ids: Vec<_> = got.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(broker.ack(&queue, &group, &ids).await.expect("acked"), 3);
+    assert_eq!(stored(&broker, Space::Requeued), 0, "acked: deleted");
+    assert_eq!(broker.queue_info(&queue).await.expect("info").length, 0);
+    broker.close();
+}

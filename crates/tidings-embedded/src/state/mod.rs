@@ -144,7 +144,9 @@ impl State {
         loader.queues(store)?;
         loader.groups(store)?;
         let mut marks = loader.marks(store, &mut batch)?;
-        loader.messages(store, &mut marks, &mut batch, now)?;
+        for space in [Space::Messages, Space::Requeued] {
+            loader.messages(store, space, &mut marks, &mut batch, now)?;
+        }
         loader.dedup(store)?;
         loader.dead(store)?;
         for q in loader.queues.values_mut() {
@@ -290,18 +292,19 @@ impl Loader {
     fn messages(
         &mut self,
         store: &dyn Store,
+        space: Space,
         marks: &mut Marks,
         batch: &mut Batch,
         now: u64,
     ) -> Result<()> {
-        store.scan(Space::Messages, &mut |k, v| {
+        store.scan(space, &mut |k, v| {
             let ([qid, seq], _) = split_key::<2>("messages", k)?;
             self.max_seen = self.max_seen.max(seq);
             let Some(q) = self.queue_mut(qid) else {
                 return Ok(());
             };
             let record: MessageRecord = decode("message", v)?;
-            let mut meta = queue::MsgMeta::from_record(&record);
+            let mut meta = queue::MsgMeta::from_record(&record, space);
             meta.make_visible();
             for g in q.groups.values_mut() {
                 if meta.for_group(g.id) {

@@ -47,19 +47,24 @@ struct Rare {
     expires_at: Option<u64>,
     deliver_at: Option<u64>,
     only_group: Option<u64>,
+    /// Stored in [`Space::Requeued`] rather than [`Space::Messages`].
+    requeued: bool,
 }
 
 impl MsgMeta {
-    pub(crate) fn from_record(r: &MessageRecord) -> Self {
+    /// The index record of `r`, stored in `space`.
+    pub(crate) fn from_record(r: &MessageRecord, space: Space) -> Self {
         let rare = Rare {
             expires_at: r.expires_at,
             deliver_at: r.deliver_at,
             only_group: r.only_group,
+            requeued: space == Space::Requeued,
         };
         let plain = Rare {
             expires_at: None,
             deliver_at: None,
             only_group: None,
+            requeued: false,
         };
         Self {
             bits: r.enqueued_at.min(TIME_MASK),
@@ -104,6 +109,15 @@ impl MsgMeta {
 
     pub(crate) fn deliver_at(&self) -> Option<u64> {
         self.rare.as_ref().and_then(|r| r.deliver_at)
+    }
+
+    /// Where its record is stored.
+    pub(crate) fn space(&self) -> Space {
+        if self.rare.as_ref().is_some_and(|r| r.requeued) {
+            Space::Requeued
+        } else {
+            Space::Messages
+        }
     }
 
     pub(crate) fn for_group(&self, group: u64) -> bool {
@@ -193,12 +207,20 @@ impl QueueState {
         self.dedup.insert(id, record);
     }
 
-    /// Stores a new (still invisible) message under a new seq, which it returns.
-    pub(crate) fn insert_message(&mut self, record: &MessageRecord, ctx: &mut Ctx<'_>) -> u64 {
+    /// Stores a new (still invisible) message under a new seq, which it
+    /// returns, in `space` ([`Space::Messages`], or [`Space::Requeued`] for
+    /// a dead letter requeued).
+    pub(crate) fn insert_message(
+        &mut self,
+        record: &MessageRecord,
+        space: Space,
+        ctx: &mut Ctx<'_>,
+    ) -> u64 {
         let seq = ctx.seq.next(ctx.batch);
         ctx.batch
-            .put(Space::Messages, seq_key(self.id(), seq), encode(record));
-        self.messages.insert(seq, MsgMeta::from_record(record));
+            .put(space, seq_key(self.id(), seq), encode(record));
+        self.messages
+            .insert(seq, MsgMeta::from_record(record, space));
         seq
     }
 
@@ -282,7 +304,7 @@ impl QueueState {
             return;
         };
         let qid = self.id();
-        ctx.batch.delete(Space::Messages, seq_key(qid, seq));
+        ctx.batch.delete(meta.space(), seq_key(qid, seq));
         for g in self.groups.values_mut() {
             g.forget(seq);
             g.drop_mark(qid, seq, ctx.batch);
@@ -301,7 +323,11 @@ impl QueueState {
             return Ok(message.clone());
         }
         let key = seq_key(self.id(), seq);
-        match ctx.store.get(Space::Messages, &key)? {
+        let space = self
+            .messages
+            .get(seq)
+            .map_or(Space::Messages, MsgMeta::space);
+        match ctx.store.get(space, &key)? {
             Some(bytes) => decode("message", &bytes),
             None => Err(tidings_core::Error::Corrupt {
                 location: format!("queue {:?} message {seq}", self.name.as_str()),
@@ -796,7 +822,7 @@ mod tests {
             headers: Vec::new(),
             payload: "1".into(),
         };
-        let mut meta = MsgMeta::from_record(&record);
+        let mut meta = MsgMeta::from_record(&record, Space::Messages);
         assert!(!meta.visible());
         assert_eq!(meta.owed(), 0);
         meta.make_visible();

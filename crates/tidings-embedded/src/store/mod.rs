@@ -25,6 +25,10 @@ pub(crate) enum Space {
     Queues,
     Groups,
     Messages,
+    /// Messages requeued from the dead letters: a space of their own, so a
+    /// bulk requeue fills its memtable instead of flushing the messages'
+    /// one over and over (docs/decisions/0013).
+    Requeued,
     Marks,
     Dedup,
     Dead,
@@ -32,11 +36,12 @@ pub(crate) enum Space {
 }
 
 impl Space {
-    pub(crate) const ALL: [Space; 8] = [
+    pub(crate) const ALL: [Space; 9] = [
         Space::Meta,
         Space::Queues,
         Space::Groups,
         Space::Messages,
+        Space::Requeued,
         Space::Marks,
         Space::Dedup,
         Space::Dead,
@@ -49,6 +54,7 @@ impl Space {
             Space::Queues => "queues",
             Space::Groups => "groups",
             Space::Messages => "messages",
+            Space::Requeued => "requeued",
             Space::Marks => "marks",
             Space::Dedup => "dedup",
             Space::Dead => "dead",
