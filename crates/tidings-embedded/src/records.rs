@@ -10,7 +10,7 @@
 //! | queues   | queue name                  | [`QueueRecord`]  |
 //! | groups   | queue id, group name        | [`GroupRecord`]  |
 //! | messages | queue id, seq               | [`MessageRecord`]|
-//! | requeued | queue id, seq               | [`MessageRecord`] (requeued from the dead letters) |
+//! | requeued | queue id, seq               | [`RequeuedRecord`]|
 //! | marks    | queue id, group id, seq     | [`Mark`]         |
 //! | marks    | queue id, group id, id, `r` | [`Receipt`]      |
 //! | dedup    | queue id, dedup id          | [`DedupRecord`]  |
@@ -52,6 +52,33 @@ pub(crate) struct MessageRecord {
     pub(crate) dedup_id: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) payload: String,
+}
+
+/// A message requeued from the dead letters. Its body stays in its
+/// dead-letter record (`dead`), kept (and no longer listed) until the
+/// message is deleted: a requeue writes this small record, not the body
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RequeuedRecord {
+    pub(crate) enqueued_at: u64,
+    /// The group that gave up on it, which alone gets it again (`None`:
+    /// every group, for a message that expired).
+    pub(crate) only_group: Option<u64>,
+    /// The dead-letter seq of its record.
+    pub(crate) dead: u64,
+}
+
+impl RequeuedRecord {
+    /// The message it stands for, with the body of its dead-letter record.
+    pub(crate) fn message(&self, dead: DeadRecord) -> MessageRecord {
+        MessageRecord {
+            enqueued_at: self.enqueued_at,
+            expires_at: None,
+            deliver_at: None,
+            only_group: self.only_group,
+            ..dead.message
+        }
+    }
 }
 
 /// Per-group state of a stored message, written only when it is not the default

@@ -22,7 +22,7 @@ use tidings_core::{Delivery, Durability, Error, QueueName, Result, Timestamp};
 
 use crate::budget::{Admission, Budget, WriteBudget};
 use crate::clock::Clock;
-use crate::records::{MessageRecord, decode, seq_key};
+use crate::records::{MessageRecord, RequeuedRecord, decode, seq_key};
 use crate::state::{Ctx, MARK_DELAY_MS, Prefetched, QueueState, State, message_id};
 use crate::store::fjall::FjallStore;
 use crate::store::memory::MemoryStore;
@@ -312,8 +312,8 @@ impl EmbeddedBroker {
         for ((_, seqs), qid) in wanted.iter().zip(ids) {
             let Some(qid) = qid else { continue };
             for &seq in seqs {
-                if let Some(bytes) = self.stored_message(qid, seq)? {
-                    read.insert((qid, seq), decode("message", &bytes)?);
+                if let Some(message) = self.stored_message(qid, seq)? {
+                    read.insert((qid, seq), message);
                 }
             }
         }
@@ -372,9 +372,8 @@ impl EmbeddedBroker {
             let mut bytes = 0;
             for seq in due {
                 // Gone meanwhile (acked, purged): its expiry went with it.
-                if let Some(value) = self.stored_message(qid, seq)? {
-                    let record: MessageRecord = decode("message", &value)?;
-                    bytes += value.len();
+                if let Some(record) = self.stored_message(qid, seq)? {
+                    bytes += record.payload.len() + 64;
                     read.insert((qid, seq), record);
                 }
             }
@@ -392,15 +391,21 @@ impl EmbeddedBroker {
         }
     }
 
-    /// A message's record, read outside the lock (where its index record,
-    /// which says in which space it is, cannot be looked at): among the
-    /// messages, or else among those requeued from the dead letters.
-    fn stored_message(&self, qid: u64, seq: u64) -> Result<Option<Vec<u8>>> {
+    /// A message, read outside the lock (where its index record, which
+    /// says in which space it is, cannot be looked at): among the messages,
+    /// or else among those requeued from the dead letters (with the body of
+    /// its dead-letter record). `None` if it is gone.
+    fn stored_message(&self, qid: u64, seq: u64) -> Result<Option<MessageRecord>> {
         let key = seq_key(qid, seq);
-        match self.inner.store.get(Space::Messages, &key)? {
-            Some(bytes) => Ok(Some(bytes)),
-            None => self.inner.store.get(Space::Requeued, &key),
+        let store = &*self.inner.store;
+        if let Some(bytes) = store.get(Space::Messages, &key)? {
+            return decode("message", &bytes).map(Some);
         }
+        let Some(bytes) = store.get(Space::Requeued, &key)? else {
+            return Ok(None);
+        };
+        let requeued: RequeuedRecord = decode("requeued message", &bytes)?;
+        Ok(dead_letters::read_dead(store, qid, requeued.dead)?.map(|d| requeued.message(d)))
     }
 
     /// Reads delivered messages from the store, outside the lock. A message
@@ -414,10 +419,9 @@ impl EmbeddedBroker {
     ) -> Result<Vec<Delivery>> {
         let mut deliveries = Vec::with_capacity(taken.len());
         for (seq, delivery_count) in taken {
-            let Some(bytes) = self.stored_message(qid, seq)? else {
+            let Some(record) = self.stored_message(qid, seq)? else {
                 continue;
             };
-            let record: MessageRecord = decode("message", &bytes)?;
             deliveries.push(Delivery {
                 id: message_id(seq),
                 queue: queue.clone(),

@@ -83,7 +83,7 @@ pub(super) fn enqueue(
         headers: message.headers.into_iter().collect(),
         payload: message.payload.as_str().to_owned(),
     };
-    let seq = q.insert_message(&record, Space::Messages, ctx);
+    let seq = q.insert_message(&record, ctx);
     if let Some(id) = record.dedup_id {
         q.remember_dedup(id, seq, ctx);
     }
@@ -363,35 +363,27 @@ impl Broker for EmbeddedBroker {
             // A bulk requeue leaves the disk to other queues most of the time.
             tokio::time::sleep(pause).await;
             let step_started = Instant::now();
+            // Only which group gave up on each is read (outside the lock).
             let mut letters = Vec::with_capacity(chosen.len());
             for dseq in chosen {
                 if let Some(dead) = read_dead(&*self.inner.store, qid, dseq)? {
-                    letters.push((dseq, dead));
+                    letters.push((dseq, dead.group));
                 }
             }
-            let bytes = letters
-                .iter()
-                .map(|(_, d)| d.message.payload.len() + 64)
-                .sum();
+            // Their bodies stay where they are: a small record each.
+            let bytes = letters.len() * 64;
             moved += finish(self.write(self.admit(bytes).await, |queues, ctx| {
                 let q = queue(queues, name)?;
                 if q.id() != qid {
                     return Err(Error::QueueNotFound(name.to_string()));
                 }
                 let mut seqs = Vec::with_capacity(letters.len());
-                for (dseq, dead) in letters {
+                for (dseq, group) in letters {
                     if !q.dead.remove(&dseq) {
                         continue;
                     }
-                    ctx.batch.delete(Space::Dead, seq_key(qid, dseq));
-                    let record = MessageRecord {
-                        enqueued_at: ctx.now,
-                        expires_at: None,
-                        deliver_at: None,
-                        only_group: dead.group.as_deref().and_then(|g| q.group_id_of(g)),
-                        ..dead.message
-                    };
-                    seqs.push(q.insert_message(&record, Space::Requeued, ctx));
+                    let only_group = group.as_deref().and_then(|g| q.group_id_of(g));
+                    seqs.push(q.requeue_letter(dseq, only_group, ctx));
                 }
                 let count = seqs.len() as u64;
                 ctx.sent.push((name.clone(), qid, seqs));

@@ -310,11 +310,11 @@ fn stored(broker: &EmbeddedBroker, space: Space) -> usize {
     n
 }
 
-/// Requeued dead letters are stored apart from the messages (so a bulk
-/// requeue does not flush the messages' memtable over and over), are found
-/// there after a restart, and leave nothing behind once acked.
+/// A requeue writes a small record per letter, not its body again: the
+/// body stays in the dead-letter record, which is no longer listed (after a
+/// restart too) and goes with the message once it is acked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requeued_dead_letters_live_apart_survive_a_restart_and_go_when_acked() {
+async fn requeued_dead_letters_keep_their_bodies_in_place_until_acked() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let queue = QueueName::new("jobs").expect("valid");
     let group = GroupName::new("workers").expect("valid");
@@ -346,9 +346,19 @@ async fn requeued_dead_letters_live_apart_survive_a_restart_and_go_when_acked() 
         assert_eq!(requeued.expect("requeued"), 3);
         assert_eq!(stored(&broker, Space::Requeued), 3);
         assert_eq!(stored(&broker, Space::Messages), 0);
+        assert_eq!(stored(&broker, Space::Dead), 3, "the bodies stay");
         broker.close();
     }
     let broker = EmbeddedBroker::open(dir.path()).expect("reopened");
+    let listed = broker.dead_letters(&queue, None, 10).await.expect("listed");
+    assert!(
+        listed.is_empty(),
+        "requeued letters are not dead letters: {listed:?}"
+    );
+    assert_eq!(
+        broker.queue_info(&queue).await.expect("info").dead_letters,
+        0
+    );
     let got = broker
         .receive(&queue, &group, &me, options)
         .await
@@ -359,9 +369,21 @@ async fn requeued_dead_letters_live_apart_survive_a_restart_and_go_when_acked() 
         .collect();
     payloads.sort_by_key(|n| n.as_u64());
     assert_eq!(payloads, [0, 1, 2]);
-    let ids: Vec<_> = got.iter().map(|d| d.id.clone()).collect();
-    assert_eq!(broker.ack(&queue, &group, &ids).await.expect("acked"), 3);
+    // One fails again: a dead letter of its own, with the body.
+    let (again, rest) = got.split_first().expect("three");
+    let nack = Nack::DeadLetter {
+        reason: "still bad".into(),
+    };
+    let nacked = broker.nack(&queue, &group, &again.id, nack).await;
+    assert!(nacked.expect("nacked"));
+    let ids: Vec<_> = rest.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(broker.ack(&queue, &group, &ids).await.expect("acked"), 2);
     assert_eq!(stored(&broker, Space::Requeued), 0, "acked: deleted");
+    assert_eq!(stored(&broker, Space::Dead), 1, "only the new dead letter");
+    let listed = broker.dead_letters(&queue, None, 10).await.expect("listed");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].payload, again.payload);
+    assert_eq!(listed[0].reason, "still bad");
     assert_eq!(broker.queue_info(&queue).await.expect("info").length, 0);
     broker.close();
 }

@@ -5,7 +5,7 @@ mod group;
 mod queue;
 mod seqmap;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use tidings_core::{ConsumerName, Error, GroupName, MessageId, QueueName, Result};
 
@@ -13,7 +13,8 @@ pub(crate) use queue::{GiveBack, QueueState};
 
 use crate::records::{
     DeadRecord, DedupRecord, FORMAT, GroupRecord, META_FORMAT, META_SEQ, Mark, MessageRecord,
-    QueueRecord, RECEIPT_TAG, Receipt, decode, encode, mark_key, split_key, u64_value,
+    QueueRecord, RECEIPT_TAG, Receipt, RequeuedRecord, decode, encode, mark_key, split_key,
+    u64_value,
 };
 use crate::store::{Batch, Sent, Space, Store};
 
@@ -206,6 +207,9 @@ struct Loader {
     by_id: BTreeMap<u64, QueueName>,
     /// The highest id seen in any record.
     max_seen: u64,
+    /// Dead letters (queue id, dead seq) requeued: their records hold the
+    /// bodies of requeued messages.
+    linked: HashSet<(u64, u64)>,
 }
 
 impl Loader {
@@ -288,7 +292,8 @@ impl Loader {
         Ok(marks)
     }
 
-    /// Each message, and where it stands for each group (by its mark).
+    /// Each message of `space` (the messages, or those requeued from the
+    /// dead letters), and where it stands for each group (by its mark).
     fn messages(
         &mut self,
         store: &dyn Store,
@@ -300,11 +305,16 @@ impl Loader {
         store.scan(space, &mut |k, v| {
             let ([qid, seq], _) = split_key::<2>("messages", k)?;
             self.max_seen = self.max_seen.max(seq);
+            let mut meta = if space == Space::Requeued {
+                let record: RequeuedRecord = decode("requeued message", v)?;
+                self.linked.insert((qid, record.dead));
+                queue::MsgMeta::from_requeued(&record)
+            } else {
+                queue::MsgMeta::from_record(&decode::<MessageRecord>("message", v)?)
+            };
             let Some(q) = self.queue_mut(qid) else {
                 return Ok(());
             };
-            let record: MessageRecord = decode("message", v)?;
-            let mut meta = queue::MsgMeta::from_record(&record, space);
             meta.make_visible();
             for g in q.groups.values_mut() {
                 if meta.for_group(g.id) {
@@ -346,6 +356,10 @@ impl Loader {
         store.scan(Space::Dead, &mut |k, v| {
             let ([qid, dseq], _) = split_key::<2>("dead", k)?;
             self.max_seen = self.max_seen.max(dseq);
+            // A dead letter requeued holds its message's body: not listed.
+            if self.linked.contains(&(qid, dseq)) {
+                return Ok(());
+            }
             if let Some(q) = self.queue_mut(qid) {
                 let _: DeadRecord = decode("dead letter", v)?;
                 q.dead.insert(dseq);

@@ -18,8 +18,8 @@ use super::group::GroupState;
 use super::seqmap::SeqMap;
 use super::{Ctx, DeferredMarks};
 use crate::records::{
-    DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, Receipt, decode,
-    encode, named_key, receipt_key, seq_key,
+    DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, Receipt,
+    RequeuedRecord, decode, encode, named_key, receipt_key, seq_key,
 };
 use crate::store::Space;
 
@@ -47,28 +47,41 @@ struct Rare {
     expires_at: Option<u64>,
     deliver_at: Option<u64>,
     only_group: Option<u64>,
-    /// Stored in [`Space::Requeued`] rather than [`Space::Messages`].
-    requeued: bool,
+    /// For a message requeued from the dead letters (stored in
+    /// [`Space::Requeued`]): the dead-letter seq holding its body.
+    dead: Option<u64>,
 }
 
 impl MsgMeta {
-    /// The index record of `r`, stored in `space`.
-    pub(crate) fn from_record(r: &MessageRecord, space: Space) -> Self {
+    pub(crate) fn from_record(r: &MessageRecord) -> Self {
         let rare = Rare {
             expires_at: r.expires_at,
             deliver_at: r.deliver_at,
             only_group: r.only_group,
-            requeued: space == Space::Requeued,
+            dead: None,
         };
         let plain = Rare {
             expires_at: None,
             deliver_at: None,
             only_group: None,
-            requeued: false,
+            dead: None,
         };
         Self {
             bits: r.enqueued_at.min(TIME_MASK),
             rare: (rare != plain).then(|| Box::new(rare)),
+        }
+    }
+
+    /// The index record of a message requeued from the dead letters.
+    pub(crate) fn from_requeued(r: &RequeuedRecord) -> Self {
+        Self {
+            bits: r.enqueued_at.min(TIME_MASK),
+            rare: Some(Box::new(Rare {
+                expires_at: None,
+                deliver_at: None,
+                only_group: r.only_group,
+                dead: Some(r.dead),
+            })),
         }
     }
 
@@ -111,9 +124,15 @@ impl MsgMeta {
         self.rare.as_ref().and_then(|r| r.deliver_at)
     }
 
+    /// For a message requeued from the dead letters: the dead-letter seq
+    /// whose record holds its body.
+    pub(crate) fn linked_dead(&self) -> Option<u64> {
+        self.rare.as_ref().and_then(|r| r.dead)
+    }
+
     /// Where its record is stored.
     pub(crate) fn space(&self) -> Space {
-        if self.rare.as_ref().is_some_and(|r| r.requeued) {
+        if self.linked_dead().is_some() {
             Space::Requeued
         } else {
             Space::Messages
@@ -207,20 +226,34 @@ impl QueueState {
         self.dedup.insert(id, record);
     }
 
-    /// Stores a new (still invisible) message under a new seq, which it
-    /// returns, in `space` ([`Space::Messages`], or [`Space::Requeued`] for
-    /// a dead letter requeued).
-    pub(crate) fn insert_message(
+    /// Stores a new (still invisible) message under a new seq, which it returns.
+    pub(crate) fn insert_message(&mut self, record: &MessageRecord, ctx: &mut Ctx<'_>) -> u64 {
+        let seq = ctx.seq.next(ctx.batch);
+        ctx.batch
+            .put(Space::Messages, seq_key(self.id(), seq), encode(record));
+        self.messages.insert(seq, MsgMeta::from_record(record));
+        seq
+    }
+
+    /// Makes dead letter `dseq` a new (still invisible) message again, for
+    /// `only_group` (`None`: every group), under a new seq, which it returns.
+    /// Its body stays where it is: only a small record is written, and the
+    /// dead-letter record goes when the message does.
+    pub(crate) fn requeue_letter(
         &mut self,
-        record: &MessageRecord,
-        space: Space,
+        dseq: u64,
+        only_group: Option<u64>,
         ctx: &mut Ctx<'_>,
     ) -> u64 {
         let seq = ctx.seq.next(ctx.batch);
+        let record = RequeuedRecord {
+            enqueued_at: ctx.now,
+            only_group,
+            dead: dseq,
+        };
         ctx.batch
-            .put(space, seq_key(self.id(), seq), encode(record));
-        self.messages
-            .insert(seq, MsgMeta::from_record(record, space));
+            .put(Space::Requeued, seq_key(self.id(), seq), encode(&record));
+        self.messages.insert(seq, MsgMeta::from_requeued(&record));
         seq
     }
 
@@ -305,6 +338,9 @@ impl QueueState {
         };
         let qid = self.id();
         ctx.batch.delete(meta.space(), seq_key(qid, seq));
+        if let Some(dseq) = meta.linked_dead() {
+            ctx.batch.delete(Space::Dead, seq_key(qid, dseq));
+        }
         for g in self.groups.values_mut() {
             g.forget(seq);
             g.drop_mark(qid, seq, ctx.batch);
@@ -322,18 +358,23 @@ impl QueueState {
         if let Some(message) = ctx.prefetched.get(&(self.id(), seq)) {
             return Ok(message.clone());
         }
+        let missing = || tidings_core::Error::Corrupt {
+            location: format!("queue {:?} message {seq}", self.name.as_str()),
+            detail: "indexed message missing from the store".into(),
+        };
         let key = seq_key(self.id(), seq);
-        let space = self
-            .messages
-            .get(seq)
-            .map_or(Space::Messages, MsgMeta::space);
-        match ctx.store.get(space, &key)? {
-            Some(bytes) => decode("message", &bytes),
-            None => Err(tidings_core::Error::Corrupt {
-                location: format!("queue {:?} message {seq}", self.name.as_str()),
-                detail: "indexed message missing from the store".into(),
-            }),
-        }
+        let linked = self.messages.get(seq).and_then(MsgMeta::linked_dead);
+        let Some(dseq) = linked else {
+            let bytes = ctx.store.get(Space::Messages, &key)?.ok_or_else(missing)?;
+            return decode("message", &bytes);
+        };
+        let requeued = ctx.store.get(Space::Requeued, &key)?.ok_or_else(missing)?;
+        let requeued: RequeuedRecord = decode("requeued message", &requeued)?;
+        let dead = ctx
+            .store
+            .get(Space::Dead, &seq_key(self.id(), dseq))?
+            .ok_or_else(missing)?;
+        Ok(requeued.message(decode("dead letter", &dead)?))
     }
 
     /// Copies a message (read before, so nothing can fail here) into the
@@ -822,7 +863,7 @@ mod tests {
             headers: Vec::new(),
             payload: "1".into(),
         };
-        let mut meta = MsgMeta::from_record(&record, Space::Messages);
+        let mut meta = MsgMeta::from_record(&record);
         assert!(!meta.visible());
         assert_eq!(meta.owed(), 0);
         meta.make_visible();

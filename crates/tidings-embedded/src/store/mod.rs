@@ -25,9 +25,8 @@ pub(crate) enum Space {
     Queues,
     Groups,
     Messages,
-    /// Messages requeued from the dead letters: a space of their own, so a
-    /// bulk requeue fills its memtable instead of flushing the messages'
-    /// one over and over (docs/decisions/0013).
+    /// Messages requeued from the dead letters: a small record each, whose
+    /// body stays in its dead-letter record (docs/decisions/0013).
     Requeued,
     Marks,
     Dedup,

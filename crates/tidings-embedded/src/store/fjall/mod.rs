@@ -32,14 +32,10 @@ use super::{
 /// It bounds memory, and the journal replayed at open, for a large backlog:
 /// records (the hub's events and deliveries, the bulk of the bytes) get
 /// 8 MiB, the others 4 MiB, which keeps a million queued hub events under
-/// 100 MB (docs/benchmarks.md). Requeued messages get 64 MiB: only a
-/// requeue of dead letters writes there, and each flush holds every writer
-/// of the store for a journal sync, so a bulk requeue must cause few
-/// (docs/decisions/0013).
+/// 100 MB (docs/benchmarks.md).
 fn memtable_bytes(space: Space) -> u64 {
     match space {
         Space::Records => 8 * 1024 * 1024,
-        Space::Requeued => 64 * 1024 * 1024,
         _ => 4 * 1024 * 1024,
     }
 }
