@@ -9,7 +9,10 @@
 //!    `x-amebo-timestamp`): hex HMAC-SHA256 of the raw body (or of
 //!    `"<timestamp>." + body`) with the application's secret;
 //! 4. `Cookie: Authentication=<session token>` (from `POST /v1/tokens`);
-//! 5. protected mode (no admin key configured): a loopback caller is admin.
+//! 5. protected mode (no admin key configured): a loopback caller is admin,
+//!    unless the request came through a proxy (it carries a forwarding
+//!    header): behind a proxy on the same host every client would be
+//!    loopback.
 
 use std::net::SocketAddr;
 
@@ -86,10 +89,24 @@ pub fn principal(
             .application_by_session(token)
             .map(Principal::Application);
     }
-    if auth.admin_key.is_none() && peer.is_some_and(|p| p.ip().is_loopback()) {
+    if auth.admin_key.is_none() && peer.is_some_and(|p| p.ip().is_loopback()) && !forwarded(headers)
+    {
         return Some(Principal::Admin);
     }
     None
+}
+
+/// Headers a proxy adds to say whom it forwards for.
+pub const FORWARDING_HEADERS: [&str; 4] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-host",
+];
+
+/// Whether a request came through a proxy (it carries a forwarding header).
+pub fn forwarded(headers: &HeaderMap) -> bool {
+    FORWARDING_HEADERS.iter().any(|h| headers.contains_key(*h))
 }
 
 /// The value of the `Authentication` cookie, if sent.

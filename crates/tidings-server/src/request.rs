@@ -33,9 +33,19 @@ pub struct Call {
 impl Call {
     /// The caller, or 401.
     pub fn who(&self) -> ApiResult<&Principal> {
-        self.principal
-            .as_ref()
-            .ok_or_else(ApiError::unauthenticated)
+        self.principal.as_ref().ok_or_else(|| {
+            if self.state.auth.admin_key.is_none() && crate::auth::forwarded(&self.headers) {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "This server has no admin key, so only callers on its own host that reach it \
+                     directly are admin; this request came through a proxy (it carries a \
+                     forwarding header). Start the server with an admin key (--admin-key) \
+                     and send it, or an application's credentials.",
+                )
+            } else {
+                ApiError::unauthenticated()
+            }
+        })
     }
 
     /// The body as a JSON object, deserialized into `T`. The content type
@@ -252,5 +262,26 @@ mod tests {
         assert_eq!(q["e"], "%zz");
         assert_eq!(q["f"], "A");
         assert_eq!(q["g"], "é");
+    }
+}
+
+/// A path parameter, like axum's `Path`, whose rejection (a segment that
+/// does not decode, such as `%ff`) is the JSON error body, 400.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "path - {}",
+                rejection.body_text()
+            ))),
+        }
     }
 }

@@ -233,6 +233,21 @@ async fn every_kind_of_bad_request_gets_its_status_and_a_json_error() {
     assert_eq!(r.status, 405);
     let r = admin.get("/v1/events/abc").await;
     assert_eq!(r.status, 404);
+    // A path segment that does not decode: the JSON error body too.
+    for path in [
+        "/v1/events/%ff",
+        "/v1/queues/%ff",
+        "/v1/applications/%ff/apikey",
+    ] {
+        let r = admin.send("GET", path, None, &[]).await;
+        let r = if r.status == 405 {
+            admin.post(path, json!({})).await
+        } else {
+            r
+        };
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(r.body["error"].is_string(), "{path}: {}", r.body);
+    }
     let r = admin.send("OPTIONS", "/v1/events", None, &[]).await;
     assert_eq!(r.status, 204);
     assert_eq!(r.headers["access-control-allow-origin"], "*");
@@ -259,6 +274,11 @@ async fn credentials_decide_who_may_do_what() {
     assert_eq!(wrong.get("/v1/applications").await.status, 401);
     let bad_key = Client::new(&server.base).with_header("authorization", "Bearer tidings_nope");
     assert_eq!(bad_key.post("/v1/events", event.clone()).await.status, 401);
+    // Authentication comes before the body is read, on every route.
+    let r = anonymous
+        .post("/v1/queues", json!({"name": "not a name!"}))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
 
     // An application publishes its own actions, with its API key...
     assert_eq!(shop.post("/v1/events", event.clone()).await.status, 201);
@@ -481,5 +501,35 @@ async fn server_failures_answer_a_request_id_and_no_internal_detail() {
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert_eq!(refused.body["code"], "denied");
 
+    server.stop().await;
+}
+
+/// In protected mode (no admin key) a loopback caller is admin only if it
+/// reached the server directly: a request through a proxy on the same host
+/// (any forwarding header) is refused, and told to set an admin key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_mode_is_not_admin_through_a_proxy() {
+    let server = TestServer::start_with(Arc::new(EmbeddedBroker::in_memory()), None).await;
+    let direct = Client::new(&server.base);
+    let app = json!({"application": "direct", "address": "http://d.invalid"});
+    assert_eq!(direct.post("/v1/applications", app).await.status, 201);
+    for (header, value) in [
+        ("x-forwarded-for", "203.0.113.5"),
+        ("forwarded", "for=203.0.113.5;proto=https"),
+        ("x-real-ip", "203.0.113.5"),
+        ("x-forwarded-host", "hub.example.com"),
+    ] {
+        let proxied = Client::new(&server.base).with_header(header, value);
+        let app = json!({"application": "proxied", "address": "http://p.invalid"});
+        let r = proxied.post("/v1/applications", app).await;
+        assert_eq!(r.status, 401, "{header}: {}", r.body);
+        let message = r.body["error"].as_str().unwrap_or_default();
+        assert!(message.contains("admin key"), "{header}: {message}");
+        assert_eq!(
+            proxied.get("/v1/applications").await.status,
+            401,
+            "{header}"
+        );
+    }
     server.stop().await;
 }

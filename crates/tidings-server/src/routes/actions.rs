@@ -1,7 +1,6 @@
 //! `/v1/actions`.
 
 use axum::Json;
-use axum::extract::Path;
 use serde_json::Value;
 use tidings_hub::hub::{ActionUpdate, NewAction};
 use tidings_hub::views::{ActionEdited, ActionView, Removed, Validation};
@@ -9,7 +8,7 @@ use tidings_hub::views::{ActionEdited, ActionView, Removed, Validation};
 use crate::answer::{Answer, accepted, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::request::Call;
+use crate::request::{Call, Path};
 
 #[utoipa::path(post, path = "/v1/actions", tag = "actions", request_body = NewAction,
     responses((status = 201, description = "Registered", body = ActionView), (status = 200, description = "The same schema was registered already (`unchanged`)", body = ActionView), (status = 404, description = "The application does not exist or is inactive", body = ErrorBody), (status = 409, description = "Exists with another schema", body = ErrorBody), (status = 422, description = "The schema does not compile", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]

@@ -1,7 +1,6 @@
 //! `/v1/applications`.
 
 use axum::Json;
-use axum::extract::Path;
 use serde::Deserialize;
 use tidings_hub::hub::{ApplicationUpdate, NewApplication};
 use tidings_hub::views::{
@@ -12,7 +11,7 @@ use tidings_hub::views::{
 use crate::answer::{Answer, accepted, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::request::Call;
+use crate::request::{Call, Path};
 
 #[utoipa::path(post, path = "/v1/applications", tag = "applications", request_body = NewApplication,
     responses((status = 201, description = "Registered; the secret and API key are shown only here", body = RegisteredApplication), (status = 409, description = "Exists", body = ErrorBody), (status = 422, description = "Bad name or secret", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]

@@ -1,7 +1,6 @@
 //! `/v1/events`.
 
 use axum::Json;
-use axum::extract::Path;
 use tidings_hub::hub::{EventFilter, NewEvent};
 use tidings_hub::model::event::valid_traceparent;
 use tidings_hub::views::EventView;
@@ -9,7 +8,7 @@ use tidings_hub::views::EventView;
 use crate::answer::{Answer, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::request::Call;
+use crate::request::{Call, Path};
 
 /// The trace context to keep: `traceparent`, or Amebo's `x-amebo-trace-id`.
 fn trace_context(call: &Call) -> Option<String> {

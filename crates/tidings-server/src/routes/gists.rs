@@ -1,7 +1,6 @@
 //! `/v1/gists` and the ways to deliver again: replay, requeue, backfill.
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use tidings_hub::hub::GistFilter;
@@ -11,7 +10,7 @@ use tidings_hub::views::{Backfilled, GistPage, Replayed, Requeued};
 
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
-use crate::request::Call;
+use crate::request::{Call, Path};
 
 fn filter(call: &Call) -> ApiResult<GistFilter> {
     let (from, to) = call.time_range()?;

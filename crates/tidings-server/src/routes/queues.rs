@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,7 +19,7 @@ use tidings_hub::views::Requeued;
 
 use crate::answer::{Answer, created_or_ok};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::request::Call;
+use crate::request::{Call, Path};
 use crate::views::{
     Acked, DeadLetterList, DeadLetterView, DeliveryView, NackCount, Nacked, Purged, QueueCreated,
     QueueList, Received, RecordList, RecordView, Sent,
@@ -98,6 +97,7 @@ pub struct NewQueue {
 #[utoipa::path(post, path = "/v1/queues", tag = "queues", request_body = NewQueue,
     responses((status = 201, description = "Created", body = QueueCreated), (status = 200, description = "It existed with these settings", body = QueueCreated), (status = 409, description = "It exists with other settings", body = ErrorBody), (status = 400, description = "Bad name or settings", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn create(call: Call) -> ApiResult<Answer<QueueCreated>> {
+    call.who()?;
     let new: NewQueue = call.json()?;
     let queue = queue_name(&call, &new.name)?;
     let config = new.settings.unwrap_or_default();

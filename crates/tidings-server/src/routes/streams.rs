@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::Path;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -19,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::queues::{MAX_RECEIVE, queue_name};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::request::Call;
+use crate::request::{Call, Path};
 use crate::views::{Credit, DeliveryView};
 
 /// How long one receive inside a stream waits before it looks whether the

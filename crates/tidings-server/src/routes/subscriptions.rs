@@ -1,14 +1,13 @@
 //! `/v1/subscriptions`.
 
 use axum::Json;
-use axum::extract::Path;
 use tidings_hub::hub::NewSubscription;
 use tidings_hub::views::{SubscriptionView, Unsubscribed};
 
 use crate::answer::{Answer, accepted, created_or_ok};
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
-use crate::request::Call;
+use crate::request::{Call, Path};
 
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = NewSubscription,
     responses((status = 201, description = "Subscribed", body = SubscriptionView), (status = 200, description = "Reactivated (`reactivated`)", body = SubscriptionView), (status = 404, description = "The action does not exist", body = ErrorBody), (status = 409, description = "A subscription with this id exists", body = ErrorBody), (status = 417, description = "Unknown or inactive subscriber", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
