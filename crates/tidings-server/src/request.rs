@@ -248,23 +248,6 @@ impl Call {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_decoding() {
-        let q = parse_query(Some("a=1&b=x%20y&c=1+2&d&e=%zz&f=%41&g=%C3%A9"));
-        assert_eq!(q["a"], "1");
-        assert_eq!(q["b"], "x y");
-        assert_eq!(q["c"], "1 2");
-        assert_eq!(q["d"], "");
-        assert_eq!(q["e"], "%zz");
-        assert_eq!(q["f"], "A");
-        assert_eq!(q["g"], "é");
-    }
-}
-
 /// A path parameter, like axum's `Path`, whose rejection (a segment that
 /// does not decode, such as `%ff`) is the JSON error body, 400.
 pub struct Path<T>(pub T);
@@ -283,5 +266,22 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
                 rejection.body_text()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query(Some("a=1&b=x%20y&c=1+2&d&e=%zz&f=%41&g=%C3%A9"));
+        assert_eq!(q["a"], "1");
+        assert_eq!(q["b"], "x y");
+        assert_eq!(q["c"], "1 2");
+        assert_eq!(q["d"], "");
+        assert_eq!(q["e"], "%zz");
+        assert_eq!(q["f"], "A");
+        assert_eq!(q["g"], "é");
     }
 }

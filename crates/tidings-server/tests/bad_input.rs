@@ -127,25 +127,19 @@ async fn every_kind_of_bad_request_gets_its_status_and_a_json_error() {
         );
     }
 
-    // Oversized body: 413 before it is read.
-    let big = format!(
-        r#"{{"action": "shop.sold", "payload": {{"id": "{}"}}}}"#,
-        "x".repeat(600 * 1024)
+    // Oversized body: 413 before it is read. Only the head is sent (over a
+    // socket of its own), so that the answer cannot race the client's write
+    // of a body the server will never read.
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: tidings\r\nx-amebo-admin-key: {ADMIN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        600 * 1024
     );
-    let r = admin
-        .send(
-            "POST",
-            "/v1/events",
-            Some(big.as_bytes()),
-            // The server answers before reading the body and drops the
-            // connection: keep it out of the client's pool.
-            &[
-                ("content-type", "application/json"),
-                ("connection", "close"),
-            ],
-        )
-        .await;
-    assert_eq!(r.status, 413);
+    let answer = raw_exchange(&server.base, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(body["error"].is_string(), "{body}");
 
     // Duplicates, conflicts and refusals: each its status, with reasons
     // where the body names several.
@@ -215,6 +209,36 @@ async fn every_kind_of_bad_request_gets_its_status_and_a_json_error() {
             json!({"application": "shop", "action": "shop.sold", "handler": "no-slash"}),
             400,
             "a handler neither path nor URL",
+        ),
+        (
+            "/v1/applications",
+            json!({"application": "based", "address": "http://b.invalid/base/"}),
+            201,
+            "an application with a base path",
+        ),
+        (
+            "/v1/subscriptions",
+            json!({"application": "based", "action": "shop.sold", "handler": "/../../x"}),
+            400,
+            "a path climbing out of the address",
+        ),
+        (
+            "/v1/subscriptions",
+            json!({"application": "based", "action": "shop.sold", "handler": "/%2e%2e/x"}),
+            400,
+            "the same, encoded",
+        ),
+        (
+            "/v1/subscriptions",
+            json!({"application": "shop", "action": "shop.sold", "handler": "http://user:pw@h.invalid/x"}),
+            400,
+            "credentials in a handler URL",
+        ),
+        (
+            "/v1/applications",
+            json!({"application": "creds", "address": "http://user:pw@x.invalid/"}),
+            400,
+            "credentials in an address",
         ),
     ];
     for (path, body, status, what) in cases {
@@ -532,4 +556,15 @@ async fn protected_mode_is_not_admin_through_a_proxy() {
         );
     }
     server.stop().await;
+}
+
+/// Sends `bytes` on a connection of its own and reads the answer to the end.
+async fn raw_exchange(base: &str, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -87,8 +87,15 @@ pub fn check_name(name: &str) -> HubResult<()> {
     }
 }
 
-/// Checks and normalises an address: an absolute http(s) URL.
+/// Checks and normalises an address: an absolute http(s) URL, without
+/// credentials in it (they would be shown in every listing; credentials
+/// belong in headers).
 pub fn normalize_address(address: &str) -> HubResult<String> {
+    Ok(parse_address(address)?.to_string())
+}
+
+/// [`normalize_address`], as a parsed URL.
+pub(crate) fn parse_address(address: &str) -> HubResult<reqwest::Url> {
     let url = reqwest::Url::parse(address.trim())
         .map_err(|e| HubError::BadRequest(format!("address - Input should be a valid URL, {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -96,7 +103,13 @@ pub fn normalize_address(address: &str) -> HubResult<String> {
             "address - URL scheme should be 'http' or 'https'".to_owned(),
         ));
     }
-    Ok(url.to_string())
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(HubError::BadRequest(
+            "address - a URL may not carry a user name or password; send credentials in headers"
+                .to_owned(),
+        ));
+    }
+    Ok(url)
 }
 
 /// Shortest secret accepted from a client.
@@ -129,5 +142,7 @@ mod tests {
         );
         assert!(normalize_address("ftp://host/").is_err());
         assert!(normalize_address("/relative").is_err());
+        assert!(normalize_address("http://user:password@host/").is_err());
+        assert!(normalize_address("http://user@host/").is_err());
     }
 }

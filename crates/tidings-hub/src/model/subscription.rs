@@ -69,22 +69,40 @@ pub const MAX_CONCURRENCY: u32 = 256;
 pub const MAX_RETRIES_LIMIT: u32 = 10_000;
 
 /// Resolves a handler: a full http(s) URL is used as is; a path starting
-/// with `/` is appended to the application's address.
+/// with `/` is appended to the application's address and must stay under
+/// it (`..` and its encodings cannot climb out of the address's path).
+/// Neither may carry a user name or password.
 pub fn resolve_endpoint(address: &str, handler: &str) -> HubResult<String> {
+    use crate::model::application::parse_address;
     let handler = handler.trim();
     if handler.starts_with("http://") || handler.starts_with("https://") {
-        return crate::model::application::normalize_address(handler).map_err(|_| {
-            HubError::BadRequest(format!("handler - {handler:?} is not a valid URL"))
-        });
+        return parse_address(handler)
+            .map(|url| url.to_string())
+            .map_err(|e| match e {
+                HubError::BadRequest(m) => {
+                    HubError::BadRequest(m.replacen("address", "handler", 1))
+                }
+                other => other,
+            });
     }
     if !handler.starts_with('/') {
         return Err(HubError::BadRequest(
             "handler - must be a path starting with '/' or an http(s) URL".to_owned(),
         ));
     }
-    let joined = format!("{}{handler}", address.trim_end_matches('/'));
-    crate::model::application::normalize_address(&joined)
-        .map_err(|_| HubError::BadRequest(format!("handler - {joined:?} is not a valid URL")))
+    let base = parse_address(address)?;
+    let joined = format!("{}{handler}", base.as_str().trim_end_matches('/'));
+    let url = parse_address(&joined)
+        .map_err(|_| HubError::BadRequest(format!("handler - {joined:?} is not a valid URL")))?;
+    let base_path = format!("{}/", base.path().trim_end_matches('/'));
+    let stays = url.origin() == base.origin()
+        && (url.path() == base_path.trim_end_matches('/') || url.path().starts_with(&base_path));
+    if !stays {
+        return Err(HubError::BadRequest(format!(
+            "handler - {handler:?} leaves the application's address {address:?}"
+        )));
+    }
+    Ok(url.to_string())
 }
 
 #[cfg(test)]
@@ -98,5 +116,26 @@ mod tests {
         let url = resolve_endpoint("http://h/", "https://email.example/webhooks/a").ok();
         assert_eq!(url.as_deref(), Some("https://email.example/webhooks/a"));
         assert!(resolve_endpoint("http://h/", "hooks").is_err());
+        // Paths stay under the address.
+        for escape in ["/../x", "/../../x", "/%2e%2e/x", "/./../x", "/a/../../x"] {
+            assert!(
+                resolve_endpoint("http://h/mailer/", escape).is_err(),
+                "{escape} escapes /mailer/"
+            );
+        }
+        let inside = resolve_endpoint("http://h/mailer/", "/a/../b").ok();
+        assert_eq!(inside.as_deref(), Some("http://h/mailer/b"));
+        let root = resolve_endpoint("http://h/", "/../x").ok();
+        assert_eq!(
+            root.as_deref(),
+            Some("http://h/x"),
+            "nothing above the root"
+        );
+        assert!(
+            resolve_endpoint("http://h:8/mailer", "/@evil.example/x")
+                .is_ok_and(|u| u.starts_with("http://h:8/mailer/"))
+        );
+        // No credentials in URLs.
+        assert!(resolve_endpoint("http://h/", "http://user:pw@e.example/x").is_err());
     }
 }
