@@ -21,6 +21,14 @@ pub struct ServeArgs {
     /// runs in protected mode: loopback only, loopback callers are admin.
     #[arg(long, env = "TIDINGS_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// A token that reads /metrics (`Authorization: Bearer <token>`), for a
+    /// scraper that should not hold the admin key.
+    #[arg(long, env = "TIDINGS_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Let anyone read /metrics, even with an admin key (it names every
+    /// application, action and subscription).
+    #[arg(long, env = "TIDINGS_PUBLIC_METRICS")]
+    pub public_metrics: bool,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = tidings_server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -56,6 +64,8 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
             bind: args.bind,
             auth: AuthConfig {
                 admin_key: args.admin_key.filter(|k| !k.is_empty()),
+                metrics_token: args.metrics_token.filter(|t| !t.is_empty()),
+                public_metrics: args.public_metrics,
             },
             body_limit: args.body_limit,
             delivery: DeliveryConfig {
@@ -72,6 +82,11 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
         mode = if protected { "protected (loopback callers are admin)" } else { "admin key required" },
         "tidings serve is listening"
     );
+    if args.public_metrics && !protected {
+        tracing::warn!(
+            "--public-metrics: /metrics answers anyone, and names every application, action and subscription"
+        );
+    }
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     tokio::spawn(async move {

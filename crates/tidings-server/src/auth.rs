@@ -27,6 +27,31 @@ pub const REPLAY_TOLERANCE_SECS: u64 = 300;
 pub struct AuthConfig {
     /// The admin key; `None` runs in protected mode.
     pub admin_key: Option<String>,
+    /// A token that reads `/metrics` (`Authorization: Bearer <token>`),
+    /// for a scraper that should not hold the admin key.
+    pub metrics_token: Option<String>,
+    /// `/metrics` answers anyone, even with an admin key (an opt-out of the
+    /// default, logged at start).
+    pub public_metrics: bool,
+}
+
+/// Whether a request may read `/metrics`: in protected mode, or with
+/// `public_metrics`, anyone who reaches the server; otherwise the admin or
+/// the bearer of the metrics token.
+pub fn may_read_metrics(auth: &AuthConfig, who: Option<&Principal>, headers: &HeaderMap) -> bool {
+    if auth.admin_key.is_none() || auth.public_metrics {
+        return true;
+    }
+    if who.is_some_and(Principal::is_admin) {
+        return true;
+    }
+    let bearer = header(headers, "authorization")
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    matches!((&auth.metrics_token, bearer), (Some(token), Some(given)) if same(token, given))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -568,3 +568,31 @@ async fn raw_exchange(base: &str, bytes: &[u8]) -> String {
     socket.read_to_end(&mut answer).await.unwrap();
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// With an admin key, `/metrics` (which names every application, action
+/// and subscription) needs the admin key or the metrics token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_credential_on_a_server_with_an_admin_key() {
+    let (server, _admin, key) = setup().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/metrics", server.base);
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(status(http.get(&url)).await, 401, "anonymous");
+    let app = http
+        .get(&url)
+        .header("authorization", format!("Bearer {key}"));
+    assert_eq!(status(app).await, 401, "an application");
+    let admin = http.get(&url).header("x-amebo-admin-key", ADMIN);
+    assert_eq!(status(admin).await, 200, "the admin");
+    let scraper = http
+        .get(&url)
+        .header("authorization", format!("Bearer {}", common::METRICS_TOKEN));
+    assert_eq!(status(scraper).await, 200, "the metrics token");
+    let wrong = http
+        .get(&url)
+        .header("authorization", "Bearer not-the-token");
+    assert_eq!(status(wrong).await, 401, "a wrong token");
+    server.stop().await;
+}

@@ -23,9 +23,19 @@ pub async fn health() -> Json<Probe> {
     })
 }
 
-/// `GET /metrics`: Prometheus (OpenMetrics text), unauthenticated as in Amebo.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus (OpenMetrics text)", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
+/// `GET /metrics`: Prometheus (OpenMetrics text). With an admin key it
+/// needs the admin key or the metrics token (`--metrics-token`), unless the
+/// server runs with `--public-metrics`: it names every application, action
+/// and subscription.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus (OpenMetrics text)", content_type = "text/plain", body = String), (status = 401, description = "No admin key or metrics token (servers with an admin key, without `--public-metrics`)", body = ErrorBody)))]
+pub async fn metrics(call: Call) -> ApiResult<impl IntoResponse> {
+    let state = &call.state;
+    if !crate::auth::may_read_metrics(&state.auth, call.principal.as_ref(), &call.headers) {
+        return Err(crate::error::ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "/metrics needs the admin key or the metrics token (Authorization: Bearer)",
+        ));
+    }
     let text = state.hub.metrics_text().await?;
     Ok((
         [(header::CONTENT_TYPE, tidings_hub::metrics::CONTENT_TYPE)],

@@ -20,6 +20,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The metrics token of every test server.
+pub const METRICS_TOKEN: &str = "metrics-token-for-tests-0123";
+
 /// Long enough that only a failure hits it.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -57,6 +60,8 @@ impl TestServer {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             auth: AuthConfig {
                 admin_key: admin_key.map(str::to_owned),
+                metrics_token: Some(METRICS_TOKEN.to_owned()),
+                public_metrics: false,
             },
             delivery,
             ..ServerConfig::default()
