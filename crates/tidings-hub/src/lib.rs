@@ -18,6 +18,7 @@ pub mod delivery;
 pub mod error;
 pub mod hub;
 pub mod ids;
+pub mod json;
 pub mod metrics;
 pub mod model;
 pub mod principal;

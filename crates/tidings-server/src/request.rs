@@ -98,6 +98,15 @@ impl Call {
         if !value.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
+        // What is checked must be what is kept and sent: a key twice in
+        // one object would be read one way here and maybe another there.
+        let text = std::str::from_utf8(&self.body)
+            .map_err(|_| ApiError::bad_request("the body must be UTF-8"))?;
+        if let Some(key) = tidings_hub::json::duplicate_key(text) {
+            return Err(ApiError::bad_request(format!(
+                "the key {key:?} appears twice in one object of the body"
+            )));
+        }
         Ok(value)
     }
 

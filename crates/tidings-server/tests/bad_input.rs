@@ -97,6 +97,23 @@ async fn every_kind_of_bad_request_gets_its_status_and_a_json_error() {
             )
             .await,
         ),
+        // A key twice in one object, anywhere: refused, naming it.
+        (
+            400,
+            raw(
+                br#"{"action": "shop.sold", "payload": {"id": "1", "total": -5, "total": 1}}"#,
+                "application/json",
+            )
+            .await,
+        ),
+        (
+            400,
+            raw(
+                br#"{"action": "shop.sold", "payload": "{\"id\": \"1\", \"id\": \"2\"}"}"#,
+                "application/json",
+            )
+            .await,
+        ),
     ];
     for (i, (status, answer)) in cases.iter().enumerate() {
         assert_eq!(answer.status, *status, "case {i}: {}", answer.body);
@@ -107,6 +124,17 @@ async fn every_kind_of_bad_request_gets_its_status_and_a_json_error() {
         );
     }
     assert_eq!(cases[3].1.body["error"], "payload - Field required");
+    let twice = cases[cases.len() - 2].1.body["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(twice.contains("\"total\" appears twice"), "{twice}");
+    let twice = cases[cases.len() - 1].1.body["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        twice.contains("payload - the key \"id\" appears twice"),
+        "{twice}"
+    );
 
     // Every violation, with its path, in one answer.
     let r = admin

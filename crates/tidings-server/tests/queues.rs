@@ -420,6 +420,18 @@ async fn bad_queue_requests_get_clear_4xx() {
             "{method} {path}: {error} should mention {says}"
         );
     }
+    // A key twice in one object of a message: refused, naming it.
+    let twice = br#"{"payload": {"order": 1, "order": 2}}"#;
+    let a = c
+        .send(
+            "POST",
+            "/v1/queues/q/messages",
+            Some(twice),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.to_string().contains("order"), "{}", a.body);
     let limit = c.get("/v1/queues/q/dead-letters?limit=0").await;
     assert_eq!(limit.status, 400);
     server.stop().await;

@@ -68,14 +68,24 @@ pub struct EventFilter {
 }
 
 /// A payload given as a string holding JSON is the JSON it holds.
+/// Either way, an object of it with a key twice is refused: the schema
+/// would check one reading of it and receivers might take another.
 fn unwrap_json_string(field: &str, raw: Box<RawValue>) -> HubResult<Box<RawValue>> {
-    if !raw.get().trim_start().starts_with('"') {
-        return Ok(raw);
+    let raw = if raw.get().trim_start().starts_with('"') {
+        let text: String = serde_json::from_str(raw.get())
+            .map_err(|e| HubError::BadRequest(format!("{field} - {e}")))?;
+        RawValue::from_string(text.trim().to_owned()).map_err(|e| {
+            HubError::BadRequest(format!("{field} - a string must hold valid JSON: {e}"))
+        })?
+    } else {
+        raw
+    };
+    match crate::json::duplicate_key(raw.get()) {
+        Some(key) => Err(HubError::BadRequest(format!(
+            "{field} - the key {key:?} appears twice in one object"
+        ))),
+        None => Ok(raw),
     }
-    let text: String = serde_json::from_str(raw.get())
-        .map_err(|e| HubError::BadRequest(format!("{field} - {e}")))?;
-    RawValue::from_string(text.trim().to_owned())
-        .map_err(|e| HubError::BadRequest(format!("{field} - a string must hold valid JSON: {e}")))
 }
 
 /// A publication's input, checked: everything but what needs the catalog.
