@@ -624,3 +624,63 @@ async fn metrics_need_a_credential_on_a_server_with_an_admin_key() {
     assert_eq!(status(wrong).await, 401, "a wrong token");
     server.stop().await;
 }
+
+/// A session belongs to one incarnation of its application with one
+/// secret: rotating the secret ends it, and a deleted application's
+/// sessions do not come back with a new application of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_with_a_new_secret_and_with_the_application() {
+    let (server, admin, _) = setup().await;
+    let login = |secret: &'static str| {
+        let server = &server;
+        async move {
+            let r = Client::new(&server.base)
+                .post(
+                    "/v1/tokens",
+                    json!({"username": "shop", "password": secret, "scheme": "token"}),
+                )
+                .await;
+            assert_eq!(r.status, 202, "{}", r.body);
+            let token = r.body["token"].as_str().unwrap_or_default().to_owned();
+            Client::new(&server.base).with_header("authorization", &format!("Bearer {token}"))
+        }
+    };
+    let event = json!({"action": "shop.sold", "payload": {"id": "1"}});
+    let old = login("shop-secret-0123456789").await;
+    assert_eq!(old.post("/v1/events", event.clone()).await.status, 201);
+
+    let rotated = admin
+        .send(
+            "PUT",
+            "/v1/applications/shop/secret",
+            Some(br#"{"secret": "a-new-shop-secret-98765"}"#),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(rotated.status, 202, "{}", rotated.body);
+    assert_eq!(
+        old.post("/v1/events", event.clone()).await.status,
+        401,
+        "ended by the rotation"
+    );
+    let new = login("a-new-shop-secret-98765").await;
+    assert_eq!(new.post("/v1/events", event.clone()).await.status, 201);
+
+    let deleted = admin
+        .send("DELETE", "/v1/applications/shop", None, &[])
+        .await;
+    assert_eq!(deleted.status, 202, "{}", deleted.body);
+    let again = admin
+        .post(
+            "/v1/applications",
+            json!({"application": "shop", "address": "http://shop.invalid", "secret": "a-new-shop-secret-98765"}),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(
+        new.get("/v1/applications").await.status,
+        401,
+        "a session of the deleted application, the same name and secret notwithstanding"
+    );
+    server.stop().await;
+}

@@ -5,7 +5,7 @@ use tidings_core::{Transaction, TxOp};
 
 use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
-use crate::ids::{new_api_key, new_secret};
+use crate::ids::{new_api_key, new_secret, random_id};
 use crate::model::Application;
 use crate::model::application::{
     check_name, check_queue_patterns, check_secret, normalize_address,
@@ -95,6 +95,7 @@ impl Hub {
             api_key_hash: digest(&api_key),
             created_at: now_ms(),
             queues: new.queues,
+            incarnation: random_id(),
         };
         let _guard = self.inner.changes.lock().await;
         let mut tx = Transaction::new();
@@ -423,6 +424,7 @@ impl Hub {
             api_key_hash: digest(&new_api_key()),
             created_at: now_ms(),
             queues: None,
+            incarnation: random_id(),
         };
         self.store_application(app).await
     }

@@ -2,12 +2,17 @@
 //! for a token, sent back as the `Authentication` cookie (as Amebo does) or
 //! as a bearer token. Tokens are random; only their SHA-256 is stored, with
 //! an expiry, so they survive restarts and a copy of the data reveals none.
+//!
+//! A session belongs to one incarnation of its application with one secret:
+//! rotating the secret ends it, and so does deleting the application (a
+//! new one of the same name starts with none).
 
 use serde::{Deserialize, Serialize};
 
 use super::Hub;
 use crate::error::{HubError, HubResult};
 use crate::ids::new_secret;
+use crate::model::Application;
 use crate::signature::digest;
 use crate::time::now_ms;
 
@@ -21,6 +26,17 @@ pub struct Session {
     pub application: String,
     /// When it ends, ms since the epoch.
     pub expires_at: u64,
+    /// The [`fingerprint`] of the application when the session opened:
+    /// while it differs from now, the session is over. (Sessions stored
+    /// before it was kept have none, and are over.)
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+/// What a session is bound to: the application's incarnation and its
+/// secret, hashed.
+fn fingerprint(app: &Application) -> String {
+    digest(&format!("{}\n{}\n{}", app.incarnation, app.created_at, app.secret))
 }
 
 /// `POST /v1/tokens`.
@@ -44,11 +60,15 @@ impl Hub {
         if request.scheme != "token" {
             return Err(HubError::Unauthenticated(REFUSED.to_owned()));
         }
-        let secret = self
-            .application_secret(&request.username)
+        let app = self
+            .catalog()
+            .applications
+            .get(&request.username)
+            .filter(|a| a.active)
+            .cloned()
             .ok_or_else(|| HubError::Unauthenticated(REFUSED.to_owned()))?;
         // Compare digests: equal-length, so the comparison time says nothing.
-        if digest(&secret) != digest(&request.password) {
+        if digest(&app.secret) != digest(&request.password) {
             return Err(HubError::Unauthenticated(REFUSED.to_owned()));
         }
         let token = new_secret();
@@ -56,6 +76,7 @@ impl Hub {
         let session = Session {
             application: request.username,
             expires_at: now_ms() + SESSION_TTL_MS,
+            fingerprint: fingerprint(&app),
         };
         self.write_record(&self.inner.tables.sessions, &hash, &session)
             .await?;
@@ -76,7 +97,7 @@ impl Hub {
         catalog
             .applications
             .get(&session.application)
-            .filter(|a| a.active)
+            .filter(|a| a.active && fingerprint(a) == session.fingerprint)
             .map(|a| a.name.clone())
     }
 }

@@ -28,6 +28,11 @@ pub struct Application {
     /// or prefixes ending in `*`. `None`: every one outside the hub's own.
     #[serde(default)]
     pub queues: Option<Vec<String>>,
+    /// Random, new for every application created: what its sessions are
+    /// bound to, so a deleted application's do not come back with a new
+    /// one of the same name. (Empty for applications stored before it.)
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 impl Application {
