@@ -684,3 +684,64 @@ async fn sessions_end_with_a_new_secret_and_with_the_application() {
     );
     server.stop().await;
 }
+
+/// An application reads the events of the actions it owns or subscribes
+/// to, the deliveries of its own subscriptions and its own subscriptions;
+/// the admin reads everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_reads_only_its_own_events_deliveries_and_subscriptions() {
+    let (server, admin, _) = setup().await;
+    let mut keys = Vec::new();
+    for name in ["alpha", "beta"] {
+        let app = json!({"application": name, "address": "http://a.invalid/"});
+        let r = admin.post("/v1/applications", app).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let key = r.body["apikey"].as_str().unwrap_or_default().to_owned();
+        keys.push(Client::new(&server.base).with_header("authorization", &format!("Bearer {key}")));
+        let action = json!({"action": format!("{name}.act"), "application": name, "schemata": {"type": "object"}});
+        assert_eq!(admin.post("/v1/actions", action).await.status, 201);
+    }
+    let (alpha, beta) = (&keys[0], &keys[1]);
+    let sub = json!({"application": "beta", "action": "beta.act", "handler": "/h"});
+    assert_eq!(beta.post("/v1/subscriptions", sub).await.status, 201);
+    let published = beta
+        .post(
+            "/v1/events",
+            json!({"action": "beta.act", "payload": {"secret": "beta's"}}),
+        )
+        .await;
+    assert_eq!(published.status, 201, "{}", published.body);
+    let event = published.body["event"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let count = |answer: common::Answer| match &answer.body["data"] {
+        serde_json::Value::Array(rows) => rows.len(),
+        _ => answer.body.as_array().map_or(usize::MAX, Vec::len),
+    };
+    // Alpha sees none of it.
+    assert_eq!(count(alpha.get("/v1/events?action=beta.act").await), 0);
+    assert_eq!(count(alpha.get("/v1/events").await), 0);
+    assert_eq!(alpha.get(&format!("/v1/events/{event}")).await.status, 404);
+    assert_eq!(count(alpha.get(&format!("/v1/events?id={event}")).await), 0);
+    assert_eq!(count(alpha.get("/v1/gists").await), 0);
+    assert_eq!(count(alpha.get("/v1/subscriptions").await), 0);
+    // Beta sees its own.
+    assert_eq!(count(beta.get("/v1/events").await), 1);
+    assert_eq!(beta.get(&format!("/v1/events/{event}")).await.status, 200);
+    assert_eq!(count(beta.get("/v1/gists").await), 1);
+    assert_eq!(count(beta.get("/v1/subscriptions").await), 1);
+    // Subscribing to an action opens its events to the subscriber, not the
+    // other subscriptions or their deliveries.
+    let sub = json!({"application": "alpha", "action": "beta.act", "handler": "/mine"});
+    assert_eq!(alpha.post("/v1/subscriptions", sub).await.status, 201);
+    assert_eq!(count(alpha.get("/v1/events?action=beta.act").await), 1);
+    assert_eq!(count(alpha.get("/v1/subscriptions").await), 1);
+    assert_eq!(count(alpha.get("/v1/gists").await), 0, "beta's delivery");
+    // The admin reads everything.
+    assert_eq!(count(admin.get("/v1/subscriptions").await), 2);
+    assert_eq!(count(admin.get("/v1/gists").await), 1);
+    assert_eq!(count(admin.get("/v1/events?action=beta.act").await), 1);
+    server.stop().await;
+}

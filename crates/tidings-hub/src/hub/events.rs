@@ -302,6 +302,39 @@ impl Hub {
         })
     }
 
+    /// The actions whose events `who` may read: those of the applications
+    /// it may act as and those it subscribes to (`None`: every action, for
+    /// the admin).
+    fn readable_actions(&self, who: &Principal) -> Option<std::collections::HashSet<String>> {
+        let Principal::Application(app) = who else {
+            return None;
+        };
+        let catalog = self.catalog();
+        let owned = catalog
+            .actions
+            .values()
+            .filter(|e| &e.action.application == app)
+            .map(|e| e.action.name.clone());
+        let subscribed = catalog
+            .subscriptions
+            .values()
+            .filter(|s| &s.application == app)
+            .map(|s| s.action.clone());
+        Some(owned.chain(subscribed).collect())
+    }
+
+    /// One event, if `who` may read it (otherwise, as one that does not
+    /// exist: 404).
+    pub async fn event_for(&self, who: &Principal, id: &str) -> HubResult<Event> {
+        let event = self.event(id).await?;
+        match self.readable_actions(who) {
+            Some(actions) if !actions.contains(&event.action) => {
+                Err(HubError::NotFound(format!("Event {id} does not exist")))
+            }
+            _ => Ok(event),
+        }
+    }
+
     /// One event.
     pub async fn event(&self, id: &str) -> HubResult<Event> {
         if crate::ids::parse_event_row(id).is_none() {
@@ -312,15 +345,22 @@ impl Hub {
             .ok_or_else(|| HubError::NotFound(format!("Event {id} does not exist")))
     }
 
-    /// The event log, newest first.
-    pub async fn list_events(&self, filter: &EventFilter, page_of: Page) -> HubResult<Vec<Event>> {
+    /// The event log, newest first: the events `who` may read (an
+    /// application: of the actions it owns or subscribes to).
+    pub async fn list_events(
+        &self,
+        who: &Principal,
+        filter: &EventFilter,
+        page_of: Page,
+    ) -> HubResult<Vec<Event>> {
         if let Some(id) = &filter.id {
-            return Ok(match self.event(id).await {
+            return Ok(match self.event_for(who, id).await {
                 Ok(event) if page_of.page == 1 => vec![event],
                 Ok(_) | Err(HubError::NotFound(_)) => Vec::new(),
                 Err(e) => return Err(e),
             });
         }
+        let readable = self.readable_actions(who);
         let mut range = RecordScan::all().reverse();
         if let Some(from) = filter.from {
             range = range.from(row_key_at(from));
@@ -333,10 +373,11 @@ impl Hub {
             &self.inner.tables.events,
             range,
             |e: &Event| {
-                filter
-                    .action
-                    .as_deref()
-                    .is_none_or(|a| e.action.contains(a))
+                readable.as_ref().is_none_or(|a| a.contains(&e.action))
+                    && filter
+                        .action
+                        .as_deref()
+                        .is_none_or(|a| e.action.contains(a))
                     && filter
                         .deduper
                         .as_deref()

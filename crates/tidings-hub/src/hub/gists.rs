@@ -64,13 +64,23 @@ impl GistFilter {
 }
 
 impl Hub {
-    /// Deliveries, newest event first, with the total count of matches.
-    pub async fn list_gists(&self, filter: &GistFilter, page_of: Page) -> HubResult<GistPage> {
+    /// Deliveries, newest event first, with the total count of matches:
+    /// those `who` may read (an application: of its own subscriptions).
+    pub async fn list_gists(
+        &self,
+        who: &Principal,
+        filter: &GistFilter,
+        page_of: Page,
+    ) -> HubResult<GistPage> {
         let (gists, total) = page(
             &**self.broker(),
             &self.inner.tables.gists,
             filter.range(),
-            |g: &Gist| filter.matches(g) && filter.id.as_deref().is_none_or(|id| g.key() == id),
+            |g: &Gist| {
+                who.may_act_as(&g.subscriber)
+                    && filter.matches(g)
+                    && filter.id.as_deref().is_none_or(|id| g.key() == id)
+            },
             page_of.skip(),
             page_of.size,
             true,

@@ -127,7 +127,7 @@ impl Default for Page {
 /// let again = hub.publish(&shop, new(r#"{"order_id": "o-1"}"#), None).await?;
 /// assert!(!first.duplicate && again.duplicate);
 /// assert!(hub.publish(&shop, new("{}"), None).await.is_err()); // schema: order_id required
-/// let log = hub.list_events(&EventFilter::default(), Page::default()).await?;
+/// let log = hub.list_events(&shop, &EventFilter::default(), Page::default()).await?;
 /// assert_eq!(log.len(), 1);
 /// # Ok::<_, tidings_hub::HubError>(())
 /// # }).unwrap();

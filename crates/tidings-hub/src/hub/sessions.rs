@@ -36,7 +36,10 @@ pub struct Session {
 /// What a session is bound to: the application's incarnation and its
 /// secret, hashed.
 fn fingerprint(app: &Application) -> String {
-    digest(&format!("{}\n{}\n{}", app.incarnation, app.created_at, app.secret))
+    digest(&format!(
+        "{}\n{}\n{}",
+        app.incarnation, app.created_at, app.secret
+    ))
 }
 
 /// `POST /v1/tokens`.

@@ -236,9 +236,11 @@ impl Hub {
         }
     }
 
-    /// Lists subscriptions, filtered.
+    /// Lists the subscriptions `who` may read (an application: its own),
+    /// filtered.
     pub fn list_subscriptions(
         &self,
+        who: &Principal,
         id: Option<&str>,
         application: Option<&str>,
         action: Option<&str>,
@@ -249,6 +251,7 @@ impl Hub {
         let mut all: Vec<&Subscription> = catalog
             .subscriptions
             .values()
+            .filter(|s| who.may_act_as(&s.application))
             .filter(|s| id.is_none_or(|id| s.id == id))
             .filter(|s| application.is_none_or(|a| s.application.contains(a)))
             .filter(|s| action.is_none_or(|a| s.action.contains(a)))

@@ -40,7 +40,7 @@ pub async fn publish(call: Call) -> ApiResult<Answer<EventView>> {
     params(("id" = Option<String>, Query), ("action" = Option<String>, Query), ("deduper" = Option<String>, Query), ("from" = Option<String>, Query, description = "ISO 8601 or Unix seconds"), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query, description = "today, 7d, week, 30d, month"), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
     responses((status = 200, description = "Events, newest first", body = [EventView]), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(call: Call) -> ApiResult<Json<Vec<EventView>>> {
-    call.who()?;
+    let who = call.who()?;
     let (from, to) = call.time_range()?;
     let filter = EventFilter {
         id: call.param("id").map(str::to_owned),
@@ -49,13 +49,17 @@ pub async fn list(call: Call) -> ApiResult<Json<Vec<EventView>>> {
         from,
         to,
     };
-    let events = call.state.hub.list_events(&filter, call.page()?).await?;
+    let events = call
+        .state
+        .hub
+        .list_events(who, &filter, call.page()?)
+        .await?;
     Ok(Json(events.iter().map(|e| e.view()).collect()))
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path)),
     responses((status = 200, description = "The event", body = EventView), (status = 404, description = "Unknown", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn one(Path(id): Path<String>, call: Call) -> ApiResult<Json<EventView>> {
-    call.who()?;
-    Ok(Json(call.state.hub.event(&id).await?.view()))
+    let who = call.who()?;
+    Ok(Json(call.state.hub.event_for(who, &id).await?.view()))
 }

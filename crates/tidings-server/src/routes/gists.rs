@@ -40,11 +40,11 @@ fn filter(call: &Call) -> ApiResult<GistFilter> {
     params(("gist" = Option<String>, Query), ("event" = Option<String>, Query), ("subscription" = Option<String>, Query), ("action" = Option<String>, Query), ("subscriber" = Option<String>, Query), ("status" = Option<String>, Query, description = "pending, retrying, delivered, failed"), ("completed" = Option<bool>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
     responses((status = 200, description = "A page of deliveries, newest event first", body = GistPage), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(call: Call) -> ApiResult<Json<GistPage>> {
-    call.who()?;
+    let who = call.who()?;
     Ok(Json(
         call.state
             .hub
-            .list_gists(&filter(&call)?, call.page()?)
+            .list_gists(who, &filter(&call)?, call.page()?)
             .await?,
     ))
 }

@@ -22,8 +22,9 @@ pub async fn subscribe(call: Call) -> ApiResult<Answer<SubscriptionView>> {
     params(("id" = Option<String>, Query), ("application" = Option<String>, Query), ("action" = Option<String>, Query), ("active" = Option<bool>, Query), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
     responses((status = 200, description = "Subscriptions, newest first", body = [SubscriptionView]), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(call: Call) -> ApiResult<Json<Vec<SubscriptionView>>> {
-    call.who()?;
+    let who = call.who()?;
     Ok(Json(call.state.hub.list_subscriptions(
+        who,
         call.param("id"),
         call.param("application"),
         call.param("action"),
