@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// application, action and subscription).
     #[arg(long, env = "TIDINGS_PUBLIC_METRICS")]
     pub public_metrics: bool,
+    /// Also accept Amebo's request signatures, over the body alone. Unsafe:
+    /// a captured signed request can be replayed, as another method and
+    /// path too. For clients that cannot sign method, path and time yet.
+    #[arg(long, env = "TIDINGS_ACCEPT_LEGACY_SIGNATURES")]
+    pub accept_legacy_signatures: bool,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = tidings_server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -66,6 +71,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
                 admin_key: args.admin_key.filter(|k| !k.is_empty()),
                 metrics_token: args.metrics_token.filter(|t| !t.is_empty()),
                 public_metrics: args.public_metrics,
+                accept_legacy_signatures: args.accept_legacy_signatures,
             },
             body_limit: args.body_limit,
             delivery: DeliveryConfig {
@@ -82,6 +88,11 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
         mode = if protected { "protected (loopback callers are admin)" } else { "admin key required" },
         "tidings serve is listening"
     );
+    if args.accept_legacy_signatures {
+        tracing::warn!(
+            "--accept-legacy-signatures: requests signed over the body alone are accepted; a captured one can be replayed"
+        );
+    }
     if args.public_metrics && !protected {
         tracing::warn!(
             "--public-metrics: /metrics answers anyone, and names every application, action and subscription"

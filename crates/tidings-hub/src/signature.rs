@@ -28,6 +28,29 @@ pub fn amebo(secret: &str, body: &[u8]) -> String {
     hex::encode(mac(secret.as_bytes(), &[body]))
 }
 
+/// What a signed request signs (the `v1=` form of `x-amebo-signature`):
+/// `v1`, the method, the path with its query, the timestamp (Unix seconds)
+/// and the body, each of the first four followed by a line feed. Binding the
+/// method, the path and the time means a captured request cannot be
+/// replayed as another one, or later.
+pub fn request_parts<'a>(
+    method: &'a str,
+    path_and_query: &'a str,
+    timestamp: &'a str,
+    body: &'a [u8],
+) -> [&'a [u8]; 8] {
+    [
+        b"v1\n",
+        method.as_bytes(),
+        b"\n",
+        path_and_query.as_bytes(),
+        b"\n",
+        timestamp.as_bytes(),
+        b"\n",
+        body,
+    ]
+}
+
 /// The Standard Webhooks `webhook-signature` value: `v1,` and the base64
 /// HMAC-SHA256 of `{id}.{timestamp}.{body}`. The key is the secret's bytes
 /// (give a verifier those bytes, or `whsec_` + their base64).

@@ -5,18 +5,23 @@
 //!
 //! 1. `x-amebo-admin-key` (or `x-tidings-admin-key`): the admin key;
 //! 2. `Authorization: Bearer <API key or session token>`: an application;
-//! 3. `x-amebo-application` + `x-amebo-signature` (+ optional
-//!    `x-amebo-timestamp`): hex HMAC-SHA256 of the raw body (or of
-//!    `"<timestamp>." + body`) with the application's secret;
+//! 3. `x-amebo-application` + `x-amebo-timestamp` + `x-amebo-signature:
+//!    v1=<hex>`: HMAC-SHA256, keyed with the application's secret, of the
+//!    method, path with query, timestamp and body
+//!    ([`tidings_hub::signature::request_parts`]); the timestamp within
+//!    300 s, and each signature accepted once. Amebo's form (the body
+//!    alone, or `"<timestamp>." + body`) only with `accept_legacy_signatures`;
 //! 4. `Cookie: Authentication=<session token>` (from `POST /v1/tokens`);
 //! 5. protected mode (no admin key configured): a loopback caller is admin,
 //!    unless the request came through a proxy (it carries a forwarding
 //!    header): behind a proxy on the same host every client would be
 //!    loopback.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method, Uri};
 use tidings_hub::{Hub, Principal, signature};
 
 /// Seconds a signed request's timestamp may differ from now.
@@ -33,6 +38,46 @@ pub struct AuthConfig {
     /// `/metrics` answers anyone, even with an admin key (an opt-out of the
     /// default, logged at start).
     pub public_metrics: bool,
+    /// Accept Amebo's request signatures, over the body alone: unsafe (a
+    /// captured request can be replayed, as another method and path too),
+    /// for old clients only; logged at start.
+    pub accept_legacy_signatures: bool,
+}
+
+/// The signatures seen within the replay window, each accepted once.
+#[derive(Clone, Default)]
+pub struct SeenSignatures {
+    /// Signature to the Unix second after which it can no longer be valid.
+    until: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl SeenSignatures {
+    /// Whether `signature` is new (and from now on, seen).
+    fn first_use(&self, signature: &str, now: u64) -> bool {
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if until.len() >= 4096 {
+            until.retain(|_, t| *t >= now);
+        }
+        if until.get(signature).is_some_and(|t| *t >= now) {
+            return false;
+        }
+        until.insert(signature.to_owned(), now + 2 * REPLAY_TOLERANCE_SECS);
+        true
+    }
+}
+
+/// A request as presented: what authenticating it may look at.
+pub struct Presented<'a> {
+    /// Its method.
+    pub method: &'a Method,
+    /// Its target.
+    pub uri: &'a Uri,
+    /// Its headers.
+    pub headers: &'a HeaderMap,
+    /// Its body, as received.
+    pub body: &'a [u8],
+    /// The caller's address.
+    pub peer: Option<SocketAddr>,
 }
 
 /// Whether a request may read `/metrics`: in protected mode, or with
@@ -70,10 +115,10 @@ fn same(a: &str, b: &str) -> bool {
 pub fn principal(
     hub: &Hub,
     auth: &AuthConfig,
-    headers: &HeaderMap,
-    body: &[u8],
-    peer: Option<SocketAddr>,
+    seen: &SeenSignatures,
+    request: &Presented<'_>,
 ) -> Option<Principal> {
+    let headers = request.headers;
     if let Some(given) =
         header(headers, "x-amebo-admin-key").or_else(|| header(headers, "x-tidings-admin-key"))
     {
@@ -97,15 +142,10 @@ pub fn principal(
         header(headers, "x-amebo-signature"),
     ) {
         let secret = hub.application_secret(app)?;
-        let body: &[u8] = if body.is_empty() { b"{}" } else { body };
-        let valid = match header(headers, "x-amebo-timestamp") {
-            Some(ts) => {
-                let ts_secs: u64 = ts.parse().ok()?;
-                let now = tidings_hub::time::now_ms() / 1000;
-                now.abs_diff(ts_secs) <= REPLAY_TOLERANCE_SECS
-                    && signature::verify_hex(&secret, &[ts.as_bytes(), b".", body], sig)
-            }
-            None => signature::verify_hex(&secret, &[body], sig),
+        let valid = match sig.strip_prefix("v1=") {
+            Some(hex) => signed_request(&secret, seen, request, hex),
+            None if auth.accept_legacy_signatures => legacy_signature(&secret, request, sig),
+            None => false,
         };
         return valid.then(|| Principal::Application(app.to_owned()));
     }
@@ -114,7 +154,9 @@ pub fn principal(
             .application_by_session(token)
             .map(Principal::Application);
     }
-    if auth.admin_key.is_none() && peer.is_some_and(|p| p.ip().is_loopback()) && !forwarded(headers)
+    if auth.admin_key.is_none()
+        && request.peer.is_some_and(|p| p.ip().is_loopback())
+        && !forwarded(headers)
     {
         return Some(Principal::Admin);
     }
@@ -132,6 +174,47 @@ pub const FORWARDING_HEADERS: [&str; 4] = [
 /// Whether a request came through a proxy (it carries a forwarding header).
 pub fn forwarded(headers: &HeaderMap) -> bool {
     FORWARDING_HEADERS.iter().any(|h| headers.contains_key(*h))
+}
+
+/// Checks a `v1=` request signature: over method, path with query,
+/// timestamp (required, within the tolerance) and body, and not seen before.
+fn signed_request(secret: &str, seen: &SeenSignatures, request: &Presented<'_>, hex: &str) -> bool {
+    let Some(ts) = header(request.headers, "x-amebo-timestamp") else {
+        return false;
+    };
+    let Ok(ts_secs) = ts.parse::<u64>() else {
+        return false;
+    };
+    let now = tidings_hub::time::now_ms() / 1000;
+    let path = request
+        .uri
+        .path_and_query()
+        .map_or(request.uri.path(), |p| p.as_str());
+    let parts = signature::request_parts(request.method.as_str(), path, ts, request.body);
+    now.abs_diff(ts_secs) <= REPLAY_TOLERANCE_SECS
+        && signature::verify_hex(secret, &parts, hex)
+        && seen.first_use(hex, now)
+}
+
+/// Amebo's signature: over the body alone (`{}` for an empty one), or
+/// `"<timestamp>." + body` with the timestamp within the tolerance.
+fn legacy_signature(secret: &str, request: &Presented<'_>, sig: &str) -> bool {
+    let body: &[u8] = if request.body.is_empty() {
+        b"{}"
+    } else {
+        request.body
+    };
+    match header(request.headers, "x-amebo-timestamp") {
+        Some(ts) => {
+            let Ok(ts_secs) = ts.parse::<u64>() else {
+                return false;
+            };
+            let now = tidings_hub::time::now_ms() / 1000;
+            now.abs_diff(ts_secs) <= REPLAY_TOLERANCE_SECS
+                && signature::verify_hex(secret, &[ts.as_bytes(), b".", body], sig)
+        }
+        None => signature::verify_hex(secret, &[body], sig),
+    }
 }
 
 /// The value of the `Authentication` cookie, if sent.

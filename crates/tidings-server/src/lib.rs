@@ -103,6 +103,7 @@ impl Server {
             body_limit: config.body_limit,
             login_attempts: throttle::Throttle::new(5, std::time::Duration::from_secs(60)),
             streams: state::Streams::default(),
+            signatures: auth::SeenSignatures::default(),
         };
         Ok(Self {
             listener,

@@ -172,8 +172,15 @@ impl FromRequest<AppState> for Call {
         let body = axum::body::to_bytes(body, state.body_limit)
             .await
             .map_err(|_| too_large())?;
+        let presented = crate::auth::Presented {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+            body: &body,
+            peer,
+        };
         let principal =
-            crate::auth::principal(&state.hub, &state.auth, &parts.headers, &body, peer);
+            crate::auth::principal(&state.hub, &state.auth, &state.signatures, &presented);
         Ok(Self {
             principal,
             headers: parts.headers,

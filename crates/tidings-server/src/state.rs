@@ -26,6 +26,8 @@ pub struct AppState {
     pub login_attempts: crate::throttle::Throttle,
     /// Open streaming receives and their credit.
     pub streams: Streams,
+    /// Request signatures seen lately (each is accepted once).
+    pub signatures: crate::auth::SeenSignatures,
 }
 
 /// Whose stream: queue, group and consumer.

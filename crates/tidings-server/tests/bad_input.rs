@@ -356,38 +356,66 @@ async fn credentials_decide_who_may_do_what() {
         403
     );
 
-    // Request signatures: HMAC of the raw body, optionally with a timestamp.
+    // Request signatures (`v1=`): HMAC over method, path with query,
+    // timestamp and body; each accepted once, within 300 s.
     let body = serde_json::to_vec(&json!({"action": "shop.sold", "payload": {"id": "2"}})).unwrap();
-    let signed = |timestamp: Option<String>| {
-        let (anonymous, body) = (&anonymous, &body);
-        async move {
-            let sig = match &timestamp {
-                Some(ts) => hub_hmac("shop-secret-0123456789", &[ts.as_bytes(), b".", body]),
-                None => hub_hmac("shop-secret-0123456789", &[body]),
-            };
-            let mut headers = vec![
-                ("content-type", "application/json"),
-                ("x-amebo-application", "shop"),
-                ("x-amebo-signature", sig.as_str()),
-            ];
-            if let Some(ts) = &timestamp {
-                headers.push(("x-amebo-timestamp", ts.as_str()));
-            }
-            anonymous
-                .send("POST", "/v1/events", Some(body), &headers)
-                .await
-        }
-    };
-    let r = signed(None).await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(r.body["publisher"], "service:shop");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs();
-    assert_eq!(signed(Some(now.to_string())).await.status, 201);
-    let r = signed(Some("1000".to_owned())).await;
+        .as_secs()
+        .to_string();
+    let sign = |method: &str, path: &str, ts: &str, body: &[u8]| {
+        let head = format!("v1\n{method}\n{path}\n{ts}\n");
+        format!(
+            "v1={}",
+            hub_hmac("shop-secret-0123456789", &[head.as_bytes(), body])
+        )
+    };
+    let send =
+        |method: &'static str, path: &'static str, ts: String, sig: String, body: Vec<u8>| {
+            let anonymous = &anonymous;
+            async move {
+                let headers = [
+                    ("content-type", "application/json"),
+                    ("x-amebo-application", "shop"),
+                    ("x-amebo-timestamp", ts.as_str()),
+                    ("x-amebo-signature", sig.as_str()),
+                ];
+                anonymous.send(method, path, Some(&body), &headers).await
+            }
+        };
+    let sig = sign("POST", "/v1/events", &now, &body);
+    let r = send("POST", "/v1/events", now.clone(), sig.clone(), body.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["publisher"], "service:shop");
+    let r = send("POST", "/v1/events", now.clone(), sig, body.clone()).await;
+    assert_eq!(r.status, 401, "the same signed request again: a replay");
+    // A captured signed request is no good for another method or path.
+    let sig = sign("GET", "/v1/subscriptions", &now, b"");
+    let r = send(
+        "DELETE",
+        "/v1/subscriptions/x",
+        now.clone(),
+        sig,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 401, "replayed as another request");
+    let sig = sign("POST", "/v1/events", "1000", &body);
+    let r = send("POST", "/v1/events", "1000".to_owned(), sig, body.clone()).await;
     assert_eq!(r.status, 401, "a stale timestamp is refused");
+    // Amebo's signature over the body alone: refused unless the server
+    // was told to accept it (--accept-legacy-signatures).
+    let legacy = hub_hmac("shop-secret-0123456789", &[&body]);
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-amebo-application", "shop"),
+        ("x-amebo-signature", legacy.as_str()),
+    ];
+    let r = anonymous
+        .send("POST", "/v1/events", Some(&body), &headers)
+        .await;
+    assert_eq!(r.status, 401, "a body-only signature");
 
     // A new API key replaces the old one; a deactivated application cannot authenticate.
     let fresh = admin.post("/v1/applications/shop/apikey", json!({})).await;
@@ -743,5 +771,36 @@ async fn an_application_reads_only_its_own_events_deliveries_and_subscriptions()
     assert_eq!(count(admin.get("/v1/subscriptions").await), 2);
     assert_eq!(count(admin.get("/v1/gists").await), 1);
     assert_eq!(count(admin.get("/v1/events?action=beta.act").await), 1);
+    server.stop().await;
+}
+
+/// With `--accept-legacy-signatures`, Amebo's signature over the body alone
+/// is accepted (for old clients; documented as unsafe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_signatures_only_when_the_server_accepts_them() {
+    let auth = tidings_server::AuthConfig {
+        admin_key: Some(ADMIN.to_owned()),
+        accept_legacy_signatures: true,
+        ..Default::default()
+    };
+    let broker = Arc::new(EmbeddedBroker::in_memory());
+    let server = TestServer::start_authenticated(broker, auth, Default::default()).await;
+    let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
+    let app = json!({"application": "old", "address": "http://o.invalid", "secret": "old-client-secret-0123"});
+    assert_eq!(admin.post("/v1/applications", app).await.status, 201);
+    let action =
+        json!({"action": "old.thing", "application": "old", "schemata": {"type": "object"}});
+    assert_eq!(admin.post("/v1/actions", action).await.status, 201);
+    let body = serde_json::to_vec(&json!({"action": "old.thing", "payload": {}})).unwrap();
+    let legacy = hub_hmac("old-client-secret-0123", &[&body]);
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-amebo-application", "old"),
+        ("x-amebo-signature", legacy.as_str()),
+    ];
+    let r = Client::new(&server.base)
+        .send("POST", "/v1/events", Some(&body), &headers)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
     server.stop().await;
 }

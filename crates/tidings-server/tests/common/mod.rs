@@ -47,6 +47,20 @@ impl TestServer {
         admin_key: Option<&str>,
         delivery: DeliveryConfig,
     ) -> Self {
+        let auth = AuthConfig {
+            admin_key: admin_key.map(str::to_owned),
+            metrics_token: Some(METRICS_TOKEN.to_owned()),
+            public_metrics: false,
+            accept_legacy_signatures: false,
+        };
+        Self::start_authenticated(broker, auth, delivery).await
+    }
+
+    pub async fn start_authenticated(
+        broker: Arc<dyn Broker>,
+        auth: AuthConfig,
+        delivery: DeliveryConfig,
+    ) -> Self {
         let hub = Hub::open(
             broker,
             HubConfig {
@@ -58,11 +72,7 @@ impl TestServer {
         .unwrap();
         let config = ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            auth: AuthConfig {
-                admin_key: admin_key.map(str::to_owned),
-                metrics_token: Some(METRICS_TOKEN.to_owned()),
-                public_metrics: false,
-            },
+            auth,
             delivery,
             ..ServerConfig::default()
         };
