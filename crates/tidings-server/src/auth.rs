@@ -119,6 +119,10 @@ pub fn principal(
     request: &Presented<'_>,
 ) -> Option<Principal> {
     let headers = request.headers;
+    // A hub's own webhook (to this hub, or another): never a credential.
+    if headers.contains_key(tidings_hub::delivery::webhook::DELIVERY_HEADER) {
+        return None;
+    }
     if let Some(given) =
         header(headers, "x-amebo-admin-key").or_else(|| header(headers, "x-tidings-admin-key"))
     {

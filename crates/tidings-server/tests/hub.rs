@@ -818,3 +818,45 @@ async fn catalog_changes_take_effect_while_deliveries_run() {
     );
     server.stop().await;
 }
+
+/// A subscription whose handler is the hub's own `/v1/events` (in protected
+/// mode, where a loopback caller is admin) does not make every delivery a
+/// new publish: the hub's webhooks are never a credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_to_the_hub_itself_does_not_loop() {
+    let server = TestServer::start(memory()).await;
+    let c = Client::new(&server.base);
+    app(&c, "looper", &format!("{}/", server.base)).await;
+    action(&c, "loop.tick", "looper", json!({"type": "object"})).await;
+    let sub = subscribe(
+        &c,
+        json!({"application": "looper", "action": "loop.tick", "handler": "/v1/events", "max_retries": 1}),
+    )
+    .await;
+    let r = c
+        .post(
+            "/v1/events",
+            json!({"action": "loop.tick", "payload": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    eventually("the delivery to be attempted", || async {
+        let gists = c.get(&format!("/v1/gists?subscription={sub}")).await;
+        gists.body["data"][0]["attempts"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    let gists = c.get(&format!("/v1/gists?subscription={sub}")).await;
+    assert_eq!(
+        gists.body["data"][0]["last_status_code"], 401,
+        "{}",
+        gists.body
+    );
+    let events = c.get("/v1/events?action=loop.tick").await;
+    assert_eq!(
+        events.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        events.body
+    );
+    server.stop().await;
+}

@@ -89,6 +89,11 @@ fn traceparent(event: &Event, delivery_id: &str, number: u32) -> Option<String> 
     Some(format!("00-{trace}-{}-01", &digest[..16]))
 }
 
+/// The header every webhook carries (its delivery id): a hub refuses a
+/// request that has it as anything but anonymous, so no subscription can
+/// make a hub publish to itself in a loop.
+pub const DELIVERY_HEADER: &str = "x-tidings-delivery";
+
 /// Posts the event and reports what happened. Never fails: transport errors
 /// are outcomes too.
 pub async fn post(client: &reqwest::Client, attempt: Attempt<'_>) -> Outcome {
@@ -101,6 +106,7 @@ pub async fn post(client: &reqwest::Client, attempt: Attempt<'_>) -> Outcome {
         .header("x-amebo-event-id", &attempt.event.id)
         .header("x-amebo-delivery-attempt", attempt.number.to_string())
         .header("webhook-id", attempt.delivery_id)
+        .header(DELIVERY_HEADER, attempt.delivery_id)
         .header("webhook-timestamp", now_secs.to_string())
         .header(
             "webhook-signature",
