@@ -34,6 +34,11 @@ pub struct ServeArgs {
     /// path too. For clients that cannot sign method, path and time yet.
     #[arg(long, env = "TIDINGS_ACCEPT_LEGACY_SIGNATURES")]
     pub accept_legacy_signatures: bool,
+    /// A proxy (address or CIDR, repeatable) whose X-Forwarded-For is
+    /// believed for the client's address (logs, login limits); never for
+    /// credentials.
+    #[arg(long = "trusted-proxy", env = "TIDINGS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = tidings_server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -72,6 +77,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
                 metrics_token: args.metrics_token.filter(|t| !t.is_empty()),
                 public_metrics: args.public_metrics,
                 accept_legacy_signatures: args.accept_legacy_signatures,
+                trusted_proxies: args.trusted_proxies,
             },
             body_limit: args.body_limit,
             delivery: DeliveryConfig {
@@ -122,4 +128,12 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// An address (a network of one) or a CIDR network.
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or a CIDR network"))
 }

@@ -42,6 +42,37 @@ pub struct AuthConfig {
     /// captured request can be replayed, as another method and path too),
     /// for old clients only; logged at start.
     pub accept_legacy_signatures: bool,
+    /// Proxies whose `X-Forwarded-For` is believed for the client's address
+    /// (logs, login limits). Never for credentials.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy,
+/// the last address of `X-Forwarded-For` that is not a trusted proxy's.
+pub fn client_address(
+    auth: &AuthConfig,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Option<std::net::IpAddr> {
+    let peer = peer?.ip();
+    let trusted = |ip: &std::net::IpAddr| auth.trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .unwrap_or(peer),
+    )
 }
 
 /// The signatures seen within the replay window, each accepted once.

@@ -27,6 +27,10 @@ pub use state::AppState;
 /// Default port (Amebo's).
 pub const DEFAULT_PORT: u16 = 3310;
 
+/// Failed logins an application name may have per minute, from all
+/// addresses together; then 429 until the minute has passed.
+pub const LOGIN_FAILURES_PER_MINUTE: usize = 10;
+
 /// Default largest request body: 512 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 512 * 1024;
 
@@ -102,6 +106,10 @@ impl Server {
             auth: config.auth,
             body_limit: config.body_limit,
             login_attempts: throttle::Throttle::new(5, std::time::Duration::from_secs(60)),
+            login_failures: throttle::Throttle::new(
+                LOGIN_FAILURES_PER_MINUTE,
+                std::time::Duration::from_secs(60),
+            ),
             streams: state::Streams::default(),
             signatures: auth::SeenSignatures::default(),
         };

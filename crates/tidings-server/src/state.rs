@@ -22,8 +22,10 @@ pub struct AppState {
     pub auth: AuthConfig,
     /// Largest request body, bytes.
     pub body_limit: usize,
-    /// Throttles `POST /v1/tokens` per caller address.
-    pub login_attempts: crate::throttle::Throttle,
+    /// Throttles `POST /v1/tokens` per client address.
+    pub login_attempts: crate::throttle::Throttle<std::net::IpAddr>,
+    /// Throttles failed logins per application name, whatever the address.
+    pub login_failures: crate::throttle::Throttle<String>,
     /// Open streaming receives and their credit.
     pub streams: Streams,
     /// Request signatures seen lately (each is accepted once).

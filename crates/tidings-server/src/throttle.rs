@@ -1,19 +1,20 @@
-//! A per-address limit on attempts in a sliding window (login throttling).
+//! A limit on attempts per key (a client address, an application name) in a
+//! sliding window: login throttling.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// At most `max` attempts per address per `window`.
+/// At most `max` attempts per key per `window`.
 #[derive(Clone)]
-pub struct Throttle {
+pub struct Throttle<K> {
     max: usize,
     window: Duration,
-    seen: Arc<Mutex<HashMap<IpAddr, VecDeque<Instant>>>>,
+    seen: Arc<Mutex<HashMap<K, VecDeque<Instant>>>>,
 }
 
-impl Throttle {
+impl<K: Hash + Eq> Throttle<K> {
     /// A throttle of `max` attempts per `window`.
     pub fn new(max: usize, window: Duration) -> Self {
         Self {
@@ -23,15 +24,24 @@ impl Throttle {
         }
     }
 
-    /// Counts an attempt from `addr`; `false` if it is over the limit.
-    pub fn allow(&self, addr: IpAddr) -> bool {
+    /// Whether `key` is under the limit now, without counting an attempt.
+    pub fn open(&self, key: &K) -> bool {
+        let now = Instant::now();
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.get(key)
+            .is_none_or(|times| times.iter().filter(|t| now - **t < self.window).count() < self.max)
+    }
+
+    /// Counts an attempt for `key`; `false` if it is over the limit (and
+    /// then it is not counted).
+    pub fn allow(&self, key: K) -> bool {
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        // Forget addresses whose attempts are all outside the window.
+        // Forget keys whose attempts are all outside the window.
         if seen.len() > 10_000 {
             seen.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
         }
-        let times = seen.entry(addr).or_default();
+        let times = seen.entry(key).or_default();
         while times.front().is_some_and(|t| now - *t >= self.window) {
             times.pop_front();
         }
@@ -46,14 +56,17 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     #[test]
-    fn limits_each_address_alone() {
+    fn limits_each_key_alone() {
         let t = Throttle::new(2, Duration::from_secs(60));
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
         assert!(t.allow(a) && t.allow(a));
         assert!(!t.allow(a));
+        assert!(!t.open(&a));
+        assert!(t.open(&b));
         assert!(t.allow(b));
     }
 }

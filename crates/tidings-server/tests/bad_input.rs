@@ -804,3 +804,64 @@ async fn legacy_signatures_only_when_the_server_accepts_them() {
     assert_eq!(r.status, 201, "{}", r.body);
     server.stop().await;
 }
+
+/// Logins are limited per client address (believed from X-Forwarded-For
+/// only behind a trusted proxy) and, for failures, per application name
+/// whatever the address: a proxy's clients do not lock each other out, and
+/// spreading guesses over addresses does not help.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_limited_per_client_and_per_application() {
+    let auth = tidings_server::AuthConfig {
+        admin_key: Some(ADMIN.to_owned()),
+        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
+        ..Default::default()
+    };
+    let broker = Arc::new(EmbeddedBroker::in_memory());
+    let server = TestServer::start_authenticated(broker, auth, Default::default()).await;
+    let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
+    for name in ["shop", "other"] {
+        let app = json!({"application": name, "address": "http://x.invalid", "secret": format!("{name}-secret-0123456789")});
+        assert_eq!(admin.post("/v1/applications", app).await.status, 201);
+    }
+    let login = |client: String, name: &'static str, password: &'static str| {
+        let base = server.base.clone();
+        async move {
+            Client::new(&base)
+                .with_header("x-forwarded-for", &client)
+                .post(
+                    "/v1/tokens",
+                    json!({"username": name, "password": password, "scheme": "token"}),
+                )
+                .await
+                .status
+        }
+    };
+    // One client behind the proxy: five attempts a minute, then 429; the
+    // proxy's other clients are not held up.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(login("203.0.113.1".into(), "nobody", "wrong-password-000").await);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    assert_eq!(
+        login("203.0.113.2".into(), "shop", "shop-secret-0123456789").await,
+        202
+    );
+    // Guesses at one application from many addresses: ten failures a
+    // minute, then 429 for that name only, even with the right secret.
+    for i in 0..10 {
+        assert_eq!(
+            login(format!("198.51.100.{i}"), "shop", "wrong-password-000").await,
+            401
+        );
+    }
+    assert_eq!(
+        login("198.51.100.200".into(), "shop", "shop-secret-0123456789").await,
+        429
+    );
+    assert_eq!(
+        login("198.51.100.201".into(), "other", "other-secret-0123456789").await,
+        202
+    );
+    server.stop().await;
+}

@@ -13,16 +13,32 @@ use crate::views::Token;
 #[utoipa::path(post, path = "/v1/tokens", tag = "auth", request_body = TokenRequest,
     responses((status = 202, description = "A session, also set as the `Authentication` cookie", body = Token), (status = 429, description = "Too many attempts", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn create(call: Call) -> ApiResult<Response> {
-    if let Some(peer) = call.peer
-        && !call.state.login_attempts.allow(peer.ip())
-    {
-        return Err(ApiError::new(
+    let too_many = || {
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many authentication attempts; try again later",
-        ));
+        )
+    };
+    let state = &call.state;
+    if let Some(client) = crate::auth::client_address(&state.auth, &call.headers, call.peer)
+        && !state.login_attempts.allow(client)
+    {
+        return Err(too_many());
     }
     let request: TokenRequest = call.json()?;
-    let token = call.state.hub.open_session(request).await?;
+    let name = request.username.clone();
+    if !state.login_failures.open(&name) {
+        return Err(too_many());
+    }
+    let token = match state.hub.open_session(request).await {
+        Ok(token) => token,
+        Err(e) => {
+            if matches!(e, tidings_hub::HubError::Unauthenticated(_)) {
+                state.login_failures.allow(name);
+            }
+            return Err(e.into());
+        }
+    };
     // Secure only when the client reached us over HTTPS (through a proxy):
     // over plain HTTP a Secure cookie would never be sent back.
     let secure = call

@@ -52,6 +52,7 @@ impl TestServer {
             metrics_token: Some(METRICS_TOKEN.to_owned()),
             public_metrics: false,
             accept_legacy_signatures: false,
+            trusted_proxies: Vec::new(),
         };
         Self::start_authenticated(broker, auth, delivery).await
     }
