@@ -715,8 +715,21 @@ async fn openapi_describes_every_answer() {
         undescribed.is_empty(),
         "answers without a described body: {undescribed:#?}"
     );
+    // The page renders the same document, with nothing loaded from elsewhere.
     let docs = reqwest::get(format!("{}/docs", server.base)).await.unwrap();
-    assert!(docs.text().await.unwrap().contains("/openapi.json"));
+    let page = docs.text().await.unwrap();
+    assert!(
+        page.contains("/openapi.json") && page.contains("POST /v1/events"),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"schema-EventView\""),
+        "schemas are described"
+    );
+    assert!(
+        !page.contains("<script") && !page.contains("https://"),
+        "no third party"
+    );
     server.stop().await;
 }
 

@@ -2,6 +2,7 @@
 
 mod actions;
 mod applications;
+mod docs;
 mod events;
 mod gists;
 mod ops;
@@ -188,14 +189,13 @@ async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
-/// A page that renders the document (Redoc, loaded by the browser from its CDN).
+/// The document as a page, rendered once by the server (no script, no CDN).
 async fn docs_page() -> axum::response::Html<&'static str> {
-    axum::response::Html(
-        r#"<!doctype html><html><head><title>Tidings API</title><meta charset="utf-8"></head>
-<body><redoc spec-url="/openapi.json"></redoc>
-<script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"></script>
-<noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript></body></html>"#,
-    )
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    axum::response::Html(PAGE.get_or_init(|| {
+        let doc = serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap_or_default();
+        docs::page(&doc)
+    }))
 }
 
 async fn not_found() -> ApiError {
