@@ -4,12 +4,23 @@
 //! Formats (`email`, `uuid`, `date-time`, ...) are enforced. References to
 //! other documents are never fetched: the crate is built without its HTTP
 //! and file resolvers, so such a schema fails to compile with a clear reason.
+//!
+//! Patterns (`pattern`, `patternProperties`) run on the `regex` crate's
+//! engine, whose matching time is linear in the input: a pattern cannot make
+//! a publish take seconds. Backreferences and look-around, which need a
+//! backtracking engine, make a schema fail to compile (422, with the
+//! reason); so does a pattern whose compiled form exceeds
+//! [`PATTERN_SIZE_LIMIT`].
 
 use std::fmt;
 use std::sync::Arc;
 
 use jsonschema::Validator;
 use serde_json::Value;
+
+/// The largest compiled form of one pattern, bytes (and of its lazy DFA's
+/// cache): patterns such as `a{1000}{1000}` are refused, not built.
+pub const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
 /// A compiled schema, cheap to clone.
 #[derive(Clone)]
@@ -32,6 +43,11 @@ impl Schema {
         // Checked against the meta-schema of its draft by `build` itself.
         jsonschema::options()
             .should_validate_formats(true)
+            .with_pattern_options(
+                jsonschema::PatternOptions::regex()
+                    .size_limit(PATTERN_SIZE_LIMIT)
+                    .dfa_size_limit(PATTERN_SIZE_LIMIT),
+            )
             .build(schema)
             .map(|validator| Self {
                 validator: Arc::new(validator),
@@ -116,6 +132,23 @@ mod tests {
 
     #[test]
     fn rejects_invalid_schemas_and_remote_refs() {
+        // Linear-time patterns only: a backreference (which backtracks,
+        // and can take seconds on a short input) does not compile.
+        let reasons = Schema::compile(&json!({"type": "string", "pattern": "^(a|a)*\\1b$"}))
+            .err()
+            .unwrap_or_default();
+        assert!(!reasons.is_empty());
+        assert!(
+            Schema::compile(&json!({"pattern": "(?<=a)b"})).is_err(),
+            "look-behind"
+        );
+        assert!(
+            Schema::compile(&json!({"pattern": "a{1000}{1000}"})).is_err(),
+            "too large"
+        );
+        let ok = Schema::compile(&json!({"type": "string", "pattern": "^[a-z]+-[0-9]{2,}$"}));
+        let ok = ok.map(|s| (s.violations(&json!("ab-12")), s.violations(&json!("ab-1"))));
+        assert!(matches!(ok, Ok((good, bad)) if good.is_empty() && !bad.is_empty()));
         assert!(Schema::compile(&json!({"type": "nonsense"})).is_err());
         assert!(Schema::compile(&json!("string")).is_err());
         assert!(Schema::compile(&json!({"$ref": "https://example.com/schema.json"})).is_err());

@@ -221,6 +221,12 @@ async fn every_kind_of_bad_request_gets_its_status_and_a_json_error() {
             "an unknown application",
         ),
         (
+            "/v1/actions",
+            json!({"action": "shop.slow", "application": "shop", "schemata": {"type": "string", "pattern": "^(a|a)*\\1b$"}}),
+            422,
+            "a pattern that needs backtracking",
+        ),
+        (
             "/v1/subscriptions",
             json!({"application": "ghost", "action": "shop.sold", "handler": "/h"}),
             417,
