@@ -198,6 +198,15 @@ pub fn principal(
     None
 }
 
+/// Whether a request that authenticates does so by a request signature
+/// (the credentials are tried in the order of this module's list).
+pub fn by_signature(headers: &HeaderMap) -> bool {
+    header(headers, "x-amebo-admin-key").is_none()
+        && header(headers, "x-tidings-admin-key").is_none()
+        && header(headers, "authorization").is_none()
+        && header(headers, "x-amebo-signature").is_some()
+}
+
 /// Headers a proxy adds to say whom it forwards for.
 pub const FORWARDING_HEADERS: [&str; 4] = [
     "forwarded",

@@ -422,6 +422,26 @@ async fn credentials_decide_who_may_do_what() {
         .send("POST", "/v1/events", Some(&body), &headers)
         .await;
     assert_eq!(r.status, 401, "a body-only signature");
+    // A signed request may not ask for a generated secret (its answer would
+    // hand the new secret to whoever holds the signature); nothing changes.
+    let sig = sign("PUT", "/v1/applications/shop/secret", &now, b"{}");
+    let r = send(
+        "PUT",
+        "/v1/applications/shop/secret",
+        now.clone(),
+        sig,
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let sig = sign("POST", "/v1/events", &now, &body[..body.len() - 1]);
+    let mut shorter = body.clone();
+    shorter.pop();
+    let r = send("POST", "/v1/events", now.clone(), sig, shorter).await;
+    assert_eq!(
+        r.status, 400,
+        "the old secret still signs (malformed body, but authenticated)"
+    );
 
     // A new API key replaces the old one; a deactivated application cannot authenticate.
     let fresh = admin.post("/v1/applications/shop/apikey", json!({})).await;

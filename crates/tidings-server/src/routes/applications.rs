@@ -85,11 +85,21 @@ pub struct Secret {
 }
 
 #[utoipa::path(put, path = "/v1/applications/{id}/secret", tag = "applications", request_body = Option<Secret>, params(("id" = String, Path, description = "Name or id")),
-    responses((status = 202, description = "Rotated (`{\"secret\"?}`; generated and returned when omitted)", body = SecretRotated), (status = 422, description = "The secret is shorter than 16 characters", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 202, description = "Rotated (`{\"secret\"?}`; generated and returned when omitted)", body = SecretRotated), (status = 403, description = "Not this application's, or a signed request asking for a generated secret", body = ErrorBody), (status = 422, description = "The secret is shorter than 16 characters", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn rotate_secret(Path(id): Path<String>, call: Call) -> ApiResult<Answer<SecretRotated>> {
     let who = call.who()?;
     let body: Secret = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| crate::error::ApiError::bad_request(format!("secret - {e}")))?;
+    // A generated secret is answered only to the admin or over the
+    // application's own bearer credential (API key, session): never to a
+    // signed request, whose signature is all a captor would need.
+    if body.secret.is_none() && !who.is_admin() && crate::auth::by_signature(&call.headers) {
+        return Err(crate::error::ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "a signed request may not ask for a generated secret: give the new secret, \
+             or ask with the application's API key or a session",
+        ));
+    }
     Ok(accepted(
         call.state.hub.rotate_secret(who, &id, body.secret).await?,
     ))
