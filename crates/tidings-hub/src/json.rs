@@ -9,12 +9,43 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+/// What a document is, found in one pass over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reading {
+    /// JSON whose top is an object, no key twice in any object.
+    Object,
+    /// JSON whose top is not an object, no key twice in any object.
+    NotObject,
+    /// JSON with this key twice in one object.
+    Duplicate(String),
+    /// Not JSON: the parser's message.
+    Malformed(String),
+}
+
+/// Reads `text` once: whether it is JSON, an object, and free of keys
+/// given twice in one object.
+pub fn read(text: &str) -> Reading {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match NoDuplicates.deserialize(&mut de).and_then(|()| de.end()) {
+        Ok(()) if text.trim_start().starts_with('{') => Reading::Object,
+        Ok(()) => Reading::NotObject,
+        Err(e) => {
+            let message = e.to_string();
+            match message.split(DUPLICATE_MARK).nth(1) {
+                Some(key) => Reading::Duplicate(key.to_owned()),
+                None => Reading::Malformed(message),
+            }
+        }
+    }
+}
+
 /// The first key found twice in one object of `text`, if any. Text that is
 /// not JSON has none (its parse fails elsewhere, with its own message).
 pub fn duplicate_key(text: &str) -> Option<String> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let error = NoDuplicates.deserialize(&mut de).err()?.to_string();
-    error.split(DUPLICATE_MARK).nth(1).map(str::to_owned)
+    match read(text) {
+        Reading::Duplicate(key) => Some(key),
+        _ => None,
+    }
 }
 
 /// Brackets the key in the walker's error, to find it again.
@@ -83,7 +114,7 @@ impl<'de> Visitor<'de> for NoDuplicates {
 
 #[cfg(test)]
 mod tests {
-    use super::duplicate_key;
+    use super::{Reading, duplicate_key, read};
 
     #[test]
     fn finds_a_key_twice_in_any_object() {
@@ -107,5 +138,11 @@ mod tests {
         );
         assert_eq!(duplicate_key(r#"[1, "two", null, true, 1e400]"#), None);
         assert_eq!(duplicate_key("not json"), None);
+        assert_eq!(read(r#" {"a": [1]} "#), Reading::Object);
+        assert_eq!(read("[1]"), Reading::NotObject);
+        assert!(
+            matches!(read(r#"{"a": 1} x"#), Reading::Malformed(_)),
+            "trailing text"
+        );
     }
 }

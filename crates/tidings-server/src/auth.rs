@@ -17,9 +17,8 @@
 //!    header): behind a proxy on the same host every client would be
 //!    loopback.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, Uri};
 use tidings_hub::{Hub, Principal, signature};
@@ -75,26 +74,28 @@ pub fn client_address(
     )
 }
 
-/// The signatures seen within the replay window, each accepted once.
-#[derive(Clone, Default)]
-pub struct SeenSignatures {
-    /// Signature to the Unix second after which it can no longer be valid.
-    until: Arc<Mutex<HashMap<String, u64>>>,
+/// The signatures seen within the replay window: each is accepted once.
+pub type SeenSignatures = crate::throttle::Throttle<String>;
+
+/// A replay cache: a signature is refused once seen, for as long as its
+/// timestamp could still be accepted.
+pub fn seen_signatures() -> SeenSignatures {
+    crate::throttle::Throttle::new(1, Duration::from_secs(2 * REPLAY_TOLERANCE_SECS))
 }
 
-impl SeenSignatures {
-    /// Whether `signature` is new (and from now on, seen).
-    fn first_use(&self, signature: &str, now: u64) -> bool {
-        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        if until.len() >= 4096 {
-            until.retain(|_, t| *t >= now);
-        }
-        if until.get(signature).is_some_and(|t| *t >= now) {
-            return false;
-        }
-        until.insert(signature.to_owned(), now + 2 * REPLAY_TOLERANCE_SECS);
-        true
-    }
+/// Which credential a request authenticated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The admin key.
+    AdminKey,
+    /// A bearer token: an API key or a session.
+    Bearer,
+    /// A request signature.
+    Signature,
+    /// The session cookie.
+    Cookie,
+    /// Protected mode: a direct loopback caller.
+    Loopback,
 }
 
 /// A request as presented: what authenticating it may look at.
@@ -142,13 +143,13 @@ fn same(a: &str, b: &str) -> bool {
     signature::digest(a) == signature::digest(b)
 }
 
-/// The principal of a request, if it authenticates.
+/// The principal of a request, if it authenticates, and with what.
 pub fn principal(
     hub: &Hub,
     auth: &AuthConfig,
     seen: &SeenSignatures,
     request: &Presented<'_>,
-) -> Option<Principal> {
+) -> Option<(Principal, Credential)> {
     let headers = request.headers;
     // A hub's own webhook (to this hub, or another): never a credential.
     if headers.contains_key(tidings_hub::delivery::webhook::DELIVERY_HEADER) {
@@ -158,7 +159,7 @@ pub fn principal(
         header(headers, "x-amebo-admin-key").or_else(|| header(headers, "x-tidings-admin-key"))
     {
         return match &auth.admin_key {
-            Some(key) if same(key, given) => Some(Principal::Admin),
+            Some(key) if same(key, given) => Some((Principal::Admin, Credential::AdminKey)),
             _ => None,
         };
     }
@@ -170,7 +171,7 @@ pub fn principal(
         return hub
             .application_by_api_key(token)
             .or_else(|| hub.application_by_session(token))
-            .map(Principal::Application);
+            .map(|app| (Principal::Application(app), Credential::Bearer));
     }
     if let (Some(app), Some(sig)) = (
         header(headers, "x-amebo-application"),
@@ -182,29 +183,25 @@ pub fn principal(
             None if auth.accept_legacy_signatures => legacy_signature(&secret, request, sig),
             None => false,
         };
-        return valid.then(|| Principal::Application(app.to_owned()));
+        return valid.then(|| {
+            (
+                Principal::Application(app.to_owned()),
+                Credential::Signature,
+            )
+        });
     }
     if let Some(token) = session_cookie(headers) {
         return hub
             .application_by_session(token)
-            .map(Principal::Application);
+            .map(|app| (Principal::Application(app), Credential::Cookie));
     }
     if auth.admin_key.is_none()
         && request.peer.is_some_and(|p| p.ip().is_loopback())
         && !forwarded(headers)
     {
-        return Some(Principal::Admin);
+        return Some((Principal::Admin, Credential::Loopback));
     }
     None
-}
-
-/// Whether a request that authenticates does so by a request signature
-/// (the credentials are tried in the order of this module's list).
-pub fn by_signature(headers: &HeaderMap) -> bool {
-    header(headers, "x-amebo-admin-key").is_none()
-        && header(headers, "x-tidings-admin-key").is_none()
-        && header(headers, "authorization").is_none()
-        && header(headers, "x-amebo-signature").is_some()
 }
 
 /// Headers a proxy adds to say whom it forwards for.
@@ -237,7 +234,7 @@ fn signed_request(secret: &str, seen: &SeenSignatures, request: &Presented<'_>, 
     let parts = signature::request_parts(request.method.as_str(), path, ts, request.body);
     now.abs_diff(ts_secs) <= REPLAY_TOLERANCE_SECS
         && signature::verify_hex(secret, &parts, hex)
-        && seen.first_use(hex, now)
+        && seen.allow(hex.to_owned())
 }
 
 /// Amebo's signature: over the body alone (`{}` for an empty one), or

@@ -111,7 +111,7 @@ impl Server {
                 std::time::Duration::from_secs(60),
             ),
             streams: state::Streams::default(),
-            signatures: auth::SeenSignatures::default(),
+            signatures: auth::seen_signatures(),
         };
         Ok(Self {
             listener,

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tidings_hub::json::Reading;
 use tidings_hub::time::{now_ms, parse_time, timeline_start};
 use tidings_hub::{Page, Principal};
 
@@ -19,6 +20,8 @@ use crate::state::AppState;
 pub struct Call {
     /// Who is calling, if anyone.
     pub principal: Option<Principal>,
+    /// What the caller authenticated with.
+    pub credential: Option<crate::auth::Credential>,
     /// The request headers.
     pub headers: HeaderMap,
     /// The query string's parameters (the last of repeated ones).
@@ -75,7 +78,7 @@ impl Call {
                 ));
             }
         }
-        self.object_body()?;
+        self.check_object()?;
         serde_json::from_slice(&self.body).map_err(|e| ApiError::bad_request(field_error(&e)))
     }
 
@@ -84,30 +87,31 @@ impl Call {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Object(Default::default()));
         }
-        self.object_body()
+        self.check_object()?;
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
     }
 
-    fn object_body(&self) -> ApiResult<Value> {
+    /// Checks, in one pass, that the body is a JSON object with no key
+    /// twice in any object: what is checked must be what is kept and sent,
+    /// and a key given twice would be read one way here and maybe another
+    /// by a receiver.
+    fn check_object(&self) -> ApiResult<()> {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_request(
                 "the body must be a JSON object; it is empty",
             ));
         }
-        let value: Value = serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(ApiError::bad_request("the body must be a JSON object"));
-        }
-        // What is checked must be what is kept and sent: a key twice in
-        // one object would be read one way here and maybe another there.
         let text = std::str::from_utf8(&self.body)
-            .map_err(|_| ApiError::bad_request("the body must be UTF-8"))?;
-        if let Some(key) = tidings_hub::json::duplicate_key(text) {
-            return Err(ApiError::bad_request(format!(
+            .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        match tidings_hub::json::read(text) {
+            Reading::Object => Ok(()),
+            Reading::NotObject => Err(ApiError::bad_request("the body must be a JSON object")),
+            Reading::Duplicate(key) => Err(ApiError::bad_request(format!(
                 "the key {key:?} appears twice in one object of the body"
-            )));
+            ))),
+            Reading::Malformed(e) => Err(ApiError::bad_request(format!("malformed JSON: {e}"))),
         }
-        Ok(value)
     }
 
     /// A query parameter.
@@ -179,10 +183,11 @@ impl FromRequest<AppState> for Call {
             body: &body,
             peer,
         };
-        let principal =
-            crate::auth::principal(&state.hub, &state.auth, &state.signatures, &presented);
+        let (principal, credential) =
+            crate::auth::principal(&state.hub, &state.auth, &state.signatures, &presented).unzip();
         Ok(Self {
             principal,
+            credential,
             headers: parts.headers,
             query,
             peer,

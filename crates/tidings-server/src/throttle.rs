@@ -11,7 +11,14 @@ use std::time::{Duration, Instant};
 pub struct Throttle<K> {
     max: usize,
     window: Duration,
-    seen: Arc<Mutex<HashMap<K, VecDeque<Instant>>>>,
+    seen: Arc<Mutex<Seen<K>>>,
+}
+
+/// The attempts within the window, by key.
+struct Seen<K> {
+    times: HashMap<K, VecDeque<Instant>>,
+    /// When keys with no attempt left in the window were last forgotten.
+    pruned: Instant,
 }
 
 impl<K: Hash + Eq> Throttle<K> {
@@ -20,7 +27,10 @@ impl<K: Hash + Eq> Throttle<K> {
         Self {
             max,
             window,
-            seen: Arc::default(),
+            seen: Arc::new(Mutex::new(Seen {
+                times: HashMap::new(),
+                pruned: Instant::now(),
+            })),
         }
     }
 
@@ -28,7 +38,8 @@ impl<K: Hash + Eq> Throttle<K> {
     pub fn open(&self, key: &K) -> bool {
         let now = Instant::now();
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        seen.get(key)
+        seen.times
+            .get(key)
             .is_none_or(|times| times.iter().filter(|t| now - **t < self.window).count() < self.max)
     }
 
@@ -37,11 +48,15 @@ impl<K: Hash + Eq> Throttle<K> {
     pub fn allow(&self, key: K) -> bool {
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        // Forget keys whose attempts are all outside the window.
-        if seen.len() > 10_000 {
-            seen.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
+        // Forget keys whose attempts are all outside the window: one pass
+        // per window, so the cost per attempt stays constant.
+        if now - seen.pruned >= self.window {
+            let window = self.window;
+            seen.times
+                .retain(|_, times| times.back().is_some_and(|t| now - *t < window));
+            seen.pruned = now;
         }
-        let times = seen.entry(key).or_default();
+        let times = seen.times.entry(key).or_default();
         while times.front().is_some_and(|t| now - *t >= self.window) {
             times.pop_front();
         }

@@ -93,7 +93,7 @@ pub async fn rotate_secret(Path(id): Path<String>, call: Call) -> ApiResult<Answ
     // A generated secret is answered only to the admin or over the
     // application's own bearer credential (API key, session): never to a
     // signed request, whose signature is all a captor would need.
-    if body.secret.is_none() && !who.is_admin() && crate::auth::by_signature(&call.headers) {
+    if body.secret.is_none() && call.credential == Some(crate::auth::Credential::Signature) {
         return Err(crate::error::ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "a signed request may not ask for a generated secret: give the new secret, \
