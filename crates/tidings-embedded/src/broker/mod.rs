@@ -22,7 +22,7 @@ use tidings_core::{Delivery, Durability, Error, QueueName, Result, Timestamp};
 
 use crate::budget::{Admission, Budget, WriteBudget};
 use crate::clock::Clock;
-use crate::records::{MessageRecord, RequeuedRecord, decode, seq_key};
+use crate::records::MessageRecord;
 use crate::state::{Ctx, MARK_DELAY_MS, Prefetched, QueueState, State, message_id};
 use crate::store::fjall::FjallStore;
 use crate::store::memory::MemoryStore;
@@ -396,16 +396,11 @@ impl EmbeddedBroker {
     /// or else among those requeued from the dead letters (with the body of
     /// its dead-letter record). `None` if it is gone.
     fn stored_message(&self, qid: u64, seq: u64) -> Result<Option<MessageRecord>> {
-        let key = seq_key(qid, seq);
         let store = &*self.inner.store;
-        if let Some(bytes) = store.get(Space::Messages, &key)? {
-            return decode("message", &bytes).map(Some);
+        match crate::state::stored_message(store, qid, seq, Space::Messages)? {
+            Some(message) => Ok(Some(message)),
+            None => crate::state::stored_message(store, qid, seq, Space::Requeued),
         }
-        let Some(bytes) = store.get(Space::Requeued, &key)? else {
-            return Ok(None);
-        };
-        let requeued: RequeuedRecord = decode("requeued message", &bytes)?;
-        Ok(dead_letters::read_dead(store, qid, requeued.dead)?.map(|d| requeued.message(d)))
     }
 
     /// Reads delivered messages from the store, outside the lock. A message

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use tidings_core::{ConsumerName, Error, GroupName, MessageId, QueueName, Result};
 
-pub(crate) use queue::{GiveBack, QueueState};
+pub(crate) use queue::{GiveBack, QueueState, stored_message};
 
 use crate::records::{
     DeadRecord, DedupRecord, FORMAT, GroupRecord, META_FORMAT, META_SEQ, Mark, MessageRecord,

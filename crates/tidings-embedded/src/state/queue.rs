@@ -21,7 +21,7 @@ use crate::records::{
     DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, Receipt,
     RequeuedRecord, decode, encode, named_key, receipt_key, seq_key,
 };
-use crate::store::Space;
+use crate::store::{Space, Store};
 
 /// What the index keeps of a stored message (the payload stays in the store).
 /// Kept to 16 bytes, as there is one per stored message: the enqueue time
@@ -149,6 +149,28 @@ impl MsgMeta {
     fn expired(&self, now: u64) -> bool {
         self.expires_at().is_some_and(|t| t <= now)
     }
+}
+
+/// Reads message `seq` of queue `qid` from `space`: [`Space::Messages`], or
+/// [`Space::Requeued`] (with the body of its dead-letter record). `None`
+/// if it is not there.
+pub(crate) fn stored_message(
+    store: &dyn Store,
+    qid: u64,
+    seq: u64,
+    space: Space,
+) -> Result<Option<MessageRecord>> {
+    let Some(bytes) = store.get(space, &seq_key(qid, seq))? else {
+        return Ok(None);
+    };
+    if space != Space::Requeued {
+        return decode("message", &bytes).map(Some);
+    }
+    let requeued: RequeuedRecord = decode("requeued message", &bytes)?;
+    let Some(dead) = store.get(Space::Dead, &seq_key(qid, requeued.dead))? else {
+        return Ok(None);
+    };
+    Ok(Some(requeued.message(decode("dead letter", &dead)?)))
 }
 
 /// A nack planned: the deliveries in flight with their counts, when a
@@ -358,23 +380,16 @@ impl QueueState {
         if let Some(message) = ctx.prefetched.get(&(self.id(), seq)) {
             return Ok(message.clone());
         }
-        let missing = || tidings_core::Error::Corrupt {
-            location: format!("queue {:?} message {seq}", self.name.as_str()),
-            detail: "indexed message missing from the store".into(),
-        };
-        let key = seq_key(self.id(), seq);
-        let linked = self.messages.get(seq).and_then(MsgMeta::linked_dead);
-        let Some(dseq) = linked else {
-            let bytes = ctx.store.get(Space::Messages, &key)?.ok_or_else(missing)?;
-            return decode("message", &bytes);
-        };
-        let requeued = ctx.store.get(Space::Requeued, &key)?.ok_or_else(missing)?;
-        let requeued: RequeuedRecord = decode("requeued message", &requeued)?;
-        let dead = ctx
-            .store
-            .get(Space::Dead, &seq_key(self.id(), dseq))?
-            .ok_or_else(missing)?;
-        Ok(requeued.message(decode("dead letter", &dead)?))
+        let space = self
+            .messages
+            .get(seq)
+            .map_or(Space::Messages, MsgMeta::space);
+        stored_message(ctx.store, self.id(), seq, space)?.ok_or_else(|| {
+            tidings_core::Error::Corrupt {
+                location: format!("queue {:?} message {seq}", self.name.as_str()),
+                detail: "indexed message missing from the store".into(),
+            }
+        })
     }
 
     /// Copies a message (read before, so nothing can fail here) into the
