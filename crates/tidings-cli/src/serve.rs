@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tidings::Broker;
-use tidings_hub::{DeliveryConfig, Hub, HubConfig};
+use tidings_hub::{DeliveryConfig, DestinationPolicy, Hub, HubConfig};
 use tidings_server::{AuthConfig, Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +39,16 @@ pub struct ServeArgs {
     /// credentials.
     #[arg(long = "trusted-proxy", env = "TIDINGS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A network (address or CIDR, repeatable) webhooks may be delivered to
+    /// although it is not public (with an admin key, only public addresses
+    /// are by default).
+    #[arg(long = "allow-destination", env = "TIDINGS_ALLOW_DESTINATIONS", value_delimiter = ',', value_parser = parse_net)]
+    pub allow_destinations: Vec<ipnet::IpNet>,
+    /// Let webhooks go to any address: loopback, private networks,
+    /// link-local (cloud metadata) included. The hub's own address stays
+    /// refused. Implied in protected mode.
+    #[arg(long, env = "TIDINGS_ALLOW_PRIVATE_DESTINATIONS")]
+    pub allow_private_destinations: bool,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = tidings_server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -63,6 +73,10 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
         HubConfig {
             default_max_retries: args.default_max_retries,
             attempt_timeout: args.delivery_timeout,
+            destinations: DestinationPolicy {
+                allow_private: args.allow_private_destinations,
+                allowed: args.allow_destinations.clone(),
+            },
         },
     )
     .await
@@ -98,6 +112,14 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
         tracing::warn!(
             "--accept-legacy-signatures: requests signed over the body alone are accepted; a captured one can be replayed"
         );
+    }
+    if args.allow_private_destinations && !protected {
+        tracing::warn!(
+            "--allow-private-destinations: webhooks may go to loopback, private and link-local addresses (cloud metadata included)"
+        );
+    }
+    for net in &args.allow_destinations {
+        tracing::warn!(%net, "--allow-destination: webhooks may go to this non-public network");
     }
     if args.public_metrics && !protected {
         tracing::warn!(

@@ -15,6 +15,7 @@
 //! - [`schema`], [`signature`], [`ids`], [`time`]: the pieces they use.
 
 pub mod delivery;
+pub mod destination;
 pub mod error;
 pub mod hub;
 pub mod ids;
@@ -29,6 +30,7 @@ pub mod time;
 pub mod views;
 
 pub use delivery::{DeliveryConfig, Dispatcher};
+pub use destination::DestinationPolicy;
 pub use error::{HubError, HubResult};
 pub use hub::{Hub, HubConfig, Page};
 pub use principal::Principal;

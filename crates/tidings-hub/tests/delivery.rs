@@ -14,7 +14,7 @@ use tidings_core::testing::{Call, Hooked};
 use tidings_core::{Broker, Error, GroupInfo, QueueName};
 use tidings_embedded::EmbeddedBroker;
 use tidings_hub::model::GistStatus;
-use tidings_hub::{DeliveryConfig, Dispatcher, Hub, HubConfig, Principal};
+use tidings_hub::{DeliveryConfig, DestinationPolicy, Dispatcher, Hub, HubConfig, Principal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,11 @@ async fn hub_with_subscriber(broker: Arc<dyn Broker>, address: &str) -> (Hub, Qu
     let config = HubConfig {
         // Far beyond PATIENCE: a delivery left in flight stays there.
         attempt_timeout: Duration::from_secs(60),
+        // The subscriber listens on loopback.
+        destinations: DestinationPolicy {
+            allow_private: true,
+            allowed: Vec::new(),
+        },
         ..HubConfig::default()
     };
     let hub = Hub::open(broker, config).await.unwrap();

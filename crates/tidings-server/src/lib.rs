@@ -99,6 +99,18 @@ impl Server {
                 addr: config.bind,
                 source,
             })?;
+        let destinations = hub.destinations();
+        if let Ok(addr) = listener.local_addr() {
+            destinations.add_own_address(addr);
+        }
+        if config.auth.admin_key.is_none() && !destinations.policy().allow_private {
+            // Only loopback callers can subscribe: the README's local flow
+            // delivers to localhost.
+            destinations.allow_private();
+            tracing::info!(
+                "protected mode: webhooks may go to loopback and private addresses (with an admin key only public ones may, unless allowed)"
+            );
+        }
         let dispatcher = Dispatcher::new(hub.clone(), config.delivery)?;
         let state = AppState {
             hub,

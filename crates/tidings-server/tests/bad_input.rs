@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Client, TestServer};
+use common::{Client, TestServer, eventually};
 use serde_json::json;
 use tidings_embedded::EmbeddedBroker;
 
@@ -888,6 +888,173 @@ async fn logins_are_limited_per_client_and_per_application() {
     assert_eq!(
         login("198.51.100.201".into(), "other", "other-secret-0123456789").await,
         202
+    );
+    server.stop().await;
+}
+
+/// With an admin key, webhooks go only to public addresses: every form of
+/// a loopback, private, link-local or unique-local address is refused at
+/// subscribe (422, naming the setting), and one allowed by
+/// `--allow-destination` is delivered to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_go_only_to_public_addresses_unless_allowed() {
+    let (server, admin, key) = setup().await;
+    let shop = Client::new(&server.base).with_header("authorization", &format!("Bearer {key}"));
+    let mut receiver = common::Receiver::start().await;
+    let port = receiver
+        .base
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let handlers = [
+        format!("{}/hook", receiver.base),
+        format!("http://localhost:{port}/hook"),
+        "http://0.0.0.0/".to_owned(),
+        "http://2130706433/".to_owned(),
+        "http://127.1/".to_owned(),
+        "http://[::ffff:127.0.0.1]/".to_owned(),
+        "http://[::1]/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://[fd00::1]/".to_owned(),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://metadata.google.internal/computeMetadata/v1/".to_owned(),
+        "http://100.64.0.1/".to_owned(),
+        "http://[2002:a9fe:a9fe::1]/".to_owned(),
+    ];
+    for handler in &handlers {
+        let sub = json!({"application": "shop", "action": "shop.sold", "handler": handler});
+        let r = shop.post("/v1/subscriptions", sub).await;
+        assert_eq!(r.status, 422, "{handler}: {}", r.body);
+        let message = r.body["error"].as_str().unwrap_or_default();
+        assert!(message.contains("--allow-destination"), "{message}");
+    }
+    // A path handler under an address that is loopback: refused too.
+    let app = json!({"address": receiver.base});
+    assert_eq!(admin.put("/v1/applications/shop", app).await.status, 202);
+    let sub = json!({"application": "shop", "action": "shop.sold", "handler": "/hook"});
+    assert_eq!(shop.post("/v1/subscriptions", sub).await.status, 422);
+    assert_eq!(
+        admin
+            .get("/v1/subscriptions")
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    server.stop().await;
+
+    // Allowed by the operator: subscribed and delivered.
+    let hub = tidings_hub::HubConfig {
+        destinations: tidings_hub::DestinationPolicy {
+            allow_private: false,
+            allowed: vec!["127.0.0.1/32".parse().unwrap()],
+        },
+        ..tidings_hub::HubConfig::default()
+    };
+    let server =
+        TestServer::start_hub(Arc::new(EmbeddedBroker::in_memory()), Some(ADMIN), hub).await;
+    let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
+    let app = json!({"application": "shop", "address": receiver.base});
+    assert_eq!(admin.post("/v1/applications", app).await.status, 201);
+    let action =
+        json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}});
+    assert_eq!(admin.post("/v1/actions", action).await.status, 201);
+    let sub = json!({"application": "shop", "action": "shop.sold", "handler": "/hook"});
+    assert_eq!(admin.post("/v1/subscriptions", sub).await.status, 201);
+    let sub = json!({"application": "shop", "action": "shop.sold", "handler": "http://[::1]:9/"});
+    assert_eq!(
+        admin.post("/v1/subscriptions", sub).await.status,
+        422,
+        "::1 is not in 127.0.0.1/32"
+    );
+    let event = json!({"action": "shop.sold", "payload": {"id": "1"}});
+    assert_eq!(admin.post("/v1/events", event).await.status, 201);
+    assert_eq!(receiver.next().await.path, "/hook");
+    server.stop().await;
+}
+
+/// No subscription can make the hub post to itself: its own listen address
+/// is refused, even in protected mode where loopback is otherwise allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_never_delivers_to_itself() {
+    let server = TestServer::start(Arc::new(EmbeddedBroker::in_memory())).await;
+    let admin = Client::new(&server.base);
+    let port = server
+        .base
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let app = json!({"application": "shop", "address": "http://127.0.0.1:9"});
+    assert_eq!(admin.post("/v1/applications", app).await.status, 201);
+    let action =
+        json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}});
+    assert_eq!(admin.post("/v1/actions", action).await.status, 201);
+    for handler in [
+        format!("{}/v1/events", server.base),
+        format!("http://localhost:{port}/v1/events"),
+        format!("http://[::ffff:127.0.0.1]:{port}/v1/events"),
+    ] {
+        let sub = json!({"application": "shop", "action": "shop.sold", "handler": handler});
+        let r = admin.post("/v1/subscriptions", sub).await;
+        assert_eq!(r.status, 422, "{handler}: {}", r.body);
+        let message = r.body["error"].as_str().unwrap_or_default();
+        assert!(message.contains("own listen address"), "{message}");
+    }
+    // Another loopback port is fine in protected mode.
+    let sub = json!({"application": "shop", "action": "shop.sold", "handler": "/hook"});
+    assert_eq!(admin.post("/v1/subscriptions", sub).await.status, 201);
+    server.stop().await;
+}
+
+/// A subscription whose destination becomes refused (here: the operator
+/// tightened the policy) fails its attempt at once and is dead-lettered,
+/// not retried; the subscriber is told only that it was refused, the admin
+/// which address and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_destination_is_dead_lettered_with_a_reason() {
+    let broker: Arc<EmbeddedBroker> = Arc::new(EmbeddedBroker::in_memory());
+    let mut receiver = common::Receiver::start().await;
+    // Protected mode: loopback allowed; subscribed.
+    let server = TestServer::start(broker.clone()).await;
+    let local = Client::new(&server.base);
+    let app = json!({"application": "shop", "address": receiver.base, "secret": "shop-secret-0123456789"});
+    let registered = local.post("/v1/applications", app).await;
+    assert_eq!(registered.status, 201);
+    let key = registered.body["apikey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let action =
+        json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}});
+    assert_eq!(local.post("/v1/actions", action).await.status, 201);
+    let sub =
+        json!({"application": "shop", "action": "shop.sold", "handler": "/hook", "max_retries": 5});
+    assert_eq!(local.post("/v1/subscriptions", sub).await.status, 201);
+    server.stop().await;
+
+    // The same data behind an admin key: public destinations only.
+    let server = TestServer::start_with(broker, Some(ADMIN)).await;
+    let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
+    let shop = Client::new(&server.base).with_header("authorization", &format!("Bearer {key}"));
+    let event = json!({"action": "shop.sold", "payload": {"id": "1"}});
+    assert_eq!(shop.post("/v1/events", event).await.status, 201);
+    eventually("the delivery to be dead-lettered", || async {
+        admin.get("/v1/gists?status=failed").await.body["total"] == 1
+    })
+    .await;
+    let seen = admin.get("/v1/gists").await.body["data"][0].clone();
+    assert_eq!(seen["attempts"], 1, "refused once, not retried: {seen}");
+    let detail = seen["last_error"].as_str().unwrap_or_default();
+    assert!(detail.contains("127.0.0.1 is loopback"), "{detail}");
+    let told = shop.get("/v1/gists").await.body["data"][0]["last_error"].clone();
+    assert_eq!(told, "destination refused by the hub's address policy");
+    assert!(
+        receiver
+            .quiet_for(std::time::Duration::from_millis(200))
+            .await
     );
     server.stop().await;
 }

@@ -79,6 +79,7 @@ impl Dispatcher {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(hub.destinations().resolver())
             .user_agent(concat!("Tidings/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(config.per_subscription.max(1) * 4)
             .build()

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::destination::{Destinations, Refusal, refusal_in};
 use crate::model::Event;
 use crate::signature;
 use crate::time::iso;
@@ -43,6 +44,9 @@ pub struct Outcome {
     pub error: Option<String>,
     /// The endpoint asked to wait this long (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The address policy refused the destination: nothing was sent, and
+    /// `error` names the address (for the admin's eyes only).
+    pub refused: bool,
 }
 
 impl Outcome {
@@ -52,9 +56,20 @@ impl Outcome {
     }
 
     /// The endpoint is unwell (no answer, 5xx, 429): what trips its breaker.
-    /// Other answers, even errors, show it is up.
+    /// Other answers, even errors, show it is up; a refused destination was
+    /// never tried.
     pub fn endpoint_failed(&self) -> bool {
-        self.status.is_none_or(|s| s >= 500 || s == 429)
+        !self.refused && self.status.is_none_or(|s| s >= 500 || s == 429)
+    }
+
+    fn refused(refusal: &Refusal) -> Self {
+        Self {
+            status: None,
+            elapsed: Duration::ZERO,
+            error: Some(refusal.to_string()),
+            retry_after: None,
+            refused: true,
+        }
     }
 
     /// A 410 answer: the endpoint is gone for good.
@@ -95,8 +110,22 @@ fn traceparent(event: &Event, delivery_id: &str, number: u32) -> Option<String> 
 pub const DELIVERY_HEADER: &str = "x-tidings-delivery";
 
 /// Posts the event and reports what happened. Never fails: transport errors
-/// are outcomes too.
-pub async fn post(client: &reqwest::Client, attempt: Attempt<'_>) -> Outcome {
+/// and refused destinations are outcomes too. `client` must resolve names
+/// through `destinations` ([`Destinations::resolver`]); a literal address
+/// is checked here.
+pub async fn post(
+    client: &reqwest::Client,
+    destinations: &Destinations,
+    attempt: Attempt<'_>,
+) -> Outcome {
+    let checked = reqwest::Url::parse(attempt.endpoint)
+        .map_err(|e| Refusal {
+            detail: format!("{:?} is not a URL: {e}", attempt.endpoint),
+        })
+        .and_then(|url| destinations.check_literal(&url));
+    if let Err(refusal) = checked {
+        return Outcome::refused(&refusal);
+    }
     let body = body(attempt.event);
     let now_secs = crate::time::now_ms() / 1000;
     let mut request = client
@@ -136,13 +165,18 @@ pub async fn post(client: &reqwest::Client, attempt: Attempt<'_>) -> Outcome {
                 elapsed: started.elapsed(),
                 error,
                 retry_after,
+                refused: false,
             }
         }
-        Err(e) => Outcome {
-            status: None,
-            elapsed: started.elapsed(),
-            error: Some(describe(&e)),
-            retry_after: None,
+        Err(e) => match refusal_in(&e) {
+            Some(refusal) => Outcome::refused(refusal),
+            None => Outcome {
+                status: None,
+                elapsed: started.elapsed(),
+                error: Some(describe(&e)),
+                retry_after: None,
+                refused: false,
+            },
         },
     }
 }

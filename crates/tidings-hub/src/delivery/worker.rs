@@ -149,6 +149,7 @@ async fn attempt(
         let _permit = shared.global.acquire().await;
         post(
             &shared.client,
+            shared.hub.destinations(),
             Attempt {
                 endpoint: &work.sub.endpoint,
                 secret: &secret,
@@ -161,7 +162,7 @@ async fn attempt(
     };
     if outcome.endpoint_failed() {
         breaker.record_failure();
-    } else {
+    } else if !outcome.refused {
         breaker.record_success();
     }
     hub.metrics()
@@ -253,9 +254,11 @@ async fn conclude(
         hub.disable_gone(&sub.id, "the endpoint answered 410 Gone".to_owned())
             .await?;
     }
-    if gone || number >= sub.max_retries {
+    if gone || outcome.refused || number >= sub.max_retries {
         let reason = if gone {
             "410 Gone: subscription disabled".to_owned()
+        } else if let Some(refusal) = outcome.error.as_ref().filter(|_| outcome.refused) {
+            refusal.clone()
         } else {
             format!(
                 "{number} attempts failed; last: {}",
@@ -310,6 +313,7 @@ fn record(gist: &mut Gist, outcome: &Outcome, number: u32, event: &Event) {
     gist.attempts = gist.attempts.max(number);
     gist.last_status_code = Some(outcome.status.unwrap_or(0));
     gist.last_error.clone_from(&outcome.error);
+    gist.refused = outcome.refused;
     gist.last_ms = Some(outcome.elapsed.as_millis() as u64);
     gist.last_attempted_at = Some(now.saturating_sub(outcome.elapsed.as_millis() as u64));
     if outcome.delivered() {
@@ -336,7 +340,7 @@ async fn notify_dead_letter(hub: &crate::hub::Hub, gist: &Gist, event: &Event) {
         "endpoint": gist.endpoint,
         "attempts": gist.attempts,
         "last_status_code": gist.last_status_code,
-        "last_error": gist.last_error,
+        "last_error": gist.shown_error(false),
         "published_at": iso(event.published_at()),
         "dead_at": gist.dead_at.map(iso),
     });
@@ -376,6 +380,7 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
     let number = gist.attempts + 1;
     let outcome = post(
         &shared.client,
+        shared.hub.destinations(),
         Attempt {
             endpoint: &sub.endpoint,
             secret: &secret,

@@ -88,7 +88,7 @@ impl Hub {
         .await?;
         let mut data = Vec::with_capacity(gists.len());
         for gist in &gists {
-            data.push(self.gist_with_event(gist).await?);
+            data.push(self.gist_with_event(gist, who.is_admin()).await?);
         }
         Ok(GistPage {
             data,
@@ -101,8 +101,8 @@ impl Hub {
 
     /// A gist's view with what Amebo's rows carry of its event: payload,
     /// metadata, `workspace` (= `metadata.workspace_id`), publisher and due time.
-    async fn gist_with_event(&self, gist: &Gist) -> HubResult<GistView> {
-        let view = gist.view();
+    async fn gist_with_event(&self, gist: &Gist, admin: bool) -> HubResult<GistView> {
+        let view = gist.view(admin);
         let event: Option<Event> =
             get(&**self.broker(), &self.inner.tables.events, &gist.event).await?;
         let Some(event) = event else {

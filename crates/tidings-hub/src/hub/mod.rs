@@ -26,6 +26,7 @@ use std::time::Duration;
 use tidings_core::Broker;
 use tokio::sync::watch;
 
+use crate::destination::{DestinationPolicy, Destinations};
 use crate::error::HubResult;
 use crate::ids::RowIds;
 use crate::metrics::{HubMetrics, SubscriptionLabels, SubscriptionReading};
@@ -40,6 +41,8 @@ pub struct HubConfig {
     /// Whole-request timeout of one webhook attempt. A delivery left in
     /// flight by a crash is retried this long plus 5 s later.
     pub attempt_timeout: Duration,
+    /// Where webhooks may go (by default: public addresses only).
+    pub destinations: DestinationPolicy,
 }
 
 impl Default for HubConfig {
@@ -47,6 +50,7 @@ impl Default for HubConfig {
         Self {
             default_max_retries: 8,
             attempt_timeout: Duration::from_secs(10),
+            destinations: DestinationPolicy::default(),
         }
     }
 }
@@ -151,6 +155,7 @@ pub(crate) struct Inner {
     /// Bumped on every catalog change: the dispatcher watches it.
     pub(crate) version: watch::Sender<u64>,
     pub(crate) metrics: HubMetrics,
+    pub(crate) destinations: Arc<Destinations>,
 }
 
 impl Hub {
@@ -162,7 +167,6 @@ impl Hub {
         let hub = Self {
             inner: Arc::new(Inner {
                 broker,
-                config,
                 tables,
                 catalog: RwLock::new(catalog),
                 changes: tokio::sync::Mutex::new(()),
@@ -170,6 +174,8 @@ impl Hub {
                 rows: RowIds::default(),
                 version: watch::channel(0).0,
                 metrics: HubMetrics::default(),
+                destinations: Arc::new(Destinations::new(config.destinations.clone())),
+                config,
             }),
         };
         hub.ensure_builtins().await?;
@@ -179,6 +185,11 @@ impl Hub {
     /// The broker underneath.
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker
+    }
+
+    /// Where its webhooks may go (the server adds its listen addresses).
+    pub fn destinations(&self) -> &Arc<Destinations> {
+        &self.inner.destinations
     }
 
     /// The settings.

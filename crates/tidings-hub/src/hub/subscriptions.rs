@@ -70,6 +70,17 @@ fn check_id(id: &str) -> HubResult<()> {
 }
 
 impl Hub {
+    /// Refuses (422, naming the setting) a URL the address policy would not
+    /// deliver to.
+    async fn check_destination(&self, endpoint: &str) -> HubResult<()> {
+        let url = reqwest::Url::parse(endpoint)
+            .map_err(|e| HubError::BadRequest(format!("handler - not a URL: {e}")))?;
+        self.destinations()
+            .check_url(&url)
+            .await
+            .map_err(|refusal| HubError::unprocessable(format!("handler - {refusal}")))
+    }
+
     /// Subscribes an application to an action. Returns the view and whether it
     /// was created (`false`: an existing one was reactivated).
     pub async fn subscribe(
@@ -108,6 +119,17 @@ impl Hub {
             return Err(HubError::BadRequest(format!(
                 "concurrency - must be from 1 to {MAX_CONCURRENCY}"
             )));
+        }
+        // Checked before anything changes, and outside the catalog lock (it
+        // may wait for DNS); were the address to change meanwhile, each
+        // delivery is checked again anyway. A full URL needs no address.
+        let address = self
+            .catalog()
+            .applications
+            .get(&new.application)
+            .map_or_else(String::new, |a| a.address.clone());
+        if let Ok(endpoint) = resolve_endpoint(&address, &new.handler) {
+            self.check_destination(&endpoint).await?;
         }
         let registered = self.register_implicitly(who, &new).await?;
         let _guard = self.inner.changes.lock().await;

@@ -68,6 +68,10 @@ pub struct Gist {
     /// What went wrong last (status line and start of the body, or the transport error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The last attempt was refused by the hub's address policy: its
+    /// error names the address, for the admin only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// When the last attempt started, ms since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempted_at: Option<u64>,
@@ -110,6 +114,7 @@ impl Gist {
             max_retries: sub.max_retries,
             last_status_code: None,
             last_error: None,
+            refused: false,
             last_attempted_at: None,
             last_ms: None,
             latency_ms: None,
@@ -126,7 +131,18 @@ impl Gist {
     }
 
     /// What the API shows.
-    pub fn view(&self) -> GistView {
+    /// The last error as `admin` (or else the subscriber) may see it: a
+    /// refused destination's detail would map the hub's network.
+    pub fn shown_error(&self, admin: bool) -> Option<String> {
+        if self.refused && !admin {
+            Some(crate::destination::GENERIC_REFUSAL.to_owned())
+        } else {
+            self.last_error.clone()
+        }
+    }
+
+    /// What the API shows to the admin (`admin`) or the subscriber.
+    pub fn view(&self, admin: bool) -> GistView {
         let key = self.key();
         GistView {
             id: key.clone(),
@@ -143,7 +159,7 @@ impl Gist {
             attempts: self.attempts,
             max_retries: self.max_retries,
             last_status_code: self.last_status_code,
-            last_error: self.last_error.clone(),
+            last_error: self.shown_error(admin),
             last_attempted_at: self.last_attempted_at.map(iso),
             last_ms: self.last_ms,
             latency_ms: self.latency_ms,

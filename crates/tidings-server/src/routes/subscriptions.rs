@@ -10,7 +10,7 @@ use crate::error::ErrorBody;
 use crate::request::{Call, Path};
 
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = NewSubscription,
-    responses((status = 201, description = "Subscribed", body = SubscriptionView), (status = 200, description = "Reactivated (`reactivated`)", body = SubscriptionView), (status = 404, description = "The action does not exist", body = ErrorBody), (status = 409, description = "A subscription with this id exists", body = ErrorBody), (status = 417, description = "Unknown or inactive subscriber", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 201, description = "Subscribed", body = SubscriptionView), (status = 200, description = "Reactivated (`reactivated`)", body = SubscriptionView), (status = 404, description = "The action does not exist", body = ErrorBody), (status = 409, description = "A subscription with this id exists", body = ErrorBody), (status = 417, description = "Unknown or inactive subscriber", body = ErrorBody), (status = 422, description = "The handler's address is refused by the address policy (the message names the setting that allows it)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn subscribe(call: Call) -> ApiResult<Answer<SubscriptionView>> {
     let who = call.who()?;
     let new: NewSubscription = call.json()?;

@@ -57,20 +57,39 @@ impl TestServer {
         Self::start_authenticated(broker, auth, delivery).await
     }
 
+    /// A server with an admin key (or none) over a hub with `config`.
+    pub async fn start_hub(
+        broker: Arc<dyn Broker>,
+        admin_key: Option<&str>,
+        config: HubConfig,
+    ) -> Self {
+        let auth = AuthConfig {
+            admin_key: admin_key.map(str::to_owned),
+            metrics_token: Some(METRICS_TOKEN.to_owned()),
+            ..AuthConfig::default()
+        };
+        Self::start_full(broker, auth, DeliveryConfig::default(), config).await
+    }
+
     pub async fn start_authenticated(
         broker: Arc<dyn Broker>,
         auth: AuthConfig,
         delivery: DeliveryConfig,
     ) -> Self {
-        let hub = Hub::open(
-            broker,
-            HubConfig {
-                attempt_timeout: Duration::from_secs(5),
-                ..HubConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+        let config = HubConfig {
+            attempt_timeout: Duration::from_secs(5),
+            ..HubConfig::default()
+        };
+        Self::start_full(broker, auth, delivery, config).await
+    }
+
+    async fn start_full(
+        broker: Arc<dyn Broker>,
+        auth: AuthConfig,
+        delivery: DeliveryConfig,
+        config: HubConfig,
+    ) -> Self {
+        let hub = Hub::open(broker, config).await.unwrap();
         let config = ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             auth,
@@ -183,9 +202,17 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send_json("POST", path, body).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Answer {
+        self.send_json("PUT", path, body).await
+    }
+
+    async fn send_json(&self, method: &str, path: &str, body: Value) -> Answer {
         let bytes = serde_json::to_vec(&body).unwrap();
         self.send(
-            "POST",
+            method,
             path,
             Some(&bytes),
             &[("content-type", "application/json")],
