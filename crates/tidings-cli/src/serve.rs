@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use tidings::Broker;
 use tidings_hub::{DeliveryConfig, DestinationPolicy, Hub, HubConfig};
-use tidings_server::{AuthConfig, Server, ServerConfig};
+use tidings_server::{AuthConfig, ConnectionLimits, Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Options of `tidings serve`.
@@ -49,6 +49,22 @@ pub struct ServeArgs {
     /// refused. Implied in protected mode.
     #[arg(long, env = "TIDINGS_ALLOW_PRIVATE_DESTINATIONS")]
     pub allow_private_destinations: bool,
+    /// Open connections at most (default: three quarters of the file limit,
+    /// raised to its hard maximum at start, less --max-in-flight). When it
+    /// is reached, the connection idle longest is closed to make room.
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Open connections per client address at most (trusted proxies aside).
+    #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_CLIENT", default_value_t = tidings_server::connections::DEFAULT_PER_CLIENT)]
+    pub max_connections_per_client: usize,
+    /// Time a caller has to send a request's headers, from the connection's
+    /// start or the previous answer (so also how long an idle keep-alive
+    /// connection is kept).
+    #[arg(long, env = "TIDINGS_HEADER_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Time a caller has to send a request's whole body (then 408).
+    #[arg(long, env = "TIDINGS_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = tidings_server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -68,6 +84,7 @@ pub struct ServeArgs {
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()> {
+    let file_limit = tidings_server::connections::raise_file_limit();
     let hub = Hub::open(
         broker,
         HubConfig {
@@ -99,6 +116,12 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
                 global: args.max_in_flight,
                 ..DeliveryConfig::default()
             },
+            connections: ConnectionLimits {
+                max: args.max_connections,
+                per_client: args.max_connections_per_client,
+                header_timeout: args.header_timeout,
+                body_timeout: args.body_timeout,
+            },
         },
     )
     .await?;
@@ -106,6 +129,8 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
     tracing::info!(
         %addr,
         mode = if protected { "protected (loopback callers are admin)" } else { "admin key required" },
+        max_connections = server.max_connections(),
+        file_limit = file_limit.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
         "tidings serve is listening"
     );
     if args.accept_legacy_signatures {

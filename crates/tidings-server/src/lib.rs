@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod auth;
+pub mod connections;
 pub mod error;
 mod middleware;
 pub mod request;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::AuthConfig;
+pub use connections::ConnectionLimits;
 pub use routes::router;
 pub use state::AppState;
 
@@ -45,6 +47,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Webhook delivery.
     pub delivery: DeliveryConfig,
+    /// Timeouts and caps of the connections it takes.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             delivery: DeliveryConfig::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -85,6 +90,9 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     dispatcher: Dispatcher,
+    gate: std::sync::Arc<connections::Gate>,
+    max_connections: usize,
+    header_timeout: std::time::Duration,
 }
 
 impl Server {
@@ -111,12 +119,21 @@ impl Server {
                 "protected mode: webhooks may go to loopback and private addresses (with an admin key only public ones may, unless allowed)"
             );
         }
+        let max_connections = config
+            .connections
+            .resolved_max(connections::file_limit(), config.delivery.global);
+        let gate = connections::Gate::new(
+            max_connections,
+            config.connections.per_client,
+            config.auth.trusted_proxies.clone(),
+        );
         let dispatcher = Dispatcher::new(hub.clone(), config.delivery)?;
         let state = AppState {
             hub,
             replayer: dispatcher.replayer(),
             auth: config.auth,
             body_limit: config.body_limit,
+            body_timeout: config.connections.body_timeout,
             login_attempts: throttle::Throttle::new(5, std::time::Duration::from_secs(60)),
             login_failures: throttle::Throttle::new(
                 LOGIN_FAILURES_PER_MINUTE,
@@ -129,6 +146,9 @@ impl Server {
             listener,
             state,
             dispatcher,
+            gate,
+            max_connections,
+            header_timeout: config.connections.header_timeout,
         })
     }
 
@@ -137,31 +157,25 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The cap on open connections in force.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// Serves until `shutdown` is cancelled, then stops taking requests,
     /// lets in-flight requests and delivery attempts finish, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let streams = self.state.streams.clone();
         let app = router(self.state).layer(axum::middleware::from_fn(middleware::common_headers));
         let delivery = tokio::spawn(self.dispatcher.run(shutdown.clone()));
-        let until = shutdown;
-        // Small answers (a long poll's wake-up, a streamed event) must not
-        // wait for Nagle's algorithm and the peer's delayed ack.
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            until.cancelled().await;
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
             // Streams never end on their own: end them, or shutdown would wait forever.
             streams.close_all();
-        })
-        .await;
+        });
+        connections::serve(self.listener, app, self.gate, self.header_timeout, shutdown).await;
         let _ = delivery.await;
-        served
+        Ok(())
     }
 }

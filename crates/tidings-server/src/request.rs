@@ -173,9 +173,21 @@ impl FromRequest<AppState> for Call {
         if declared.is_some_and(|n| n > state.body_limit) {
             return Err(too_large());
         }
-        let body = axum::body::to_bytes(body, state.body_limit)
-            .await
-            .map_err(|_| too_large())?;
+        let body = tokio::time::timeout(
+            state.body_timeout,
+            axum::body::to_bytes(body, state.body_limit),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s",
+                    state.body_timeout.as_secs_f64()
+                ),
+            )
+        })?
+        .map_err(|_| too_large())?;
         let presented = crate::auth::Presented {
             method: &parts.method,
             uri: &parts.uri,

@@ -22,6 +22,8 @@ pub struct AppState {
     pub auth: AuthConfig,
     /// Largest request body, bytes.
     pub body_limit: usize,
+    /// Time a caller has to send a whole body.
+    pub body_timeout: std::time::Duration,
     /// Throttles `POST /v1/tokens` per client address.
     pub login_attempts: crate::throttle::Throttle<std::net::IpAddr>,
     /// Throttles failed logins per application name, whatever the address.

@@ -1058,3 +1058,127 @@ async fn a_refused_destination_is_dead_lettered_with_a_reason() {
     );
     server.stop().await;
 }
+
+/// Reads from `socket` until the server closes it (or PATIENCE passes:
+/// then the test fails). Returns what was read.
+async fn read_until_closed(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(common::PATIENCE, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+fn limits(header_ms: u64, body_ms: u64) -> tidings_server::ConnectionLimits {
+    tidings_server::ConnectionLimits {
+        header_timeout: std::time::Duration::from_millis(header_ms),
+        body_timeout: std::time::Duration::from_millis(body_ms),
+        ..tidings_server::ConnectionLimits::default()
+    }
+}
+
+/// A connection that sends nothing, sends its headers a byte at a time, stays
+/// idle after an answer, or sends its body too slowly is closed (the body:
+/// with a 408 and the JSON error body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Arc::new(EmbeddedBroker::in_memory());
+    let server = TestServer::start_limited(broker, ADMIN, limits(300, 300)).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+
+    // Silent.
+    let mut silent = connect().await.unwrap();
+    assert_eq!(read_until_closed(&mut silent).await, "");
+
+    // Slowloris: a header byte every 50 ms never completes in time.
+    let mut slow = connect().await.unwrap();
+    let dripping = async {
+        for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+            if slow.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(common::PATIENCE, dripping).await.is_ok(),
+        "a header sent a byte at a time was still being read"
+    );
+
+    // Idle after an answer (keep-alive).
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = read_until_closed(&mut idle).await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+
+    // A body that stops arriving.
+    let mut stalled = connect().await.unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nx-amebo-admin-key: {ADMIN}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"action\""
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    let answered = read_until_closed(&mut stalled).await;
+    assert!(answered.starts_with("HTTP/1.1 408"), "{answered}");
+    assert!(answered.contains("\"error\":\"the body did not arrive within"), "{answered}");
+    server.stop().await;
+}
+
+/// Open connections are capped in all and per client address; when a cap is
+/// reached, the connection idle longest is closed to make room, so idle
+/// connections cannot keep a caller with a request out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_and_idle_ones_make_room() {
+    let broker = Arc::new(EmbeddedBroker::in_memory());
+    let capped = tidings_server::ConnectionLimits {
+        max: Some(8),
+        per_client: 100,
+        ..limits(60_000, 60_000)
+    };
+    let server = TestServer::start_limited(broker, ADMIN, capped).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(addr.clone()).await.unwrap());
+    }
+    // A caller with a request gets in, and is answered.
+    let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
+    assert_eq!(admin.get("/v1/applications").await.status, 200);
+    // The oldest idle ones were closed to make room: at most 8 are open.
+    for socket in idle.iter_mut().take(12) {
+        read_until_closed(socket).await;
+    }
+    server.stop().await;
+
+    // Per client address.
+    let broker = Arc::new(EmbeddedBroker::in_memory());
+    let per_client = tidings_server::ConnectionLimits {
+        max: Some(1000),
+        per_client: 4,
+        ..limits(60_000, 60_000)
+    };
+    let server = TestServer::start_limited(broker, ADMIN, per_client).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..6 {
+        idle.push(tokio::net::TcpStream::connect(addr.clone()).await.unwrap());
+    }
+    for socket in idle.iter_mut().take(2) {
+        read_until_closed(socket).await;
+    }
+    let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
+    assert_eq!(admin.get("/v1/applications").await.status, 200);
+    server.stop().await;
+}

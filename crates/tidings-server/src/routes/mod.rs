@@ -164,6 +164,7 @@ impl utoipa::Modify for CommonAnswers {
                 if names_something {
                     add("404", "Not found");
                 }
+                add("408", "The body did not arrive in time");
                 add("413", "The body exceeds the server's limit");
                 if strict_body {
                     add("415", "The body is not JSON");

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use serde_json::Value;
 use tidings_core::Broker;
 use tidings_hub::{DeliveryConfig, Hub, HubConfig};
-use tidings_server::{AuthConfig, Server, ServerConfig};
+use tidings_server::{AuthConfig, ConnectionLimits, Server, ServerConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -68,7 +68,24 @@ impl TestServer {
             metrics_token: Some(METRICS_TOKEN.to_owned()),
             ..AuthConfig::default()
         };
-        Self::start_full(broker, auth, DeliveryConfig::default(), config).await
+        let server = ServerConfig {
+            auth,
+            ..ServerConfig::default()
+        };
+        Self::start_full(broker, server, config).await
+    }
+
+    /// A server with an admin key and these connection limits.
+    pub async fn start_limited(broker: Arc<dyn Broker>, admin_key: &str, connections: ConnectionLimits) -> Self {
+        let server = ServerConfig {
+            auth: AuthConfig {
+                admin_key: Some(admin_key.to_owned()),
+                ..AuthConfig::default()
+            },
+            connections,
+            ..ServerConfig::default()
+        };
+        Self::start_full(broker, server, HubConfig::default()).await
     }
 
     pub async fn start_authenticated(
@@ -80,21 +97,19 @@ impl TestServer {
             attempt_timeout: Duration::from_secs(5),
             ..HubConfig::default()
         };
-        Self::start_full(broker, auth, delivery, config).await
-    }
-
-    async fn start_full(
-        broker: Arc<dyn Broker>,
-        auth: AuthConfig,
-        delivery: DeliveryConfig,
-        config: HubConfig,
-    ) -> Self {
-        let hub = Hub::open(broker, config).await.unwrap();
-        let config = ServerConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        let server = ServerConfig {
             auth,
             delivery,
             ..ServerConfig::default()
+        };
+        Self::start_full(broker, server, config).await
+    }
+
+    async fn start_full(broker: Arc<dyn Broker>, server: ServerConfig, config: HubConfig) -> Self {
+        let hub = Hub::open(broker, config).await.unwrap();
+        let config = ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..server
         };
         let server = Server::bind(hub.clone(), config).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
