@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use clap::{Args, ValueEnum};
@@ -27,6 +27,9 @@ pub enum HubScenario {
     Latency,
     /// Queue undelivered events (endpoint down) and read the server's RSS.
     Memory,
+    /// Register 1,000 actions of typical schemas (and one application's
+    /// whole schema budget of large ones) and read the server's RSS.
+    Schemas,
 }
 
 #[derive(Debug, Args)]
@@ -333,6 +336,7 @@ pub async fn run(args: HubBenchArgs) -> anyhow::Result<()> {
             HubScenario::Deliver => deliver_scenario(&target, &args, &tag).await?,
             HubScenario::Latency => latency_scenario(&target, &args, &tag).await?,
             HubScenario::Memory => memory_scenario(&target, &args, &tag).await?,
+            HubScenario::Schemas => schemas_scenario(&target, &tag).await?,
         }
     }
     if target.child.is_some() {
@@ -507,6 +511,108 @@ async fn memory_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         settled as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// A schema of the kind teams register: an order with a dozen typed,
+/// formatted and patterned fields, nested items, `n` making each distinct.
+fn typical_schema(n: usize) -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": format!("order event {n}"),
+        "type": "object",
+        "required": ["order_id", "email", "amount", "currency", "items", "created_at"],
+        "additionalProperties": false,
+        "properties": {
+            "order_id": {"type": "string", "format": "uuid"},
+            "customer_id": {"type": "string", "pattern": "^cus_[A-Za-z0-9]{8,32}$"},
+            "email": {"type": "string", "format": "email", "maxLength": 254},
+            "amount": {"type": "number", "minimum": 0, "maximum": 1_000_000},
+            "currency": {"enum": ["EUR", "USD", "GBP", "JPY", "CHF"]},
+            "status": {"enum": ["placed", "paid", "shipped", "cancelled"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "coupon": {"type": ["string", "null"], "maxLength": 32},
+            "items": {
+                "type": "array", "minItems": 1, "maxItems": 500,
+                "items": {
+                    "type": "object", "required": ["sku", "quantity"], "additionalProperties": false,
+                    "properties": {
+                        "sku": {"type": "string", "pattern": "^[A-Z0-9-]{4,32}$"},
+                        "quantity": {"type": "integer", "minimum": 1},
+                        "price": {"type": "number", "minimum": 0}
+                    }
+                }
+            },
+            "shipping": {
+                "type": "object",
+                "properties": {
+                    "country": {"type": "string", "pattern": "^[A-Z]{2}$"},
+                    "postcode": {"type": "string", "maxLength": 16},
+                    "street": {"type": "string", "maxLength": 200}
+                }
+            },
+            "metadata": {"type": "object", "additionalProperties": {"type": "string"}}
+        }
+    })
+}
+
+async fn schemas_scenario(t: &Target, tag: &str) -> anyhow::Result<()> {
+    if t.child.is_none() {
+        bail!("the schemas scenario reads the RSS of the server it starts: run it without --url");
+    }
+    let app = format!("schemas-{tag}");
+    let (status, body) = t
+        .admin_post(
+            "/v1/applications",
+            json!({"application": app, "address": "http://127.0.0.1:9/"}),
+        )
+        .await?;
+    ensure!(status == 201, "cannot register the application: {body}");
+    let before = t.rss_kib().unwrap_or(0);
+    let bytes = serde_json::to_vec(&typical_schema(0))?.len();
+    for n in 0..1000 {
+        let (status, body) = t
+            .admin_post(
+                "/v1/actions",
+                json!({"action": format!("{app}.event{n}"), "application": app, "schemata": typical_schema(n)}),
+            )
+            .await?;
+        ensure!(status == 201, "action {n}: {body}");
+    }
+    let typical = t.rss_kib().unwrap_or(0);
+    println!(
+        "schemas: 1,000 actions of a typical {bytes}-byte schema; server RSS {:.0} MB before, {:.0} MB after   [target < 150 MB]",
+        before as f64 / 1024.0,
+        typical as f64 / 1024.0
+    );
+    // The most one application may hold: its 4 MiB of schema as 64 KiB enums.
+    let big = format!("big-{tag}");
+    let (status, body) = t
+        .admin_post(
+            "/v1/applications",
+            json!({"application": big, "address": "http://127.0.0.1:9/"}),
+        )
+        .await?;
+    ensure!(status == 201, "cannot register the application: {body}");
+    let mut registered = 0;
+    for n in 0.. {
+        let values: Vec<String> = (0..5500).map(|i| format!("{n}-{i:05}")).collect();
+        let (status, _) = t
+            .admin_post(
+                "/v1/actions",
+                json!({"action": format!("{big}.enum{n}"), "application": big, "schemata": {"enum": values}}),
+            )
+            .await?;
+        if status != 201 {
+            break;
+        }
+        registered += 1;
+    }
+    let full = t.rss_kib().unwrap_or(0);
+    println!(
+        "schemas: one application at its schema budget ({registered} enum schemas of ~64 KiB, then refused); server RSS {:.0} MB",
+        full as f64 / 1024.0
     );
     Ok(())
 }

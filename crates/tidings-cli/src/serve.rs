@@ -65,6 +65,20 @@ pub struct ServeArgs {
     /// Time a caller has to send a request's whole body (then 408).
     #[arg(long, env = "TIDINGS_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
+    /// Actions an application may have.
+    #[arg(
+        long,
+        env = "TIDINGS_MAX_ACTIONS_PER_APPLICATION",
+        default_value_t = 1000
+    )]
+    pub max_actions_per_application: usize,
+    /// Largest schema of an action, bytes of JSON.
+    #[arg(long, env = "TIDINGS_MAX_SCHEMA_BYTES", default_value_t = 64 * 1024)]
+    pub max_schema_bytes: usize,
+    /// Bytes of schema an application's actions may have together (with
+    /// the number of actions, this bounds the memory compiled schemas take).
+    #[arg(long, env = "TIDINGS_MAX_SCHEMA_BYTES_PER_APPLICATION", default_value_t = 4 * 1024 * 1024)]
+    pub max_schema_bytes_per_application: usize,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = tidings_server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
@@ -94,6 +108,9 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
                 allow_private: args.allow_private_destinations,
                 allowed: args.allow_destinations.clone(),
             },
+            max_actions_per_application: args.max_actions_per_application,
+            max_schema_bytes: args.max_schema_bytes,
+            max_schema_bytes_per_application: args.max_schema_bytes_per_application,
         },
     )
     .await

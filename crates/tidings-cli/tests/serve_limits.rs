@@ -54,18 +54,27 @@ async fn idle_connections_do_not_exhaust_the_servers_files() {
             .body(serde_json::to_vec(&body).unwrap())
             .send()
     };
-    let r = post("/v1/applications", json!({"application": "shop", "address": "http://shop.invalid"}))
-        .await
-        .unwrap();
+    let r = post(
+        "/v1/applications",
+        json!({"application": "shop", "address": "http://shop.invalid"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 201);
-    let r = post("/v1/actions", json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}}))
-        .await
-        .unwrap();
+    let r = post(
+        "/v1/actions",
+        json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 201);
     for n in 0..200 {
-        let r = post("/v1/events", json!({"action": "shop.sold", "payload": {"n": n}}))
-            .await
-            .unwrap();
+        let r = post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": n}}),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status(), 201, "publish {n}");
     }
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();

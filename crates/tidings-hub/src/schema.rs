@@ -73,6 +73,56 @@ impl Schema {
     }
 }
 
+/// Payloads up to this size (bytes) are checked where they arrive; larger
+/// ones on the blocking pool, so a large payload never holds an async
+/// worker (and the requests it serves).
+pub const INLINE_BYTES: usize = 16 * 1024;
+
+/// Checks large payloads off the async workers, a bounded number at once.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Checker {
+    /// A checker running at most `parallel` large checks at once.
+    pub fn new(parallel: usize) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(parallel.max(1))),
+        }
+    }
+
+    /// The violations of `instance` (`bytes` long as sent): inline if it is
+    /// small, on the blocking pool otherwise, waiting for a slot.
+    /// Fails only if the check itself could not finish (the runtime is
+    /// shutting down).
+    pub async fn violations(
+        &self,
+        schema: &Schema,
+        instance: Value,
+        bytes: usize,
+    ) -> Result<Vec<String>, tidings_core::Error> {
+        if bytes <= INLINE_BYTES {
+            return Ok(schema.violations(&instance));
+        }
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| tidings_core::Error::Closed)?;
+        let schema = schema.clone();
+        tokio::task::spawn_blocking(move || schema.violations(&instance))
+            .await
+            .map_err(|_| tidings_core::Error::Closed)
+    }
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
 /// Turns a JSON pointer (`/items/0/id`) into a JSON path (`$.items[0].id`).
 fn json_path(pointer: &str) -> String {
     let mut path = String::from("$");
@@ -94,6 +144,43 @@ fn json_path(pointer: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A large payload is checked on the blocking pool: on a runtime with
+    /// one thread, the task that lets the check finish runs while it waits.
+    /// Checked inline, the check would hold that thread until its format
+    /// gave up (and found a violation).
+    #[tokio::test(flavor = "current_thread")]
+    async fn large_payloads_are_checked_off_the_async_worker() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static RELEASED: AtomicBool = AtomicBool::new(false);
+        let gate = |_: &str| {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !RELEASED.load(Ordering::Acquire) {
+                if std::time::Instant::now() > until {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            true
+        };
+        let schema = serde_json::json!({"properties": {"k": {"type": "string", "format": "gate"}}});
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .with_format("gate", gate)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let schema = Schema {
+            validator: Arc::new(validator),
+        };
+        let payload = serde_json::json!({"k": "x", "padding": "y".repeat(INLINE_BYTES)});
+        let checker = Checker::new(1);
+        let release = async { RELEASED.store(true, Ordering::Release) };
+        let (found, ()) = tokio::join!(
+            checker.violations(&schema, payload, INLINE_BYTES + 20),
+            release
+        );
+        assert_eq!(found.ok(), Some(Vec::new()));
+    }
     use serde_json::json;
 
     #[test]

@@ -66,7 +66,9 @@ impl ConnectionLimits {
     pub fn resolved_max(&self, file_limit: Option<u64>, outgoing: usize) -> usize {
         self.max.unwrap_or_else(|| {
             let limit = usize::try_from(file_limit.unwrap_or(1024)).unwrap_or(usize::MAX);
-            (limit / 4 * 3).saturating_sub(outgoing).max(MIN_CONNECTIONS)
+            (limit / 4 * 3)
+                .saturating_sub(outgoing)
+                .max(MIN_CONNECTIONS)
         })
     }
 }
@@ -131,7 +133,9 @@ impl Table {
     /// `client` only, if given). Whether one was found.
     fn evict_idle(&mut self, client: Option<IpAddr>) -> bool {
         let victim = self.open.iter().find(|(_, e)| {
-            client.is_none_or(|c| c == e.client) && e.busy.load(Ordering::Acquire) == 0 && !e.close.is_cancelled()
+            client.is_none_or(|c| c == e.client)
+                && e.busy.load(Ordering::Acquire) == 0
+                && !e.close.is_cancelled()
         });
         match victim {
             Some((_, entry)) => {
@@ -166,7 +170,11 @@ struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut table = self.gate.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self
+            .gate
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = table.open.remove(&self.id)
             && let Some(n) = table.per_client.get_mut(&entry.client)
         {
@@ -191,7 +199,10 @@ impl Gate {
     /// Admits a connection from `client`, closing an idle one to make room
     /// if a cap is reached; `None` if none can be closed (every connection
     /// has a request in flight).
-    fn admit(self: &Arc<Self>, client: IpAddr) -> Option<(Admitted, Arc<AtomicUsize>, CancellationToken)> {
+    fn admit(
+        self: &Arc<Self>,
+        client: IpAddr,
+    ) -> Option<(Admitted, Arc<AtomicUsize>, CancellationToken)> {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let counted = !self.trusted.iter().any(|net| net.contains(&client));
         let of_client = table.per_client.get(&client).copied().unwrap_or(0);
@@ -332,20 +343,21 @@ async fn connection(
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     let counted = busy.clone();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        let in_flight = InFlight::new(&counted);
-        request.extensions_mut().insert(ConnectInfo(peer));
-        let mut app = app.clone();
-        async move {
-            let answer = app.call(request.map(Body::new)).await?;
-            Ok::<_, std::convert::Infallible>(answer.map(|inner| {
-                Body::new(TrackedBody {
-                    inner,
-                    _in_flight: in_flight,
-                })
-            }))
-        }
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            let in_flight = InFlight::new(&counted);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move {
+                let answer = app.call(request.map(Body::new)).await?;
+                Ok::<_, std::convert::Infallible>(answer.map(|inner| {
+                    Body::new(TrackedBody {
+                        inner,
+                        _in_flight: in_flight,
+                    })
+                }))
+            }
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

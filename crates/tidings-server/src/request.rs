@@ -34,6 +34,11 @@ pub struct Call {
 }
 
 impl Call {
+    /// The size of the body, bytes.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// The caller, or 401.
     pub fn who(&self) -> ApiResult<&Principal> {
         self.principal.as_ref().ok_or_else(|| {

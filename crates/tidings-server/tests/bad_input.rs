@@ -1104,7 +1104,10 @@ async fn idle_and_slow_connections_are_closed() {
     // Slowloris: a header byte every 50 ms never completes in time.
     let mut slow = connect().await.unwrap();
     let dripping = async {
-        for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+        for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
             if slow.write_all(&[*byte]).await.is_err() {
                 return;
             }
@@ -1112,7 +1115,9 @@ async fn idle_and_slow_connections_are_closed() {
         }
     };
     assert!(
-        tokio::time::timeout(common::PATIENCE, dripping).await.is_ok(),
+        tokio::time::timeout(common::PATIENCE, dripping)
+            .await
+            .is_ok(),
         "a header sent a byte at a time was still being read"
     );
 
@@ -1132,7 +1137,10 @@ async fn idle_and_slow_connections_are_closed() {
     stalled.write_all(head.as_bytes()).await.unwrap();
     let answered = read_until_closed(&mut stalled).await;
     assert!(answered.starts_with("HTTP/1.1 408"), "{answered}");
-    assert!(answered.contains("\"error\":\"the body did not arrive within"), "{answered}");
+    assert!(
+        answered.contains("\"error\":\"the body did not arrive within"),
+        "{answered}"
+    );
     server.stop().await;
 }
 
@@ -1180,5 +1188,89 @@ async fn connections_are_capped_and_idle_ones_make_room() {
     }
     let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
     assert_eq!(admin.get("/v1/applications").await.status, 200);
+    server.stop().await;
+}
+
+/// An application may have a bounded number of actions, each schema a
+/// bounded size, and all its schemas a bounded total (422 naming the
+/// setting): one application cannot fill the hub's memory with schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_and_schemas_are_limited_per_application() {
+    let config = tidings_hub::HubConfig {
+        max_actions_per_application: 3,
+        max_schema_bytes: 2_000,
+        max_schema_bytes_per_application: 3_000,
+        ..tidings_hub::HubConfig::default()
+    };
+    let server =
+        TestServer::start_hub(Arc::new(EmbeddedBroker::in_memory()), Some(ADMIN), config).await;
+    let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
+    for name in ["shop", "mail"] {
+        let app = json!({"application": name, "address": "http://a.invalid/"});
+        assert_eq!(admin.post("/v1/applications", app).await.status, 201);
+    }
+    let enumerated =
+        |n: usize| json!({"enum": (0..n).map(|i| format!("v{i:04}")).collect::<Vec<_>>()});
+    let register = |action: &str, app: &str, schema: serde_json::Value| {
+        admin.post(
+            "/v1/actions",
+            json!({"action": action, "application": app, "schemata": schema}),
+        )
+    };
+    // One schema too large.
+    let r = register("shop.big", "shop", enumerated(400)).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-schema-bytes"),
+        "{}",
+        r.body
+    );
+    // Three fit; a fourth is one too many.
+    for n in 0..3 {
+        assert_eq!(
+            register(&format!("shop.a{n}"), "shop", json!({"type": "object"}))
+                .await
+                .status,
+            201
+        );
+    }
+    let r = register("shop.a3", "shop", json!({"type": "object"})).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-actions-per-application")
+    );
+    // Another application has its own count; its schemas share one budget.
+    assert_eq!(
+        register("mail.a", "mail", enumerated(150)).await.status,
+        201
+    );
+    assert_eq!(
+        register("mail.b", "mail", enumerated(150)).await.status,
+        201
+    );
+    let r = register("mail.c", "mail", enumerated(150)).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-schema-bytes-per-application")
+    );
+    // Editing a schema counts what it replaces once.
+    let r = admin
+        .send(
+            "PATCH",
+            "/v1/actions/mail.b",
+            Some(&serde_json::to_vec(&json!({"schemata": enumerated(160)})).unwrap()),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     server.stop().await;
 }

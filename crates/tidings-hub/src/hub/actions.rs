@@ -46,7 +46,58 @@ fn compile(schemata: &Value) -> HubResult<Schema> {
     })
 }
 
+/// The size of a schema as the hub keeps it, bytes.
+fn schema_bytes(schemata: &Value) -> usize {
+    serde_json::to_vec(schemata).map_or(usize::MAX, |v| v.len())
+}
+
 impl Hub {
+    /// Refuses a schema larger than the limit, before it is compiled.
+    fn check_schema_size(&self, schemata: &Value) -> HubResult<usize> {
+        let bytes = schema_bytes(schemata);
+        let limit = self.inner.config.max_schema_bytes;
+        if bytes > limit {
+            return Err(HubError::unprocessable(format!(
+                "schemata - {bytes} bytes; a schema may have at most {limit} (--max-schema-bytes)"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Refuses an action that would take `application` past its number of
+    /// actions or its schema bytes (`replacing`: the action it replaces).
+    fn check_application_budget(
+        &self,
+        application: &str,
+        replacing: Option<&str>,
+        bytes: usize,
+    ) -> HubResult<()> {
+        let config = &self.inner.config;
+        let catalog = self.catalog();
+        let (mut count, mut total) = (1, bytes);
+        for entry in catalog.actions.values() {
+            if entry.action.application == application
+                && Some(entry.action.name.as_str()) != replacing
+            {
+                count += 1;
+                total = total.saturating_add(schema_bytes(&entry.action.schemata));
+            }
+        }
+        if count > config.max_actions_per_application {
+            return Err(HubError::unprocessable(format!(
+                "{application} has {} actions, the most an application may have (--max-actions-per-application)",
+                count - 1
+            )));
+        }
+        if total > config.max_schema_bytes_per_application {
+            return Err(HubError::unprocessable(format!(
+                "{application}'s schemas would take {total} bytes; an application's may take at most {} (--max-schema-bytes-per-application)",
+                config.max_schema_bytes_per_application
+            )));
+        }
+        Ok(())
+    }
+
     /// Registers an action. Returns its view and whether it was created
     /// (`false`: the same schema was registered already).
     pub async fn register_action(
@@ -62,6 +113,7 @@ impl Hub {
             )));
         }
         let schemata = schema_value(new.schemata)?;
+        let bytes = self.check_schema_size(&schemata)?;
         let schema = compile(&schemata)?;
         let _guard = self.inner.changes.lock().await;
         let next_id = {
@@ -100,6 +152,7 @@ impl Hub {
             }
             catalog.next_action_id()
         };
+        self.check_application_budget(&new.application, None, bytes)?;
         let action = Action {
             id: next_id,
             name: name.clone(),
@@ -157,6 +210,7 @@ impl Hub {
             return Err(HubError::unprocessable("give a schemata to change"));
         };
         let schemata = schema_value(schemata)?;
+        let bytes = self.check_schema_size(&schemata)?;
         let schema = compile(&schemata)?;
         let _guard = self.inner.changes.lock().await;
         let mut action = self.action_record(id)?;
@@ -166,6 +220,7 @@ impl Hub {
                 action.application, action.name
             )));
         }
+        self.check_application_budget(&action.application, Some(&action.name), bytes)?;
         action.schemata = schemata;
         action.edited_at = Some(now_ms());
         self.write_record(&self.inner.tables.actions, &action.name, &action)
@@ -221,14 +276,28 @@ impl Hub {
     }
 
     /// Checks a payload against an action's schema without publishing.
-    pub fn validate_payload(&self, id: &str, payload: &Value) -> HubResult<Validation> {
-        let catalog = self.catalog();
-        let entry = catalog
-            .action(id)
-            .ok_or_else(|| HubError::NotFound(format!("Action {id} does not exist")))?;
-        let errors = entry.schema.violations(payload);
+    /// `bytes`: the payload's size as sent (large ones are checked off the
+    /// async workers).
+    pub async fn validate_payload(
+        &self,
+        id: &str,
+        payload: Value,
+        bytes: usize,
+    ) -> HubResult<Validation> {
+        let (schema, action) = {
+            let catalog = self.catalog();
+            let entry = catalog
+                .action(id)
+                .ok_or_else(|| HubError::NotFound(format!("Action {id} does not exist")))?;
+            (entry.schema.clone(), entry.action.name.clone())
+        };
+        let errors = self
+            .inner
+            .checker
+            .violations(&schema, payload, bytes)
+            .await?;
         Ok(Validation {
-            action: entry.action.name.clone(),
+            action,
             valid: errors.is_empty(),
             errors,
         })

@@ -152,8 +152,20 @@ impl Hub {
         new: NewEvent,
         traceparent: Option<String>,
     ) -> HubResult<Published> {
-        let input = Input::check(new)?;
-        let (action, subs) = self.resolve(who, &input.action, &input.value)?;
+        let mut input = Input::check(new)?;
+        let (schema, action, subs) = self.resolve(who, &input.action)?;
+        let value = std::mem::take(&mut input.value);
+        let errors = self
+            .inner
+            .checker
+            .violations(&schema, value, input.payload.get().len())
+            .await?;
+        if !errors.is_empty() {
+            return Err(HubError::SchemaViolation {
+                message: format!("Event payload does not conform to {action} schema"),
+                errors,
+            });
+        }
         let now = now_ms();
         let row = self.inner.rows.next(now);
         let deliver_at = input.delay.map_or(now, |d| now + d.as_millis() as u64);
@@ -201,14 +213,12 @@ impl Hub {
     }
 
     /// The action by name, if its application is active and `who` may
-    /// publish it, with the payload checked against its schema; and the
-    /// subscriptions to deliver it to.
+    /// publish it: its schema, its name and the subscriptions to deliver it to.
     fn resolve(
         &self,
         who: &Principal,
         action: &str,
-        value: &Value,
-    ) -> HubResult<(String, Vec<Subscription>)> {
+    ) -> HubResult<(crate::schema::Schema, String, Vec<Subscription>)> {
         let catalog = self.catalog();
         let entry = catalog
             .actions
@@ -228,22 +238,12 @@ impl Hub {
                 entry.action.name
             )));
         }
-        let errors = entry.schema.violations(value);
-        if !errors.is_empty() {
-            return Err(HubError::SchemaViolation {
-                message: format!(
-                    "Event payload does not conform to {} schema",
-                    entry.action.name
-                ),
-                errors,
-            });
-        }
         let subs = catalog
             .deliverable(&entry.action.name)
             .into_iter()
             .cloned()
             .collect();
-        Ok((entry.action.name.clone(), subs))
+        Ok((entry.schema.clone(), entry.action.name.clone(), subs))
     }
 
     /// The transaction that publishes `event`: its deduper (if any), the

@@ -43,6 +43,14 @@ pub struct HubConfig {
     pub attempt_timeout: Duration,
     /// Where webhooks may go (by default: public addresses only).
     pub destinations: DestinationPolicy,
+    /// Actions an application may have (1,000).
+    pub max_actions_per_application: usize,
+    /// Largest schema, bytes of JSON (64 KiB).
+    pub max_schema_bytes: usize,
+    /// Bytes of schema all of an application's actions may have together
+    /// (4 MiB): with the number of actions, what bounds the memory the
+    /// hub's compiled schemas take.
+    pub max_schema_bytes_per_application: usize,
 }
 
 impl Default for HubConfig {
@@ -51,6 +59,9 @@ impl Default for HubConfig {
             default_max_retries: 8,
             attempt_timeout: Duration::from_secs(10),
             destinations: DestinationPolicy::default(),
+            max_actions_per_application: 1000,
+            max_schema_bytes: 64 * 1024,
+            max_schema_bytes_per_application: 4 * 1024 * 1024,
         }
     }
 }
@@ -156,6 +167,8 @@ pub(crate) struct Inner {
     pub(crate) version: watch::Sender<u64>,
     pub(crate) metrics: HubMetrics,
     pub(crate) destinations: Arc<Destinations>,
+    /// Checks large payloads off the async workers.
+    pub(crate) checker: crate::schema::Checker,
 }
 
 impl Hub {
@@ -175,6 +188,7 @@ impl Hub {
                 version: watch::channel(0).0,
                 metrics: HubMetrics::default(),
                 destinations: Arc::new(Destinations::new(config.destinations.clone())),
+                checker: crate::schema::Checker::default(),
                 config,
             }),
         };

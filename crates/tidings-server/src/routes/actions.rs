@@ -71,5 +71,8 @@ pub async fn validate(Path(id): Path<String>, call: Call) -> ApiResult<Json<Vali
         Some(payload) => payload.clone(),
         None => body,
     };
-    Ok(Json(call.state.hub.validate_payload(&id, &payload)?))
+    let bytes = call.body_len();
+    Ok(Json(
+        call.state.hub.validate_payload(&id, payload, bytes).await?,
+    ))
 }

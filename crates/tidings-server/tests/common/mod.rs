@@ -76,7 +76,11 @@ impl TestServer {
     }
 
     /// A server with an admin key and these connection limits.
-    pub async fn start_limited(broker: Arc<dyn Broker>, admin_key: &str, connections: ConnectionLimits) -> Self {
+    pub async fn start_limited(
+        broker: Arc<dyn Broker>,
+        admin_key: &str,
+        connections: ConnectionLimits,
+    ) -> Self {
         let server = ServerConfig {
             auth: AuthConfig {
                 admin_key: Some(admin_key.to_owned()),
