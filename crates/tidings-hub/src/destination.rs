@@ -339,6 +339,10 @@ mod tests {
         Destinations::new(DestinationPolicy::default())
     }
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
     fn url(text: &str) -> reqwest::Url {
         reqwest::Url::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
     }
@@ -398,8 +402,10 @@ mod tests {
         ];
         let destinations = strict();
         for text in refused {
-            let ip: IpAddr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert!(destinations.check_ip(ip).is_err(), "{text} was allowed");
+            assert!(
+                destinations.check_ip(ip(text)).is_err(),
+                "{text} was allowed"
+            );
         }
     }
 
@@ -424,8 +430,7 @@ mod tests {
             "64:ff9b::808:808",
             "2002:808:808::1",
         ] {
-            let ip: IpAddr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert_eq!(destinations.check_ip(ip), Ok(()), "{text}");
+            assert_eq!(destinations.check_ip(ip(text)), Ok(()), "{text}");
         }
     }
 
@@ -473,15 +478,8 @@ mod tests {
             allow_private: false,
             allowed: vec!["127.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())],
         });
-        assert_eq!(
-            allowed.check_ip("127.0.0.1".parse().unwrap_or_else(|_| unreachable!())),
-            Ok(())
-        );
-        assert!(
-            allowed
-                .check_ip("10.0.0.1".parse().unwrap_or_else(|_| unreachable!()))
-                .is_err()
-        );
+        assert_eq!(allowed.check_ip(ip("127.0.0.1")), Ok(()));
+        assert!(allowed.check_ip(ip("10.0.0.1")).is_err());
         let open = Destinations::new(DestinationPolicy {
             allow_private: true,
             allowed: Vec::new(),

@@ -120,7 +120,8 @@ struct Entry {
     close: CancellationToken,
 }
 
-/// The open connections, oldest first.
+/// The open connections, oldest first (one closed to make room leaves
+/// the table at once: it has no request in flight, so it closes at once).
 #[derive(Default)]
 struct Table {
     next: u64,
@@ -132,13 +133,15 @@ impl Table {
     /// Closes the oldest connection without a request in flight (of
     /// `client` only, if given). Whether one was found.
     fn evict_idle(&mut self, client: Option<IpAddr>) -> bool {
-        let victim = self.open.iter().find(|(_, e)| {
-            client.is_none_or(|c| c == e.client)
-                && e.busy.load(Ordering::Acquire) == 0
-                && !e.close.is_cancelled()
-        });
-        match victim {
-            Some((_, entry)) => {
+        let victim = self
+            .open
+            .iter()
+            .find(|(_, e)| {
+                client.is_none_or(|c| c == e.client) && e.busy.load(Ordering::Acquire) == 0
+            })
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| self.remove(id)) {
+            Some(entry) => {
                 entry.close.cancel();
                 true
             }
@@ -146,11 +149,15 @@ impl Table {
         }
     }
 
-    fn closing(&self, client: Option<IpAddr>) -> usize {
-        self.open
-            .values()
-            .filter(|e| client.is_none_or(|c| c == e.client) && e.close.is_cancelled())
-            .count()
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.open.remove(&id)?;
+        if let Some(n) = self.per_client.get_mut(&entry.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&entry.client);
+            }
+        }
+        Some(entry)
     }
 }
 
@@ -175,14 +182,7 @@ impl Drop for Admitted {
             .table
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = table.open.remove(&self.id)
-            && let Some(n) = table.per_client.get_mut(&entry.client)
-        {
-            *n -= 1;
-            if *n == 0 {
-                table.per_client.remove(&entry.client);
-            }
-        }
+        table.remove(self.id);
     }
 }
 
@@ -206,14 +206,10 @@ impl Gate {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let counted = !self.trusted.iter().any(|net| net.contains(&client));
         let of_client = table.per_client.get(&client).copied().unwrap_or(0);
-        if counted
-            && of_client - table.closing(Some(client)).min(of_client) >= self.per_client
-            && !table.evict_idle(Some(client))
-        {
+        if counted && of_client >= self.per_client && !table.evict_idle(Some(client)) {
             return None;
         }
-        let open = table.open.len();
-        if open - table.closing(None).min(open) >= self.max && !table.evict_idle(None) {
+        if table.open.len() >= self.max && !table.evict_idle(None) {
             return None;
         }
         let id = table.next;

@@ -1149,18 +1149,28 @@ async fn idle_and_slow_connections_are_closed() {
 /// connections cannot keep a caller with a request out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_capped_and_idle_ones_make_room() {
-    let broker = Arc::new(EmbeddedBroker::in_memory());
-    let capped = tidings_server::ConnectionLimits {
-        max: Some(8),
-        per_client: 100,
-        ..limits(60_000, 60_000)
-    };
-    let server = TestServer::start_limited(broker, ADMIN, capped).await;
-    let addr = server.base.trim_start_matches("http://").to_owned();
-    let mut idle = Vec::new();
-    for _ in 0..20 {
-        idle.push(tokio::net::TcpStream::connect(addr.clone()).await.unwrap());
+    /// A server capped at `max` connections, `per_client` per address, and
+    /// `idle` connections opened to it that send nothing.
+    async fn flooded(
+        max: usize,
+        per_client: usize,
+        idle: usize,
+    ) -> (TestServer, Vec<tokio::net::TcpStream>) {
+        let capped = tidings_server::ConnectionLimits {
+            max: Some(max),
+            per_client,
+            ..limits(60_000, 60_000)
+        };
+        let server =
+            TestServer::start_limited(Arc::new(EmbeddedBroker::in_memory()), ADMIN, capped).await;
+        let addr = server.base.trim_start_matches("http://").to_owned();
+        let mut sockets = Vec::new();
+        for _ in 0..idle {
+            sockets.push(tokio::net::TcpStream::connect(addr.clone()).await.unwrap());
+        }
+        (server, sockets)
     }
+    let (server, mut idle) = flooded(8, 100, 20).await;
     // A caller with a request gets in, and is answered.
     let admin = Client::new(&server.base).with_header("x-amebo-admin-key", ADMIN);
     assert_eq!(admin.get("/v1/applications").await.status, 200);
@@ -1171,18 +1181,7 @@ async fn connections_are_capped_and_idle_ones_make_room() {
     server.stop().await;
 
     // Per client address.
-    let broker = Arc::new(EmbeddedBroker::in_memory());
-    let per_client = tidings_server::ConnectionLimits {
-        max: Some(1000),
-        per_client: 4,
-        ..limits(60_000, 60_000)
-    };
-    let server = TestServer::start_limited(broker, ADMIN, per_client).await;
-    let addr = server.base.trim_start_matches("http://").to_owned();
-    let mut idle = Vec::new();
-    for _ in 0..6 {
-        idle.push(tokio::net::TcpStream::connect(addr.clone()).await.unwrap());
-    }
+    let (server, mut idle) = flooded(1000, 4, 6).await;
     for socket in idle.iter_mut().take(2) {
         read_until_closed(socket).await;
     }

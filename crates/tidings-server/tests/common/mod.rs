@@ -33,6 +33,15 @@ pub struct TestServer {
     pub hub: Hub,
 }
 
+/// The tests' authentication: `admin_key` (or protected mode) and the metrics token.
+fn test_auth(admin_key: Option<&str>) -> AuthConfig {
+    AuthConfig {
+        admin_key: admin_key.map(str::to_owned),
+        metrics_token: Some(METRICS_TOKEN.to_owned()),
+        ..AuthConfig::default()
+    }
+}
+
 impl TestServer {
     pub async fn start(broker: Arc<dyn Broker>) -> Self {
         Self::start_with(broker, None).await
@@ -47,14 +56,7 @@ impl TestServer {
         admin_key: Option<&str>,
         delivery: DeliveryConfig,
     ) -> Self {
-        let auth = AuthConfig {
-            admin_key: admin_key.map(str::to_owned),
-            metrics_token: Some(METRICS_TOKEN.to_owned()),
-            public_metrics: false,
-            accept_legacy_signatures: false,
-            trusted_proxies: Vec::new(),
-        };
-        Self::start_authenticated(broker, auth, delivery).await
+        Self::start_authenticated(broker, test_auth(admin_key), delivery).await
     }
 
     /// A server with an admin key (or none) over a hub with `config`.
@@ -63,13 +65,8 @@ impl TestServer {
         admin_key: Option<&str>,
         config: HubConfig,
     ) -> Self {
-        let auth = AuthConfig {
-            admin_key: admin_key.map(str::to_owned),
-            metrics_token: Some(METRICS_TOKEN.to_owned()),
-            ..AuthConfig::default()
-        };
         let server = ServerConfig {
-            auth,
+            auth: test_auth(admin_key),
             ..ServerConfig::default()
         };
         Self::start_full(broker, server, config).await
