@@ -83,3 +83,151 @@ async fn idle_connections_do_not_exhaust_the_servers_files() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// A data directory on a small tmpfs, unmounted when dropped (the server
+/// first).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+    server: Option<std::process::Child>,
+}
+
+impl SmallDisk {
+    /// `None` where tmpfs cannot be mounted (not root): outside CI only.
+    fn mount(megabytes: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "cannot mount a tmpfs (root is needed): the full-disk test must run in CI"
+            );
+            eprintln!("skipped: cannot mount a tmpfs here (not root)");
+            return None;
+        }
+        Some(Self { dir, server: None })
+    }
+
+    fn resize(&self, megabytes: u32) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={megabytes}m")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if let Some(server) = &mut self.server {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// With the disk full, publishing answers 503 and /readyz says unavailable;
+/// once space is freed, both recover without a restart, and what was
+/// answered 201 before is all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_until_space_is_freed() {
+    let Some(mut disk) = SmallDisk::mount(24) else {
+        return;
+    };
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let data = disk.dir.path().join("data");
+    disk.server = Some(common::spawn_server(&data, port, &[]));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    wait_ready(&http, &base).await;
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .send()
+    };
+    let app = json!({"application": "shop", "address": "http://shop.invalid"});
+    assert_eq!(post("/v1/applications", app).await.unwrap().status(), 201);
+    let action =
+        json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}});
+    assert_eq!(post("/v1/actions", action).await.unwrap().status(), 201);
+    // Fill the disk.
+    let padding = "x".repeat(16 * 1024);
+    let mut published = 0;
+    let refused = loop {
+        let event = json!({"action": "shop.sold", "payload": {"n": published, "padding": padding}});
+        let status = post("/v1/events", event).await.unwrap().status();
+        if status != 201 {
+            break status;
+        }
+        published += 1;
+        assert!(published < 10_000, "the disk never filled");
+    };
+    assert_eq!(refused, 503);
+    // Whatever room is left, another process takes: the disk is full. (The
+    // server may still free some, removing files it no longer needs: take
+    // that too, until /readyz sees the disk full.)
+    let filler = disk.dir.path().join("filler");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&filler)
+        .unwrap();
+    let block = vec![0u8; 4096];
+    let mut unready = false;
+    for _ in 0..50 {
+        while std::io::Write::write_all(&mut file, &block).is_ok() {}
+        let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+        if ready.status() == 503 {
+            unready = true;
+            break;
+        }
+    }
+    drop(file);
+    assert!(unready, "a full disk is not ready");
+    // Free space: writes resume, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    disk.resize(256);
+    let mut resumed = false;
+    for _ in 0..400 {
+        let event = json!({"action": "shop.sold", "payload": {"n": "after"}});
+        if post("/v1/events", event).await.unwrap().status() == 201 {
+            resumed = true;
+            break;
+        }
+        // The store is reopened at most once a second (less often while
+        // failures keep coming back).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "writes did not resume once space was freed");
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    // Every event answered 201 is there: before the disk filled, and after.
+    let mut stored = 0;
+    for page in 1.. {
+        let body = http
+            .get(format!(
+                "{base}/v1/events?action=shop.sold&pagination=100&page={page}"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        stored += rows.len();
+    }
+    assert_eq!(stored, published + 1);
+}

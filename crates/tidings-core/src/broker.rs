@@ -33,6 +33,13 @@ pub trait Broker: Send + Sync {
     /// Names of all queues, sorted.
     async fn list_queues(&self) -> Result<Vec<QueueName>>;
 
+    /// Whether it can take work now: its storage answers and accepts
+    /// writes (a broker whose storage failed says so here, after trying to
+    /// recover). By default, whether it can list its queues.
+    async fn ready(&self) -> Result<()> {
+        self.list_queues().await.map(|_| ())
+    }
+
     /// Counts, groups and settings of a queue.
     async fn queue_info(&self, queue: &QueueName) -> Result<QueueInfo>;
 

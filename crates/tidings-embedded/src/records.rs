@@ -26,6 +26,8 @@ pub(crate) const FORMAT: u64 = 1;
 
 pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_SEQ: &[u8] = b"seq";
+/// Written by each readiness check (the time, ms), to show writes go through.
+pub(crate) const META_PROBE: &[u8] = b"probe";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct QueueRecord {

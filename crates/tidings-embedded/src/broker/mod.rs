@@ -14,9 +14,10 @@ mod tests;
 mod transaction;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use tidings_core::{Delivery, Durability, Error, QueueName, Result, Timestamp};
 
@@ -26,7 +27,7 @@ use crate::records::MessageRecord;
 use crate::state::{Ctx, MARK_DELAY_MS, Prefetched, QueueState, State, message_id};
 use crate::store::fjall::FjallStore;
 use crate::store::memory::MemoryStore;
-use crate::store::{Batch, Pending, Sent, Space, Store, StoreStats, Wait};
+use crate::store::{Batch, FailedStore, Pending, Sent, Space, Store, StoreStats, Wait};
 use record_reads::RecordStripes;
 
 /// Settings of an embedded broker.
@@ -68,7 +69,13 @@ pub struct EmbeddedBroker {
 
 struct Inner {
     state: Mutex<State>,
-    store: Box<dyn Store>,
+    /// Replaced when a failed store is reopened ([`EmbeddedBroker::recover`]).
+    store: RwLock<Box<dyn Store>>,
+    /// The data directory (`None` in memory).
+    path: Option<PathBuf>,
+    /// When a failed store was last reopened (or tried to be), and the
+    /// pause before the next try.
+    reopened_at: Mutex<Option<(Instant, Duration)>>,
     durability: Durability,
     clock: Clock,
     budget: Budget,
@@ -80,10 +87,14 @@ struct Inner {
 }
 
 impl Inner {
+    fn store(&self) -> RwLockReadGuard<'_, Box<dyn Store>> {
+        self.store.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Writes what is still deferred (and how far ids went), then stops the store.
     fn close(&self) {
         self.write_deferred(u64::MAX, true);
-        self.store.close();
+        self.store().close();
     }
 
     /// Writes the marks of deliveries made at or before `up_to` that are
@@ -96,7 +107,7 @@ impl Inner {
             state.seq.checkpoint(&mut batch);
         }
         if !batch.is_empty() {
-            drop(self.store.submit(batch, Wait::Nothing));
+            drop(self.store().submit(batch, Wait::Nothing));
         }
     }
 
@@ -122,6 +133,30 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Least time between two attempts to reopen a failed store.
+const REOPEN_PAUSE: Duration = Duration::from_secs(1);
+/// Most time between two attempts, when failures keep coming back.
+const MAX_REOPEN_PAUSE: Duration = Duration::from_secs(64);
+
+/// Connects a store to the engine: what makes durable messages visible,
+/// and what writes deferred marks when nothing else writes.
+fn attach(inner: &Arc<Inner>, store: &dyn Store) {
+    let weak = Arc::downgrade(inner);
+    store.set_publisher(Arc::new(move |sent| {
+        if let Some(inner) = weak.upgrade() {
+            inner.publish(&sent);
+        }
+    }));
+    // When nothing else writes, deliveries still get written once due.
+    let weak = Arc::downgrade(inner);
+    store.set_idle_tick(Box::new(move || {
+        if let Some(inner) = weak.upgrade() {
+            let up_to = inner.clock.now().saturating_sub(MARK_DELAY_MS);
+            inner.write_deferred(up_to, false);
+        }
+    }));
 }
 
 fn wait_for(durability: Durability) -> Wait {
@@ -158,7 +193,7 @@ impl EmbeddedBroker {
     /// Opens (or creates) a data directory.
     pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self> {
         let store = FjallStore::open(path.as_ref())?;
-        Self::with_store(Box::new(store), options)
+        Self::with_store(Box::new(store), Some(path.as_ref().to_owned()), options)
     }
 
     /// A broker that keeps everything in memory, for tests and examples.
@@ -169,37 +204,104 @@ impl EmbeddedBroker {
     /// A broker in memory, with options.
     pub fn in_memory_with(options: EmbeddedOptions) -> Self {
         // Loading an empty memory store reads nothing and cannot fail.
-        Self::with_store(Box::<MemoryStore>::default(), options)
+        Self::with_store(Box::<MemoryStore>::default(), None, options)
             .unwrap_or_else(|_| unreachable!("an empty memory store always loads"))
     }
 
-    fn with_store(store: Box<dyn Store>, options: EmbeddedOptions) -> Result<Self> {
+    fn with_store(
+        store: Box<dyn Store>,
+        path: Option<PathBuf>,
+        options: EmbeddedOptions,
+    ) -> Result<Self> {
         let (state, batch) = State::load(&*store, options.clock.now())?;
         drop(store.submit(batch, Wait::Nothing));
         let inner = Arc::new(Inner {
             state: Mutex::new(state),
-            store,
+            store: RwLock::new(store),
+            path,
+            reopened_at: Mutex::new(None),
             durability: options.durability,
             clock: options.clock,
             budget: Budget::new(options.write_budget),
             unread_expiries: AtomicBool::new(false),
             stripes: RecordStripes::default(),
         });
-        let weak = Arc::downgrade(&inner);
-        inner.store.set_publisher(Arc::new(move |sent| {
-            if let Some(inner) = weak.upgrade() {
-                inner.publish(&sent);
-            }
-        }));
-        // When nothing else writes, deliveries still get written once due.
-        let weak = Arc::downgrade(&inner);
-        inner.store.set_idle_tick(Box::new(move || {
-            if let Some(inner) = weak.upgrade() {
-                let up_to = inner.clock.now().saturating_sub(MARK_DELAY_MS);
-                inner.write_deferred(up_to, false);
-            }
-        }));
+        attach(&inner, &**inner.store());
         Ok(Self { inner })
+    }
+
+    /// After a write or sync failed (a full disk, no descriptor left, an I/O
+    /// error), the index is ahead of what is stored: the store refuses
+    /// writes until it is reopened. This reopens it and rebuilds the index
+    /// from it, as a restart would (what the failed writes did is gone: they
+    /// were answered with an error; deliveries not yet marked are redelivered),
+    /// at most once per [`REOPEN_PAUSE`] (doubling up to [`MAX_REOPEN_PAUSE`]
+    /// while failures keep coming back). Nothing to do if nothing failed.
+    pub(super) fn recover(&self) -> Result<()> {
+        let Some(cause) = self.inner.store().failure() else {
+            return Ok(());
+        };
+        let refused = |detail: String| Error::storage(std::io::Error::other(detail));
+        let Some(path) = self.inner.path.clone() else {
+            return Err(refused(format!("storage failed ({cause})")));
+        };
+        {
+            let mut at = self
+                .inner
+                .reopened_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Reopening rebuilds the index (about a second per million
+            // stored messages): a failure that keeps coming back is retried
+            // less and less often, up to once a minute.
+            let pause = match *at {
+                Some((last, pause)) if last.elapsed() < pause => {
+                    return Err(refused(format!(
+                        "storage failed ({cause}); it is reopened again within {} s",
+                        pause.as_secs()
+                    )));
+                }
+                Some((last, pause)) if last.elapsed() < MAX_REOPEN_PAUSE * 2 => {
+                    (pause * 2).min(MAX_REOPEN_PAUSE)
+                }
+                _ => REOPEN_PAUSE,
+            };
+            *at = Some((Instant::now(), pause));
+        }
+        let mut state = self.lock();
+        let mut store = self
+            .inner
+            .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if store.failure().is_none() {
+            return Ok(()); // reopened by another caller meanwhile
+        }
+        // The old store must be gone (its writer stopped, its files closed)
+        // before the directory is opened again.
+        store.close();
+        drop(std::mem::replace(
+            &mut *store,
+            Box::new(FailedStore(cause.clone())),
+        ));
+        let fresh = FjallStore::open(&path).map_err(|e| {
+            tracing::warn!(error = %e, cause, "storage still failing; writes stay refused");
+            e
+        })?;
+        let (loaded, batch) = State::load(&fresh, self.inner.clock.now())?;
+        let old = std::mem::replace(&mut *state, loaded);
+        attach(&self.inner, &fresh);
+        drop(fresh.submit(batch, Wait::Nothing));
+        *store = Box::new(fresh);
+        // Receivers waiting on the old index look again, at the new one.
+        for queue in old.queues.values() {
+            queue.notify.notify_waiters();
+        }
+        tracing::warn!(
+            cause,
+            "storage reopened after a failure; writes are accepted again"
+        );
+        Ok(())
     }
 
     /// Writes and syncs everything, then refuses further writes. Dropping the
@@ -211,7 +313,7 @@ impl EmbeddedBroker {
     /// Counts of the storage's work since the broker was opened (all zero in
     /// memory): batches per sync shows group commit at work.
     pub fn store_stats(&self) -> StoreStats {
-        self.inner.store.stats()
+        self.inner.store().stats()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -250,6 +352,9 @@ impl EmbeddedBroker {
         prefetched: Prefetched,
         f: impl FnOnce(&mut Queues, &mut Ctx<'_>) -> Result<(T, Wait)>,
     ) -> (Result<T>, Pending) {
+        if let Err(e) = self.recover() {
+            return (Err(e), Pending::done(None));
+        }
         let mut guard = self.lock();
         let state = &mut *guard;
         let mut batch = Batch {
@@ -257,8 +362,9 @@ impl EmbeddedBroker {
             ..Batch::default()
         };
         let now = self.inner.clock.now();
+        let store = self.inner.store();
         let mut ctx = Ctx {
-            store: &*self.inner.store,
+            store: &**store,
             batch: &mut batch,
             seq: &mut state.seq,
             now,
@@ -286,7 +392,7 @@ impl EmbeddedBroker {
             Pending::done(None)
         } else {
             let touched = RecordStripes::touched(&batch);
-            let pending = self.inner.store.submit(batch, wait);
+            let pending = store.submit(batch, wait);
             self.inner.stripes.bump(&touched);
             pending
         };
@@ -396,7 +502,8 @@ impl EmbeddedBroker {
     /// or else among those requeued from the dead letters (with the body of
     /// its dead-letter record). `None` if it is gone.
     fn stored_message(&self, qid: u64, seq: u64) -> Result<Option<MessageRecord>> {
-        let store = &*self.inner.store;
+        let store = self.inner.store();
+        let store = &**store;
         match crate::state::stored_message(store, qid, seq, Space::Messages)? {
             Some(message) => Ok(Some(message)),
             None => crate::state::stored_message(store, qid, seq, Space::Requeued),

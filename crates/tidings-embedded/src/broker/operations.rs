@@ -94,6 +94,10 @@ pub(super) fn enqueue(
     (receipt, Some(seq))
 }
 
+/// Less free space than this on the data directory's disk, and the broker
+/// is not ready: writes of any size may fail.
+const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
 impl EmbeddedBroker {
     /// Acks `ids` for `group` now; the returned [`Pending`] says when that is
     /// in the log.
@@ -145,6 +149,34 @@ impl Broker for EmbeddedBroker {
 
     async fn list_queues(&self) -> Result<Vec<QueueName>> {
         Ok(self.lock().queues.keys().cloned().collect())
+    }
+
+    /// Ready if a small synced write goes through (reopening the store
+    /// first if a write had failed): a full disk shows here.
+    async fn ready(&self) -> Result<()> {
+        self.recover()?;
+        if let Some(free) = self
+            .inner
+            .path
+            .as_deref()
+            .and_then(crate::store::fjall::free_bytes)
+            .filter(|free| *free < MIN_FREE_BYTES)
+        {
+            return Err(Error::storage(std::io::Error::other(format!(
+                "the data directory's disk is full ({free} bytes free)"
+            ))));
+        }
+        let mut batch = crate::store::Batch::default();
+        batch.put(
+            Space::Meta,
+            crate::records::META_PROBE.to_vec(),
+            self.inner.clock.now().to_be_bytes().to_vec(),
+        );
+        let pending = {
+            let _state = self.lock();
+            self.inner.store().submit(batch, crate::store::Wait::Synced)
+        };
+        pending.wait().await
     }
 
     async fn queue_info(&self, name: &QueueName) -> Result<QueueInfo> {
@@ -312,7 +344,7 @@ impl Broker for EmbeddedBroker {
             return Ok(None);
         };
         // Read outside the lock; gone meanwhile (requeued, purged) is none.
-        let record = read_dead(&*self.inner.store, qid, dseq)?;
+        let record = read_dead(&**self.inner.store(), qid, dseq)?;
         Ok(record.map(|r| dead_letter_out(name, dseq, r)))
     }
 
@@ -335,7 +367,7 @@ impl Broker for EmbeddedBroker {
         // Read outside the lock; one gone meanwhile is left out.
         let mut letters = Vec::with_capacity(chosen.len());
         for dseq in chosen {
-            if let Some(record) = read_dead(&*self.inner.store, qid, dseq)? {
+            if let Some(record) = read_dead(&**self.inner.store(), qid, dseq)? {
                 letters.push(dead_letter_out(name, dseq, record));
             }
         }
@@ -366,7 +398,7 @@ impl Broker for EmbeddedBroker {
             // Only which group gave up on each is read (outside the lock).
             let mut letters = Vec::with_capacity(chosen.len());
             for dseq in chosen {
-                if let Some(dead) = read_dead(&*self.inner.store, qid, dseq)? {
+                if let Some(dead) = read_dead(&**self.inner.store(), qid, dseq)? {
                     letters.push((dseq, dead.group));
                 }
             }

@@ -17,7 +17,7 @@ impl EmbeddedBroker {
     pub(super) fn read_record(&self, table: &TableName, key: &str) -> Result<Option<Payload>> {
         let Some(bytes) = self
             .inner
-            .store
+            .store()
             .get(Space::Records, &record_key(table.as_str(), key))?
         else {
             return Ok(None);
@@ -46,14 +46,16 @@ impl EmbeddedBroker {
             end: end.as_deref(),
             reverse: scan.reverse,
         };
-        self.inner.store.range(Space::Records, keys, &mut |k, v| {
-            let key = text(table, &k[table_prefix.len()..])?;
-            out.push(Record {
-                key,
-                value: Payload::from_trusted(text(table, v)?),
-            });
-            Ok(out.len() < scan.limit)
-        })?;
+        self.inner
+            .store()
+            .range(Space::Records, keys, &mut |k, v| {
+                let key = text(table, &k[table_prefix.len()..])?;
+                out.push(Record {
+                    key,
+                    value: Payload::from_trusted(text(table, v)?),
+                });
+                Ok(out.len() < scan.limit)
+            })?;
         Ok(out)
     }
 }

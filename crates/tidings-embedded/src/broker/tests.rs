@@ -25,7 +25,7 @@ impl Setup {
     async fn new() -> Self {
         let store = FaultyStore::default();
         let faults = store.faults.clone();
-        let broker = EmbeddedBroker::with_store(Box::new(store), EmbeddedOptions::default())
+        let broker = EmbeddedBroker::with_store(Box::new(store), None, EmbeddedOptions::default())
             .expect("an empty store loads");
         let queue = QueueName::new("jobs").expect("valid");
         broker
@@ -120,8 +120,8 @@ async fn a_dead_letter_nack_whose_read_fails_leaves_the_delivery_in_flight() {
 async fn a_retry_past_max_deliveries_whose_read_fails_leaves_the_delivery_in_flight() {
     let store = FaultyStore::default();
     let faults = store.faults.clone();
-    let broker =
-        EmbeddedBroker::with_store(Box::new(store), EmbeddedOptions::default()).expect("loads");
+    let broker = EmbeddedBroker::with_store(Box::new(store), None, EmbeddedOptions::default())
+        .expect("loads");
     let queue = QueueName::new("once").expect("valid");
     let config = QueueConfig {
         max_deliveries: 1,
@@ -181,7 +181,7 @@ async fn peak_backlog(budget: crate::WriteBudget) -> u64 {
         write_budget: budget,
         ..EmbeddedOptions::default()
     };
-    let broker = EmbeddedBroker::with_store(Box::new(store), options).expect("loads");
+    let broker = EmbeddedBroker::with_store(Box::new(store), None, options).expect("loads");
     let queue = QueueName::new("firehose").expect("valid");
     broker
         .create_queue(&queue, QueueConfig::default())
@@ -301,7 +301,7 @@ fn stored(broker: &EmbeddedBroker, space: Space) -> usize {
     let mut n = 0;
     broker
         .inner
-        .store
+        .store()
         .scan(space, &mut |_, _| {
             n += 1;
             Ok(())
@@ -386,4 +386,67 @@ async fn requeued_dead_letters_keep_their_bodies_in_place_until_acked() {
     assert_eq!(listed[0].reason, "still bad");
     assert_eq!(broker.queue_info(&queue).await.expect("info").length, 0);
     broker.close();
+}
+
+/// A write that fails (a full disk, say) is refused, and so is nothing
+/// after it for good: the next write reopens the store and rebuilds the
+/// index from it, and goes through. What the failed write did is not
+/// there, in the running broker or after a restart.
+#[tokio::test]
+async fn a_failed_write_is_refused_and_the_next_reopens_the_store() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = crate::store::fjall::FjallStore::open(dir.path()).expect("opens");
+    let fault = store.fault_switch();
+    let broker = EmbeddedBroker::with_store(
+        Box::new(store),
+        Some(dir.path().to_owned()),
+        EmbeddedOptions::default(),
+    )
+    .expect("loads");
+    let queue = QueueName::new("orders").expect("valid");
+    broker
+        .create_queue(&queue, QueueConfig::default())
+        .await
+        .expect("created");
+    let send = |text: &str| {
+        broker.send(
+            &queue,
+            OutgoingMessage::json(&serde_json::json!(text)).expect("json"),
+        )
+    };
+    send("kept").await.expect("sent");
+    fault.store(true, std::sync::atomic::Ordering::Release);
+    assert!(send("lost").await.is_err(), "the failed write is refused");
+    send("after")
+        .await
+        .expect("the next write reopens the store");
+    broker.ready().await.expect("ready");
+    let group = GroupName::new("g").expect("valid");
+    let consumer = ConsumerName::new("c").expect("valid");
+    let read = |broker: EmbeddedBroker| {
+        let (queue, group, consumer) = (queue.clone(), group.clone(), consumer.clone());
+        async move {
+            let got = broker
+                .receive(
+                    &queue,
+                    &group,
+                    &consumer,
+                    ReceiveOptions::new(10, Duration::from_millis(50)),
+                )
+                .await
+                .expect("received");
+            got.iter()
+                .map(|d| d.payload.json::<String>().expect("a string"))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(read(broker.clone()).await, ["kept", "after"]);
+    broker.close();
+    drop(broker);
+    let reopened = EmbeddedBroker::open(dir.path()).expect("reopens");
+    let group_info = reopened.queue_info(&queue).await.expect("info");
+    assert_eq!(
+        group_info.groups[0].pending, 2,
+        "both delivered, neither acked"
+    );
 }

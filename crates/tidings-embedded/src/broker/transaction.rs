@@ -50,7 +50,10 @@ impl EmbeddedBroker {
                 _ => None,
             })
             .collect();
-        let records = self.inner.stripes.read_ahead(&*self.inner.store, checked)?;
+        let records = self
+            .inner
+            .stripes
+            .read_ahead(&**self.inner.store(), checked)?;
         Ok((self.prefetch(&dead_lettered)?, records))
     }
 
@@ -64,7 +67,7 @@ impl EmbeddedBroker {
         records: &RecordReads,
         ctx: &Ctx<'_>,
     ) -> Result<Vec<GiveBack>> {
-        let (stripes, store) = (&self.inner.stripes, &*self.inner.store);
+        let (stripes, store) = (&self.inner.stripes, ctx.store);
         // Keys written by earlier ops: present (put) or not (deleted).
         let mut written: HashMap<Vec<u8>, bool> = HashMap::new();
         let mut plans = Vec::new();

@@ -227,4 +227,50 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn stats(&self) -> StoreStats {
         StoreStats::default()
     }
+
+    /// Why it refuses writes, once a write or a sync has failed: from then
+    /// on the engine's index is ahead of what is stored, and only
+    /// reopening the store (and rebuilding the index from it) mends that.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What stands in for a store that failed while it is reopened, and stays
+/// if it cannot be: it refuses everything with the cause.
+pub(crate) struct FailedStore(pub(crate) String);
+
+impl FailedStore {
+    fn error(&self) -> Error {
+        Error::storage(std::io::Error::other(format!(
+            "storage failed ({}); it is reopened when written to again",
+            self.0
+        )))
+    }
+}
+
+impl Store for FailedStore {
+    fn get(&self, _: Space, _: &[u8]) -> Result<Option<Vec<u8>>> {
+        Err(self.error())
+    }
+
+    fn scan(&self, _: Space, _: &mut Visit<'_>) -> Result<()> {
+        Err(self.error())
+    }
+
+    fn range(&self, _: Space, _: KeyRange<'_>, _: &mut Until<'_>) -> Result<()> {
+        Err(self.error())
+    }
+
+    fn submit(&self, _: Batch, _: Wait) -> Pending {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Err(self.0.clone()));
+        Pending::waiting(rx)
+    }
+
+    fn set_publisher(&self, _: Publisher) {}
+
+    fn failure(&self) -> Option<String> {
+        Some(self.0.clone())
+    }
 }

@@ -50,10 +50,10 @@ pub async fn stats(call: Call) -> ApiResult<Json<Stats>> {
     Ok(Json(call.state.hub.stats().await?))
 }
 
-/// `GET /readyz`: the storage answers.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "The storage answers", body = Probe), (status = 503, description = "It does not", body = Probe)))]
+/// `GET /readyz`: the storage answers and takes writes.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "The storage answers and takes writes", body = Probe), (status = 503, description = "It does not (a failed store that cannot be reopened yet, a full disk)", body = Probe)))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
-    match state.hub.broker().list_queues().await {
+    match state.hub.broker().ready().await {
         Ok(_) => (
             StatusCode::OK,
             Json(Probe {

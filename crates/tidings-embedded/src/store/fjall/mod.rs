@@ -96,6 +96,9 @@ pub(crate) struct FjallStore {
     publisher: Arc<OnceLock<Publisher>>,
     stats: Arc<Counters>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    failure: Arc<OnceLock<String>>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    fail_next: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn map_open_error(path: &Path, err: fjall::Error) -> Error {
@@ -148,6 +151,8 @@ impl FjallStore {
         let idle_tick: Arc<OnceLock<IdleTick>> = Arc::default();
         let publisher: Arc<OnceLock<Publisher>> = Arc::default();
         let stats: Arc<Counters> = Arc::default();
+        let failure: Arc<OnceLock<String>> = Arc::default();
+        let fail_next: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let writer = {
             let hooks = Hooks {
                 stats: stats.clone(),
@@ -155,6 +160,9 @@ impl FjallStore {
                 idle_tick: idle_tick.clone(),
                 publisher: publisher.clone(),
                 slow,
+                failure: failure.clone(),
+                path: path.to_owned(),
+                fail_next: fail_next.clone(),
             };
             let (db, spaces) = (db.clone(), spaces.clone());
             std::thread::Builder::new()
@@ -171,11 +179,34 @@ impl FjallStore {
             publisher,
             stats,
             writer: Mutex::new(Some(writer)),
+            failure,
+            fail_next,
         })
+    }
+
+    /// A switch that makes the next commit fail, as a full disk would.
+    #[cfg(test)]
+    pub(crate) fn fault_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.fail_next.clone()
     }
 
     fn keyspace(&self, space: Space) -> &Keyspace {
         keyspace_of(&self.spaces, space)
+    }
+}
+
+/// Bytes free for this process on the file system holding `path`
+/// (`None` where it cannot be told).
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let stats = rustix::fs::statvfs(path).ok()?;
+        Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -225,6 +256,10 @@ impl Store for FjallStore {
 
     fn stats(&self) -> StoreStats {
         self.stats.snapshot()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.get().cloned()
     }
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {

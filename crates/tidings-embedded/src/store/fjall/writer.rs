@@ -1,6 +1,6 @@
 //! The writer thread: group commit, publishing, idle ticks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -75,6 +75,12 @@ pub(super) struct Hooks {
     /// Time added to every commit, to play a slow disk in tests (zero
     /// otherwise).
     pub(super) slow: Duration,
+    /// The first failure, once there is one (shared with the store).
+    pub(super) failure: Arc<OnceLock<String>>,
+    /// The data directory (its free space is told with a failure).
+    pub(super) path: std::path::PathBuf,
+    /// Makes the next commit fail, as a full disk would (tests).
+    pub(super) fail_next: Arc<AtomicBool>,
 }
 
 impl Hooks {
@@ -147,7 +153,13 @@ pub(super) fn write_loop(
             }
         }
         if let (false, Some(e)) = (failed_before, &failure) {
-            tracing::error!(error = %e, "storage failed; further writes are refused");
+            // fjall says "Poisoned" when a background flush failed first:
+            // the free space tells the likeliest cause.
+            let free = super::free_bytes(&hooks.path)
+                .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+            let e = format!("{e} ({free} bytes free on the data directory's disk)");
+            tracing::error!(error = %e, "storage failed; writes are refused until it is reopened (at the next write)");
+            let _ = hooks.failure.set(e);
         }
     }
     if failure.is_none()
@@ -188,6 +200,9 @@ fn commit_group(
     group: &mut [Request],
     hooks: &Hooks,
 ) -> Result<(), String> {
+    if hooks.fail_next.swap(false, Ordering::AcqRel) {
+        return Err("write failed: injected".to_owned());
+    }
     let mut batch = db.batch();
     for request in group.iter_mut() {
         for (space, key, value) in std::mem::take(&mut request.batch.ops) {
