@@ -245,54 +245,66 @@ impl EmbeddedBroker {
         let Some(path) = self.inner.path.clone() else {
             return Err(refused(format!("storage failed ({cause})")));
         };
-        {
-            let mut at = self
-                .inner
-                .reopened_at
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            // Reopening rebuilds the index (about a second per million
-            // stored messages): a failure that keeps coming back is retried
-            // less and less often, up to once a minute.
-            let pause = match *at {
-                Some((last, pause)) if last.elapsed() < pause => {
-                    return Err(refused(format!(
-                        "storage failed ({cause}); it is reopened again within {} s",
-                        pause.as_secs()
-                    )));
-                }
-                Some((last, pause)) if last.elapsed() < MAX_REOPEN_PAUSE * 2 => {
-                    (pause * 2).min(MAX_REOPEN_PAUSE)
-                }
-                _ => REOPEN_PAUSE,
-            };
-            *at = Some((Instant::now(), pause));
-        }
-        let mut state = self.lock();
-        let mut store = self
-            .inner
-            .store
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if store.failure().is_none() {
+        // One reopening at a time; the others are refused meanwhile.
+        let mut at = match self.inner.reopened_at.try_lock() {
+            Ok(at) => at,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(refused(format!(
+                    "storage failed ({cause}); it is being reopened"
+                )));
+            }
+        };
+        if self.inner.store().failure().is_none() {
             return Ok(()); // reopened by another caller meanwhile
         }
+        // Reopening rebuilds the index (about a second per million stored
+        // messages): a failure that keeps coming back is retried less and
+        // less often, up to about once a minute.
+        let pause = match *at {
+            Some((last, pause)) if last.elapsed() < pause => {
+                return Err(refused(format!(
+                    "storage failed ({cause}); it is reopened again within {} s",
+                    pause.as_secs()
+                )));
+            }
+            Some((last, pause)) if last.elapsed() < MAX_REOPEN_PAUSE * 2 => {
+                (pause * 2).min(MAX_REOPEN_PAUSE)
+            }
+            _ => REOPEN_PAUSE,
+        };
+        *at = Some((Instant::now(), pause));
+        let old = {
+            let _state = self.lock();
+            let mut store = self
+                .inner
+                .store
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            std::mem::replace(&mut *store, Box::new(FailedStore(cause.clone())))
+        };
         // The old store must be gone (its writer stopped, its files closed)
-        // before the directory is opened again.
-        store.close();
-        drop(std::mem::replace(
-            &mut *store,
-            Box::new(FailedStore(cause.clone())),
-        ));
+        // before the directory is opened again; stopped holding no lock, since
+        // its writer may be waiting for the index (to write deferred marks).
+        old.close();
+        drop(old);
         let fresh = FjallStore::open(&path).map_err(|e| {
             tracing::warn!(error = %e, cause, "storage still failing; writes stay refused");
             e
         })?;
         let (loaded, batch) = State::load(&fresh, self.inner.clock.now())?;
-        let old = std::mem::replace(&mut *state, loaded);
         attach(&self.inner, &fresh);
-        drop(fresh.submit(batch, Wait::Nothing));
-        *store = Box::new(fresh);
+        let old = {
+            let mut state = self.lock();
+            let mut store = self
+                .inner
+                .store
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            drop(fresh.submit(batch, Wait::Nothing));
+            *store = Box::new(fresh);
+            std::mem::replace(&mut *state, loaded)
+        };
         // Receivers waiting on the old index look again, at the new one.
         for queue in old.queues.values() {
             queue.notify.notify_waiters();
