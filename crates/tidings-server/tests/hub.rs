@@ -300,11 +300,18 @@ async fn failing_endpoint_is_retried_until_it_answers() {
     receiver.fail("/flaky", 2, 500);
     let r = sell(&c, 1).await;
     let event = r.body["event"].as_str().unwrap().to_owned();
+    let mut ids = std::collections::BTreeSet::new();
     for attempt in 1..=3 {
         let hit = receiver.next().await;
         assert_eq!(hit.header("x-amebo-delivery-attempt"), attempt.to_string());
         assert_eq!(hit.header("x-amebo-event-id"), event);
+        ids.insert(hit.header("webhook-id").to_owned());
     }
+    // The Standard Webhooks id: one per delivery, the same on every retry,
+    // with no '.' (the separator of the signed content).
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids.first().cloned().unwrap_or_default();
+    assert!(id.starts_with("msg_") && !id.contains('.'), "{id}");
     let gist = format!("{event}.{sub}");
     eventually("delivered after 3 attempts", || async {
         gist_status(&c, &gist).await == ("delivered".to_owned(), 3)
@@ -486,10 +493,18 @@ async fn backfill_replays_a_time_window_to_a_late_subscriber() {
     let replay = c.post(&format!("/v1/regists/{gist}"), json!({})).await;
     assert_eq!(replay.status, 200, "{}", replay.body);
     assert_eq!(replay.body["delivered"], true);
+    let replayed = receiver.next().await;
+    assert_eq!(replayed.header("x-amebo-delivery-attempt"), "2");
+    // A replay is a new message to the receiver: a new webhook-id.
     assert_eq!(
-        receiver.next().await.header("x-amebo-delivery-attempt"),
-        "2"
+        replayed.header(tidings_hub::delivery::webhook::DELIVERY_HEADER),
+        gist
     );
+    assert_ne!(
+        replayed.header("webhook-id"),
+        tidings_hub::delivery::webhook::webhook_id(&gist, 1, false)
+    );
+    assert!(replayed.header("webhook-id").starts_with("msg_"));
     let missing = c.post("/v1/regists/nope", json!({})).await;
     assert_eq!(missing.status, 404);
     server.stop().await;

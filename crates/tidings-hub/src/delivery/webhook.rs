@@ -95,6 +95,22 @@ pub struct Attempt<'a> {
     pub delivery_id: &'a str,
     /// 1-based attempt number.
     pub number: u32,
+    /// A replay asked for by the admin, outside the delivery's retries.
+    pub replay: bool,
+}
+
+/// The Standard Webhooks `webhook-id` of an attempt: `msg_` and 32 hex
+/// digits derived from the delivery (its gist key, which may hold '.', the
+/// separator of the signed content, so it is not used as is): the same for
+/// every retry of a delivery, so receivers can drop repeats; a replay
+/// gets a new one (derived from its attempt number too).
+pub fn webhook_id(delivery_id: &str, number: u32, replay: bool) -> String {
+    let source = if replay {
+        format!("{delivery_id}/replay/{number}")
+    } else {
+        delivery_id.to_owned()
+    };
+    format!("msg_{}", &signature::digest(&source)[..32])
 }
 
 fn traceparent(event: &Event, delivery_id: &str, number: u32) -> Option<String> {
@@ -128,18 +144,19 @@ pub async fn post(
     }
     let body = body(attempt.event);
     let now_secs = crate::time::now_ms() / 1000;
+    let id = webhook_id(attempt.delivery_id, attempt.number, attempt.replay);
     let mut request = client
         .post(attempt.endpoint)
         .header("content-type", "application/json")
         .header("x-amebo-signature", signature::amebo(attempt.secret, &body))
         .header("x-amebo-event-id", &attempt.event.id)
         .header("x-amebo-delivery-attempt", attempt.number.to_string())
-        .header("webhook-id", attempt.delivery_id)
+        .header("webhook-id", &id)
         .header(DELIVERY_HEADER, attempt.delivery_id)
         .header("webhook-timestamp", now_secs.to_string())
         .header(
             "webhook-signature",
-            signature::standard(attempt.secret, attempt.delivery_id, now_secs, &body),
+            signature::standard(attempt.secret, &id, now_secs, &body),
         );
     if let Some(tp) = traceparent(attempt.event, attempt.delivery_id, attempt.number) {
         request = request.header("traceparent", tp);

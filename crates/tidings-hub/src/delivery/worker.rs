@@ -156,6 +156,7 @@ async fn attempt(
                 event: &work.event,
                 delivery_id: &work.gist.key(),
                 number,
+                replay: false,
             },
         )
         .await
@@ -387,6 +388,7 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
             event: &event,
             delivery_id: key,
             number,
+            replay: true,
         },
     )
     .await;
