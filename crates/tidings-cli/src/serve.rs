@@ -111,6 +111,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
             max_actions_per_application: args.max_actions_per_application,
             max_schema_bytes: args.max_schema_bytes,
             max_schema_bytes_per_application: args.max_schema_bytes_per_application,
+            ..HubConfig::default()
         },
     )
     .await

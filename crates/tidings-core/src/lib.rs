@@ -27,6 +27,7 @@
 //! ```
 
 pub mod broker;
+pub mod clock;
 pub mod dead_letter;
 pub mod error;
 pub mod message;
@@ -41,6 +42,7 @@ pub mod transaction;
 pub mod testing;
 
 pub use broker::Broker;
+pub use clock::{Clock, ManualClock};
 pub use dead_letter::{DeadLetter, DeadLetterSelection};
 pub use error::{Error, Result};
 pub use message::{Delivery, MessageId, Nack, OutgoingMessage, ReceiveOptions, SendReceipt};

@@ -19,12 +19,11 @@
 
 mod broker;
 mod budget;
-mod clock;
 mod records;
 mod state;
 mod store;
 
 pub use broker::{EmbeddedBroker, EmbeddedOptions};
 pub use budget::WriteBudget;
-pub use clock::{Clock, ManualClock};
 pub use store::StoreStats;
+pub use tidings_core::{Clock, ManualClock};

@@ -74,7 +74,7 @@ fn random_u64() -> u64 {
     u64::from_be_bytes(random_bytes::<8>())
 }
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // The OS random source does not fail on supported platforms; if it ever
     // did, a weak id is better caught here than silently zero.

@@ -51,15 +51,13 @@ pub fn request_parts<'a>(
     ]
 }
 
-/// The Standard Webhooks `webhook-signature` value: `v1,` and the base64
-/// HMAC-SHA256 of `{id}.{timestamp}.{body}`. The key is the secret's bytes
-/// (give a verifier those bytes, or `whsec_` + their base64).
-pub fn standard(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
+/// One Standard Webhooks signature: `v1,` and the base64 HMAC-SHA256 of
+/// `{id}.{timestamp}.{body}` keyed with `key` (a signing key's decoded
+/// bytes; a verifier takes `whsec_` + their base64). The
+/// `webhook-signature` header lists one per valid key, space-separated.
+pub fn standard(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
     let ts = timestamp.to_string();
-    let raw = mac(
-        secret.as_bytes(),
-        &[id.as_bytes(), b".", ts.as_bytes(), b".", body],
-    );
+    let raw = mac(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
     format!(
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(raw)
@@ -100,6 +98,6 @@ mod tests {
         let sig = amebo("k", b"body");
         assert!(verify_hex("k", &[b"bo", b"dy"], &sig));
         assert!(!verify_hex("k2", &[b"body"], &sig));
-        assert!(standard("k", "msg_1", 1_700_000_000, b"{}").starts_with("v1,"));
+        assert!(standard(b"k", "msg_1", 1_700_000_000, b"{}").starts_with("v1,"));
     }
 }

@@ -43,10 +43,14 @@ pub struct RegisteredApplication {
     pub view: ApplicationView,
     /// Its name again (Amebo's field).
     pub name: String,
-    /// Its secret: signs its requests and the webhooks it receives.
+    /// Its secret: its password, the key of its signed requests and of the
+    /// `x-amebo-signature` of the webhooks it receives.
     pub secret: String,
     /// Its API key.
     pub apikey: String,
+    /// Only when there is something to heed: e.g. that the secret is weak.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// An application switched on or off.
@@ -68,6 +72,31 @@ pub struct SecretRotated {
     /// The new secret, only when the server generated it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// Until when the replaced secret is still accepted (requests,
+    /// sessions, and a second `x-amebo-signature-previous` on deliveries);
+    /// only when there is a grace period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<String>,
+    /// Only when there is something to heed: e.g. that the secret is weak.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A subscription's signing key, for its owner.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SigningKeyView {
+    /// The subscription.
+    pub subscription: String,
+    /// The key that signs the `webhook-signature` header: `whsec_` and the
+    /// base64 of its bytes, as Standard Webhooks verifiers take it.
+    /// `null` for a subscription made before keys were per subscription:
+    /// it is signed with its application's secret until rotated.
+    pub signing_key: Option<String>,
+    /// Until when the replaced key still signs deliveries too; only during
+    /// a grace period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<String>,
 }
 
 /// A new API key; the old one no longer works.
@@ -165,6 +194,17 @@ pub struct SubscriptionView {
     pub disabled_reason: Option<String>,
     /// When it was made.
     pub timestamped: String,
+    /// Whether deliveries carry `x-amebo-signature` (keyed with the
+    /// application's secret).
+    pub amebo_signature: bool,
+    /// Only in the answer that created it: the signing key of its
+    /// `webhook-signature` header (shown again only by the reveal call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    /// Only after a signing key was rotated with a grace period: when the
+    /// replaced key stops (or stopped) signing deliveries too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_signing_key_until: Option<String>,
     /// Only when a subscribe reactivated it: `true`.
     #[serde(skip_serializing_if = "is_false")]
     pub reactivated: bool,

@@ -177,10 +177,13 @@ pub fn principal(
         header(headers, "x-amebo-application"),
         header(headers, "x-amebo-signature"),
     ) {
-        let secret = hub.application_secret(app)?;
+        // The current secret, or the replaced one during its grace period.
+        let secrets = hub.application_secrets(app)?;
         let valid = match sig.strip_prefix("v1=") {
-            Some(hex) => signed_request(&secret, seen, request, hex),
-            None if auth.accept_legacy_signatures => legacy_signature(&secret, request, sig),
+            Some(hex) => signed_request(&secrets, seen, request, hex),
+            None if auth.accept_legacy_signatures => secrets
+                .iter()
+                .any(|secret| legacy_signature(secret, request, sig)),
             None => false,
         };
         return valid.then(|| {
@@ -219,7 +222,12 @@ pub fn forwarded(headers: &HeaderMap) -> bool {
 
 /// Checks a `v1=` request signature: over method, path with query,
 /// timestamp (required, within the tolerance) and body, and not seen before.
-fn signed_request(secret: &str, seen: &SeenSignatures, request: &Presented<'_>, hex: &str) -> bool {
+fn signed_request(
+    secrets: &[String],
+    seen: &SeenSignatures,
+    request: &Presented<'_>,
+    hex: &str,
+) -> bool {
     let Some(ts) = header(request.headers, "x-amebo-timestamp") else {
         return false;
     };
@@ -233,7 +241,9 @@ fn signed_request(secret: &str, seen: &SeenSignatures, request: &Presented<'_>, 
         .map_or(request.uri.path(), |p| p.as_str());
     let parts = signature::request_parts(request.method.as_str(), path, ts, request.body);
     now.abs_diff(ts_secs) <= REPLAY_TOLERANCE_SECS
-        && signature::verify_hex(secret, &parts, hex)
+        && secrets
+            .iter()
+            .any(|secret| signature::verify_hex(secret, &parts, hex))
         && seen.allow(hex.to_owned())
 }
 

@@ -679,9 +679,11 @@ async fn metrics_need_a_credential_on_a_server_with_an_admin_key() {
     server.stop().await;
 }
 
-/// A session belongs to one incarnation of its application with one
-/// secret: rotating the secret ends it, and a deleted application's
-/// sessions do not come back with a new application of the same name.
+/// A session belongs to one incarnation of its application and the secret
+/// it was opened with: a rotation without a grace period (after a leak)
+/// ends it at once (with one, at the end of it: see standard_webhooks.rs),
+/// and a deleted application's sessions do not come back with a new
+/// application of the same name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_end_with_a_new_secret_and_with_the_application() {
     let (server, admin, _) = setup().await;
@@ -707,11 +709,19 @@ async fn sessions_end_with_a_new_secret_and_with_the_application() {
         .send(
             "PUT",
             "/v1/applications/shop/secret",
-            Some(br#"{"secret": "a-new-shop-secret-98765"}"#),
+            Some(br#"{"secret": "a-new-shop-secret-98765", "grace_period": 0}"#),
             &[("content-type", "application/json")],
         )
         .await;
     assert_eq!(rotated.status, 202, "{}", rotated.body);
+    assert!(rotated.body.get("previous_valid_until").is_none());
+    assert!(
+        rotated.body["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("weak")),
+        "a 23-character secret is accepted with a warning: {}",
+        rotated.body
+    );
     assert_eq!(
         old.post("/v1/events", event.clone()).await.status,
         401,

@@ -153,6 +153,15 @@ async fn seed_user_registration_flow_delivers_signed_webhooks() {
         .as_str()
         .unwrap()
         .to_owned();
+    // The subscription's own Standard Webhooks key, shown once.
+    let signing_key = {
+        use base64::Engine;
+        let key = r.body["signing_key"].as_str().unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(key.strip_prefix("whsec_").unwrap())
+            .unwrap()
+    };
+    assert_eq!(signing_key.len(), 32);
 
     let published = c
         .send(
@@ -191,7 +200,7 @@ async fn seed_user_registration_flow_delivers_signed_webhooks() {
     assert_eq!(hit.header("x-amebo-delivery-attempt"), "1");
     let id = hit.header("webhook-id");
     let ts = hit.header("webhook-timestamp");
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&signing_key).unwrap();
     mac.update(format!("{id}.{ts}.").as_bytes());
     mac.update(&hit.body);
     let expected = {

@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 use tidings_core::{Delivery, Durability, Error, QueueName, Result, Timestamp};
 
 use crate::budget::{Admission, Budget, WriteBudget};
-use crate::clock::Clock;
 use crate::records::MessageRecord;
 use crate::state::{Ctx, MARK_DELAY_MS, Prefetched, QueueState, State, message_id};
 use crate::store::fjall::FjallStore;
 use crate::store::memory::MemoryStore;
 use crate::store::{Batch, FailedStore, Pending, Sent, Space, Store, StoreStats, Wait};
 use record_reads::RecordStripes;
+use tidings_core::Clock;
 
 /// Settings of an embedded broker.
 #[derive(Debug, Clone, Default)]

@@ -1,5 +1,6 @@
 //! One webhook request: the body, its signatures, and what the answer means.
 
+use crate::model::secret::SigningKeys;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -87,8 +88,8 @@ const ERROR_BODY_CHARS: usize = 512;
 pub struct Attempt<'a> {
     /// Where to post.
     pub endpoint: &'a str,
-    /// The subscriber's secret.
-    pub secret: &'a str,
+    /// What to sign with.
+    pub keys: &'a SigningKeys,
     /// The event.
     pub event: &'a Event,
     /// Stable id of this delivery (the gist key).
@@ -145,19 +146,32 @@ pub async fn post(
     let body = body(attempt.event);
     let now_secs = crate::time::now_ms() / 1000;
     let id = webhook_id(attempt.delivery_id, attempt.number, attempt.replay);
+    let signatures: Vec<String> = attempt
+        .keys
+        .standard
+        .iter()
+        .map(|key| signature::standard(key, &id, now_secs, &body))
+        .collect();
     let mut request = client
         .post(attempt.endpoint)
-        .header("content-type", "application/json")
-        .header("x-amebo-signature", signature::amebo(attempt.secret, &body))
+        .header("content-type", "application/json");
+    let mut amebo = attempt.keys.amebo.iter();
+    if let Some(secret) = amebo.next() {
+        request = request.header("x-amebo-signature", signature::amebo(secret, &body));
+    }
+    if let Some(previous) = amebo.next() {
+        request = request.header(
+            "x-amebo-signature-previous",
+            signature::amebo(previous, &body),
+        );
+    }
+    let mut request = request
         .header("x-amebo-event-id", &attempt.event.id)
         .header("x-amebo-delivery-attempt", attempt.number.to_string())
         .header("webhook-id", &id)
         .header(DELIVERY_HEADER, attempt.delivery_id)
         .header("webhook-timestamp", now_secs.to_string())
-        .header(
-            "webhook-signature",
-            signature::standard(attempt.secret, &id, now_secs, &body),
-        );
+        .header("webhook-signature", signatures.join(" "));
     if let Some(tp) = traceparent(attempt.event, attempt.delivery_id, attempt.number) {
         request = request.header("traceparent", tp);
     }

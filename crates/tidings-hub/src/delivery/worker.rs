@@ -1,5 +1,6 @@
 //! One lane of a subscription: receive a delivery, post it, settle it.
 
+use crate::model::secret::SigningKeys;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,8 +117,8 @@ struct Work {
     sub: Subscription,
     event: Event,
     gist: Gist,
-    /// The subscriber's secret; `None` if it is inactive or gone.
-    secret: Option<String>,
+    /// What to sign with; `None` if the subscriber is inactive or gone.
+    keys: Option<SigningKeys>,
 }
 
 /// Posts one delivery and settles it. Returns the retry delay if it failed
@@ -131,7 +132,7 @@ async fn attempt(
     let Some(mut work) = prepare(shared, sub_id, delivery).await? else {
         return Ok(None);
     };
-    let Some(secret) = work.secret.take() else {
+    let Some(keys) = work.keys.take() else {
         // The subscriber is inactive (or gone): no attempt, and the
         // delivery waits its turn again instead of staying in flight.
         return give_back(hub, delivery, INACTIVE_RETRY).await;
@@ -152,7 +153,7 @@ async fn attempt(
             shared.hub.destinations(),
             Attempt {
                 endpoint: &work.sub.endpoint,
-                secret: &secret,
+                keys: &keys,
                 event: &work.event,
                 delivery_id: &work.gist.key(),
                 number,
@@ -201,12 +202,12 @@ async fn prepare(shared: &Shared, sub_id: &str, delivery: &Delivery) -> HubResul
     let gist = get::<Gist>(&**hub.broker(), &tables.gists, &gist_key)
         .await?
         .unwrap_or_else(|| Gist::pending(&event.id, &event.action, &sub, None, now_ms()));
-    let secret = hub.application_secret(&sub.application);
+    let keys = hub.signing_keys(&sub);
     Ok(Some(Work {
         sub,
         event,
         gist,
-        secret,
+        keys,
     }))
 }
 
@@ -375,8 +376,8 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
     let mut gist = hub.gist(key).await?;
     let sub = hub.subscription(&gist.subscription)?;
     let event = hub.event(&gist.event).await?;
-    let secret = hub
-        .application_secret(&sub.application)
+    let keys = hub
+        .signing_keys(&sub)
         .ok_or_else(|| HubError::UnknownSubscriber(format!("{} is inactive", sub.application)))?;
     let number = gist.attempts + 1;
     let outcome = post(
@@ -384,7 +385,7 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
         shared.hub.destinations(),
         Attempt {
             endpoint: &sub.endpoint,
-            secret: &secret,
+            keys: &keys,
             event: &event,
             delivery_id: key,
             number,

@@ -10,10 +10,11 @@ use crate::model::Application;
 use crate::model::application::{
     check_name, check_queue_patterns, check_secret, normalize_address,
 };
+use crate::model::secret::{GracePeriod, Retiring, weakness};
 use crate::principal::Principal;
 use crate::signature::digest;
 use crate::tables::{put, subscription_queue};
-use crate::time::now_ms;
+use crate::time::{iso, now_ms};
 use crate::views::{
     ApiKeyIssued, ApplicationActivity, ApplicationView, RegisteredApplication, Removed,
     SecretRotated,
@@ -38,6 +39,17 @@ pub struct NewApplication {
     /// prefixes ending in `*`); absent: all outside the hub's own.
     #[serde(default)]
     pub queues: Option<Vec<String>>,
+}
+
+/// `PUT /v1/applications/:id/secret`.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SecretRotation {
+    /// The new secret (16 characters or more); omitted: generated and returned.
+    pub secret: Option<String>,
+    /// How long the replaced secret stays valid: seconds or a duration
+    /// (`"24h"`); default 24 hours, `0` ends it at once.
+    pub grace_period: Option<GracePeriod>,
 }
 
 /// `PUT /v1/applications/:id`.
@@ -85,6 +97,7 @@ impl Hub {
             }
             None => new_secret(),
         };
+        let warnings = secret_warnings(&secret);
         let api_key = new_api_key();
         let app = Application {
             name: new.application.clone(),
@@ -92,6 +105,7 @@ impl Hub {
             description: new.description,
             active: true,
             secret: secret.clone(),
+            previous_secret: None,
             api_key_hash: digest(&api_key),
             created_at: now_ms(),
             queues: new.queues,
@@ -119,7 +133,9 @@ impl Hub {
             name: app.name.clone(),
             secret,
             apikey: api_key,
+            warnings,
         };
+        log_warnings(&app.name, &view.warnings);
         self.catalog_mut().put_application(app);
         self.changed();
         Ok(view)
@@ -263,34 +279,42 @@ impl Hub {
         Ok(view)
     }
 
-    /// Replaces an application's secret (generated when `secret` is `None`,
-    /// and then returned).
+    /// Replaces an application's secret (generated when not given, and
+    /// then returned). The replaced one stays valid for the grace period.
     pub async fn rotate_secret(
         &self,
         who: &Principal,
         name: &str,
-        secret: Option<String>,
+        rotation: SecretRotation,
     ) -> HubResult<SecretRotated> {
         if !who.may_act_as(name) {
             return Err(HubError::Forbidden(format!(
                 "Only {name} itself or a superadmin can rotate its secret"
             )));
         }
-        let _guard = self.inner.changes.lock().await;
-        let mut app = self.application(name)?;
-        let generated = secret.is_none();
-        app.secret = match secret {
+        let grace = GracePeriod::resolve(rotation.grace_period.as_ref())?;
+        let generated = rotation.secret.is_none();
+        let secret = match rotation.secret {
             Some(secret) => {
                 check_secret(&secret)?;
                 secret
             }
             None => new_secret(),
         };
+        let warnings = secret_warnings(&secret);
+        let _guard = self.inner.changes.lock().await;
+        let mut app = self.application(name)?;
+        let old = std::mem::replace(&mut app.secret, secret);
+        app.previous_secret = retiring(old, self.now_ms(), grace);
         let view = SecretRotated {
             message: "Secret updated successfully".to_owned(),
             secret: generated.then(|| app.secret.clone()),
+            previous_valid_until: app.previous_secret.as_ref().map(|p| iso(p.until)),
+            warnings,
         };
+        let name = app.name.clone();
         self.store_application(app).await?;
+        log_warnings(&name, &view.warnings);
         Ok(view)
     }
 
@@ -397,13 +421,16 @@ impl Hub {
             .map(|a| a.name.clone())
     }
 
-    /// The secret of an active application (for request signatures).
-    pub fn application_secret(&self, name: &str) -> Option<String> {
+    /// The secrets of an active application valid now (for request
+    /// signatures): the current one, then the replaced one during its
+    /// grace period.
+    pub fn application_secrets(&self, name: &str) -> Option<Vec<String>> {
+        let now = self.now_ms();
         self.catalog()
             .applications
             .get(name)
             .filter(|a| a.active)
-            .map(|a| a.secret.clone())
+            .map(|a| a.secrets_at(now).into_iter().map(str::to_owned).collect())
     }
 
     /// Creates the built-in application if it is missing.
@@ -421,11 +448,34 @@ impl Hub {
             description: Some("Tidings itself: owner of the hub's notices".to_owned()),
             active: true,
             secret: new_secret(),
+            previous_secret: None,
             api_key_hash: digest(&new_api_key()),
             created_at: now_ms(),
             queues: None,
             incarnation: random_id(),
         };
         self.store_application(app).await
+    }
+}
+
+/// What a rotation keeps of the replaced secret: it, until `now + grace`
+/// (nothing for no grace).
+pub(crate) fn retiring(old: String, now: u64, grace: std::time::Duration) -> Option<Retiring> {
+    let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+    (grace_ms > 0).then(|| Retiring {
+        secret: old,
+        until: now.saturating_add(grace_ms),
+    })
+}
+
+/// The warnings a secret earns.
+fn secret_warnings(secret: &str) -> Vec<String> {
+    weakness(secret).into_iter().collect()
+}
+
+/// Logs the warnings an application's change earned.
+fn log_warnings(application: &str, warnings: &[String]) {
+    for warning in warnings {
+        tracing::warn!(application, "{warning}");
     }
 }

@@ -14,16 +14,16 @@ pub mod sessions;
 mod subscriptions;
 
 pub use actions::{ActionUpdate, NewAction};
-pub use applications::{ApplicationUpdate, NewApplication};
+pub use applications::{ApplicationUpdate, NewApplication, SecretRotation};
 pub use catalog::Catalog;
 pub use events::{EventFilter, NewEvent, Published};
 pub use gists::GistFilter;
-pub use subscriptions::NewSubscription;
+pub use subscriptions::{NewSubscription, SigningKeyRotation};
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use tidings_core::Broker;
+use tidings_core::{Broker, Clock};
 use tokio::sync::watch;
 
 use crate::destination::{DestinationPolicy, Destinations};
@@ -51,6 +51,9 @@ pub struct HubConfig {
     /// (4 MiB): with the number of actions, what bounds the memory the
     /// hub's compiled schemas take.
     pub max_schema_bytes_per_application: usize,
+    /// Where the hub reads the time for its rules (grace periods of
+    /// rotated secrets, sessions): the system clock, or a test's.
+    pub clock: Clock,
 }
 
 impl Default for HubConfig {
@@ -62,6 +65,7 @@ impl Default for HubConfig {
             max_actions_per_application: 1000,
             max_schema_bytes: 64 * 1024,
             max_schema_bytes_per_application: 4 * 1024 * 1024,
+            clock: Clock::System,
         }
     }
 }
@@ -214,6 +218,11 @@ impl Hub {
     /// Watches catalog changes (the value is a change counter).
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.inner.version.subscribe()
+    }
+
+    /// The time by the hub's clock, ms since the epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.config.clock.now()
     }
 
     pub(crate) fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {

@@ -3,9 +3,10 @@
 //! as a bearer token. Tokens are random; only their SHA-256 is stored, with
 //! an expiry, so they survive restarts and a copy of the data reveals none.
 //!
-//! A session belongs to one incarnation of its application with one secret:
-//! rotating the secret ends it, and so does deleting the application (a
-//! new one of the same name starts with none).
+//! A session belongs to one incarnation of its application and the secret
+//! it was opened with: it ends when that secret stops being valid (at a
+//! rotation, or at the end of the rotation's grace period), and when the
+//! application is deleted (a new one of the same name starts with none).
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,6 @@ use crate::error::{HubError, HubResult};
 use crate::ids::new_secret;
 use crate::model::Application;
 use crate::signature::digest;
-use crate::time::now_ms;
 
 /// How long a session lasts (Amebo: 8 hours).
 pub const SESSION_TTL_MS: u64 = 8 * 3600 * 1000;
@@ -33,12 +33,12 @@ pub struct Session {
     pub fingerprint: String,
 }
 
-/// What a session is bound to: the application's incarnation and its
-/// secret, hashed.
-fn fingerprint(app: &Application) -> String {
+/// What a session is bound to: the application's incarnation and the
+/// secret it was opened with, hashed.
+fn fingerprint(app: &Application, secret: &str) -> String {
     digest(&format!(
         "{}\n{}\n{}",
-        app.incarnation, app.created_at, app.secret
+        app.incarnation, app.created_at, secret
     ))
 }
 
@@ -71,20 +71,23 @@ impl Hub {
             .cloned()
             .ok_or_else(|| HubError::Unauthenticated(REFUSED.to_owned()))?;
         // Compare digests: equal-length, so the comparison time says nothing.
-        if digest(&app.secret) != digest(&request.password) {
-            return Err(HubError::Unauthenticated(REFUSED.to_owned()));
-        }
+        let given = digest(&request.password);
+        let secret = app
+            .secrets_at(self.now_ms())
+            .into_iter()
+            .find(|s| digest(s) == given)
+            .ok_or_else(|| HubError::Unauthenticated(REFUSED.to_owned()))?;
         let token = new_secret();
         let hash = digest(&token);
         let session = Session {
             application: request.username,
-            expires_at: now_ms() + SESSION_TTL_MS,
-            fingerprint: fingerprint(&app),
+            expires_at: self.now_ms() + SESSION_TTL_MS,
+            fingerprint: fingerprint(&app, secret),
         };
         self.write_record(&self.inner.tables.sessions, &hash, &session)
             .await?;
         let mut catalog = self.catalog_mut();
-        let now = now_ms();
+        let now = self.now_ms();
         catalog.sessions.retain(|_, s| s.expires_at > now);
         catalog.sessions.insert(hash, session);
         Ok(token)
@@ -94,13 +97,19 @@ impl Hub {
     pub fn application_by_session(&self, token: &str) -> Option<String> {
         let catalog = self.catalog();
         let session = catalog.sessions.get(&digest(token))?;
-        if session.expires_at <= now_ms() {
+        let now = self.now_ms();
+        if session.expires_at <= now {
             return None;
         }
         catalog
             .applications
             .get(&session.application)
-            .filter(|a| a.active && fingerprint(a) == session.fingerprint)
+            .filter(|a| {
+                a.active
+                    && a.secrets_at(now)
+                        .into_iter()
+                        .any(|s| fingerprint(a, s) == session.fingerprint)
+            })
             .map(|a| a.name.clone())
     }
 }

@@ -9,11 +9,12 @@ use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
 use crate::ids::random_id;
 use crate::model::Subscription;
+use crate::model::secret::{GracePeriod, SigningKeys, new_signing_key, signing_key_bytes};
 use crate::model::subscription::{MAX_CONCURRENCY, MAX_RETRIES_LIMIT, resolve_endpoint};
 use crate::principal::Principal;
 use crate::tables::subscription_queue;
-use crate::time::now_ms;
-use crate::views::{RegisteredApplication, SubscriptionView, Unsubscribed};
+use crate::time::{iso, now_ms};
+use crate::views::{RegisteredApplication, SigningKeyView, SubscriptionView, Unsubscribed};
 
 /// `POST /v1/subscriptions`.
 #[derive(Debug, Deserialize)]
@@ -38,6 +39,31 @@ pub struct NewSubscription {
     pub description: Option<String>,
     /// An id of the caller's choosing.
     pub subscription: Option<String>,
+    /// The Standard Webhooks signing key (`whsec_` + base64 of 24 to 64
+    /// random bytes); omitted: generated, and shown once in the answer.
+    pub signing_key: Option<String>,
+    /// Whether deliveries carry `x-amebo-signature`, keyed with the
+    /// application's secret (default `true`: Amebo's receivers check it).
+    pub amebo_signature: Option<bool>,
+}
+
+/// `POST /v1/subscriptions/:id/signing-key/rotate`.
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SigningKeyRotation {
+    /// The new key (`whsec_` + base64 of 24 to 64 random bytes); omitted:
+    /// generated.
+    pub signing_key: Option<String>,
+    /// How long the replaced key keeps signing deliveries too: seconds or
+    /// a duration (`"24h"`); default 24 hours, `0` ends it at once.
+    pub grace_period: Option<GracePeriod>,
+}
+
+/// The HMAC key of a stored signing key. A replaced key may be an
+/// application secret (a subscription from before per-subscription keys):
+/// its bytes are the key, as they were.
+fn standard_key(key: &str) -> Vec<u8> {
+    signing_key_bytes(key).unwrap_or_else(|_| key.as_bytes().to_vec())
 }
 
 /// Longest delay in a retry schedule: a day.
@@ -112,6 +138,9 @@ impl Hub {
         if let Some(id) = &new.subscription {
             check_id(id)?;
         }
+        if let Some(key) = &new.signing_key {
+            signing_key_bytes(key)?;
+        }
         if new
             .concurrency
             .is_some_and(|n| !(1..=MAX_CONCURRENCY).contains(&n))
@@ -166,6 +195,15 @@ impl Hub {
                     "Subscription {id} already exists"
                 )));
             }
+            if let (Some(sub), Some(key)) = (&existing, &new.signing_key)
+                && sub.signing_key.as_ref() != Some(key)
+            {
+                return Err(HubError::conflict(format!(
+                    "Subscription {} exists with another signing key: rotate it with \
+                     POST /v1/subscriptions/{}/signing-key/rotate",
+                    sub.id, sub.id
+                )));
+            }
             (endpoint, existing)
         };
         let created = existing.is_none();
@@ -179,6 +217,9 @@ impl Hub {
                 sub.concurrency = new.concurrency;
                 if new.description.is_some() {
                     sub.description = new.description;
+                }
+                if let Some(amebo) = new.amebo_signature {
+                    sub.amebo_signature = amebo;
                 }
                 sub
             }
@@ -196,6 +237,9 @@ impl Hub {
                 active: true,
                 disabled_reason: None,
                 created_at: now_ms(),
+                signing_key: Some(new.signing_key.unwrap_or_else(new_signing_key)),
+                previous_signing_key: None,
+                amebo_signature: new.amebo_signature.unwrap_or(true),
             },
         };
         let queue = subscription_queue(&sub.id)?;
@@ -210,6 +254,12 @@ impl Hub {
         let view = SubscriptionView {
             reactivated: !created,
             registered_application: registered,
+            // Shown here once; later only by the reveal call.
+            signing_key: if created {
+                sub.signing_key.clone()
+            } else {
+                None
+            },
             ..sub.view()
         };
         self.catalog_mut().put_subscription(sub);
@@ -295,17 +345,110 @@ impl Hub {
             .ok_or_else(|| HubError::NotFound(format!("Subscription {id} does not exist")))
     }
 
+    /// A subscription `who` owns (or any, for the admin).
+    fn owned_subscription(
+        &self,
+        who: &Principal,
+        id: &str,
+        doing: &str,
+    ) -> HubResult<Subscription> {
+        let sub = self.subscription(id)?;
+        if who.may_act_as(&sub.application) {
+            Ok(sub)
+        } else {
+            Err(HubError::Forbidden(format!(
+                "Only {} itself or a superadmin can {doing}",
+                sub.application
+            )))
+        }
+    }
+
+    /// A subscription's signing key, for its owner (the reveal call).
+    pub fn signing_key(&self, who: &Principal, id: &str) -> HubResult<SigningKeyView> {
+        let sub = self.owned_subscription(who, id, "see its signing key")?;
+        Ok(self.signing_key_view(&sub))
+    }
+
+    fn signing_key_view(&self, sub: &Subscription) -> SigningKeyView {
+        let now = self.now_ms();
+        SigningKeyView {
+            subscription: sub.id.clone(),
+            signing_key: sub.signing_key.clone(),
+            previous_valid_until: sub
+                .previous_signing_key
+                .as_ref()
+                .filter(|p| p.live_at(now).is_some())
+                .map(|p| iso(p.until)),
+        }
+    }
+
+    /// Replaces a subscription's signing key (generated when not given);
+    /// the replaced one keeps signing deliveries too for the grace period.
+    pub async fn rotate_signing_key(
+        &self,
+        who: &Principal,
+        id: &str,
+        rotation: SigningKeyRotation,
+    ) -> HubResult<SigningKeyView> {
+        let grace = GracePeriod::resolve(rotation.grace_period.as_ref())?;
+        if let Some(key) = &rotation.signing_key {
+            signing_key_bytes(key)?;
+        }
+        let _guard = self.inner.changes.lock().await;
+        let mut sub = self.owned_subscription(who, id, "rotate its signing key")?;
+        // A subscription from before per-subscription keys was signed with
+        // its application's secret: that is what its receivers know.
+        let old = match sub.signing_key.take() {
+            Some(key) => Some(key),
+            None => self
+                .application_secrets(&sub.application)
+                .and_then(|s| s.into_iter().next()),
+        };
+        sub.signing_key = Some(rotation.signing_key.unwrap_or_else(new_signing_key));
+        sub.previous_signing_key =
+            old.and_then(|old| super::applications::retiring(old, self.now_ms(), grace));
+        self.write_record(&self.inner.tables.subscriptions, &sub.id, &sub)
+            .await?;
+        let view = self.signing_key_view(&sub);
+        self.catalog_mut().put_subscription(sub);
+        self.changed();
+        Ok(view)
+    }
+
+    /// What a delivery to `sub` is signed with now; `None` when its
+    /// application is inactive or gone.
+    pub fn signing_keys(&self, sub: &Subscription) -> Option<SigningKeys> {
+        let now = self.now_ms();
+        let catalog = self.catalog();
+        let app = catalog
+            .applications
+            .get(&sub.application)
+            .filter(|a| a.active)?;
+        let app_secrets = app.secrets_at(now);
+        let amebo = if sub.amebo_signature {
+            app_secrets.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            Vec::new()
+        };
+        let standard = match &sub.signing_key {
+            Some(key) => std::iter::once(key.as_str())
+                .chain(
+                    sub.previous_signing_key
+                        .as_ref()
+                        .and_then(|p| p.live_at(now)),
+                )
+                .map(standard_key)
+                .collect(),
+            None => app_secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        };
+        Some(SigningKeys { amebo, standard })
+    }
+
     /// Deactivates a subscription: nothing new is queued for it and what is
     /// queued waits (a later subscribe of the same handler resumes it).
     pub async fn unsubscribe(&self, who: &Principal, id: &str) -> HubResult<Unsubscribed> {
         let _guard = self.inner.changes.lock().await;
-        let sub = self.subscription(id)?;
-        if !who.may_act_as(&sub.application) {
-            return Err(HubError::Forbidden(format!(
-                "Only {} itself or a superadmin can unsubscribe it",
-                sub.application
-            )));
-        }
+        let sub = self.owned_subscription(who, id, "unsubscribe it")?;
         self.deactivate(sub, None).await?;
         Ok(Unsubscribed {
             unsubscribed: id.to_owned(),

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HubError, HubResult};
+use crate::model::secret::{Retiring, with_retiring};
 use crate::time::iso;
 use crate::views::ApplicationView;
 
@@ -17,9 +18,13 @@ pub struct Application {
     pub description: Option<String>,
     /// Inactive applications cannot authenticate, publish or receive.
     pub active: bool,
-    /// HMAC key for request and webhook signatures (kept readable: both
+    /// Its password, its request-signing key and the key of the
+    /// `x-amebo-signature` of the webhooks it receives (kept readable: both
     /// sides must compute the MAC).
     pub secret: String,
+    /// The secret a rotation replaced, while its grace period lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<Retiring>,
     /// SHA-256 of its API key: a copy of the data does not reveal the key.
     pub api_key_hash: String,
     /// Creation time, ms since the epoch.
@@ -46,6 +51,12 @@ impl Application {
             description: self.description.clone(),
             queues: self.queues.clone(),
         }
+    }
+
+    /// Its secrets valid at `now`: the current one, then the replaced one
+    /// during its grace period.
+    pub fn secrets_at(&self, now: u64) -> Vec<&str> {
+        with_retiring(&self.secret, self.previous_secret.as_ref(), now)
     }
 
     /// Whether it may use queue or table `name` through the queue API.

@@ -4,6 +4,7 @@ pub mod action;
 pub mod application;
 pub mod event;
 pub mod gist;
+pub mod secret;
 pub mod subscription;
 
 pub use action::Action;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HubError, HubResult};
+use crate::model::secret::Retiring;
 use crate::time::iso;
 use crate::views::SubscriptionView;
 
@@ -37,6 +38,22 @@ pub struct Subscription {
     pub disabled_reason: Option<String>,
     /// Creation time, ms since the epoch.
     pub created_at: u64,
+    /// Its Standard Webhooks signing key (`whsec_...`). `None` only for
+    /// subscriptions stored before keys were per subscription: they are
+    /// signed with the application's secret until their key is rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    /// The signing key a rotation replaced, while its grace period lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_signing_key: Option<Retiring>,
+    /// Whether deliveries carry `x-amebo-signature` (keyed with the
+    /// application's secret: the compatibility path).
+    #[serde(default = "yes")]
+    pub amebo_signature: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Subscription {
@@ -56,6 +73,9 @@ impl Subscription {
             active: self.active,
             disabled_reason: self.disabled_reason.clone(),
             timestamped: iso(self.created_at),
+            amebo_signature: self.amebo_signature,
+            signing_key: None,
+            previous_signing_key_until: self.previous_signing_key.as_ref().map(|p| iso(p.until)),
             reactivated: false,
             registered_application: None,
         }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use serde::Deserialize;
-use tidings_hub::hub::{ApplicationUpdate, NewApplication};
+use tidings_hub::hub::{ApplicationUpdate, NewApplication, SecretRotation};
 use tidings_hub::views::{
     ApiKeyIssued, ApplicationActivity, ApplicationView, RegisteredApplication, Removed,
     SecretRotated,
@@ -77,18 +77,11 @@ pub async fn delete(Path(id): Path<String>, call: Call) -> ApiResult<Answer<Remo
     Ok(accepted(call.state.hub.delete_application(who, &id).await?))
 }
 
-/// `PUT /v1/applications/{id}/secret` (any content type; no body: generate one).
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct Secret {
-    /// The new secret (16 characters or more); omitted: generated and returned.
-    secret: Option<String>,
-}
-
-#[utoipa::path(put, path = "/v1/applications/{id}/secret", tag = "applications", request_body = Option<Secret>, params(("id" = String, Path, description = "Name or id")),
-    responses((status = 202, description = "Rotated (`{\"secret\"?}`; generated and returned when omitted)", body = SecretRotated), (status = 403, description = "Not this application's, or a signed request asking for a generated secret", body = ErrorBody), (status = 422, description = "The secret is shorter than 16 characters", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/applications/{id}/secret", tag = "applications", request_body = Option<SecretRotation>, params(("id" = String, Path, description = "Name or id")),
+    responses((status = 202, description = "Rotated (`secret`: generated and returned when omitted; `previous_valid_until`: the replaced secret is accepted until then; `warnings`: e.g. a weak secret)", body = SecretRotated), (status = 403, description = "Not this application's, or a signed request asking for a generated secret", body = ErrorBody), (status = 422, description = "The secret is shorter than 16 characters", body = ErrorBody), (status = 404, description = "No such application", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn rotate_secret(Path(id): Path<String>, call: Call) -> ApiResult<Answer<SecretRotated>> {
     let who = call.who()?;
-    let body: Secret = serde_json::from_value(call.lenient_json()?)
+    let body: SecretRotation = serde_json::from_value(call.lenient_json()?)
         .map_err(|e| crate::error::ApiError::bad_request(format!("secret - {e}")))?;
     // A generated secret is answered only to the admin or over the
     // application's own bearer credential (API key, session): never to a
@@ -101,7 +94,7 @@ pub async fn rotate_secret(Path(id): Path<String>, call: Call) -> ApiResult<Answ
         ));
     }
     Ok(accepted(
-        call.state.hub.rotate_secret(who, &id, body.secret).await?,
+        call.state.hub.rotate_secret(who, &id, body).await?,
     ))
 }
 

@@ -69,6 +69,8 @@ api! {
         "/v1/events/{id}" => get(events::one);
         "/v1/subscriptions" => get(subscriptions::list).post(subscriptions::subscribe);
         "/v1/subscriptions/{id}" => delete(subscriptions::unsubscribe);
+        "/v1/subscriptions/{id}/signing-key" => get(subscriptions::signing_key);
+        "/v1/subscriptions/{id}/signing-key/rotate" => post(subscriptions::rotate_signing_key);
         "/v1/tokens" => post(tokens::create);
         "/v1/gists" => get(gists::list);
         "/v1/regists/{id}" => post(gists::replay);

@@ -1,12 +1,12 @@
-//! Where the engine reads the time: the system clock, or a clock that tests
-//! move by hand so time-dependent behaviour (TTL, delays, visibility
-//! timeouts) can be checked without waiting.
+//! Where time is read: the system clock, or a clock that tests move by hand
+//! so time-dependent behaviour (TTL, delays, visibility timeouts, grace
+//! periods, retention) can be checked without waiting.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tidings_core::Timestamp;
+use crate::Timestamp;
 
 /// The engine's time source.
 #[derive(Debug, Clone, Default)]
@@ -19,7 +19,8 @@ pub enum Clock {
 }
 
 impl Clock {
-    pub(crate) fn now(&self) -> u64 {
+    /// Milliseconds since the Unix epoch, now.
+    pub fn now(&self) -> u64 {
         match self {
             Clock::System => Timestamp::now().as_millis(),
             Clock::Manual(m) => m.now().as_millis(),
@@ -31,8 +32,7 @@ impl Clock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tidings_core::Timestamp;
-/// use tidings_embedded::ManualClock;
+/// use tidings_core::{ManualClock, Timestamp};
 /// let clock = ManualClock::new(Timestamp(1_000));
 /// clock.advance(Duration::from_millis(500));
 /// assert_eq!(clock.now(), Timestamp(1_500));
