@@ -144,14 +144,8 @@ pub(super) fn write_loop(
         if failure.is_none() {
             hooks.publish(&mut group, Wait::Synced);
         }
-        let outcome = failure.clone().map_or(Ok(()), Err);
-        stats.written(group.iter().map(|r| r.bytes).sum());
-        // Each request's share of the write budget goes back as it is dropped.
-        for request in group {
-            if let Some(reply) = request.reply {
-                let _ = reply.send(outcome.clone());
-            }
-        }
+        // Known to the store before any writer hears of it, so the next
+        // write sees the failure (and reopens the store).
         if let (false, Some(e)) = (failed_before, &failure) {
             // fjall says "Poisoned" when a background flush failed first:
             // the free space tells the likeliest cause.
@@ -160,6 +154,14 @@ pub(super) fn write_loop(
             let e = format!("{e} ({free} bytes free on the data directory's disk)");
             tracing::error!(error = %e, "storage failed; writes are refused until it is reopened (at the next write)");
             let _ = hooks.failure.set(e);
+        }
+        let outcome = failure.clone().map_or(Ok(()), Err);
+        stats.written(group.iter().map(|r| r.bytes).sum());
+        // Each request's share of the write budget goes back as it is dropped.
+        for request in group {
+            if let Some(reply) = request.reply {
+                let _ = reply.send(outcome.clone());
+            }
         }
     }
     if failure.is_none()
