@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tidings::Broker;
+use tidings_hub::sealing::Sealer;
 use tidings_hub::{DeliveryConfig, DestinationPolicy, Hub, HubConfig};
 use tidings_server::{AuthConfig, ConnectionLimits, Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
@@ -94,11 +95,37 @@ pub struct ServeArgs {
     /// Attempts per delivery for subscriptions that do not set `max_retries`.
     #[arg(long, default_value_t = 8)]
     pub default_max_retries: u32,
+    /// A file of keys that seal every stored secret (applications'
+    /// secrets, subscriptions' signing keys, sessions) with
+    /// ChaCha20-Poly1305: one key per line, 64 hex digits (`openssl rand
+    /// -hex 32`). The first seals; the others only open, while the hub
+    /// re-seals everything with the first in the background (to rotate:
+    /// put a new key first, restart, and drop the old one once the log says
+    /// every secret is sealed with the first).
+    #[arg(long, env = "TIDINGS_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<std::path::PathBuf>,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()> {
     let file_limit = tidings_server::connections::raise_file_limit();
+    let sealer = match &args.secrets_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the secrets key file {}", path.display()))?;
+            Sealer::parse(&text)
+                .map_err(|e| anyhow::anyhow!("secrets key file {}: {e}", path.display()))?
+        }
+        None => Sealer::none(),
+    };
+    match sealer.current_id() {
+        Some(key) => tracing::info!(key, "stored secrets are sealed (--secrets-key-file)"),
+        None if args.admin_key.is_some() => tracing::warn!(
+            "stored secrets (applications' secrets, signing keys, sessions) are kept in clear: \
+             anyone who reads the data directory or the Redis keys has them; give --secrets-key-file"
+        ),
+        None => {}
+    }
     let hub = Hub::open(
         broker,
         HubConfig {
@@ -111,6 +138,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
             max_actions_per_application: args.max_actions_per_application,
             max_schema_bytes: args.max_schema_bytes,
             max_schema_bytes_per_application: args.max_schema_bytes_per_application,
+            sealer: Arc::new(sealer),
             ..HubConfig::default()
         },
     )

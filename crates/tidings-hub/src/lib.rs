@@ -12,6 +12,7 @@
 //! - [`model`]: applications, actions, events, subscriptions, gists.
 //! - [`views`]: what the operations answer, as the API shows it.
 //! - [`metrics`]: what `/metrics` exposes.
+//! - [`sealing`]: secrets encrypted at rest.
 //! - [`schema`], [`signature`], [`ids`], [`time`]: the pieces they use.
 
 pub mod delivery;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod model;
 pub mod principal;
 pub mod schema;
+pub mod sealing;
 pub mod signature;
 mod tables;
 pub mod time;

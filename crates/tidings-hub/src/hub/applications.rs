@@ -13,7 +13,7 @@ use crate::model::application::{
 use crate::model::secret::{GracePeriod, Retiring, weakness};
 use crate::principal::Principal;
 use crate::signature::digest;
-use crate::tables::{put, subscription_queue};
+use crate::tables::subscription_queue;
 use crate::time::{iso, now_ms};
 use crate::views::{
     ApiKeyIssued, ApplicationActivity, ApplicationView, RegisteredApplication, Removed,
@@ -113,10 +113,16 @@ impl Hub {
         };
         let _guard = self.inner.changes.lock().await;
         let mut tx = Transaction::new();
+        let table = &self.inner.tables.applications;
+        let sealed = self
+            .inner
+            .config
+            .sealer
+            .seal_record(table.as_str(), &app.name, &app);
         tx.insert(
-            self.inner.tables.applications.clone(),
+            table.clone(),
             app.name.clone(),
-            crate::tables::encode(&app)?,
+            crate::tables::encode(&sealed)?,
         );
         match self.inner.broker.commit(tx).await {
             Ok(_) => {}
@@ -229,22 +235,12 @@ impl Hub {
             .cloned()
             .collect();
         let mut tx = Transaction::new();
-        put(
-            &mut tx,
-            &self.inner.tables.applications,
-            app.name.clone(),
-            &app,
-        )?;
+        self.put_sealed(&mut tx, &self.inner.tables.applications, &app.name, &app)?;
         let mut updated = Vec::new();
         for mut sub in moved {
             sub.endpoint =
                 crate::model::subscription::resolve_endpoint(&app.address, &sub.handler)?;
-            put(
-                &mut tx,
-                &self.inner.tables.subscriptions,
-                sub.id.clone(),
-                &sub,
-            )?;
+            self.put_sealed(&mut tx, &self.inner.tables.subscriptions, &sub.id, &sub)?;
             updated.push(sub);
         }
         self.inner.broker.commit(tx).await?;

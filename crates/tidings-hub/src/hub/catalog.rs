@@ -8,7 +8,29 @@ use tidings_core::{Broker, RecordScan};
 use crate::error::HubResult;
 use crate::model::{Action, Application, Subscription};
 use crate::schema::Schema;
+use crate::sealing::{HoldsSecrets, Sealer};
 use crate::tables::{Tables, scan};
+
+/// Every record of a table that holds secrets, opened.
+pub(crate) async fn scan_sealed<T: serde::de::DeserializeOwned + HoldsSecrets>(
+    broker: &dyn Broker,
+    table: &tidings_core::TableName,
+    sealer: &Sealer,
+) -> HubResult<Vec<(String, T)>> {
+    scan::<T>(broker, table, RecordScan::all())
+        .await?
+        .into_iter()
+        .map(|(key, record)| {
+            let opened = sealer
+                .open_record(table.as_str(), &key, record)
+                .map_err(|e| tidings_core::Error::Corrupt {
+                    location: format!("the secrets of record {key:?} of table {table}"),
+                    detail: e.to_string(),
+                })?;
+            Ok((key, opened))
+        })
+        .collect()
+}
 
 /// An action with its compiled schema.
 #[derive(Debug, Clone)]
@@ -36,10 +58,14 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub(crate) async fn load(broker: &dyn Broker, tables: &Tables) -> HubResult<Self> {
+    pub(crate) async fn load(
+        broker: &dyn Broker,
+        tables: &Tables,
+        sealer: &Sealer,
+    ) -> HubResult<Self> {
         let mut catalog = Self::default();
-        for (_, app) in scan::<Application>(broker, &tables.applications, RecordScan::all()).await?
-        {
+        for (name, app) in scan_sealed::<Application>(broker, &tables.applications, sealer).await? {
+            debug_assert_eq!(name, app.name);
             catalog.put_application(app);
         }
         for (name, action) in scan::<Action>(broker, &tables.actions, RecordScan::all()).await? {
@@ -52,14 +78,12 @@ impl Catalog {
                 }
             }
         }
-        for (_, sub) in
-            scan::<Subscription>(broker, &tables.subscriptions, RecordScan::all()).await?
-        {
+        for (_, sub) in scan_sealed::<Subscription>(broker, &tables.subscriptions, sealer).await? {
             catalog.put_subscription(sub);
         }
         let now = crate::time::now_ms();
         for (hash, session) in
-            scan::<super::sessions::Session>(broker, &tables.sessions, RecordScan::all()).await?
+            scan_sealed::<super::sessions::Session>(broker, &tables.sessions, sealer).await?
         {
             if session.expires_at > now {
                 catalog.sessions.insert(hash, session);

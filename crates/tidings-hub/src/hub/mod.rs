@@ -30,6 +30,7 @@ use crate::destination::{DestinationPolicy, Destinations};
 use crate::error::HubResult;
 use crate::ids::RowIds;
 use crate::metrics::{HubMetrics, SubscriptionLabels, SubscriptionReading};
+use crate::sealing::{HoldsSecrets, Sealer};
 use crate::tables::Tables;
 
 /// Settings of the hub.
@@ -54,6 +55,8 @@ pub struct HubConfig {
     /// Where the hub reads the time for its rules (grace periods of
     /// rotated secrets, sessions): the system clock, or a test's.
     pub clock: Clock,
+    /// The keys stored secrets are sealed with (none: stored in clear).
+    pub sealer: Arc<Sealer>,
 }
 
 impl Default for HubConfig {
@@ -66,6 +69,7 @@ impl Default for HubConfig {
             max_schema_bytes: 64 * 1024,
             max_schema_bytes_per_application: 4 * 1024 * 1024,
             clock: Clock::System,
+            sealer: Arc::new(Sealer::none()),
         }
     }
 }
@@ -180,7 +184,7 @@ impl Hub {
     /// registers the built-in application and the dead-letter action.
     pub async fn open(broker: Arc<dyn Broker>, config: HubConfig) -> HubResult<Self> {
         let tables = Tables::new()?;
-        let catalog = Catalog::load(&*broker, &tables).await?;
+        let catalog = Catalog::load(&*broker, &tables, &config.sealer).await?;
         let hub = Self {
             inner: Arc::new(Inner {
                 broker,
@@ -197,6 +201,14 @@ impl Hub {
             }),
         };
         hub.ensure_builtins().await?;
+        if hub.inner.config.sealer.enabled() {
+            let resealing = hub.clone();
+            tokio::spawn(async move {
+                if let Err(e) = resealing.reseal().await {
+                    tracing::error!(error = %e, "re-sealing stored secrets failed; it is tried again at the next start");
+                }
+            });
+        }
         Ok(hub)
     }
 
@@ -240,16 +252,33 @@ impl Hub {
     }
 
     /// Writes one record in a transaction of its own.
-    pub(crate) async fn write_record<T: serde::Serialize>(
+    /// Writes a record that holds secrets, sealed.
+    pub(crate) async fn write_record<T: serde::Serialize + HoldsSecrets + Clone>(
         &self,
         table: &tidings_core::TableName,
         key: &str,
         value: &T,
     ) -> HubResult<()> {
         let mut tx = tidings_core::Transaction::new();
-        crate::tables::put(&mut tx, table, key, value)?;
+        self.put_sealed(&mut tx, table, key, value)?;
         self.inner.broker.commit(tx).await?;
         Ok(())
+    }
+
+    /// Adds to `tx` a record that holds secrets, sealed.
+    pub(crate) fn put_sealed<T: serde::Serialize + HoldsSecrets + Clone>(
+        &self,
+        tx: &mut tidings_core::Transaction,
+        table: &tidings_core::TableName,
+        key: &str,
+        value: &T,
+    ) -> HubResult<()> {
+        let sealed = self
+            .inner
+            .config
+            .sealer
+            .seal_record(table.as_str(), key, value);
+        crate::tables::put(tx, table, key, &sealed)
     }
 
     pub(crate) fn changed(&self) {

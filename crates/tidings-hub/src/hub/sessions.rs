@@ -14,7 +14,10 @@ use super::Hub;
 use crate::error::{HubError, HubResult};
 use crate::ids::new_secret;
 use crate::model::Application;
+use crate::sealing::HoldsSecrets;
 use crate::signature::digest;
+use crate::tables::scan;
+use tidings_core::RecordScan;
 
 /// How long a session lasts (Amebo: 8 hours).
 pub const SESSION_TTL_MS: u64 = 8 * 3600 * 1000;
@@ -31,6 +34,12 @@ pub struct Session {
     /// before it was kept have none, and are over.)
     #[serde(default)]
     pub fingerprint: String,
+}
+
+impl crate::sealing::HoldsSecrets for Session {
+    fn secrets_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        vec![("fingerprint", &mut self.fingerprint)]
+    }
 }
 
 /// What a session is bound to: the application's incarnation and the
@@ -111,5 +120,83 @@ impl Hub {
                         .any(|s| fingerprint(a, s) == session.fingerprint)
             })
             .map(|a| a.name.clone())
+    }
+}
+
+impl Hub {
+    /// Seals again, with the first secrets key, every stored secret that is
+    /// in clear or sealed with another key (run in the background at open);
+    /// expired sessions are removed on the way. Returns how many records
+    /// were written. Afterwards the other keys can be dropped.
+    pub async fn reseal(&self) -> HubResult<usize> {
+        let sealer = self.inner.config.sealer.clone();
+        let Some(key) = sealer.current_id().map(str::to_owned) else {
+            return Ok(0);
+        };
+        let tables = &self.inner.tables;
+        let mut written = 0;
+        written += self
+            .reseal_table::<Application>(
+                &tables.applications,
+                |c, k| c.applications.get(k).cloned(),
+                |_| false,
+            )
+            .await?;
+        written += self
+            .reseal_table::<crate::model::Subscription>(
+                &tables.subscriptions,
+                |c, k| c.subscriptions.get(k).cloned(),
+                |_| false,
+            )
+            .await?;
+        written += self
+            .reseal_table::<Session>(
+                &tables.sessions,
+                |c, k| c.sessions.get(k).cloned(),
+                |s| s.expires_at <= self.now_ms(),
+            )
+            .await?;
+        tracing::info!(
+            key = %key,
+            records = written,
+            "every stored secret is sealed with the first secrets key: any other key can be removed"
+        );
+        Ok(written)
+    }
+
+    /// Re-seals the stale records of one table from the catalog's copy
+    /// (one at a time, under the catalog's lock, so no change is lost); a
+    /// stale record the catalog does not have is removed if `discard` says
+    /// it may be (an expired session), and left alone otherwise.
+    async fn reseal_table<T>(
+        &self,
+        table: &tidings_core::TableName,
+        current: impl Fn(&super::Catalog, &str) -> Option<T>,
+        discard: impl Fn(&T) -> bool,
+    ) -> HubResult<usize>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + HoldsSecrets + Clone,
+    {
+        let sealer = &self.inner.config.sealer;
+        let stored = scan::<T>(&**self.broker(), table, RecordScan::all()).await?;
+        let mut written = 0;
+        for (key, mut record) in stored {
+            if !sealer.stale_record(&mut record) {
+                continue;
+            }
+            let _guard = self.inner.changes.lock().await;
+            let latest = current(&self.catalog(), &key);
+            match latest {
+                Some(record) => self.write_record(table, &key, &record).await?,
+                None if discard(&record) => {
+                    let mut tx = tidings_core::Transaction::new();
+                    tx.delete(table.clone(), key.clone());
+                    self.inner.broker.commit(tx).await?;
+                }
+                None => continue,
+            }
+            written += 1;
+        }
+        Ok(written)
     }
 }

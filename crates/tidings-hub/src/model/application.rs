@@ -138,7 +138,23 @@ pub fn check_secret(secret: &str) -> HubResult<()> {
             "Secrets must be at least 16 characters",
         ));
     }
+    if secret.starts_with(crate::sealing::SEALED_PREFIX) {
+        return Err(HubError::unprocessable(format!(
+            "Secrets may not start with {:?}",
+            crate::sealing::SEALED_PREFIX
+        )));
+    }
     Ok(())
+}
+
+impl crate::sealing::HoldsSecrets for Application {
+    fn secrets_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        let mut secrets = vec![("secret", &mut self.secret)];
+        if let Some(previous) = &mut self.previous_secret {
+            secrets.push(("previous_secret", &mut previous.secret));
+        }
+        secrets
+    }
 }
 
 #[cfg(test)]

@@ -180,3 +180,6 @@ impl Gist {
 pub fn key(event: &str, subscription: &str) -> String {
     format!("{event}.{subscription}")
 }
+
+/// It holds no secrets.
+impl crate::sealing::HoldsSecrets for Gist {}

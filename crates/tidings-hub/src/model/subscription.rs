@@ -82,6 +82,19 @@ impl Subscription {
     }
 }
 
+impl crate::sealing::HoldsSecrets for Subscription {
+    fn secrets_mut(&mut self) -> Vec<(&'static str, &mut String)> {
+        let mut secrets = Vec::new();
+        if let Some(key) = &mut self.signing_key {
+            secrets.push(("signing_key", key));
+        }
+        if let Some(previous) = &mut self.previous_signing_key {
+            secrets.push(("previous_signing_key", &mut previous.secret));
+        }
+        secrets
+    }
+}
+
 /// Most deliveries a subscription may have in flight.
 pub const MAX_CONCURRENCY: u32 = 256;
 
