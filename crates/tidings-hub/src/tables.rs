@@ -9,6 +9,7 @@
 //! | `hub.dedupers`      | action, newline, deduper   | `{"event": id}`  |
 //! | `hub.gists`         | event id `.` subscription  | [`Gist`](crate::model::Gist) |
 //! | `hub.sessions`      | SHA-256 of the token       | [`Session`](crate::hub::sessions::Session) |
+//! | `hub.audit`         | entry id (time-ordered)    | [`AuditEntry`](crate::model::audit::AuditEntry) |
 //!
 //! Each subscription's deliveries wait in the queue `hub.sub.<id>` (one
 //! message per event, holding the event id), read by the group `webhooks`.
@@ -29,6 +30,7 @@ pub(crate) struct Tables {
     pub(crate) dedupers: TableName,
     pub(crate) gists: TableName,
     pub(crate) sessions: TableName,
+    pub(crate) audit: TableName,
     pub(crate) group: GroupName,
 }
 
@@ -42,6 +44,7 @@ impl Tables {
             dedupers: TableName::new("hub.dedupers")?,
             gists: TableName::new("hub.gists")?,
             sessions: TableName::new("hub.sessions")?,
+            audit: TableName::new("hub.audit")?,
             group: GroupName::new("webhooks")?,
         })
     }

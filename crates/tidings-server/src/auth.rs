@@ -207,6 +207,11 @@ pub fn principal(
     None
 }
 
+/// Whether the request presents an admin key (right or wrong).
+pub fn admin_key_given(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-amebo-admin-key") || headers.contains_key("x-tidings-admin-key")
+}
+
 /// Headers a proxy adds to say whom it forwards for.
 pub const FORWARDING_HEADERS: [&str; 4] = [
     "forwarded",

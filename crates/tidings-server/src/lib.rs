@@ -5,6 +5,7 @@
 //! [`Hub`]; the [`Dispatcher`] delivers webhooks in the background.
 
 pub mod answer;
+pub mod audit;
 pub mod auth;
 pub mod connections;
 pub mod error;
@@ -141,6 +142,7 @@ impl Server {
             ),
             streams: state::Streams::default(),
             signatures: auth::seen_signatures(),
+            refusals: audit::RefusalLog::default(),
         };
         Ok(Self {
             listener,

@@ -15,7 +15,7 @@ const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id, x-amebo-
 const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// Adds the request id and CORS headers; answers pre-flight requests.
-pub async fn common_headers(request: Request, next: Next) -> Response {
+pub async fn common_headers(mut request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -26,6 +26,11 @@ pub async fn common_headers(request: Request, next: Next) -> Response {
                 .unwrap_or(HeaderValue::from_static("-"))
         });
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    if let Ok(id) = request_id.to_str() {
+        request
+            .extensions_mut()
+            .insert(crate::audit::RequestId(id.to_owned()));
+    }
     let mut response = if request.method() == Method::OPTIONS {
         (StatusCode::NO_CONTENT, Body::empty()).into_response()
     } else {

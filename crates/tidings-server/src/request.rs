@@ -202,6 +202,15 @@ impl FromRequest<AppState> for Call {
         };
         let (principal, credential) =
             crate::auth::principal(&state.hub, &state.auth, &state.signatures, &presented).unzip();
+        if let Some(slot) = parts.extensions.get::<crate::audit::AuditSlot>() {
+            let admin_key_given = crate::auth::admin_key_given(&parts.headers);
+            slot.set(
+                principal.as_ref(),
+                credential,
+                admin_key_given && principal.is_none(),
+                crate::auth::client_address(&state.auth, &parts.headers, peer),
+            );
+        }
         Ok(Self {
             principal,
             credential,

@@ -32,6 +32,8 @@ pub struct AppState {
     pub streams: Streams,
     /// Request signatures seen lately (each is accepted once).
     pub signatures: crate::auth::SeenSignatures,
+    /// Bounds the audit entries of refused admin keys.
+    pub refusals: crate::audit::RefusalLog,
 }
 
 /// Whose stream: queue, group and consumer.

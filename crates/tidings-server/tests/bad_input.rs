@@ -1283,3 +1283,118 @@ async fn actions_and_schemas_are_limited_per_application() {
     assert_eq!(r.status, 200, "{}", r.body);
     server.stop().await;
 }
+
+/// Every change, reveal, replay and requeue, and every refused admin key,
+/// is in the audit log with who, what, when, from where and the request id;
+/// refused changes are not; only the admin reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_who_changed_what() {
+    let (server, admin, shop_key) = setup().await;
+    let shop =
+        Client::new(&server.base).with_header("authorization", &format!("Bearer {shop_key}"));
+    let mailer = json!({"application": "mailer", "address": "http://mailer.invalid/"});
+    assert_eq!(
+        admin.post("/v1/applications", mailer.clone()).await.status,
+        201
+    );
+    assert_eq!(
+        admin.post("/v1/applications", mailer).await.status,
+        409,
+        "refused: not recorded"
+    );
+    let r = admin
+        .put("/v1/applications/mailer/secret", json!({"grace_period": 0}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let sub = json!({"application": "mailer", "action": "shop.sold", "handler": "/hook"});
+    let r = admin.post("/v1/subscriptions", sub).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["subscription"].as_str().unwrap().to_owned();
+    assert_eq!(
+        admin
+            .get(&format!("/v1/subscriptions/{id}/signing-key"))
+            .await
+            .status,
+        200
+    );
+    let action =
+        json!({"action": "shop.refunded", "application": "shop", "schemata": {"type": "object"}});
+    assert_eq!(shop.post("/v1/actions", action).await.status, 201);
+    assert_eq!(admin.post("/v1/requeues", json!({})).await.status, 200);
+    let wrong = Client::new(&server.base)
+        .with_header("x-amebo-admin-key", "not-the-admin-key")
+        .with_header("x-request-id", "req-wrong-key-1");
+    assert_eq!(wrong.get("/v1/applications").await.status, 401);
+
+    let log = admin.get("/v1/audit?pagination=100").await;
+    assert_eq!(log.status, 200, "{}", log.body);
+    let entries = log.body.as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "admin.authentication.failed",
+            "delivery.requeue",
+            "action.register",
+            "subscription.signing_key.reveal",
+            "subscription.create",
+            "application.secret.rotate",
+            "application.create",
+            // setup(): shop and its action.
+            "action.register",
+            "application.create",
+        ],
+        "newest first, refused changes left out"
+    );
+    let refused = &entries[0];
+    assert_eq!(refused["actor"], "anonymous");
+    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["request_id"], "req-wrong-key-1");
+    assert_eq!(refused["address"], "127.0.0.1");
+    let by_shop = &entries[2];
+    assert_eq!(by_shop["actor"], "application");
+    assert_eq!(by_shop["application"], "shop");
+    assert_eq!(by_shop["credential"], "bearer");
+    let rotated = &entries[5];
+    assert_eq!(rotated["actor"], "admin");
+    assert_eq!(rotated["credential"], "admin_key");
+    assert_eq!(rotated["target"], "mailer");
+    assert_eq!(rotated["status"], 202);
+    assert!(
+        rotated["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    assert!(rotated["timestamped"].as_str().is_some());
+    assert_eq!(entries[3]["target"], id.as_str());
+
+    // Filters and paging.
+    let apps = admin.get("/v1/audit?action=application.").await;
+    assert_eq!(apps.body.as_array().map(Vec::len), Some(3), "{}", apps.body);
+    let of_shop = admin.get("/v1/audit?application=shop").await;
+    assert_eq!(of_shop.body.as_array().map(Vec::len), Some(1));
+    let second_page = admin.get("/v1/audit?pagination=2&page=2").await;
+    assert_eq!(second_page.body[0]["action"], "action.register");
+    let future = admin.get("/v1/audit?from=2999-01-01").await;
+    assert_eq!(future.body.as_array().map(Vec::len), Some(0));
+    let past = admin.get("/v1/audit?to=2000-01-01").await;
+    assert_eq!(past.body.as_array().map(Vec::len), Some(0));
+    // Only the admin reads it.
+    assert_eq!(shop.get("/v1/audit").await.status, 403);
+    // A flood of wrong keys writes at most 60 entries a minute (the rest
+    // are counted in the next entry written).
+    for _ in 0..70 {
+        assert_eq!(wrong.get("/v1/applications").await.status, 401);
+    }
+    let refusals = admin
+        .get("/v1/audit?action=admin.authentication&pagination=100")
+        .await;
+    assert_eq!(
+        refusals.body.as_array().map(Vec::len),
+        Some(tidings_server::audit::REFUSALS_PER_MINUTE)
+    );
+    server.stop().await;
+}

@@ -406,6 +406,14 @@ async fn gone_disables_the_subscription() {
             .unwrap()
             .contains("410")
     );
+    // The hub did it: the audit log says so.
+    eventually("the audit entry", || async {
+        let log = c.get("/v1/audit?action=subscription.disable").await;
+        log.body[0]["actor"] == "system"
+            && log.body[0]["target"] == sub.as_str()
+            && log.body[0]["application"] == "mailer"
+    })
+    .await;
     let r = sell(&c, 2).await;
     assert_eq!(r.body["fanout"], 0);
     assert!(receiver.quiet_for(Duration::from_millis(300)).await);

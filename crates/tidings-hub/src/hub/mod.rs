@@ -7,6 +7,7 @@
 
 pub(crate) mod actions;
 mod applications;
+mod audit;
 mod catalog;
 mod events;
 mod gists;
@@ -15,6 +16,7 @@ mod subscriptions;
 
 pub use actions::{ActionUpdate, NewAction};
 pub use applications::{ApplicationUpdate, NewApplication, SecretRotation};
+pub use audit::AuditFilter;
 pub use catalog::Catalog;
 pub use events::{EventFilter, NewEvent, Published};
 pub use gists::GistFilter;

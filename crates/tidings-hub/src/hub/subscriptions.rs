@@ -471,12 +471,23 @@ impl Hub {
         Ok(())
     }
 
-    /// Disables a subscription whose endpoint answered 410 Gone.
+    /// Disables a subscription whose endpoint answered 410 Gone (the hub
+    /// itself does it: its audit entry's actor is `system`).
     pub async fn disable_gone(&self, id: &str, reason: String) -> HubResult<()> {
         let _guard = self.inner.changes.lock().await;
         let sub = self.subscription(id)?;
         if sub.active {
+            let application = sub.application.clone();
             self.deactivate(sub, Some(reason)).await?;
+            self.record_audit(crate::model::audit::AuditRecord {
+                action: "subscription.disable".to_owned(),
+                target: Some(id.to_owned()),
+                actor: "system".to_owned(),
+                application: Some(application),
+                status: 410,
+                ..Default::default()
+            })
+            .await?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 pub mod action;
 pub mod application;
+pub mod audit;
 pub mod event;
 pub mod gist;
 pub mod secret;

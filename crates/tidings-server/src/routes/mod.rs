@@ -2,6 +2,7 @@
 
 mod actions;
 mod applications;
+mod audit;
 mod docs;
 mod events;
 mod gists;
@@ -72,6 +73,7 @@ api! {
         "/v1/subscriptions/{id}/signing-key" => get(subscriptions::signing_key);
         "/v1/subscriptions/{id}/signing-key/rotate" => post(subscriptions::rotate_signing_key);
         "/v1/tokens" => post(tokens::create);
+        "/v1/audit" => get(audit::list);
         "/v1/gists" => get(gists::list);
         "/v1/regists/{id}" => post(gists::replay);
         "/v1/requeues" => post(gists::requeue);
@@ -183,6 +185,10 @@ impl utoipa::Modify for CommonAnswers {
 /// Every route of the API.
 pub fn router(state: AppState) -> Router {
     api_routes(Router::new())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::record,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
