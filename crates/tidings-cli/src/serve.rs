@@ -9,6 +9,7 @@ use clap::Args;
 use tidings::Broker;
 use tidings_hub::sealing::Sealer;
 use tidings_hub::{DeliveryConfig, DestinationPolicy, Hub, HubConfig};
+use tidings_server::tls::Tls;
 use tidings_server::{AuthConfig, ConnectionLimits, Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +105,14 @@ pub struct ServeArgs {
     /// every secret is sealed with the first).
     #[arg(long, env = "TIDINGS_SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<std::path::PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM); with --tls-key.
+    /// Both files are read again on SIGHUP (new connections get the new
+    /// certificate; a reload that fails keeps the old one).
+    #[arg(long, env = "TIDINGS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TIDINGS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -145,6 +154,12 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
     .await
     .context("cannot open the event hub")?;
     let protected = args.admin_key.is_none();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(
+            Tls::load(cert, key).context("cannot use the TLS certificate")?,
+        )),
+        _ => None,
+    };
     let server = Server::bind(
         hub,
         ServerConfig {
@@ -168,13 +183,18 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
                 header_timeout: args.header_timeout,
                 body_timeout: args.body_timeout,
             },
+            tls,
         },
     )
     .await?;
+    if let Some(tls) = server.tls() {
+        tokio::spawn(reload_on_hangup(tls));
+    }
     let addr = server.local_addr()?;
     tracing::info!(
         %addr,
         mode = if protected { "protected (loopback callers are admin)" } else { "admin key required" },
+        scheme = if server.tls().is_some() { "https" } else { "http" },
         max_connections = server.max_connections(),
         file_limit = file_limit.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
         "tidings serve is listening"
@@ -206,6 +226,28 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
     });
     server.run(stopped).await?;
     Ok(())
+}
+
+/// Reads the TLS certificate and key again at each SIGHUP.
+async fn reload_on_hangup(tls: Arc<Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the TLS certificate is not reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays in use")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tls);
 }
 
 async fn shutdown_signal() {

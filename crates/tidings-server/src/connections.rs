@@ -17,7 +17,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
@@ -285,6 +285,7 @@ pub(crate) async fn serve(
     app: Router,
     gate: Arc<Gate>,
     header_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
@@ -310,14 +311,27 @@ pub(crate) async fn serve(
             drop(tcp);
             continue;
         };
-        tracker.spawn(connection(
-            tcp,
-            peer,
-            app.clone(),
-            (admitted, busy, close),
-            header_timeout,
-            shutdown.clone(),
-        ));
+        // Small answers (a long poll's wake-up, a streamed event) must not
+        // wait for Nagle's algorithm and the peer's delayed ack.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        let gated = (admitted, busy, close);
+        match tls.clone() {
+            None => tracker.spawn(connection(tcp, peer, app, gated, header_timeout, shutdown)),
+            Some(acceptor) => tracker.spawn(async move {
+                // The handshake is bounded like a request's headers, so a
+                // connection that never finishes it cannot be held open.
+                match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        connection(stream, peer, app, gated, header_timeout, shutdown).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }),
+        };
     }
     // New callers are refused at once rather than queued behind the shutdown.
     drop(listener);
@@ -325,19 +339,16 @@ pub(crate) async fn serve(
     tracker.wait().await;
 }
 
-async fn connection(
-    tcp: TcpStream,
+async fn connection<I>(
+    io: I,
     peer: SocketAddr,
     app: Router,
     (admitted, busy, close): (Admitted, Arc<AtomicUsize>, CancellationToken),
     header_timeout: Duration,
     shutdown: CancellationToken,
-) {
-    // Small answers (a long poll's wake-up, a streamed event) must not wait
-    // for Nagle's algorithm and the peer's delayed ack.
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let counted = busy.clone();
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -359,7 +370,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     loop {

@@ -14,6 +14,7 @@ pub mod request;
 mod routes;
 pub mod state;
 pub mod throttle;
+pub mod tls;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub delivery: DeliveryConfig,
     /// Timeouts and caps of the connections it takes.
     pub connections: ConnectionLimits,
+    /// TLS (`None`: plain HTTP).
+    pub tls: Option<std::sync::Arc<tls::Tls>>,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +63,7 @@ impl Default for ServerConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             delivery: DeliveryConfig::default(),
             connections: ConnectionLimits::default(),
+            tls: None,
         }
     }
 }
@@ -94,6 +98,7 @@ pub struct Server {
     gate: std::sync::Arc<connections::Gate>,
     max_connections: usize,
     header_timeout: std::time::Duration,
+    tls: Option<std::sync::Arc<tls::Tls>>,
 }
 
 impl Server {
@@ -143,6 +148,7 @@ impl Server {
             streams: state::Streams::default(),
             signatures: auth::seen_signatures(),
             refusals: audit::RefusalLog::default(),
+            tls: config.tls.is_some(),
         };
         Ok(Self {
             listener,
@@ -151,12 +157,18 @@ impl Server {
             gate,
             max_connections,
             header_timeout: config.connections.header_timeout,
+            tls: config.tls,
         })
     }
 
     /// The address it listens on (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Its TLS, to reload the certificate (on SIGHUP), if it serves TLS.
+    pub fn tls(&self) -> Option<std::sync::Arc<tls::Tls>> {
+        self.tls.clone()
     }
 
     /// The cap on open connections in force.
@@ -176,7 +188,16 @@ impl Server {
             // Streams never end on their own: end them, or shutdown would wait forever.
             streams.close_all();
         });
-        connections::serve(self.listener, app, self.gate, self.header_timeout, shutdown).await;
+        let tls = self.tls.as_ref().map(|t| t.acceptor());
+        connections::serve(
+            self.listener,
+            app,
+            self.gate,
+            self.header_timeout,
+            tls,
+            shutdown,
+        )
+        .await;
         let _ = delivery.await;
         Ok(())
     }

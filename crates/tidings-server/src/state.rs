@@ -34,6 +34,8 @@ pub struct AppState {
     pub signatures: crate::auth::SeenSignatures,
     /// Bounds the audit entries of refused admin keys.
     pub refusals: crate::audit::RefusalLog,
+    /// Whether it serves TLS (session cookies are then `Secure`).
+    pub tls: bool,
 }
 
 /// Whose stream: queue, group and consumer.

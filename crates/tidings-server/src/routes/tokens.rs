@@ -39,11 +39,12 @@ pub async fn create(call: Call) -> ApiResult<Response> {
             return Err(e.into());
         }
     };
-    // Secure only when the client reached us over HTTPS (through a proxy):
+    // Secure when the client reached us over HTTPS (ours, or a proxy's):
     // over plain HTTP a Secure cookie would never be sent back.
-    let secure = call
-        .header("x-forwarded-proto")
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let secure = call.state.tls
+        || call
+            .header("x-forwarded-proto")
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"));
     let cookie = format!(
         "Authentication={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         SESSION_TTL_MS / 1000,
