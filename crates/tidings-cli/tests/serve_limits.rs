@@ -131,7 +131,8 @@ impl Drop for SmallDisk {
     }
 }
 
-/// With the disk full, publishing answers 503 and /readyz says unavailable;
+/// With the disk full, publishing answers 507 and /readyz says unavailable
+/// because the storage is full;
 /// once space is freed, both recover without a restart, and what was
 /// answered 201 before is all there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,16 +163,26 @@ async fn a_full_disk_refuses_writes_until_space_is_freed() {
     // Fill the disk.
     let padding = "x".repeat(16 * 1024);
     let mut published = 0;
-    let refused = loop {
+    let (refused, body) = loop {
         let event = json!({"action": "shop.sold", "payload": {"n": published, "padding": padding}});
-        let status = post("/v1/events", event).await.unwrap().status();
+        let answer = post("/v1/events", event).await.unwrap();
+        let status = answer.status();
         if status != 201 {
-            break status;
+            break (status, answer.text().await.unwrap());
         }
         published += 1;
         assert!(published < 10_000, "the disk never filled");
     };
-    assert_eq!(refused, 503);
+    // 507, saying so, with nothing of the server's insides.
+    assert_eq!(refused, 507, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["code"], "storage_full", "{body}");
+    assert!(body["request_id"].is_string(), "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains("Poisoned") && !text.contains(&*disk.dir.path().to_string_lossy()),
+        "{text}"
+    );
     // Whatever room is left, another process takes: the disk is full. (The
     // server may still free some, removing files it no longer needs: take
     // that too, until /readyz sees the disk full.)
@@ -187,6 +198,9 @@ async fn a_full_disk_refuses_writes_until_space_is_freed() {
         while std::io::Write::write_all(&mut file, &block).is_ok() {}
         let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
         if ready.status() == 503 {
+            let probe: serde_json::Value =
+                serde_json::from_slice(&ready.bytes().await.unwrap()).unwrap();
+            assert_eq!(probe["reason"], "storage_full", "{probe}");
             unready = true;
             break;
         }

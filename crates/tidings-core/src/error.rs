@@ -100,6 +100,16 @@ pub enum Error {
     /// lost, all of it was.
     #[error("storage unreachable: {0}")]
     Unavailable(String),
+    /// The storage is out of space (a full disk): nothing of the operation
+    /// was applied; it can succeed once space is freed.
+    #[error("storage full: {0}")]
+    StorageFull(String),
+    /// The storage server took the operation but its answer did not come
+    /// (a timeout, a dropped connection): it may have been applied, or not.
+    /// Retrying is safe only for an idempotent operation (a send with a
+    /// dedup id, a publish with a deduper or an idempotency key).
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// The broker has been shut down.
     #[error("the broker is closed")]
     Closed,
@@ -131,6 +141,8 @@ impl Error {
             Self::InvalidUrl { .. } => "invalid_url",
             Self::Storage(_) => "storage",
             Self::Unavailable(_) => "unavailable",
+            Self::StorageFull(_) => "storage_full",
+            Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Closed => "closed",
         }
     }
@@ -146,6 +158,8 @@ impl Error {
                 | Self::InvalidUrl { .. }
                 | Self::Storage(_)
                 | Self::Unavailable(_)
+                | Self::StorageFull(_)
+                | Self::OutcomeUnknown(_)
                 | Self::Closed
         )
     }
@@ -235,6 +249,8 @@ impl Error {
             "locked" | "corrupt" | "invalid_url" | "storage" | "unavailable" | "closed" => {
                 Self::Unavailable(message.to_owned())
             }
+            "storage_full" => Self::StorageFull(message.to_owned()),
+            "outcome_unknown" => Self::OutcomeUnknown(message.to_owned()),
             _ => return None,
         })
     }
@@ -287,6 +303,8 @@ mod tests {
             },
             Error::storage(std::io::Error::other("disk full")),
             Error::Unavailable("redis down".into()),
+            Error::StorageFull("no space left on /var/lib/tidings".into()),
+            Error::OutcomeUnknown("Redis did not answer within 5s".into()),
             Error::Closed,
         ]
     }
@@ -298,7 +316,13 @@ mod tests {
             assert!(codes.insert(err.code()), "{} is used twice", err.code());
             let back = Error::from_code(err.code(), "from the server", &err.fields())
                 .unwrap_or_else(|| panic!("{} has no inverse", err.code()));
-            if err.is_internal() {
+            if matches!(err, Error::StorageFull(_) | Error::OutcomeUnknown(_)) {
+                // Kinds a caller acts on: they come back as such, with the
+                // server's (generic) message, not the detail.
+                assert!(err.fields().is_empty(), "{err:?} shows its detail");
+                assert_eq!(back.code(), err.code());
+                assert!(back.to_string().ends_with("from the server"));
+            } else if err.is_internal() {
                 assert!(err.fields().is_empty(), "{err:?} shows its detail");
                 assert!(matches!(back, Error::Unavailable(ref m) if m == "from the server"));
             } else {

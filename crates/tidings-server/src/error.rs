@@ -67,9 +67,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let kind = Failure::of(&self.body);
         let mut response = (self.status, Json(self.body)).into_response();
         if let Some(detail) = self.internal {
-            response.extensions_mut().insert(InternalFailure(detail));
+            response
+                .extensions_mut()
+                .insert(InternalFailure { detail, kind });
         }
         response
     }
@@ -133,15 +136,71 @@ impl From<tidings_core::Error> for ApiError {
 /// middleware on the response, which logs it with the request id and sends
 /// the caller only a generic message with that id.
 #[derive(Debug, Clone)]
-pub(crate) struct InternalFailure(pub(crate) String);
+pub(crate) struct InternalFailure {
+    /// What failed, for the log.
+    pub(crate) detail: String,
+    /// What the caller is told.
+    pub(crate) kind: Failure,
+}
+
+/// What a caller is told of a failure of the server's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Nothing was applied; retry later.
+    Unavailable,
+    /// The storage is full: nothing was stored.
+    StorageFull,
+    /// It may have been applied.
+    OutcomeUnknown,
+}
+
+impl Failure {
+    fn of(body: &Value) -> Self {
+        match body["code"].as_str() {
+            Some("storage_full") => Self::StorageFull,
+            Some("outcome_unknown") => Self::OutcomeUnknown,
+            _ => Self::Unavailable,
+        }
+    }
+
+    /// The body: a message without internals, the code, the request id
+    /// under which the log has the detail, and for an unknown outcome
+    /// `"outcome": "unknown"`.
+    pub(crate) fn body(self, request_id: Option<&str>) -> Value {
+        match self {
+            Self::Unavailable => failure_body(request_id),
+            Self::StorageFull => json!({
+                "error": "the server's storage is full: nothing was stored; retry once the \
+                          operator has freed space",
+                "code": "storage_full",
+                "request_id": request_id,
+            }),
+            Self::OutcomeUnknown => json!({
+                "error": "the storage did not confirm the write in time: it may or may not have \
+                          been applied; retry with the same deduper or Idempotency-Key to be safe",
+                "code": "outcome_unknown",
+                "outcome": "unknown",
+                "request_id": request_id,
+            }),
+        }
+    }
+}
 
 impl ApiError {
-    /// 503 for a failure of the server's own (storage, shutdown): the
+    /// A failure of the server's own: 507 for a full disk (nothing was
+    /// stored), 503 otherwise, with `"outcome": "unknown"` when the write
+    /// may have been applied (the storage took it but did not answer). The
     /// detail is logged with the request id, never shown to the caller.
     pub fn internal(err: &tidings_core::Error) -> Self {
+        use tidings_core::Error as E;
+        let (status, kind) = match err {
+            E::StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, Failure::StorageFull),
+            E::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, Failure::OutcomeUnknown),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, Failure::Unavailable),
+        };
         Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            body: failure_body(None),
+            status,
+            body: kind.body(None),
             internal: Some(err.to_string()),
         }
     }
@@ -186,6 +245,9 @@ pub struct ErrorBody {
     /// On a 5xx answer: the request id to give the operator, whose log has
     /// the detail.
     pub request_id: Option<String>,
+    /// `unknown` when the storage may have applied the write although the
+    /// answer is an error (code `outcome_unknown`).
+    pub outcome: Option<String>,
 }
 
 /// Result of a handler.

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{InternalFailure, failure_body};
+use crate::error::{Failure, InternalFailure};
 
 const ALLOW_HEADERS: &str = "authorization, content-type, x-request-id, x-amebo-admin-key, x-tidings-admin-key, x-amebo-application, x-amebo-signature, x-amebo-timestamp, traceparent";
 const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -36,10 +36,17 @@ pub async fn common_headers(mut request: Request, next: Next) -> Response {
     } else {
         next.run(request).await
     };
-    if let Some(InternalFailure(detail)) = response.extensions_mut().remove::<InternalFailure>() {
+    if let Some(InternalFailure { detail, kind }) =
+        response.extensions_mut().remove::<InternalFailure>()
+    {
         let id = request_id.to_str().unwrap_or("-");
         tracing::error!(request_id = id, %method, path, error = %detail, "request failed");
-        let body = axum::Json(failure_body(Some(id)));
+        // A read changes nothing: its outcome is never in doubt.
+        let kind = match kind {
+            Failure::OutcomeUnknown if method == Method::GET => Failure::Unavailable,
+            kind => kind,
+        };
+        let body = axum::Json(kind.body(Some(id)));
         response = (response.status(), body).into_response();
     }
     let headers = response.headers_mut();

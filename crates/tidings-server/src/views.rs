@@ -22,6 +22,12 @@ pub struct Probe {
     /// The server's version; not shown when unavailable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<&'static str>,
+    /// Only when unavailable: why, without internals (`storage_full`: the
+    /// disk is full; `storage_failed`: the store failed and cannot be
+    /// reopened yet; `storage_unreachable`: Redis or the database does
+    /// not answer). The log has the detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 /// A session token.

@@ -1398,3 +1398,32 @@ async fn the_audit_log_records_who_changed_what() {
     );
     server.stop().await;
 }
+
+/// `Idempotency-Key` is the deduper's other form: a repeat returns the
+/// original event; reused for another payload it is a conflict; a body
+/// deduper that differs from it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_dedupe_and_check_the_payload() {
+    let (server, admin, _) = setup().await;
+    let keyed = admin.clone().with_header("idempotency-key", "sale-7");
+    let sale = json!({"action": "shop.sold", "payload": {"id": "7"}});
+    let first = keyed.post("/v1/events", sale.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(first.body["deduper"], "sale-7");
+    let again = keyed.post("/v1/events", sale.clone()).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["event"], first.body["event"]);
+    assert_eq!(again.body["duplicate"], true);
+    let other = json!({"action": "shop.sold", "payload": {"id": "8"}});
+    let conflict = keyed.post("/v1/events", other).await;
+    assert_eq!(conflict.status, 409, "{}", conflict.body);
+    let mismatched = json!({"action": "shop.sold", "payload": {"id": "7"}, "deduper": "else"});
+    assert_eq!(keyed.post("/v1/events", mismatched).await.status, 400);
+    let matching = json!({"action": "shop.sold", "payload": {"id": "7"}, "deduper": "sale-7"});
+    assert_eq!(keyed.post("/v1/events", matching).await.status, 200);
+    // The body's deduper keeps Amebo's rule: a repeat is the original,
+    // whatever its payload.
+    let amebo = json!({"action": "shop.sold", "payload": {"id": "9"}, "deduper": "sale-7"});
+    assert_eq!(admin.post("/v1/events", amebo).await.status, 200);
+    server.stop().await;
+}

@@ -241,18 +241,23 @@ impl EmbeddedBroker {
         let Some(cause) = self.inner.store().failure() else {
             return Ok(());
         };
-        let refused = |detail: String| Error::storage(std::io::Error::other(detail));
         let Some(path) = self.inner.path.clone() else {
-            return Err(refused(format!("storage failed ({cause})")));
+            return Err(cause.error("in memory: it cannot be reopened"));
+        };
+        // A full disk stays the reason while it is full, whatever the first
+        // failure said.
+        let refused = |context: String| {
+            let mut failure = cause.clone();
+            failure.full |= crate::store::fjall::free_bytes(&path)
+                .is_some_and(|f| f < crate::store::MIN_FREE_BYTES);
+            failure.error(&context)
         };
         // One reopening at a time; the others are refused meanwhile.
         let mut at = match self.inner.reopened_at.try_lock() {
             Ok(at) => at,
             Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
-                return Err(refused(format!(
-                    "storage failed ({cause}); it is being reopened"
-                )));
+                return Err(refused("it is being reopened".to_owned()));
             }
         };
         if self.inner.store().failure().is_none() {
@@ -264,7 +269,7 @@ impl EmbeddedBroker {
         let pause = match *at {
             Some((last, pause)) if last.elapsed() < pause => {
                 return Err(refused(format!(
-                    "storage failed ({cause}); it is reopened again within {} s",
+                    "it is reopened again within {} s",
                     pause.as_secs()
                 )));
             }
@@ -289,8 +294,11 @@ impl EmbeddedBroker {
         old.close();
         drop(old);
         let fresh = FjallStore::open(&path).map_err(|e| {
-            tracing::warn!(error = %e, cause, "storage still failing; writes stay refused");
-            e
+            tracing::warn!(error = %e, %cause, "storage still failing; writes stay refused");
+            match e {
+                Error::StorageFull(_) => e,
+                other => refused(format!("reopening it failed: {other}")),
+            }
         })?;
         let (loaded, batch) = State::load(&fresh, self.inner.clock.now())?;
         attach(&self.inner, &fresh);
@@ -310,7 +318,7 @@ impl EmbeddedBroker {
             queue.notify.notify_waiters();
         }
         tracing::warn!(
-            cause,
+            %cause,
             "storage reopened after a failure; writes are accepted again"
         );
         Ok(())

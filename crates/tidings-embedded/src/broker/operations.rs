@@ -94,10 +94,6 @@ pub(super) fn enqueue(
     (receipt, Some(seq))
 }
 
-/// Less free space than this on the data directory's disk, and the broker
-/// is not ready: writes of any size may fail.
-const MIN_FREE_BYTES: u64 = 1024 * 1024;
-
 impl EmbeddedBroker {
     /// Acks `ids` for `group` now; the returned [`Pending`] says when that is
     /// in the log.
@@ -160,11 +156,11 @@ impl Broker for EmbeddedBroker {
             .path
             .as_deref()
             .and_then(crate::store::fjall::free_bytes)
-            .filter(|free| *free < MIN_FREE_BYTES)
+            .filter(|free| *free < crate::store::MIN_FREE_BYTES)
         {
-            return Err(Error::storage(std::io::Error::other(format!(
+            return Err(Error::StorageFull(format!(
                 "the data directory's disk is full ({free} bytes free)"
-            ))));
+            )));
         }
         let mut batch = crate::store::Batch::default();
         batch.put(

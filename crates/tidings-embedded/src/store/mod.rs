@@ -132,9 +132,41 @@ pub(crate) enum Wait {
     Synced,
 }
 
+/// Less free space than this on the data directory's disk, and the broker
+/// is not ready, and a failed write is put down to a full disk.
+pub(crate) const MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// Why the store failed: the cause as told (with the free space and the
+/// path), and whether it was a full disk.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// What failed.
+    pub(crate) detail: String,
+    /// The disk was full (or had less than [`MIN_FREE_BYTES`] left).
+    pub(crate) full: bool,
+}
+
+impl Failure {
+    /// The error a refused operation answers, with `context`.
+    pub(crate) fn error(&self, context: &str) -> Error {
+        let detail = format!("{}; {context}", self.detail);
+        if self.full {
+            Error::StorageFull(detail)
+        } else {
+            Error::storage(std::io::Error::other(detail))
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
 /// A submitted batch's completion.
 pub(crate) struct Pending {
-    reply: Option<oneshot::Receiver<Result<(), String>>>,
+    reply: Option<oneshot::Receiver<Result<(), Failure>>>,
     /// For stores that complete at once: what to publish, done when the
     /// submitter waits (or drops this), never under the submitter's lock.
     publish: Option<(Publisher, Vec<Sent>)>,
@@ -148,7 +180,7 @@ impl Pending {
         }
     }
 
-    pub(crate) fn waiting(reply: oneshot::Receiver<Result<(), String>>) -> Self {
+    pub(crate) fn waiting(reply: oneshot::Receiver<Result<(), Failure>>) -> Self {
         Self {
             reply: Some(reply),
             publish: None,
@@ -169,7 +201,7 @@ impl Pending {
         };
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::storage(std::io::Error::other(e))),
+            Ok(Err(failure)) => Err(failure.error("the write was not stored")),
             Err(_) => Err(Error::Closed),
         }
     }
@@ -231,21 +263,18 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Why it refuses writes, once a write or a sync has failed: from then
     /// on the engine's index is ahead of what is stored, and only
     /// reopening the store (and rebuilding the index from it) mends that.
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<Failure> {
         None
     }
 }
 
 /// What stands in for a store that failed while it is reopened, and stays
 /// if it cannot be: it refuses everything with the cause.
-pub(crate) struct FailedStore(pub(crate) String);
+pub(crate) struct FailedStore(pub(crate) Failure);
 
 impl FailedStore {
     fn error(&self) -> Error {
-        Error::storage(std::io::Error::other(format!(
-            "storage failed ({}); it is reopened when written to again",
-            self.0
-        )))
+        self.0.error("the store is reopened when written to again")
     }
 }
 
@@ -270,7 +299,7 @@ impl Store for FailedStore {
 
     fn set_publisher(&self, _: Publisher) {}
 
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<Failure> {
         Some(self.0.clone())
     }
 }

@@ -356,6 +356,7 @@ async fn notify_dead_letter(hub: &crate::hub::Hub, gist: &Gist, event: &Event) {
             gist.dead_at.unwrap_or(0)
         )),
         sleep_until: None,
+        idempotency_key: None,
     });
     let result = match notice {
         Ok(notice) => {

@@ -41,6 +41,11 @@ pub struct NewEvent {
     /// Seconds to wait before the first delivery.
     #[serde(default)]
     pub sleep_until: Option<f64>,
+    /// The `Idempotency-Key` header (not a body field): it becomes the
+    /// deduper, and a repeat with another payload is a conflict rather
+    /// than the original event.
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
 }
 
 /// The outcome of a publish.
@@ -96,6 +101,9 @@ struct Input {
     metadata: Box<RawValue>,
     deduper: Option<String>,
     delay: Option<Duration>,
+    /// The deduper came as an `Idempotency-Key`: a repeat must carry the
+    /// same payload.
+    strict: bool,
 }
 
 impl Input {
@@ -114,11 +122,21 @@ impl Input {
                 "metadata - Input should be an object".to_owned(),
             ));
         }
-        if let Some(deduper) = &new.deduper
+        let strict = new.idempotency_key.is_some();
+        let deduper = match (new.deduper, new.idempotency_key) {
+            (Some(deduper), Some(key)) if deduper != key => {
+                return Err(HubError::BadRequest(
+                    "deduper - differs from the Idempotency-Key header: give one, or both the same"
+                        .to_owned(),
+                ));
+            }
+            (deduper, key) => key.or(deduper),
+        };
+        if let Some(deduper) = &deduper
             && (deduper.is_empty() || deduper.len() > MAX_DEDUPER_BYTES)
         {
             return Err(HubError::BadRequest(format!(
-                "deduper - must be 1 to {MAX_DEDUPER_BYTES} bytes long"
+                "deduper - the deduper or Idempotency-Key must be 1 to {MAX_DEDUPER_BYTES} bytes long"
             )));
         }
         let delay = match new.sleep_until {
@@ -137,8 +155,9 @@ impl Input {
             payload,
             value,
             metadata,
-            deduper: new.deduper,
+            deduper,
             delay,
+            strict,
         })
     }
 }
@@ -154,7 +173,11 @@ impl Hub {
     ) -> HubResult<Published> {
         let mut input = Input::check(new)?;
         let (schema, action, subs) = self.resolve(who, &input.action)?;
-        let value = std::mem::take(&mut input.value);
+        let value = if input.strict {
+            input.value.clone()
+        } else {
+            std::mem::take(&mut input.value)
+        };
         let errors = self
             .inner
             .checker
@@ -206,7 +229,17 @@ impl Hub {
             }
             Err(tidings_core::Error::RecordExists { .. }) => {
                 let deduper = input.deduper.unwrap_or_default();
-                self.duplicate_of(&action, &deduper).await
+                let original = self.duplicate_of(&action, &deduper).await?;
+                let same = serde_json::from_str::<Value>(original.view.payload.get())
+                    .is_ok_and(|payload| payload == input.value);
+                if input.strict && !same {
+                    return Err(HubError::conflict(format!(
+                        "Idempotency-Key {deduper:?} was used for another {action} event with a \
+                         different payload ({})",
+                        original.view.event
+                    )));
+                }
+                Ok(original)
             }
             Err(e) => Err(e.into()),
         }

@@ -182,12 +182,27 @@ impl RedisBroker {
                     code: code.to_owned(),
                     detail: detail.unwrap_or_default().to_owned(),
                 }),
-                _ => Err(self.redis_error(e)),
+                _ => Err(Self::script_error(e)),
             },
-            Err(_) => Err(Error::Unavailable(format!(
-                "Redis did not answer within {:?}",
+            // The script was sent: Redis may run it after all (a pause, a
+            // slow fsync), so what it did is unknown.
+            Err(_) => Err(Error::OutcomeUnknown(format!(
+                "Redis did not answer a script within {:?}",
                 self.options.timeout
             ))),
+        }
+    }
+
+    /// A script's failure: refused connections never sent it (nothing was
+    /// applied); a dropped connection or a timeout after sending leaves what
+    /// it did unknown.
+    fn script_error(e: redis::RedisError) -> Error {
+        if e.is_connection_refusal() {
+            Error::Unavailable(format!("Redis: {e}"))
+        } else if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+            Error::OutcomeUnknown(format!("Redis: {e}"))
+        } else {
+            Error::storage(e)
         }
     }
 

@@ -24,10 +24,12 @@ fn trace_context(call: &Call) -> Option<String> {
 }
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = NewEvent,
-    responses((status = 201, description = "Stored durably and queued for every active subscription (`fanout`: how many)", body = EventView), (status = 200, description = "Duplicate deduper: the original event (`duplicate`)", body = EventView), (status = 406, description = "Schema violations, every one with its JSON path", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Unknown action", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "The deduper's other form (as Stripe and Svix take it): a repeat returns the original event; reused for another payload, 409")),
+    responses((status = 201, description = "Stored durably and queued for every active subscription (`fanout`: how many)", body = EventView), (status = 200, description = "Duplicate deduper or Idempotency-Key: the original event (`duplicate`)", body = EventView), (status = 409, description = "The Idempotency-Key was used for another payload", body = ErrorBody), (status = 406, description = "Schema violations, every one with its JSON path", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Unknown action", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn publish(call: Call) -> ApiResult<Answer<EventView>> {
     let who = call.who()?;
-    let new: NewEvent = call.json()?;
+    let mut new: NewEvent = call.json()?;
+    new.idempotency_key = call.header("idempotency-key").map(str::to_owned);
     let published = call
         .state
         .hub

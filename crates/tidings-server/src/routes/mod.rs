@@ -108,8 +108,9 @@ api! {
 /// 400 (a malformed request or name), 403 (not this caller's to do: another
 /// application's, an admin's, or a queue outside its allow-list), 404 where
 /// the path names something, 413 (a body over the limit), 415 where the
-/// body must be JSON, and 503 (a failure of the server's own: a generic
-/// message and the request id).
+/// body must be JSON, 503 (a failure of the server's own: a generic
+/// message and the request id, or an unknown outcome), and on routes that
+/// write, 507 (a full disk).
 struct CommonAnswers;
 
 impl utoipa::Modify for CommonAnswers {
@@ -130,13 +131,16 @@ impl utoipa::Modify for CommonAnswers {
                 .any(|p| path.starts_with(p));
             let names_something = path.contains('{');
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
+                (false, &mut item.get),
+                (true, &mut item.put),
+                (true, &mut item.post),
+                (true, &mut item.delete),
+                (true, &mut item.patch),
             ];
-            for operation in operations.into_iter().flatten() {
+            for (writes, operation) in operations {
+                let Some(operation) = operation else {
+                    continue;
+                };
                 // Bodies read whatever their content type are documented
                 // as optional (`Option<T>`): only required ones are refused
                 // when not JSON.
@@ -175,8 +179,14 @@ impl utoipa::Modify for CommonAnswers {
                 }
                 add(
                     "503",
-                    "The server could not complete it (storage, shutdown): `code` `unavailable` and a `request_id`; retry",
+                    "The server could not complete it (storage, shutdown): `code` `unavailable` and a `request_id`, retry; or `code` `outcome_unknown` with `\"outcome\": \"unknown\"` when the storage took a write but did not confirm it (it may have been applied: retry with the same deduper, dedup id or Idempotency-Key)",
                 );
+                if writes {
+                    add(
+                        "507",
+                        "The storage is full (`code` `storage_full`): nothing was stored; retry once space is freed",
+                    );
+                }
             }
         }
     }

@@ -18,6 +18,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process answers", body = Probe)))]
 pub async fn health() -> Json<Probe> {
     Json(Probe {
+        reason: None,
         status: "ok",
         version: Some(VERSION),
     })
@@ -59,16 +60,25 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
             Json(Probe {
                 status: "ready",
                 version: Some(VERSION),
+                reason: None,
             }),
         ),
         Err(e) => {
             // The detail is for the operator's log, not for whoever can reach /readyz.
-            tracing::error!(error = %e, "not ready: the storage does not answer");
+            tracing::error!(error = %e, "not ready: the storage does not take writes");
+            let reason = match e {
+                tidings_core::Error::StorageFull(_) => "storage_full",
+                tidings_core::Error::Unavailable(_) | tidings_core::Error::OutcomeUnknown(_) => {
+                    "storage_unreachable"
+                }
+                _ => "storage_failed",
+            };
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(Probe {
                     status: "unavailable",
                     version: None,
+                    reason: Some(reason),
                 }),
             )
         }

@@ -144,6 +144,7 @@ pub struct Answer {
 /// A client of the server under test. Every answer it gets is checked
 /// against the server's /openapi.json: a declared status, a body its schema
 /// accepts (a test fails on an answer the document does not describe).
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,

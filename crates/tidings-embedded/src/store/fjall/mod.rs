@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 use tidings_core::{Error, Result};
 
 use super::{
-    Batch, IdleTick, KeyRange, Pending, Publisher, Sent, Space, Store, StoreStats, Until, Visit,
-    Wait,
+    Batch, Failure, IdleTick, KeyRange, MIN_FREE_BYTES, Pending, Publisher, Sent, Space, Store,
+    StoreStats, Until, Visit, Wait,
 };
 
 /// Largest memtable of a keyspace before fjall flushes it to a table file.
@@ -96,7 +96,7 @@ pub(crate) struct FjallStore {
     publisher: Arc<OnceLock<Publisher>>,
     stats: Arc<Counters>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    failure: Arc<OnceLock<String>>,
+    failure: Arc<OnceLock<Failure>>,
     #[cfg_attr(not(test), allow(dead_code))]
     fail_next: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -106,6 +106,9 @@ fn map_open_error(path: &Path, err: fjall::Error) -> Error {
         fjall::Error::Locked => Error::Locked {
             path: path.to_owned(),
         },
+        fjall::Error::Io(e) if is_full(&e.to_string()) => {
+            Error::StorageFull(format!("cannot open {}: {e}", path.display()))
+        }
         fjall::Error::Io(e) => Error::storage(e),
         other => Error::Corrupt {
             location: path.display().to_string(),
@@ -151,7 +154,7 @@ impl FjallStore {
         let idle_tick: Arc<OnceLock<IdleTick>> = Arc::default();
         let publisher: Arc<OnceLock<Publisher>> = Arc::default();
         let stats: Arc<Counters> = Arc::default();
-        let failure: Arc<OnceLock<String>> = Arc::default();
+        let failure: Arc<OnceLock<Failure>> = Arc::default();
         let fail_next: Arc<std::sync::atomic::AtomicBool> = Arc::default();
         let writer = {
             let hooks = Hooks {
@@ -192,6 +195,27 @@ impl FjallStore {
 
     fn keyspace(&self, space: Space) -> &Keyspace {
         keyspace_of(&self.spaces, space)
+    }
+}
+
+/// Whether an error's text says the disk is full (ENOSPC).
+fn is_full(text: &str) -> bool {
+    text.contains("StorageFull") || text.contains("No space left") || text.contains("os error 28")
+}
+
+/// A failed write or sync, told with the free space left on `path`'s
+/// disk (fjall says only "Poisoned" when a background flush failed first,
+/// so the free space is what tells a full disk) and classified.
+pub(crate) fn classify(detail: &str, path: &Path) -> Failure {
+    let free = free_bytes(path);
+    let full = is_full(detail) || free.is_some_and(|f| f < MIN_FREE_BYTES);
+    let free = free.map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+    Failure {
+        detail: format!(
+            "{detail} ({free} bytes free on the disk of {})",
+            path.display()
+        ),
+        full,
     }
 }
 
@@ -258,7 +282,7 @@ impl Store for FjallStore {
         self.stats.snapshot()
     }
 
-    fn failure(&self) -> Option<String> {
+    fn failure(&self) -> Option<Failure> {
         self.failure.get().cloned()
     }
 

@@ -10,7 +10,9 @@ use tokio::sync::oneshot;
 
 use tidings_core::Result;
 
-use super::{Batch, IdleTick, Publisher, Sent, Space, StoreStats, Unwritten, Wait, keyspace_of};
+use super::{
+    Batch, Failure, IdleTick, Publisher, Sent, Space, StoreStats, Unwritten, Wait, keyspace_of,
+};
 
 /// Most batches folded into one commit, to bound the time a group takes.
 const MAX_GROUP: usize = 4096;
@@ -28,7 +30,7 @@ const IDLE: Duration = Duration::from_millis(100);
 pub(super) struct Request {
     pub(super) batch: Batch,
     pub(super) wait: Wait,
-    pub(super) reply: Option<oneshot::Sender<Result<(), String>>>,
+    pub(super) reply: Option<oneshot::Sender<Result<(), Failure>>>,
     /// Position in submission order.
     pub(super) ticket: u64,
     /// Bytes of its records.
@@ -76,7 +78,7 @@ pub(super) struct Hooks {
     /// otherwise).
     pub(super) slow: Duration,
     /// The first failure, once there is one (shared with the store).
-    pub(super) failure: Arc<OnceLock<String>>,
+    pub(super) failure: Arc<OnceLock<Failure>>,
     /// The data directory (its free space is told with a failure).
     pub(super) path: std::path::PathBuf,
     /// Makes the next commit fail, as a full disk would (tests).
@@ -103,7 +105,7 @@ pub(super) fn write_loop(
     receiver: &mpsc::Receiver<Request>,
     hooks: &Hooks,
 ) {
-    let mut failure: Option<String> = None;
+    let mut failure: Option<Failure> = None;
     let mut last_group = 0;
     loop {
         let first = match receiver.recv_timeout(IDLE) {
@@ -121,7 +123,9 @@ pub(super) fn write_loop(
         last_group = group.len();
         let failed_before = failure.is_some();
         if failure.is_none() {
-            failure = commit_group(db, spaces, &mut group, hooks).err();
+            failure = commit_group(db, spaces, &mut group, hooks)
+                .err()
+                .map(|e| super::classify(&e, &hooks.path));
         }
         if failure.is_none()
             && let Some(last) = group.last()
@@ -139,21 +143,20 @@ pub(super) fn write_loop(
             failure = db
                 .persist(PersistMode::SyncData)
                 .err()
-                .map(|e| format!("fsync failed: {e:?}"));
+                .map(|e| super::classify(&format!("fsync failed: {e:?}"), &hooks.path));
         }
         if failure.is_none() {
             hooks.publish(&mut group, Wait::Synced);
         }
         // Known to the store before any writer hears of it, so the next
         // write sees the failure (and reopens the store).
-        if let (false, Some(e)) = (failed_before, &failure) {
-            // fjall says "Poisoned" when a background flush failed first:
-            // the free space tells the likeliest cause.
-            let free = super::free_bytes(&hooks.path)
-                .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
-            let e = format!("{e} ({free} bytes free on the data directory's disk)");
-            tracing::error!(error = %e, "storage failed; writes are refused until it is reopened (at the next write)");
-            let _ = hooks.failure.set(e);
+        if let (false, Some(failure)) = (failed_before, &failure) {
+            tracing::error!(
+                error = %failure,
+                disk_full = failure.full,
+                "storage failed; writes are refused until it is reopened (at the next write)"
+            );
+            let _ = hooks.failure.set(failure.clone());
         }
         let outcome = failure.clone().map_or(Ok(()), Err);
         stats.written(group.iter().map(|r| r.bytes).sum());
