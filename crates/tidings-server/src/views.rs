@@ -30,6 +30,16 @@ pub struct Probe {
     pub reason: Option<&'static str>,
 }
 
+/// One server-sent event of a stream, as its `event:` and `data:` lines.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StreamEvent {
+    /// `message`: `data` is a delivery (`DeliveryView`) as JSON; `error`:
+    /// `data` is an error body (`ErrorBody`) as JSON, and the stream ends.
+    pub event: String,
+    /// The event's data: one line of JSON.
+    pub data: String,
+}
+
 /// A session token.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Token {

@@ -698,7 +698,7 @@ fn has_properties(schema: &Value, schemas: &serde_json::Map<String, Value>) -> b
 }
 
 /// The document served describes the body of every answer of every route
-/// (204 has none; /metrics is text): a schema with properties, never a bare
+/// (204 has none; /metrics is OpenMetrics text): a schema with properties, never a bare
 /// `Object` or nothing. Which routes it lists is checked against the route
 /// table by a unit test of the router.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -724,7 +724,8 @@ async fn openapi_describes_every_answer() {
                 let described = content.is_some_and(|content| {
                     !content.is_empty()
                         && content.iter().all(|(kind, media)| {
-                            kind == "text/plain" || has_properties(&media["schema"], schemas)
+                            kind.starts_with("application/openmetrics-text")
+                                || has_properties(&media["schema"], schemas)
                         })
                 });
                 if !described {

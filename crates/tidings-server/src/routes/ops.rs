@@ -28,7 +28,7 @@ pub async fn health() -> Json<Probe> {
 /// needs the admin key or the metrics token (`--metrics-token`), unless the
 /// server runs with `--public-metrics`: it names every application, action
 /// and subscription.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus (OpenMetrics text)", content_type = "text/plain", body = String), (status = 401, description = "No admin key or metrics token (servers with an admin key, without `--public-metrics`)", body = ErrorBody)))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus (OpenMetrics text)", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String), (status = 401, description = "No admin key or metrics token (servers with an admin key, without `--public-metrics`)", body = ErrorBody)))]
 pub async fn metrics(call: Call) -> ApiResult<impl IntoResponse> {
     let state = &call.state;
     if !crate::auth::may_read_metrics(&state.auth, call.principal.as_ref(), &call.headers) {

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::queues::{MAX_RECEIVE, queue_name};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::request::{Call, Path};
-use crate::views::{Credit, DeliveryView};
+use crate::views::{Credit, DeliveryView, StreamEvent};
 
 /// How long one receive inside a stream waits before it looks whether the
 /// consumer is still there.
@@ -35,7 +35,7 @@ fn parse_credit(call: &Call, name: &str) -> ApiResult<usize> {
 
 #[utoipa::path(get, path = "/v1/queues/{name}/stream", tag = "queues",
     params(("name" = String, Path), ("group" = String, Query), ("consumer" = String, Query), ("credit" = Option<usize>, Query, description = "Messages it may be sent before it asks for more (default 0)")),
-    responses((status = 200, description = "One `message` event per delivery; an `error` event if the broker fails", content_type = "text/event-stream", body = DeliveryView), (status = 409, description = "This consumer already has a stream open", body = ErrorBody), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+    responses((status = 200, description = "One `message` event per delivery (its data: a `DeliveryView`); an `error` event (its data: an `ErrorBody`) if the broker fails or the queue is deleted, and the stream ends", content_type = "text/event-stream", body = StreamEvent), (status = 409, description = "This consumer already has a stream open", body = ErrorBody), (status = 404, description = "No such queue", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn stream(
     Path(name): Path<String>,
     call: Call,
