@@ -7,7 +7,8 @@ mod serve;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command};
 
@@ -18,7 +19,12 @@ use cli::{Cli, Command};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let given = Given::of(&matches);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TIDINGS_LOG")
@@ -36,7 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, given)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -45,12 +51,50 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Which options were given as flags or environment variables (not left
+/// to their defaults): they override a config file.
+struct Given {
+    broker: bool,
+    serve: Vec<String>,
+}
+
+impl Given {
+    fn of(matches: &clap::ArgMatches) -> Self {
+        let explicit = |m: &clap::ArgMatches, id: &str| {
+            matches!(
+                m.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        let serve = matches
+            .subcommand_matches("serve")
+            .map(|m| {
+                m.ids()
+                    .map(|id| id.as_str().to_owned())
+                    .filter(|id| explicit(m, id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let broker = explicit(matches, "broker")
+            || matches
+                .subcommand_matches("serve")
+                .is_some_and(|m| explicit(m, "broker"));
+        Self { broker, serve }
+    }
+}
+
+async fn run(cli: Cli, given: Given) -> anyhow::Result<()> {
     use anyhow::Context;
-    let command = cli.command;
-    let broker = tidings::open(&cli.broker)
+    let (command, url) = match cli.command {
+        Command::Serve(args) => {
+            let (args, url) = serve::settle(args, &given.serve, cli.broker, given.broker)?;
+            (Command::Serve(args), url)
+        }
+        other => (other, cli.broker),
+    };
+    let broker = tidings::open(&url)
         .await
-        .with_context(|| format!("cannot open the broker {:?}", cli.broker))?;
+        .with_context(|| format!("cannot open the broker {url:?}"))?;
     match command {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,
         Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use serde::{Deserialize, Serialize};
 use tidings::Broker;
 use tidings_hub::sealing::Sealer;
 use tidings_hub::{DeliveryConfig, DestinationPolicy, Hub, HubConfig};
@@ -13,19 +14,35 @@ use tidings_server::tls::Tls;
 use tidings_server::{AuthConfig, ConnectionLimits, Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
-/// Options of `tidings serve`.
-#[derive(Debug, Args)]
+/// Options of `tidings serve`: flags, `TIDINGS_*` variables, or keys of
+/// the `--config` file (the field names: `header_timeout = "20s"`). A flag
+/// or variable given overrides the file, which overrides the defaults.
+#[derive(Debug, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
+    /// A TOML file of these options (docs/configuration.md; keys are the
+    /// options' names with `_`: `admin_key`, `allow_destinations`,
+    /// `header_timeout`...). Flags and TIDINGS_* variables given override
+    /// it; an unknown key is an error naming it.
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<std::path::PathBuf>,
+    /// The broker, from the file (`--broker`/`TIDINGS_BROKER` override it).
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
     /// Address to listen on. Without an admin key only loopback is allowed.
     #[arg(long, env = "TIDINGS_BIND", default_value = "127.0.0.1:3310")]
     pub bind: SocketAddr,
     /// The admin key (header `x-amebo-admin-key`). Without one the server
     /// runs in protected mode: loopback only, loopback callers are admin.
     #[arg(long, env = "TIDINGS_ADMIN_KEY", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_key: Option<String>,
     /// A token that reads /metrics (`Authorization: Bearer <token>`), for a
     /// scraper that should not hold the admin key.
     #[arg(long, env = "TIDINGS_METRICS_TOKEN", hide_env_values = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,
     /// Let anyone read /metrics, even with an admin key (it names every
     /// application, action and subscription).
@@ -40,11 +57,13 @@ pub struct ServeArgs {
     /// believed for the client's address (logs, login limits); never for
     /// credentials.
     #[arg(long = "trusted-proxy", env = "TIDINGS_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    #[serde(with = "nets")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// A network (address or CIDR, repeatable) webhooks may be delivered to
     /// although it is not public (with an admin key, only public addresses
     /// are by default).
     #[arg(long = "allow-destination", env = "TIDINGS_ALLOW_DESTINATIONS", value_delimiter = ',', value_parser = parse_net)]
+    #[serde(with = "nets")]
     pub allow_destinations: Vec<ipnet::IpNet>,
     /// Let webhooks go to any address: loopback, private networks,
     /// link-local (cloud metadata) included. The hub's own address stays
@@ -55,6 +74,7 @@ pub struct ServeArgs {
     /// raised to its hard maximum at start, less --max-in-flight). When it
     /// is reached, the connection idle longest is closed to make room.
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
     /// Open connections per client address at most (trusted proxies aside).
     #[arg(long, env = "TIDINGS_MAX_CONNECTIONS_PER_CLIENT", default_value_t = tidings_server::connections::DEFAULT_PER_CLIENT)]
@@ -63,9 +83,11 @@ pub struct ServeArgs {
     /// start or the previous answer (so also how long an idle keep-alive
     /// connection is kept).
     #[arg(long, env = "TIDINGS_HEADER_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
     /// Time a caller has to send a request's whole body (then 408).
     #[arg(long, env = "TIDINGS_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
     /// Actions an application may have.
     #[arg(
@@ -82,19 +104,20 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_MAX_SCHEMA_BYTES_PER_APPLICATION", default_value_t = 4 * 1024 * 1024)]
     pub max_schema_bytes_per_application: usize,
     /// Largest request body, in bytes.
-    #[arg(long, default_value_t = tidings_server::DEFAULT_BODY_LIMIT)]
+    #[arg(long, env = "TIDINGS_BODY_LIMIT", default_value_t = tidings_server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
     /// Timeout of one webhook attempt.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TIDINGS_DELIVERY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
     /// Webhook requests in flight per subscription.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "TIDINGS_PER_SUBSCRIPTION", default_value_t = 16)]
     pub per_subscription: usize,
     /// Webhook requests in flight in total.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, env = "TIDINGS_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
     /// Attempts per delivery for subscriptions that do not set `max_retries`.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, env = "TIDINGS_DEFAULT_MAX_RETRIES", default_value_t = 8)]
     pub default_max_retries: u32,
     /// A file of keys that seal every stored secret (applications'
     /// secrets, subscriptions' signing keys, sessions) with
@@ -104,14 +127,17 @@ pub struct ServeArgs {
     /// put a new key first, restart, and drop the old one once the log says
     /// every secret is sealed with the first).
     #[arg(long, env = "TIDINGS_SECRETS_KEY_FILE")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_key_file: Option<std::path::PathBuf>,
     /// Serve HTTPS with this certificate chain (PEM); with --tls-key.
     /// Both files are read again on SIGHUP (new connections get the new
     /// certificate; a reload that fails keeps the old one).
     #[arg(long, env = "TIDINGS_TLS_CERT", requires = "tls_key")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<std::path::PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "TIDINGS_TLS_KEY", requires = "tls_cert")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<std::path::PathBuf>,
 }
 
@@ -271,4 +297,62 @@ fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{text:?} is not an address or a CIDR network"))
+}
+
+/// Networks in a config file: addresses or CIDR networks, as the flags take them.
+mod nets {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(nets: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
+        let texts: Vec<String> = nets.iter().map(ToString::to_string).collect();
+        texts.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| super::parse_net(text).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// Settles the options of `tidings serve`: the defaults, then the
+/// `--config` file, then what was given as flags or `TIDINGS_*` variables
+/// (`given`: the clap ids whose value came from those). Returns them and
+/// the broker URL (the file's `broker` unless `--broker` or
+/// `TIDINGS_BROKER` was given).
+pub fn settle(
+    args: ServeArgs,
+    given: &[String],
+    broker: String,
+    broker_given: bool,
+) -> anyhow::Result<(ServeArgs, String)> {
+    use figment::Figment;
+    use figment::providers::{Format, Serialized, Toml};
+    let Some(path) = args.config.clone() else {
+        return Ok((args, broker));
+    };
+    let all = serde_json::to_value(&args).context("cannot read the options")?;
+    let explicit: serde_json::Map<String, serde_json::Value> = all
+        .as_object()
+        .map(|fields| {
+            fields
+                .iter()
+                .filter(|(key, _)| given.iter().any(|g| g == *key))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut figment = Figment::from(Serialized::defaults(&args))
+        .merge(Toml::file_exact(&path))
+        .merge(Serialized::defaults(explicit));
+    if broker_given {
+        figment = figment.merge(Serialized::default("broker", &broker));
+    }
+    let mut settled: ServeArgs = figment
+        .extract()
+        .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    settled.config = Some(path);
+    let broker = settled.broker.take().unwrap_or(broker);
+    Ok((settled, broker))
 }
