@@ -19,7 +19,7 @@ use crate::hub::actions::DEAD_LETTERED_ACTION;
 use crate::model::{Event, Gist, GistStatus, Subscription};
 use crate::principal::Principal;
 use crate::tables::{get, put, subscription_queue};
-use crate::time::{iso, now_ms};
+use crate::time::iso;
 use crate::views::Replayed;
 
 /// How long a receive waits before the lane checks whether it should stop.
@@ -170,7 +170,7 @@ async fn attempt(
     hub.metrics()
         .attempt_duration
         .observe(outcome.elapsed.as_secs_f64());
-    record(&mut work.gist, &outcome, number, &work.event);
+    record(&mut work.gist, &outcome, number, &work.event, hub.now_ms());
     conclude(hub, delivery, work, &outcome, number).await
 }
 
@@ -201,7 +201,7 @@ async fn prepare(shared: &Shared, sub_id: &str, delivery: &Delivery) -> HubResul
     let gist_key = crate::model::gist::key(&event.id, &sub.id);
     let gist = get::<Gist>(&**hub.broker(), &tables.gists, &gist_key)
         .await?
-        .unwrap_or_else(|| Gist::pending(&event.id, &event.action, &sub, None, now_ms()));
+        .unwrap_or_else(|| Gist::pending(&event.id, &event.action, &sub, None, hub.now_ms()));
     let keys = hub.signing_keys(&sub);
     Ok(Some(Work {
         sub,
@@ -242,7 +242,7 @@ async fn conclude(
     } = work;
     if outcome.delivered() {
         gist.status = GistStatus::Delivered;
-        gist.delivered_at = Some(now_ms());
+        gist.delivered_at = Some(hub.now_ms());
         gist.next_attempt_at = None;
         settle(hub, delivery, &gist, None).await?;
         hub.metrics().attempt("delivered");
@@ -268,7 +268,7 @@ async fn conclude(
             )
         };
         gist.status = GistStatus::Failed;
-        gist.dead_at = Some(now_ms());
+        gist.dead_at = Some(hub.now_ms());
         gist.next_attempt_at = None;
         settle(hub, delivery, &gist, Some(Nack::DeadLetter { reason })).await?;
         hub.metrics().attempt("dead_lettered");
@@ -281,7 +281,7 @@ async fn conclude(
     }
     hub.metrics().attempt("retrying");
     gist.status = GistStatus::Retrying;
-    gist.next_attempt_at = Some(now_ms() + delay.as_millis() as u64);
+    gist.next_attempt_at = Some(hub.now_ms() + delay.as_millis() as u64);
     settle(hub, delivery, &gist, Some(Nack::Retry { delay })).await?;
     Ok(Some(delay))
 }
@@ -310,8 +310,7 @@ async fn settle(
     }
 }
 
-fn record(gist: &mut Gist, outcome: &Outcome, number: u32, event: &Event) {
-    let now = now_ms();
+fn record(gist: &mut Gist, outcome: &Outcome, number: u32, event: &Event, now: u64) {
     gist.attempts = gist.attempts.max(number);
     gist.last_status_code = Some(outcome.status.unwrap_or(0));
     gist.last_error.clone_from(&outcome.error);
@@ -394,11 +393,11 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
         },
     )
     .await;
-    record(&mut gist, &outcome, number, &event);
+    record(&mut gist, &outcome, number, &event, hub.now_ms());
     if outcome.delivered() {
         let was_failed = gist.status == GistStatus::Failed;
         gist.status = GistStatus::Delivered;
-        gist.delivered_at = Some(now_ms());
+        gist.delivered_at = Some(hub.now_ms());
         gist.dead_at = None;
         if was_failed {
             purge_dead_letter(shared, &sub.id, &event.id).await?;

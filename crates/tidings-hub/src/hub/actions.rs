@@ -11,7 +11,6 @@ use crate::model::action::{check_name, same_schema, schema_value};
 use crate::principal::Principal;
 use crate::schema::Schema;
 use crate::tables::encode;
-use crate::time::now_ms;
 use crate::views::{ActionEdited, ActionView, Removed, Validation};
 
 /// The action the hub publishes when a delivery is dead-lettered.
@@ -158,7 +157,7 @@ impl Hub {
             name: name.clone(),
             application: new.application,
             schemata,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
             edited_at: None,
         };
         let mut tx = Transaction::new();
@@ -222,7 +221,7 @@ impl Hub {
         }
         self.check_application_budget(&action.application, Some(&action.name), bytes)?;
         action.schemata = schemata;
-        action.edited_at = Some(now_ms());
+        action.edited_at = Some(self.now_ms());
         self.write_record(&self.inner.tables.actions, &action.name, &action)
             .await?;
         let view = ActionEdited {

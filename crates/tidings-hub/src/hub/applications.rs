@@ -14,7 +14,7 @@ use crate::model::secret::{GracePeriod, Retiring, weakness};
 use crate::principal::Principal;
 use crate::signature::digest;
 use crate::tables::subscription_queue;
-use crate::time::{iso, now_ms};
+use crate::time::iso;
 use crate::views::{
     ApiKeyIssued, ApplicationActivity, ApplicationView, RegisteredApplication, Removed,
     SecretRotated,
@@ -107,7 +107,7 @@ impl Hub {
             secret: secret.clone(),
             previous_secret: None,
             api_key_hash: digest(&api_key),
-            created_at: now_ms(),
+            created_at: self.now_ms(),
             queues: new.queues,
             incarnation: random_id(),
         };
@@ -446,7 +446,7 @@ impl Hub {
             secret: new_secret(),
             previous_secret: None,
             api_key_hash: digest(&new_api_key()),
-            created_at: now_ms(),
+            created_at: self.now_ms(),
             queues: None,
             incarnation: random_id(),
         };

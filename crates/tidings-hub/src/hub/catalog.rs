@@ -62,6 +62,7 @@ impl Catalog {
         broker: &dyn Broker,
         tables: &Tables,
         sealer: &Sealer,
+        now: u64,
     ) -> HubResult<Self> {
         let mut catalog = Self::default();
         for (name, app) in scan_sealed::<Application>(broker, &tables.applications, sealer).await? {
@@ -81,7 +82,6 @@ impl Catalog {
         for (_, sub) in scan_sealed::<Subscription>(broker, &tables.subscriptions, sealer).await? {
             catalog.put_subscription(sub);
         }
-        let now = crate::time::now_ms();
         for (hash, session) in
             scan_sealed::<super::sessions::Session>(broker, &tables.sessions, sealer).await?
         {

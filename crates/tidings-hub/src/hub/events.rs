@@ -13,7 +13,6 @@ use crate::ids::{event_id, row_key_at};
 use crate::model::{Event, Gist, Subscription};
 use crate::principal::Principal;
 use crate::tables::{deduper_key, encode, get, page, put, subscription_queue};
-use crate::time::now_ms;
 use crate::views::EventView;
 
 /// Longest `deduper`, in bytes.
@@ -189,7 +188,7 @@ impl Hub {
                 errors,
             });
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let row = self.inner.rows.next(now);
         let deliver_at = input.delay.map_or(now, |d| now + d.as_millis() as u64);
         let event = Event {

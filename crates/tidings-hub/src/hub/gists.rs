@@ -9,7 +9,6 @@ use crate::ids::row_key_at;
 use crate::model::{Event, Gist, GistStatus};
 use crate::principal::Principal;
 use crate::tables::{get, page, put, subscription_queue};
-use crate::time::now_ms;
 use crate::views::{Backfilled, GistPage, GistView, Requeued, Stats};
 
 /// `GET /v1/gists` filters.
@@ -203,7 +202,7 @@ impl Hub {
             gist.status = GistStatus::Pending;
             gist.attempts = 0;
             gist.dead_at = None;
-            gist.next_attempt_at = Some(now_ms());
+            gist.next_attempt_at = Some(self.now_ms());
             put(&mut tx, &self.inner.tables.gists, gist.key(), &gist)?;
         }
         self.broker().commit(tx).await?;
@@ -264,7 +263,7 @@ impl Hub {
             });
         }
         let queue = subscription_queue(&sub.id)?;
-        let now = now_ms();
+        let now = self.now_ms();
         for chunk in events.chunks(256) {
             let mut tx = Transaction::new();
             for event in chunk {

@@ -186,7 +186,7 @@ impl Hub {
     /// registers the built-in application and the dead-letter action.
     pub async fn open(broker: Arc<dyn Broker>, config: HubConfig) -> HubResult<Self> {
         let tables = Tables::new()?;
-        let catalog = Catalog::load(&*broker, &tables, &config.sealer).await?;
+        let catalog = Catalog::load(&*broker, &tables, &config.sealer, config.clock.now()).await?;
         let hub = Self {
             inner: Arc::new(Inner {
                 broker,

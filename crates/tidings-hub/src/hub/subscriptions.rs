@@ -13,7 +13,7 @@ use crate::model::secret::{GracePeriod, SigningKeys, new_signing_key, signing_ke
 use crate::model::subscription::{MAX_CONCURRENCY, MAX_RETRIES_LIMIT, resolve_endpoint};
 use crate::principal::Principal;
 use crate::tables::subscription_queue;
-use crate::time::{iso, now_ms};
+use crate::time::iso;
 use crate::views::{RegisteredApplication, SigningKeyView, SubscriptionView, Unsubscribed};
 
 /// `POST /v1/subscriptions`.
@@ -236,7 +236,7 @@ impl Hub {
                 description: new.description,
                 active: true,
                 disabled_reason: None,
-                created_at: now_ms(),
+                created_at: self.now_ms(),
                 signing_key: Some(new.signing_key.unwrap_or_else(new_signing_key)),
                 previous_signing_key: None,
                 amebo_signature: new.amebo_signature.unwrap_or(true),
