@@ -65,7 +65,10 @@ async fn fuzz(schemathesis: &PathBuf, extra: &[&str], headers: &[&str]) {
             "--checks",
             "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance",
         ])
-        .args(["--max-time", SECONDS_PER_RUN, "--workers", "2"])
+        // One worker: with several, CPython 3.11's `ast` module fails now and
+        // then inside Hypothesis ("AST constructor recursion depth mismatch",
+        // a SystemError of the tool, not a finding about the API).
+        .args(["--max-time", SECONDS_PER_RUN, "--workers", "1"])
         .current_dir(dir.path());
     for header in headers {
         command.args(["-H", header]);
