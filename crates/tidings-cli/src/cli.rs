@@ -31,7 +31,7 @@ pub enum Command {
     #[command(subcommand)]
     Dlq(DlqCommand),
     /// Run the event hub: the HTTP API (Amebo-compatible) and webhook delivery.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
 }
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {

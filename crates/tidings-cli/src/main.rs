@@ -87,8 +87,8 @@ async fn run(cli: Cli, given: Given) -> anyhow::Result<()> {
     use anyhow::Context;
     let (command, url) = match cli.command {
         Command::Serve(args) => {
-            let (args, url) = serve::settle(args, &given.serve, cli.broker, given.broker)?;
-            (Command::Serve(args), url)
+            let (args, url) = serve::settle(*args, &given.serve, cli.broker, given.broker)?;
+            (Command::Serve(Box::new(args)), url)
         }
         other => (other, cli.broker),
     };
@@ -98,6 +98,6 @@ async fn run(cli: Cli, given: Given) -> anyhow::Result<()> {
     match command {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,
         Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,
-        Command::Serve(args) => serve::run(broker, args).await,
+        Command::Serve(args) => serve::run(broker, *args).await,
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tidings::Broker;
+use tidings_hub::hub::RetentionPolicy;
 use tidings_hub::sealing::Sealer;
 use tidings_hub::{DeliveryConfig, DestinationPolicy, Hub, HubConfig};
 use tidings_server::tls::Tls;
@@ -129,6 +130,24 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_SECRETS_KEY_FILE")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_key_file: Option<std::path::PathBuf>,
+    /// How long events are kept (`30d`, `forever`); an action's own
+    /// `retention` wins. An event goes only once its deliveries are settled.
+    #[arg(long, env = "TIDINGS_RETAIN_EVENTS", default_value = "30d", value_parser = parse_keep)]
+    pub retain_events: String,
+    /// How long delivered gists are kept after their delivery.
+    #[arg(long, env = "TIDINGS_RETAIN_DELIVERED", default_value = "7d", value_parser = parse_keep)]
+    pub retain_delivered: String,
+    /// How long failed gists (and their dead letters) are kept after they died.
+    #[arg(long, env = "TIDINGS_RETAIN_FAILED", default_value = "30d", value_parser = parse_keep)]
+    pub retain_failed: String,
+    /// How long a deduper is remembered; an action's own `dedup_window` wins.
+    #[arg(long, env = "TIDINGS_DEDUP_WINDOW", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Time between retention sweeps.
+    #[arg(long, env = "TIDINGS_RETENTION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
     /// Serve HTTPS with this certificate chain (PEM); with --tls-key.
     /// Both files are read again on SIGHUP (new connections get the new
     /// certificate; a reload that fails keeps the old one).
@@ -174,6 +193,14 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
             max_schema_bytes: args.max_schema_bytes,
             max_schema_bytes_per_application: args.max_schema_bytes_per_application,
             sealer: Arc::new(sealer),
+            retention: RetentionPolicy {
+                events: keep(&args.retain_events)?,
+                delivered: keep(&args.retain_delivered)?,
+                failed: keep(&args.retain_failed)?,
+                dedup_window: args.dedup_window,
+                interval: args.retention_interval,
+                ..RetentionPolicy::default()
+            },
             ..HubConfig::default()
         },
     )
@@ -289,6 +316,23 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A retention: a duration, or `forever` (`None`).
+fn keep(text: &str) -> anyhow::Result<Option<Duration>> {
+    match text.trim() {
+        "forever" => Ok(None),
+        other => humantime::parse_duration(other).map(Some).map_err(|e| {
+            anyhow::anyhow!("retention {other:?}: {e} (a duration such as 30d, or forever)")
+        }),
+    }
+}
+
+/// Checks a retention flag.
+fn parse_keep(text: &str) -> Result<String, String> {
+    keep(text)
+        .map(|_| text.trim().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// An address (a network of one) or a CIDR network.

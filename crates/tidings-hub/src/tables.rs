@@ -10,6 +10,9 @@
 //! | `hub.gists`         | event id `.` subscription  | [`Gist`](crate::model::Gist) |
 //! | `hub.sessions`      | SHA-256 of the token       | [`Session`](crate::hub::sessions::Session) |
 //! | `hub.audit`         | entry id (time-ordered)    | [`AuditEntry`](crate::model::audit::AuditEntry) |
+//! | `hub.events_by_action` | action, newline, event id | `null` (an index) |
+//! | `hub.expiring_dedupers` | expiry (16 hex ms), newline, event id | the deduper's key and event |
+//! | `hub.meta`          | a name                     | the hub's own bookkeeping |
 //!
 //! Each subscription's deliveries wait in the queue `hub.sub.<id>` (one
 //! message per event, holding the event id), read by the group `webhooks`.
@@ -31,6 +34,9 @@ pub(crate) struct Tables {
     pub(crate) gists: TableName,
     pub(crate) sessions: TableName,
     pub(crate) audit: TableName,
+    pub(crate) events_by_action: TableName,
+    pub(crate) expiring_dedupers: TableName,
+    pub(crate) meta: TableName,
     pub(crate) group: GroupName,
 }
 
@@ -45,6 +51,9 @@ impl Tables {
             gists: TableName::new("hub.gists")?,
             sessions: TableName::new("hub.sessions")?,
             audit: TableName::new("hub.audit")?,
+            events_by_action: TableName::new("hub.events_by_action")?,
+            expiring_dedupers: TableName::new("hub.expiring_dedupers")?,
+            meta: TableName::new("hub.meta")?,
             group: GroupName::new("webhooks")?,
         })
     }

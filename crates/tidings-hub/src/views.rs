@@ -137,6 +137,12 @@ pub struct ActionView {
     /// Only when a registration repeated the registered schema: `true`.
     #[serde(skip_serializing_if = "is_false")]
     pub unchanged: bool,
+    /// How long its events are kept, when it sets its own (else the hub's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    /// How long its dedupers are remembered, when it sets its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup_window: Option<String>,
 }
 
 /// An action whose schema was replaced.

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tidings_core::{
-    ConsumerName, DeadLetterSelection, Delivery, Nack, ReceiveOptions, Transaction,
-};
+use tidings_core::{ConsumerName, Delivery, Nack, ReceiveOptions, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -400,7 +398,8 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
         gist.delivered_at = Some(hub.now_ms());
         gist.dead_at = None;
         if was_failed {
-            purge_dead_letter(shared, &sub.id, &event.id).await?;
+            hub.purge_dead_letters_of(&sub.id, &std::iter::once(event.id.clone()).collect())
+                .await?;
         }
     }
     store(hub, &gist).await?;
@@ -411,28 +410,4 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
         error: outcome.error,
         ms: outcome.elapsed.as_millis() as u64,
     })
-}
-
-async fn purge_dead_letter(shared: &Shared, sub: &str, event: &str) -> HubResult<()> {
-    let queue = subscription_queue(sub)?;
-    let broker = shared.hub.broker();
-    let mut after = None;
-    loop {
-        let letters = broker.dead_letters(&queue, after.as_ref(), 500).await?;
-        let Some(last) = letters.last().map(|d| d.id.clone()) else {
-            return Ok(());
-        };
-        let ids: Vec<_> = letters
-            .into_iter()
-            .filter(|d| d.payload.json::<String>().is_ok_and(|e| e == event))
-            .map(|d| d.id)
-            .collect();
-        if !ids.is_empty() {
-            broker
-                .purge_dead_letters(&queue, DeadLetterSelection::Ids(ids))
-                .await?;
-            return Ok(());
-        }
-        after = Some(last);
-    }
 }

@@ -1,5 +1,6 @@
 //! Registering actions (event types) and their schemas.
 
+use crate::model::period::Period;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tidings_core::Transaction;
@@ -27,6 +28,24 @@ pub struct NewAction {
     /// JSON Schema, as an object or a string holding JSON.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub schemata: Value,
+    /// How long its events are kept (seconds or `"90d"`); default: the
+    /// hub's `--retain-events`.
+    #[serde(default)]
+    pub retention: Option<Period>,
+    /// How long a deduper is remembered (seconds or `"24h"`); default: the
+    /// hub's `--dedup-window`.
+    #[serde(default)]
+    pub dedup_window: Option<Period>,
+}
+
+/// Longest retention or dedup window an action may ask for: ten years.
+const MAX_PERIOD: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A period given for an action, in seconds.
+fn period_secs(given: Option<&Period>, field: &str) -> HubResult<Option<u64>> {
+    given
+        .map(|p| p.duration(field, MAX_PERIOD).map(|d| d.as_secs()))
+        .transpose()
 }
 
 /// `PATCH /v1/actions/:id`.
@@ -36,6 +55,12 @@ pub struct ActionUpdate {
     /// New schema.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub schemata: Option<Value>,
+    /// New retention of its events (applies to those stored too).
+    #[serde(default)]
+    pub retention: Option<Period>,
+    /// New dedup window (applies to dedupers stored from now on).
+    #[serde(default)]
+    pub dedup_window: Option<Period>,
 }
 
 fn compile(schemata: &Value) -> HubResult<Schema> {
@@ -159,6 +184,8 @@ impl Hub {
             schemata,
             created_at: self.now_ms(),
             edited_at: None,
+            retention_secs: period_secs(new.retention.as_ref(), "retention")?,
+            dedup_window_secs: period_secs(new.dedup_window.as_ref(), "dedup_window")?,
         };
         let mut tx = Transaction::new();
         tx.insert(self.inner.tables.actions.clone(), name, encode(&action)?);
@@ -205,12 +232,23 @@ impl Hub {
         id: &str,
         update: ActionUpdate,
     ) -> HubResult<ActionEdited> {
-        let Some(schemata) = update.schemata else {
-            return Err(HubError::unprocessable("give a schemata to change"));
+        if update.schemata.is_none() && update.retention.is_none() && update.dedup_window.is_none()
+        {
+            return Err(HubError::unprocessable(
+                "give a schemata, retention or dedup_window to change",
+            ));
+        }
+        let retention = period_secs(update.retention.as_ref(), "retention")?;
+        let dedup_window = period_secs(update.dedup_window.as_ref(), "dedup_window")?;
+        let compiled = match update.schemata {
+            Some(schemata) => {
+                let schemata = schema_value(schemata)?;
+                let bytes = self.check_schema_size(&schemata)?;
+                let schema = compile(&schemata)?;
+                Some((schemata, bytes, schema))
+            }
+            None => None,
         };
-        let schemata = schema_value(schemata)?;
-        let bytes = self.check_schema_size(&schemata)?;
-        let schema = compile(&schemata)?;
         let _guard = self.inner.changes.lock().await;
         let mut action = self.action_record(id)?;
         if !who.may_act_as(&action.application) {
@@ -219,8 +257,24 @@ impl Hub {
                 action.application, action.name
             )));
         }
-        self.check_application_budget(&action.application, Some(&action.name), bytes)?;
-        action.schemata = schemata;
+        let schema = match compiled {
+            Some((schemata, bytes, schema)) => {
+                self.check_application_budget(&action.application, Some(&action.name), bytes)?;
+                action.schemata = schemata;
+                schema
+            }
+            None => self
+                .catalog()
+                .action(&action.name)
+                .map(|e| e.schema.clone())
+                .ok_or_else(|| HubError::NotFound(format!("Action {id} does not exist")))?,
+        };
+        if retention.is_some() {
+            action.retention_secs = retention;
+        }
+        if dedup_window.is_some() {
+            action.dedup_window_secs = dedup_window;
+        }
         action.edited_at = Some(self.now_ms());
         self.write_record(&self.inner.tables.actions, &action.name, &action)
             .await?;
@@ -331,6 +385,8 @@ impl Hub {
                 action: DEAD_LETTERED_ACTION.to_owned(),
                 application: super::applications::BUILTIN_APPLICATION.to_owned(),
                 schemata,
+                retention: None,
+                dedup_window: None,
             },
         )
         .await?;

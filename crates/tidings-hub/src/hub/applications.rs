@@ -10,7 +10,7 @@ use crate::model::Application;
 use crate::model::application::{
     check_name, check_queue_patterns, check_secret, normalize_address,
 };
-use crate::model::secret::{GracePeriod, Retiring, weakness};
+use crate::model::secret::{GracePeriod, Retiring, grace_period, weakness};
 use crate::principal::Principal;
 use crate::signature::digest;
 use crate::tables::subscription_queue;
@@ -288,7 +288,7 @@ impl Hub {
                 "Only {name} itself or a superadmin can rotate its secret"
             )));
         }
-        let grace = GracePeriod::resolve(rotation.grace_period.as_ref())?;
+        let grace = grace_period(rotation.grace_period.as_ref())?;
         let generated = rotation.secret.is_none();
         let secret = match rotation.secret {
             Some(secret) => {

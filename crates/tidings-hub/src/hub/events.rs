@@ -290,13 +290,31 @@ impl Hub {
         let tables = &self.inner.tables;
         let mut tx = Transaction::new();
         if let Some(deduper) = &event.deduper {
+            let key = deduper_key(&event.action, deduper);
             tx.insert(
                 tables.dedupers.clone(),
-                deduper_key(&event.action, deduper),
+                key.clone(),
                 encode(&json!({"event": event.id}))?,
             );
+            let window =
+                u64::try_from(self.dedup_window(&event.action).as_millis()).unwrap_or(u64::MAX);
+            put(
+                &mut tx,
+                &tables.expiring_dedupers,
+                super::retention::expiring_key(now.saturating_add(window), &event.id),
+                &super::retention::ExpiringDeduper {
+                    deduper: key,
+                    event: event.id.clone(),
+                },
+            )?;
         }
         put(&mut tx, &tables.events, event.id.clone(), event)?;
+        put(
+            &mut tx,
+            &tables.events_by_action,
+            super::retention::by_action_key(&event.action, &event.id),
+            &(),
+        )?;
         let message_payload = Payload::from_value(&event.id)?;
         for sub in subs {
             let gist = Gist::pending(&event.id, &event.action, sub, Some(event.deliver_at), now);
@@ -374,7 +392,7 @@ impl Hub {
         }
         get(&**self.broker(), &self.inner.tables.events, id)
             .await?
-            .ok_or_else(|| HubError::NotFound(format!("Event {id} does not exist")))
+            .ok_or_else(|| HubError::NotFound(self.missing_event(id)))
     }
 
     /// The event log, newest first: the events `who` may read (an

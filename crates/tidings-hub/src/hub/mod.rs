@@ -11,6 +11,7 @@ mod audit;
 mod catalog;
 mod events;
 mod gists;
+pub mod retention;
 pub mod sessions;
 mod subscriptions;
 
@@ -34,6 +35,7 @@ use crate::ids::RowIds;
 use crate::metrics::{HubMetrics, SubscriptionLabels, SubscriptionReading};
 use crate::sealing::{HoldsSecrets, Sealer};
 use crate::tables::Tables;
+pub use retention::{RetentionPolicy, Swept};
 
 /// Settings of the hub.
 #[derive(Debug, Clone)]
@@ -59,6 +61,8 @@ pub struct HubConfig {
     pub clock: Clock,
     /// The keys stored secrets are sealed with (none: stored in clear).
     pub sealer: Arc<Sealer>,
+    /// How long events, deliveries and dedupers are kept.
+    pub retention: RetentionPolicy,
 }
 
 impl Default for HubConfig {
@@ -72,6 +76,7 @@ impl Default for HubConfig {
             max_schema_bytes_per_application: 4 * 1024 * 1024,
             clock: Clock::System,
             sealer: Arc::new(Sealer::none()),
+            retention: RetentionPolicy::default(),
         }
     }
 }
@@ -142,6 +147,8 @@ impl Default for Page {
 ///     action: "order.placed".into(),
 ///     application: "shop".into(),
 ///     schemata: json!({"type": "object", "required": ["order_id"]}),
+///     retention: None,
+///     dedup_window: None,
 /// }).await?;
 /// let shop = Principal::Application("shop".into());
 /// let new = |payload: &str| serde_json::from_value::<NewEvent>(json!({
@@ -203,6 +210,8 @@ impl Hub {
             }),
         };
         hub.ensure_builtins().await?;
+        hub.index_events_by_action().await?;
+        hub.start_retention();
         if hub.inner.config.sealer.enabled() {
             let resealing = hub.clone();
             tokio::spawn(async move {

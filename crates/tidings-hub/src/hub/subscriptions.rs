@@ -9,7 +9,9 @@ use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
 use crate::ids::random_id;
 use crate::model::Subscription;
-use crate::model::secret::{GracePeriod, SigningKeys, new_signing_key, signing_key_bytes};
+use crate::model::secret::{
+    GracePeriod, SigningKeys, grace_period, new_signing_key, signing_key_bytes,
+};
 use crate::model::subscription::{MAX_CONCURRENCY, MAX_RETRIES_LIMIT, resolve_endpoint};
 use crate::principal::Principal;
 use crate::tables::subscription_queue;
@@ -390,7 +392,7 @@ impl Hub {
         id: &str,
         rotation: SigningKeyRotation,
     ) -> HubResult<SigningKeyView> {
-        let grace = GracePeriod::resolve(rotation.grace_period.as_ref())?;
+        let grace = grace_period(rotation.grace_period.as_ref())?;
         if let Some(key) = &rotation.signing_key {
             signing_key_bytes(key)?;
         }

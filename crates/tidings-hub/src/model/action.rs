@@ -22,6 +22,14 @@ pub struct Action {
     pub created_at: u64,
     /// Last schema change, ms since the epoch.
     pub edited_at: Option<u64>,
+    /// How long its events are kept, seconds (`None`: the hub's
+    /// `--retain-events`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_secs: Option<u64>,
+    /// How long a deduper of its events is remembered, seconds (`None`:
+    /// the hub's `--dedup-window`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window_secs: Option<u64>,
 }
 
 impl Action {
@@ -35,8 +43,15 @@ impl Action {
             status: "active".to_owned(),
             timestamped: iso(self.created_at),
             unchanged: false,
+            retention: self.retention_secs.map(text_of),
+            dedup_window: self.dedup_window_secs.map(text_of),
         }
     }
+}
+
+/// Seconds as the API shows a length (`30days`, `1h 30m`).
+fn text_of(secs: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
 /// Checks an action name: 3 to 200 characters after trimming, no spaces or

@@ -5,6 +5,7 @@ pub mod application;
 pub mod audit;
 pub mod event;
 pub mod gist;
+pub mod period;
 pub mod secret;
 pub mod subscription;
 

@@ -19,6 +19,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HubError, HubResult};
+use crate::model::period::Period;
 
 /// A secret replaced by a rotation, still accepted until `until`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,36 +90,14 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Longest grace period a rotation may ask for.
 pub const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// How long the replaced secret stays valid: seconds, or a duration such
-/// as `"24h"`, `"90m"` or `"2d"`. `0` ends it at once (after a leak).
-#[derive(Debug, Clone, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(untagged)]
-pub enum GracePeriod {
-    /// Seconds.
-    Seconds(u64),
-    /// A duration with units (`24h`, `90m`, `2d`).
-    Text(String),
-}
+/// How long a replaced secret stays valid: seconds or a duration (`"24h"`);
+/// `0` ends it at once (after a leak).
+pub type GracePeriod = Period;
 
-impl GracePeriod {
-    /// The period asked for, or [`DEFAULT_GRACE`]; refuses (400) one that
-    /// cannot be read or is longer than [`MAX_GRACE`].
-    pub fn resolve(given: Option<&GracePeriod>) -> HubResult<Duration> {
-        let period = match given {
-            None => DEFAULT_GRACE,
-            Some(GracePeriod::Seconds(s)) => Duration::from_secs(*s),
-            Some(GracePeriod::Text(text)) => humantime::parse_duration(text.trim())
-                .map_err(|e| HubError::BadRequest(format!("grace_period - {text:?}: {e}")))?,
-        };
-        if period > MAX_GRACE {
-            return Err(HubError::BadRequest(format!(
-                "grace_period - at most {} (30 days)",
-                MAX_GRACE.as_secs()
-            )));
-        }
-        Ok(period)
-    }
+/// The grace period asked for, or [`DEFAULT_GRACE`]; refuses (400) one
+/// that cannot be read or is longer than [`MAX_GRACE`].
+pub fn grace_period(given: Option<&GracePeriod>) -> HubResult<Duration> {
+    given.map_or(Ok(DEFAULT_GRACE), |p| p.duration("grace_period", MAX_GRACE))
 }
 
 /// Length from which an application secret is not called weak: the
@@ -181,16 +160,10 @@ mod tests {
 
     #[test]
     fn grace_periods() {
-        assert_eq!(GracePeriod::resolve(None).ok(), Some(DEFAULT_GRACE));
-        let text = GracePeriod::Text("90m".to_owned());
-        assert_eq!(
-            GracePeriod::resolve(Some(&text)).ok(),
-            Some(Duration::from_secs(5400))
-        );
+        assert_eq!(grace_period(None).ok(), Some(DEFAULT_GRACE));
         let zero = GracePeriod::Seconds(0);
-        assert_eq!(GracePeriod::resolve(Some(&zero)).ok(), Some(Duration::ZERO));
-        assert!(GracePeriod::resolve(Some(&GracePeriod::Text("soon".to_owned()))).is_err());
-        assert!(GracePeriod::resolve(Some(&GracePeriod::Text("31d".to_owned()))).is_err());
+        assert_eq!(grace_period(Some(&zero)).ok(), Some(Duration::ZERO));
+        assert!(grace_period(Some(&GracePeriod::Text("31d".to_owned()))).is_err());
     }
 
     #[test]

@@ -1,0 +1,428 @@
+//! Retention: what the hub removes, when, and how (docs/retention.md).
+//!
+//! - A deduper is remembered for its action's dedup window: each is listed
+//!   at publish in `hub.expiring_dedupers` under its expiry time, so expired
+//!   ones are found by a range read, never by a scan of the dedupers.
+//! - A delivered gist goes `retain_delivered` after its delivery, a failed
+//!   one (with its dead letter) `retain_failed` after it died; pending and
+//!   retrying gists stay.
+//! - An event goes once it is older than its action's retention and none of
+//!   its deliveries is pending or retrying. Events are listed per action at
+//!   publish in `hub.events_by_action`, so each action's expired events are
+//!   a key range.
+//!
+//! A sweep works in batches of `batch` records, each one transaction, and
+//! reads the time from the hub's clock; the server runs one every
+//! `interval`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tidings_core::{Broker, RecordScan, Transaction};
+
+use super::Hub;
+use crate::error::HubResult;
+use crate::ids::{parse_event_row, row_key_at, row_time};
+use crate::model::{Event, Gist, GistStatus};
+use crate::tables::{deduper_key, get, scan};
+
+/// How long the hub keeps what it stores.
+#[derive(Debug, Clone)]
+pub struct RetentionPolicy {
+    /// Events (`None`: forever), unless their action says otherwise.
+    pub events: Option<Duration>,
+    /// Delivered gists, from their delivery (`None`: forever).
+    pub delivered: Option<Duration>,
+    /// Failed gists and their dead letters, from their death (`None`: forever).
+    pub failed: Option<Duration>,
+    /// Dedupers, from their publish, unless their action says otherwise.
+    pub dedup_window: Duration,
+    /// Records per transaction of a sweep.
+    pub batch: usize,
+    /// Time between sweeps (the server's).
+    pub interval: Duration,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for RetentionPolicy {
+    /// Events 30 days, delivered gists 7, failed ones 30, dedupers a day.
+    fn default() -> Self {
+        Self {
+            events: Some(DAY * 30),
+            delivered: Some(DAY * 7),
+            failed: Some(DAY * 30),
+            dedup_window: DAY,
+            batch: 500,
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Swept {
+    /// Events.
+    pub events: u64,
+    /// Gists (delivered and failed).
+    pub gists: u64,
+    /// Dead letters of the failed gists removed.
+    pub dead_letters: u64,
+    /// Dedupers.
+    pub dedupers: u64,
+}
+
+/// What `hub.expiring_dedupers` holds: the deduper and its event.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ExpiringDeduper {
+    pub(crate) deduper: String,
+    pub(crate) event: String,
+}
+
+/// The key of a deduper in `hub.expiring_dedupers`: its expiry first.
+pub(crate) fn expiring_key(expires_at: u64, event: &str) -> String {
+    format!("{expires_at:016x}\n{event}")
+}
+
+/// The key of an event in `hub.events_by_action`.
+pub(crate) fn by_action_key(action: &str, event: &str) -> String {
+    format!("{action}\n{event}")
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Hub {
+    fn policy(&self) -> &RetentionPolicy {
+        &self.inner.config.retention
+    }
+
+    /// How long `action`'s events are kept (`None`: forever).
+    pub(crate) fn event_retention(&self, action: &str) -> Option<Duration> {
+        self.catalog()
+            .actions
+            .get(action)
+            .and_then(|a| a.action.retention_secs)
+            .map(Duration::from_secs)
+            .or(self.policy().events)
+    }
+
+    /// How long `action`'s dedupers are remembered.
+    pub(crate) fn dedup_window(&self, action: &str) -> Duration {
+        self.catalog()
+            .actions
+            .get(action)
+            .and_then(|a| a.action.dedup_window_secs)
+            .map_or(self.policy().dedup_window, Duration::from_secs)
+    }
+
+    /// Removes what the retention policy says is due, in batches.
+    pub async fn sweep(&self) -> HubResult<Swept> {
+        let now = self.now_ms();
+        let mut swept = Swept {
+            dedupers: self.sweep_dedupers(now).await?,
+            ..Swept::default()
+        };
+        let (gists, dead_letters) = self.sweep_gists(now).await?;
+        swept.gists = gists;
+        swept.dead_letters = dead_letters;
+        swept.events = self.sweep_events(now).await?;
+        Ok(swept)
+    }
+
+    /// Forgets dedupers whose window has passed.
+    async fn sweep_dedupers(&self, now: u64) -> HubResult<u64> {
+        let tables = &self.inner.tables;
+        let broker = &**self.broker();
+        let mut removed = 0;
+        loop {
+            let range = RecordScan::all()
+                .to(format!("{now:016x}\n\u{10ffff}"))
+                .limit(self.policy().batch);
+            let due = scan::<ExpiringDeduper>(broker, &tables.expiring_dedupers, range).await?;
+            if due.is_empty() {
+                return Ok(removed);
+            }
+            let mut tx = Transaction::new();
+            for (key, entry) in &due {
+                tx.delete(tables.expiring_dedupers.clone(), key.clone());
+                if self.deduper_of(&entry.deduper, &entry.event).await? {
+                    tx.delete(tables.dedupers.clone(), entry.deduper.clone());
+                    removed += 1;
+                }
+            }
+            broker.commit(tx).await?;
+        }
+    }
+
+    /// Whether the deduper record `key` still points to `event`.
+    async fn deduper_of(&self, key: &str, event: &str) -> HubResult<bool> {
+        let record: Option<serde_json::Value> =
+            get(&**self.broker(), &self.inner.tables.dedupers, key).await?;
+        Ok(record.is_some_and(|r| r["event"] == event))
+    }
+
+    /// Removes delivered and failed gists past their retention (and the
+    /// failed ones' dead letters). Gists are keyed by their event's id, so
+    /// only those of events older than the shorter retention are read.
+    async fn sweep_gists(&self, now: u64) -> HubResult<(u64, u64)> {
+        let policy = self.policy().clone();
+        let Some(shortest) = [policy.delivered, policy.failed]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            return Ok((0, 0));
+        };
+        let tables = &self.inner.tables;
+        let broker = &**self.broker();
+        let horizon = row_key_at(now.saturating_sub(ms(shortest)));
+        let due = |gist: &Gist| match gist.status {
+            GistStatus::Delivered => policy
+                .delivered
+                .zip(gist.delivered_at)
+                .is_some_and(|(keep, at)| at.saturating_add(ms(keep)) <= now),
+            GistStatus::Failed => policy
+                .failed
+                .zip(gist.dead_at)
+                .is_some_and(|(keep, at)| at.saturating_add(ms(keep)) <= now),
+            GistStatus::Pending | GistStatus::Retrying => false,
+        };
+        let (mut removed, mut letters) = (0, 0);
+        let mut from = String::new();
+        loop {
+            let range = RecordScan::all()
+                .from(from.clone())
+                .to(horizon.clone())
+                .limit(self.policy().batch);
+            let batch = scan::<Gist>(broker, &tables.gists, range).await?;
+            let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
+                return Ok((removed, letters));
+            };
+            let mut tx = Transaction::new();
+            let mut dead: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+            for (key, gist) in &batch {
+                if due(gist) {
+                    tx.delete(tables.gists.clone(), key.clone());
+                    removed += 1;
+                    if gist.status == GistStatus::Failed {
+                        dead.entry(gist.subscription.clone())
+                            .or_default()
+                            .insert(gist.event.clone());
+                    }
+                }
+            }
+            broker.commit(tx).await?;
+            for (sub, events) in &dead {
+                letters += self.purge_dead_letters_of(sub, events).await?;
+            }
+            from = format!("{last}\0");
+        }
+    }
+
+    /// Removes events past their action's retention whose deliveries are
+    /// all settled (delivered, failed, or removed), with their index entry
+    /// and their deduper.
+    async fn sweep_events(&self, now: u64) -> HubResult<u64> {
+        let tables = &self.inner.tables;
+        let broker = &**self.broker();
+        let mut removed = 0;
+        let mut next_action = String::new();
+        // One action at a time: its first index entry names it.
+        while let Some((first, _)) = scan::<serde_json::Value>(
+            broker,
+            &tables.events_by_action,
+            RecordScan::all().from(next_action.clone()).limit(1),
+        )
+        .await?
+        .into_iter()
+        .next()
+        {
+            let action = first.split('\n').next().unwrap_or_default().to_owned();
+            // '\n' + 1: past every key of this action.
+            next_action = format!("{action}\u{b}");
+            let Some(keep) = self.event_retention(&action) else {
+                continue;
+            };
+            let horizon = by_action_key(&action, &row_key_at(now.saturating_sub(ms(keep))));
+            let mut from = format!("{action}\n");
+            loop {
+                let range = RecordScan::all()
+                    .from(from.clone())
+                    .to(horizon.clone())
+                    .limit(self.policy().batch);
+                let batch =
+                    scan::<serde_json::Value>(broker, &tables.events_by_action, range).await?;
+                let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
+                    break;
+                };
+                let mut tx = Transaction::new();
+                for (key, _) in &batch {
+                    let id = key.rsplit('\n').next().unwrap_or_default();
+                    if self.has_unsettled_delivery(id).await? {
+                        continue;
+                    }
+                    tx.delete(tables.events_by_action.clone(), key.clone());
+                    if let Some(event) = get::<Event>(broker, &tables.events, id).await? {
+                        tx.delete(tables.events.clone(), id.to_owned());
+                        if let Some(deduper) = &event.deduper {
+                            let key = deduper_key(&event.action, deduper);
+                            if self.deduper_of(&key, id).await? {
+                                tx.delete(tables.dedupers.clone(), key);
+                            }
+                        }
+                        removed += 1;
+                    }
+                }
+                broker.commit(tx).await?;
+                from = format!("{last}\0");
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Whether a delivery of `event` is pending or retrying.
+    async fn has_unsettled_delivery(&self, event: &str) -> HubResult<bool> {
+        // Gist keys are `{event}.{subscription}`; '/' follows '.'.
+        let range = RecordScan::all()
+            .from(format!("{event}."))
+            .to(format!("{event}/"));
+        let gists = scan::<Gist>(&**self.broker(), &self.inner.tables.gists, range).await?;
+        Ok(gists
+            .iter()
+            .any(|(_, g)| matches!(g.status, GistStatus::Pending | GistStatus::Retrying)))
+    }
+
+    /// Why event `id` is not there: a sentence for a 404.
+    pub(crate) fn missing_event(&self, id: &str) -> String {
+        let published = parse_event_row(id).map(row_time);
+        let shortest = self
+            .catalog()
+            .actions
+            .values()
+            .filter_map(|a| a.action.retention_secs.map(Duration::from_secs))
+            .chain(self.policy().events)
+            .min();
+        match (published, shortest) {
+            (Some(at), Some(keep)) if at.saturating_add(ms(keep)) <= self.now_ms() => format!(
+                "Event {id} does not exist: published {}, it is past the retention period and was \
+                 removed by retention (on or after {})",
+                crate::time::iso(at),
+                crate::time::iso(at.saturating_add(ms(keep)))
+            ),
+            _ => format!("Event {id} does not exist"),
+        }
+    }
+
+    /// Lists every stored event in `hub.events_by_action`, once: events
+    /// stored before the index existed (a marker in `hub.meta` says it
+    /// was done).
+    pub(crate) async fn index_events_by_action(&self) -> HubResult<()> {
+        const MARKER: &str = "events_by_action";
+        let tables = &self.inner.tables;
+        let broker = &**self.broker();
+        if get::<serde_json::Value>(broker, &tables.meta, MARKER)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut from = String::new();
+        let mut indexed = 0u64;
+        loop {
+            let range = RecordScan::all()
+                .from(from.clone())
+                .limit(self.policy().batch);
+            let batch = scan::<Event>(broker, &tables.events, range).await?;
+            let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
+                break;
+            };
+            let mut tx = Transaction::new();
+            for (id, event) in &batch {
+                crate::tables::put(
+                    &mut tx,
+                    &tables.events_by_action,
+                    by_action_key(&event.action, id),
+                    &(),
+                )?;
+            }
+            broker.commit(tx).await?;
+            indexed += batch.len() as u64;
+            from = format!("{last}\0");
+        }
+        let mut tx = Transaction::new();
+        crate::tables::put(
+            &mut tx,
+            &tables.meta,
+            MARKER,
+            &serde_json::json!({"indexed": indexed}),
+        )?;
+        broker.commit(tx).await?;
+        if indexed > 0 {
+            tracing::info!(indexed, "stored events indexed by action (once)");
+        }
+        Ok(())
+    }
+
+    /// Runs a sweep every `interval` for as long as the hub is open.
+    pub(crate) fn start_retention(&self) {
+        let hub = std::sync::Arc::downgrade(&self.inner);
+        let interval = self.policy().interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(inner) = hub.upgrade() else { return };
+                let hub = Hub { inner };
+                match hub.sweep().await {
+                    Ok(swept) if swept != Swept::default() => {
+                        tracing::info!(?swept, "retention removed what was due");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention sweep failed; tried again later")
+                    }
+                }
+            }
+        });
+    }
+
+    /// Removes the dead letters of `events` from `sub`'s queue. Returns how
+    /// many.
+    pub(crate) async fn purge_dead_letters_of(
+        &self,
+        sub: &str,
+        events: &HashSet<String>,
+    ) -> HubResult<u64> {
+        let queue = crate::tables::subscription_queue(sub)?;
+        let broker: &dyn Broker = &**self.broker();
+        let mut after = None;
+        let mut purged = 0;
+        loop {
+            let letters = match broker.dead_letters(&queue, after.as_ref(), 500).await {
+                Ok(letters) => letters,
+                Err(tidings_core::Error::QueueNotFound(_)) => return Ok(purged),
+                Err(e) => return Err(e.into()),
+            };
+            let Some(last) = letters.last().map(|d| d.id.clone()) else {
+                return Ok(purged);
+            };
+            let ids: Vec<_> = letters
+                .into_iter()
+                .filter(|d| {
+                    d.payload
+                        .json::<String>()
+                        .is_ok_and(|e| events.contains(&e))
+                })
+                .map(|d| d.id)
+                .collect();
+            if !ids.is_empty() {
+                purged += broker
+                    .purge_dead_letters(&queue, tidings_core::DeadLetterSelection::Ids(ids))
+                    .await?;
+            }
+            after = Some(last);
+        }
+    }
+}
