@@ -9,14 +9,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use base64::Engine;
-use common::{free_port, wait_ready};
+use common::{expect_log, free_port, spawn_logged, wait_ready};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-key-for-the-secrets-test-0123";
@@ -51,23 +49,12 @@ impl Serve {
             .env("TIDINGS_BROKER", broker)
             .env("TIDINGS_LOG", "info")
             .env_remove("TIDINGS_SECRETS_KEY_FILE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         if let Some(keys) = keys {
             command.arg("--secrets-key-file").arg(keys);
         }
-        let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("serve: {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        (child, port, rx)
+        let (child, log) = spawn_logged(&mut command);
+        (child, port, log)
     }
 
     async fn start(broker: &str, keys: Option<&Path>) -> Self {
@@ -79,13 +66,7 @@ impl Serve {
 
     /// Waits (20 s at most) for a log line containing `needle`.
     fn expect_log(&self, needle: &str) {
-        loop {
-            match self.log.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(_) => {}
-                Err(e) => panic!("no log line with {needle:?}: {e}"),
-            }
-        }
+        expect_log(&self.log, needle);
     }
 
     async fn call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {

@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::free_port;
+use common::{expect_log, free_port, spawn_logged};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 
 /// A certificate authority that signs server certificates for 127.0.0.1.
@@ -59,40 +58,17 @@ impl Authority {
 }
 
 fn spawn(dir: &Path, port: u16, cert: &Path, key: &Path) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .arg("--tls-cert")
-        .arg(cert)
-        .arg("--tls-key")
-        .arg(key)
-        .env("TIDINGS_BROKER", dir)
-        .env("TIDINGS_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("serve: {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// Waits (20 s at most) for a log line containing `needle`.
-fn expect_log(log: &mpsc::Receiver<String>, needle: &str) {
-    loop {
-        match log.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) if line.contains(needle) => return,
-            Ok(_) => {}
-            Err(e) => panic!("no log line with {needle:?}: {e}"),
-        }
-    }
+    spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key)
+            .env("TIDINGS_BROKER", dir)
+            .env("TIDINGS_LOG", "info")
+            .stdout(Stdio::null()),
+    )
 }
 
 fn hang_up(child: &Child) {

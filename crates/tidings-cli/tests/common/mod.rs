@@ -38,3 +38,32 @@ pub async fn wait_ready(http: &reqwest::Client, base: &str) {
     }
     panic!("the server did not start");
 }
+
+/// Spawns `command` with its stderr read line by line (and echoed) into
+/// the returned channel, which ends when the process does.
+pub fn spawn_logged(command: &mut Command) -> (Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("serve: {line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits (20 s at most) for a log line containing `needle`.
+pub fn expect_log(log: &std::sync::mpsc::Receiver<String>, needle: &str) {
+    loop {
+        match log.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains(needle) => return,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {needle:?}: {e}"),
+        }
+    }
+}

@@ -30,15 +30,7 @@ impl Hub {
         let entry = AuditEntry {
             id: event_id(self.inner.rows.next(at)),
             at,
-            action: record.action,
-            target: record.target,
-            actor: record.actor,
-            application: record.application,
-            credential: record.credential,
-            status: record.status,
-            address: record.address,
-            request_id: record.request_id,
-            suppressed: record.suppressed,
+            record,
         };
         self.write_record(&self.inner.tables.audit, &entry.id.clone(), &entry)
             .await
@@ -71,11 +63,11 @@ impl Hub {
                 filter
                     .action
                     .as_deref()
-                    .is_none_or(|a| e.action.starts_with(a))
+                    .is_none_or(|a| e.record.action.starts_with(a))
                     && filter
                         .application
                         .as_deref()
-                        .is_none_or(|a| e.application.as_deref() == Some(a))
+                        .is_none_or(|a| e.record.application.as_deref() == Some(a))
             },
             page_of.skip(),
             page_of.size,

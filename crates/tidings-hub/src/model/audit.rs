@@ -4,14 +4,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::iso;
 
-/// One entry of the audit log, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AuditEntry {
-    /// Time-ordered id (its key).
-    pub id: String,
-    /// When, ms since the epoch.
-    pub at: u64,
-    /// What was done (see [`AuditRecord::action`]).
+/// What happened, as the recorder tells it (the hub adds the id and the
+/// time).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditRecord {
+    /// What was done: `application.create`, `subscription.signing_key.rotate`,
+    /// `delivery.replay`, `admin.authentication.failed`...
     pub action: String,
     /// What it was done to: the path's names (an application, a
     /// subscription id, a queue...), if any.
@@ -32,33 +31,20 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
     /// Entries of the same kind left out just before this one (failed
     /// authentications beyond the log's rate).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub suppressed: u64,
 }
 
-/// What the caller of [`crate::Hub::record_audit`] says happened (the hub
-/// adds the id and the time).
-#[derive(Debug, Clone, Default)]
-pub struct AuditRecord {
-    /// What was done: `application.create`, `subscription.signing_key.rotate`,
-    /// `delivery.replay`, `admin.authentication.failed`...
-    pub action: String,
-    /// What it was done to.
-    pub target: Option<String>,
-    /// Who did it.
-    pub actor: String,
-    /// The application, when an application did it.
-    pub application: Option<String>,
-    /// The credential used.
-    pub credential: Option<String>,
-    /// The status answered.
-    pub status: u16,
-    /// The client's address.
-    pub address: Option<String>,
-    /// The request id.
-    pub request_id: Option<String>,
-    /// Entries of the same kind left out just before this one.
-    pub suppressed: u64,
+/// One entry of the audit log, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Time-ordered id (its key).
+    pub id: String,
+    /// When, ms since the epoch.
+    pub at: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub record: AuditRecord,
 }
 
 /// An audit entry as `GET /v1/audit` shows it.
@@ -69,25 +55,9 @@ pub struct AuditView {
     pub id: String,
     /// When (ISO 8601).
     pub timestamped: String,
-    /// What was done.
-    pub action: String,
-    /// What it was done to.
-    pub target: Option<String>,
-    /// `admin`, `application`, `system` or `anonymous`.
-    pub actor: String,
-    /// The application, when an application did it.
-    pub application: Option<String>,
-    /// The credential used.
-    pub credential: Option<String>,
-    /// The HTTP status answered.
-    pub status: u16,
-    /// The client's address.
-    pub address: Option<String>,
-    /// The request's `X-Request-ID`.
-    pub request_id: Option<String>,
-    /// Entries of the same kind left out just before this one.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub suppressed: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub record: AuditRecord,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -100,15 +70,7 @@ impl AuditEntry {
         AuditView {
             id: self.id.clone(),
             timestamped: iso(self.at),
-            action: self.action.clone(),
-            target: self.target.clone(),
-            actor: self.actor.clone(),
-            application: self.application.clone(),
-            credential: self.credential.clone(),
-            status: self.status,
-            address: self.address.clone(),
-            request_id: self.request_id.clone(),
-            suppressed: self.suppressed,
+            record: self.record.clone(),
         }
     }
 }
