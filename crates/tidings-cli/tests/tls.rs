@@ -106,24 +106,17 @@ async fn serves_https_and_reloads_its_certificate_on_sighup() {
     assert!(plain.is_err(), "{plain:?}");
     // The session cookie is Secure (protected mode: loopback is admin).
     let app = serde_json::json!({"application": "shop", "address": "https://shop.example/", "secret": "shop-secret-0123456789-abcdef-0123"});
-    let r = first
-        .client()
-        .post(format!("{base}/v1/applications"))
-        .header("content-type", "application/json")
-        .body(app.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let post = |path: &str, body: serde_json::Value| {
+        first
+            .client()
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(post("/v1/applications", app).await.unwrap().status(), 201);
     let login = serde_json::json!({"username": "shop", "password": "shop-secret-0123456789-abcdef-0123", "scheme": "token"});
-    let r = first
-        .client()
-        .post(format!("{base}/v1/tokens"))
-        .header("content-type", "application/json")
-        .body(login.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = post("/v1/tokens", login).await.unwrap();
     assert_eq!(r.status(), 202);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
