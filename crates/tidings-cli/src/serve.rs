@@ -144,6 +144,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_DEDUP_WINDOW", default_value = "24h", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// How long audit log entries are kept.
+    #[arg(long, env = "TIDINGS_RETAIN_AUDIT", default_value = "365d", value_parser = parse_keep)]
+    pub retain_audit: String,
     /// Time between retention sweeps.
     #[arg(long, env = "TIDINGS_RETENTION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
@@ -198,6 +201,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
                 delivered: keep(&args.retain_delivered)?,
                 failed: keep(&args.retain_failed)?,
                 dedup_window: args.dedup_window,
+                audit: keep(&args.retain_audit)?,
                 interval: args.retention_interval,
                 ..RetentionPolicy::default()
             },

@@ -96,6 +96,7 @@ async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
             delivered: Some(DAY),
             failed: Some(DAY * 3),
             dedup_window: HOUR,
+            audit: Some(DAY * 30),
             // Small batches: every sweep crosses batch boundaries.
             batch: 2,
             ..RetentionPolicy::default()
@@ -130,7 +131,7 @@ async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
     }
     let stop = CancellationToken::new();
     let dispatcher = Dispatcher::new(hub.clone(), DeliveryConfig::default()).unwrap();
-    tokio::spawn(dispatcher.run(stop.clone()));
+    let delivering = tokio::spawn(dispatcher.run(stop.clone()));
 
     // e1: delivered to /ok, dead-lettered by /bad; e2: its action keeps 40 days.
     let (e1, _) = publish(&hub, "shop.sold", Some("order-1")).await;
@@ -143,6 +144,7 @@ async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
     let (e2, _) = publish(&hub, "shop.audited", None).await;
     // e3: its deliveries stay pending (no dispatcher any more).
     stop.cancel();
+    delivering.await.unwrap();
     let (e3, _) = publish(&hub, "shop.sold", None).await;
 
     // Within the dedup window: a repeat is the original; nothing is due.
@@ -218,6 +220,19 @@ async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
     assert!(exists(&hub, &e3).await && exists(&hub, &e4).await);
     // A sweep with nothing due removes nothing.
     assert_eq!(hub.sweep().await.unwrap(), Swept::default());
+    // The audit log: the system's entries too, after its own retention.
+    hub.record_audit(tidings_hub::model::audit::AuditRecord {
+        action: "test.entry".to_owned(),
+        actor: "system".to_owned(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    clock.advance(DAY * 29);
+    assert_eq!(hub.sweep().await.unwrap(), Swept::default());
+    clock.advance(DAY * 2);
+    let swept = hub.sweep().await.unwrap();
+    assert_eq!(swept.audit, 1, "{swept:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,8 @@ pub struct RetentionPolicy {
     pub failed: Option<Duration>,
     /// Dedupers, from their publish, unless their action says otherwise.
     pub dedup_window: Duration,
+    /// Audit log entries (`None`: forever).
+    pub audit: Option<Duration>,
     /// Records per transaction of a sweep.
     pub batch: usize,
     /// Time between sweeps (the server's).
@@ -54,6 +56,7 @@ impl Default for RetentionPolicy {
             delivered: Some(DAY * 7),
             failed: Some(DAY * 30),
             dedup_window: DAY,
+            audit: Some(DAY * 365),
             batch: 500,
             interval: Duration::from_secs(60),
         }
@@ -71,6 +74,8 @@ pub struct Swept {
     pub dead_letters: u64,
     /// Dedupers.
     pub dedupers: u64,
+    /// Audit log entries.
+    pub audit: u64,
 }
 
 /// What `hub.expiring_dedupers` holds: the deduper and its event.
@@ -129,6 +134,7 @@ impl Hub {
         swept.gists = gists;
         swept.dead_letters = dead_letters;
         swept.events = self.sweep_events(now).await?;
+        swept.audit = self.sweep_audit(now).await?;
         Ok(swept)
     }
 
@@ -152,6 +158,33 @@ impl Hub {
                     tx.delete(tables.dedupers.clone(), entry.deduper.clone());
                     removed += 1;
                 }
+            }
+            broker.commit(tx).await?;
+        }
+    }
+
+    /// Removes audit entries older than their retention (their keys are
+    /// time-ordered: a key range).
+    async fn sweep_audit(&self, now: u64) -> HubResult<u64> {
+        let Some(keep) = self.policy().audit else {
+            return Ok(0);
+        };
+        let tables = &self.inner.tables;
+        let broker = &**self.broker();
+        let horizon = row_key_at(now.saturating_sub(ms(keep)));
+        let mut removed = 0;
+        loop {
+            let range = RecordScan::all()
+                .to(horizon.clone())
+                .limit(self.policy().batch);
+            let due = broker.scan_records(&tables.audit, range).await?;
+            if due.is_empty() {
+                return Ok(removed);
+            }
+            let mut tx = Transaction::new();
+            for record in due {
+                tx.delete(tables.audit.clone(), record.key);
+                removed += 1;
             }
             broker.commit(tx).await?;
         }
