@@ -166,3 +166,125 @@ async fn sigkill_mid_backlog_loses_nothing() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// Killed with SIGKILL while retention sweeps run (one second of retention,
+/// a sweep every second, publishes going on): after a restart, every event
+/// whose delivery is still retrying is there with its gist, and the sweeps
+/// go on removing what is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_retention_keeps_what_must_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let flags = [
+        "--retain-events",
+        "1s",
+        "--retain-delivered",
+        "1s",
+        "--retain-failed",
+        "1s",
+        "--dedup-window",
+        "1s",
+        "--retention-interval",
+        "1s",
+    ];
+    let mut server = spawn_server(dir.path(), port, &flags);
+    wait_ready(&http, &base).await;
+    // A subscriber that never answers (a closed port): its deliveries retry
+    // for an hour, so their events must stay.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    for (path, body) in [
+        (
+            "/v1/applications",
+            json!({"application": "shop", "address": "http://shop.invalid"}),
+        ),
+        (
+            "/v1/applications",
+            json!({"application": "mailer", "address": closed}),
+        ),
+        (
+            "/v1/actions",
+            json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}}),
+        ),
+        (
+            "/v1/actions",
+            json!({"action": "shop.kept", "application": "shop", "schemata": {"type": "object"}}),
+        ),
+        (
+            "/v1/subscriptions",
+            json!({"application": "mailer", "action": "shop.kept", "handler": "/kept", "retry_schedule": [3600], "max_retries": 5}),
+        ),
+    ] {
+        let (s, b) = post(&http, format!("{base}{path}"), body).await;
+        assert_eq!(s, 201, "{path}: {b}");
+    }
+    let mut kept = Vec::new();
+    for n in 0..20 {
+        let (s, b) = post(
+            &http,
+            format!("{base}/v1/events"),
+            json!({"action": "shop.kept", "payload": {"n": n}}),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        kept.push(b["event"].as_str().unwrap().to_owned());
+    }
+    // Publish what retention removes, until sweeps have removed some of
+    // it, and kill the server in the middle of that.
+    let stats = |http: reqwest::Client, base: String| async move {
+        let r = http.get(format!("{base}/v1/stats")).send().await.unwrap();
+        let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        v["events"].as_u64().unwrap()
+    };
+    let mut published = kept.len() as u64;
+    loop {
+        for n in 0..100 {
+            let (s, b) = post(&http, format!("{base}/v1/events"), json!({"action": "shop.sold", "payload": {"n": n}, "deduper": format!("{published}-{n}")})).await;
+            assert_eq!(s, 201, "{b}");
+            published += 1;
+        }
+        if stats(http.clone(), base.clone()).await < published {
+            break;
+        }
+        assert!(published < 20_000, "no sweep removed anything");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let mut server = spawn_server(dir.path(), port, &flags);
+    wait_ready(&http, &base).await;
+    for id in &kept {
+        let r = http
+            .get(format!("{base}/v1/events/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "event {id}, whose delivery is retrying, is gone"
+        );
+    }
+    let r = http
+        .get(format!("{base}/v1/gists?action=shop.kept&pagination=100"))
+        .send()
+        .await
+        .unwrap();
+    let gists: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(gists["total"], kept.len(), "{gists}");
+    // Sweeps go on: in the end only the kept events are left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stats(http.clone(), base.clone()).await > kept.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention stopped after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
