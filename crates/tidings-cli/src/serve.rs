@@ -144,6 +144,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_DEDUP_WINDOW", default_value = "24h", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
+    /// Free bytes on the storage's disk under which /readyz and /metrics
+    /// warn (`1GiB`, `500MiB`, bytes; `0`: never).
+    #[arg(long, env = "TIDINGS_DISK_FREE_WARNING", default_value = "1GiB", value_parser = parse_bytes)]
+    pub disk_free_warning: String,
     /// How long audit log entries are kept.
     #[arg(long, env = "TIDINGS_RETAIN_AUDIT", default_value = "365d", value_parser = parse_keep)]
     pub retain_audit: String,
@@ -196,6 +200,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
             max_schema_bytes: args.max_schema_bytes,
             max_schema_bytes_per_application: args.max_schema_bytes_per_application,
             sealer: Arc::new(sealer),
+            disk_free_warning: Some(bytes(&args.disk_free_warning)?).filter(|b| *b > 0),
             retention: RetentionPolicy {
                 events: keep(&args.retain_events)?,
                 delivered: keep(&args.retain_delivered)?,
@@ -330,6 +335,36 @@ fn keep(text: &str) -> anyhow::Result<Option<Duration>> {
             anyhow::anyhow!("retention {other:?}: {e} (a duration such as 30d, or forever)")
         }),
     }
+}
+
+/// A size: bytes, or a number with `KiB`, `MiB`, `GiB` or `TiB`.
+fn bytes(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        anyhow::anyhow!("size {text:?}: a number of bytes, or with KiB, MiB, GiB, TiB")
+    })?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        "TiB" => 40,
+        other => anyhow::bail!("size {text:?}: unknown unit {other:?} (KiB, MiB, GiB, TiB)"),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| anyhow::anyhow!("size {text:?} is too large"))
+}
+
+/// Checks a size flag.
+fn parse_bytes(text: &str) -> Result<String, String> {
+    bytes(text)
+        .map(|_| text.trim().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// Checks a retention flag.

@@ -245,3 +245,77 @@ async fn a_full_disk_refuses_writes_until_space_is_freed() {
     }
     assert_eq!(stored, published + 1);
 }
+
+/// The storage's size and free space, retention's work and the oldest
+/// event's age are in /metrics; free space under `--disk-free-warning`
+/// is a warning in /readyz (still ready) and a gauge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_readiness_tell_the_storage_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let flags = [
+        "--disk-free-warning",
+        "1000000TiB",
+        "--retain-events",
+        "1s",
+        "--retention-interval",
+        "1s",
+    ];
+    let mut server = common::spawn_server(dir.path(), port, &flags);
+    let http = reqwest::Client::new();
+    wait_ready(&http, &base).await;
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let probe: serde_json::Value = serde_json::from_slice(&ready.bytes().await.unwrap()).unwrap();
+    assert!(
+        probe["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("--disk-free-warning")),
+        "{probe}"
+    );
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let app = json!({"application": "shop", "address": "http://shop.invalid"});
+    assert_eq!(post("/v1/applications", app).await.unwrap().status(), 201);
+    let action =
+        json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}});
+    assert_eq!(post("/v1/actions", action).await.unwrap().status(), 201);
+    let sale = json!({"action": "shop.sold", "payload": {"n": 1}});
+    assert_eq!(post("/v1/events", sale).await.unwrap().status(), 201);
+    // Retention removes the event within a few sweeps; the metrics say so.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("tidings_retention_removed_total{kind=\"events\"} 1") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(value("tidings_storage_used_bytes") > 0.0);
+    assert!(value("tidings_storage_free_bytes") > 0.0);
+    assert_eq!(value("tidings_storage_free_below_warning"), 1.0);
+    assert!(value("tidings_retention_lag_seconds") < 30.0);
+    assert!(value("tidings_oldest_event_age_seconds") >= 0.0);
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

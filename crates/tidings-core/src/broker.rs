@@ -8,6 +8,15 @@ use crate::{
     RecordScan, Result, SendReceipt, TableName, Transaction,
 };
 
+/// Bytes a broker's storage occupies and has left.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageUsage {
+    /// Bytes its data takes (`None`: cannot be told).
+    pub used_bytes: Option<u64>,
+    /// Bytes left where it stores (`None`: cannot be told).
+    pub free_bytes: Option<u64>,
+}
+
 /// A message broker: durable named queues with consumer groups, redelivery,
 /// dead letters, TTL, delays and transactions.
 ///
@@ -38,6 +47,13 @@ pub trait Broker: Send + Sync {
     /// recover). By default, whether it can list its queues.
     async fn ready(&self) -> Result<()> {
         self.list_queues().await.map(|_| ())
+    }
+
+    /// What its storage occupies and has left, where the backend can tell
+    /// (the embedded engine: its data directory and that disk's free
+    /// space). By default nothing is known.
+    async fn storage_usage(&self) -> Result<StorageUsage> {
+        Ok(StorageUsage::default())
     }
 
     /// Counts, groups and settings of a queue.

@@ -41,7 +41,7 @@ pub mod transaction;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use broker::Broker;
+pub use broker::{Broker, StorageUsage};
 pub use clock::{Clock, ManualClock};
 pub use dead_letter::{DeadLetter, DeadLetterSelection};
 pub use error::{Error, Result};

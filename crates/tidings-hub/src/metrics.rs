@@ -26,6 +26,13 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of what retention removes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `events`, `gists`, `dead_letters`, `dedupers` or `audit`.
+    pub kind: &'static str,
+}
+
 /// Labels of per-subscription series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriptionLabels {
@@ -52,9 +59,26 @@ pub struct HubMetrics {
     pub(crate) in_flight: Family<SubscriptionLabels, Gauge>,
     pub(crate) oldest_age: Family<SubscriptionLabels, Gauge<f64, AtomicU64>>,
     pub(crate) dead_letters: Family<SubscriptionLabels, Gauge>,
+    /// What retention removed, by kind.
+    pub retention_removed: Family<KindLabels, Counter>,
+    /// When the last sweep ended, ms since the epoch (0: none yet).
+    pub(crate) last_sweep_ms: AtomicU64,
+    retention_lag: Gauge<f64, AtomicU64>,
+    oldest_event_age: Gauge<f64, AtomicU64>,
+    storage_used: Gauge,
+    storage_free: Gauge,
+    storage_low: Gauge,
     /// Held while the subscription gauges are replaced and the registry
     /// encoded, so a scrape never sees another's half-filled gauges.
     scrape: Mutex<()>,
+}
+
+/// The hub-wide readings of a scrape.
+pub(crate) struct HubReading {
+    pub(crate) storage: tidings_core::StorageUsage,
+    pub(crate) storage_low: bool,
+    pub(crate) oldest_event_age: f64,
+    pub(crate) retention_lag: f64,
 }
 
 /// One subscription's queue, read at scrape time.
@@ -117,8 +141,51 @@ impl Default for HubMetrics {
             "Dead-lettered deliveries per subscription",
             dead_letters.clone(),
         );
+        let retention_removed = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "retention_removed",
+            "Records removed by retention, by kind",
+            retention_removed.clone(),
+        );
+        let retention_lag = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "retention_lag_seconds",
+            "Time since the last retention sweep ended (since the start before the first)",
+            retention_lag.clone(),
+        );
+        let oldest_event_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "oldest_event_age_seconds",
+            "Age of the oldest stored event",
+            oldest_event_age.clone(),
+        );
+        let storage_used = Gauge::default();
+        registry.register(
+            "storage_used_bytes",
+            "Bytes the storage takes (embedded engine: the data directory)",
+            storage_used.clone(),
+        );
+        let storage_free = Gauge::default();
+        registry.register(
+            "storage_free_bytes",
+            "Bytes free where the storage is (embedded engine: its disk)",
+            storage_free.clone(),
+        );
+        let storage_low = Gauge::default();
+        registry.register(
+            "storage_free_below_warning",
+            "1 while the free space is under --disk-free-warning",
+            storage_low.clone(),
+        );
         Self {
             registry,
+            retention_removed,
+            last_sweep_ms: AtomicU64::new(0),
+            retention_lag,
+            oldest_event_age,
+            storage_used,
+            storage_free,
+            storage_low,
             published,
             attempts,
             delivery_latency,
@@ -144,8 +211,18 @@ impl HubMetrics {
     /// to `readings` (taken before, with the awaits they need): replacing
     /// and encoding happen under one lock, so concurrent scrapes cannot
     /// clear each other's gauges.
-    pub(crate) fn encode_with(&self, readings: Vec<SubscriptionReading>) -> String {
+    pub(crate) fn encode_with(
+        &self,
+        readings: Vec<SubscriptionReading>,
+        hub: &HubReading,
+    ) -> String {
         let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes = |n: Option<u64>| n.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        self.storage_used.set(bytes(hub.storage.used_bytes));
+        self.storage_free.set(bytes(hub.storage.free_bytes));
+        self.storage_low.set(i64::from(hub.storage_low));
+        self.oldest_event_age.set(hub.oldest_event_age);
+        self.retention_lag.set(hub.retention_lag);
         self.queued.clear();
         self.in_flight.clear();
         self.oldest_age.clear();

@@ -28,6 +28,10 @@ pub struct Probe {
     /// not answer). The log has the detail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// Only when ready with something to heed: e.g. free disk space under
+    /// `--disk-free-warning`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// One server-sent event of a stream, as its `event:` and `data:` lines.

@@ -147,6 +147,20 @@ impl Broker for EmbeddedBroker {
         Ok(self.lock().queues.keys().cloned().collect())
     }
 
+    /// The data directory's size and its disk's free space.
+    async fn storage_usage(&self) -> Result<tidings_core::StorageUsage> {
+        let Some(path) = self.inner.path.clone() else {
+            return Ok(tidings_core::StorageUsage::default());
+        };
+        let usage = tokio::task::spawn_blocking(move || tidings_core::StorageUsage {
+            used_bytes: Some(crate::store::fjall::bytes_under(&path)),
+            free_bytes: crate::store::fjall::free_bytes(&path),
+        })
+        .await
+        .map_err(|e| Error::storage(std::io::Error::other(e)))?;
+        Ok(usage)
+    }
+
     /// Ready if a small synced write goes through (reopening the store
     /// first if a write had failed): a full disk shows here.
     async fn ready(&self) -> Result<()> {

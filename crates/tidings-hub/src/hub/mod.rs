@@ -63,6 +63,8 @@ pub struct HubConfig {
     pub sealer: Arc<Sealer>,
     /// How long events, deliveries and dedupers are kept.
     pub retention: RetentionPolicy,
+    /// Free bytes under which `/readyz` and `/metrics` warn (`None`: never).
+    pub disk_free_warning: Option<u64>,
 }
 
 impl Default for HubConfig {
@@ -77,6 +79,7 @@ impl Default for HubConfig {
             clock: Clock::System,
             sealer: Arc::new(Sealer::none()),
             retention: RetentionPolicy::default(),
+            disk_free_warning: Some(1 << 30),
         }
     }
 }
@@ -186,6 +189,8 @@ pub(crate) struct Inner {
     pub(crate) destinations: Arc<Destinations>,
     /// Checks large payloads off the async workers.
     pub(crate) checker: crate::schema::Checker,
+    /// When it was opened, by its clock.
+    pub(crate) opened_at: u64,
 }
 
 impl Hub {
@@ -206,6 +211,7 @@ impl Hub {
                 metrics: HubMetrics::default(),
                 destinations: Arc::new(Destinations::new(config.destinations.clone())),
                 checker: crate::schema::Checker::default(),
+                opened_at: config.clock.now(),
                 config,
             }),
         };
@@ -340,7 +346,62 @@ impl Hub {
                 oldest_age,
             });
         }
-        Ok(self.inner.metrics.encode_with(readings))
+        let now = self.now_ms();
+        let storage = self.inner.broker.storage_usage().await?;
+        let oldest = crate::tables::scan::<serde_json::Value>(
+            &*self.inner.broker,
+            &self.inner.tables.events,
+            tidings_core::RecordScan::all().limit(1),
+        )
+        .await?;
+        let oldest_event_age = oldest
+            .first()
+            .and_then(|(id, _)| crate::ids::parse_event_row(id))
+            .map_or(0.0, |row| {
+                now.saturating_sub(crate::ids::row_time(row)) as f64 / 1000.0
+            });
+        let last = self
+            .inner
+            .metrics
+            .last_sweep_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let since = if last == 0 {
+            self.inner.opened_at
+        } else {
+            last
+        };
+        let hub = crate::metrics::HubReading {
+            storage,
+            storage_low: self.storage_low(&storage),
+            oldest_event_age,
+            retention_lag: now.saturating_sub(since) as f64 / 1000.0,
+        };
+        Ok(self.inner.metrics.encode_with(readings, &hub))
+    }
+
+    /// Whether the free space is under the warning threshold.
+    fn storage_low(&self, storage: &tidings_core::StorageUsage) -> bool {
+        self.inner
+            .config
+            .disk_free_warning
+            .zip(storage.free_bytes)
+            .is_some_and(|(warn, free)| free < warn)
+    }
+
+    /// What `/readyz` should warn of while still ready: free space under
+    /// `disk_free_warning`.
+    pub async fn storage_warnings(&self) -> HubResult<Vec<String>> {
+        let storage = self.inner.broker.storage_usage().await?;
+        Ok(if self.storage_low(&storage) {
+            vec![format!(
+                "the storage's disk has {} bytes free, under the warning threshold of {} \
+                 (--disk-free-warning); free space or expect writes to fail",
+                storage.free_bytes.unwrap_or(0),
+                self.inner.config.disk_free_warning.unwrap_or(0)
+            )]
+        } else {
+            Vec::new()
+        })
     }
 
     /// Reads the catalog.

@@ -135,6 +135,22 @@ impl Hub {
         swept.dead_letters = dead_letters;
         swept.events = self.sweep_events(now).await?;
         swept.audit = self.sweep_audit(now).await?;
+        let metrics = &self.inner.metrics;
+        for (kind, n) in [
+            ("events", swept.events),
+            ("gists", swept.gists),
+            ("dead_letters", swept.dead_letters),
+            ("dedupers", swept.dedupers),
+            ("audit", swept.audit),
+        ] {
+            metrics
+                .retention_removed
+                .get_or_create(&crate::metrics::KindLabels { kind })
+                .inc_by(n);
+        }
+        metrics
+            .last_sweep_ms
+            .store(self.now_ms(), std::sync::atomic::Ordering::Relaxed);
         Ok(swept)
     }
 

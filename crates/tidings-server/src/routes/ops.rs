@@ -19,6 +19,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub async fn health() -> Json<Probe> {
     Json(Probe {
         reason: None,
+        warnings: Vec::new(),
         status: "ok",
         version: Some(VERSION),
     })
@@ -61,6 +62,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
                 status: "ready",
                 version: Some(VERSION),
                 reason: None,
+                warnings: state.hub.storage_warnings().await.unwrap_or_default(),
             }),
         ),
         Err(e) => {
@@ -79,6 +81,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Probe>) {
                     status: "unavailable",
                     version: None,
                     reason: Some(reason),
+                    warnings: Vec::new(),
                 }),
             )
         }

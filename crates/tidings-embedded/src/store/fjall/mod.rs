@@ -219,6 +219,21 @@ pub(crate) fn classify(detail: &str, path: &Path) -> Failure {
     }
 }
 
+/// Bytes of the files under `path` (what cannot be read counts 0).
+pub(crate) fn bytes_under(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(std::result::Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => bytes_under(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Bytes free for this process on the file system holding `path`
 /// (`None` where it cannot be told).
 pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
