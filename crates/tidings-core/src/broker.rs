@@ -49,6 +49,15 @@ pub trait Broker: Send + Sync {
         self.list_queues().await.map(|_| ())
     }
 
+    /// Applies time to every queue now, in bounded steps: expired messages
+    /// dropped or dead-lettered, retention trimmed, dedup ids forgotten
+    /// (what otherwise happens when a queue is next used). Returns how
+    /// many messages and dedup ids it removed (expiries that dead-letter
+    /// are applied too, not counted). By default nothing.
+    async fn maintain(&self) -> Result<u64> {
+        Ok(0)
+    }
+
     /// What its storage occupies and has left, where the backend can tell
     /// (the embedded engine: its data directory and that disk's free
     /// space). By default nothing is known.

@@ -29,7 +29,7 @@ pub struct OutcomeLabels {
 /// Labels of what retention removes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
-    /// `events`, `gists`, `dead_letters`, `dedupers` or `audit`.
+    /// `events`, `gists`, `dead_letters`, `dedupers`, `audit` or `queues`.
     pub kind: &'static str,
 }
 

@@ -94,6 +94,9 @@ pub(super) fn enqueue(
     (receipt, Some(seq))
 }
 
+/// Removals per lock section of [`Broker::maintain`].
+const MAINTAIN_STEP: usize = 1000;
+
 impl EmbeddedBroker {
     /// Acks `ids` for `group` now; the returned [`Pending`] says when that is
     /// in the log.
@@ -145,6 +148,35 @@ impl Broker for EmbeddedBroker {
 
     async fn list_queues(&self) -> Result<Vec<QueueName>> {
         Ok(self.lock().queues.keys().cloned().collect())
+    }
+
+    /// Every queue, a step of [`MAINTAIN_STEP`] removals per lock section.
+    async fn maintain(&self) -> Result<u64> {
+        let names: Vec<QueueName> = self.lock().queues.keys().cloned().collect();
+        let mut removed = 0u64;
+        for name in names {
+            loop {
+                let (out, pending) = self.write(Admission::none(), |queues, ctx| {
+                    let done = match queues.get_mut(&name) {
+                        Some(q) => q.maintain_at_most(ctx, MAINTAIN_STEP)?,
+                        None => 0,
+                    };
+                    Ok((done, Wait::Written))
+                });
+                let done = out?;
+                pending.wait().await?;
+                removed += done as u64;
+                if done < MAINTAIN_STEP {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            match self.expire_unread(&name).await {
+                Ok(()) | Err(Error::QueueNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
     }
 
     /// The data directory's size and its disk's free space.

@@ -450,3 +450,59 @@ async fn a_failed_write_is_refused_and_the_next_reopens_the_store() {
         "both delivered, neither acked"
     );
 }
+
+/// An idle queue's expired messages, old retained ones and dedup ids go
+/// when `maintain` runs (the hub runs it on a timer), not only when the
+/// queue is next used; expiries that dead-letter read their messages
+/// first.
+#[tokio::test]
+async fn maintain_applies_time_to_idle_queues() {
+    use tidings_core::{ExpiryAction, ManualClock, Timestamp};
+    let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+    let broker = EmbeddedBroker::in_memory_with(EmbeddedOptions {
+        clock: tidings_core::Clock::Manual(clock.clone()),
+        ..EmbeddedOptions::default()
+    });
+    let dropping = QueueName::new("dropping").expect("valid");
+    let dead = QueueName::new("dead").expect("valid");
+    for (queue, on_expiry) in [
+        (&dropping, ExpiryAction::Drop),
+        (&dead, ExpiryAction::DeadLetter),
+    ] {
+        let config = QueueConfig {
+            default_ttl: Some(Duration::from_secs(60)),
+            on_expiry,
+            dedup_window: Duration::from_secs(60),
+            ..QueueConfig::default()
+        };
+        broker.create_queue(queue, config).await.expect("created");
+        // More than one step's worth on the first queue.
+        let n = if on_expiry == ExpiryAction::Drop {
+            2_500
+        } else {
+            10
+        };
+        for i in 0..n {
+            let mut message = OutgoingMessage::json(&serde_json::json!(i)).expect("json");
+            message.dedup_id = Some(format!("d{i}"));
+            broker.send(queue, message).await.expect("sent");
+        }
+    }
+    assert_eq!(
+        broker.maintain().await.expect("maintained"),
+        0,
+        "nothing due yet"
+    );
+    assert_eq!(stored(&broker, Space::Messages), 2_510);
+    clock.advance(Duration::from_secs(61));
+    let removed = broker.maintain().await.expect("maintained");
+    // Messages and dedup ids, for both queues.
+    assert_eq!(removed, 2 * 2_500 + 10, "{removed}");
+    assert_eq!(stored(&broker, Space::Messages), 0);
+    assert_eq!(stored(&broker, Space::Dedup), 0);
+    assert_eq!(
+        broker.queue_info(&dead).await.expect("info").dead_letters,
+        10
+    );
+    assert_eq!(broker.queue_info(&dropping).await.expect("info").length, 0);
+}

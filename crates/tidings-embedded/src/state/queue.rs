@@ -498,14 +498,28 @@ impl QueueState {
     /// that dead-letters its message waits for that message to be read
     /// outside the lock (until then the message is never delivered).
     pub(crate) fn maintain(&mut self, ctx: &mut Ctx<'_>) -> Result<()> {
-        while let Some(&(t, seq)) = self.expiries.first() {
+        self.maintain_at_most(ctx, usize::MAX).map(|_| ())
+    }
+
+    /// [`Self::maintain`], stopping after `budget` removals (expiries,
+    /// retention, dedup entries). Returns how many it made; fewer than
+    /// `budget` means nothing due is left (but expiries that must be read
+    /// first, which `EmbeddedBroker::expire_unread` applies).
+    pub(crate) fn maintain_at_most(&mut self, ctx: &mut Ctx<'_>, budget: usize) -> Result<usize> {
+        let mut done = 0;
+        while done < budget
+            && let Some(&(t, seq)) = self.expiries.first()
+        {
             if t > ctx.now || !self.can_expire_now(seq, ctx) {
                 break;
             }
             self.expire(seq, ctx)?;
+            done += 1;
         }
-        self.trim_retained(ctx);
-        while let Some((t, _)) = self.dedup_order.front() {
+        done += self.trim_retained(ctx, budget.saturating_sub(done));
+        while done < budget
+            && let Some((t, _)) = self.dedup_order.front()
+        {
             if *t > ctx.now {
                 break;
             }
@@ -515,17 +529,21 @@ impl QueueState {
                 self.dedup.remove(&id);
                 ctx.batch.delete(Space::Dedup, named_key(self.id(), &id));
             }
+            done += 1;
         }
-        Ok(())
+        Ok(done)
     }
 
-    fn trim_retained(&mut self, ctx: &mut Ctx<'_>) {
+    fn trim_retained(&mut self, ctx: &mut Ctx<'_>, budget: usize) -> usize {
         let retention = self.record.config.retention;
         let max_len = retention.max_len.unwrap_or(u64::MAX);
         let max_age = retention.max_age.map_or(u64::MAX, |d| {
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
         });
-        while let Some(&seq) = self.retained.first() {
+        let mut done = 0;
+        while done < budget
+            && let Some(&seq) = self.retained.first()
+        {
             let too_many = self.retained.len() as u64 > max_len;
             let too_old = self
                 .messages
@@ -535,7 +553,9 @@ impl QueueState {
                 break;
             }
             self.delete_message(seq, ctx);
+            done += 1;
         }
+        done
     }
 
     /// Whether a delivery is written before it is handed out (so the

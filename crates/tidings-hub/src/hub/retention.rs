@@ -76,6 +76,9 @@ pub struct Swept {
     pub dedupers: u64,
     /// Audit log entries.
     pub audit: u64,
+    /// Queue messages and dedup ids the broker removed as their time came
+    /// (`Broker::maintain`: idle queues too).
+    pub queues: u64,
 }
 
 /// What `hub.expiring_dedupers` holds: the deduper and its event.
@@ -135,6 +138,7 @@ impl Hub {
         swept.dead_letters = dead_letters;
         swept.events = self.sweep_events(now).await?;
         swept.audit = self.sweep_audit(now).await?;
+        swept.queues = self.broker().maintain().await?;
         let metrics = &self.inner.metrics;
         for (kind, n) in [
             ("events", swept.events),
@@ -142,6 +146,7 @@ impl Hub {
             ("dead_letters", swept.dead_letters),
             ("dedupers", swept.dedupers),
             ("audit", swept.audit),
+            ("queues", swept.queues),
         ] {
             metrics
                 .retention_removed
