@@ -909,3 +909,53 @@ async fn webhooks_are_never_a_credential() {
     server.stop().await;
     other.stop().await;
 }
+
+/// Listing by action reads the per-action index: newest first across every
+/// action whose name contains the filter, paged, within a time window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_by_action_are_listed_newest_first_across_matching_actions() {
+    let server = TestServer::start(memory()).await;
+    let c = Client::new(&server.base);
+    let app = json!({"application": "shop", "address": "http://shop.invalid"});
+    assert_eq!(c.post("/v1/applications", app).await.status, 201);
+    for action in ["shop.sold", "shop.sold.v2", "other.thing"] {
+        let body = json!({"action": action, "application": "shop", "schemata": {"type": "object"}});
+        assert_eq!(c.post("/v1/actions", body).await.status, 201);
+    }
+    let mut matching = Vec::new();
+    for n in 0..5 {
+        for action in ["shop.sold", "other.thing", "shop.sold.v2"] {
+            let r = c
+                .post("/v1/events", json!({"action": action, "payload": {"n": n}}))
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            if action.starts_with("shop.sold") {
+                matching.push(r.body["event"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    matching.reverse();
+    let mut listed = Vec::new();
+    for page in 1..=4 {
+        let r = c
+            .get(&format!(
+                "/v1/events?action=shop.sold&pagination=4&page={page}"
+            ))
+            .await;
+        assert_eq!(r.status, 200);
+        for e in r.body.as_array().unwrap() {
+            listed.push(e["event"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        listed, matching,
+        "newest first, both matching actions, nothing else"
+    );
+    let exact = c.get("/v1/events?action=shop.sold.v2&pagination=100").await;
+    assert_eq!(exact.body.as_array().unwrap().len(), 5);
+    let future = c.get("/v1/events?action=shop.sold&from=2999-01-01").await;
+    assert_eq!(future.body.as_array().unwrap().len(), 0);
+    let past = c.get("/v1/events?action=shop.sold&to=2000-01-01").await;
+    assert_eq!(past.body.as_array().unwrap().len(), 0);
+    server.stop().await;
+}

@@ -283,20 +283,7 @@ impl Hub {
         let tables = &self.inner.tables;
         let broker = &**self.broker();
         let mut removed = 0;
-        let mut next_action = String::new();
-        // One action at a time: its first index entry names it.
-        while let Some((first, _)) = scan::<serde_json::Value>(
-            broker,
-            &tables.events_by_action,
-            RecordScan::all().from(next_action.clone()).limit(1),
-        )
-        .await?
-        .into_iter()
-        .next()
-        {
-            let action = first.split('\n').next().unwrap_or_default().to_owned();
-            // '\n' + 1: past every key of this action.
-            next_action = format!("{action}\u{b}");
+        for action in self.indexed_actions().await? {
             let Some(keep) = self.event_retention(&action) else {
                 continue;
             };
@@ -335,6 +322,29 @@ impl Hub {
             }
         }
         Ok(removed)
+    }
+
+    /// Every action with events in `hub.events_by_action` (deleted ones
+    /// too): one short read per action, each entry naming the next.
+    pub(crate) async fn indexed_actions(&self) -> HubResult<Vec<String>> {
+        let mut actions = Vec::new();
+        let mut next = String::new();
+        while let Some(first) = self
+            .broker()
+            .scan_records(
+                &self.inner.tables.events_by_action,
+                RecordScan::all().from(next.clone()).limit(1),
+            )
+            .await?
+            .into_iter()
+            .next()
+        {
+            let action = first.key.split('\n').next().unwrap_or_default().to_owned();
+            // '\n' + 1: past every key of this action.
+            next = format!("{action}\u{b}");
+            actions.push(action);
+        }
+        Ok(actions)
     }
 
     /// Whether a delivery of `event` is pending or retrying.
