@@ -29,7 +29,12 @@ where
     loop {
         match op().await {
             Ok(v) => return v,
-            Err(Error::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
+            // Away, or (killed with the request in hand) an unknown outcome:
+            // retried, as a client with idempotent operations does (a
+            // repeated send is a duplicate the consumer's set absorbs).
+            Err(Error::Unavailable(_) | Error::OutcomeUnknown(_))
+                if tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("{e}"),

@@ -143,6 +143,7 @@ impl HttpBroker {
         url: Url,
         body: Option<Value>,
     ) -> Result<(StatusCode, Value)> {
+        let writes = method != Method::GET;
         let mut request = self.http.request(method, url);
         request = match &self.credentials {
             Credentials::None => request,
@@ -154,7 +155,7 @@ impl HttpBroker {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
         }
-        let response = self.send(request).await?;
+        let response = self.send(request, writes).await?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -172,7 +173,13 @@ impl HttpBroker {
 
     /// Sends, trying again while the connection cannot be made (the server
     /// restarting): such a request never reached it, so any may be retried.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+    /// A write (`writes`) sent but not answered fails with
+    /// [`Error::OutcomeUnknown`]: it may have been applied.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        writes: bool,
+    ) -> Result<reqwest::Response> {
         let deadline = Instant::now() + self.reconnect_for;
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -184,6 +191,11 @@ impl HttpBroker {
                 Err(e) if e.is_connect() && Instant::now() + backoff < deadline => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) if writes && !e.is_connect() => {
+                    return Err(Error::OutcomeUnknown(format!(
+                        "tidings serve took the request but did not answer: {e}"
+                    )));
                 }
                 Err(e) => {
                     return Err(Error::Unavailable(format!(

@@ -52,3 +52,32 @@ async fn a_server_that_stays_away_is_a_typed_error() {
         "it kept trying"
     );
 }
+
+/// A server that takes a request and drops the connection without an
+/// answer: a write's outcome is unknown (it may have been applied), a
+/// read's is simply unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_taken_but_not_answered_has_an_unknown_outcome() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            drop(stream);
+        }
+    });
+    let client = HttpBroker::connect(&format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .reconnect_for(Duration::from_millis(300));
+    let queue = QueueName::new("orders").unwrap();
+    let err = client
+        .create_queue(&queue, QueueConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+    let err = client.list_queues().await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+}
