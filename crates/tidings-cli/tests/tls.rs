@@ -129,20 +129,10 @@ async fn serves_https_and_reloads_its_certificate_on_sighup() {
     second.issue(&cert, &key);
     hang_up(&child);
     expect_log(&log, "TLS certificate reloaded");
-    let r = second
-        .client()
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let health = |authority: &Authority| authority.client().get(format!("{base}/health")).send();
+    assert_eq!(health(&second).await.unwrap().status(), 200);
     assert!(
-        first
-            .client()
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .is_err(),
+        health(&first).await.is_err(),
         "the old certificate is no longer offered"
     );
 
@@ -150,13 +140,7 @@ async fn serves_https_and_reloads_its_certificate_on_sighup() {
     std::fs::write(&key, "not a key").unwrap();
     hang_up(&child);
     expect_log(&log, "TLS certificate not reloaded");
-    let r = second
-        .client()
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(health(&second).await.unwrap().status(), 200);
 
     child.kill().unwrap();
     child.wait().unwrap();
