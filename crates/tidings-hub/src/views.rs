@@ -392,6 +392,11 @@ pub struct Backfilled {
     /// Only in a dry run: `true`.
     #[serde(skip_serializing_if = "is_false")]
     pub dry_run: bool,
+    /// Only when the window reaches back past the action's retention: the
+    /// time before which its events were removed by retention and cannot
+    /// be backfilled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed_before: Option<String>,
 }
 
 /// Totals over the stored events and deliveries.

@@ -213,6 +213,10 @@ async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
     for kept in [&e2, &e3, &e4] {
         assert!(exists(&hub, kept).await, "{kept}");
     }
+    // A backfill reaching back past the retention says what is gone.
+    let backfill = hub.backfill(&admin, &subs[0], 0, None, true).await.unwrap();
+    assert_eq!(backfill.count, Some(2), "e3 and e4 are left of shop.sold");
+    assert!(backfill.removed_before.is_some(), "{backfill:?}");
     // Forty days: e2 goes too.
     clock.advance(DAY * 30);
     assert_eq!(hub.sweep().await.unwrap().events, 1);

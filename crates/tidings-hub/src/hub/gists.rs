@@ -239,31 +239,47 @@ impl Hub {
             ));
         }
         let sub = self.subscription(subscription)?;
-        let mut range = RecordScan::all().from(row_key_at(since));
-        if let Some(until) = until {
-            range = range.to(row_key_at(until));
-        }
-        let (events, count) = page(
-            &**self.broker(),
-            &self.inner.tables.events,
-            range,
-            |e: &Event| e.action == sub.action,
-            0,
-            if dry_run { 0 } else { usize::MAX },
-            true,
-        )
-        .await?;
+        let now = self.now_ms();
+        let removed_before = self.event_retention(&sub.action).and_then(|keep| {
+            let horizon = now.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+            (since < horizon).then(|| crate::time::iso(horizon))
+        });
+        // The action's events of the window, from its index (not a scan of
+        // the whole log).
+        use super::retention::by_action_key;
+        let range = RecordScan::all()
+            .from(by_action_key(&sub.action, &row_key_at(since)))
+            .to(until.map_or_else(
+                || format!("{}\u{b}", sub.action),
+                |t| by_action_key(&sub.action, &row_key_at(t)),
+            ));
+        let ids: Vec<String> = self
+            .broker()
+            .scan_records(&self.inner.tables.events_by_action, range)
+            .await?
+            .into_iter()
+            .filter_map(|r| r.key.rsplit('\n').next().map(str::to_owned))
+            .collect();
         if dry_run {
             return Ok(Backfilled {
                 action: sub.action,
                 subscription: sub.id,
                 backfilled: None,
-                count: Some(count),
+                count: Some(ids.len()),
                 dry_run: true,
+                removed_before,
             });
         }
+        let mut events = Vec::with_capacity(ids.len());
+        for id in &ids {
+            // Gone meanwhile (retention): left out.
+            if let Some(event) =
+                get::<Event>(&**self.broker(), &self.inner.tables.events, id).await?
+            {
+                events.push(event);
+            }
+        }
         let queue = subscription_queue(&sub.id)?;
-        let now = self.now_ms();
         for chunk in events.chunks(256) {
             let mut tx = Transaction::new();
             for event in chunk {
@@ -283,6 +299,7 @@ impl Hub {
             backfilled: Some(events.len()),
             count: None,
             dry_run: false,
+            removed_before,
         })
     }
 }
