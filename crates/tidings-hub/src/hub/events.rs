@@ -171,7 +171,7 @@ impl Hub {
         traceparent: Option<String>,
     ) -> HubResult<Published> {
         let mut input = Input::check(new)?;
-        let (schema, action, subs) = self.resolve(who, &input.action)?;
+        let (schema, action, subs, dedup_window) = self.resolve(who, &input.action)?;
         let value = if input.strict {
             input.value.clone()
         } else {
@@ -203,7 +203,7 @@ impl Hub {
             deliver_at,
             fanout: subs.len() as u32,
         };
-        let tx = self.publication(&event, &subs, input.delay, now)?;
+        let tx = self.publication(&event, &subs, input.delay, now, dedup_window)?;
         let committed = {
             let _fanout = self.inner.fanout.read().await;
             self.inner.broker.commit(tx).await
@@ -250,7 +250,7 @@ impl Hub {
         &self,
         who: &Principal,
         action: &str,
-    ) -> HubResult<(crate::schema::Schema, String, Vec<Subscription>)> {
+    ) -> HubResult<(crate::schema::Schema, String, Vec<Subscription>, Duration)> {
         let catalog = self.catalog();
         let entry = catalog
             .actions
@@ -275,7 +275,13 @@ impl Hub {
             .into_iter()
             .cloned()
             .collect();
-        Ok((entry.schema.clone(), entry.action.name.clone(), subs))
+        let window = self.dedup_window_of(&entry.action);
+        Ok((
+            entry.schema.clone(),
+            entry.action.name.clone(),
+            subs,
+            window,
+        ))
     }
 
     /// The transaction that publishes `event`: its deduper (if any), the
@@ -286,6 +292,7 @@ impl Hub {
         subs: &[Subscription],
         delay: Option<Duration>,
         now: u64,
+        dedup_window: Duration,
     ) -> HubResult<Transaction> {
         let tables = &self.inner.tables;
         let mut tx = Transaction::new();
@@ -296,8 +303,7 @@ impl Hub {
                 key.clone(),
                 encode(&json!({"event": event.id}))?,
             );
-            let window =
-                u64::try_from(self.dedup_window(&event.action).as_millis()).unwrap_or(u64::MAX);
+            let window = u64::try_from(dedup_window.as_millis()).unwrap_or(u64::MAX);
             put(
                 &mut tx,
                 &tables.expiring_dedupers,

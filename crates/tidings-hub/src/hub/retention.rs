@@ -117,12 +117,10 @@ impl Hub {
             .or(self.policy().events)
     }
 
-    /// How long `action`'s dedupers are remembered.
-    pub(crate) fn dedup_window(&self, action: &str) -> Duration {
-        self.catalog()
-            .actions
-            .get(action)
-            .and_then(|a| a.action.dedup_window_secs)
+    /// How long the dedupers of `action`'s events are remembered.
+    pub(crate) fn dedup_window_of(&self, action: &crate::model::Action) -> Duration {
+        action
+            .dedup_window_secs
             .map_or(self.policy().dedup_window, Duration::from_secs)
     }
 
