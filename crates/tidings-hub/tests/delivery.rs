@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -15,29 +17,9 @@ use tidings_core::{Broker, Error, GroupInfo, QueueName};
 use tidings_embedded::EmbeddedBroker;
 use tidings_hub::model::GistStatus;
 use tidings_hub::{DeliveryConfig, DestinationPolicy, Dispatcher, Hub, HubConfig, Principal};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// An endpoint that answers every request 500.
-async fn failing_endpoint() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                // One read holds these small requests whole.
-                let _ = tcp.read(&mut buf).await;
-                let answer = "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-                let _ = tcp.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    address
-}
 
 /// A hub with one subscriber of `shop.sold`; returns it with the
 /// subscription's queue.
@@ -69,7 +51,7 @@ async fn hub_with_subscriber(broker: Arc<dyn Broker>, address: &str) -> (Hub, Qu
     let (view, _) = hub
         .subscribe(
             &admin,
-            from(json!({"application": "shop", "action": "shop.sold", "handler": "/hooks"})),
+            from(json!({"application": "shop", "action": "shop.sold", "handler": "/bad-hooks"})),
         )
         .await
         .unwrap();
@@ -133,7 +115,8 @@ async fn a_failed_attempt_records_its_gist_and_its_retry_together() {
             })
         })
     };
-    let address = failing_endpoint().await;
+    // Every delivery to it fails (its path starts with /bad).
+    let address = common::endpoint().await;
     let (hub, queue, sub) = hub_with_subscriber(Arc::new(hooked), &address).await;
     let event = publish(&hub).await;
     let stop = start(&hub);
@@ -157,7 +140,8 @@ async fn a_delivery_to_a_subscriber_deactivated_meanwhile_waits_instead_of_stayi
     // hands, its subscriber inactive.
     let engine: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
     let (hooked, gate) = Hooked::gated(engine.clone(), "get_record");
-    let address = failing_endpoint().await;
+    // Every delivery to it fails (its path starts with /bad).
+    let address = common::endpoint().await;
     let (hub, queue, _) = hub_with_subscriber(Arc::new(hooked), &address).await;
     gate.arm();
     let stop = start(&hub);

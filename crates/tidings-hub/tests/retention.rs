@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,36 +18,10 @@ use tidings_hub::model::GistStatus;
 use tidings_hub::{
     DeliveryConfig, DestinationPolicy, Dispatcher, Hub, HubConfig, HubError, Principal,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
-
-/// An endpoint that answers 500 on paths with `bad` in them, 200 otherwise.
-async fn endpoint() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let n = tcp.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]);
-                let status = if head.starts_with("POST /bad") {
-                    "500 Internal Server Error"
-                } else {
-                    "200 OK"
-                };
-                let answer =
-                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                let _ = tcp.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    address
-}
 
 fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).unwrap()
@@ -105,7 +81,7 @@ async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
     };
     let hub = Hub::open(broker.clone(), config).await.unwrap();
     let admin = Principal::Admin;
-    let address = endpoint().await;
+    let address = common::endpoint().await;
     hub.create_application(
         &admin,
         from(json!({"application": "shop", "address": address})),
