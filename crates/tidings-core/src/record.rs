@@ -22,6 +22,26 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// The count a counter record holds ([`crate::TxOp::Add`]): `stored` as
+/// decimal text, 0 when absent; anything else is an error naming the record.
+pub fn counter_value(table: &str, key: &str, stored: Option<&[u8]>) -> Result<i64> {
+    let Some(bytes) = stored else {
+        return Ok(0);
+    };
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .ok_or_else(|| not_a_counter(table, key))
+}
+
+/// The error of an [`crate::TxOp::Add`] to a record that holds something
+/// other than an integer.
+pub fn not_a_counter(table: &str, key: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "record {key:?} of table {table} does not hold an integer, so nothing can be added to it"
+    ))
+}
+
 /// A stored record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {

@@ -58,6 +58,19 @@ pub enum TxOp {
         /// The key.
         key: String,
     },
+    /// Add `delta` to the integer a record holds (an absent record counts
+    /// as 0): counters kept in the same transaction as the writes they
+    /// count. The record holds the sum as decimal text (a JSON number). If
+    /// it holds anything else, the whole transaction fails with
+    /// [`crate::Error::InvalidArgument`].
+    Add {
+        /// The table.
+        table: TableName,
+        /// The key.
+        key: String,
+        /// What to add (negative: subtract).
+        delta: i64,
+    },
     /// Require a record to hold `value` (`None`: to be absent) when the
     /// transaction starts, or the whole transaction fails with
     /// [`crate::Error::RecordChanged`]: compare-and-set for leases, versions
@@ -194,6 +207,25 @@ impl Transaction {
         self
     }
 
+    /// Adds `delta` to a counter record (absent: 0), see [`TxOp::Add`].
+    ///
+    /// ```
+    /// use tidings_core::{TableName, Transaction};
+    /// let counts = TableName::new("counts")?;
+    /// let mut tx = Transaction::new();
+    /// tx.add(counts.clone(), "orders", 1).add(counts, "pending", -1);
+    /// assert_eq!(tx.ops().len(), 2);
+    /// # Ok::<_, tidings_core::Error>(())
+    /// ```
+    pub fn add(&mut self, table: TableName, key: impl Into<String>, delta: i64) -> &mut Self {
+        self.ops.push(TxOp::Add {
+            table,
+            key: key.into(),
+            delta,
+        });
+        self
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -204,7 +236,10 @@ impl Transaction {
         for op in &self.ops {
             match op {
                 TxOp::Send { message, .. } => message.validate()?,
-                TxOp::Put { key, .. } | TxOp::Delete { key, .. } | TxOp::Expect { key, .. } => {
+                TxOp::Put { key, .. }
+                | TxOp::Delete { key, .. }
+                | TxOp::Expect { key, .. }
+                | TxOp::Add { key, .. } => {
                     crate::record::validate_key(key)?;
                 }
                 TxOp::Ack { .. } | TxOp::Nack { .. } => {}

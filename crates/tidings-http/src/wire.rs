@@ -77,6 +77,9 @@ pub(crate) fn tx_op_json(op: &TxOp) -> Result<Value> {
             json!({ kind: { "table": table, "key": key, "value": raw(value)? } })
         }
         TxOp::Delete { table, key } => json!({ "delete": { "table": table, "key": key } }),
+        TxOp::Add { table, key, delta } => {
+            json!({ "add": { "table": table, "key": key, "delta": delta } })
+        }
         TxOp::Expect { table, key, value } => json!({ "expect": {
             "table": table, "key": key, "value": value.as_ref().map(Payload::as_str),
         } }),

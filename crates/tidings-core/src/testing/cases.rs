@@ -1005,6 +1005,65 @@ pub async fn concurrent_inserts_of_one_key_admit_one(b: &dyn Broker) {
     );
 }
 
+pub async fn counters_add_with_the_writes_they_count(b: &dyn Broker) {
+    let table = t("rec-count");
+    let count = |key: &'static str| {
+        let table = table.clone();
+        async move {
+            b.get_record(&table, key)
+                .await
+                .unwrap()
+                .map(|v| v.as_str().to_owned())
+        }
+    };
+    // Absent counts as 0; several adds of one key in one transaction sum up.
+    let mut tx = Transaction::new();
+    tx.add(table.clone(), "n", 5)
+        .add(table.clone(), "n", -2)
+        .add(table.clone(), "m", -1);
+    b.commit(tx).await.unwrap();
+    assert_eq!(count("n").await.as_deref(), Some("3"));
+    assert_eq!(count("m").await.as_deref(), Some("-1"));
+    // The value is a JSON number: an expectation and a scan see it as such.
+    let mut tx = Transaction::new();
+    tx.expect(table.clone(), "n", Some(Payload::from_value(&3).unwrap()))
+        .add(table.clone(), "n", 1);
+    b.commit(tx).await.unwrap();
+    assert_eq!(count("n").await.as_deref(), Some("4"));
+    // A put resets it; a delete makes it absent (0) again.
+    let mut tx = Transaction::new();
+    tx.put(table.clone(), "m", Payload::from_value(&10).unwrap())
+        .add(table.clone(), "m", 1)
+        .delete(table.clone(), "gone")
+        .add(table.clone(), "gone", 2);
+    b.commit(tx).await.unwrap();
+    assert_eq!(count("m").await.as_deref(), Some("11"));
+    assert_eq!(count("gone").await.as_deref(), Some("2"));
+    // A record that is not an integer refuses the add, and nothing else of
+    // the transaction is applied.
+    let mut tx = Transaction::new();
+    tx.put(table.clone(), "word", Payload::from_value(&"ten").unwrap());
+    b.commit(tx).await.unwrap();
+    let mut tx = Transaction::new();
+    tx.add(table.clone(), "n", 1).add(table.clone(), "word", 1);
+    let refused = b.commit(tx).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument(_))),
+        "{refused:?}"
+    );
+    assert_eq!(count("n").await.as_deref(), Some("4"));
+    // Concurrent adds lose none.
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let mut tx = Transaction::new();
+        tx.add(table.clone(), "race", 1);
+        tasks.push(b.commit(tx));
+    }
+    let results = futures_join_all(tasks).await;
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    assert_eq!(count("race").await.as_deref(), Some("32"));
+}
+
 pub async fn purge_removes_messages(b: &dyn Broker) {
     let name = queue(b, "purge", QueueConfig::default()).await;
     send_numbers(b, &name, 0..5).await;

@@ -95,7 +95,8 @@ macro_rules! conformance_tests {
             records_change_with_messages_or_not_at_all,
             bad_record_keys_are_rejected,
             expectations_guard_a_transaction,
-            concurrent_inserts_of_one_key_admit_one
+            concurrent_inserts_of_one_key_admit_one,
+            counters_add_with_the_writes_they_count
         }
     };
     (@cases [sequence] $setup:expr; $($case:ident),* $(,)?) => {

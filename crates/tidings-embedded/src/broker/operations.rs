@@ -47,7 +47,9 @@ fn transaction_bytes(ops: &[TxOp]) -> usize {
             TxOp::Send { message, .. } => message_bytes(message),
             TxOp::Put { key, value, .. } => key.len() + value.len() + 16,
             TxOp::Ack { ids, .. } => ids.len() * ID_BYTES,
-            TxOp::Nack { .. } | TxOp::Delete { .. } | TxOp::Expect { .. } => ID_BYTES,
+            TxOp::Nack { .. } | TxOp::Delete { .. } | TxOp::Expect { .. } | TxOp::Add { .. } => {
+                ID_BYTES
+            }
         })
         .sum()
 }

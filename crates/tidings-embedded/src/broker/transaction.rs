@@ -12,6 +12,7 @@ use super::{EmbeddedBroker, Queues, queue, wait_for};
 use crate::records::record_key;
 use crate::state::{Ctx, GiveBack, Prefetched, parse_id};
 use crate::store::{Space, Wait};
+use tidings_core::record::counter_value;
 
 fn not_pending(queue: &QueueName, group: &impl ToString, id: &impl ToString) -> Error {
     Error::NotPending {
@@ -46,7 +47,8 @@ impl EmbeddedBroker {
                     only_if_absent: true,
                     ..
                 }
-                | TxOp::Expect { table, key, .. } => Some(record_key(table.as_str(), key)),
+                | TxOp::Expect { table, key, .. }
+                | TxOp::Add { table, key, .. } => Some(record_key(table.as_str(), key)),
                 _ => None,
             })
             .collect();
@@ -59,17 +61,21 @@ impl EmbeddedBroker {
 
     /// Checks every op against the index and the records (changing
     /// nothing): queues exist, acked and nacked messages are in flight,
-    /// inserted keys are free, expectations hold. Returns the nacks' plans.
+    /// inserted keys are free, expectations hold, counters hold integers.
+    /// Returns the nacks' plans and the counters' new values, in order.
     pub(super) fn check(
         &self,
         queues: &mut Queues,
         ops: &[TxOp],
         records: &RecordReads,
         ctx: &Ctx<'_>,
-    ) -> Result<Vec<GiveBack>> {
+    ) -> Result<(Vec<GiveBack>, Vec<i64>)> {
         let (stripes, store) = (&self.inner.stripes, ctx.store);
-        // Keys written by earlier ops: present (put) or not (deleted).
-        let mut written: HashMap<Vec<u8>, bool> = HashMap::new();
+        // Keys written by earlier ops: their value (put) or none (deleted).
+        let mut written: HashMap<Vec<u8>, Option<&[u8]>> = HashMap::new();
+        // Counters added to by earlier ops: their sums.
+        let mut added: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut sums = Vec::new();
         let mut plans = Vec::new();
         for op in ops {
             match op {
@@ -104,12 +110,13 @@ impl EmbeddedBroker {
                     table,
                     key,
                     only_if_absent,
-                    ..
+                    value,
                 } => {
                     let at = record_key(table.as_str(), key);
                     if *only_if_absent {
                         let taken = match written.get(&at) {
-                            Some(present) => *present,
+                            _ if added.contains_key(&at) => true,
+                            Some(present) => present.is_some(),
                             None => records.get(stripes, store, &at)?.is_some(),
                         };
                         if taken {
@@ -119,10 +126,31 @@ impl EmbeddedBroker {
                             });
                         }
                     }
-                    written.insert(at, true);
+                    added.remove(&at);
+                    written.insert(at, Some(value.as_str().as_bytes()));
                 }
                 TxOp::Delete { table, key } => {
-                    written.insert(record_key(table.as_str(), key), false);
+                    let at = record_key(table.as_str(), key);
+                    added.remove(&at);
+                    written.insert(at, None);
+                }
+                TxOp::Add { table, key, delta } => {
+                    let at = record_key(table.as_str(), key);
+                    let base = match (added.get(&at), written.get(&at)) {
+                        (Some(sum), _) => *sum,
+                        (None, Some(value)) => counter_value(table.as_str(), key, *value)?,
+                        (None, None) => {
+                            let stored = records.get(stripes, store, &at)?;
+                            counter_value(table.as_str(), key, stored.as_deref())?
+                        }
+                    };
+                    let sum = base.checked_add(*delta).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "adding {delta} to record {key:?} of table {table} would overflow"
+                        ))
+                    })?;
+                    added.insert(at, sum);
+                    sums.push(sum);
                 }
                 TxOp::Expect { table, key, value } => {
                     let at = record_key(table.as_str(), key);
@@ -136,7 +164,7 @@ impl EmbeddedBroker {
                 }
             }
         }
-        Ok(plans)
+        Ok((plans, sums))
     }
 
     /// Applies the checked ops in order (cannot fail but for a queue that is
@@ -146,13 +174,14 @@ impl EmbeddedBroker {
         &self,
         queues: &mut Queues,
         ops: Vec<TxOp>,
-        plans: Vec<GiveBack>,
+        (plans, sums): (Vec<GiveBack>, Vec<i64>),
         ctx: &mut Ctx<'_>,
     ) -> Result<(Vec<SendReceipt>, Wait)> {
         let record_wait = wait_for(self.inner.durability);
         let mut receipts = Vec::new();
         let mut wait = Wait::Written;
         let mut plans = plans.into_iter();
+        let mut sums = sums.into_iter();
         for op in ops {
             match op {
                 TxOp::Send {
@@ -198,6 +227,15 @@ impl EmbeddedBroker {
                     wait = wait.max(record_wait);
                     ctx.batch
                         .delete(Space::Records, record_key(table.as_str(), &key));
+                }
+                TxOp::Add { table, key, .. } => {
+                    wait = wait.max(record_wait);
+                    let sum = sums.next().unwrap_or_default();
+                    ctx.batch.put(
+                        Space::Records,
+                        record_key(table.as_str(), &key),
+                        sum.to_string().into_bytes(),
+                    );
                 }
                 TxOp::Expect { .. } => {}
             }

@@ -33,7 +33,8 @@ impl RedisBroker {
                 }
                 TxOp::Put { table, .. }
                 | TxOp::Delete { table, .. }
-                | TxOp::Expect { table, .. } => {
+                | TxOp::Expect { table, .. }
+                | TxOp::Add { table, .. } => {
                     if !tables.contains(table) {
                         tables.push(table.clone());
                     }
@@ -155,6 +156,13 @@ impl RedisBroker {
                     args.push(key.clone().into_bytes());
                     steps.push(Step::Record(table, key));
                 }
+                TxOp::Add { table, key, delta } => {
+                    args.push(b"I".to_vec());
+                    args.push(table_index(&table).to_string().into_bytes());
+                    args.push(key.clone().into_bytes());
+                    args.push(delta.to_string().into_bytes());
+                    steps.push(Step::Record(table, key));
+                }
                 TxOp::Expect { table, key, value } => {
                     args.push(b"X".to_vec());
                     args.push(table_index(&table).to_string().into_bytes());
@@ -196,6 +204,9 @@ impl RedisBroker {
                         table: table.to_string(),
                         key: key.clone(),
                     },
+                    ("NOTINTEGER", Some(Step::Record(table, key))) => {
+                        tidings_core::record::not_a_counter(table.as_str(), key)
+                    }
                     _ => Error::Corrupt {
                         location: keys.join(" "),
                         detail: format!("transaction refused: {code} {detail}"),

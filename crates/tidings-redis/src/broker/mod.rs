@@ -176,7 +176,10 @@ impl RedisBroker {
                     Err(Error::QueueNotFound(detail.unwrap_or_default().to_owned()))
                 }
                 (
-                    Some(code @ ("CONFLICT" | "NOTPENDING" | "EXISTS" | "CHANGED" | "NOGROUP")),
+                    Some(
+                        code @ ("CONFLICT" | "NOTPENDING" | "EXISTS" | "CHANGED" | "NOTINTEGER"
+                        | "NOGROUP"),
+                    ),
                     detail,
                 ) => Ok(ScriptReply::Refused {
                     code: code.to_owned(),

@@ -4,11 +4,12 @@
 --   max len, max age; then the operations, each a code and its arguments:
 --   S qi data pl headers dedup ttl delay | A qi group id | P ti key value absent(1/0) | D ti key
 --   | X ti key present(1/0) value   (a record must hold value, or be absent, beforehand)
+--   | I ti key delta   (add delta to the integer a record holds, absent: 0)
 --   | N qi group id mode value vis count nf fields...   (a nack: mode 'retry' with
 --     value the delay ms, or 'dead' with the expected delivery count and the
 --     dead letter's nf fields and values)
 --   (qi and ti index KEYS; ti counts from nq + 1).
--- Errors: NOQUEUE name | NOTPENDING op# | EXISTS op# | CHANGED op#
+-- Errors: NOQUEUE name | NOTPENDING op# | EXISTS op# | CHANGED op# | NOTINTEGER op#
 local nq = tonumber(ARGV[1])
 local qs = {}
 local at = 2
@@ -21,7 +22,7 @@ for i = 1, nq do
   at = at + 4
 end
 local first_op = at
-local sizes = {S = 8, A = 4, P = 5, D = 3, X = 5}
+local sizes = {S = 8, A = 4, P = 5, D = 3, X = 5, I = 4}
 -- The length of the operation at `at` (a nack's depends on its fields).
 local function size(at)
   local op = ARGV[at]
@@ -31,6 +32,8 @@ end
 
 -- Check everything first: a script cannot roll back what it wrote.
 local present = {}
+-- Records known to hold an integer (checked, or just added to).
+local counted = {}
 local n = 0
 while at <= #ARGV do
   local op = ARGV[at]
@@ -60,6 +63,19 @@ while at <= #ARGV do
       if exists then return redis.error_reply('EXISTS ' .. n) end
     end
     present[slot] = op == 'P'
+    if op == 'P' then counted[slot] = nil end
+  elseif op == 'I' then
+    -- HINCRBY would fail half way through the writes: check the value now.
+    local hash, key = KEYS[tonumber(ARGV[at + 1])], ARGV[at + 2]
+    local slot = hash .. '\0' .. key
+    if not counted[slot] then
+      local stored = redis.call('HGET', hash, key)
+      if stored and not string.match(stored, '^%s*-?%d+%s*$') then
+        return redis.error_reply('NOTINTEGER ' .. n)
+      end
+      counted[slot] = true
+    end
+    present[slot] = true
   end
   at = at + size(at)
 end
@@ -102,6 +118,10 @@ while at <= #ARGV do
     local hash, key = KEYS[tonumber(ARGV[at + 1])], ARGV[at + 2]
     redis.call('HDEL', hash, key)
     redis.call('ZREM', hash .. ':keys', key)
+  elseif op == 'I' then
+    local hash, key = KEYS[tonumber(ARGV[at + 1])], ARGV[at + 2]
+    redis.call('HINCRBY', hash, key, ARGV[at + 3])
+    redis.call('ZADD', hash .. ':keys', 0, key)
   end
   at = at + size(at)
 end

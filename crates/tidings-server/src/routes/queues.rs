@@ -513,6 +513,16 @@ pub enum TxRequestOp {
         /// The key.
         key: String,
     },
+    /// Add `delta` to the integer a record holds (absent: 0); a record
+    /// holding anything else fails the transaction (400).
+    Add {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+        /// What to add (negative: subtract).
+        delta: i64,
+    },
     /// Require a record to hold `value` (exactly as stored; `null`: to be
     /// absent) beforehand, or nothing is applied (409, `record_changed`).
     Expect {
@@ -584,6 +594,9 @@ pub async fn transaction(call: Call) -> ApiResult<Json<Sent>> {
             }
             TxRequestOp::Delete { table, key } => {
                 tx.delete(table_name(&call, &table)?, key);
+            }
+            TxRequestOp::Add { table, key, delta } => {
+                tx.add(table_name(&call, &table)?, key, delta);
             }
             TxRequestOp::Expect { table, key, value } => {
                 let value = value.map(Payload::from_json_str).transpose()?;
