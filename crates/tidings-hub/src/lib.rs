@@ -20,6 +20,7 @@ pub mod destination;
 pub mod error;
 pub mod hub;
 pub mod ids;
+mod indexes;
 pub mod json;
 pub mod metrics;
 pub mod model;

@@ -33,6 +33,13 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of the stored deliveries' gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// `pending`, `retrying`, `delivered` or `failed`.
+    pub status: &'static str,
+}
+
 /// Labels of per-subscription series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriptionLabels {
@@ -65,6 +72,8 @@ pub struct HubMetrics {
     pub(crate) last_sweep_ms: AtomicU64,
     retention_lag: Gauge<f64, AtomicU64>,
     oldest_event_age: Gauge<f64, AtomicU64>,
+    events_stored: Gauge,
+    deliveries_stored: Family<StatusLabels, Gauge>,
     storage_used: Gauge,
     storage_free: Gauge,
     storage_low: Gauge,
@@ -79,6 +88,10 @@ pub(crate) struct HubReading {
     pub(crate) storage_low: bool,
     pub(crate) oldest_event_age: f64,
     pub(crate) retention_lag: f64,
+    /// Events stored (from the counters).
+    pub(crate) events_stored: u64,
+    /// Deliveries stored by status (from the counters).
+    pub(crate) deliveries_stored: [(&'static str, u64); 4],
 }
 
 /// One subscription's queue, read at scrape time.
@@ -159,6 +172,18 @@ impl Default for HubMetrics {
             "Age of the oldest stored event",
             oldest_event_age.clone(),
         );
+        let events_stored = Gauge::default();
+        registry.register(
+            "events_stored",
+            "Events stored (kept exactly with every write)",
+            events_stored.clone(),
+        );
+        let deliveries_stored = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "deliveries_stored",
+            "Delivery records (gists) stored, by status (kept exactly with every write)",
+            deliveries_stored.clone(),
+        );
         let storage_used = Gauge::default();
         registry.register(
             "storage_used_bytes",
@@ -183,6 +208,8 @@ impl Default for HubMetrics {
             last_sweep_ms: AtomicU64::new(0),
             retention_lag,
             oldest_event_age,
+            events_stored,
+            deliveries_stored,
             storage_used,
             storage_free,
             storage_low,
@@ -223,11 +250,17 @@ impl HubMetrics {
         self.storage_low.set(i64::from(hub.storage_low));
         self.oldest_event_age.set(hub.oldest_event_age);
         self.retention_lag.set(hub.retention_lag);
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.events_stored.set(gauge(hub.events_stored));
+        for (status, n) in hub.deliveries_stored {
+            self.deliveries_stored
+                .get_or_create(&StatusLabels { status })
+                .set(gauge(n));
+        }
         self.queued.clear();
         self.in_flight.clear();
         self.oldest_age.clear();
         self.dead_letters.clear();
-        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         for r in readings {
             self.queued.get_or_create(&r.labels).set(gauge(r.waiting));
             self.in_flight

@@ -12,6 +12,7 @@
 //! | `hub.audit`         | entry id (time-ordered)    | [`AuditEntry`](crate::model::audit::AuditEntry) |
 //! | `hub.events_by_action` | action, newline, event id | `null` (an index) |
 //! | `hub.expiring_dedupers` | expiry (16 hex ms), newline, event id | the deduper's key and event |
+//! | `hub.counts`, `hub.gists_by_subscription`, `hub.gists_by_status` | see [`crate::indexes`] | counters and indexes |
 //! | `hub.meta`          | a name                     | the hub's own bookkeeping |
 //!
 //! Each subscription's deliveries wait in the queue `hub.sub.<id>` (one
@@ -36,6 +37,9 @@ pub(crate) struct Tables {
     pub(crate) audit: TableName,
     pub(crate) events_by_action: TableName,
     pub(crate) expiring_dedupers: TableName,
+    pub(crate) counts: TableName,
+    pub(crate) gists_by_subscription: TableName,
+    pub(crate) gists_by_status: TableName,
     pub(crate) meta: TableName,
     pub(crate) group: GroupName,
 }
@@ -53,6 +57,9 @@ impl Tables {
             audit: TableName::new("hub.audit")?,
             events_by_action: TableName::new("hub.events_by_action")?,
             expiring_dedupers: TableName::new("hub.expiring_dedupers")?,
+            counts: TableName::new("hub.counts")?,
+            gists_by_subscription: TableName::new("hub.gists_by_subscription")?,
+            gists_by_status: TableName::new("hub.gists_by_status")?,
             meta: TableName::new("hub.meta")?,
             group: GroupName::new("webhooks")?,
         })
@@ -83,7 +90,11 @@ pub(crate) fn put<T: Serialize>(
     Ok(())
 }
 
-fn decode<T: DeserializeOwned>(table: &TableName, key: &str, value: &Payload) -> HubResult<T> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    table: &TableName,
+    key: &str,
+    value: &Payload,
+) -> HubResult<T> {
     serde_json::from_str(value.as_str()).map_err(|e| {
         HubError::Storage(tidings_core::Error::Corrupt {
             location: format!("record {key:?} of table {table}"),

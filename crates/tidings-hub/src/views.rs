@@ -343,6 +343,9 @@ pub struct GistPage {
     pub data: Vec<GistView>,
     /// How many match, over every page.
     pub total: usize,
+    /// Whether `total` is exact: with a time window (`from`, `to`) at most
+    /// 10,000 matches are counted, and beyond that `total` says 10,000.
+    pub total_exact: bool,
     /// This page's number, from 1.
     pub page: usize,
     /// Deliveries per page.

@@ -14,9 +14,10 @@ use super::webhook::{Attempt, Outcome, post};
 use crate::error::{HubError, HubResult};
 use crate::hub::NewEvent;
 use crate::hub::actions::DEAD_LETTERED_ACTION;
+use crate::indexes::{Before, StoredGist, read_gist, write_gist};
 use crate::model::{Event, Gist, GistStatus, Subscription};
 use crate::principal::Principal;
-use crate::tables::{get, put, subscription_queue};
+use crate::tables::{get, subscription_queue};
 use crate::time::iso;
 use crate::views::Replayed;
 
@@ -115,6 +116,8 @@ struct Work {
     sub: Subscription,
     event: Event,
     gist: Gist,
+    /// The gist as stored before this attempt (`None`: not stored yet).
+    stored: Option<StoredGist>,
     /// What to sign with; `None` if the subscriber is inactive or gone.
     keys: Option<SigningKeys>,
 }
@@ -197,14 +200,23 @@ async fn prepare(shared: &Shared, sub_id: &str, delivery: &Delivery) -> HubResul
         return drop_it("its event no longer exists").await;
     };
     let gist_key = crate::model::gist::key(&event.id, &sub.id);
-    let gist = get::<Gist>(&**hub.broker(), &tables.gists, &gist_key)
-        .await?
-        .unwrap_or_else(|| Gist::pending(&event.id, &event.action, &sub, None, hub.now_ms()));
+    let stored = read_gist(&**hub.broker(), tables, &gist_key).await?;
+    if stored
+        .as_ref()
+        .is_some_and(|s| s.gist.status == GistStatus::Delivered)
+    {
+        return drop_it("it was delivered meanwhile (a replay)").await;
+    }
+    let gist = stored.as_ref().map_or_else(
+        || Gist::pending(&event.id, &event.action, &sub, None, hub.now_ms()),
+        |s| s.gist.clone(),
+    );
     let keys = hub.signing_keys(&sub);
     Ok(Some(Work {
         sub,
         event,
         gist,
+        stored,
         keys,
     }))
 }
@@ -236,13 +248,15 @@ async fn conclude(
         sub,
         event,
         mut gist,
+        stored,
         ..
     } = work;
+    let before = stored.as_ref().map_or(Before::Absent, Before::Stored);
     if outcome.delivered() {
         gist.status = GistStatus::Delivered;
         gist.delivered_at = Some(hub.now_ms());
         gist.next_attempt_at = None;
-        settle(hub, delivery, &gist, None).await?;
+        settle(hub, delivery, before, &gist, None).await?;
         hub.metrics().attempt("delivered");
         if let Some(ms) = gist.latency_ms {
             hub.metrics().delivery_latency.observe(ms as f64 / 1000.0);
@@ -268,7 +282,14 @@ async fn conclude(
         gist.status = GistStatus::Failed;
         gist.dead_at = Some(hub.now_ms());
         gist.next_attempt_at = None;
-        settle(hub, delivery, &gist, Some(Nack::DeadLetter { reason })).await?;
+        settle(
+            hub,
+            delivery,
+            before,
+            &gist,
+            Some(Nack::DeadLetter { reason }),
+        )
+        .await?;
         hub.metrics().attempt("dead_lettered");
         notify_dead_letter(hub, &gist, &event).await;
         return Ok(None);
@@ -280,16 +301,17 @@ async fn conclude(
     hub.metrics().attempt("retrying");
     gist.status = GistStatus::Retrying;
     gist.next_attempt_at = Some(hub.now_ms() + delay.as_millis() as u64);
-    settle(hub, delivery, &gist, Some(Nack::Retry { delay })).await?;
+    settle(hub, delivery, before, &gist, Some(Nack::Retry { delay })).await?;
     Ok(Some(delay))
 }
 
-/// Writes the gist of an attempt and the delivery's next step (an ack, or
-/// `nack`) in one transaction: a crash leaves both as they were, or both
-/// changed.
+/// Writes the gist of an attempt (over `before`) and the delivery's next
+/// step (an ack, or `nack`) in one transaction: a crash leaves both as they
+/// were, or both changed.
 async fn settle(
     hub: &crate::hub::Hub,
     delivery: &Delivery,
+    before: Before<'_>,
     gist: &Gist,
     nack: Option<Nack>,
 ) -> HubResult<()> {
@@ -300,10 +322,31 @@ async fn settle(
         None => tx.ack(queue.clone(), group.clone(), [id.clone()]),
         Some(nack) => tx.nack(queue.clone(), group.clone(), id.clone(), nack),
     };
-    put(&mut tx, &tables.gists, gist.key(), gist)?;
+    write_gist(&mut tx, tables, before, gist)?;
     match hub.broker().commit(tx).await {
         // Redelivered meanwhile (visibility timeout): the other attempt settles it.
         Ok(_) | Err(tidings_core::Error::NotPending { .. }) => Ok(()),
+        // The gist changed since it was read (a replay or requeue wrote it):
+        // this attempt is not recorded, and the delivery is looked at again
+        // from what is stored now.
+        Err(tidings_core::Error::RecordChanged { .. }) => {
+            tracing::info!(gist = %gist.key(), "the delivery record changed during an attempt; looked at again");
+            match hub
+                .broker()
+                .nack(
+                    queue,
+                    group,
+                    id,
+                    Nack::Retry {
+                        delay: Duration::ZERO,
+                    },
+                )
+                .await
+            {
+                Ok(_) | Err(tidings_core::Error::NotPending { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -318,11 +361,6 @@ fn record(gist: &mut Gist, outcome: &Outcome, number: u32, event: &Event, now: u
     if outcome.delivered() {
         gist.latency_ms = Some(now.saturating_sub(event.deliver_at.max(event.published_at())));
     }
-}
-
-async fn store(hub: &crate::hub::Hub, gist: &Gist) -> HubResult<()> {
-    hub.write_record(&hub.inner.tables.gists, &gist.key(), gist)
-        .await
 }
 
 /// Publishes `tidings.delivery.dead_lettered` (never about itself).
@@ -371,7 +409,7 @@ async fn notify_dead_letter(hub: &crate::hub::Hub, gist: &Gist, event: &Event) {
 /// dead letter, if it had one.
 pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
     let hub = &shared.hub;
-    let mut gist = hub.gist(key).await?;
+    let gist = hub.gist(key).await?;
     let sub = hub.subscription(&gist.subscription)?;
     let event = hub.event(&gist.event).await?;
     let keys = hub
@@ -391,18 +429,35 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
         },
     )
     .await;
-    record(&mut gist, &outcome, number, &event, hub.now_ms());
-    if outcome.delivered() {
-        let was_failed = gist.status == GistStatus::Failed;
-        gist.status = GistStatus::Delivered;
-        gist.delivered_at = Some(hub.now_ms());
-        gist.dead_at = None;
-        if was_failed {
-            hub.purge_dead_letters_of(&sub.id, &std::iter::once(event.id.clone()).collect())
-                .await?;
+    // Recorded over what is stored now: a scheduled attempt may have
+    // written the gist meanwhile.
+    let tables = &hub.inner.tables;
+    let mut was_failed = false;
+    for _ in 0..8 {
+        let Some(stored) = read_gist(&**hub.broker(), tables, key).await? else {
+            break;
+        };
+        let mut gist = stored.gist.clone();
+        record(&mut gist, &outcome, number, &event, hub.now_ms());
+        was_failed = gist.status == GistStatus::Failed;
+        if outcome.delivered() {
+            gist.status = GistStatus::Delivered;
+            gist.delivered_at = Some(hub.now_ms());
+            gist.dead_at = None;
+            gist.next_attempt_at = None;
+        }
+        let mut tx = Transaction::new();
+        write_gist(&mut tx, tables, Before::Stored(&stored), &gist)?;
+        match hub.broker().commit(tx).await {
+            Ok(_) => break,
+            Err(tidings_core::Error::RecordChanged { .. }) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
-    store(hub, &gist).await?;
+    if outcome.delivered() && was_failed {
+        hub.purge_dead_letters_of(&sub.id, &std::iter::once(event.id.clone()).collect())
+            .await?;
+    }
     Ok(Replayed {
         gist: key.to_owned(),
         delivered: outcome.delivered(),

@@ -65,6 +65,8 @@ pub struct EventFilter {
     pub action: Option<String>,
     /// Exact deduper.
     pub deduper: Option<String>,
+    /// The application whose actions published them.
+    pub application: Option<String>,
     /// Published at or after (ms).
     pub from: Option<u64>,
     /// Published before (ms).
@@ -321,10 +323,11 @@ impl Hub {
             super::retention::by_action_key(&event.action, &event.id),
             &(),
         )?;
+        crate::indexes::count_event(&mut tx, tables, &event.action, 1);
         let message_payload = Payload::from_value(&event.id)?;
         for sub in subs {
             let gist = Gist::pending(&event.id, &event.action, sub, Some(event.deliver_at), now);
-            put(&mut tx, &tables.gists, gist.key(), &gist)?;
+            crate::indexes::write_gist(&mut tx, tables, crate::indexes::Before::New, &gist)?;
             let mut message = OutgoingMessage::new(message_payload.clone());
             message.delay = delay;
             tx.send(subscription_queue(&sub.id)?, message);
@@ -416,10 +419,29 @@ impl Hub {
                 Err(e) => return Err(e),
             });
         }
-        let readable = self.readable_actions(who);
-        if let (Some(needle), None) = (&filter.action, &filter.deduper) {
+        let mut allowed = self.readable_actions(who);
+        if let Some(app) = &filter.application {
+            let owned: std::collections::HashSet<String> = self
+                .catalog()
+                .actions
+                .values()
+                .filter(|e| &e.action.application == app)
+                .map(|e| e.action.name.clone())
+                .collect();
+            allowed = Some(match allowed {
+                Some(readable) => readable.intersection(&owned).cloned().collect(),
+                None => owned,
+            });
+        }
+        if let Some(deduper) = &filter.deduper {
             return self
-                .events_of_actions(needle, readable.as_ref(), filter, page_of)
+                .events_by_deduper(deduper, allowed.as_ref(), filter, page_of)
+                .await;
+        }
+        if filter.action.is_some() || allowed.is_some() {
+            let needle = filter.action.as_deref().unwrap_or_default();
+            return self
+                .events_of_actions(needle, allowed.as_ref(), filter, page_of)
                 .await;
         }
         let mut range = RecordScan::all().reverse();
@@ -433,23 +455,50 @@ impl Hub {
             &**self.broker(),
             &self.inner.tables.events,
             range,
-            |e: &Event| {
-                readable.as_ref().is_none_or(|a| a.contains(&e.action))
-                    && filter
-                        .action
-                        .as_deref()
-                        .is_none_or(|a| e.action.contains(a))
-                    && filter
-                        .deduper
-                        .as_deref()
-                        .is_none_or(|d| e.deduper.as_deref() == Some(d))
-            },
+            |_: &Event| true,
             page_of.skip(),
             page_of.size,
             false,
         )
         .await?;
         Ok(events)
+    }
+
+    /// The events with `deduper` (one per action at most), from the
+    /// deduper records of the actions allowed: one read per action.
+    async fn events_by_deduper(
+        &self,
+        deduper: &str,
+        allowed: Option<&std::collections::HashSet<String>>,
+        filter: &EventFilter,
+        page_of: Page,
+    ) -> HubResult<Vec<Event>> {
+        let tables = &self.inner.tables;
+        let broker = &**self.broker();
+        let needle = filter.action.as_deref().unwrap_or_default();
+        let mut events = Vec::new();
+        for action in self.indexed_actions().await? {
+            if !action.contains(needle) || allowed.is_some_and(|a| !a.contains(&action)) {
+                continue;
+            }
+            let record: Option<Value> =
+                get(broker, &tables.dedupers, &deduper_key(&action, deduper)).await?;
+            let Some(id) = record.as_ref().and_then(|r| r["event"].as_str()) else {
+                continue;
+            };
+            if let Some(event) = get::<Event>(broker, &tables.events, id).await?
+                && filter.from.is_none_or(|t| event.published_at() >= t)
+                && filter.to.is_none_or(|t| event.published_at() < t)
+            {
+                events.push(event);
+            }
+        }
+        events.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        Ok(events
+            .into_iter()
+            .skip(page_of.skip())
+            .take(page_of.size)
+            .collect())
     }
 
     /// The events of the actions whose names contain `needle`, newest

@@ -14,6 +14,7 @@ mod gists;
 pub mod retention;
 pub mod sessions;
 mod subscriptions;
+mod upgrades;
 
 pub use actions::{ActionUpdate, NewAction};
 pub use applications::{ApplicationUpdate, NewApplication, SecretRotation};
@@ -216,7 +217,7 @@ impl Hub {
             }),
         };
         hub.ensure_builtins().await?;
-        hub.index_events_by_action().await?;
+        hub.index_stored().await?;
         hub.start_retention();
         if hub.inner.config.sealer.enabled() {
             let resealing = hub.clone();
@@ -370,11 +371,19 @@ impl Hub {
         } else {
             last
         };
+        let stats = self.stats().await?;
         let hub = crate::metrics::HubReading {
             storage,
             storage_low: self.storage_low(&storage),
             oldest_event_age,
             retention_lag: now.saturating_sub(since) as f64 / 1000.0,
+            events_stored: stats.events as u64,
+            deliveries_stored: [
+                ("pending", stats.pending),
+                ("retrying", stats.retrying),
+                ("delivered", stats.delivered),
+                ("failed", stats.failed),
+            ],
         };
         Ok(self.inner.metrics.encode_with(readings, &hub))
     }

@@ -24,6 +24,7 @@ use tidings_core::{Broker, RecordScan, Transaction};
 use super::Hub;
 use crate::error::HubResult;
 use crate::ids::{parse_event_row, row_key_at, row_time};
+use crate::indexes::{StoredGist, delete_gist};
 use crate::model::{Event, Gist, GistStatus};
 use crate::tables::{deduper_key, get, scan};
 
@@ -231,6 +232,7 @@ impl Hub {
         let tables = &self.inner.tables;
         let broker = &**self.broker();
         let horizon = row_key_at(now.saturating_sub(ms(shortest)));
+        let failed_keep = policy.failed;
         let due = |gist: &Gist| match gist.status {
             GistStatus::Delivered => policy
                 .delivered
@@ -240,7 +242,16 @@ impl Hub {
                 .failed
                 .zip(gist.dead_at)
                 .is_some_and(|(keep, at)| at.saturating_add(ms(keep)) <= now),
-            GistStatus::Pending | GistStatus::Retrying => false,
+            // Left unsettled by a removed subscription: nothing will
+            // deliver it, so it goes as a failed one would.
+            GistStatus::Pending | GistStatus::Retrying => {
+                !self
+                    .catalog()
+                    .subscriptions
+                    .contains_key(&gist.subscription)
+                    && failed_keep
+                        .is_some_and(|keep| gist.created_at.saturating_add(ms(keep)) <= now)
+            }
         };
         let (mut removed, mut letters) = (0, 0);
         let mut from = String::new();
@@ -249,24 +260,36 @@ impl Hub {
                 .from(from.clone())
                 .to(horizon.clone())
                 .limit(self.policy().batch);
-            let batch = scan::<Gist>(broker, &tables.gists, range).await?;
-            let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
+            let batch = broker.scan_records(&tables.gists, range).await?;
+            let Some(last) = batch.last().map(|r| r.key.clone()) else {
                 return Ok((removed, letters));
             };
             let mut tx = Transaction::new();
             let mut dead: BTreeMap<String, HashSet<String>> = BTreeMap::new();
-            for (key, gist) in &batch {
-                if due(gist) {
-                    tx.delete(tables.gists.clone(), key.clone());
-                    removed += 1;
+            let mut removing = 0;
+            for record in batch {
+                let gist: Gist = crate::tables::decode(&tables.gists, &record.key, &record.value)?;
+                if due(&gist) {
                     if gist.status == GistStatus::Failed {
                         dead.entry(gist.subscription.clone())
                             .or_default()
                             .insert(gist.event.clone());
                     }
+                    let stored = StoredGist {
+                        gist,
+                        raw: record.value,
+                    };
+                    delete_gist(&mut tx, tables, &stored);
+                    removing += 1;
                 }
             }
-            broker.commit(tx).await?;
+            match broker.commit(tx).await {
+                Ok(_) => removed += removing,
+                // A gist of the batch changed meanwhile (a replay or a
+                // requeue): the batch is read again.
+                Err(tidings_core::Error::RecordChanged { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
             for (sub, events) in &dead {
                 letters += self.purge_dead_letters_of(sub, events).await?;
             }
@@ -306,6 +329,7 @@ impl Hub {
                     tx.delete(tables.events_by_action.clone(), key.clone());
                     if let Some(event) = get::<Event>(broker, &tables.events, id).await? {
                         tx.delete(tables.events.clone(), id.to_owned());
+                        crate::indexes::count_event(&mut tx, tables, &event.action, -1);
                         if let Some(deduper) = &event.deduper {
                             let key = deduper_key(&event.action, deduper);
                             if self.deduper_of(&key, id).await? {
@@ -345,16 +369,19 @@ impl Hub {
         Ok(actions)
     }
 
-    /// Whether a delivery of `event` is pending or retrying.
+    /// Whether a delivery of `event` is pending or retrying (to a
+    /// subscription that still exists).
     async fn has_unsettled_delivery(&self, event: &str) -> HubResult<bool> {
         // Gist keys are `{event}.{subscription}`; '/' follows '.'.
         let range = RecordScan::all()
             .from(format!("{event}."))
             .to(format!("{event}/"));
         let gists = scan::<Gist>(&**self.broker(), &self.inner.tables.gists, range).await?;
-        Ok(gists
-            .iter()
-            .any(|(_, g)| matches!(g.status, GistStatus::Pending | GistStatus::Retrying)))
+        let catalog = self.catalog();
+        Ok(gists.iter().any(|(_, g)| {
+            matches!(g.status, GistStatus::Pending | GistStatus::Retrying)
+                && catalog.subscriptions.contains_key(&g.subscription)
+        }))
     }
 
     /// Why event `id` is not there: a sentence for a 404.
@@ -376,56 +403,6 @@ impl Hub {
             ),
             _ => format!("Event {id} does not exist"),
         }
-    }
-
-    /// Lists every stored event in `hub.events_by_action`, once: events
-    /// stored before the index existed (a marker in `hub.meta` says it
-    /// was done).
-    pub(crate) async fn index_events_by_action(&self) -> HubResult<()> {
-        const MARKER: &str = "events_by_action";
-        let tables = &self.inner.tables;
-        let broker = &**self.broker();
-        if get::<serde_json::Value>(broker, &tables.meta, MARKER)
-            .await?
-            .is_some()
-        {
-            return Ok(());
-        }
-        let mut from = String::new();
-        let mut indexed = 0u64;
-        loop {
-            let range = RecordScan::all()
-                .from(from.clone())
-                .limit(self.policy().batch);
-            let batch = scan::<Event>(broker, &tables.events, range).await?;
-            let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
-                break;
-            };
-            let mut tx = Transaction::new();
-            for (id, event) in &batch {
-                crate::tables::put(
-                    &mut tx,
-                    &tables.events_by_action,
-                    by_action_key(&event.action, id),
-                    &(),
-                )?;
-            }
-            broker.commit(tx).await?;
-            indexed += batch.len() as u64;
-            from = format!("{last}\0");
-        }
-        let mut tx = Transaction::new();
-        crate::tables::put(
-            &mut tx,
-            &tables.meta,
-            MARKER,
-            &serde_json::json!({"indexed": indexed}),
-        )?;
-        broker.commit(tx).await?;
-        if indexed > 0 {
-            tracing::info!(indexed, "stored events indexed by action (once)");
-        }
-        Ok(())
     }
 
     /// Runs a sweep every `interval` for as long as the hub is open.

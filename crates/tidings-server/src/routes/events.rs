@@ -39,7 +39,7 @@ pub async fn publish(call: Call) -> ApiResult<Answer<EventView>> {
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "events",
-    params(("id" = Option<String>, Query), ("action" = Option<String>, Query), ("deduper" = Option<String>, Query), ("from" = Option<String>, Query, description = "ISO 8601 or Unix seconds"), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query, description = "today, 7d, week, 30d, month"), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
+    params(("id" = Option<String>, Query), ("action" = Option<String>, Query), ("deduper" = Option<String>, Query), ("application" = Option<String>, Query, description = "Events of the actions this application owns"), ("from" = Option<String>, Query, description = "ISO 8601 or Unix seconds"), ("to" = Option<String>, Query), ("timeline" = Option<String>, Query, description = "today, 7d, week, 30d, month"), ("page" = Option<i64>, Query), ("pagination" = Option<i64>, Query)),
     responses((status = 200, description = "Events, newest first", body = [EventView]), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn list(call: Call) -> ApiResult<Json<Vec<EventView>>> {
     let who = call.who()?;
@@ -48,6 +48,7 @@ pub async fn list(call: Call) -> ApiResult<Json<Vec<EventView>>> {
         id: call.param("id").map(str::to_owned),
         action: call.param("action").map(str::to_owned),
         deduper: call.param("deduper").map(str::to_owned),
+        application: call.param("application").map(str::to_owned),
         from,
         to,
     };
