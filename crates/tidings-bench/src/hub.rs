@@ -30,6 +30,10 @@ pub enum HubScenario {
     /// Register 1,000 actions of typical schemas (and one application's
     /// whole schema budget of large ones) and read the server's RSS.
     Schemas,
+    /// Store `--stored` events with two deliveries each (one delivered,
+    /// one to a closed port), then time `/v1/stats` and the first page of
+    /// filtered listings, and read the server's RSS and data directory.
+    Reads,
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +69,9 @@ pub struct HubBenchArgs {
     /// Events queued by the memory scenario.
     #[arg(long, default_value_t = 1_000_000)]
     backlog: usize,
+    /// Events stored by the reads scenario (each with two deliveries).
+    #[arg(long, default_value_t = 1_000_000)]
+    stored: usize,
 }
 
 /// The server under test.
@@ -337,6 +344,7 @@ pub async fn run(args: HubBenchArgs) -> anyhow::Result<()> {
             HubScenario::Latency => latency_scenario(&target, &args, &tag).await?,
             HubScenario::Memory => memory_scenario(&target, &args, &tag).await?,
             HubScenario::Schemas => schemas_scenario(&target, &tag).await?,
+            HubScenario::Reads => reads_scenario(&target, &args, &tag).await?,
         }
     }
     if target.child.is_some() {
@@ -511,6 +519,96 @@ async fn memory_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         settled as f64 / 1024.0
+    );
+    Ok(())
+}
+
+async fn admin_get(t: &Target, path: &str) -> anyhow::Result<Value> {
+    let r = t.request(reqwest::Method::GET, path).send().await?;
+    ensure!(r.status().is_success(), "GET {path}: {}", r.status());
+    Ok(serde_json::from_slice(&r.bytes().await?)?)
+}
+
+async fn reads_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
+    if t.child.is_none() {
+        bail!("the reads scenario reads the RSS of the server it starts: run it without --url");
+    }
+    let (address, mut arrivals) = receiver().await?;
+    let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
+    // A second subscriber whose endpoint is down: its deliveries retry and fail.
+    let down = format!("bench-down-{tag}");
+    t.admin_post(
+        "/v1/applications",
+        json!({"application": down, "address": "http://127.0.0.1:9/"}),
+    )
+    .await?;
+    t.admin_post(
+        "/v1/subscriptions",
+        json!({"application": down, "action": s.action, "handler": "/hook", "max_retries": 2}),
+    )
+    .await?;
+    let shared = Arc::new(t.handle());
+    let start = Instant::now();
+    let per_task = args.stored.div_ceil(args.connections);
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (tt, s) = (shared.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                let _ = publish(&tt, &s).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let stored = per_task * args.connections;
+    let published_in = start.elapsed().as_secs_f64();
+    let mut got = 0;
+    while got < stored {
+        match tokio::time::timeout(Duration::from_secs(60), arrivals.recv()).await {
+            Ok(Some(_)) => got += 1,
+            _ => break,
+        }
+    }
+    println!(
+        "reads: {stored} events published in {published_in:.0} s, {got} delivered after {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    let stats = admin_get(t, "/v1/stats").await?;
+    println!("reads: /v1/stats says {stats}");
+    let sub = format!("bench-sub-{tag}");
+    let publisher = format!("bench-pub-{tag}");
+    let queries = [
+        "/v1/stats".to_owned(),
+        "/v1/gists".to_owned(),
+        "/v1/gists?status=delivered".to_owned(),
+        "/v1/gists?status=failed".to_owned(),
+        "/v1/gists?completed=false".to_owned(),
+        format!("/v1/gists?subscriber={sub}"),
+        format!("/v1/gists?subscriber={down}&status=failed"),
+        "/v1/events".to_owned(),
+        format!("/v1/events?action={}", s.action),
+        format!("/v1/events?application={publisher}"),
+    ];
+    for query in &queries {
+        let mut lat = Vec::with_capacity(200);
+        for _ in 0..200 {
+            let began = Instant::now();
+            admin_get(t, query).await?;
+            lat.push(began.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "reads: GET {query}: p50 {:.2} ms, p99 {:.2} ms   [target p99 < 20 ms]",
+            quantile(&lat, 0.5),
+            quantile(&lat, 0.99)
+        );
+    }
+    println!(
+        "reads: server RSS {:.0} MB, data directory {:.0} MB   [target RSS < 150 MB]",
+        t.rss_kib().unwrap_or(0) as f64 / 1024.0,
+        crate::dir_bytes(&args.dir) as f64 / 1e6
     );
     Ok(())
 }

@@ -53,6 +53,21 @@ pub(crate) fn chosen<T: clap::ValueEnum + Clone>(asked: &[T]) -> Vec<T> {
     }
 }
 
+/// Bytes of the files under `path` (0 if it cannot be read).
+pub(crate) fn dir_bytes(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&entry.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// The `tidings` binary to start `tidings serve` from.
 pub(crate) fn server_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("TIDINGS_BIN") {
