@@ -34,6 +34,11 @@ pub enum HubScenario {
     /// one to a closed port), then time `/v1/stats` and the first page of
     /// filtered listings, and read the server's RSS and data directory.
     Reads,
+    /// Store `--stored` events (delivered), let retention remove them (the
+    /// server runs with a retention of `--purge-after`), and measure
+    /// publish → webhook latency at `--rate` while it does, and the data
+    /// directory before, filled and after.
+    Purge,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +77,12 @@ pub struct HubBenchArgs {
     /// Events stored by the reads scenario (each with two deliveries).
     #[arg(long, default_value_t = 1_000_000)]
     stored: usize,
+    /// Retention of events, deliveries and dedupers in the purge scenario.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    purge_after: Duration,
+    /// Extra arguments for the started `tidings serve` (repeatable).
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
 }
 
 /// The server under test.
@@ -109,8 +120,22 @@ impl Target {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        let mut serve_args = args.serve_args.clone();
+        if args.scenarios.contains(&HubScenario::Purge) {
+            let keep = format!("{}s", args.purge_after.as_secs().max(1));
+            for flag in [
+                "--retain-events",
+                "--retain-delivered",
+                "--retain-failed",
+                "--dedup-window",
+            ] {
+                serve_args.extend([flag.to_owned(), keep.clone()]);
+            }
+            serve_args.extend(["--retention-interval".to_owned(), "5s".to_owned()]);
+        }
         let child = Command::new(crate::server_binary()?)
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args(&serve_args)
             .env("TIDINGS_BROKER", &args.dir)
             .env("TIDINGS_LOG", "warn")
             .env_remove("TIDINGS_ADMIN_KEY")
@@ -345,6 +370,7 @@ pub async fn run(args: HubBenchArgs) -> anyhow::Result<()> {
             HubScenario::Memory => memory_scenario(&target, &args, &tag).await?,
             HubScenario::Schemas => schemas_scenario(&target, &tag).await?,
             HubScenario::Reads => reads_scenario(&target, &args, &tag).await?,
+            HubScenario::Purge => purge_scenario(&target, &args, &tag).await?,
         }
     }
     if target.child.is_some() {
@@ -523,6 +549,126 @@ async fn memory_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::
     Ok(())
 }
 
+/// Publishes `count` events over `connections` closed loops; returns how
+/// many were accepted.
+async fn publish_many(
+    t: &Target,
+    s: &Arc<Setup>,
+    count: usize,
+    connections: usize,
+) -> anyhow::Result<usize> {
+    let shared = Arc::new(t.handle());
+    let per_task = count.div_ceil(connections);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (t, s) = (shared.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            for _ in 0..per_task {
+                if publish(&t, &s).await.unwrap_or(false) {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let mut published = 0;
+    for task in tasks {
+        published += task.await?;
+    }
+    Ok(published)
+}
+
+async fn purge_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
+    if t.child.is_none() {
+        bail!(
+            "the purge scenario sets the retention of the server it starts: run it without --url"
+        );
+    }
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    let empty = crate::dir_bytes(&args.dir);
+    let (address, mut arrivals) = receiver().await?;
+    let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
+    let start = Instant::now();
+    let stored = publish_many(t, &s, args.stored, args.connections).await?;
+    let published_in = start.elapsed();
+    let mut got = 0;
+    while got < stored {
+        match tokio::time::timeout(Duration::from_secs(60), arrivals.recv()).await {
+            Ok(Some(_)) => got += 1,
+            _ => break,
+        }
+    }
+    let filled = crate::dir_bytes(&args.dir);
+    println!(
+        "purge: {stored} events published in {:.0} s, {got} delivered after {:.0} s; data directory {:.0} MB empty, {:.0} MB filled",
+        published_in.as_secs_f64(),
+        start.elapsed().as_secs_f64(),
+        mb(empty),
+        mb(filled)
+    );
+    // The fill's oldest events are due at start + purge_after: publish at
+    // the latency rate from a little before that until they are gone.
+    let due = start + args.purge_after;
+    tokio::time::sleep_until((due - Duration::from_secs(5)).into()).await;
+    let stats = admin_get(t, "/v1/stats").await?;
+    let before = stats["events"].as_u64().unwrap_or(0);
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let began = tokio::time::Instant::now();
+    let mut publishers = tokio::task::JoinSet::new();
+    let mut sent = 0usize;
+    let mut lat = Vec::new();
+    let mut remaining = before;
+    let mut checked = Instant::now();
+    // Until the fill is gone (or 10 minutes), then 5 s more.
+    let mut purged_at: Option<Instant> = None;
+    while purged_at.is_none_or(|at| at.elapsed() < Duration::from_secs(5))
+        && began.elapsed() < Duration::from_secs(600)
+    {
+        tokio::time::sleep_until(began + interval.mul_f64(sent as f64)).await;
+        let (th, s) = (Arc::new(t.handle()), s.clone());
+        publishers.spawn(async move { publish(&th, &s).await.unwrap_or(false) });
+        sent += 1;
+        while let Ok(ms) = arrivals.try_recv() {
+            lat.push(ms);
+        }
+        if purged_at.is_none() && checked.elapsed() > Duration::from_secs(1) {
+            checked = Instant::now();
+            let stats = admin_get(t, "/v1/stats").await?;
+            remaining = stats["events"].as_u64().unwrap_or(0);
+            if remaining <= sent as u64 {
+                purged_at = Some(Instant::now());
+            }
+        }
+    }
+    while publishers.join_next().await.is_some() {}
+    while lat.len() < sent {
+        match tokio::time::timeout(Duration::from_secs(30), arrivals.recv()).await {
+            Ok(Some(ms)) => lat.push(ms),
+            _ => break,
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let purging = began.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    println!(
+        "purge: {} of {before} stored events removed in {purging:.0} s while publishing at {}/s: {} of {sent} arrived, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms   [target p99 < 20 ms]",
+        before.saturating_sub(remaining.saturating_sub(sent as u64)),
+        args.rate,
+        lat.len(),
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "purge: data directory {:.0} MB empty, {:.0} MB filled, {:.0} MB 30 s after the purge",
+        mb(empty),
+        mb(filled),
+        mb(crate::dir_bytes(&args.dir))
+    );
+    Ok(())
+}
+
 async fn admin_get(t: &Target, path: &str) -> anyhow::Result<Value> {
     let r = t.request(reqwest::Method::GET, path).send().await?;
     ensure!(r.status().is_success(), "GET {path}: {}", r.status());
@@ -547,22 +693,8 @@ async fn reads_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
         json!({"application": down, "action": s.action, "handler": "/hook", "max_retries": 2}),
     )
     .await?;
-    let shared = Arc::new(t.handle());
     let start = Instant::now();
-    let per_task = args.stored.div_ceil(args.connections);
-    let mut tasks = Vec::new();
-    for _ in 0..args.connections {
-        let (tt, s) = (shared.clone(), s.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..per_task {
-                let _ = publish(&tt, &s).await;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await?;
-    }
-    let stored = per_task * args.connections;
+    let stored = publish_many(t, &s, args.stored, args.connections).await?;
     let published_in = start.elapsed().as_secs_f64();
     let mut got = 0;
     while got < stored {

@@ -29,6 +29,7 @@ scripts! {
     PREPARE => "prepare.lua",
     RECLAIM => "reclaim.lua",
     EXPIRE => "expire.lua",
+    MAINTAIN => "maintain.lua",
     ACK => "ack.lua",
     HOLD => "hold.lua",
     MOVE => "move.lua",

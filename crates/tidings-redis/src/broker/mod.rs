@@ -425,6 +425,9 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Messages a maintenance script run expires or trims at most.
+const MAINTAIN_STEP: u64 = 1000;
+
 fn ids_as_args(ids: &[MessageId]) -> Vec<Vec<u8>> {
     ids.iter()
         .filter(|id| is_stream_id(id.as_str()))
@@ -439,6 +442,66 @@ impl Broker for RedisBroker {
         let created = self.create(queue, &config).await?;
         self.remember(queue, config).await;
         Ok(created)
+    }
+
+    /// Applies time to every queue, read or not: expired messages are
+    /// dropped or dead-lettered and retention trimmed, in steps of
+    /// [`MAINTAIN_STEP`] per script run. (Dedup ids expire by themselves:
+    /// Redis keys with a TTL.)
+    async fn maintain(&self) -> Result<u64> {
+        // Expired messages belong to no group: the name is not recorded.
+        let maintainer = GroupName::new("maintenance")?;
+        let mut removed = 0u64;
+        for queue in self.list_queues().await? {
+            let config = match self.config(&queue).await {
+                Ok(config) => config,
+                Err(Error::QueueNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let stream = self.keys(&queue)?.stream;
+            let dead = config.on_expiry == tidings_core::ExpiryAction::DeadLetter;
+            let [max_len, max_age] = Self::retention_args(&config);
+            loop {
+                let args = vec![
+                    queue.as_str().as_bytes().to_vec(),
+                    if dead { b"1".to_vec() } else { b"0".to_vec() },
+                    max_len.clone(),
+                    max_age.clone(),
+                    MAINTAIN_STEP.to_string().into_bytes(),
+                ];
+                let reply = match self
+                    .script_reply(&scripts::MAINTAIN, &[&stream], args)
+                    .await?
+                {
+                    ScriptReply::Done(reply) => reply,
+                    // Deleted meanwhile.
+                    ScriptReply::Refused { .. } => break,
+                };
+                let parts = value::items(&reply);
+                let dropped = parts
+                    .first()
+                    .and_then(value::int)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0);
+                let expired: Vec<String> = parts
+                    .get(1)
+                    .map(value::items)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(value::text)
+                    .collect();
+                for id in &expired {
+                    self.dead_letter_taken(&queue, &maintainer, id, "expired", 0, &config)
+                        .await?;
+                }
+                let done = dropped + expired.len() as u64;
+                removed += done;
+                if done < MAINTAIN_STEP {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     async fn list_queues(&self) -> Result<Vec<QueueName>> {
