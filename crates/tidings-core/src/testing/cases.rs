@@ -1052,6 +1052,21 @@ pub async fn counters_add_with_the_writes_they_count(b: &dyn Broker) {
         "{refused:?}"
     );
     assert_eq!(count("n").await.as_deref(), Some("4"));
+    // A put or delete in a later transaction is what the next add starts from.
+    let mut tx = Transaction::new();
+    tx.put(table.clone(), "n", Payload::from_value(&100).unwrap());
+    b.commit(tx).await.unwrap();
+    let mut tx = Transaction::new();
+    tx.add(table.clone(), "n", 1);
+    b.commit(tx).await.unwrap();
+    assert_eq!(count("n").await.as_deref(), Some("101"));
+    let mut tx = Transaction::new();
+    tx.delete(table.clone(), "n");
+    b.commit(tx).await.unwrap();
+    let mut tx = Transaction::new();
+    tx.add(table.clone(), "n", 1);
+    b.commit(tx).await.unwrap();
+    assert_eq!(count("n").await.as_deref(), Some("1"));
     // Concurrent adds lose none.
     let mut tasks = Vec::new();
     for _ in 0..32 {

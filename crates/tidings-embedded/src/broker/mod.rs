@@ -392,6 +392,7 @@ impl EmbeddedBroker {
             sent: Vec::new(),
             prefetched,
             unread_expiries: false,
+            counters: &mut state.counters,
         };
         let out = f(&mut state.queues, &mut ctx);
         if ctx.unread_expiries {

@@ -14,6 +14,9 @@ use crate::state::{Ctx, GiveBack, Prefetched, parse_id};
 use crate::store::{Space, Wait};
 use tidings_core::record::counter_value;
 
+/// Counter values kept in memory at most (past it, they are read again).
+const MAX_CACHED_COUNTERS: usize = 65_536;
+
 fn not_pending(queue: &QueueName, group: &impl ToString, id: &impl ToString) -> Error {
     Error::NotPending {
         queue: queue.to_string(),
@@ -47,8 +50,7 @@ impl EmbeddedBroker {
                     only_if_absent: true,
                     ..
                 }
-                | TxOp::Expect { table, key, .. }
-                | TxOp::Add { table, key, .. } => Some(record_key(table.as_str(), key)),
+                | TxOp::Expect { table, key, .. } => Some(record_key(table.as_str(), key)),
                 _ => None,
             })
             .collect();
@@ -139,10 +141,13 @@ impl EmbeddedBroker {
                     let base = match (added.get(&at), written.get(&at)) {
                         (Some(sum), _) => *sum,
                         (None, Some(value)) => counter_value(table.as_str(), key, *value)?,
-                        (None, None) => {
-                            let stored = records.get(stripes, store, &at)?;
-                            counter_value(table.as_str(), key, stored.as_deref())?
-                        }
+                        (None, None) => match ctx.counters.get(&at) {
+                            Some(value) => *value,
+                            None => {
+                                let stored = records.get(stripes, store, &at)?;
+                                counter_value(table.as_str(), key, stored.as_deref())?
+                            }
+                        },
                     };
                     let sum = base.checked_add(*delta).ok_or_else(|| {
                         Error::InvalidArgument(format!(
@@ -217,25 +222,27 @@ impl EmbeddedBroker {
                     table, key, value, ..
                 } => {
                     wait = wait.max(record_wait);
-                    ctx.batch.put(
-                        Space::Records,
-                        record_key(table.as_str(), &key),
-                        value.as_str().as_bytes().to_vec(),
-                    );
+                    let at = record_key(table.as_str(), &key);
+                    ctx.counters.remove(&at);
+                    ctx.batch
+                        .put(Space::Records, at, value.as_str().as_bytes().to_vec());
                 }
                 TxOp::Delete { table, key } => {
                     wait = wait.max(record_wait);
-                    ctx.batch
-                        .delete(Space::Records, record_key(table.as_str(), &key));
+                    let at = record_key(table.as_str(), &key);
+                    ctx.counters.remove(&at);
+                    ctx.batch.delete(Space::Records, at);
                 }
                 TxOp::Add { table, key, .. } => {
                     wait = wait.max(record_wait);
                     let sum = sums.next().unwrap_or_default();
-                    ctx.batch.put(
-                        Space::Records,
-                        record_key(table.as_str(), &key),
-                        sum.to_string().into_bytes(),
-                    );
+                    let at = record_key(table.as_str(), &key);
+                    if ctx.counters.len() >= MAX_CACHED_COUNTERS {
+                        ctx.counters.clear();
+                    }
+                    ctx.counters.insert(at.clone(), sum);
+                    ctx.batch
+                        .put(Space::Records, at, sum.to_string().into_bytes());
                 }
                 TxOp::Expect { .. } => {}
             }

@@ -88,6 +88,8 @@ pub(crate) struct Ctx<'a> {
     /// Set when an expiry was left for later because its message was not
     /// read yet (see `EmbeddedBroker::expire_unread`).
     pub(crate) unread_expiries: bool,
+    /// The values of counter records, as last written (see [`State::counters`]).
+    pub(crate) counters: &'a mut HashMap<Vec<u8>, i64>,
 }
 
 /// The public id of a message: its sequence number in decimal.
@@ -105,6 +107,12 @@ pub(crate) struct State {
     pub(crate) seq: SeqAlloc,
     /// Deliveries made no longer than `MARK_DELAY_MS` ago, oldest first.
     pub(crate) deferred: VecDeque<DeferredMarks>,
+    /// The values of counter records ([`tidings_core::TxOp::Add`]) written
+    /// since the store was opened, by record key: a counter changed by
+    /// every publish is not read from the store under the lock each time.
+    /// Kept exact by every record write (an add sets it, a put or delete
+    /// drops it); rebuilt empty with the state.
+    pub(crate) counters: HashMap<Vec<u8>, i64>,
 }
 
 impl State {
@@ -161,6 +169,7 @@ impl State {
                 reserved: next,
             },
             deferred: VecDeque::new(),
+            counters: HashMap::new(),
         };
         Ok((state, batch))
     }
