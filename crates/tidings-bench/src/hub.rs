@@ -434,26 +434,8 @@ async fn publish_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow:
 async fn deliver_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
     let (address, mut arrivals, gate) = gated_receiver(false).await?;
     let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
-    let t = Arc::new(t.handle());
     let start = Instant::now();
-    let per_task = args.events.div_ceil(args.connections);
-    let mut tasks = Vec::new();
-    for _ in 0..args.connections {
-        let (t, s) = (t.clone(), s.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut ok = 0usize;
-            for _ in 0..per_task {
-                if publish(&t, &s).await.unwrap_or(false) {
-                    ok += 1;
-                }
-            }
-            ok
-        }));
-    }
-    let mut published = 0;
-    for task in tasks {
-        published += task.await?;
-    }
+    let published = publish_many(t, &s, args.events, args.connections).await?;
     let published_in = start.elapsed();
     let drain = Instant::now();
     gate.send_replace(true);

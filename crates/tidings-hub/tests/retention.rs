@@ -222,32 +222,9 @@ async fn retention_on_the_embedded_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_on_redis() {
-    let url =
-        std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).unwrap();
-    let prefix = format!("tidings-test:retention-{}:", hex::encode(bytes));
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let broker = match tidings_redis::RedisBroker::open(&format!("{url}{sep}prefix={prefix}")).await
-    {
-        Ok(broker) => broker,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "Redis is required under CI=true: {e}"
-            );
-            eprintln!("skipped: Redis not reachable at {url}: {e}");
-            return;
-        }
+    let Some((broker, prefix)) = common::redis_broker("retention").await else {
+        return;
     };
     retention_follows_its_rules(Arc::new(broker)).await;
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut con = client.get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query(&mut con)
-        .unwrap();
-    for key in keys {
-        let _: () = redis::cmd("DEL").arg(key).query(&mut con).unwrap();
-    }
+    common::delete_redis_prefix(&prefix);
 }

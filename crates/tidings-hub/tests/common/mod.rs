@@ -29,3 +29,41 @@ pub async fn endpoint() -> String {
     });
     address
 }
+
+/// A Redis broker under a fresh prefix (`name` in it), and the prefix; or
+/// `None` (skip) when Redis is not there and this is not CI.
+pub async fn redis_broker(name: &str) -> Option<(tidings_redis::RedisBroker, String)> {
+    let url = redis_url();
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).unwrap();
+    let prefix = format!("tidings-test:{name}-{}:", hex::encode(bytes));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    match tidings_redis::RedisBroker::open(&format!("{url}{sep}prefix={prefix}")).await {
+        Ok(broker) => Some((broker, prefix)),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "Redis is required under CI=true: {e}"
+            );
+            eprintln!("skipped: Redis not reachable at {url}: {e}");
+            None
+        }
+    }
+}
+
+/// Deletes every Redis key under `prefix`.
+pub fn delete_redis_prefix(prefix: &str) {
+    let client = redis::Client::open(redis_url().as_str()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut con)
+        .unwrap();
+    for key in keys {
+        let _: () = redis::cmd("DEL").arg(key).query(&mut con).unwrap();
+    }
+}
+
+fn redis_url() -> String {
+    std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
