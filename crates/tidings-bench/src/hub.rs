@@ -39,6 +39,11 @@ pub enum HubScenario {
     /// publish → webhook latency at `--rate` while it does, and the data
     /// directory before, filled and after.
     Purge,
+    /// Publish at `--rate` for `--soak-for` with a retention of
+    /// `--purge-after` (two subscriptions: one delivers, one fails at its
+    /// only attempt): a row a minute of what is stored, the data directory,
+    /// the server's RSS and publish → webhook p99, flat once retention runs.
+    Soak,
 }
 
 #[derive(Debug, Args)]
@@ -77,9 +82,12 @@ pub struct HubBenchArgs {
     /// Events stored by the reads scenario (each with two deliveries).
     #[arg(long, default_value_t = 1_000_000)]
     stored: usize,
-    /// Retention of events, deliveries and dedupers in the purge scenario.
+    /// Retention of events, deliveries and dedupers in the purge and soak scenarios.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
     purge_after: Duration,
+    /// Length of the soak scenario.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "12m")]
+    soak_for: Duration,
     /// Extra arguments for the started `tidings serve` (repeatable).
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
@@ -121,7 +129,11 @@ impl Target {
             .local_addr()?
             .port();
         let mut serve_args = args.serve_args.clone();
-        if args.scenarios.contains(&HubScenario::Purge) {
+        if args
+            .scenarios
+            .iter()
+            .any(|s| matches!(s, HubScenario::Purge | HubScenario::Soak))
+        {
             let keep = format!("{}s", args.purge_after.as_secs().max(1));
             for flag in [
                 "--retain-events",
@@ -264,6 +276,26 @@ async fn setup(t: &Target, tag: &str, receiver: Option<(&str, bool)>) -> anyhow:
     Ok(Setup { action, api_key })
 }
 
+/// A second subscriber of `s`'s action whose endpoint is down: each
+/// delivery fails at its only attempt (a failed gist and a dead letter,
+/// without retry waits). Returns its name.
+async fn subscribe_down(t: &Target, s: &Setup, tag: &str) -> anyhow::Result<String> {
+    let down = format!("bench-down-{tag}");
+    t.admin_post(
+        "/v1/applications",
+        json!({"application": down, "address": "http://127.0.0.1:9/"}),
+    )
+    .await?;
+    let (status, body) = t
+        .admin_post(
+            "/v1/subscriptions",
+            json!({"application": down, "action": s.action, "handler": "/hook", "max_retries": 1}),
+        )
+        .await?;
+    ensure!(status == 201, "cannot subscribe {down} ({status}): {body}");
+    Ok(down)
+}
+
 fn now_secs_f64() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -371,6 +403,7 @@ pub async fn run(args: HubBenchArgs) -> anyhow::Result<()> {
             HubScenario::Schemas => schemas_scenario(&target, &tag).await?,
             HubScenario::Reads => reads_scenario(&target, &args, &tag).await?,
             HubScenario::Purge => purge_scenario(&target, &args, &tag).await?,
+            HubScenario::Soak => soak_scenario(&target, &args, &tag).await?,
         }
     }
     if target.child.is_some() {
@@ -455,30 +488,78 @@ async fn deliver_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow:
     Ok(())
 }
 
-async fn latency_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
-    let (address, mut arrivals) = receiver().await?;
-    let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
-    let t = Arc::new(t.handle());
-    let total = (args.rate as f64 * args.latency_for.as_secs_f64()) as usize;
-    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
-    let start = tokio::time::Instant::now();
-    let mut publishers = tokio::task::JoinSet::new();
-    for i in 0..total {
-        tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
-        let (t, s) = (t.clone(), s.clone());
-        publishers.spawn(async move { publish(&t, &s).await.unwrap_or(false) });
+/// Publishes at a steady rate, each event from a task of its own, so a
+/// slow answer does not slow the rate.
+struct Steady {
+    t: Arc<Target>,
+    s: Arc<Setup>,
+    start: tokio::time::Instant,
+    interval: Duration,
+    sent: usize,
+    accepted: usize,
+    running: tokio::task::JoinSet<bool>,
+}
+
+impl Steady {
+    fn new(t: &Target, s: &Arc<Setup>, rate: u64) -> Self {
+        Self {
+            t: Arc::new(t.handle()),
+            s: s.clone(),
+            start: tokio::time::Instant::now(),
+            interval: Duration::from_secs_f64(1.0 / rate.max(1) as f64),
+            sent: 0,
+            accepted: 0,
+            running: tokio::task::JoinSet::new(),
+        }
     }
-    let mut published = 0;
-    while let Some(ok) = publishers.join_next().await {
-        published += usize::from(ok.unwrap_or(false));
+
+    /// Waits for the next event's time and publishes it.
+    async fn next(&mut self) {
+        tokio::time::sleep_until(self.start + self.interval.mul_f64(self.sent as f64)).await;
+        let (t, s) = (self.t.clone(), self.s.clone());
+        self.running
+            .spawn(async move { publish(&t, &s).await.unwrap_or(false) });
+        self.sent += 1;
+        while let Some(done) = self.running.try_join_next() {
+            self.accepted += usize::from(done.unwrap_or(false));
+        }
     }
-    let mut lat = Vec::with_capacity(published);
-    while lat.len() < published {
-        match tokio::time::timeout(Duration::from_secs(60), arrivals.recv()).await {
+
+    /// Waits for the answers still out: (sent, accepted).
+    async fn finish(mut self) -> (usize, usize) {
+        while let Some(done) = self.running.join_next().await {
+            self.accepted += usize::from(done.unwrap_or(false));
+        }
+        (self.sent, self.accepted)
+    }
+}
+
+/// Waits for `count` arrivals (each at most `patience` after the last).
+async fn arrivals_of(
+    arrivals: &mut mpsc::UnboundedReceiver<f64>,
+    lat: &mut Vec<f64>,
+    count: usize,
+    patience: Duration,
+) {
+    while lat.len() < count {
+        match tokio::time::timeout(patience, arrivals.recv()).await {
             Ok(Some(ms)) => lat.push(ms),
             _ => break,
         }
     }
+}
+
+async fn latency_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
+    let (address, mut arrivals) = receiver().await?;
+    let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
+    let total = (args.rate as f64 * args.latency_for.as_secs_f64()) as usize;
+    let mut steady = Steady::new(t, &s, args.rate);
+    while steady.sent < total {
+        steady.next().await;
+    }
+    let (_, published) = steady.finish().await;
+    let mut lat = Vec::with_capacity(published);
+    arrivals_of(&mut arrivals, &mut lat, published, Duration::from_secs(60)).await;
     lat.sort_by(f64::total_cmp);
     println!(
         "publish → webhook at {}/s for {:?}: {} of {published} arrived, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms   [target p99 < 20 ms]",
@@ -595,22 +676,17 @@ async fn purge_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
     tokio::time::sleep_until((due - Duration::from_secs(5)).into()).await;
     let stats = admin_get(t, "/v1/stats").await?;
     let before = stats["events"].as_u64().unwrap_or(0);
-    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
     let began = tokio::time::Instant::now();
-    let mut publishers = tokio::task::JoinSet::new();
-    let mut sent = 0usize;
+    let mut steady = Steady::new(t, &s, args.rate);
     let mut lat = Vec::new();
     let mut remaining = before;
     let mut checked = Instant::now();
-    // Until the fill is gone (or 10 minutes), then 5 s more.
+    // Until the fill is gone (or 20 minutes), then 5 s more.
     let mut purged_at: Option<Instant> = None;
     while purged_at.is_none_or(|at| at.elapsed() < Duration::from_secs(5))
-        && began.elapsed() < Duration::from_secs(600)
+        && began.elapsed() < Duration::from_secs(1200)
     {
-        tokio::time::sleep_until(began + interval.mul_f64(sent as f64)).await;
-        let (th, s) = (Arc::new(t.handle()), s.clone());
-        publishers.spawn(async move { publish(&th, &s).await.unwrap_or(false) });
-        sent += 1;
+        steady.next().await;
         while let Ok(ms) = arrivals.try_recv() {
             lat.push(ms);
         }
@@ -618,18 +694,13 @@ async fn purge_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
             checked = Instant::now();
             let stats = admin_get(t, "/v1/stats").await?;
             remaining = stats["events"].as_u64().unwrap_or(0);
-            if remaining <= sent as u64 {
+            if remaining <= steady.sent as u64 {
                 purged_at = Some(Instant::now());
             }
         }
     }
-    while publishers.join_next().await.is_some() {}
-    while lat.len() < sent {
-        match tokio::time::timeout(Duration::from_secs(30), arrivals.recv()).await {
-            Ok(Some(ms)) => lat.push(ms),
-            _ => break,
-        }
-    }
+    let (sent, _) = steady.finish().await;
+    arrivals_of(&mut arrivals, &mut lat, sent, Duration::from_secs(30)).await;
     lat.sort_by(f64::total_cmp);
     let purging = began.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -651,6 +722,55 @@ async fn purge_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
     Ok(())
 }
 
+/// Publishes at `--rate` for `--soak-for` while retention removes what is
+/// older than `--purge-after`; prints a row a minute.
+async fn soak_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
+    if t.child.is_none() {
+        bail!("the soak scenario sets the retention of the server it starts: run it without --url");
+    }
+    let (address, mut arrivals) = receiver().await?;
+    let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
+    subscribe_down(t, &s, tag).await?;
+    println!(
+        "soak: {}/s for {:?}, retention {:?} (sweeps every 5 s)",
+        args.rate, args.soak_for, args.purge_after
+    );
+    println!(
+        "| minute | published | arrived | p99 publish → webhook | events stored | deliveries stored | of them failed | data directory | server RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut steady = Steady::new(t, &s, args.rate);
+    let began = Instant::now();
+    let (mut minute, mut sent_before) = (0, 0);
+    let mut lat = Vec::new();
+    while began.elapsed() < args.soak_for {
+        steady.next().await;
+        while let Ok(ms) = arrivals.try_recv() {
+            lat.push(ms);
+        }
+        if began.elapsed() >= Duration::from_secs(60 * (minute + 1)) {
+            minute += 1;
+            lat.sort_by(f64::total_cmp);
+            let stats = admin_get(t, "/v1/stats").await?;
+            println!(
+                "| {minute} | {} | {} | {:.2} ms | {} | {} | {} | {:.0} MB | {:.0} MB |",
+                steady.sent - sent_before,
+                lat.len(),
+                quantile(&lat, 0.99),
+                stats["events"],
+                stats["total"],
+                stats["failed"],
+                crate::dir_bytes(&args.dir) as f64 / 1e6,
+                t.rss_kib().unwrap_or(0) as f64 / 1024.0
+            );
+            sent_before = steady.sent;
+            lat.clear();
+        }
+    }
+    steady.finish().await;
+    Ok(())
+}
+
 async fn admin_get(t: &Target, path: &str) -> anyhow::Result<Value> {
     let r = t.request(reqwest::Method::GET, path).send().await?;
     ensure!(r.status().is_success(), "GET {path}: {}", r.status());
@@ -663,18 +783,7 @@ async fn reads_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
     }
     let (address, mut arrivals) = receiver().await?;
     let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
-    // A second subscriber whose endpoint is down: its deliveries retry and fail.
-    let down = format!("bench-down-{tag}");
-    t.admin_post(
-        "/v1/applications",
-        json!({"application": down, "address": "http://127.0.0.1:9/"}),
-    )
-    .await?;
-    t.admin_post(
-        "/v1/subscriptions",
-        json!({"application": down, "action": s.action, "handler": "/hook", "max_retries": 2}),
-    )
-    .await?;
+    let down = subscribe_down(t, &s, tag).await?;
     let start = Instant::now();
     let stored = publish_many(t, &s, args.stored, args.connections).await?;
     let published_in = start.elapsed().as_secs_f64();

@@ -155,6 +155,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_RETENTION_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub retention_interval: Duration,
+    /// Records a retention sweep removes per transaction.
+    #[arg(long, env = "TIDINGS_RETENTION_BATCH", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub retention_batch: u32,
+    /// How long a sweep rests after each batch, as a multiple of the time
+    /// the batch took: 1 keeps a large purge to half of one core and out of
+    /// the way of publishes and deliveries; 0 removes as fast as it can.
+    #[arg(long, env = "TIDINGS_RETENTION_REST", default_value_t = 1.0, value_parser = parse_rest)]
+    pub retention_rest: f64,
     /// Serve HTTPS with this certificate chain (PEM); with --tls-key.
     /// Both files are read again on SIGHUP (new connections get the new
     /// certificate; a reload that fails keeps the old one).
@@ -208,7 +216,8 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
                 dedup_window: args.dedup_window,
                 audit: keep(&args.retain_audit)?,
                 interval: args.retention_interval,
-                ..RetentionPolicy::default()
+                batch: args.retention_batch as usize,
+                rest: args.retention_rest,
             },
             ..HubConfig::default()
         },
@@ -325,6 +334,16 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Checks `--retention-rest`: a finite multiple from 0 to 100.
+fn parse_rest(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rest) if (0.0..=100.0).contains(&rest) => Ok(rest),
+        _ => Err(format!(
+            "{text:?} is not a rest ratio (a number from 0 to 100, such as 1 or 0.5)"
+        )),
+    }
 }
 
 /// A retention: a duration, or `forever` (`None`).

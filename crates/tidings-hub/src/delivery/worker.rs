@@ -433,6 +433,7 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
     // written the gist meanwhile.
     let tables = &hub.inner.tables;
     let mut was_failed = false;
+    let mut died_at = None;
     for _ in 0..8 {
         let Some(stored) = read_gist(&**hub.broker(), tables, key).await? else {
             break;
@@ -440,6 +441,7 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
         let mut gist = stored.gist.clone();
         record(&mut gist, &outcome, number, &event, hub.now_ms());
         was_failed = gist.status == GistStatus::Failed;
+        died_at = stored.gist.dead_at;
         if outcome.delivered() {
             gist.status = GistStatus::Delivered;
             gist.delivered_at = Some(hub.now_ms());
@@ -455,8 +457,12 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
         }
     }
     if outcome.delivered() && was_failed {
-        hub.purge_dead_letters_of(&sub.id, &std::iter::once(event.id.clone()).collect())
-            .await?;
+        hub.purge_dead_letters_of(
+            &sub.id,
+            &std::iter::once(event.id.clone()).collect(),
+            died_at.unwrap_or_else(|| hub.now_ms()),
+        )
+        .await?;
     }
     Ok(Replayed {
         gist: key.to_owned(),

@@ -13,7 +13,9 @@
 //!
 //! A sweep works in batches of `batch` records, each one transaction, and
 //! reads the time from the hub's clock; the server runs one every
-//! `interval`.
+//! `interval`. After each batch it rests `rest` times as long as the batch
+//! took, so a large purge takes a bounded share of the machine and the
+//! publishes and deliveries waiting behind a batch's commit are few.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -43,6 +45,9 @@ pub struct RetentionPolicy {
     pub audit: Option<Duration>,
     /// Records per transaction of a sweep.
     pub batch: usize,
+    /// Rest after each batch, as a multiple of the time the batch took
+    /// (1.0: a sweep works at most half the time; 0: no rest).
+    pub rest: f64,
     /// Time between sweeps (the server's).
     pub interval: Duration,
 }
@@ -58,7 +63,8 @@ impl Default for RetentionPolicy {
             failed: Some(DAY * 30),
             dedup_window: DAY,
             audit: Some(DAY * 365),
-            batch: 500,
+            batch: 100,
+            rest: 1.0,
             interval: Duration::from_secs(60),
         }
     }
@@ -99,6 +105,34 @@ pub(crate) fn by_action_key(action: &str, event: &str) -> String {
     format!("{action}\n{event}")
 }
 
+/// Paces a sweep's batches: each `rest` sleeps `ratio` times as long as
+/// the work since the previous one.
+struct Pace {
+    since: tokio::time::Instant,
+    ratio: f64,
+}
+
+impl Pace {
+    fn new(ratio: f64) -> Self {
+        Self {
+            since: tokio::time::Instant::now(),
+            ratio: if ratio.is_finite() {
+                ratio.max(0.0)
+            } else {
+                0.0
+            },
+        }
+    }
+
+    async fn rest(&mut self) {
+        let worked = self.since.elapsed();
+        if self.ratio > 0.0 {
+            tokio::time::sleep(worked.mul_f64(self.ratio)).await;
+        }
+        self.since = tokio::time::Instant::now();
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -128,15 +162,16 @@ impl Hub {
     /// Removes what the retention policy says is due, in batches.
     pub async fn sweep(&self) -> HubResult<Swept> {
         let now = self.now_ms();
+        let pace = &mut Pace::new(self.policy().rest);
         let mut swept = Swept {
-            dedupers: self.sweep_dedupers(now).await?,
+            dedupers: self.sweep_dedupers(now, pace).await?,
             ..Swept::default()
         };
-        let (gists, dead_letters) = self.sweep_gists(now).await?;
+        let (gists, dead_letters) = self.sweep_gists(now, pace).await?;
         swept.gists = gists;
         swept.dead_letters = dead_letters;
-        swept.events = self.sweep_events(now).await?;
-        swept.audit = self.sweep_audit(now).await?;
+        swept.events = self.sweep_events(now, pace).await?;
+        swept.audit = self.sweep_audit(now, pace).await?;
         swept.queues = self.broker().maintain().await?;
         let metrics = &self.inner.metrics;
         for (kind, n) in [
@@ -159,7 +194,7 @@ impl Hub {
     }
 
     /// Forgets dedupers whose window has passed.
-    async fn sweep_dedupers(&self, now: u64) -> HubResult<u64> {
+    async fn sweep_dedupers(&self, now: u64, pace: &mut Pace) -> HubResult<u64> {
         let tables = &self.inner.tables;
         let broker = &**self.broker();
         let mut removed = 0;
@@ -180,12 +215,13 @@ impl Hub {
                 }
             }
             broker.commit(tx).await?;
+            pace.rest().await;
         }
     }
 
     /// Removes audit entries older than their retention (their keys are
     /// time-ordered: a key range).
-    async fn sweep_audit(&self, now: u64) -> HubResult<u64> {
+    async fn sweep_audit(&self, now: u64, pace: &mut Pace) -> HubResult<u64> {
         let Some(keep) = self.policy().audit else {
             return Ok(0);
         };
@@ -207,6 +243,7 @@ impl Hub {
                 removed += 1;
             }
             broker.commit(tx).await?;
+            pace.rest().await;
         }
     }
 
@@ -220,7 +257,7 @@ impl Hub {
     /// Removes delivered and failed gists past their retention (and the
     /// failed ones' dead letters). Gists are keyed by their event's id, so
     /// only those of events older than the shorter retention are read.
-    async fn sweep_gists(&self, now: u64) -> HubResult<(u64, u64)> {
+    async fn sweep_gists(&self, now: u64, pace: &mut Pace) -> HubResult<(u64, u64)> {
         let policy = self.policy().clone();
         let Some(shortest) = [policy.delivered, policy.failed]
             .into_iter()
@@ -266,11 +303,13 @@ impl Hub {
             };
             let mut tx = Transaction::new();
             let mut dead: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+            let mut died_by = 0;
             let mut removing = 0;
             for record in batch {
                 let gist: Gist = crate::tables::decode(&tables.gists, &record.key, &record.value)?;
                 if due(&gist) {
                     if gist.status == GistStatus::Failed {
+                        died_by = died_by.max(gist.dead_at.unwrap_or(now));
                         dead.entry(gist.subscription.clone())
                             .or_default()
                             .insert(gist.event.clone());
@@ -283,7 +322,9 @@ impl Hub {
                     removing += 1;
                 }
             }
-            match broker.commit(tx).await {
+            let committed = broker.commit(tx).await;
+            pace.rest().await;
+            match committed {
                 Ok(_) => removed += removing,
                 // A gist of the batch changed meanwhile (a replay or a
                 // requeue): the batch is read again.
@@ -291,7 +332,7 @@ impl Hub {
                 Err(e) => return Err(e.into()),
             }
             for (sub, events) in &dead {
-                letters += self.purge_dead_letters_of(sub, events).await?;
+                letters += self.purge_dead_letters_of(sub, events, died_by).await?;
             }
             from = format!("{last}\0");
         }
@@ -300,7 +341,7 @@ impl Hub {
     /// Removes events past their action's retention whose deliveries are
     /// all settled (delivered, failed, or removed), with their index entry
     /// and their deduper.
-    async fn sweep_events(&self, now: u64) -> HubResult<u64> {
+    async fn sweep_events(&self, now: u64, pace: &mut Pace) -> HubResult<u64> {
         let tables = &self.inner.tables;
         let broker = &**self.broker();
         let mut removed = 0;
@@ -340,6 +381,7 @@ impl Hub {
                     }
                 }
                 broker.commit(tx).await?;
+                pace.rest().await;
                 from = format!("{last}\0");
             }
         }
@@ -427,26 +469,35 @@ impl Hub {
         });
     }
 
-    /// Removes the dead letters of `events` from `sub`'s queue. Returns how
-    /// many.
+    /// Removes the dead letters of `events` from `sub`'s queue, the last of
+    /// which died at `died_by` (hub's clock, ms). Letters are listed oldest
+    /// first, so the reading stops once every event's letter is found or at
+    /// a letter that died well after `died_by` (an hour: the broker's and the
+    /// hub's clocks may differ), never reading the whole queue for a few.
+    /// Returns how many were removed.
     pub(crate) async fn purge_dead_letters_of(
         &self,
         sub: &str,
         events: &HashSet<String>,
+        died_by: u64,
     ) -> HubResult<u64> {
+        const SLACK_MS: u64 = 3_600_000;
         let queue = crate::tables::subscription_queue(sub)?;
         let broker: &dyn Broker = &**self.broker();
         let mut after = None;
-        let mut purged = 0;
-        loop {
-            let letters = match broker.dead_letters(&queue, after.as_ref(), 500).await {
+        let (mut found, mut purged) = (0, 0);
+        while found < events.len() {
+            let letters = match broker.dead_letters(&queue, after.as_ref(), 100).await {
                 Ok(letters) => letters,
                 Err(tidings_core::Error::QueueNotFound(_)) => return Ok(purged),
                 Err(e) => return Err(e.into()),
             };
             let Some(last) = letters.last().map(|d| d.id.clone()) else {
-                return Ok(purged);
+                break;
             };
+            let past = letters
+                .iter()
+                .any(|d| d.dead_lettered_at.as_millis() > died_by.saturating_add(SLACK_MS));
             let ids: Vec<_> = letters
                 .into_iter()
                 .filter(|d| {
@@ -456,12 +507,52 @@ impl Hub {
                 })
                 .map(|d| d.id)
                 .collect();
+            found += ids.len();
             if !ids.is_empty() {
                 purged += broker
                     .purge_dead_letters(&queue, tidings_core::DeadLetterSelection::Ids(ids))
                     .await?;
             }
+            if past {
+                break;
+            }
             after = Some(last);
         }
+        Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pace;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// On tokio's paused clock: work of 30 ms, then a rest of `ratio` times it.
+    async fn rested_after_work(ratio: f64) -> Duration {
+        let mut pace = Pace::new(ratio);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let rested = Instant::now();
+        pace.rest().await;
+        rested.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_rests_in_proportion_to_its_work() {
+        assert_eq!(rested_after_work(1.0).await, Duration::from_millis(30));
+        assert_eq!(rested_after_work(0.5).await, Duration::from_millis(15));
+        assert_eq!(rested_after_work(0.0).await, Duration::ZERO);
+        assert_eq!(rested_after_work(f64::NAN).await, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rest_counts_the_work_since_the_previous_rest_only() {
+        let mut pace = Pace::new(1.0);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        pace.rest().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let rested = Instant::now();
+        pace.rest().await;
+        assert_eq!(rested.elapsed(), Duration::from_millis(10));
     }
 }
