@@ -17,7 +17,7 @@
 //! took, so a large purge takes a bounded share of the machine and the
 //! publishes and deliveries waiting behind a batch's commit are few.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use tidings_core::{Broker, RecordScan, Transaction};
 use super::Hub;
 use crate::error::HubResult;
 use crate::ids::{parse_event_row, row_key_at, row_time};
-use crate::indexes::{StoredGist, delete_gist};
+use crate::indexes::delete_gist;
 use crate::model::{Event, Gist, GistStatus};
 use crate::tables::{deduper_key, get, scan};
 
@@ -255,69 +255,84 @@ impl Hub {
     }
 
     /// Removes delivered and failed gists past their retention (and the
-    /// failed ones' dead letters). Gists are keyed by their event's id, so
-    /// only those of events older than the shorter retention are read.
+    /// failed ones' dead letters), and the unsettled gists of removed
+    /// subscriptions once as old as failed ones. Each is read from the index
+    /// of its subscription and status, whose keys start with the event's
+    /// time-ordered id: only gists of events older than the retention are
+    /// looked at, and of those only the ones settled late stay to be looked
+    /// at again.
     async fn sweep_gists(&self, now: u64, pace: &mut Pace) -> HubResult<(u64, u64)> {
         let policy = self.policy().clone();
-        let Some(shortest) = [policy.delivered, policy.failed]
-            .into_iter()
-            .flatten()
-            .min()
-        else {
-            return Ok((0, 0));
-        };
+        let counts = crate::indexes::Counts::read(&**self.broker(), &self.inner.tables).await?;
+        let (mut removed, mut letters) = (0, 0);
+        for sub in counts.gists.keys() {
+            let removed_sub = !self.catalog().subscriptions.contains_key(sub);
+            for status in crate::indexes::STATUSES {
+                let keep = match status {
+                    GistStatus::Delivered => policy.delivered,
+                    GistStatus::Failed => policy.failed,
+                    // Left unsettled by a removed subscription: nothing will
+                    // deliver it, so it goes as a failed one would.
+                    GistStatus::Pending | GistStatus::Retrying if removed_sub => policy.failed,
+                    GistStatus::Pending | GistStatus::Retrying => None,
+                };
+                let Some(keep) = keep.filter(|_| counts.gists_of(sub, status) > 0) else {
+                    continue;
+                };
+                let (r, l) = self.sweep_gists_in(sub, status, keep, now, pace).await?;
+                removed += r;
+                letters += l;
+            }
+        }
+        Ok((removed, letters))
+    }
+
+    /// Removes `sub`'s gists in `status` that are due after `keep`.
+    async fn sweep_gists_in(
+        &self,
+        sub: &str,
+        status: GistStatus,
+        keep: Duration,
+        now: u64,
+        pace: &mut Pace,
+    ) -> HubResult<(u64, u64)> {
         let tables = &self.inner.tables;
         let broker = &**self.broker();
-        let horizon = row_key_at(now.saturating_sub(ms(shortest)));
-        let failed_keep = policy.failed;
-        let due = |gist: &Gist| match gist.status {
-            GistStatus::Delivered => policy
-                .delivered
-                .zip(gist.delivered_at)
-                .is_some_and(|(keep, at)| at.saturating_add(ms(keep)) <= now),
-            GistStatus::Failed => policy
-                .failed
-                .zip(gist.dead_at)
-                .is_some_and(|(keep, at)| at.saturating_add(ms(keep)) <= now),
-            // Left unsettled by a removed subscription: nothing will
-            // deliver it, so it goes as a failed one would.
-            GistStatus::Pending | GistStatus::Retrying => {
-                !self
-                    .catalog()
-                    .subscriptions
-                    .contains_key(&gist.subscription)
-                    && failed_keep
-                        .is_some_and(|keep| gist.created_at.saturating_add(ms(keep)) <= now)
-            }
+        let due = |gist: &Gist| {
+            let since = match gist.status {
+                GistStatus::Delivered => gist.delivered_at,
+                GistStatus::Failed => gist.dead_at,
+                GistStatus::Pending | GistStatus::Retrying => Some(gist.created_at),
+            };
+            gist.status == status && since.is_some_and(|at| at.saturating_add(ms(keep)) <= now)
         };
+        let prefix = crate::indexes::by_status_key(sub, status, "");
+        let horizon = format!("{prefix}{}", row_key_at(now.saturating_sub(ms(keep))));
         let (mut removed, mut letters) = (0, 0);
-        let mut from = String::new();
+        let mut from = prefix.clone();
         loop {
             let range = RecordScan::all()
                 .from(from.clone())
                 .to(horizon.clone())
                 .limit(self.policy().batch);
-            let batch = broker.scan_records(&tables.gists, range).await?;
-            let Some(last) = batch.last().map(|r| r.key.clone()) else {
+            let entries = broker.scan_records(&tables.gists_by_status, range).await?;
+            let Some(last) = entries.last().map(|r| r.key.clone()) else {
                 return Ok((removed, letters));
             };
             let mut tx = Transaction::new();
-            let mut dead: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+            let mut dead = HashSet::new();
             let mut died_by = 0;
             let mut removing = 0;
-            for record in batch {
-                let gist: Gist = crate::tables::decode(&tables.gists, &record.key, &record.value)?;
-                if due(&gist) {
-                    if gist.status == GistStatus::Failed {
-                        died_by = died_by.max(gist.dead_at.unwrap_or(now));
-                        dead.entry(gist.subscription.clone())
-                            .or_default()
-                            .insert(gist.event.clone());
+            for entry in &entries {
+                let key = entry.key.strip_prefix(&prefix).unwrap_or_default();
+                let Some(stored) = crate::indexes::read_gist(broker, tables, key).await? else {
+                    continue;
+                };
+                if due(&stored.gist) {
+                    if status == GistStatus::Failed {
+                        died_by = died_by.max(stored.gist.dead_at.unwrap_or(now));
+                        dead.insert(stored.gist.event.clone());
                     }
-                    let stored = StoredGist {
-                        gist,
-                        raw: record.value,
-                    };
                     delete_gist(&mut tx, tables, &stored);
                     removing += 1;
                 }
@@ -331,8 +346,8 @@ impl Hub {
                 Err(tidings_core::Error::RecordChanged { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
-            for (sub, events) in &dead {
-                letters += self.purge_dead_letters_of(sub, events, died_by).await?;
+            if !dead.is_empty() {
+                letters += self.purge_dead_letters_of(sub, &dead, died_by).await?;
             }
             from = format!("{last}\0");
         }
