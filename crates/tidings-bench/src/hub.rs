@@ -477,13 +477,15 @@ async fn deliver_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow:
     let published_in = start.elapsed();
     let drain = Instant::now();
     gate.send_replace(true);
-    let mut got = 0usize;
-    while got < published {
-        match tokio::time::timeout(Duration::from_secs(120), arrivals.recv()).await {
-            Ok(Some(_)) => got += 1,
-            _ => break,
-        }
-    }
+    let mut arrived = Vec::with_capacity(published);
+    arrivals_of(
+        &mut arrivals,
+        &mut arrived,
+        published,
+        Duration::from_secs(120),
+    )
+    .await;
+    let got = arrived.len();
     let elapsed = drain.elapsed().as_secs_f64();
     println!(
         "deliver (a backlog of {published} events, published in {:.1} s while the receiver held its answers, one subscription): {got} delivered in {elapsed:.2} s = {:.0} webhooks/s   [target >= 5,000/s]",
@@ -660,13 +662,9 @@ async fn purge_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
     let start = Instant::now();
     let stored = publish_many(t, &s, args.stored, args.connections).await?;
     let published_in = start.elapsed();
-    let mut got = 0;
-    while got < stored {
-        match tokio::time::timeout(Duration::from_secs(60), arrivals.recv()).await {
-            Ok(Some(_)) => got += 1,
-            _ => break,
-        }
-    }
+    let mut arrived = Vec::with_capacity(stored);
+    arrivals_of(&mut arrivals, &mut arrived, stored, Duration::from_secs(60)).await;
+    let got = arrived.len();
     let filled = crate::dir_bytes(&args.dir);
     println!(
         "purge: {stored} events published in {:.0} s, {got} delivered after {:.0} s; data directory {:.0} MB empty, {:.0} MB filled",
@@ -794,13 +792,9 @@ async fn reads_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
     let start = Instant::now();
     let stored = publish_many(t, &s, args.stored, args.connections).await?;
     let published_in = start.elapsed().as_secs_f64();
-    let mut got = 0;
-    while got < stored {
-        match tokio::time::timeout(Duration::from_secs(60), arrivals.recv()).await {
-            Ok(Some(_)) => got += 1,
-            _ => break,
-        }
-    }
+    let mut arrived = Vec::with_capacity(stored);
+    arrivals_of(&mut arrivals, &mut arrived, stored, Duration::from_secs(60)).await;
+    let got = arrived.len();
     println!(
         "reads: {stored} events published in {published_in:.0} s, {got} delivered after {:.0} s",
         start.elapsed().as_secs_f64()
