@@ -215,6 +215,75 @@ async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
     assert_eq!(swept.audit, 1, "{swept:?}");
 }
 
+/// Held events: a sweep resumes past them, and looks at them again every
+/// `HELD_RECHECK`; events older than every unsettled delivery go at once.
+async fn held_events_are_looked_at_again(broker: Arc<dyn Broker>) {
+    let clock = ManualClock::new(Timestamp::now());
+    let config = HubConfig {
+        clock: tidings_core::Clock::Manual(clock.clone()),
+        destinations: DestinationPolicy {
+            allow_private: true,
+            allowed: Vec::new(),
+        },
+        retention: RetentionPolicy {
+            events: Some(DAY * 10),
+            failed: Some(DAY * 100),
+            batch: 2,
+            ..RetentionPolicy::default()
+        },
+        ..HubConfig::default()
+    };
+    let hub = Hub::open(broker, config).await.unwrap();
+    let admin = Principal::Admin;
+    hub.create_application(
+        &admin,
+        from(json!({"application": "shop", "address": "http://127.0.0.1:9"})),
+    )
+    .await
+    .unwrap();
+    for action in ["shop.sold", "shop.kept"] {
+        let registered =
+            json!({"action": action, "application": "shop", "schemata": {"type": "object"}});
+        hub.register_action(&admin, from(registered)).await.unwrap();
+        let sub = json!({"application": "shop", "action": action, "handler": "/in"});
+        hub.subscribe(&admin, from(sub)).await.unwrap();
+    }
+    // No dispatcher: every delivery stays pending.
+    let (sold, _) = publish(&hub, "shop.sold", None).await;
+    let (kept, _) = publish(&hub, "shop.kept", None).await;
+    clock.advance(DAY * 11);
+    assert_eq!(hub.sweep().await.unwrap().events, 0, "both are held");
+
+    // `kept` is released (its subscription goes with its action), but an
+    // older event is still held: `kept` waits for the next look.
+    hub.delete_action(&admin, "shop.kept").await.unwrap();
+    assert_eq!(hub.sweep().await.unwrap().events, 0);
+    assert!(exists(&hub, &kept).await);
+    clock.advance(tidings_hub::hub::HELD_RECHECK);
+    assert_eq!(hub.sweep().await.unwrap().events, 1);
+    assert!(!exists(&hub, &kept).await && exists(&hub, &sold).await);
+
+    // Nothing unsettled is left: `sold` goes at the next sweep, without
+    // waiting for a look at held events.
+    hub.delete_action(&admin, "shop.sold").await.unwrap();
+    assert_eq!(hub.sweep().await.unwrap().events, 1);
+    assert!(!exists(&hub, &sold).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_on_the_embedded_engine() {
+    held_events_are_looked_at_again(Arc::new(EmbeddedBroker::in_memory())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_on_redis() {
+    let Some((broker, prefix)) = common::redis_broker("held").await else {
+        return;
+    };
+    held_events_are_looked_at_again(Arc::new(broker)).await;
+    common::delete_redis_prefix(&prefix);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_on_the_embedded_engine() {
     retention_follows_its_rules(Arc::new(EmbeddedBroker::in_memory())).await;

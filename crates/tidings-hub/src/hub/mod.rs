@@ -36,7 +36,7 @@ use crate::ids::RowIds;
 use crate::metrics::{HubMetrics, SubscriptionLabels, SubscriptionReading};
 use crate::sealing::{HoldsSecrets, Sealer};
 use crate::tables::Tables;
-pub use retention::{RetentionPolicy, Swept};
+pub use retention::{HELD_RECHECK, RetentionPolicy, Swept};
 
 /// Settings of the hub.
 #[derive(Debug, Clone)]
@@ -192,6 +192,8 @@ pub(crate) struct Inner {
     pub(crate) checker: crate::schema::Checker,
     /// When it was opened, by its clock.
     pub(crate) opened_at: u64,
+    /// Where retention's sweeps of events resume.
+    pub(crate) sweep_progress: std::sync::Mutex<retention::SweepProgress>,
 }
 
 impl Hub {
@@ -213,6 +215,7 @@ impl Hub {
                 destinations: Arc::new(Destinations::new(config.destinations.clone())),
                 checker: crate::schema::Checker::default(),
                 opened_at: config.clock.now(),
+                sweep_progress: std::sync::Mutex::default(),
                 config,
             }),
         };

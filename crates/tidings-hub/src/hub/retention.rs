@@ -133,6 +133,23 @@ impl Pace {
     }
 }
 
+/// How often a sweep looks again at events that were held by an unsettled
+/// delivery (by the hub's clock). Between, an event whose last delivery
+/// settled while an older one is still unsettled waits: it goes at most this
+/// long after it could have.
+pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
+
+/// What sweeps remember between runs. Lost at a restart, which costs the
+/// first sweep a look at every held event.
+#[derive(Debug, Default)]
+pub(crate) struct SweepProgress {
+    /// Per action, the first `hub.events_by_action` key not looked at yet:
+    /// every one before it was removed or held at its last look.
+    cursors: std::collections::HashMap<String, String>,
+    /// When held events were last looked at (hub's clock, ms).
+    held_checked_at: Option<u64>,
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -356,30 +373,73 @@ impl Hub {
     /// Removes events past their action's retention whose deliveries are
     /// all settled (delivered, failed, or removed), with their index entry
     /// and their deduper.
+    ///
+    /// Events older than the oldest unsettled delivery are held by nothing
+    /// and go unread. Younger ones are looked at one by one; those held stay
+    /// behind the action's cursor, and later sweeps resume past them, looking
+    /// at them again only every [`HELD_RECHECK`]: held events cost a sweep
+    /// nothing, however many there are (a subscriber down for longer than
+    /// the retention holds all of its events).
     async fn sweep_events(&self, now: u64, pace: &mut Pace) -> HubResult<u64> {
         let tables = &self.inner.tables;
         let broker = &**self.broker();
+        let oldest_unsettled = self.oldest_unsettled().await?;
+        let recheck = {
+            let progress = self.progress();
+            progress
+                .held_checked_at
+                .is_none_or(|at| at.saturating_add(ms(HELD_RECHECK)) <= now)
+        };
         let mut removed = 0;
         for action in self.indexed_actions().await? {
             let Some(keep) = self.event_retention(&action) else {
                 continue;
             };
             let horizon = by_action_key(&action, &row_key_at(now.saturating_sub(ms(keep))));
+            let cursor = if recheck {
+                None
+            } else {
+                self.progress().cursors.get(&action).cloned()
+            };
+            // Events from `unsettled_from` on may be held; those before the
+            // cursor were at the last look, and are skipped (unless it is
+            // time to look at them again).
+            let unsettled_from = oldest_unsettled
+                .as_deref()
+                .map(|event| by_action_key(&action, event));
+            let skipped = match (&unsettled_from, cursor) {
+                (Some(from), Some(to)) if *from < to => Some((from.clone(), to)),
+                _ => None,
+            };
             let mut from = format!("{action}\n");
             loop {
+                let mut to = horizon.clone();
+                if let Some((skip_from, skip_to)) = &skipped {
+                    if from >= *skip_from && from < *skip_to {
+                        from.clone_from(skip_to);
+                    } else if from < *skip_from && *skip_from < to {
+                        to.clone_from(skip_from);
+                    }
+                }
                 let range = RecordScan::all()
                     .from(from.clone())
-                    .to(horizon.clone())
+                    .to(to.clone())
                     .limit(self.policy().batch);
-                let batch =
-                    scan::<serde_json::Value>(broker, &tables.events_by_action, range).await?;
-                let Some(last) = batch.last().map(|(k, _)| k.clone()) else {
+                let batch = broker.scan_records(&tables.events_by_action, range).await?;
+                let Some(last) = batch.last().map(|r| r.key.clone()) else {
+                    if to < horizon {
+                        from = to;
+                        continue;
+                    }
                     break;
                 };
                 let mut tx = Transaction::new();
-                for (key, _) in &batch {
+                let mut removing = 0;
+                for record in &batch {
+                    let key = &record.key;
                     let id = key.rsplit('\n').next().unwrap_or_default();
-                    if self.has_unsettled_delivery(id).await? {
+                    let maybe_held = unsettled_from.as_ref().is_some_and(|u| key >= u);
+                    if maybe_held && self.has_unsettled_delivery(id).await? {
                         continue;
                     }
                     tx.delete(tables.events_by_action.clone(), key.clone());
@@ -392,15 +452,66 @@ impl Hub {
                                 tx.delete(tables.dedupers.clone(), key);
                             }
                         }
-                        removed += 1;
+                        removing += 1;
                     }
                 }
-                broker.commit(tx).await?;
+                if !tx.is_empty() {
+                    broker.commit(tx).await?;
+                    removed += removing;
+                }
                 pace.rest().await;
                 from = format!("{last}\0");
+                let mut progress = self.progress();
+                let at = progress.cursors.entry(action.clone()).or_default();
+                if *at < from {
+                    at.clone_from(&from);
+                }
             }
         }
+        if recheck {
+            self.progress().held_checked_at = Some(now);
+        }
         Ok(removed)
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, SweepProgress> {
+        self.inner
+            .sweep_progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The id of the oldest event with a pending or retrying delivery to a
+    /// subscription that still exists (`None`: none has one): one short read
+    /// per subscription and unsettled status, from the status index (whose
+    /// keys start with the event's time-ordered id).
+    async fn oldest_unsettled(&self) -> HubResult<Option<String>> {
+        let subs: Vec<String> = self.catalog().subscriptions.keys().cloned().collect();
+        let mut oldest: Option<String> = None;
+        for sub in subs {
+            for status in [GistStatus::Pending, GistStatus::Retrying] {
+                let prefix = crate::indexes::by_status_key(&sub, status, "");
+                // '\n' + 1: past every key of this subscription and status.
+                let end = format!("{}\u{b}", prefix.trim_end_matches('\n'));
+                let first = self
+                    .broker()
+                    .scan_records(
+                        &self.inner.tables.gists_by_status,
+                        RecordScan::all().from(prefix.clone()).to(end).limit(1),
+                    )
+                    .await?;
+                let Some(event) = first.first().and_then(|r| {
+                    let gist = r.key.strip_prefix(&prefix)?;
+                    gist.split('.').next().map(str::to_owned)
+                }) else {
+                    continue;
+                };
+                if oldest.as_ref().is_none_or(|o| event < *o) {
+                    oldest = Some(event);
+                }
+            }
+        }
+        Ok(oldest)
     }
 
     /// Every action with events in `hub.events_by_action` (deleted ones
