@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use tidings::{
     Broker, ConsumerName, Durability, EmbeddedBroker, EmbeddedOptions, GroupName, MessageId,
-    OutgoingMessage, Payload, QueueConfig, QueueName, ReceiveOptions,
+    OutgoingMessage, Payload, QueueConfig, QueueName, ReceiveOptions, TableName, Transaction,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,6 +35,11 @@ pub enum Scenario {
     /// Sends at 1,000/s to one queue while 100,000 dead letters of another
     /// are requeued: the sends' latency, beside the same sends alone.
     RequeueBeside,
+    /// Stores `--messages` records of `--size` bytes under time-ordered keys
+    /// (as the hub stores events), then reads random ones for
+    /// `--latency-for` from four tasks: point reads per second on a store
+    /// larger than its caches.
+    PointReads,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +205,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     target: "p99 < 5 ms",
                 }
             }
+            Scenario::PointReads => {
+                let (stored_in, rate) =
+                    point_reads(&broker, &payload, args.messages, args.latency_for).await?;
+                Row {
+                    name: "point reads of records, 4 readers, random keys",
+                    result: format!(
+                        "{} records stored in {stored_in:.0} s; {rate:.0} reads/s",
+                        args.messages
+                    ),
+                    target: "(hub reads per event: a few)",
+                }
+            }
             Scenario::Latency => {
                 let (p50, p99, max, n) =
                     latency(&broker, &queue, &payload, args.rate, args.latency_for).await?;
@@ -258,6 +275,66 @@ pub(crate) fn payload(size: usize) -> anyhow::Result<Payload> {
     Ok(Payload::from_value(
         &serde_json::json!({ "i": 0, "pad": pad }),
     )?)
+}
+
+/// Stores `total` records of `payload` in transactions of 1,000, then reads
+/// random ones from four tasks for `length`; returns the seconds the storing
+/// took and the reads per second.
+async fn point_reads(
+    broker: &Arc<EmbeddedBroker>,
+    payload: &Payload,
+    total: usize,
+    length: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let table = TableName::new("bench.records")?;
+    // Beside each record, as the hub writes a delivery record and an index
+    // entry beside each event: tables whose keys interleave in the store.
+    let beside = TableName::new("bench.beside")?;
+    let index = TableName::new("bench.index")?;
+    let small = Payload::from_value(&serde_json::json!({"status": "pending", "attempts": 0}))?;
+    let key = |i: usize| format!("{i:016x}{:016x}", i.wrapping_mul(0x9E37_79B9));
+    let started = Instant::now();
+    for start in (0..total).step_by(1000) {
+        let mut tx = Transaction::new();
+        for i in start..(start + 1000).min(total) {
+            tx.put(table.clone(), key(i), payload.clone());
+            tx.put(beside.clone(), format!("{}.sub", key(i)), small.clone());
+            tx.put(
+                index.clone(),
+                format!("sub\npending\n{}", key(i)),
+                small.clone(),
+            );
+        }
+        broker.commit(tx).await?;
+    }
+    let stored_in = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for reader in 0..4u64 {
+        let (broker, table) = (broker.clone(), table.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut state = 0x9E37_79B9_7F4A_7C15 ^ (reader + 1);
+            let mut reads = 0u64;
+            while started.elapsed() < length {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let i = usize::try_from(state % total.max(1) as u64).unwrap_or(0);
+                anyhow::ensure!(
+                    broker.get_record(&table, &key(i)).await?.is_some(),
+                    "record {i} is missing"
+                );
+                reads += 1;
+                tokio::task::yield_now().await;
+            }
+            anyhow::Ok(reads)
+        }));
+    }
+    let mut reads = 0;
+    for t in tasks {
+        reads += t.await??;
+    }
+    Ok((stored_in, reads as f64 / started.elapsed().as_secs_f64()))
 }
 
 /// `producers` tasks send `total` messages in sends of `batch`; returns msg/s.

@@ -676,6 +676,12 @@ async fn purge_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
     // The fill's oldest events are due at start + purge_after: publish at
     // the latency rate from a little before that until they are gone.
     let due = start + args.purge_after;
+    if Instant::now() + Duration::from_secs(5) > due {
+        println!(
+            "purge: WARNING the fill took longer than --purge-after ({:?}): retention overlapped it, and what follows is not a purge of a settled store; raise --purge-after",
+            args.purge_after
+        );
+    }
     tokio::time::sleep_until((due - Duration::from_secs(5)).into()).await;
     let stats = admin_get(t, "/v1/stats").await?;
     let before = stats["events"].as_u64().unwrap_or(0);

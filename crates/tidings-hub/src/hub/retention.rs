@@ -150,6 +150,26 @@ pub(crate) struct SweepProgress {
     held_checked_at: Option<u64>,
 }
 
+/// Lets the runtime's other tasks run before the next record of a batch:
+/// an embedded store's reads never wait, so without it a batch would hold
+/// its worker thread from its first read to its commit, and the publishes
+/// and deliveries queued on that thread would wait as long.
+async fn let_others_run() {
+    tokio::task::yield_now().await;
+}
+
+/// `scan` from just after `after` (from the start without one): a sweep's
+/// batches read on from the last one's end, never again over the records
+/// the sweep removed (tombstones, until compacted, that every read from the
+/// start would step over: a purge of a million would read a million per
+/// batch).
+fn resume(scan: RecordScan, after: Option<&str>) -> RecordScan {
+    match after {
+        Some(key) => scan.after(key),
+        None => scan,
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -215,16 +235,19 @@ impl Hub {
         let tables = &self.inner.tables;
         let broker = &**self.broker();
         let mut removed = 0;
+        let mut after: Option<String> = None;
         loop {
-            let range = RecordScan::all()
+            let range = resume(RecordScan::all(), after.as_deref())
                 .to(format!("{now:016x}\n\u{10ffff}"))
                 .limit(self.policy().batch);
             let due = scan::<ExpiringDeduper>(broker, &tables.expiring_dedupers, range).await?;
-            if due.is_empty() {
+            let Some((last, _)) = due.last() else {
                 return Ok(removed);
-            }
+            };
+            after = Some(last.clone());
             let mut tx = Transaction::new();
             for (key, entry) in &due {
+                let_others_run().await;
                 tx.delete(tables.expiring_dedupers.clone(), key.clone());
                 if self.deduper_of(&entry.deduper, &entry.event).await? {
                     tx.delete(tables.dedupers.clone(), entry.deduper.clone());
@@ -246,14 +269,16 @@ impl Hub {
         let broker = &**self.broker();
         let horizon = row_key_at(now.saturating_sub(ms(keep)));
         let mut removed = 0;
+        let mut after: Option<String> = None;
         loop {
-            let range = RecordScan::all()
+            let range = resume(RecordScan::all(), after.as_deref())
                 .to(horizon.clone())
                 .limit(self.policy().batch);
             let due = broker.scan_records(&tables.audit, range).await?;
-            if due.is_empty() {
+            let Some(last) = due.last() else {
                 return Ok(removed);
-            }
+            };
+            after = Some(last.key.clone());
             let mut tx = Transaction::new();
             for record in due {
                 tx.delete(tables.audit.clone(), record.key);
@@ -341,6 +366,7 @@ impl Hub {
             let mut died_by = 0;
             let mut removing = 0;
             for entry in &entries {
+                let_others_run().await;
                 let key = entry.key.strip_prefix(&prefix).unwrap_or_default();
                 let Some(stored) = crate::indexes::read_gist(broker, tables, key).await? else {
                     continue;
@@ -436,6 +462,7 @@ impl Hub {
                 let mut tx = Transaction::new();
                 let mut removing = 0;
                 for record in &batch {
+                    let_others_run().await;
                     let key = &record.key;
                     let id = key.rsplit('\n').next().unwrap_or_default();
                     let maybe_held = unsettled_from.as_ref().is_some_and(|u| key >= u);

@@ -40,6 +40,25 @@ fn memtable_bytes(space: Space) -> u64 {
     }
 }
 
+/// How a keyspace is laid out, set when it is created (a store keeps the
+/// layout it was created with).
+///
+/// fjall's defaults keep a table's whole block index (and Bloom filter) as
+/// one block from the second level on, unpinned until the fourth: a point
+/// read in a table of the second or third level loads that block through
+/// the cache, about 1 MB for a 64 MB table, and checksums it. Once a store
+/// outgrows the cache, every read does: 31,000 reads/s instead of 250,000
+/// (docs/decisions/0016-partitioned-block-indexes.md). Here indexes and filters are
+/// partitioned from the first level on: a read loads one 4 KiB partition,
+/// found through a small top-level index that stays in memory.
+fn keyspace_options(space: Space) -> KeyspaceCreateOptions {
+    use fjall::config::PartitioningPolicy;
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(memtable_bytes(space))
+        .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+        .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+}
+
 /// fjall's block cache. Reads are of recent records (in memtables or the
 /// OS page cache), so a small cache costs little; the default is 32 MiB.
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
@@ -143,9 +162,7 @@ impl FjallStore {
         let mut spaces = Vec::new();
         for space in Space::ALL {
             let ks = db
-                .keyspace(space.name(), || {
-                    KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes(space))
-                })
+                .keyspace(space.name(), || keyspace_options(space))
                 .map_err(|e| map_open_error(path, e))?;
             spaces.push((space, ks));
         }
