@@ -317,9 +317,5 @@ async fn counts_on_the_embedded_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_on_redis() {
-    let Some((broker, prefix)) = common::redis_broker("counts").await else {
-        return;
-    };
-    counts_agree_with_the_records(Arc::new(broker)).await;
-    common::delete_redis_prefix(&prefix);
+    common::on_redis("counts", counts_agree_with_the_records).await;
 }

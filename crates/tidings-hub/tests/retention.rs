@@ -59,15 +59,25 @@ async fn exists(hub: &Hub, event: &str) -> bool {
     }
 }
 
-async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
-    let clock = ManualClock::new(Timestamp::now());
-    let config = HubConfig {
+/// A hub's configuration on `clock`, with `retention`, sending to local
+/// endpoints.
+fn on_clock(clock: &ManualClock, retention: RetentionPolicy) -> HubConfig {
+    HubConfig {
         clock: tidings_core::Clock::Manual(clock.clone()),
         destinations: DestinationPolicy {
             allow_private: true,
             allowed: Vec::new(),
         },
-        retention: RetentionPolicy {
+        retention,
+        ..HubConfig::default()
+    }
+}
+
+async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
+    let clock = ManualClock::new(Timestamp::now());
+    let config = on_clock(
+        &clock,
+        RetentionPolicy {
             events: Some(DAY * 10),
             delivered: Some(DAY),
             failed: Some(DAY * 3),
@@ -77,8 +87,7 @@ async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
             batch: 2,
             ..RetentionPolicy::default()
         },
-        ..HubConfig::default()
-    };
+    );
     let hub = Hub::open(broker.clone(), config).await.unwrap();
     let admin = Principal::Admin;
     let address = common::endpoint().await;
@@ -219,20 +228,15 @@ async fn retention_follows_its_rules(broker: Arc<dyn Broker>) {
 /// `HELD_RECHECK`; events older than every unsettled delivery go at once.
 async fn held_events_are_looked_at_again(broker: Arc<dyn Broker>) {
     let clock = ManualClock::new(Timestamp::now());
-    let config = HubConfig {
-        clock: tidings_core::Clock::Manual(clock.clone()),
-        destinations: DestinationPolicy {
-            allow_private: true,
-            allowed: Vec::new(),
-        },
-        retention: RetentionPolicy {
+    let config = on_clock(
+        &clock,
+        RetentionPolicy {
             events: Some(DAY * 10),
             failed: Some(DAY * 100),
             batch: 2,
             ..RetentionPolicy::default()
         },
-        ..HubConfig::default()
-    };
+    );
     let hub = Hub::open(broker, config).await.unwrap();
     let admin = Principal::Admin;
     hub.create_application(
@@ -277,11 +281,7 @@ async fn held_events_on_the_embedded_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_events_on_redis() {
-    let Some((broker, prefix)) = common::redis_broker("held").await else {
-        return;
-    };
-    held_events_are_looked_at_again(Arc::new(broker)).await;
-    common::delete_redis_prefix(&prefix);
+    common::on_redis("held", held_events_are_looked_at_again).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,9 +291,5 @@ async fn retention_on_the_embedded_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_on_redis() {
-    let Some((broker, prefix)) = common::redis_broker("retention").await else {
-        return;
-    };
-    retention_follows_its_rules(Arc::new(broker)).await;
-    common::delete_redis_prefix(&prefix);
+    common::on_redis("retention", retention_follows_its_rules).await;
 }

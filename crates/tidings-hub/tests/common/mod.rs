@@ -51,6 +51,20 @@ pub async fn redis_broker(name: &str) -> Option<(tidings_redis::RedisBroker, Str
     }
 }
 
+/// Runs `test` on a Redis broker under a fresh prefix, then deletes its
+/// keys (skipped when Redis is not there and this is not CI).
+pub async fn on_redis<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(std::sync::Arc<dyn tidings_core::Broker>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some((broker, prefix)) = redis_broker(name).await else {
+        return;
+    };
+    test(std::sync::Arc::new(broker)).await;
+    delete_redis_prefix(&prefix);
+}
+
 /// Deletes every Redis key under `prefix`.
 pub fn delete_redis_prefix(prefix: &str) {
     let client = redis::Client::open(redis_url().as_str()).unwrap();
