@@ -518,13 +518,11 @@ impl Hub {
         for sub in subs {
             for status in [GistStatus::Pending, GistStatus::Retrying] {
                 let prefix = crate::indexes::by_status_key(&sub, status, "");
-                // '\n' + 1: past every key of this subscription and status.
-                let end = format!("{}\u{b}", prefix.trim_end_matches('\n'));
                 let first = self
                     .broker()
                     .scan_records(
                         &self.inner.tables.gists_by_status,
-                        RecordScan::all().from(prefix.clone()).to(end).limit(1),
+                        RecordScan::prefix(prefix.clone()).limit(1),
                     )
                     .await?;
                 let Some(event) = first.first().and_then(|r| {
