@@ -30,15 +30,17 @@ use super::{
 
 /// Largest memtable of a keyspace before fjall flushes it to a table file.
 /// It bounds memory, and the journal replayed at open, for a large backlog:
-/// records (the hub's events and deliveries, the bulk of the bytes) get
-/// 8 MiB, the others 4 MiB, which keeps a million queued hub events under
-/// 100 MB (docs/benchmarks.md).
-fn memtable_bytes(space: Space) -> u64 {
-    match space {
-        Space::Records => 8 * 1024 * 1024,
-        _ => 4 * 1024 * 1024,
-    }
-}
+/// 4 MiB for every keyspace keeps a million queued hub events under 100 MB
+/// (8 MiB for the records measured 102–110 MB; docs/benchmarks.md).
+const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Size of the table files fjall's leveled compaction writes (its default
+/// is 64 MiB). A table is written through the page cache and synced once,
+/// at its end; the store's journal syncs queue behind that sync on the disk,
+/// so the table size bounds how long a publish can wait while compactions
+/// run: publish → webhook p99 during a purge 46–50 ms with 64 MiB tables,
+/// 13–22 ms with 8 MiB (docs/decisions/0017-small-table-files.md).
+const TABLE_TARGET_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How a keyspace is laid out, set when it is created (a store keeps the
 /// layout it was created with).
@@ -50,13 +52,18 @@ fn memtable_bytes(space: Space) -> u64 {
 /// outgrows the cache, every read does: 31,000 reads/s instead of 250,000
 /// (docs/decisions/0016-partitioned-block-indexes.md). Here indexes and filters are
 /// partitioned from the first level on: a read loads one 4 KiB partition,
-/// found through a small top-level index that stays in memory.
-fn keyspace_options(space: Space) -> KeyspaceCreateOptions {
+/// found through a small top-level index that stays in memory. Tables are
+/// small (see [`TABLE_TARGET_BYTES`]).
+fn keyspace_options() -> KeyspaceCreateOptions {
+    use fjall::compaction::Leveled;
     use fjall::config::PartitioningPolicy;
     KeyspaceCreateOptions::default()
-        .max_memtable_size(memtable_bytes(space))
+        .max_memtable_size(MEMTABLE_BYTES)
         .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
         .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+        .compaction_strategy(Arc::new(
+            Leveled::default().with_table_target_size(TABLE_TARGET_BYTES),
+        ))
 }
 
 /// fjall's block cache. Reads are of recent records (in memtables or the
@@ -162,7 +169,7 @@ impl FjallStore {
         let mut spaces = Vec::new();
         for space in Space::ALL {
             let ks = db
-                .keyspace(space.name(), || keyspace_options(space))
+                .keyspace(space.name(), keyspace_options)
                 .map_err(|e| map_open_error(path, e))?;
             spaces.push((space, ks));
         }
