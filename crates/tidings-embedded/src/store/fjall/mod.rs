@@ -28,11 +28,17 @@ use super::{
     StoreStats, Until, Visit, Wait,
 };
 
-/// Largest memtable of a keyspace before fjall flushes it to a table file.
-/// It bounds memory, and the journal replayed at open, for a large backlog:
-/// 4 MiB for every keyspace keeps a million queued hub events under 100 MB
-/// (8 MiB for the records measured 102–110 MB; docs/benchmarks.md).
+/// Largest memtable of a keyspace before the writer rotates it and fjall
+/// flushes it to a table file (writer.rs, `MemtableFill`). It bounds memory,
+/// and the journal replayed at open, for a large backlog: 4 MiB for every
+/// keyspace keeps a million queued hub events under 100 MB (8 MiB for the
+/// records measured 102–110 MB; docs/benchmarks.md).
 const MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The memtable size at which fjall rotates by itself: only reached if the
+/// writer's own rotation falls behind (see `MemtableFill` in writer.rs for
+/// why fjall's rotation is kept out of the way).
+const MEMTABLE_BACKSTOP_BYTES: u64 = 4 * MEMTABLE_BYTES;
 
 /// Size of the table files fjall's leveled compaction writes (its default
 /// is 64 MiB). A table is written through the page cache and synced once,
@@ -58,7 +64,7 @@ fn keyspace_options() -> KeyspaceCreateOptions {
     use fjall::compaction::Leveled;
     use fjall::config::PartitioningPolicy;
     KeyspaceCreateOptions::default()
-        .max_memtable_size(MEMTABLE_BYTES)
+        .max_memtable_size(MEMTABLE_BACKSTOP_BYTES)
         .index_block_partitioning_policy(PartitioningPolicy::new([false, true]))
         .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
         .compaction_strategy(Arc::new(
@@ -390,5 +396,47 @@ impl Store for FjallStore {
             let _ = sender.send(request);
         }
         pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// fjall's own rotation waits for [`MEMTABLE_BACKSTOP_BYTES`]; the
+    /// writer rotates at [`MEMTABLE_BYTES`], and the flush that follows
+    /// leaves a table file on disk.
+    #[tokio::test]
+    async fn the_writer_rotates_a_full_memtable_itself() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = FjallStore::open(dir.path()).expect("opens");
+        let records = keyspace_of(&store.spaces, Space::Records).clone();
+        let value = vec![7u8; 1024];
+        let entries = 3 * MEMTABLE_BYTES / 2 / 1024;
+        assert!(entries * 1024 < MEMTABLE_BACKSTOP_BYTES);
+        for n in 0..entries {
+            let mut batch = Batch::default();
+            batch.put(
+                Space::Records,
+                format!("k{n:08}").into_bytes(),
+                value.clone(),
+            );
+            store
+                .submit(batch, Wait::Written)
+                .wait()
+                .await
+                .expect("written");
+        }
+        // The flush runs on fjall's workers and tells no one: look for its
+        // table file, within a bound far above a 4 MiB flush.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while records.disk_space() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no table file 30 s after writing 1.5 memtables"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        store.close();
     }
 }

@@ -11,7 +11,8 @@ use tokio::sync::oneshot;
 use tidings_core::Result;
 
 use super::{
-    Batch, Failure, IdleTick, Publisher, Sent, Space, StoreStats, Unwritten, Wait, keyspace_of,
+    Batch, Failure, IdleTick, MEMTABLE_BYTES, Publisher, Sent, Space, StoreStats, Unwritten, Wait,
+    keyspace_of,
 };
 
 /// Most batches folded into one commit, to bound the time a group takes.
@@ -26,6 +27,53 @@ const GATHER_WAIT: Duration = Duration::from_micros(150);
 
 /// How long the writer waits for work before running the idle tick.
 const IDLE: Duration = Duration::from_millis(100);
+
+/// What fjall counts for an entry in a memtable besides its key and value
+/// (the size of its internal entry type, a few dozen bytes). A little off
+/// either way only moves the point of rotation a little.
+const ENTRY_OVERHEAD: u64 = 64;
+
+/// Bytes written to each keyspace's active memtable since the writer last
+/// rotated it, counted as fjall counts them.
+///
+/// The writer rotates memtables itself, after answering a group, instead of
+/// leaving it to fjall: fjall 3.1 asks its workers to rotate from every
+/// write that finds the memtable full, through the bounded channel the
+/// workers read, and a worker that rotates then blocks sending a flush on
+/// that same channel. Under sustained writes the requests fill the channel,
+/// both workers block, nothing is flushed again and memory grows without
+/// bound (seen at 5,000,000 hub events; fjall pull request 323;
+/// docs/decisions/0018-the-writer-rotates-memtables.md). Rotating here sends
+/// one flush per memtable, from outside the pool; fjall's own trigger stays
+/// as a backstop at [`super::MEMTABLE_BACKSTOP_BYTES`], which this count
+/// keeps it from reaching.
+pub(super) struct MemtableFill(Vec<u64>);
+
+impl MemtableFill {
+    pub(super) fn new(spaces: usize) -> Self {
+        Self(vec![0; spaces])
+    }
+
+    fn add(&mut self, space: Space, key: &[u8], value: Option<&[u8]>) {
+        let bytes = key.len() as u64 + value.map_or(0, |v| v.len() as u64) + ENTRY_OVERHEAD;
+        self.0[space as usize] += bytes;
+    }
+
+    /// Rotates every memtable that has reached [`MEMTABLE_BYTES`]; its flush
+    /// then runs on fjall's workers. A failed rotation is logged and retried
+    /// at the next group (fjall's backstop bounds the memtable meanwhile).
+    fn rotate_full(&mut self, spaces: &[(Space, Keyspace)]) {
+        for (filled, (space, keyspace)) in self.0.iter_mut().zip(spaces) {
+            if *filled < MEMTABLE_BYTES {
+                continue;
+            }
+            match keyspace.rotate_memtable() {
+                Ok(_) => *filled = 0,
+                Err(e) => tracing::warn!(space = ?space, error = ?e, "memtable rotation failed"),
+            }
+        }
+    }
+}
 
 pub(super) struct Request {
     pub(super) batch: Batch,
@@ -107,6 +155,7 @@ pub(super) fn write_loop(
 ) {
     let mut failure: Option<Failure> = None;
     let mut last_group = 0;
+    let mut fill = MemtableFill::new(spaces.len());
     loop {
         let first = match receiver.recv_timeout(IDLE) {
             Ok(first) => first,
@@ -123,7 +172,7 @@ pub(super) fn write_loop(
         last_group = group.len();
         let failed_before = failure.is_some();
         if failure.is_none() {
-            failure = commit_group(db, spaces, &mut group, hooks)
+            failure = commit_group(db, spaces, &mut group, &mut fill, hooks)
                 .err()
                 .map(|e| super::classify(&e, &hooks.path));
         }
@@ -166,6 +215,9 @@ pub(super) fn write_loop(
                 let _ = reply.send(outcome.clone());
             }
         }
+        if failure.is_none() {
+            fill.rotate_full(spaces);
+        }
     }
     if failure.is_none()
         && let Err(e) = db.persist(PersistMode::SyncAll)
@@ -203,6 +255,7 @@ fn commit_group(
     db: &Database,
     spaces: &[(Space, Keyspace)],
     group: &mut [Request],
+    fill: &mut MemtableFill,
     hooks: &Hooks,
 ) -> Result<(), String> {
     if hooks.fail_next.swap(false, Ordering::AcqRel) {
@@ -212,6 +265,7 @@ fn commit_group(
     for request in group.iter_mut() {
         for (space, key, value) in std::mem::take(&mut request.batch.ops) {
             let ks = keyspace_of(spaces, space);
+            fill.add(space, &key, value.as_deref());
             match value {
                 Some(v) => batch.insert(ks, key, v),
                 None => batch.remove(ks, key),
