@@ -47,10 +47,10 @@ const ENTRY_OVERHEAD: u64 = 64;
 /// one flush per memtable, from outside the pool; fjall's own trigger stays
 /// as a backstop at [`super::MEMTABLE_BACKSTOP_BYTES`], which this count
 /// keeps it from reaching.
-pub(super) struct MemtableFill(Vec<u64>);
+struct MemtableFill(Vec<u64>);
 
 impl MemtableFill {
-    pub(super) fn new(spaces: usize) -> Self {
+    fn new(spaces: usize) -> Self {
         Self(vec![0; spaces])
     }
 
