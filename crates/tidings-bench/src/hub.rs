@@ -281,14 +281,16 @@ async fn setup(t: &Target, tag: &str, receiver: Option<(&str, bool)>) -> anyhow:
     Ok(Setup { action, api_key })
 }
 
-/// A second subscriber of `s`'s action whose endpoint is down: each
-/// delivery fails at its only attempt (a failed gist and a dead letter,
-/// without retry waits). Returns its name.
-async fn subscribe_down(t: &Target, s: &Setup, tag: &str) -> anyhow::Result<String> {
+/// A second subscriber of `s`'s action at `address`, allowed one attempt
+/// per delivery: at a closed port its deliveries wait for the endpoint (the
+/// breaker holds them); at [`refusing_receiver`] each fails at its only
+/// attempt (a failed gist and a dead letter, without retry waits).
+/// Returns its name.
+async fn subscribe_down(t: &Target, s: &Setup, tag: &str, address: &str) -> anyhow::Result<String> {
     let down = format!("bench-down-{tag}");
     t.admin_post(
         "/v1/applications",
-        json!({"application": down, "address": "http://127.0.0.1:9/"}),
+        json!({"application": down, "address": address}),
     )
     .await?;
     let (status, body) = t
@@ -339,6 +341,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// An address where nothing listens.
+const CLOSED_PORT: &str = "http://127.0.0.1:9/";
+
 /// A receiver that stamps arrivals (publish → arrival, from the payload's `sent_at`).
 async fn receiver() -> anyhow::Result<(String, mpsc::UnboundedReceiver<f64>)> {
     let (address, rx, _gate) = gated_receiver(true).await?;
@@ -371,6 +376,18 @@ async fn gated_receiver(
         let _ = axum::serve(listener, app).await;
     });
     Ok((address, rx, gate))
+}
+
+/// An endpoint that is up and refuses every delivery with 400: the hub
+/// records the failure at once, without tripping the endpoint's breaker.
+async fn refusing_receiver() -> anyhow::Result<String> {
+    let app = axum::Router::new().fallback(|| async { StatusCode::BAD_REQUEST });
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let address = format!("http://{}/", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(address)
 }
 
 pub async fn run(args: HubBenchArgs) -> anyhow::Result<()> {
@@ -740,7 +757,7 @@ async fn soak_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Re
     let (address, mut arrivals) = receiver().await?;
     let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
     if args.soak_down {
-        subscribe_down(t, &s, tag).await?;
+        subscribe_down(t, &s, tag, CLOSED_PORT).await?;
     }
     println!(
         "soak: {}/s for {:?}, retention {:?} (sweeps every 5 s)",
@@ -794,7 +811,7 @@ async fn reads_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
     }
     let (address, mut arrivals) = receiver().await?;
     let s = Arc::new(setup(t, tag, Some((&address, false))).await?);
-    let down = subscribe_down(t, &s, tag).await?;
+    let down = subscribe_down(t, &s, tag, &refusing_receiver().await?).await?;
     let start = Instant::now();
     let stored = publish_many(t, &s, args.stored, args.connections).await?;
     let published_in = start.elapsed().as_secs_f64();
@@ -805,7 +822,25 @@ async fn reads_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
         "reads: {stored} events published in {published_in:.0} s, {got} delivered after {:.0} s",
         start.elapsed().as_secs_f64()
     );
-    let stats = admin_get(t, "/v1/stats").await?;
+    // The target's state: every delivery settled (the refused ones failed).
+    let mut stats = admin_get(t, "/v1/stats").await?;
+    let mut unchanged_polls = 0;
+    while stats["pending"].as_u64().unwrap_or(0) + stats["retrying"].as_u64().unwrap_or(0) > 0 {
+        let before = (stats["delivered"].clone(), stats["failed"].clone());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        stats = admin_get(t, "/v1/stats").await?;
+        let now = (stats["delivered"].clone(), stats["failed"].clone());
+        unchanged_polls = if now == before {
+            unchanged_polls + 1
+        } else {
+            0
+        };
+        ensure!(unchanged_polls < 24, "deliveries stopped settling: {stats}");
+    }
+    println!(
+        "reads: every delivery settled after {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
     println!("reads: /v1/stats says {stats}");
     let sub = format!("bench-sub-{tag}");
     let publisher = format!("bench-pub-{tag}");
