@@ -60,13 +60,13 @@ impl Steps {
     /// next ones of the list that are), or `None` when the selection is done.
     pub(super) fn next(&mut self, q: &QueueState) -> Option<Vec<u64>> {
         let chosen: Vec<u64> = match &self.selection {
-            DeadLetterSelection::All => q.dead.range(self.after..).take(STEP).copied().collect(),
+            DeadLetterSelection::All => q.dead.keys_from(self.after).take(STEP).collect(),
             DeadLetterSelection::Ids(ids) => {
                 let mut chosen = Vec::with_capacity(STEP.min(ids.len()));
                 while chosen.len() < STEP && self.looked_at < ids.len() {
                     let id = &ids[self.looked_at];
                     self.looked_at += 1;
-                    chosen.extend(parse_id(id).filter(|d| q.dead.contains(d)));
+                    chosen.extend(parse_id(id).filter(|d| q.dead.contains(*d)));
                 }
                 chosen
             }

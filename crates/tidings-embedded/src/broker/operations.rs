@@ -381,7 +381,7 @@ impl Broker for EmbeddedBroker {
         let (out, _) = self.write(Admission::none(), |queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
-            let dseq = parse_id(id).filter(|d| q.dead.contains(d));
+            let dseq = parse_id(id).filter(|d| q.dead.contains(*d));
             Ok(((q.id(), dseq), Wait::Nothing))
         });
         let (qid, Some(dseq)) = out? else {
@@ -404,7 +404,7 @@ impl Broker for EmbeddedBroker {
         let (out, _) = self.write(Admission::none(), |queues, ctx| {
             let q = queue(queues, name)?;
             q.maintain(ctx)?;
-            let chosen: Vec<u64> = q.dead.range(start..).take(limit).copied().collect();
+            let chosen: Vec<u64> = q.dead.keys_from(start).take(limit).collect();
             Ok(((q.id(), chosen), Wait::Nothing))
         });
         let (qid, chosen) = out?;
@@ -455,7 +455,7 @@ impl Broker for EmbeddedBroker {
                 }
                 let mut seqs = Vec::with_capacity(letters.len());
                 for (dseq, group) in letters {
-                    if !q.dead.remove(&dseq) {
+                    if q.dead.remove(dseq).is_none() {
                         continue;
                     }
                     let only_group = group.as_deref().and_then(|g| q.group_id_of(g));
@@ -482,7 +482,7 @@ impl Broker for EmbeddedBroker {
                 let q = queue(queues, name)?;
                 let chosen = steps.next(q).unwrap_or_default();
                 for &dseq in &chosen {
-                    q.dead.remove(&dseq);
+                    q.dead.remove(dseq);
                     ctx.batch.delete(Space::Dead, seq_key(q.id(), dseq));
                 }
                 Ok((chosen.len() as u64, Wait::Written))

@@ -371,7 +371,7 @@ impl Loader {
             }
             if let Some(q) = self.queue_mut(qid) {
                 let _: DeadRecord = decode("dead letter", v)?;
-                q.dead.insert(dseq);
+                q.dead.add(dseq);
             }
             Ok(())
         })

@@ -15,7 +15,7 @@ use tidings_core::{
 };
 
 use super::group::GroupState;
-use super::seqmap::SeqMap;
+use super::seqmap::{SeqMap, SeqSet};
 use super::{Ctx, DeferredMarks};
 use crate::records::{
     DeadRecord, DedupRecord, GroupRecord, Mark, MessageRecord, QueueRecord, Receipt,
@@ -195,7 +195,7 @@ pub(crate) struct QueueState {
     pub(crate) dedup: HashMap<String, DedupRecord>,
     /// Dedup ids in the order they expire (the window is fixed per queue).
     pub(crate) dedup_order: VecDeque<(u64, String)>,
-    pub(crate) dead: BTreeSet<u64>,
+    pub(crate) dead: SeqSet,
     /// Woken whenever something may have become deliverable.
     pub(crate) notify: Arc<Notify>,
 }
@@ -211,7 +211,7 @@ impl QueueState {
             retained: BTreeSet::new(),
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
-            dead: BTreeSet::new(),
+            dead: SeqSet::default(),
             notify: Arc::new(Notify::new()),
         }
     }
@@ -414,7 +414,7 @@ impl QueueState {
         };
         ctx.batch
             .put(Space::Dead, seq_key(self.id(), dseq), encode(&record));
-        self.dead.insert(dseq);
+        self.dead.add(dseq);
         self.record.dead_lettered_total += 1;
         self.save_record(ctx);
     }
@@ -838,7 +838,7 @@ impl QueueState {
     pub(crate) fn delete_all(&mut self, ctx: &mut Ctx<'_>) {
         self.purge(ctx);
         let qid = self.id();
-        for dseq in std::mem::take(&mut self.dead) {
+        for dseq in std::mem::take(&mut self.dead).keys() {
             ctx.batch.delete(Space::Dead, seq_key(qid, dseq));
         }
         for name in self.groups.keys() {

@@ -167,6 +167,15 @@ impl<V> SeqMap<V> {
         self.iter().map(|(k, _)| k)
     }
 
+    /// The keys from `start` on, in order.
+    pub(crate) fn keys_from(&self, start: u64) -> impl Iterator<Item = u64> + '_ {
+        let from = self.run_of(start).unwrap_or(0);
+        self.runs
+            .range(from..)
+            .flat_map(|(_, run)| run.iter().map(|e| e.0))
+            .skip_while(move |&k| k < start)
+    }
+
     pub(crate) fn clear(&mut self) {
         self.runs.clear();
         self.len = 0;
@@ -235,6 +244,11 @@ mod tests {
             prop_assert_eq!(got, want);
             for k in 0..2100 {
                 prop_assert_eq!(map.get(k), model.get(&k));
+            }
+            for start in (0..2100).step_by(37) {
+                let got: Vec<u64> = map.keys_from(start).take(20).collect();
+                let want: Vec<u64> = model.range(start..).take(20).map(|(k, _)| *k).collect();
+                prop_assert_eq!(got, want);
             }
             prop_assert_eq!(map.first().map(|(k, v)| (k, *v)), model.first_key_value().map(|(k, v)| (*k, *v)));
             // Every run is non-empty and within its bounds.
