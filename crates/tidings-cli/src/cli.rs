@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "tidings", version, about)]
 pub struct Cli {
     /// The broker: a data directory (embedded engine), `file:PATH`, `memory:`,
-    /// `redis://host:port/db?prefix=mq:` (Redis, shared with Python LeanMQ)
+    /// `redis://host:port/db?prefix=mq:` (Redis, shared with Python LeanMQ),
+    /// `postgres://user@host/db?schema=tidings` (PostgreSQL)
     /// or `http://host:3310` (a `tidings serve`; key from `TIDINGS_API_KEY`).
     #[arg(long, global = true, env = "TIDINGS_BROKER", default_value = tidings::DEFAULT_BROKER_URL)]
     pub broker: String,
@@ -32,6 +33,12 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Run the event hub: the HTTP API (Amebo-compatible) and webhook delivery.
     Serve(Box<crate::serve::ServeArgs>),
+    /// Create or upgrade the broker's schema (PostgreSQL), then exit.
+    Migrate {
+        /// Only report the schema's version; change nothing.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {

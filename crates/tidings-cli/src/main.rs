@@ -90,6 +90,7 @@ async fn run(cli: Cli, given: Given) -> anyhow::Result<()> {
             let (args, url) = serve::settle(*args, &given.serve, cli.broker, given.broker)?;
             (Command::Serve(Box::new(args)), url)
         }
+        Command::Migrate { check } => return migrate(&cli.broker, check, cli.json).await,
         other => (other, cli.broker),
     };
     let broker = tidings::open(&url)
@@ -99,5 +100,35 @@ async fn run(cli: Cli, given: Given) -> anyhow::Result<()> {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,
         Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,
         Command::Serve(args) => serve::run(broker, *args).await,
+        Command::Migrate { .. } => Ok(()),
     }
+}
+
+/// `tidings migrate`: brings a PostgreSQL schema to this build's version
+/// (or, with `check`, only reports it).
+async fn migrate(url: &str, check: bool, json: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let tidings::BrokerUrl::Postgres(options) = tidings::BrokerUrl::parse(url)? else {
+        println!("{url}: nothing to migrate (only a postgres:// broker has a schema)");
+        return Ok(());
+    };
+    let schema = options.schema.clone();
+    let broker = tidings::PostgresBroker::connect(options)
+        .await
+        .with_context(|| format!("cannot reach the broker {url:?}"))?;
+    let done = broker.migrate(!check).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"schema": schema, "from": done.from, "to": done.to})
+        );
+    } else if done.from == done.to {
+        println!("schema {schema:?} is at version {} (current)", done.to);
+    } else {
+        println!(
+            "schema {schema:?} migrated from version {} to {}",
+            done.from, done.to
+        );
+    }
+    Ok(())
 }

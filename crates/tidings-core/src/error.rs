@@ -110,6 +110,10 @@ pub enum Error {
     /// dedup id, a publish with a deduper or an idempotency key).
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// The storage was laid out by another version of Tidings (a newer
+    /// schema, an outdated one not yet migrated): nothing was changed.
+    #[error("incompatible storage: {0}")]
+    Incompatible(String),
     /// The broker has been shut down.
     #[error("the broker is closed")]
     Closed,
@@ -143,6 +147,7 @@ impl Error {
             Self::Unavailable(_) => "unavailable",
             Self::StorageFull(_) => "storage_full",
             Self::OutcomeUnknown(_) => "outcome_unknown",
+            Self::Incompatible(_) => "incompatible",
             Self::Closed => "closed",
         }
     }
@@ -160,6 +165,7 @@ impl Error {
                 | Self::Unavailable(_)
                 | Self::StorageFull(_)
                 | Self::OutcomeUnknown(_)
+                | Self::Incompatible(_)
                 | Self::Closed
         )
     }
@@ -246,9 +252,8 @@ impl Error {
                 table: text("table"),
                 key: text("key"),
             },
-            "locked" | "corrupt" | "invalid_url" | "storage" | "unavailable" | "closed" => {
-                Self::Unavailable(message.to_owned())
-            }
+            "locked" | "corrupt" | "invalid_url" | "storage" | "unavailable" | "incompatible"
+            | "closed" => Self::Unavailable(message.to_owned()),
             "storage_full" => Self::StorageFull(message.to_owned()),
             "outcome_unknown" => Self::OutcomeUnknown(message.to_owned()),
             _ => return None,
@@ -305,6 +310,7 @@ mod tests {
             Error::Unavailable("redis down".into()),
             Error::StorageFull("no space left on /var/lib/tidings".into()),
             Error::OutcomeUnknown("Redis did not answer within 5s".into()),
+            Error::Incompatible("schema at version 9".into()),
             Error::Closed,
         ]
     }

@@ -122,7 +122,7 @@ impl Failure {
     pub(crate) fn into_error(self, could_commit: bool) -> Error {
         match self {
             Self::Domain(e) => e,
-            Self::Schema(e) => Error::storage(e),
+            Self::Schema(e) => Error::Incompatible(e.to_string()),
             Self::NoConnection(detail) => Error::Unavailable(detail),
             Self::Lost(e) if could_commit => Error::OutcomeUnknown(format!(
                 "the connection to PostgreSQL broke before the answer came: {e}"

@@ -8,10 +8,12 @@
 //! | `./tidings-data`, `file:./tidings-data`, `file:///var/lib/tidings` | embedded engine, durable, in that directory (the default) |
 //! | `memory:` | embedded engine in memory, for tests and examples |
 //! | `redis://host:port/db?prefix=mq:` | Redis, in LeanMQ's layout (shared with Python LeanMQ); options `prefix`, `hash_tags`, `timeout` |
+//! | `postgres://user@host:5432/db?schema=tidings` | PostgreSQL, in one schema (created and migrated at open); options `schema`, `pool_size`, `retry_for`, `migrate`, `durability` |
 //! | `http://host:3310` | a `tidings serve`, through its queue API (credentials from `TIDINGS_API_KEY` or `TIDINGS_ADMIN_KEY`) |
 //!
 //! A `?durability=buffered` query makes sends return once handed to the OS
-//! instead of after fsync (embedded engine only).
+//! instead of after fsync (embedded engine), or commit with
+//! `synchronous_commit` off (PostgreSQL).
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
@@ -29,5 +31,6 @@ mod url;
 pub use tidings_core::*;
 pub use tidings_embedded::{EmbeddedBroker, EmbeddedOptions};
 pub use tidings_http::HttpBroker;
+pub use tidings_postgres::{PostgresBroker, PostgresOptions};
 pub use tidings_redis::{RedisBroker, RedisOptions};
 pub use url::{BrokerUrl, DEFAULT_BROKER_URL, open};

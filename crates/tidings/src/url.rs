@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tidings_core::{Broker, Durability, Error, Result};
 use tidings_embedded::{EmbeddedBroker, EmbeddedOptions};
 use tidings_http::HttpBroker;
+use tidings_postgres::{PostgresBroker, PostgresOptions};
 use tidings_redis::{RedisBroker, RedisOptions};
 
 /// The broker used when none is named: the embedded engine in `./tidings-data`.
@@ -25,6 +26,9 @@ pub enum BrokerUrl {
     Memory,
     /// Redis (`redis://` or `rediss://`), in LeanMQ's data layout.
     Redis(RedisOptions),
+    /// PostgreSQL (`postgres://` or `postgresql://`), in one schema
+    /// (`?schema=`, `tidings` by default).
+    Postgres(PostgresOptions),
     /// A `tidings serve` (`http://` or `https://`), through its queue API.
     /// Credentials come from `TIDINGS_API_KEY` (an application's API key) or
     /// `TIDINGS_ADMIN_KEY`, never from the URL.
@@ -47,6 +51,9 @@ impl BrokerUrl {
     pub fn parse(url: &str) -> Result<Self> {
         if url.starts_with("redis://") || url.starts_with("rediss://") {
             return Ok(Self::Redis(RedisOptions::from_url(url)?));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(PostgresOptions::from_url(url)?));
         }
         if url.starts_with("http://") || url.starts_with("https://") {
             HttpBroker::connect(url)?;
@@ -78,7 +85,7 @@ impl BrokerUrl {
             rest
         } else if let Some((scheme, _)) = base.split_once("://") {
             return Err(invalid(&format!(
-                "the {scheme:?} backend is not available in this build (available: a path, file:, memory:, redis://, http://)"
+                "the {scheme:?} backend is not available in this build (available: a path, file:, memory:, redis://, postgres://, http://)"
             )));
         } else {
             base
@@ -104,6 +111,7 @@ impl BrokerUrl {
             )?),
             Self::Memory => Arc::new(EmbeddedBroker::in_memory()),
             Self::Redis(options) => Arc::new(RedisBroker::open_with(options.clone()).await?),
+            Self::Postgres(options) => Arc::new(PostgresBroker::open_with(options.clone()).await?),
             Self::Http(url) => {
                 let mut client = HttpBroker::connect(url)?;
                 if let Ok(key) = std::env::var("TIDINGS_API_KEY") {
@@ -156,6 +164,19 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn postgres_urls_name_a_schema() {
+        let parsed = BrokerUrl::parse("postgres://postgres@127.0.0.1/app?schema=hub").ok();
+        assert!(
+            matches!(&parsed, Some(BrokerUrl::Postgres(o)) if o.schema == "hub"),
+            "{parsed:?}"
+        );
+        assert!(matches!(
+            BrokerUrl::parse("postgresql://h/db?schema=no-dashes"),
+            Err(Error::InvalidUrl { .. })
+        ));
     }
 
     #[test]

@@ -72,8 +72,17 @@ impl PostgresBroker {
         Self::open_with(PostgresOptions::from_url(url)?).await
     }
 
-    /// Connects with explicit options.
+    /// Connects with explicit options, creating or upgrading the schema
+    /// unless `options.migrate` is off (then an outdated schema is an error).
     pub async fn open_with(options: PostgresOptions) -> Result<Self> {
+        let broker = Self::connect(options).await?;
+        broker.migrate(broker.options.migrate).await?;
+        Ok(broker)
+    }
+
+    /// Connects without looking at the schema: call
+    /// [`PostgresBroker::migrate`] before anything else.
+    pub async fn connect(options: PostgresOptions) -> Result<Self> {
         let config = options.config()?;
         let manager = Manager::from_config(
             config.clone(),
@@ -89,7 +98,7 @@ impl PostgresBroker {
         let wakeups = Arc::new(Wakeups::default());
         let (announcer, tasks) =
             wakeups::start(wakeups.clone(), pool.clone(), config, &options.schema);
-        let broker = Self {
+        Ok(Self {
             sql: Statements::new(&options.schema_ident()),
             options,
             pool,
@@ -97,9 +106,7 @@ impl PostgresBroker {
             wakeups,
             announcer,
             tasks,
-        };
-        broker.migrate(broker.options.migrate).await?;
-        Ok(broker)
+        })
     }
 
     /// Brings the schema to this build's version (with `apply`), or checks
