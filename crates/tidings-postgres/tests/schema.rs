@@ -1,0 +1,267 @@
+//! The schema's migrations, and what several processes sharing one schema
+//! see: wakeups across brokers, consumers sharing a group without
+//! duplicates.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use tidings_core::{
+    Broker, ConsumerName, Error, GroupName, OutgoingMessage, QueueConfig, QueueName, ReceiveOptions,
+};
+use tidings_postgres::{PostgresBroker, PostgresOptions, SCHEMA_VERSION};
+
+use common::{drop_schema, fresh_schema, skip_or_fail, url_with_schema};
+
+/// Drops the schema when the test ends, however it ends.
+struct Schema(String);
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        drop_schema(&self.0);
+    }
+}
+
+async fn open(schema: &str) -> Option<PostgresBroker> {
+    match PostgresBroker::open(&url_with_schema(schema)).await {
+        Ok(broker) => Some(broker),
+        Err(e) => skip_or_fail(&e),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_opening_one_new_schema_at_once_migrate_it_once() {
+    let schema = Schema(fresh_schema());
+    let opens = (0..6).map(|_| {
+        let url = url_with_schema(&schema.0);
+        tokio::spawn(async move { PostgresBroker::open(&url).await })
+    });
+    let mut brokers = Vec::new();
+    for open in opens {
+        match open.await.unwrap() {
+            Ok(broker) => brokers.push(broker),
+            Err(e) => {
+                skip_or_fail::<()>(&e);
+                return;
+            }
+        }
+    }
+    let done = brokers[0].migrate(true).await.unwrap();
+    assert_eq!((done.from, done.to), (SCHEMA_VERSION, SCHEMA_VERSION));
+    // Each migration is recorded once.
+    let (client, connection) =
+        tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            &format!("SELECT version FROM \"{}\".tidings_migrations", schema.0),
+            &[],
+        )
+        .await
+        .unwrap();
+    let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    // And every broker works on it.
+    let q = QueueName::new("shared").unwrap();
+    brokers[1]
+        .create_queue(&q, QueueConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(brokers[5].list_queues().await.unwrap(), vec![q]);
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_tidings_is_refused_untouched() {
+    let schema = Schema(fresh_schema());
+    let Some(broker) = open(&schema.0).await else {
+        return;
+    };
+    let (client, connection) =
+        tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let newer = SCHEMA_VERSION + 1;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO \"{}\".tidings_migrations (version, name) VALUES ($1, 'from the future')",
+                schema.0
+            ),
+            &[&newer],
+        )
+        .await
+        .unwrap();
+    drop(broker);
+    let refused = PostgresBroker::open(&url_with_schema(&schema.0)).await;
+    let message = match refused {
+        Err(Error::Incompatible(message)) => message,
+        other => panic!("expected Incompatible, got {other:?}"),
+    };
+    assert!(
+        message.contains(&format!("version {newer}")) && message.contains("newer Tidings"),
+        "{message}"
+    );
+    // Nothing was changed: the newer version is still the newest.
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT max(version) FROM \"{}\".tidings_migrations",
+                schema.0
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), newer);
+}
+
+#[tokio::test]
+async fn without_migrate_an_outdated_schema_asks_for_tidings_migrate() {
+    let schema = Schema(fresh_schema());
+    let mut options = PostgresOptions::from_url(&url_with_schema(&schema.0)).unwrap();
+    options.migrate = false;
+    let broker = match PostgresBroker::connect(options.clone()).await {
+        Ok(broker) => broker,
+        Err(e) => {
+            skip_or_fail::<()>(&e);
+            return;
+        }
+    };
+    let checked = broker.migrate(false).await;
+    let Err(Error::Incompatible(message)) = checked else {
+        // The pool connects lazily: an unreachable server shows here.
+        if let Err(e) = checked {
+            skip_or_fail::<()>(&e);
+            return;
+        }
+        panic!("an absent schema passed the check");
+    };
+    assert!(message.contains("tidings migrate"), "{message}");
+    assert!(matches!(
+        PostgresBroker::open_with(options).await,
+        Err(Error::Incompatible(_))
+    ));
+    let done = broker.migrate(true).await.unwrap();
+    assert_eq!((done.from, done.to), (0, SCHEMA_VERSION));
+    assert_eq!(broker.migrate(false).await.unwrap().from, SCHEMA_VERSION);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_in_one_process_wakes_a_receive_blocked_in_another() {
+    let schema = Schema(fresh_schema());
+    let (Some(sender), Some(receiver)) = (open(&schema.0).await, open(&schema.0).await) else {
+        return;
+    };
+    let q = QueueName::new("across").unwrap();
+    let (g, c) = (
+        GroupName::new("g").unwrap(),
+        ConsumerName::new("c").unwrap(),
+    );
+    receiver
+        .create_queue(&q, QueueConfig::default())
+        .await
+        .unwrap();
+    // The group exists before the receive blocks.
+    receiver
+        .receive(&q, &g, &c, ReceiveOptions::new(1, Duration::ZERO))
+        .await
+        .unwrap();
+    let patience = Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    let blocked = tokio::spawn({
+        let q = q.clone();
+        async move {
+            receiver
+                .receive(&q, &g, &c, ReceiveOptions::new(1, patience))
+                .await
+        }
+    });
+    // Give the receive time to block; it must then be woken, not time out.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sender
+        .send(&q, OutgoingMessage::json(&json!({"n": 1})).unwrap())
+        .await
+        .unwrap();
+    let got = blocked.await.unwrap().unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(
+        started.elapsed() < patience / 2,
+        "woken by the notification, not by the end of its wait ({:?})",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_in_several_processes_share_a_group_without_duplicates() {
+    let schema = Schema(fresh_schema());
+    let mut brokers = Vec::new();
+    for _ in 0..3 {
+        let Some(broker) = open(&schema.0).await else {
+            return;
+        };
+        brokers.push(std::sync::Arc::new(broker));
+    }
+    let q = QueueName::new("work").unwrap();
+    brokers[0]
+        .create_queue(&q, QueueConfig::default())
+        .await
+        .unwrap();
+    let total = 600i64;
+    let batch: Vec<_> = (0..total)
+        .map(|n| OutgoingMessage::json(&json!({ "n": n })).unwrap())
+        .collect();
+    brokers[0].send_batch(&q, batch).await.unwrap();
+    let mut workers = Vec::new();
+    for (i, broker) in brokers.iter().enumerate() {
+        for j in 0..4 {
+            let (broker, q) = (broker.clone(), q.clone());
+            workers.push(tokio::spawn(async move {
+                let g = GroupName::new("g").unwrap();
+                let c = ConsumerName::new(format!("w{i}-{j}")).unwrap();
+                let mut seen = Vec::new();
+                loop {
+                    let got = broker
+                        .receive(
+                            &q,
+                            &g,
+                            &c,
+                            ReceiveOptions::new(7, Duration::from_millis(300)),
+                        )
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return seen;
+                    }
+                    let ids: Vec<_> = got.iter().map(|d| d.id.clone()).collect();
+                    for d in &got {
+                        seen.push(
+                            d.payload.json::<serde_json::Value>().unwrap()["n"]
+                                .as_i64()
+                                .unwrap(),
+                        );
+                    }
+                    assert_eq!(broker.ack(&q, &g, &ids).await.unwrap(), ids.len() as u64);
+                }
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    let mut busy = 0;
+    for worker in workers {
+        let seen = worker.await.unwrap();
+        busy += usize::from(!seen.is_empty());
+        all.extend(seen);
+    }
+    let distinct: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), distinct.len(), "a message was delivered twice");
+    assert_eq!(distinct, (0..total).collect());
+    assert!(busy > 1, "the work was shared");
+    assert_eq!(brokers[2].queue_info(&q).await.unwrap().length, 0);
+}
