@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use tidings_core::Broker;
 use tidings_core::testing::Fixture;
 use tidings_postgres::PostgresBroker;
