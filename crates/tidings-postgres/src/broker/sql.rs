@@ -90,8 +90,8 @@ impl Statements {
             ),
             group_counts: format!(
                 "SELECT g.id, g.name, \
-                 count(d.seq) FILTER (WHERE d.consumer IS NULL AND d.visible_at <= $2), \
-                 count(d.seq) FILTER (WHERE d.consumer IS NULL AND d.visible_at > $2), \
+                 count(d.seq) FILTER (WHERE d.consumer IS NULL AND (d.ready OR d.visible_at <= $2)), \
+                 count(d.seq) FILTER (WHERE d.consumer IS NULL AND NOT d.ready AND d.visible_at > $2), \
                  count(d.seq) FILTER (WHERE d.consumer IS NOT NULL) \
                  FROM {s}.groups AS g LEFT JOIN {s}.deliveries AS d ON d.group_id = g.id \
                  WHERE g.queue_id = $1 GROUP BY g.id, g.name ORDER BY g.name"

@@ -53,18 +53,23 @@ CREATE TABLE {s}.groups (
     UNIQUE (queue_id, name)
 );
 
--- What a group still owes of a message: waiting (`consumer` null) until
--- `visible_at`, or held by `consumer` until `visible_at`.
+-- What a group still owes of a message. `ready`: it is handed out next,
+-- in seq order. Otherwise it waits for `visible_at`: a delay, a retry's
+-- delay, or the visibility timeout of `consumer`, who holds it (and may
+-- still ack it until it is handed out again). A receive first marks what
+-- has come due as ready, so that messages come back at their place.
 CREATE TABLE {s}.deliveries (
     seq bigint NOT NULL,
     group_id bigint NOT NULL,
+    ready boolean NOT NULL,
     visible_at bigint NOT NULL,
     delivery_count integer NOT NULL DEFAULT 0,
     consumer text COLLATE "C",
     expires_at bigint,
     PRIMARY KEY (seq, group_id)
 );
-CREATE INDEX deliveries_due ON {s}.deliveries (group_id, visible_at, seq);
+CREATE INDEX deliveries_ready ON {s}.deliveries (group_id, seq) WHERE ready;
+CREATE INDEX deliveries_waiting ON {s}.deliveries (group_id, visible_at) WHERE NOT ready;
 
 CREATE TABLE {s}.consumers (
     group_id bigint NOT NULL,
@@ -158,8 +163,8 @@ BEGIN
             ORDER BY u.o
             RETURNING ins.seq, ins.deliver_at, ins.expires_at
         ), owed AS (
-            INSERT INTO {s}.deliveries (seq, group_id, visible_at, expires_at)
-            SELECT m.seq, g.id, m.deliver_at, m.expires_at
+            INSERT INTO {s}.deliveries (seq, group_id, ready, visible_at, expires_at)
+            SELECT m.seq, g.id, m.deliver_at <= now, m.deliver_at, m.expires_at
             FROM m CROSS JOIN {s}.groups AS g WHERE g.queue_id = q
         )
         SELECT m.seq, false FROM m ORDER BY m.seq;
@@ -189,8 +194,8 @@ BEGIN
         INSERT INTO {s}.messages
             (queue_id, seq, payload, headers, dedup_id, enqueued_at, deliver_at, expires_at)
         VALUES (q, s, p_payloads[i], p_headers[i], p_dedup_ids[i], now, due, dies);
-        INSERT INTO {s}.deliveries (seq, group_id, visible_at, expires_at)
-        SELECT s, g.id, due, dies FROM {s}.groups AS g WHERE g.queue_id = q;
+        INSERT INTO {s}.deliveries (seq, group_id, ready, visible_at, expires_at)
+        SELECT s, g.id, due <= now, due, dies FROM {s}.groups AS g WHERE g.queue_id = q;
         sent_seq := s;
         sent_duplicate := false;
         RETURN NEXT;
@@ -360,8 +365,8 @@ BEGIN
         SELECT g.id INTO gid FROM {s}.groups AS g WHERE g.queue_id = q AND g.name = group_name;
         RETURN gid;
     END IF;
-    INSERT INTO {s}.deliveries (seq, group_id, visible_at, expires_at)
-    SELECT m.seq, gid, m.deliver_at, m.expires_at FROM {s}.messages AS m
+    INSERT INTO {s}.deliveries (seq, group_id, ready, visible_at, expires_at)
+    SELECT m.seq, gid, m.deliver_at <= now, m.deliver_at, m.expires_at FROM {s}.messages AS m
     WHERE m.queue_id = q AND (m.expires_at IS NULL OR m.expires_at > now);
     RETURN gid;
 END $$;
@@ -388,19 +393,23 @@ BEGIN
     END IF;
     gid := {s}.group_id(q, group_name, now);
     PERFORM {s}.expire(q, 100, now);
+    -- What has come due takes its place in the ready line.
+    UPDATE {s}.deliveries AS d SET ready = true
+    FROM (SELECT w.seq FROM {s}.deliveries AS w
+          WHERE w.group_id = gid AND NOT w.ready AND w.visible_at <= now
+          LIMIT 1000 FOR UPDATE SKIP LOCKED) AS due
+    WHERE d.seq = due.seq AND d.group_id = gid;
     LOOP
         WITH due AS (
-            SELECT d.seq, d.delivery_count, d.visible_at FROM {s}.deliveries AS d
-            WHERE d.group_id = gid AND d.visible_at <= now
+            SELECT d.seq, d.delivery_count FROM {s}.deliveries AS d
+            WHERE d.group_id = gid AND d.ready
               AND (d.expires_at IS NULL OR d.expires_at > now)
-            ORDER BY d.visible_at, d.seq
+            ORDER BY d.seq
             LIMIT max_messages
             FOR UPDATE SKIP LOCKED
         )
-        SELECT array_agg(seq ORDER BY visible_at, seq)
-                   FILTER (WHERE delivery_count >= cfg.max_deliveries),
-               array_agg(seq ORDER BY visible_at, seq)
-                   FILTER (WHERE delivery_count < cfg.max_deliveries)
+        SELECT array_agg(seq ORDER BY seq) FILTER (WHERE delivery_count >= cfg.max_deliveries),
+               array_agg(seq ORDER BY seq) FILTER (WHERE delivery_count < cfg.max_deliveries)
         INTO spent, picked FROM due;
         IF spent IS NOT NULL THEN
             PERFORM {s}.bury(q, gid, spent,
@@ -422,7 +431,8 @@ BEGIN
     RETURN QUERY
     WITH taken AS (
         UPDATE {s}.deliveries AS d
-        SET visible_at = now + cfg.visibility_ms,
+        SET ready = false,
+            visible_at = now + cfg.visibility_ms,
             delivery_count = d.delivery_count + 1,
             consumer = consumer_name
         WHERE d.seq = ANY(picked) AND d.group_id = gid
@@ -430,15 +440,20 @@ BEGIN
     )
     SELECT t.seq, t.delivery_count, m.payload, m.headers, m.dedup_id, m.enqueued_at
     FROM taken AS t JOIN {s}.messages AS m ON m.queue_id = q AND m.seq = t.seq
-    ORDER BY array_position(picked, t.seq);
+    ORDER BY t.seq;
 END $$;
 
--- Milliseconds until the group has something due (null: nothing owed).
+-- Milliseconds until the group has something due (0: something is ready
+-- now, taken by another receive; null: nothing owed).
 CREATE FUNCTION {s}.next_due(q bigint, group_name text) RETURNS bigint
 LANGUAGE sql AS $$
-    SELECT min(d.visible_at) - {s}.now_ms()
-    FROM {s}.deliveries AS d JOIN {s}.groups AS g ON g.id = d.group_id
-    WHERE g.queue_id = q AND g.name = group_name
+    WITH g AS (SELECT id FROM {s}.groups WHERE queue_id = q AND name = group_name)
+    SELECT CASE
+        WHEN EXISTS (SELECT 1 FROM {s}.deliveries AS d, g WHERE d.group_id = g.id AND d.ready)
+        THEN 0
+        ELSE (SELECT min(d.visible_at) FROM {s}.deliveries AS d, g
+              WHERE d.group_id = g.id AND NOT d.ready) - {s}.now_ms()
+    END
 $$;
 
 -- Acks messages delivered to a group; returns those that were pending.
@@ -496,7 +511,8 @@ BEGIN
         RETURN {s}.bury(q, gid, seqs, reason, true, now);
     END IF;
     WITH back AS (
-        UPDATE {s}.deliveries AS d SET consumer = NULL, visible_at = now + delay_ms
+        UPDATE {s}.deliveries AS d
+        SET consumer = NULL, ready = delay_ms <= 0, visible_at = now + delay_ms
         WHERE d.seq = ANY(seqs) AND d.group_id = gid AND d.consumer IS NOT NULL
         RETURNING d.seq
     )
@@ -527,12 +543,13 @@ BEGIN
         FROM letters AS l ORDER BY l.original_seq, l.id
         ON CONFLICT (queue_id, seq) DO UPDATE SET acked_at = NULL
     ), owed AS (
-        INSERT INTO {s}.deliveries (seq, group_id, visible_at)
-        SELECT DISTINCT ON (l.original_seq, g.id) l.original_seq, g.id, now
+        INSERT INTO {s}.deliveries (seq, group_id, ready, visible_at)
+        SELECT DISTINCT ON (l.original_seq, g.id) l.original_seq, g.id, true, now
         FROM letters AS l JOIN {s}.groups AS g
           ON g.queue_id = q AND (l.group_name IS NULL OR g.name = l.group_name)
         ON CONFLICT (seq, group_id) DO UPDATE
-            SET visible_at = excluded.visible_at, delivery_count = 0, consumer = NULL
+            SET ready = true, visible_at = excluded.visible_at, delivery_count = 0,
+                consumer = NULL
     )
     SELECT count(*) INTO n FROM letters;
     RETURN n;
