@@ -2,7 +2,7 @@
 //! the records they describe, checked against a full scan of those records
 //! after every kind of change: publishes, deliveries and dead letters,
 //! replays, requeues, retention, and a store written before the counters
-//! existed (counted once at open). On the embedded engine and on Redis.
+//! existed (counted once at open). On the embedded engine, on Redis and on PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -318,4 +318,9 @@ async fn counts_on_the_embedded_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_on_redis() {
     common::on_redis("counts", counts_agree_with_the_records).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_on_postgres() {
+    common::on_postgres(counts_agree_with_the_records).await;
 }

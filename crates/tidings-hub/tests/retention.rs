@@ -1,5 +1,5 @@
 //! Retention on a clock the test moves (no real waiting), on the embedded
-//! engine and on Redis: dedupers, delivered gists, failed gists with their
+//! engine, on Redis and on PostgreSQL: dedupers, delivered gists, failed gists with their
 //! dead letters, and events go exactly when the rules say, never while a
 //! delivery is pending, and an action's own retention wins.
 
@@ -285,6 +285,11 @@ async fn held_events_on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_on_postgres() {
+    common::on_postgres(held_events_are_looked_at_again).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_on_the_embedded_engine() {
     retention_follows_its_rules(Arc::new(EmbeddedBroker::in_memory())).await;
 }
@@ -292,4 +297,9 @@ async fn retention_on_the_embedded_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_on_redis() {
     common::on_redis("retention", retention_follows_its_rules).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_postgres() {
+    common::on_postgres(retention_follows_its_rules).await;
 }

@@ -26,6 +26,8 @@ mod broker;
 mod error;
 mod migrate;
 mod options;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod wakeups;
 
 pub use broker::PostgresBroker;

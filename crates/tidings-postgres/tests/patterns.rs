@@ -26,7 +26,7 @@ impl Backend for Postgres {
     }
 
     fn open(&self) -> Arc<dyn Broker> {
-        let url = common::url_with_schema(&self.0.schema);
+        let url = self.0.schema.url();
         // The cases run on a multi-threaded runtime.
         tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(async {

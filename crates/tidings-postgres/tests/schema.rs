@@ -15,16 +15,7 @@ use tidings_core::{
 };
 use tidings_postgres::{PostgresBroker, PostgresOptions, SCHEMA_VERSION};
 
-use common::{drop_schema, fresh_schema, skip_or_fail, url_with_schema};
-
-/// Drops the schema when the test ends, however it ends.
-struct Schema(String);
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        drop_schema(&self.0);
-    }
-}
+use common::{TestSchema as Schema, skip_or_fail, url_with_schema};
 
 async fn open(schema: &str) -> Option<PostgresBroker> {
     match PostgresBroker::open(&url_with_schema(schema)).await {
@@ -35,7 +26,7 @@ async fn open(schema: &str) -> Option<PostgresBroker> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_opening_one_new_schema_at_once_migrate_it_once() {
-    let schema = Schema(fresh_schema());
+    let schema = Schema::fresh();
     let opens = (0..6).map(|_| {
         let url = url_with_schema(&schema.0);
         tokio::spawn(async move { PostgresBroker::open(&url).await })
@@ -78,7 +69,7 @@ async fn processes_opening_one_new_schema_at_once_migrate_it_once() {
 
 #[tokio::test]
 async fn a_schema_from_a_newer_tidings_is_refused_untouched() {
-    let schema = Schema(fresh_schema());
+    let schema = Schema::fresh();
     let Some(broker) = open(&schema.0).await else {
         return;
     };
@@ -124,7 +115,7 @@ async fn a_schema_from_a_newer_tidings_is_refused_untouched() {
 
 #[tokio::test]
 async fn without_migrate_an_outdated_schema_asks_for_tidings_migrate() {
-    let schema = Schema(fresh_schema());
+    let schema = Schema::fresh();
     let mut options = PostgresOptions::from_url(&url_with_schema(&schema.0)).unwrap();
     options.migrate = false;
     let broker = match PostgresBroker::connect(options.clone()).await {
@@ -155,7 +146,7 @@ async fn without_migrate_an_outdated_schema_asks_for_tidings_migrate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_in_one_process_wakes_a_receive_blocked_in_another() {
-    let schema = Schema(fresh_schema());
+    let schema = Schema::fresh();
     let (Some(sender), Some(receiver)) = (open(&schema.0).await, open(&schema.0).await) else {
         return;
     };
@@ -200,7 +191,7 @@ async fn a_send_in_one_process_wakes_a_receive_blocked_in_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_in_several_processes_share_a_group_without_duplicates() {
-    let schema = Schema(fresh_schema());
+    let schema = Schema::fresh();
     let mut brokers = Vec::new();
     for _ in 0..3 {
         let Some(broker) = open(&schema.0).await else {

@@ -81,3 +81,18 @@ pub fn delete_redis_prefix(prefix: &str) {
 fn redis_url() -> String {
     std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
+
+/// Runs `test` on a PostgreSQL broker in a fresh schema, then drops the
+/// schema (skipped when PostgreSQL is not there and this is not CI).
+pub async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(std::sync::Arc<dyn tidings_core::Broker>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(fixture) = tidings_postgres::testing::fixture().await else {
+        return;
+    };
+    let tidings_postgres::testing::PostgresFixture { broker, schema } = fixture;
+    test(std::sync::Arc::new(broker)).await;
+    drop(schema);
+}

@@ -25,9 +25,11 @@ pub fn bindir() -> Option<PathBuf> {
 }
 
 /// A running server, stopped (immediately) and deleted when dropped.
+#[derive(Debug)]
 pub struct OwnServer {
     bin: PathBuf,
     dir: tempfile::TempDir,
+    /// The port it listens on (127.0.0.1).
     pub port: u16,
 }
 
