@@ -13,8 +13,60 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use tidings_embedded::EmbeddedBroker;
 
-fn memory() -> Arc<dyn tidings_core::Broker> {
-    Arc::new(EmbeddedBroker::in_memory())
+/// Where a test's hubs keep their data: the embedded engine in memory, or
+/// PostgreSQL, each hub in a schema of its own.
+enum Backend {
+    Memory,
+    Postgres(std::sync::Mutex<Vec<tidings_postgres::testing::TestSchema>>),
+}
+
+impl Backend {
+    /// PostgreSQL, or `None` (skip) when it is not there and this is not CI.
+    async fn postgres() -> Option<Self> {
+        // Reaching the server once tells whether to skip.
+        let fixture = tidings_postgres::testing::fixture().await?;
+        Some(Self::Postgres(std::sync::Mutex::new(vec![fixture.schema])))
+    }
+
+    /// A broker for one hub.
+    async fn broker(&self) -> Arc<dyn tidings_core::Broker> {
+        match self {
+            Self::Memory => Arc::new(EmbeddedBroker::in_memory()),
+            Self::Postgres(schemas) => {
+                let schema = tidings_postgres::testing::TestSchema::fresh();
+                let broker = tidings_postgres::PostgresBroker::open(&schema.url())
+                    .await
+                    .unwrap();
+                schemas.lock().unwrap().push(schema);
+                Arc::new(broker)
+            }
+        }
+    }
+}
+
+/// Runs each named test on every backend: `embedded::name` and `postgres::name`.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::Backend::Memory).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(backend) = super::Backend::postgres().await else {
+                        return;
+                    };
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+    };
 }
 
 /// HMAC-SHA256 computed here, not with the server's code.
@@ -62,8 +114,8 @@ async fn shop_selling_to(c: &Client, subscriber: &str, receiver: &Receiver) {
 }
 
 /// A server with [`shop_selling_to`] the application `mailer`.
-async fn shop_and_mailer() -> (TestServer, Receiver, Client) {
-    let server = TestServer::start(memory()).await;
+async fn shop_and_mailer(b: &Backend) -> (TestServer, Receiver, Client) {
+    let server = TestServer::start(b.broker().await).await;
     let receiver = Receiver::start().await;
     let c = Client::new(&server.base);
     shop_selling_to(&c, "mailer", &receiver).await;
@@ -97,9 +149,8 @@ async fn gist_status(c: &Client, gist: &str) -> (String, u64) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_user_registration_flow_delivers_signed_webhooks() {
-    let server = TestServer::start(memory()).await;
+async fn seed_user_registration_flow_delivers_signed_webhooks(b: &Backend) {
+    let server = TestServer::start(b.broker().await).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
 
@@ -242,9 +293,8 @@ async fn seed_user_registration_flow_delivers_signed_webhooks() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn order_flow_fans_out_to_every_subscription() {
-    let server = TestServer::start(memory()).await;
+async fn order_flow_fans_out_to_every_subscription(b: &Backend) {
+    let server = TestServer::start(b.broker().await).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
     app(&c, "order-service", "http://orders.invalid/").await;
@@ -302,9 +352,8 @@ async fn order_flow_fans_out_to_every_subscription() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_endpoint_is_retried_until_it_answers() {
-    let (server, mut receiver, c) = shop_and_mailer().await;
+async fn failing_endpoint_is_retried_until_it_answers(b: &Backend) {
+    let (server, mut receiver, c) = shop_and_mailer(b).await;
     let sub = subscribe(&c, json!({"application": "mailer", "action": "shop.sold", "handler": "/flaky", "retry_schedule": [0]})).await;
     receiver.fail("/flaky", 2, 500);
     let r = sell(&c, 1).await;
@@ -331,9 +380,8 @@ async fn failing_endpoint_is_retried_until_it_answers() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn last_failed_attempt_dead_letters_and_publishes_a_notice() {
-    let server = TestServer::start(memory()).await;
+async fn last_failed_attempt_dead_letters_and_publishes_a_notice(b: &Backend) {
+    let server = TestServer::start(b.broker().await).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
     shop_selling_to(&c, "mailer", &receiver).await;
@@ -387,9 +435,8 @@ async fn last_failed_attempt_dead_letters_and_publishes_a_notice() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gone_disables_the_subscription() {
-    let (server, mut receiver, c) = shop_and_mailer().await;
+async fn gone_disables_the_subscription(b: &Backend) {
+    let (server, mut receiver, c) = shop_and_mailer(b).await;
     let sub = mail_sales(&c, "/gone").await;
     receiver.fail("/gone", 1, 410);
     sell(&c, 1).await;
@@ -420,9 +467,8 @@ async fn gone_disables_the_subscription() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ordered_subscription_delivers_in_publish_order_despite_failures() {
-    let server = TestServer::start(memory()).await;
+async fn ordered_subscription_delivers_in_publish_order_despite_failures(b: &Backend) {
+    let server = TestServer::start(b.broker().await).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
     shop_selling_to(&c, "ledger", &receiver).await;
@@ -450,9 +496,8 @@ async fn ordered_subscription_delivers_in_publish_order_despite_failures() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_replays_a_time_window_to_a_late_subscriber() {
-    let server = TestServer::start(memory()).await;
+async fn backfill_replays_a_time_window_to_a_late_subscriber(b: &Backend) {
+    let server = TestServer::start(b.broker().await).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
     shop_selling_to(&c, "late", &receiver).await;
@@ -582,8 +627,7 @@ async fn backlog_survives_a_restart() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others() {
+async fn a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others(b: &Backend) {
     let delivery = tidings_hub::DeliveryConfig {
         per_subscription: 1,
         breaker: tidings_patterns::BreakerConfig {
@@ -593,7 +637,7 @@ async fn a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others() {
         },
         ..Default::default()
     };
-    let server = TestServer::start_configured(memory(), None, delivery).await;
+    let server = TestServer::start_configured(b.broker().await, None, delivery).await;
     let mut receiver = Receiver::start().await;
     let c = Client::new(&server.base);
     shop_selling_to(&c, "mailer", &receiver).await;
@@ -629,9 +673,8 @@ async fn a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_and_stats_report_publishes_and_deliveries() {
-    let (server, mut receiver, c) = shop_and_mailer().await;
+async fn metrics_and_stats_report_publishes_and_deliveries(b: &Backend) {
+    let (server, mut receiver, c) = shop_and_mailer(b).await;
     let sub = mail_sales(&c, "/m").await;
     for n in 0..3 {
         sell(&c, n).await;
@@ -701,9 +744,8 @@ fn has_properties(schema: &Value, schemas: &serde_json::Map<String, Value>) -> b
 /// (204 has none; /metrics is OpenMetrics text): a schema with properties, never a bare
 /// `Object` or nothing. Which routes it lists is checked against the route
 /// table by a unit test of the router.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openapi_describes_every_answer() {
-    let server = TestServer::start(memory()).await;
+async fn openapi_describes_every_answer(b: &Backend) {
+    let server = TestServer::start(b.broker().await).await;
     let c = Client::new(&server.base);
     let spec = c.get("/openapi.json").await;
     assert_eq!(spec.status, 200);
@@ -766,9 +808,8 @@ async fn openapi_describes_every_answer() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_is_honoured_and_concurrency_is_per_subscription() {
-    let (server, mut receiver, c) = shop_and_mailer().await;
+async fn retry_after_is_honoured_and_concurrency_is_per_subscription(b: &Backend) {
+    let (server, mut receiver, c) = shop_and_mailer(b).await;
     let r = c
         .post("/v1/subscriptions", json!({"application": "mailer", "action": "shop.sold", "handler": "/busy", "retry_schedule": [0], "concurrency": 2}))
         .await;
@@ -807,9 +848,8 @@ async fn retry_after_is_honoured_and_concurrency_is_per_subscription() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catalog_changes_take_effect_while_deliveries_run() {
-    let (server, mut receiver, c) = shop_and_mailer().await;
+async fn catalog_changes_take_effect_while_deliveries_run(b: &Backend) {
+    let (server, mut receiver, c) = shop_and_mailer(b).await;
     app(&c, "other", &format!("{}/old/", receiver.base)).await;
     mail_sales(&c, "/m").await;
     subscribe(
@@ -869,10 +909,9 @@ async fn catalog_changes_take_effect_while_deliveries_run() {
 /// another hub's `/v1/events` (in protected mode, where a loopback caller is
 /// admin) does not make every delivery a new publish there. (The hub's own
 /// address is refused outright: `the_hub_never_delivers_to_itself`.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks_are_never_a_credential() {
-    let server = TestServer::start(memory()).await;
-    let other = TestServer::start(memory()).await;
+async fn webhooks_are_never_a_credential(b: &Backend) {
+    let server = TestServer::start(b.broker().await).await;
+    let other = TestServer::start(b.broker().await).await;
     let c = Client::new(&server.base);
     app(&c, "looper", &format!("{}/", other.base)).await;
     action(&c, "loop.tick", "looper", json!({"type": "object"})).await;
@@ -912,9 +951,8 @@ async fn webhooks_are_never_a_credential() {
 
 /// Listing by action reads the per-action index: newest first across every
 /// action whose name contains the filter, paged, within a time window.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_by_action_are_listed_newest_first_across_matching_actions() {
-    let server = TestServer::start(memory()).await;
+async fn events_by_action_are_listed_newest_first_across_matching_actions(b: &Backend) {
+    let server = TestServer::start(b.broker().await).await;
     let c = Client::new(&server.base);
     let app = json!({"application": "shop", "address": "http://shop.invalid"});
     assert_eq!(c.post("/v1/applications", app).await.status, 201);
@@ -959,3 +997,20 @@ async fn events_by_action_are_listed_newest_first_across_matching_actions() {
     assert_eq!(past.body.as_array().unwrap().len(), 0);
     server.stop().await;
 }
+
+on_every_backend!(
+    seed_user_registration_flow_delivers_signed_webhooks,
+    order_flow_fans_out_to_every_subscription,
+    failing_endpoint_is_retried_until_it_answers,
+    last_failed_attempt_dead_letters_and_publishes_a_notice,
+    gone_disables_the_subscription,
+    ordered_subscription_delivers_in_publish_order_despite_failures,
+    backfill_replays_a_time_window_to_a_late_subscriber,
+    a_dead_endpoint_trips_its_breaker_and_does_not_hold_up_others,
+    metrics_and_stats_report_publishes_and_deliveries,
+    openapi_describes_every_answer,
+    retry_after_is_honoured_and_concurrency_is_per_subscription,
+    catalog_changes_take_effect_while_deliveries_run,
+    webhooks_are_never_a_credential,
+    events_by_action_are_listed_newest_first_across_matching_actions,
+);
