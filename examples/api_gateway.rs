@@ -11,6 +11,7 @@
 //!
 //!     cargo run --example api_gateway                                   # embedded engine
 //!     cargo run --example api_gateway -- --redis redis://127.0.0.1:6379  # Redis
+//!     cargo run --example api_gateway -- --postgres postgres://postgres@127.0.0.1/postgres  # PostgreSQL
 
 mod common;
 

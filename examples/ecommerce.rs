@@ -6,9 +6,10 @@
 //!
 //!     cargo run --example ecommerce                                   # embedded engine
 //!     cargo run --example ecommerce -- --redis redis://127.0.0.1:6379  # Redis
+//!     cargo run --example ecommerce -- --postgres postgres://postgres@127.0.0.1/postgres  # PostgreSQL
 //!     cargo run --example ecommerce -- --http http://127.0.0.1:3310    # a running tidings serve
 //!
-//! With `--processes` (and `--http` or `--redis`) the payment, shipping and
+//! With `--processes` (and `--http`, `--redis` or `--postgres`) the payment, shipping and
 //! notification services each run in a process of their own (this example,
 //! started again with `--service NAME`), talking through the one broker.
 //!
@@ -331,7 +332,7 @@ async fn main() -> anyhow::Result<()> {
     let separate = args.iter().any(|a| a == "--processes");
     if separate && setup.single_process() {
         anyhow::bail!(
-            "--processes needs a broker other processes can reach: add --http URL (a running tidings serve) or --redis URL"
+            "--processes needs a broker other processes can reach: add --http URL (a running tidings serve), --redis URL or --postgres URL"
         );
     }
     println!("E-commerce example on {}\n", setup.on);

@@ -11,6 +11,7 @@
 //!
 //!     cargo run --example saga                                   # embedded engine
 //!     cargo run --example saga -- --redis redis://127.0.0.1:6379  # Redis
+//!     cargo run --example saga -- --postgres postgres://postgres@127.0.0.1/postgres  # PostgreSQL
 
 mod common;
 

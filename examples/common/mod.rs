@@ -2,8 +2,10 @@
 //!
 //! By default a fresh embedded data directory (removed at the end); with
 //! `--redis redis://127.0.0.1:6379` a Redis, under a key prefix of the run's
-//! own, so runs never see each other's data; with `--http URL` a running
-//! `tidings serve`.
+//! own, so runs never see each other's data; with
+//! `--postgres postgres://postgres@127.0.0.1/postgres` a PostgreSQL, in a
+//! schema of the run's own (dropped at the end); with `--http URL` a
+//! running `tidings serve`.
 
 #![allow(dead_code)]
 
@@ -20,9 +22,12 @@ pub struct Setup {
     args: Vec<String>,
     /// Keeps the embedded data directory until the run ends.
     _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL URL and schema this run created (dropped by `clean_up`).
+    schema: Option<(String, String)>,
 }
 
-/// `--redis URL` from the command line, or the embedded engine.
+/// `--http URL`, `--redis URL` or `--postgres URL` from the command line,
+/// or the embedded engine.
 pub async fn broker(example: &str) -> anyhow::Result<Setup> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--http") {
@@ -40,6 +45,31 @@ pub async fn broker(example: &str) -> anyhow::Result<Setup> {
             on: format!("tidings serve at {url}"),
             args: vec!["--http".into(), url],
             _dir: None,
+            schema: None,
+        });
+    }
+    if let Some(i) = args.iter().position(|a| a == "--postgres") {
+        let url = args
+            .get(i + 1)
+            .context("--postgres needs a URL, such as postgres://postgres@127.0.0.1/postgres")?
+            .clone();
+        // A schema given (a service started by the example itself) is kept.
+        let (url, schema) = if url.contains("schema=") {
+            (url, None)
+        } else {
+            let schema = format!("example_{}_{}", example.replace('-', "_"), random_hex());
+            let sep = if url.contains('?') { '&' } else { '?' };
+            (format!("{url}{sep}schema={schema}"), Some((url, schema)))
+        };
+        let broker = tidings::open(&url)
+            .await
+            .with_context(|| format!("cannot reach PostgreSQL at {url}"))?;
+        return Ok(Setup {
+            broker,
+            on: format!("PostgreSQL ({url})"),
+            args: vec!["--postgres".into(), url],
+            _dir: None,
+            schema,
         });
     }
     let redis = match args.iter().position(|a| a == "--redis") {
@@ -68,6 +98,7 @@ pub async fn broker(example: &str) -> anyhow::Result<Setup> {
                 on: format!("Redis ({url})"),
                 args: vec!["--redis".into(), url],
                 _dir: None,
+                schema: None,
             })
         }
         None => {
@@ -80,6 +111,7 @@ pub async fn broker(example: &str) -> anyhow::Result<Setup> {
                 on: format!("the embedded engine ({})", dir.path().display()),
                 args: Vec::new(),
                 _dir: Some(dir),
+                schema: None,
             })
         }
     }
@@ -101,6 +133,18 @@ impl Setup {
         let queues: Vec<QueueName> = self.broker.list_queues().await?;
         for queue in queues {
             self.broker.delete_queue(&queue).await?;
+        }
+        if let Some((url, schema)) = &self.schema {
+            let url = url.split('?').next().unwrap_or(url);
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .context("cannot reach PostgreSQL to drop the run's schema")?;
+            let driver = tokio::spawn(connection);
+            client
+                .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .await?;
+            drop(client);
+            driver.await??;
         }
         Ok(())
     }
