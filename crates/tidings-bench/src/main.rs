@@ -8,6 +8,8 @@ mod engine;
 mod http;
 mod hub;
 mod patterns;
+mod postgres;
+mod postgres_floor;
 mod redis;
 mod redis_floor;
 
@@ -38,6 +40,9 @@ enum Command {
     Hub(hub::HubBenchArgs),
     /// The Redis engine on a Redis server.
     Redis(redis::RedisBenchArgs),
+    /// The PostgreSQL engine beside the embedded engine, Redis, the plain-SQL
+    /// floor and pgmq.
+    Postgres(postgres::PostgresBenchArgs),
     /// The queue API of `tidings serve` over HTTP.
     Http(http::HttpBenchArgs),
     /// The service patterns (webhook-style API, RPC) on the embedded engine.
@@ -95,6 +100,7 @@ async fn main() -> ExitCode {
         Command::Engine(args) => engine::run(args).await,
         Command::Hub(args) => hub::run(args).await,
         Command::Redis(args) => redis::run(args).await,
+        Command::Postgres(args) => postgres::run(args).await,
         Command::Http(args) => http::run(args).await,
         Command::Patterns(args) => patterns::run(args).await,
     };

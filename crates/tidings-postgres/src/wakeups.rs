@@ -75,7 +75,8 @@ pub(crate) fn channel(schema: &str) -> String {
 }
 
 /// Starts the notifier and the listener. Both stop when the returned
-/// handles are aborted.
+/// handles are aborted. Notifications carry a token of this broker's, so
+/// that its listener passes over its own (their waiters were woken already).
 pub(crate) fn start(
     wakeups: Arc<Wakeups>,
     pool: deadpool_postgres::Pool,
@@ -84,9 +85,25 @@ pub(crate) fn start(
 ) -> (Announcer, [JoinHandle<()>; 2]) {
     let (notify, queued) = mpsc::unbounded_channel();
     let channel = channel(schema);
-    let notifier = tokio::spawn(notifier(pool, channel.clone(), queued));
-    let listener = tokio::spawn(listener(config, channel, wakeups.clone()));
+    let token = token();
+    let notifier = tokio::spawn(notifier(pool, channel.clone(), token.clone(), queued));
+    let listener = tokio::spawn(listener(config, channel, token, wakeups.clone()));
     (Announcer { wakeups, notify }, [notifier, listener])
+}
+
+/// A token no other broker has: the process, the time, and where this
+/// broker's token lives in memory.
+fn token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let here = Box::new(0u8);
+    format!(
+        "{:x}.{nanos:x}.{:p}",
+        std::process::id(),
+        std::ptr::from_ref(here.as_ref())
+    )
 }
 
 /// Sends one NOTIFY per batch of announced queues. It is only a hint, so
@@ -96,6 +113,7 @@ pub(crate) fn start(
 async fn notifier(
     pool: deadpool_postgres::Pool,
     channel: String,
+    token: String,
     mut queued: mpsc::UnboundedReceiver<i64>,
 ) {
     while let Some(first) = queued.recv().await {
@@ -103,7 +121,8 @@ async fn notifier(
         while let Ok(more) = queued.try_recv() {
             ids.insert(more);
         }
-        let payload = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let ids = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let payload = format!("{token}:{ids}");
         let sql = format!(
             "BEGIN; SET LOCAL synchronous_commit TO OFF; NOTIFY \"{channel}\", '{payload}'; COMMIT;"
         );
@@ -120,7 +139,12 @@ async fn notifier(
 }
 
 /// Holds a LISTEN connection, reconnecting with a growing pause.
-async fn listener(config: tokio_postgres::Config, channel: String, wakeups: Arc<Wakeups>) {
+async fn listener(
+    config: tokio_postgres::Config,
+    channel: String,
+    token: String,
+    wakeups: Arc<Wakeups>,
+) {
     let mut pause = Duration::from_millis(50);
     loop {
         match config.connect(NoTls).await {
@@ -146,7 +170,13 @@ async fn listener(config: tokio_postgres::Config, channel: String, wakeups: Arc<
                     // Whatever was sent while nobody listened.
                     wakeups.wake_all();
                     while let Some(payload) = notes.recv().await {
-                        for id in payload.split(',').filter_map(|id| id.parse().ok()) {
+                        let Some((from, ids)) = payload.split_once(':') else {
+                            continue;
+                        };
+                        if from == token {
+                            continue;
+                        }
+                        for id in ids.split(',').filter_map(|id| id.parse().ok()) {
                             wakeups.wake(id);
                         }
                     }

@@ -20,7 +20,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::messages::SendBatch;
-use super::{PostgresBroker, QueueMeta, millis, seq_of};
+use super::{QueueMeta, Shared, millis, seq_of};
 use crate::error::{Failure, NOT_A_COUNTER, QUEUE_NOT_FOUND, RECORD_CHANGED};
 
 /// One statement of a transaction.
@@ -110,11 +110,12 @@ impl Step<'_> {
                 tx.query(statement, &params).await.map(Answer::Rows)
             }),
             Step::Send { meta, batch, .. } => Box::pin(async move {
+                let dedup_ids = batch.dedup_param();
                 let params: [&(dyn ToSql + Sync); 7] = [
                     &meta.id,
                     &batch.payloads,
                     &batch.headers,
-                    &batch.dedup_ids,
+                    &dedup_ids,
                     &batch.ttls,
                     &batch.delays,
                     synchronous,
@@ -204,10 +205,8 @@ impl Step<'_> {
                     queue, group, id, ..
                 },
                 Answer::Rows(rows),
-            ) => {
-                if first_array(&rows).is_empty() {
-                    return Err(not_pending(queue, group, id));
-                }
+            ) if first_array(&rows).is_empty() => {
+                return Err(not_pending(queue, group, id));
             }
             (
                 Step::Put {
@@ -243,7 +242,7 @@ fn not_pending(queue: &QueueName, group: &GroupName, id: &MessageId) -> Error {
     }
 }
 
-impl PostgresBroker {
+impl Shared {
     pub(super) async fn apply(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {
         transaction.validate()?;
         if transaction.is_empty() {
@@ -268,7 +267,7 @@ impl PostgresBroker {
     async fn apply_once(&self, ops: &[TxOp]) -> Result<Vec<SendReceipt>> {
         let steps = self.plan(ops).await?;
         let only_buffered_sends = steps.iter().all(|step| match step {
-            Step::Send { meta, .. } => !self.synchronous(&meta),
+            Step::Send { meta, .. } => !self.synchronous(meta),
             _ => false,
         });
         let synchronous = !only_buffered_sends;

@@ -10,11 +10,11 @@ use tokio::time::Instant;
 use tokio_postgres::Row;
 
 use super::queues::timestamp;
-use super::{PostgresBroker, millis, seq_of};
+use super::{Shared, millis, seq_of};
 
 /// A batch of messages as the `send` function takes it: one array per field.
 #[derive(Debug, Default)]
-pub(super) struct SendBatch {
+pub(crate) struct SendBatch {
     pub(super) payloads: Vec<String>,
     pub(super) headers: Vec<Option<String>>,
     pub(super) dedup_ids: Vec<Option<String>>,
@@ -23,6 +23,20 @@ pub(super) struct SendBatch {
 }
 
 impl SendBatch {
+    /// How many messages it holds.
+    pub(super) fn len(&self) -> usize {
+        self.payloads.len()
+    }
+
+    /// Adds another batch's messages after its own.
+    pub(super) fn append(&mut self, other: SendBatch) {
+        self.payloads.extend(other.payloads);
+        self.headers.extend(other.headers);
+        self.dedup_ids.extend(other.dedup_ids);
+        self.ttls.extend(other.ttls);
+        self.delays.extend(other.delays);
+    }
+
     pub(super) fn push(&mut self, message: &OutgoingMessage) -> Result<()> {
         self.payloads.push(message.payload.as_str().to_owned());
         self.headers.push(if message.headers.is_empty() {
@@ -34,6 +48,14 @@ impl SendBatch {
         self.ttls.push(message.ttl.map(millis));
         self.delays.push(message.delay.map(millis));
         Ok(())
+    }
+
+    /// The dedup ids as the function takes them: `None` when no message has one.
+    pub(super) fn dedup_param(&self) -> Option<&Vec<Option<String>>> {
+        self.dedup_ids
+            .iter()
+            .any(Option::is_some)
+            .then_some(&self.dedup_ids)
     }
 
     pub(super) fn of(messages: &[OutgoingMessage]) -> Result<Self> {
@@ -74,14 +96,13 @@ fn seqs(ids: &[MessageId]) -> Vec<i64> {
     seqs
 }
 
-impl PostgresBroker {
-    pub(super) async fn send_all(
+impl Shared {
+    /// Stores a batch in one statement (and wakes the queue's receivers).
+    pub(super) async fn send_now(
         &self,
         queue: &QueueName,
-        messages: Vec<OutgoingMessage>,
+        batch: &SendBatch,
     ) -> Result<Vec<SendReceipt>> {
-        OutgoingMessage::validate_all(&messages)?;
-        let batch = &SendBatch::of(&messages)?;
         let (id, rows) = self
             .on_queue(queue, true, move |client, meta| async move {
                 let statement = client.prepare_cached(&self.sql.send).await?;
@@ -92,7 +113,7 @@ impl PostgresBroker {
                             &meta.id,
                             &batch.payloads,
                             &batch.headers,
-                            &batch.dedup_ids,
+                            &batch.dedup_param(),
                             &batch.ttls,
                             &batch.delays,
                             &self.synchronous(&meta),
@@ -106,6 +127,18 @@ impl PostgresBroker {
             self.announcer.announce(id);
         }
         Ok(receipts(&rows))
+    }
+}
+
+impl Shared {
+    pub(super) async fn send_all(
+        self: &std::sync::Arc<Self>,
+        queue: &QueueName,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<Vec<SendReceipt>> {
+        OutgoingMessage::validate_all(&messages)?;
+        let batch = SendBatch::of(&messages)?;
+        self.send_together(queue, batch).await
     }
 
     /// Receives, waiting up to `options.wait` for the first message: woken

@@ -3,6 +3,7 @@
 mod commit;
 mod messages;
 mod queues;
+mod sends;
 mod sql;
 
 use std::collections::HashMap;
@@ -29,6 +30,12 @@ use sql::Statements;
 /// database. Cheap to share behind an `Arc`: it holds a pool of
 /// connections and one more that listens for other processes' sends.
 pub struct PostgresBroker {
+    shared: Arc<Shared>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+/// What the broker's operations, and the tasks it starts, work with.
+pub(crate) struct Shared {
     options: PostgresOptions,
     pool: Pool,
     sql: Statements,
@@ -37,7 +44,8 @@ pub struct PostgresBroker {
     queues: RwLock<HashMap<QueueName, Arc<QueueMeta>>>,
     wakeups: Arc<Wakeups>,
     announcer: Announcer,
-    tasks: [JoinHandle<()>; 2],
+    /// Sends waiting to share a statement, by queue.
+    sends: sends::Sends,
 }
 
 /// A queue as the functions know it.
@@ -50,8 +58,8 @@ pub(crate) struct QueueMeta {
 impl std::fmt::Debug for PostgresBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresBroker")
-            .field("url", &redact(&self.options.url))
-            .field("schema", &self.options.schema)
+            .field("url", &redact(&self.shared.options.url))
+            .field("schema", &self.shared.options.schema)
             .finish_non_exhaustive()
     }
 }
@@ -76,7 +84,7 @@ impl PostgresBroker {
     /// unless `options.migrate` is off (then an outdated schema is an error).
     pub async fn open_with(options: PostgresOptions) -> Result<Self> {
         let broker = Self::connect(options).await?;
-        broker.migrate(broker.options.migrate).await?;
+        broker.migrate(broker.options().migrate).await?;
         Ok(broker)
     }
 
@@ -98,40 +106,46 @@ impl PostgresBroker {
         let wakeups = Arc::new(Wakeups::default());
         let (announcer, tasks) =
             wakeups::start(wakeups.clone(), pool.clone(), config, &options.schema);
-        Ok(Self {
+        let shared = Arc::new(Shared {
             sql: Statements::new(&options.schema_ident()),
             options,
             pool,
             queues: RwLock::new(HashMap::new()),
             wakeups,
             announcer,
-            tasks,
-        })
+            sends: sends::Sends::default(),
+        });
+        Ok(Self { shared, tasks })
     }
 
     /// Brings the schema to this build's version (with `apply`), or checks
     /// that it is there. [`PostgresBroker::open`] does it already; this is
     /// what `tidings migrate` runs.
     pub async fn migrate(&self, apply: bool) -> Result<Migrated> {
-        let schema = self.options.schema_ident();
+        let options = &self.shared.options;
+        let schema = options.schema_ident();
         let places = Placeholders {
             schema: &schema,
-            queue_lock: hash32(&format!("queues:{}", self.options.schema)),
-            record_lock: hash32(&format!("records:{}", self.options.schema)),
+            queue_lock: hash32(&format!("queues:{}", options.schema)),
+            record_lock: hash32(&format!("records:{}", options.schema)),
         };
         let places = &places;
-        self.attempt(false, move |client| async move {
-            migrate::run(&client, &self.options.schema, places, apply).await
-        })
-        .await
-        .map_err(|f| f.into_error(false))
+        let shared = &self.shared;
+        shared
+            .attempt(false, move |client| async move {
+                migrate::run(&client, &shared.options.schema, places, apply).await
+            })
+            .await
+            .map_err(|f| f.into_error(false))
     }
 
     /// The options it was opened with.
     pub fn options(&self) -> &PostgresOptions {
-        &self.options
+        &self.shared.options
     }
+}
 
+impl Shared {
     /// Runs `op` on a pooled connection, again (after a growing pause)
     /// while it fails in a way that cannot have applied it and may pass: no
     /// connection, a server restarting, a deadlock. `could_commit` says
@@ -259,40 +273,41 @@ fn seq_of(id: &MessageId) -> Option<i64> {
 #[async_trait]
 impl Broker for PostgresBroker {
     async fn create_queue(&self, queue: &QueueName, config: QueueConfig) -> Result<bool> {
-        self.create(queue, config).await
+        self.shared.create(queue, config).await
     }
 
     async fn list_queues(&self) -> Result<Vec<QueueName>> {
-        self.list().await
+        self.shared.list().await
     }
 
     async fn ready(&self) -> Result<()> {
-        self.attempt(false, move |client| async move {
-            client.simple_query("SELECT 1").await?;
-            Ok(())
-        })
-        .await
-        .map_err(|f| f.into_error(false))
+        self.shared
+            .attempt(false, move |client| async move {
+                client.simple_query("SELECT 1").await?;
+                Ok(())
+            })
+            .await
+            .map_err(|f| f.into_error(false))
     }
 
     async fn maintain(&self) -> Result<u64> {
-        self.tidy_all().await
+        self.shared.tidy_all().await
     }
 
     async fn storage_usage(&self) -> Result<StorageUsage> {
-        self.usage().await
+        self.shared.usage().await
     }
 
     async fn queue_info(&self, queue: &QueueName) -> Result<QueueInfo> {
-        self.info(queue).await
+        self.shared.info(queue).await
     }
 
     async fn delete_queue(&self, queue: &QueueName) -> Result<()> {
-        self.delete(queue).await
+        self.shared.delete(queue).await
     }
 
     async fn purge_queue(&self, queue: &QueueName) -> Result<u64> {
-        self.purge(queue).await
+        self.shared.purge(queue).await
     }
 
     async fn send_batch(
@@ -300,7 +315,7 @@ impl Broker for PostgresBroker {
         queue: &QueueName,
         messages: Vec<OutgoingMessage>,
     ) -> Result<Vec<SendReceipt>> {
-        self.send_all(queue, messages).await
+        self.shared.send_all(queue, messages).await
     }
 
     async fn receive(
@@ -310,11 +325,11 @@ impl Broker for PostgresBroker {
         consumer: &ConsumerName,
         options: ReceiveOptions,
     ) -> Result<Vec<Delivery>> {
-        self.take(queue, group, consumer, options).await
+        self.shared.take(queue, group, consumer, options).await
     }
 
     async fn ack(&self, queue: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64> {
-        self.settle(queue, group, ids, true).await
+        self.shared.settle(queue, group, ids, true).await
     }
 
     async fn ack_and_receive(
@@ -330,9 +345,9 @@ impl Broker for PostgresBroker {
         let acked = if ack.is_empty() {
             0
         } else {
-            self.settle(queue, group, ack, false).await?
+            self.shared.settle(queue, group, ack, false).await?
         };
-        let deliveries = self.take(queue, group, consumer, options).await?;
+        let deliveries = self.shared.take(queue, group, consumer, options).await?;
         Ok((acked, deliveries))
     }
 
@@ -343,11 +358,11 @@ impl Broker for PostgresBroker {
         ids: &[MessageId],
         nack: Nack,
     ) -> Result<u64> {
-        self.give_back(queue, group, ids, nack).await
+        self.shared.give_back(queue, group, ids, nack).await
     }
 
     async fn dead_letter(&self, queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>> {
-        self.letter(queue, id).await
+        self.shared.letter(queue, id).await
     }
 
     async fn dead_letters(
@@ -356,7 +371,7 @@ impl Broker for PostgresBroker {
         after: Option<&MessageId>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>> {
-        self.letters(queue, after, limit).await
+        self.shared.letters(queue, after, limit).await
     }
 
     async fn requeue_dead_letters(
@@ -364,7 +379,7 @@ impl Broker for PostgresBroker {
         queue: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        self.requeue(queue, selection).await
+        self.shared.requeue(queue, selection).await
     }
 
     async fn purge_dead_letters(
@@ -372,18 +387,18 @@ impl Broker for PostgresBroker {
         queue: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        self.purge_letters(queue, selection).await
+        self.shared.purge_letters(queue, selection).await
     }
 
     async fn commit(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {
-        self.apply(transaction).await
+        self.shared.apply(transaction).await
     }
 
     async fn get_record(&self, table: &TableName, key: &str) -> Result<Option<Payload>> {
-        self.record(table, key).await
+        self.shared.record(table, key).await
     }
 
     async fn scan_records(&self, table: &TableName, scan: RecordScan) -> Result<Vec<Record>> {
-        self.records(table, scan).await
+        self.shared.records(table, scan).await
     }
 }

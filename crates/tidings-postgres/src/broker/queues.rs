@@ -8,12 +8,12 @@ use tidings_core::{
     Result, StorageUsage, Timestamp,
 };
 
-use super::{PostgresBroker, QueueMeta, millis, parse_config};
+use super::{QueueMeta, Shared, millis, parse_config};
 
 /// Messages a look at a queue expires or trims at most.
 const TIDY_BATCH: i32 = 1000;
 
-impl PostgresBroker {
+impl Shared {
     pub(super) async fn create(&self, queue: &QueueName, config: QueueConfig) -> Result<bool> {
         config.validate()?;
         let text = serde_json::to_string(&config).map_err(Error::storage)?;

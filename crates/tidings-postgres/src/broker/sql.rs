@@ -69,7 +69,17 @@ impl Statements {
                 "SELECT sent_seq, sent_duplicate FROM {s}.send($1, $2, $3, $4, $5, $6, $7)"
             ),
             receive: format!("SELECT * FROM {s}.receive($1, $2, $3, $4)"),
-            next_due: format!("SELECT {s}.next_due($1, $2)"),
+            // Milliseconds until the group has something due: 0 when
+            // something is ready now (taken by another receive), null when
+            // it owes nothing. A statement, not a function, so that it is
+            // planned once per connection.
+            next_due: format!(
+                "WITH g AS (SELECT id FROM {s}.groups WHERE queue_id = $1 AND name = $2) \
+                 SELECT CASE WHEN EXISTS \
+                     (SELECT 1 FROM {s}.deliveries AS d, g WHERE d.group_id = g.id AND d.ready) \
+                 THEN 0 ELSE (SELECT min(d.visible_at) FROM {s}.deliveries AS d, g \
+                     WHERE d.group_id = g.id AND NOT d.ready) - {s}.now_ms() END"
+            ),
             ack: format!("SELECT {s}.ack($1, $2, $3, $4)"),
             nack: format!("SELECT {s}.nack($1, $2, $3, $4, $5)"),
             tidy: format!("SELECT {s}.tidy($1, $2)"),

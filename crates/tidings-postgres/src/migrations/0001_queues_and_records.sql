@@ -132,6 +132,7 @@ $$;
 
 -- Stores messages; one row per message in order: its seq, and whether its
 -- dedup id matched an earlier message (whose seq it returns).
+-- `p_dedup_ids` is null when no message has one.
 CREATE FUNCTION {s}.send(
     q bigint, p_payloads text[], p_headers text[], p_dedup_ids text[],
     p_ttls bigint[], p_delays bigint[], synchronous boolean
@@ -139,7 +140,8 @@ CREATE FUNCTION {s}.send(
 #variable_conflict use_column
 DECLARE
     now bigint := {s}.now_ms();
-    cfg {s}.queues%ROWTYPE;
+    default_ttl bigint;
+    window_ms bigint;
     s bigint;
     due bigint;
     dies bigint;
@@ -148,17 +150,17 @@ BEGIN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
     PERFORM {s}.share_queue(q);
-    SELECT * INTO cfg FROM {s}.queues WHERE id = q;
+    SELECT default_ttl_ms, dedup_window_ms INTO default_ttl, window_ms
+    FROM {s}.queues WHERE id = q;
     IF NOT FOUND THEN
         PERFORM {s}.queue_not_found();
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM unnest(p_dedup_ids) AS d WHERE d IS NOT NULL) THEN
+    IF p_dedup_ids IS NULL AND cardinality(p_payloads) > 1 THEN
         RETURN QUERY
         WITH m AS (
             INSERT INTO {s}.messages AS ins
                 (queue_id, payload, headers, enqueued_at, deliver_at, expires_at)
-            SELECT q, u.p, u.h, now, now + coalesce(u.d, 0),
-                   now + coalesce(u.t, cfg.default_ttl_ms)
+            SELECT q, u.p, u.h, now, now + coalesce(u.d, 0), now + coalesce(u.t, default_ttl)
             FROM unnest(p_payloads, p_headers, p_ttls, p_delays) WITH ORDINALITY AS u(p, h, t, d, o)
             ORDER BY u.o
             RETURNING ins.seq, ins.deliver_at, ins.expires_at
@@ -172,10 +174,10 @@ BEGIN
     END IF;
     FOR i IN 1 .. coalesce(array_length(p_payloads, 1), 0) LOOP
         due := now + coalesce(p_delays[i], 0);
-        dies := now + coalesce(p_ttls[i], cfg.default_ttl_ms);
+        dies := now + coalesce(p_ttls[i], default_ttl);
         IF p_dedup_ids[i] IS NOT NULL THEN
             INSERT INTO {s}.dedup AS x (queue_id, dedup_id, seq, expires_at)
-            VALUES (q, p_dedup_ids[i], nextval('{s}.message_seq'), now + cfg.dedup_window_ms)
+            VALUES (q, p_dedup_ids[i], nextval('{s}.message_seq'), now + window_ms)
             ON CONFLICT (queue_id, dedup_id) DO UPDATE
                 SET seq = excluded.seq, expires_at = excluded.expires_at
                 WHERE x.expires_at <= now
@@ -188,12 +190,15 @@ BEGIN
                 RETURN NEXT;
                 CONTINUE;
             END IF;
+            INSERT INTO {s}.messages
+                (queue_id, seq, payload, headers, dedup_id, enqueued_at, deliver_at, expires_at)
+            VALUES (q, s, p_payloads[i], p_headers[i], p_dedup_ids[i], now, due, dies);
         ELSE
-            s := nextval('{s}.message_seq');
+            INSERT INTO {s}.messages AS ins
+                (queue_id, payload, headers, enqueued_at, deliver_at, expires_at)
+            VALUES (q, p_payloads[i], p_headers[i], now, due, dies)
+            RETURNING ins.seq INTO s;
         END IF;
-        INSERT INTO {s}.messages
-            (queue_id, seq, payload, headers, dedup_id, enqueued_at, deliver_at, expires_at)
-        VALUES (q, s, p_payloads[i], p_headers[i], p_dedup_ids[i], now, due, dies);
         INSERT INTO {s}.deliveries (seq, group_id, ready, visible_at, expires_at)
         SELECT s, g.id, due <= now, due, dies FROM {s}.groups AS g WHERE g.queue_id = q;
         sent_seq := s;
@@ -442,19 +447,6 @@ BEGIN
     FROM taken AS t JOIN {s}.messages AS m ON m.queue_id = q AND m.seq = t.seq
     ORDER BY t.seq;
 END $$;
-
--- Milliseconds until the group has something due (0: something is ready
--- now, taken by another receive; null: nothing owed).
-CREATE FUNCTION {s}.next_due(q bigint, group_name text) RETURNS bigint
-LANGUAGE sql AS $$
-    WITH g AS (SELECT id FROM {s}.groups WHERE queue_id = q AND name = group_name)
-    SELECT CASE
-        WHEN EXISTS (SELECT 1 FROM {s}.deliveries AS d, g WHERE d.group_id = g.id AND d.ready)
-        THEN 0
-        ELSE (SELECT min(d.visible_at) FROM {s}.deliveries AS d, g
-              WHERE d.group_id = g.id AND NOT d.ready) - {s}.now_ms()
-    END
-$$;
 
 -- Acks messages delivered to a group; returns those that were pending.
 CREATE FUNCTION {s}.ack(q bigint, group_name text, seqs bigint[], synchronous boolean)
