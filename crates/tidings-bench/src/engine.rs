@@ -495,10 +495,9 @@ pub(crate) async fn latency<B: Broker + ?Sized + 'static>(
         })
     };
     pacer.await??;
-    let mut latencies = receiver.await??;
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
-    Ok((at(0.50), at(0.99), at(1.0), latencies.len()))
+    let latencies = receiver.await??;
+    let n = latencies.len();
+    Ok(crate::patterns::percentiles(latencies, n))
 }
 
 /// The latency scenario's shape (a pacer spawning one task per message, one
@@ -525,10 +524,9 @@ async fn latency_floor(rate: u64, length: Duration) -> anyhow::Result<(f64, f64,
         anyhow::Ok(())
     });
     pacer.await??;
-    let mut latencies = receiver.await?;
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
-    Ok((at(0.50), at(0.99), at(1.0), latencies.len()))
+    let latencies = receiver.await?;
+    let n = latencies.len();
+    Ok(crate::patterns::percentiles(latencies, n))
 }
 
 /// Dead-letters `letters` messages of one queue, then measures sends paced at

@@ -218,7 +218,7 @@ async fn webhook_latency_with(
 }
 
 /// p50, p99, max of `values`, and how many.
-fn percentiles(mut values: Vec<f64>, n: usize) -> (f64, f64, f64, usize) {
+pub(crate) fn percentiles(mut values: Vec<f64>, n: usize) -> (f64, f64, f64, usize) {
     values.sort_by(f64::total_cmp);
     let at = |q: f64| values[((values.len() as f64 - 1.0) * q) as usize];
     (at(0.50), at(0.99), at(1.0), n)

@@ -307,10 +307,9 @@ impl SqlQueue {
         for send in sends {
             send.await??;
         }
-        let mut latencies = receiver.await??;
-        latencies.sort_by(f64::total_cmp);
-        let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
-        Ok((at(0.50), at(0.99), at(1.0), latencies.len()))
+        let latencies = receiver.await??;
+        let n = latencies.len();
+        Ok(crate::patterns::percentiles(latencies, n))
     }
 }
 

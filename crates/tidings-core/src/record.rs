@@ -42,6 +42,27 @@ pub fn not_a_counter(table: &str, key: &str) -> Error {
     ))
 }
 
+/// The first key after every key that starts with `prefix` (`None`: no
+/// key is after them all, the prefix being empty or all `0xFF`): the end of
+/// a prefix scan's range, for stores that scan ranges of bytes.
+///
+/// ```
+/// use tidings_core::record::prefix_end;
+/// assert_eq!(prefix_end(b"e."), Some(b"e/".to_vec()));
+/// assert_eq!(prefix_end(&[b'a', 0xFF]), Some(vec![b'b']));
+/// assert_eq!(prefix_end(&[0xFF]), None);
+/// ```
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// A stored record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {

@@ -184,17 +184,7 @@ pub(crate) fn record_key(table: &str, key: &str) -> Vec<u8> {
     out
 }
 
-/// The smallest key after every key that starts with `prefix` (`None`: there is none).
-pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
+pub(crate) use tidings_core::record::prefix_end;
 
 /// Splits a key into its leading big-endian u64s and the rest.
 pub(crate) fn split_key<'k, const N: usize>(

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
+use tidings_core::record::prefix_end;
 use tidings_core::{
     Error, GroupName, MessageId, Nack, Payload, QueueName, Record, RecordScan, Result, SendReceipt,
     TableName, Transaction, TxOp,
@@ -486,18 +487,6 @@ fn bounds(scan: &RecordScan) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     (lower, upper)
 }
 
-/// The first key after every key starting with `prefix` (`None`: no end).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,7 +507,5 @@ mod tests {
             b(RecordScan::all().after("b").to("c")),
             (Some(b"b\0".to_vec()), Some(b"c".to_vec()))
         );
-        assert_eq!(prefix_end(&[b'a', 0xFF]), Some(vec![b'b']));
-        assert_eq!(prefix_end(&[0xFF]), None);
     }
 }

@@ -88,6 +88,14 @@ fn headers(text: Option<&str>, what: &str) -> Result<Headers> {
     }
 }
 
+/// The dead letters a selection names (`None`: all of them).
+fn chosen(selection: &DeadLetterSelection) -> Option<Vec<i64>> {
+    match selection {
+        DeadLetterSelection::All => None,
+        DeadLetterSelection::Ids(ids) => Some(seqs(ids)),
+    }
+}
+
 /// The stored message ids among `ids`, once each.
 fn seqs(ids: &[MessageId]) -> Vec<i64> {
     let mut seqs: Vec<i64> = ids.iter().filter_map(seq_of).collect();
@@ -279,10 +287,7 @@ impl Shared {
         queue: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        let ids = &match &selection {
-            DeadLetterSelection::All => None,
-            DeadLetterSelection::Ids(ids) => Some(seqs(ids)),
-        };
+        let ids = &chosen(&selection);
         let (id, moved) = self
             .on_queue(queue, true, move |client, meta| async move {
                 let statement = client.prepare_cached(&self.sql.requeue).await?;
@@ -301,10 +306,7 @@ impl Shared {
         queue: &QueueName,
         selection: DeadLetterSelection,
     ) -> Result<u64> {
-        let ids = &match &selection {
-            DeadLetterSelection::All => None,
-            DeadLetterSelection::Ids(ids) => Some(seqs(ids)),
-        };
+        let ids = &chosen(&selection);
         self.on_queue(queue, true, move |client, meta| async move {
             let statement = client.prepare_cached(&self.sql.purge_letters).await?;
             Ok(client.execute(&statement, &[&meta.id, ids]).await?)

@@ -448,6 +448,19 @@ BEGIN
     ORDER BY t.seq;
 END $$;
 
+-- A group's id (null: no such group), or the queue's absence as an error.
+CREATE FUNCTION {s}.group_of(q bigint, group_name text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    gid bigint;
+BEGIN
+    SELECT g.id INTO gid FROM {s}.groups AS g WHERE g.queue_id = q AND g.name = group_name;
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM {s}.queues WHERE id = q) THEN
+        PERFORM {s}.queue_not_found();
+    END IF;
+    RETURN gid;
+END $$;
+
 -- Acks messages delivered to a group; returns those that were pending.
 CREATE FUNCTION {s}.ack(q bigint, group_name text, seqs bigint[], synchronous boolean)
 RETURNS bigint[] LANGUAGE plpgsql AS $$
@@ -459,11 +472,8 @@ BEGIN
     IF NOT synchronous THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
-    SELECT g.id INTO gid FROM {s}.groups AS g WHERE g.queue_id = q AND g.name = group_name;
-    IF NOT FOUND THEN
-        IF NOT EXISTS (SELECT 1 FROM {s}.queues WHERE id = q) THEN
-            PERFORM {s}.queue_not_found();
-        END IF;
+    gid := {s}.group_of(q, group_name);
+    IF gid IS NULL THEN
         RETURN '{}';
     END IF;
     PERFORM {s}.share_queue(q);
@@ -491,11 +501,8 @@ DECLARE
     gid bigint;
     given bigint[];
 BEGIN
-    SELECT g.id INTO gid FROM {s}.groups AS g WHERE g.queue_id = q AND g.name = group_name;
-    IF NOT FOUND THEN
-        IF NOT EXISTS (SELECT 1 FROM {s}.queues WHERE id = q) THEN
-            PERFORM {s}.queue_not_found();
-        END IF;
+    gid := {s}.group_of(q, group_name);
+    IF gid IS NULL THEN
         RETURN '{}';
     END IF;
     PERFORM {s}.share_queue(q);
