@@ -212,16 +212,20 @@ CREATE FUNCTION {s}.settle(q bigint, seqs bigint[], now bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    cfg {s}.queues%ROWTYPE;
+    shared_by_groups boolean;
+    keeps boolean;
 BEGIN
+    SELECT (SELECT count(*) > 1 FROM {s}.groups WHERE queue_id = q),
+           coalesce(retain_max_len, 0) > 0 OR coalesce(retain_max_age_ms, 0) > 0
+    INTO shared_by_groups, keeps
+    FROM {s}.queues WHERE id = q;
     -- With several groups, two of them may settle one message at once:
     -- the row lock makes the second see the first's settlement.
-    IF (SELECT count(*) FROM {s}.groups WHERE queue_id = q) > 1 THEN
+    IF shared_by_groups THEN
         PERFORM 1 FROM {s}.messages AS m
         WHERE m.queue_id = q AND m.seq = ANY(seqs) ORDER BY m.seq FOR UPDATE;
     END IF;
-    SELECT * INTO cfg FROM {s}.queues WHERE id = q;
-    IF coalesce(cfg.retain_max_len, 0) = 0 AND coalesce(cfg.retain_max_age_ms, 0) = 0 THEN
+    IF NOT keeps THEN
         DELETE FROM {s}.messages AS m
         WHERE m.queue_id = q AND m.seq = ANY(seqs)
           AND NOT EXISTS (SELECT 1 FROM {s}.deliveries AS d WHERE d.seq = m.seq);
@@ -376,8 +380,10 @@ BEGIN
     RETURN gid;
 END $$;
 
--- Hands up to `max_messages` due messages to a consumer of a group.
--- Messages out of deliveries go to the dead letters on the way.
+-- Hands up to `max_messages` due messages to a consumer of a group, in
+-- send order. What has come due (a delay, a retry, a visibility timeout)
+-- first takes its place in the ready line, or, out of deliveries, goes to
+-- the dead letters.
 CREATE FUNCTION {s}.receive(q bigint, group_name text, consumer_name text, max_messages integer)
 RETURNS TABLE (r_seq bigint, r_count integer, r_payload text, r_headers text,
                r_dedup_id text, r_enqueued_at bigint)
@@ -385,62 +391,62 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     now bigint := {s}.now_ms();
-    cfg {s}.queues%ROWTYPE;
+    visibility bigint;
+    most integer;
     gid bigint;
     spent bigint[];
-    picked bigint[];
 BEGIN
     -- Losing a receive in a crash only delivers its messages again.
     PERFORM set_config('synchronous_commit', 'off', true);
-    SELECT * INTO cfg FROM {s}.queues WHERE id = q;
+    SELECT visibility_ms, max_deliveries INTO visibility, most FROM {s}.queues WHERE id = q;
     IF NOT FOUND THEN
         PERFORM {s}.queue_not_found();
     END IF;
-    gid := {s}.group_id(q, group_name, now);
-    PERFORM {s}.expire(q, 100, now);
-    -- What has come due takes its place in the ready line.
-    UPDATE {s}.deliveries AS d SET ready = true
-    FROM (SELECT w.seq FROM {s}.deliveries AS w
-          WHERE w.group_id = gid AND NOT w.ready AND w.visible_at <= now
-          LIMIT 1000 FOR UPDATE SKIP LOCKED) AS due
-    WHERE d.seq = due.seq AND d.group_id = gid;
-    LOOP
-        WITH due AS (
-            SELECT d.seq, d.delivery_count FROM {s}.deliveries AS d
-            WHERE d.group_id = gid AND d.ready
-              AND (d.expires_at IS NULL OR d.expires_at > now)
-            ORDER BY d.seq
-            LIMIT max_messages
-            FOR UPDATE SKIP LOCKED
-        )
-        SELECT array_agg(seq ORDER BY seq) FILTER (WHERE delivery_count >= cfg.max_deliveries),
-               array_agg(seq ORDER BY seq) FILTER (WHERE delivery_count < cfg.max_deliveries)
-        INTO spent, picked FROM due;
-        IF spent IS NOT NULL THEN
-            PERFORM {s}.bury(q, gid, spent,
-                format('not acknowledged after %s deliveries (visibility timeout %s ms)',
-                       cfg.max_deliveries, cfg.visibility_ms),
-                false, now);
-        END IF;
-        EXIT WHEN picked IS NOT NULL OR spent IS NULL;
-    END LOOP;
+    SELECT g.id INTO gid FROM {s}.groups AS g WHERE g.queue_id = q AND g.name = group_name;
+    IF NOT FOUND THEN
+        gid := {s}.group_id(q, group_name, now);
+    END IF;
+    IF EXISTS (SELECT 1 FROM {s}.messages AS m
+               WHERE m.queue_id = q AND m.expires_at <= now AND m.acked_at IS NULL) THEN
+        PERFORM {s}.expire(q, 100, now);
+    END IF;
+    WITH due AS (
+        SELECT w.seq, w.delivery_count FROM {s}.deliveries AS w
+        WHERE w.group_id = gid AND NOT w.ready AND w.visible_at <= now
+        LIMIT 1000 FOR UPDATE SKIP LOCKED
+    ), back AS (
+        UPDATE {s}.deliveries AS d SET ready = true
+        FROM due WHERE d.seq = due.seq AND d.group_id = gid AND due.delivery_count < most
+    )
+    SELECT array_agg(due.seq ORDER BY due.seq) FILTER (WHERE due.delivery_count >= most)
+    INTO spent FROM due;
+    IF spent IS NOT NULL THEN
+        PERFORM {s}.bury(q, gid, spent,
+            format('not acknowledged after %s deliveries (visibility timeout %s ms)',
+                   most, visibility),
+            false, now);
+    END IF;
     UPDATE {s}.consumers SET last_seen = now
     WHERE group_id = gid AND name = consumer_name AND last_seen < now - 1000;
     IF NOT FOUND THEN
         INSERT INTO {s}.consumers (group_id, name, last_seen) VALUES (gid, consumer_name, now)
         ON CONFLICT (group_id, name) DO NOTHING;
     END IF;
-    IF picked IS NULL THEN
-        RETURN;
-    END IF;
     RETURN QUERY
-    WITH taken AS (
+    WITH due AS (
+        SELECT d.seq FROM {s}.deliveries AS d
+        WHERE d.group_id = gid AND d.ready
+          AND (d.expires_at IS NULL OR d.expires_at > now)
+        ORDER BY d.seq
+        LIMIT max_messages
+        FOR UPDATE SKIP LOCKED
+    ), taken AS (
         UPDATE {s}.deliveries AS d
         SET ready = false,
-            visible_at = now + cfg.visibility_ms,
+            visible_at = now + visibility,
             delivery_count = d.delivery_count + 1,
             consumer = consumer_name
-        WHERE d.seq = ANY(picked) AND d.group_id = gid
+        FROM due WHERE d.seq = due.seq AND d.group_id = gid
         RETURNING d.seq, d.delivery_count
     )
     SELECT t.seq, t.delivery_count, m.payload, m.headers, m.dedup_id, m.enqueued_at
@@ -467,6 +473,7 @@ RETURNS bigint[] LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     gid bigint;
+    alone boolean;
     acked bigint[];
 BEGIN
     IF NOT synchronous THEN
@@ -477,6 +484,23 @@ BEGIN
         RETURN '{}';
     END IF;
     PERFORM {s}.share_queue(q);
+    SELECT (SELECT count(*) = 1 FROM {s}.groups WHERE queue_id = q)
+           AND coalesce(retain_max_len, 0) = 0 AND coalesce(retain_max_age_ms, 0) = 0
+    INTO alone FROM {s}.queues WHERE id = q;
+    IF alone THEN
+        -- The only group, and nothing retained: its acked messages leave
+        -- with its deliveries, in one statement.
+        WITH gone AS (
+            DELETE FROM {s}.deliveries AS d
+            WHERE d.seq = ANY(seqs) AND d.group_id = gid AND d.consumer IS NOT NULL
+            RETURNING d.seq
+        ), left_queue AS (
+            DELETE FROM {s}.messages AS m USING gone
+            WHERE m.queue_id = q AND m.seq = gone.seq
+        )
+        SELECT array_agg(gone.seq ORDER BY gone.seq) INTO acked FROM gone;
+        RETURN coalesce(acked, '{}');
+    END IF;
     WITH gone AS (
         DELETE FROM {s}.deliveries AS d
         WHERE d.seq = ANY(seqs) AND d.group_id = gid AND d.consumer IS NOT NULL
@@ -511,7 +535,7 @@ BEGIN
     END IF;
     WITH back AS (
         UPDATE {s}.deliveries AS d
-        SET consumer = NULL, ready = delay_ms <= 0, visible_at = now + delay_ms
+        SET consumer = NULL, ready = false, visible_at = now + delay_ms
         WHERE d.seq = ANY(seqs) AND d.group_id = gid AND d.consumer IS NOT NULL
         RETURNING d.seq
     )
