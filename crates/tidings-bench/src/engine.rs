@@ -346,27 +346,50 @@ pub(crate) async fn send<B: Broker + ?Sized + 'static>(
     producers: usize,
     batch: usize,
 ) -> anyhow::Result<f64> {
-    let per_producer = total / producers;
+    let (broker, queue, payload) = (broker.clone(), queue.clone(), payload.clone());
+    spread(producers, total, batch, move |n| {
+        let (broker, queue) = (broker.clone(), queue.clone());
+        let messages = vec![OutgoingMessage::new(payload.clone()); n];
+        async move {
+            broker.send_batch(&queue, messages).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `tasks` tasks share `total` items, each calling `step(n)` with up to
+/// `batch` of them at a time until its share is done; items per second.
+pub(crate) async fn spread<F, Fut>(
+    tasks: usize,
+    total: usize,
+    batch: usize,
+    step: F,
+) -> anyhow::Result<f64>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let per_task = total / tasks;
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..producers {
-        let (broker, queue, payload) = (broker.clone(), queue.clone(), payload.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut sent = 0;
-            while sent < per_producer {
-                let n = batch.min(per_producer - sent);
-                let messages = vec![OutgoingMessage::new(payload.clone()); n];
-                broker.send_batch(&queue, messages).await?;
-                sent += n;
+    let mut running = Vec::new();
+    for _ in 0..tasks {
+        let step = step.clone();
+        running.push(tokio::spawn(async move {
+            let mut done = 0;
+            while done < per_task {
+                let n = batch.min(per_task - done);
+                step(n).await?;
+                done += n;
             }
-            anyhow::Ok(sent)
+            anyhow::Ok(done)
         }));
     }
-    let mut sent = 0;
-    for t in tasks {
-        sent += t.await??;
+    let mut done = 0;
+    for task in running {
+        done += task.await??;
     }
-    Ok(sent as f64 / started.elapsed().as_secs_f64())
+    Ok(done as f64 / started.elapsed().as_secs_f64())
 }
 
 pub(crate) async fn fill<B: Broker + ?Sized + 'static>(

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tidings::Payload;
+
+use crate::engine::spread;
 use tokio::sync::Notify;
 use tokio_postgres::NoTls;
 
@@ -182,38 +184,26 @@ impl SqlQueue {
         producers: usize,
         batch: usize,
     ) -> anyhow::Result<f64> {
-        let per_producer = total / producers;
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..producers {
-            let (pool, payload) = (self.pool.clone(), payload.as_str().to_owned());
-            let sql = if batch == 1 {
-                self.sql.send_one.clone()
-            } else {
-                self.sql.send_many.clone()
-            };
-            tasks.push(tokio::spawn(async move {
-                let mut sent = 0;
-                while sent < per_producer {
-                    let n = batch.min(per_producer - sent);
-                    let client = pool.get().await?;
-                    let statement = client.prepare_cached(&sql).await?;
-                    if batch == 1 {
-                        client.execute(&statement, &[&payload, &0i64]).await?;
-                    } else {
-                        let many = vec![payload.clone(); n];
-                        client.execute(&statement, &[&many]).await?;
-                    }
-                    sent += n;
+        let (pool, payload) = (self.pool.clone(), payload.as_str().to_owned());
+        let sql = if batch == 1 {
+            self.sql.send_one.clone()
+        } else {
+            self.sql.send_many.clone()
+        };
+        spread(producers, total, batch, move |n| {
+            let (pool, payload, sql) = (pool.clone(), payload.clone(), sql.clone());
+            async move {
+                let client = pool.get().await?;
+                let statement = client.prepare_cached(&sql).await?;
+                if batch == 1 {
+                    client.execute(&statement, &[&payload, &0i64]).await?;
+                } else {
+                    client.execute(&statement, &[&vec![payload; n]]).await?;
                 }
-                anyhow::Ok(sent)
-            }));
-        }
-        let mut sent = 0;
-        for task in tasks {
-            sent += task.await??;
-        }
-        Ok(sent as f64 / started.elapsed().as_secs_f64())
+                Ok(())
+            }
+        })
+        .await
     }
 
     /// One consumer takes `total` messages, `batch` at a time, acking each
@@ -338,9 +328,9 @@ pub(crate) async fn pools(url: &str, total: usize) -> anyhow::Result<Vec<(&'stat
     let mut rates = Vec::new();
     for (name, cached) in [("deadpool", false), ("deadpool-cached", true)] {
         let deadpool = pool(url, 16)?;
-        let rate = load(tasks, per_task, {
+        let rate = spread(tasks, tasks * per_task, 1, {
             let insert = insert.clone();
-            move || {
+            move |_| {
                 let (pool, insert) = (deadpool.clone(), insert.clone());
                 async move {
                     let client = pool.get().await?;
@@ -362,9 +352,9 @@ pub(crate) async fn pools(url: &str, total: usize) -> anyhow::Result<Vec<(&'stat
     let bb8 = bb8::Pool::builder().max_size(16).build(manager).await?;
     // bb8 keeps no statements: each use prepares its statement unnamed, as
     // deadpool does without its cache.
-    let rate = load(tasks, per_task, {
+    let rate = spread(tasks, tasks * per_task, 1, {
         let (bb8, insert) = (bb8.clone(), insert.clone());
-        move || {
+        move |_| {
             let (pool, insert) = (bb8.clone(), insert.clone());
             async move {
                 let client = pool.get().await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -378,28 +368,4 @@ pub(crate) async fn pools(url: &str, total: usize) -> anyhow::Result<Vec<(&'stat
     drop(bb8);
     drop_schema(url, &schema).await?;
     Ok(rates)
-}
-
-/// `tasks` tasks each run `step` `per_task` times; steps per second.
-async fn load<F, Fut>(tasks: usize, per_task: usize, step: F) -> anyhow::Result<f64>
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
-{
-    let started = Instant::now();
-    let mut running = Vec::new();
-    for _ in 0..tasks {
-        let step = step.clone();
-        running.push(tokio::spawn(async move {
-            for _ in 0..per_task {
-                step().await?;
-            }
-            anyhow::Ok(per_task)
-        }));
-    }
-    let mut done = 0;
-    for task in running {
-        done += task.await??;
-    }
-    Ok(done as f64 / started.elapsed().as_secs_f64())
 }

@@ -101,7 +101,7 @@ impl Failure {
 
     /// Whether running it again may succeed and cannot apply it twice:
     /// nothing was committed, and the cause is passing (a restart, a
-    /// deadlock, a serialization conflict, no connection yet). `sent_commit`
+    /// deadlock, a serialization conflict, no connection yet). `could_commit`
     /// says whether the failed step could have committed if it reached the
     /// server.
     pub(crate) fn retryable(&self, could_commit: bool) -> bool {

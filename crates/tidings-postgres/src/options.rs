@@ -176,16 +176,7 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 fn parse_duration(text: &str) -> Option<Duration> {
-    if let Some(ms) = text.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    if let Some(s) = text.strip_suffix('s') {
-        return s.parse().ok().map(Duration::from_secs);
-    }
-    if let Some(m) = text.strip_suffix('m') {
-        return m.parse::<u64>().ok().map(|m| Duration::from_secs(m * 60));
-    }
-    None
+    humantime::parse_duration(text).ok()
 }
 
 #[cfg(test)]

@@ -105,13 +105,7 @@ impl RedisOptions {
 }
 
 fn parse_duration(text: &str) -> Option<Duration> {
-    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = digits.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        _ => None,
-    }
+    humantime::parse_duration(text).ok()
 }
 
 #[cfg(test)]
