@@ -23,6 +23,7 @@
 //! tables, the migrations and what each durability setting keeps.
 
 mod broker;
+mod counters;
 mod error;
 mod migrate;
 mod options;

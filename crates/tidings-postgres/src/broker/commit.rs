@@ -324,6 +324,9 @@ impl Shared {
         for id in announced {
             self.announcer.announce(id);
         }
+        if steps.iter().any(|step| matches!(step, Step::Add { .. })) {
+            self.added.notify_one();
+        }
         Ok(receipts)
     }
 

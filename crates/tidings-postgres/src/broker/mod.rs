@@ -17,9 +17,11 @@ use tidings_core::{
     Nack, OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
     RecordScan, Result, SendReceipt, StorageUsage, TableName, Transaction,
 };
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
+use crate::counters;
 use crate::error::{Failure, hash32};
 use crate::migrate::{self, Migrated, Placeholders};
 use crate::options::{PostgresOptions, redact};
@@ -31,7 +33,7 @@ use sql::Statements;
 /// connections and one more that listens for other processes' sends.
 pub struct PostgresBroker {
     shared: Arc<Shared>,
-    tasks: [JoinHandle<()>; 2],
+    tasks: [JoinHandle<()>; 3],
 }
 
 /// What the broker's operations, and the tasks it starts, work with.
@@ -46,6 +48,8 @@ pub(crate) struct Shared {
     announcer: Announcer,
     /// Sends waiting to share a statement, by queue.
     sends: sends::Sends,
+    /// Told when a transaction added to a counter (its deltas want folding).
+    added: Arc<Notify>,
 }
 
 /// A queue as the functions know it.
@@ -104,24 +108,37 @@ impl PostgresBroker {
             .build()
             .map_err(|e| Error::InvalidArgument(format!("connection pool: {e}")))?;
         let wakeups = Arc::new(Wakeups::default());
-        let (announcer, tasks) =
+        let (announcer, [notifier, listener]) =
             wakeups::start(wakeups.clone(), pool.clone(), config, &options.schema);
+        let sql = Statements::new(&options.schema_ident());
+        let added = Arc::new(Notify::new());
+        let folder = counters::start(pool.clone(), sql.fold_counters.clone(), added.clone());
         let shared = Arc::new(Shared {
-            sql: Statements::new(&options.schema_ident()),
+            sql,
             options,
             pool,
             queues: RwLock::new(HashMap::new()),
             wakeups,
             announcer,
             sends: sends::Sends::default(),
+            added,
         });
-        Ok(Self { shared, tasks })
+        Ok(Self {
+            shared,
+            tasks: [notifier, listener, folder],
+        })
     }
 
     /// Brings the schema to this build's version (with `apply`), or checks
     /// that it is there. [`PostgresBroker::open`] does it already; this is
     /// what `tidings migrate` runs.
     pub async fn migrate(&self, apply: bool) -> Result<Migrated> {
+        self.migrate_to(apply, migrate::SCHEMA_VERSION).await
+    }
+
+    /// [`PostgresBroker::migrate`] to `target` (tests aim lower, to see an
+    /// upgrade).
+    pub(crate) async fn migrate_to(&self, apply: bool, target: i32) -> Result<Migrated> {
         let options = &self.shared.options;
         let schema = options.schema_ident();
         let places = Placeholders {
@@ -133,7 +150,7 @@ impl PostgresBroker {
         let shared = &self.shared;
         shared
             .attempt(false, move |client| async move {
-                migrate::run(&client, &shared.options.schema, places, apply).await
+                migrate::run(&client, &shared.options.schema, places, apply, target).await
             })
             .await
             .map_err(|f| f.into_error(false))

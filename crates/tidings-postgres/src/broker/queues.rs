@@ -165,7 +165,7 @@ impl Shared {
 
     /// Expires, trims and forgets dedup ids, queue by queue, in bounded steps.
     pub(super) async fn tidy_all(&self) -> Result<u64> {
-        self.attempt(false, move |client| async move {
+        self.attempt(false, move |mut client| async move {
             let statement = client.prepare_cached(&self.sql.queue_ids).await?;
             let ids: Vec<i64> = client
                 .query(&statement, &[])
@@ -181,6 +181,8 @@ impl Shared {
             }
             let forget = client.prepare_cached(&self.sql.forget_dedup).await?;
             removed += client.execute(&forget, &[&i64::from(TIDY_BATCH)]).await?;
+            // Counters' deltas are not messages: folded, not counted.
+            crate::counters::fold(&mut client, &self.sql.fold_counters).await?;
             Ok(removed)
         })
         .await

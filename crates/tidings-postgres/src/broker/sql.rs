@@ -30,6 +30,7 @@ pub(crate) struct Statements {
     pub(crate) delete_record: String,
     pub(crate) add: String,
     pub(crate) expect: String,
+    pub(crate) fold_counters: String,
     /// Record scans by (lower bound, upper bound, reverse).
     scans: [String; 8],
 }
@@ -40,7 +41,8 @@ impl Statements {
         let scans = std::array::from_fn(|i| {
             let (lower, upper, reverse) = (i & 1 != 0, i & 2 != 0, i & 4 != 0);
             format!(
-                "SELECT key, value FROM {s}.records WHERE tbl = $1{}{} ORDER BY key{} LIMIT $4",
+                "SELECT key, {s}.record_value(tbl, key, value, gen) FROM {s}.records \
+                 WHERE tbl = $1{}{} ORDER BY key{} LIMIT $4",
                 if lower {
                     " AND key >= $2"
                 } else {
@@ -134,10 +136,16 @@ impl Statements {
                     FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace \
                     WHERE n.nspname = $1 AND c.relkind IN ('r', 'S')"
                 .to_owned(),
-            get_record: format!("SELECT value FROM {s}.records WHERE tbl = $1 AND key = $2"),
+            get_record: format!(
+                "SELECT {s}.record_value(tbl, key, value, gen) FROM {s}.records \
+                 WHERE tbl = $1 AND key = $2"
+            ),
+            // Writing a counter over starts a new generation of its deltas.
             put_record: format!(
                 "INSERT INTO {s}.records (tbl, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value"
+                 ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value, \
+                 gen = CASE WHEN {s}.records.gen IS NULL THEN NULL \
+                 ELSE nextval('{s}.counter_gens') END"
             ),
             insert_record: format!(
                 "INSERT INTO {s}.records (tbl, key, value) VALUES ($1, $2, $3) \
@@ -146,6 +154,7 @@ impl Statements {
             delete_record: format!("DELETE FROM {s}.records WHERE tbl = $1 AND key = $2"),
             add: format!("SELECT {s}.add($1, $2, $3)"),
             expect: format!("SELECT {s}.expect($1, $2, $3)"),
+            fold_counters: format!("SELECT {s}.fold_counters($1)"),
             scans,
         }
     }

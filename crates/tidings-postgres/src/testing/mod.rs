@@ -90,6 +90,17 @@ pub async fn fixture() -> Option<PostgresFixture> {
     }
 }
 
+/// Opens a broker on `url` with its schema brought only to `version` (an
+/// older one), to see what an upgrade does to what it holds. Only the
+/// statements that version has may be used on it.
+pub async fn open_at_version(url: &str, version: i32) -> tidings_core::Result<PostgresBroker> {
+    let mut options = crate::PostgresOptions::from_url(url)?;
+    options.migrate = false;
+    let broker = PostgresBroker::connect(options).await?;
+    broker.migrate_to(true, version).await?;
+    Ok(broker)
+}
+
 /// Under CI a missing PostgreSQL fails the test (panics); elsewhere the
 /// test is skipped (`None`), with a message.
 pub fn skip_or_fail<T>(e: &dyn std::fmt::Display) -> Option<T> {

@@ -1,0 +1,228 @@
+//! Counters kept as deltas (migration 0002): exact under concurrent adds
+//! from several brokers, compare-and-set and folding; written over,
+//! deleted and upgraded from a schema that kept them in place.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use tidings_core::{Broker, Error, Payload, RecordScan, TableName, Transaction};
+use tidings_postgres::PostgresBroker;
+
+use common::{TestSchema as Schema, open_at_version, skip_or_fail, url_with_schema};
+
+async fn open(schema: &Schema) -> Option<PostgresBroker> {
+    match PostgresBroker::open(&url_with_schema(&schema.0)).await {
+        Ok(broker) => Some(broker),
+        Err(e) => skip_or_fail(&e),
+    }
+}
+
+async fn add(broker: &dyn Broker, table: &TableName, key: &str, delta: i64) -> Result<(), Error> {
+    let mut tx = Transaction::new();
+    tx.add(table.clone(), key, delta);
+    broker.commit(tx).await.map(drop)
+}
+
+async fn value(broker: &dyn Broker, table: &TableName, key: &str) -> Option<String> {
+    broker
+        .get_record(table, key)
+        .await
+        .unwrap()
+        .map(|p| p.as_str().to_owned())
+}
+
+/// Deltas not yet folded into their records.
+async fn deltas(schema: &Schema) -> i64 {
+    let (client, connection) =
+        tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let driver = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{}\".counter_deltas", schema.0),
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adds_from_several_brokers_beside_compare_and_set_and_folds_sum_exactly() {
+    let schema = Schema::fresh();
+    let mut brokers = Vec::new();
+    for _ in 0..3 {
+        let Some(broker) = open(&schema).await else {
+            return;
+        };
+        brokers.push(Arc::new(broker));
+    }
+    let table = TableName::new("counts").unwrap();
+    const ADDERS: usize = 12;
+    const ADDS: i64 = 60;
+    const SETTERS: usize = 3;
+    const SETS: i64 = 20;
+    let mut tasks = Vec::new();
+    for n in 0..ADDERS {
+        let broker = brokers[n % brokers.len()].clone();
+        let table = table.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..ADDS {
+                // Each add beside a record write, as the hub's are.
+                let mut tx = Transaction::new();
+                tx.add(table.clone(), "hot", 1).put(
+                    table.clone(),
+                    format!("other.{n}.{i}"),
+                    Payload::from_trusted("1".to_owned()),
+                );
+                broker.commit(tx).await.unwrap();
+            }
+        }));
+    }
+    for n in 0..SETTERS {
+        let broker = brokers[n % brokers.len()].clone();
+        let table = table.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            while done < SETS {
+                // Read, compare and write one more: an add that commits
+                // between the read and the write must not be lost.
+                let seen = broker.get_record(&table, "hot").await.unwrap();
+                let count: i64 = seen.as_ref().map_or(0, |p| p.as_str().parse().unwrap());
+                let mut tx = Transaction::new();
+                tx.expect(table.clone(), "hot", seen).put(
+                    table.clone(),
+                    "hot",
+                    Payload::from_trusted((count + 1).to_string()),
+                );
+                match broker.commit(tx).await {
+                    Ok(_) => done += 1,
+                    Err(Error::RecordChanged { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    let folder = {
+        let broker = brokers[0].clone();
+        tokio::spawn(async move {
+            loop {
+                broker.maintain().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for task in tasks {
+        task.await.unwrap();
+    }
+    folder.abort();
+    let expected = (ADDERS as i64 * ADDS + SETTERS as i64 * SETS).to_string();
+    for broker in &brokers {
+        assert_eq!(value(&**broker, &table, "hot").await.unwrap(), expected);
+    }
+    brokers[1].maintain().await.unwrap();
+    assert_eq!(deltas(&schema).await, 0, "maintain folds every delta");
+    assert_eq!(value(&*brokers[2], &table, "hot").await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn a_counter_written_over_or_deleted_forgets_its_adds() {
+    let schema = Schema::fresh();
+    let Some(broker) = open(&schema).await else {
+        return;
+    };
+    let table = TableName::new("t").unwrap();
+    add(&broker, &table, "n", 5).await.unwrap();
+    add(&broker, &table, "n", 2).await.unwrap();
+    // Read before any fold, in a scan and alone.
+    let scanned = broker
+        .scan_records(&table, RecordScan::all())
+        .await
+        .unwrap();
+    assert_eq!(scanned.len(), 1);
+    assert_eq!(scanned[0].value.as_str(), "7");
+    let mut tx = Transaction::new();
+    tx.put(table.clone(), "n", Payload::from_trusted("10".to_owned()));
+    broker.commit(tx).await.unwrap();
+    assert_eq!(value(&broker, &table, "n").await.unwrap(), "10");
+    add(&broker, &table, "n", 1).await.unwrap();
+    assert_eq!(value(&broker, &table, "n").await.unwrap(), "11");
+    // In one transaction: an add before a put is overwritten, one after counts.
+    let mut tx = Transaction::new();
+    tx.add(table.clone(), "n", 100)
+        .put(table.clone(), "n", Payload::from_trusted("20".to_owned()))
+        .add(table.clone(), "n", 3);
+    broker.commit(tx).await.unwrap();
+    assert_eq!(value(&broker, &table, "n").await.unwrap(), "23");
+    let mut tx = Transaction::new();
+    tx.delete(table.clone(), "n");
+    broker.commit(tx).await.unwrap();
+    assert_eq!(value(&broker, &table, "n").await, None);
+    add(&broker, &table, "n", 4).await.unwrap();
+    assert_eq!(value(&broker, &table, "n").await.unwrap(), "4");
+    // Written over with a word, it is no counter.
+    let mut tx = Transaction::new();
+    tx.put(
+        table.clone(),
+        "n",
+        Payload::from_trusted("\"word\"".to_owned()),
+    );
+    broker.commit(tx).await.unwrap();
+    assert!(matches!(
+        add(&broker, &table, "n", 1).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    // A compare sees the adds not yet folded.
+    add(&broker, &table, "m", 8).await.unwrap();
+    add(&broker, &table, "m", 1).await.unwrap();
+    let mut tx = Transaction::new();
+    tx.expect(
+        table.clone(),
+        "m",
+        Some(Payload::from_trusted("9".to_owned())),
+    );
+    broker.commit(tx).await.unwrap();
+    broker.maintain().await.unwrap();
+    assert_eq!(deltas(&schema).await, 0);
+    assert_eq!(value(&broker, &table, "n").await.unwrap(), "\"word\"");
+    assert_eq!(value(&broker, &table, "m").await.unwrap(), "9");
+}
+
+#[tokio::test]
+async fn counters_kept_by_schema_version_1_carry_over_the_upgrade() {
+    let schema = Schema::fresh();
+    let old = match open_at_version(&url_with_schema(&schema.0), 1).await {
+        Ok(broker) => broker,
+        Err(e) => {
+            skip_or_fail::<()>(&e);
+            return;
+        }
+    };
+    let table = TableName::new("t").unwrap();
+    add(&old, &table, "n", 5).await.unwrap();
+    let mut tx = Transaction::new();
+    // (Version 1's put is not this build's: insert instead.)
+    tx.insert(
+        table.clone(),
+        "word",
+        Payload::from_trusted("\"w\"".to_owned()),
+    );
+    old.commit(tx).await.unwrap();
+    drop(old);
+    let Some(new) = open(&schema).await else {
+        return;
+    };
+    assert_eq!(value(&new, &table, "n").await.unwrap(), "5");
+    add(&new, &table, "n", 2).await.unwrap();
+    assert_eq!(value(&new, &table, "n").await.unwrap(), "7");
+    assert!(matches!(
+        add(&new, &table, "word", 1).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
