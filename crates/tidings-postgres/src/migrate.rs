@@ -30,10 +30,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "counter deltas",
         sql: include_str!("migrations/0002_counter_deltas.sql"),
     },
+    Migration {
+        version: 3,
+        name: "receive plans",
+        sql: include_str!("migrations/0003_receive_plans.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// First keys of the advisory locks a schema takes (the second is derived
 /// from the schema's name, or the queue or record locked).

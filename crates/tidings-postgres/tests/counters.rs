@@ -1,14 +1,20 @@
 //! Counters kept as deltas (migration 0002): exact under concurrent adds
 //! from several brokers, compare-and-set and folding; written over,
-//! deleted and upgraded from a schema that kept them in place.
+//! deleted and upgraded from a schema that kept them in place. And
+//! concurrent commits that share a PostgreSQL transaction: each fails or
+//! succeeds as it would alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tidings_core::{Broker, Error, Payload, RecordScan, TableName, Transaction};
+use tidings_core::{
+    Broker, ConsumerName, Error, GroupName, OutgoingMessage, Payload, QueueConfig, QueueName,
+    ReceiveOptions, RecordScan, TableName, Transaction,
+};
 use tidings_postgres::PostgresBroker;
 
 use common::{TestSchema as Schema, open_at_version, skip_or_fail, url_with_schema};
@@ -225,4 +231,87 @@ async fn counters_kept_by_schema_version_1_carry_over_the_upgrade() {
         add(&new, &table, "word", 1).await,
         Err(Error::InvalidArgument(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_sharing_transactions_fail_alone() {
+    let schema = Schema::fresh();
+    let Some(broker) = open(&schema).await else {
+        return;
+    };
+    let broker = Arc::new(broker);
+    let table = TableName::new("t").unwrap();
+    let queue = QueueName::new("q").unwrap();
+    broker
+        .create_queue(&queue, QueueConfig::default())
+        .await
+        .unwrap();
+    const COMMITS: usize = 96;
+    // Every third key is taken already: inserting it fails.
+    let mut tx = Transaction::new();
+    for i in (0..COMMITS).step_by(3) {
+        tx.put(
+            table.clone(),
+            format!("taken.{i}"),
+            Payload::from_trusted("0".to_owned()),
+        );
+    }
+    broker.commit(tx).await.unwrap();
+    let tasks: Vec<_> = (0..COMMITS)
+        .map(|i| {
+            let (broker, table, queue) = (broker.clone(), table.clone(), queue.clone());
+            tokio::spawn(async move {
+                let mut tx = Transaction::new();
+                tx.insert(
+                    table.clone(),
+                    format!("taken.{i}"),
+                    Payload::from_trusted("1".to_owned()),
+                )
+                .add(table.clone(), "count", 1)
+                .send(queue, OutgoingMessage::json(&i).unwrap());
+                broker.commit(tx).await
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(receipts) => {
+                assert!(i % 3 != 0, "commit {i} should have failed");
+                assert_eq!(receipts.len(), 1);
+            }
+            Err(Error::RecordExists { key, .. }) => {
+                assert_eq!(i % 3, 0, "commit {i} failed");
+                assert_eq!(key, format!("taken.{i}"));
+            }
+            Err(e) => panic!("commit {i}: {e}"),
+        }
+    }
+    let committed = COMMITS - COMMITS.div_ceil(3);
+    assert_eq!(
+        value(&*broker, &table, "count").await.unwrap(),
+        committed.to_string()
+    );
+    let group = GroupName::new("g").unwrap();
+    let consumer = ConsumerName::new("c").unwrap();
+    let mut sent = Vec::new();
+    loop {
+        let got = broker
+            .receive(
+                &queue,
+                &group,
+                &consumer,
+                ReceiveOptions::new(1000, Duration::ZERO),
+            )
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        sent.extend(got.iter().map(|d| d.payload.json::<usize>().unwrap()));
+    }
+    sent.sort_unstable();
+    assert_eq!(
+        sent,
+        (0..COMMITS).filter(|i| i % 3 != 0).collect::<Vec<_>>()
+    );
 }

@@ -8,6 +8,7 @@
 //! during the `COMMIT` leaves the outcome unknown.
 
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -244,15 +245,38 @@ fn not_pending(queue: &QueueName, group: &GroupName, id: &MessageId) -> Error {
 }
 
 impl Shared {
-    pub(super) async fn apply(&self, transaction: Transaction) -> Result<Vec<SendReceipt>> {
+    /// Commits a transaction: alone, or in one PostgreSQL transaction with
+    /// others committed at the same time (see `together`).
+    pub(super) async fn apply(
+        self: &Arc<Self>,
+        transaction: Transaction,
+    ) -> Result<Vec<SendReceipt>> {
         transaction.validate()?;
         if transaction.is_empty() {
             return Ok(Vec::new());
         }
-        let ops = transaction.into_ops();
+        self.in_line(&(), super::together::Ops(transaction.into_ops()))
+            .await
+    }
+
+    /// Commits one transaction in a PostgreSQL transaction of its own.
+    pub(super) async fn apply_alone(&self, ops: &[TxOp]) -> Result<Vec<SendReceipt>> {
         let mut retried = false;
         loop {
-            match self.apply_once(&ops).await {
+            let result = match self.plan(ops).await {
+                Ok(steps) => self
+                    .execute(
+                        &steps,
+                        &[Range {
+                            start: 0,
+                            end: steps.len(),
+                        }],
+                    )
+                    .await
+                    .map(|mut receipts| receipts.pop().unwrap_or_default()),
+                Err(e) => Err(e),
+            };
+            match result {
                 // A queue deleted and created again elsewhere: look it up again.
                 Err(Error::QueueNotFound(name)) if !retried => {
                     retried = true;
@@ -265,8 +289,27 @@ impl Shared {
         }
     }
 
-    async fn apply_once(&self, ops: &[TxOp]) -> Result<Vec<SendReceipt>> {
-        let steps = self.plan(ops).await?;
+    /// Commits several transactions in one PostgreSQL transaction, their
+    /// statements one after another: the outcome of running them in this
+    /// order. If any of them fails, none is committed and this fails.
+    pub(super) async fn apply_batch(&self, members: &[Vec<TxOp>]) -> Result<Vec<Vec<SendReceipt>>> {
+        let mut steps = Vec::new();
+        let mut bounds = Vec::with_capacity(members.len());
+        for ops in members {
+            let start = steps.len();
+            steps.extend(self.plan(ops).await?);
+            bounds.push(start..steps.len());
+        }
+        self.execute(&steps, &bounds).await
+    }
+
+    /// Runs `steps` (pipelined) in one transaction and commits it if every
+    /// step passed; returns the receipts of each range of `bounds`.
+    async fn execute(
+        &self,
+        steps: &[Step<'_>],
+        bounds: &[Range<usize>],
+    ) -> Result<Vec<Vec<SendReceipt>>> {
         let only_buffered_sends = steps.iter().all(|step| match step {
             Step::Send { meta, .. } => !self.synchronous(meta),
             _ => false,
@@ -282,7 +325,6 @@ impl Shared {
                 _ => None,
             })
             .collect();
-        let steps = &steps;
         let receipts = self
             .attempt(false, move |mut client| async move {
                 let mut statements = Vec::with_capacity(steps.len());
@@ -306,10 +348,15 @@ impl Shared {
                 );
                 let (durability, answers) = futures_util::future::join(durability, answers).await;
                 durability?;
-                let mut receipts = Vec::new();
-                for (step, answer) in steps.iter().zip(answers) {
-                    let answer = answer.map_err(|e| step.failure(e))?;
-                    step.check(answer, &mut receipts)?;
+                let mut answers = answers.into_iter();
+                let mut receipts = Vec::with_capacity(bounds.len());
+                for range in bounds {
+                    let mut member = Vec::new();
+                    for (step, answer) in steps[range.clone()].iter().zip(answers.by_ref()) {
+                        let answer = answer.map_err(|e| step.failure(e))?;
+                        step.check(answer, &mut member)?;
+                    }
+                    receipts.push(member);
                 }
                 match tx.commit().await {
                     Ok(()) => Ok(receipts),

@@ -146,7 +146,7 @@ impl Shared {
     ) -> Result<Vec<SendReceipt>> {
         OutgoingMessage::validate_all(&messages)?;
         let batch = SendBatch::of(&messages)?;
-        self.send_together(queue, batch).await
+        self.in_line(queue, batch).await
     }
 
     /// Receives, waiting up to `options.wait` for the first message: woken

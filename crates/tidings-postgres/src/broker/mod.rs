@@ -1,10 +1,12 @@
 //! [`PostgresBroker`]: the [`Broker`] trait on PostgreSQL.
 
 mod commit;
+mod lines;
 mod messages;
 mod queues;
 mod sends;
 mod sql;
+mod together;
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -47,7 +49,9 @@ pub(crate) struct Shared {
     wakeups: Arc<Wakeups>,
     announcer: Announcer,
     /// Sends waiting to share a statement, by queue.
-    sends: sends::Sends,
+    sends: lines::Lines<messages::SendBatch>,
+    /// Transactions running, and waiting to share one.
+    commits: lines::Lines<together::Ops>,
     /// Told when a transaction added to a counter (its deltas want folding).
     added: Arc<Notify>,
 }
@@ -120,7 +124,8 @@ impl PostgresBroker {
             queues: RwLock::new(HashMap::new()),
             wakeups,
             announcer,
-            sends: sends::Sends::default(),
+            sends: lines::Lines::default(),
+            commits: lines::Lines::default(),
             added,
         });
         Ok(Self {
