@@ -233,6 +233,85 @@ async fn counters_kept_by_schema_version_1_carry_over_the_upgrade() {
     ));
 }
 
+/// Commits `COMMITS` transactions at once, each inserting `{round}.{i}`
+/// (taken already where `taken(i)`: that one fails), adding to a counter,
+/// putting `done.{round}.{i}` and sending `n = offset + i` to two queues
+/// (`n + 1000`, `n`, `n + 2000`). Checks each outcome; returns what the
+/// receipts named, by message.
+async fn commit_at_once(
+    broker: &Arc<PostgresBroker>,
+    round: &str,
+    offset: usize,
+    taken: fn(usize) -> bool,
+) -> std::collections::HashMap<usize, tidings_core::MessageId> {
+    let table = TableName::new("t").unwrap();
+    let (queue, audit) = (
+        QueueName::new("q").unwrap(),
+        QueueName::new("audit").unwrap(),
+    );
+    let mut tx = Transaction::new();
+    for i in (0..COMMITS).filter(|i| taken(*i)) {
+        tx.put(
+            table.clone(),
+            format!("{round}.{i}"),
+            Payload::from_trusted("0".to_owned()),
+        );
+    }
+    broker.commit(tx).await.unwrap();
+    let tasks: Vec<_> = (0..COMMITS)
+        .map(|i| {
+            let (broker, table, round) = (broker.clone(), table.clone(), round.to_owned());
+            let (queue, audit) = (queue.clone(), audit.clone());
+            tokio::spawn(async move {
+                let mut tx = Transaction::new();
+                tx.insert(
+                    table.clone(),
+                    format!("{round}.{i}"),
+                    Payload::from_trusted("1".to_owned()),
+                )
+                .add(table.clone(), "count", 1)
+                .put(
+                    table.clone(),
+                    format!("done.{round}.{i}"),
+                    Payload::from_trusted(i.to_string()),
+                )
+                .send(
+                    audit.clone(),
+                    OutgoingMessage::json(&(offset + i + 1000)).unwrap(),
+                )
+                .send(queue, OutgoingMessage::json(&(offset + i)).unwrap())
+                .send(audit, OutgoingMessage::json(&(offset + i + 2000)).unwrap());
+                broker.commit(tx).await
+            })
+        })
+        .collect();
+    let mut told = std::collections::HashMap::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(receipts) => {
+                assert!(!taken(i), "commit {round}.{i} should have failed");
+                assert_eq!(receipts.len(), 3);
+                let n = offset + i;
+                for (receipt, n) in receipts.iter().zip([n + 1000, n, n + 2000]) {
+                    told.insert(n, receipt.id.clone());
+                }
+            }
+            Err(Error::RecordExists { key, .. }) => {
+                assert!(taken(i), "commit {round}.{i} failed");
+                assert_eq!(key, format!("{round}.{i}"));
+            }
+            Err(e) => panic!("commit {round}.{i}: {e}"),
+        }
+    }
+    for i in 0..COMMITS {
+        let done = value(&**broker, &table, &format!("done.{round}.{i}")).await;
+        assert_eq!(done, (!taken(i)).then(|| i.to_string()), "done.{round}.{i}");
+    }
+    told
+}
+
+const COMMITS: usize = 96;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_sharing_transactions_fail_alone() {
     let schema = Schema::fresh();
@@ -241,77 +320,57 @@ async fn concurrent_commits_sharing_transactions_fail_alone() {
     };
     let broker = Arc::new(broker);
     let table = TableName::new("t").unwrap();
-    let queue = QueueName::new("q").unwrap();
-    broker
-        .create_queue(&queue, QueueConfig::default())
-        .await
-        .unwrap();
-    const COMMITS: usize = 96;
-    // Every third key is taken already: inserting it fails.
-    let mut tx = Transaction::new();
-    for i in (0..COMMITS).step_by(3) {
-        tx.put(
-            table.clone(),
-            format!("taken.{i}"),
-            Payload::from_trusted("0".to_owned()),
-        );
+    let (queue, audit) = (
+        QueueName::new("q").unwrap(),
+        QueueName::new("audit").unwrap(),
+    );
+    for name in [&queue, &audit] {
+        broker
+            .create_queue(name, QueueConfig::default())
+            .await
+            .unwrap();
     }
-    broker.commit(tx).await.unwrap();
-    let tasks: Vec<_> = (0..COMMITS)
-        .map(|i| {
-            let (broker, table, queue) = (broker.clone(), table.clone(), queue.clone());
-            tokio::spawn(async move {
-                let mut tx = Transaction::new();
-                tx.insert(
-                    table.clone(),
-                    format!("taken.{i}"),
-                    Payload::from_trusted("1".to_owned()),
-                )
-                .add(table.clone(), "count", 1)
-                .send(queue, OutgoingMessage::json(&i).unwrap());
-                broker.commit(tx).await
-            })
-        })
-        .collect();
-    for (i, task) in tasks.into_iter().enumerate() {
-        match task.await.unwrap() {
-            Ok(receipts) => {
-                assert!(i % 3 != 0, "commit {i} should have failed");
-                assert_eq!(receipts.len(), 1);
-            }
-            Err(Error::RecordExists { key, .. }) => {
-                assert_eq!(i % 3, 0, "commit {i} failed");
-                assert_eq!(key, format!("taken.{i}"));
-            }
-            Err(e) => panic!("commit {i}: {e}"),
-        }
-    }
-    let committed = COMMITS - COMMITS.div_ceil(3);
+    // First all succeed (shared transactions commit), then every third
+    // fails (shared transactions fall back to one each).
+    let mut told = commit_at_once(&broker, "a", 0, |_| false).await;
+    let mut committed: Vec<usize> = (0..COMMITS).collect();
+    let failing = |i: usize| i.is_multiple_of(3);
+    told.extend(commit_at_once(&broker, "b", 10_000, failing).await);
+    committed.extend((0..COMMITS).filter(|i| !failing(*i)).map(|i| i + 10_000));
     assert_eq!(
         value(&*broker, &table, "count").await.unwrap(),
-        committed.to_string()
+        committed.len().to_string()
     );
     let group = GroupName::new("g").unwrap();
     let consumer = ConsumerName::new("c").unwrap();
-    let mut sent = Vec::new();
-    loop {
-        let got = broker
-            .receive(
-                &queue,
-                &group,
-                &consumer,
-                ReceiveOptions::new(1000, Duration::ZERO),
-            )
-            .await
-            .unwrap();
-        if got.is_empty() {
-            break;
+    let audited: Vec<usize> = committed
+        .iter()
+        .flat_map(|i| [i + 1000, i + 2000])
+        .collect();
+    for (name, mut expected) in [(&queue, committed.clone()), (&audit, audited)] {
+        let mut sent = Vec::new();
+        loop {
+            let got = broker
+                .receive(
+                    name,
+                    &group,
+                    &consumer,
+                    ReceiveOptions::new(1000, Duration::ZERO),
+                )
+                .await
+                .unwrap();
+            if got.is_empty() {
+                break;
+            }
+            for delivery in got {
+                let n = delivery.payload.json::<usize>().unwrap();
+                // The receipt named this very message.
+                assert_eq!(told.get(&n), Some(&delivery.id), "message {n}");
+                sent.push(n);
+            }
         }
-        sent.extend(got.iter().map(|d| d.payload.json::<usize>().unwrap()));
+        sent.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(sent, expected);
     }
-    sent.sort_unstable();
-    assert_eq!(
-        sent,
-        (0..COMMITS).filter(|i| i % 3 != 0).collect::<Vec<_>>()
-    );
 }

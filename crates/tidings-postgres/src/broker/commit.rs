@@ -7,6 +7,7 @@
 //! `COMMIT` leaves nothing behind, so it may be retried; a connection lost
 //! during the `COMMIT` leaves the outcome unknown.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
@@ -63,6 +64,13 @@ enum Step<'t> {
         table: &'t TableName,
         key: &'t str,
     },
+    /// Puts of several records no other step of the transaction touches,
+    /// in key order.
+    PutMany {
+        tables: Vec<&'t str>,
+        keys: Vec<&'t [u8]>,
+        values: Vec<&'t str>,
+    },
     Add {
         table: &'t TableName,
         key: &'t str,
@@ -95,6 +103,7 @@ impl Step<'_> {
                 ..
             } => &sql.insert_record,
             Step::Delete { .. } => &sql.delete_record,
+            Step::PutMany { .. } => &sql.put_records,
             Step::Add { .. } => &sql.add,
         }
     }
@@ -151,6 +160,14 @@ impl Step<'_> {
             }),
             Step::Delete { table, key } => Box::pin(async move {
                 let params: [&(dyn ToSql + Sync); 2] = [&table.as_str(), &key.as_bytes()];
+                tx.execute(statement, &params).await.map(Answer::Count)
+            }),
+            Step::PutMany {
+                tables,
+                keys,
+                values,
+            } => Box::pin(async move {
+                let params: [&(dyn ToSql + Sync); 3] = [tables, keys, values];
                 tx.execute(statement, &params).await.map(Answer::Count)
             }),
             Step::Add { table, key, delta } => Box::pin(async move {
@@ -265,15 +282,9 @@ impl Shared {
         loop {
             let result = match self.plan(ops).await {
                 Ok(steps) => self
-                    .execute(
-                        &steps,
-                        &[Range {
-                            start: 0,
-                            end: steps.len(),
-                        }],
-                    )
+                    .execute(&steps)
                     .await
-                    .map(|mut receipts| receipts.pop().unwrap_or_default()),
+                    .map(|receipts| receipts.into_iter().flatten().collect()),
                 Err(e) => Err(e),
             };
             match result {
@@ -289,27 +300,127 @@ impl Shared {
         }
     }
 
-    /// Commits several transactions in one PostgreSQL transaction, their
-    /// statements one after another: the outcome of running them in this
-    /// order. If any of them fails, none is committed and this fails.
+    /// Commits several transactions in one PostgreSQL transaction: the
+    /// outcome of running them one after another in this order. If any of
+    /// them fails, none is committed and this fails.
+    ///
+    /// Statements are shared where that cannot change the outcome: sends to
+    /// one queue go in one statement (in order); puts of records that no
+    /// other operation of the batch touches in one; adds to a counter that
+    /// is only added to, summed, in one. Being disjoint from everything
+    /// else, they run after the rest.
     pub(super) async fn apply_batch(&self, members: &[Vec<TxOp>]) -> Result<Vec<Vec<SendReceipt>>> {
-        let mut steps = Vec::new();
-        let mut bounds = Vec::with_capacity(members.len());
+        let mut planned = Vec::with_capacity(members.len());
         for ops in members {
-            let start = steps.len();
-            steps.extend(self.plan(ops).await?);
-            bounds.push(start..steps.len());
+            planned.push(self.plan(ops).await?);
         }
-        self.execute(&steps, &bounds).await
+        // How each record is used: (other operations, adds).
+        let mut uses: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+        for step in planned.iter().flatten() {
+            let (key, is_add) = match step {
+                Step::Expect { table, key, .. }
+                | Step::Put { table, key, .. }
+                | Step::Delete { table, key } => ((table.as_str(), *key), false),
+                Step::Add { table, key, .. } => ((table.as_str(), *key), true),
+                _ => continue,
+            };
+            let used = uses.entry(key).or_default();
+            if is_add {
+                used.1 += 1;
+            } else {
+                used.0 += 1;
+            }
+        }
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        let mut puts: Vec<(&TableName, &str, &str)> = Vec::new();
+        let mut sums: BTreeMap<(&str, &str), (&TableName, i64)> = BTreeMap::new();
+        // Sends by queue; where each member's receipts are in them.
+        let mut sends: Vec<(&QueueName, Arc<QueueMeta>, SendBatch)> = Vec::new();
+        let mut pieces: Vec<Vec<(usize, Range<usize>)>> = vec![Vec::new(); members.len()];
+        for (member, member_steps) in planned.into_iter().enumerate() {
+            for step in member_steps {
+                match step {
+                    Step::Put {
+                        table,
+                        key,
+                        value,
+                        only_if_absent: false,
+                    } if uses.get(&(table.as_str(), key)) == Some(&(1, 0)) => {
+                        puts.push((table, key, value));
+                    }
+                    Step::Add { table, key, delta }
+                        if uses.get(&(table.as_str(), key)).is_some_and(|u| u.0 == 0) =>
+                    {
+                        let sum = sums.entry((table.as_str(), key)).or_insert((table, 0));
+                        match sum.1.checked_add(delta) {
+                            Some(total) => sum.1 = total,
+                            None => steps.push(Step::Add { table, key, delta }),
+                        }
+                    }
+                    Step::Send { queue, meta, batch } => {
+                        let slot = match sends.iter().position(|(q, ..)| *q == queue) {
+                            Some(slot) => slot,
+                            None => {
+                                sends.push((queue, meta, SendBatch::default()));
+                                sends.len() - 1
+                            }
+                        };
+                        let combined = &mut sends[slot].2;
+                        let start = combined.len();
+                        combined.append(batch);
+                        pieces[member].push((slot, start..combined.len()));
+                    }
+                    other => steps.push(other),
+                }
+            }
+        }
+        // In key order, so that shared puts lock their rows in one order.
+        puts.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+        match puts.as_slice() {
+            [] => {}
+            [(table, key, value)] => steps.push(Step::Put {
+                table,
+                key,
+                value,
+                only_if_absent: false,
+            }),
+            _ => steps.push(Step::PutMany {
+                tables: puts.iter().map(|p| p.0.as_str()).collect(),
+                keys: puts.iter().map(|p| p.1.as_bytes()).collect(),
+                values: puts.iter().map(|p| p.2).collect(),
+            }),
+        }
+        for ((_, key), (table, delta)) in sums {
+            steps.push(Step::Add { table, key, delta });
+        }
+        let first_send = steps.len();
+        steps.extend(sends.into_iter().map(|(queue, meta, batch)| Step::Send {
+            queue,
+            meta,
+            batch,
+        }));
+        let answered = self.execute(&steps).await?;
+        Ok(pieces
+            .into_iter()
+            .map(|member| {
+                member
+                    .into_iter()
+                    .flat_map(|(slot, range)| {
+                        answered
+                            .get(first_send + slot)
+                            .and_then(|receipts| receipts.get(range))
+                            .unwrap_or_default()
+                            .iter()
+                            .cloned()
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     /// Runs `steps` (pipelined) in one transaction and commits it if every
-    /// step passed; returns the receipts of each range of `bounds`.
-    async fn execute(
-        &self,
-        steps: &[Step<'_>],
-        bounds: &[Range<usize>],
-    ) -> Result<Vec<Vec<SendReceipt>>> {
+    /// step passed; returns the receipts each step answered (none but sends').
+    async fn execute(&self, steps: &[Step<'_>]) -> Result<Vec<Vec<SendReceipt>>> {
         let only_buffered_sends = steps.iter().all(|step| match step {
             Step::Send { meta, .. } => !self.synchronous(meta),
             _ => false,
@@ -348,15 +459,12 @@ impl Shared {
                 );
                 let (durability, answers) = futures_util::future::join(durability, answers).await;
                 durability?;
-                let mut answers = answers.into_iter();
-                let mut receipts = Vec::with_capacity(bounds.len());
-                for range in bounds {
-                    let mut member = Vec::new();
-                    for (step, answer) in steps[range.clone()].iter().zip(answers.by_ref()) {
-                        let answer = answer.map_err(|e| step.failure(e))?;
-                        step.check(answer, &mut member)?;
-                    }
-                    receipts.push(member);
+                let mut receipts = Vec::with_capacity(steps.len());
+                for (step, answer) in steps.iter().zip(answers) {
+                    let answer = answer.map_err(|e| step.failure(e))?;
+                    let mut answered = Vec::new();
+                    step.check(answer, &mut answered)?;
+                    receipts.push(answered);
                 }
                 match tx.commit().await {
                     Ok(()) => Ok(receipts),

@@ -26,6 +26,7 @@ pub(crate) struct Statements {
     pub(crate) usage: String,
     pub(crate) get_record: String,
     pub(crate) put_record: String,
+    pub(crate) put_records: String,
     pub(crate) insert_record: String,
     pub(crate) delete_record: String,
     pub(crate) add: String,
@@ -143,6 +144,13 @@ impl Statements {
             // Writing a counter over starts a new generation of its deltas.
             put_record: format!(
                 "INSERT INTO {s}.records (tbl, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value, \
+                 gen = CASE WHEN {s}.records.gen IS NULL THEN NULL \
+                 ELSE nextval('{s}.counter_gens') END"
+            ),
+            put_records: format!(
+                "INSERT INTO {s}.records (tbl, key, value) \
+                 SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[]) \
                  ON CONFLICT (tbl, key) DO UPDATE SET value = excluded.value, \
                  gen = CASE WHEN {s}.records.gen IS NULL THEN NULL \
                  ELSE nextval('{s}.counter_gens') END"
