@@ -1,6 +1,5 @@
 //! Sending, receiving, settling, and the dead letters.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tidings_core::{
@@ -10,7 +9,6 @@ use tidings_core::{
 use tokio::time::Instant;
 use tokio_postgres::Row;
 
-use super::lines::{Lines, Share, same};
 use super::queues::timestamp;
 use super::{Shared, millis, seq_of};
 
@@ -153,10 +151,9 @@ impl Shared {
 
     /// Receives, waiting up to `options.wait` for the first message: woken
     /// by sends (here or, through NOTIFY, elsewhere) and by the group's next
-    /// due time, never by polling. Concurrent receives of a group share
-    /// statements (see [`Taking`]).
+    /// due time, never by polling.
     pub(super) async fn take(
-        self: &Arc<Self>,
+        &self,
         queue: &QueueName,
         group: &GroupName,
         consumer: &ConsumerName,
@@ -164,27 +161,31 @@ impl Shared {
     ) -> Result<Vec<Delivery>> {
         options.validate()?;
         let deadline = Instant::now() + options.wait;
-        let most = i32::try_from(options.max_messages).unwrap_or(i32::MAX);
-        let line = (queue.clone(), group.clone());
+        let max = i32::try_from(options.max_messages).unwrap_or(i32::MAX);
         loop {
             let mut woken = self.wakeups.watch(self.queue_meta(queue).await?.id);
-            let taking = Taking {
-                consumer: consumer.as_str().to_owned(),
-                most,
-            };
-            let rows = self.in_line(&line, taking).await?;
-            if !rows.is_empty() || Instant::now() >= deadline {
-                return rows.iter().map(|row| delivery(queue, row)).collect();
-            }
-            let due_in = self
+            let (rows, due_in) = self
                 .on_queue(queue, false, move |client, meta| async move {
+                    let statement = client.prepare_cached(&self.sql.receive).await?;
+                    let rows = client
+                        .query(
+                            &statement,
+                            &[&meta.id, &group.as_str(), &consumer.as_str(), &max],
+                        )
+                        .await?;
+                    if !rows.is_empty() || Instant::now() >= deadline {
+                        return Ok((rows, None));
+                    }
                     let statement = client.prepare_cached(&self.sql.next_due).await?;
                     let due = client
                         .query_one(&statement, &[&meta.id, &group.as_str()])
                         .await?;
-                    Ok(due.get::<_, Option<i64>>(0))
+                    Ok((rows, due.get::<_, Option<i64>>(0)))
                 })
                 .await?;
+            if !rows.is_empty() || Instant::now() >= deadline {
+                return rows.iter().map(|row| delivery(queue, row)).collect();
+            }
             // Due now but taken by someone else: look again shortly.
             let until = due_in.map_or(deadline, |ms| {
                 let ms = u64::try_from(ms.max(2)).unwrap_or(2);
@@ -195,40 +196,6 @@ impl Shared {
                 () = tokio::time::sleep_until(until) => {}
             }
         }
-    }
-
-    /// Takes for several consumers of a group in one statement: the rows
-    /// each one got.
-    async fn take_for(
-        &self,
-        (queue, group): &(QueueName, GroupName),
-        takers: &[Taking],
-    ) -> Result<Vec<Vec<Row>>> {
-        let consumers: Vec<&str> = takers.iter().map(|t| t.consumer.as_str()).collect();
-        let mosts: Vec<i32> = takers.iter().map(|t| t.most).collect();
-        let (consumers, mosts) = (&consumers, &mosts);
-        let rows = self
-            .on_queue(queue, false, move |client, meta| async move {
-                let statement = client.prepare_cached(&self.sql.receive).await?;
-                Ok(client
-                    .query(&statement, &[&meta.id, &group.as_str(), consumers, mosts])
-                    .await?)
-            })
-            .await?;
-        let mut shares: Vec<Vec<Row>> = takers.iter().map(|_| Vec::new()).collect();
-        for row in rows {
-            let taker = usize::try_from(row.get::<_, i32>(6)).unwrap_or(0);
-            match shares.get_mut(taker.wrapping_sub(1)) {
-                Some(share) => share.push(row),
-                None => {
-                    return Err(Error::Corrupt {
-                        location: format!("a receive of queue {queue}"),
-                        detail: format!("a message for taker {taker} of {}", takers.len()),
-                    });
-                }
-            }
-        }
-        Ok(shares)
     }
 
     /// Acks `ids` for the group; `synchronous` waits for the commit to be
@@ -377,41 +344,4 @@ fn dead_letter(queue: &QueueName, row: &Row) -> Result<DeadLetter> {
         headers: headers(row.get(8), &format!("dead letter {id} of queue {queue}"))?,
         dedup_id: row.get(9),
     })
-}
-
-/// A consumer's receive, as it waits to share a statement with others of
-/// its group: up to 2 statements of a group run at once, and the next
-/// takes for every receive that waited (up to 10,000 messages), each its
-/// share of the ready line in send order. So concurrent receives do not all
-/// walk the head of the ready line, stepping over what the others took.
-pub(crate) struct Taking {
-    consumer: String,
-    most: i32,
-}
-
-impl Share for Taking {
-    type Key = (QueueName, GroupName);
-    type Output = Vec<Row>;
-    const IN_FLIGHT: usize = 2;
-    const MOST: usize = 10_000;
-
-    fn lines(shared: &Shared) -> &Lines<Self> {
-        &shared.takes
-    }
-
-    fn size(&self) -> usize {
-        usize::try_from(self.most).unwrap_or(0)
-    }
-
-    async fn alone(self, shared: &Shared, line: &Self::Key) -> Result<Vec<Row>> {
-        let mut shares = shared.take_for(line, std::slice::from_ref(&self)).await?;
-        Ok(shares.pop().unwrap_or_default())
-    }
-
-    async fn together(all: Vec<Self>, shared: &Shared, line: &Self::Key) -> Vec<Result<Vec<Row>>> {
-        match shared.take_for(line, &all).await {
-            Ok(shares) => shares.into_iter().map(Ok).collect(),
-            Err(e) => all.iter().map(|_| Err(same(&e))).collect(),
-        }
-    }
 }

@@ -52,8 +52,6 @@ pub(crate) struct Shared {
     sends: lines::Lines<messages::SendBatch>,
     /// Transactions running, and waiting to share one.
     commits: lines::Lines<together::Ops>,
-    /// Receives running, and waiting to share a statement, by queue and group.
-    takes: lines::Lines<messages::Taking>,
     /// Told when a transaction added to a counter (its deltas want folding).
     added: Arc<Notify>,
 }
@@ -128,7 +126,6 @@ impl PostgresBroker {
             announcer,
             sends: lines::Lines::default(),
             commits: lines::Lines::default(),
-            takes: lines::Lines::default(),
             added,
         });
         Ok(Self {

@@ -1,21 +1,17 @@
--- Receives for several consumers at once, with plans that do not depend
--- on the tables' statistics.
---
--- `receive_for` takes for several consumers of a group in one statement:
--- concurrent receives of one process share it (each gets its share of the
--- ready line in send order, up to its most), so that they do not all walk
--- the head of the ready line, stepping over what the others just took.
+-- Receive plans that do not depend on the tables' statistics.
 --
 -- PL/pgSQL keeps a generic plan of each statement, made from the
 -- statistics of the moment: a queue's tables measured while nearly empty
 -- (a new schema, or a ready line just drained) gave a plan that sorted the
 -- whole ready line and read every stored message of the queue to find the
 -- few taken, for every receive, so receives slowed down as backlogs grew
--- (docs/benchmarks.md). Each taken message is now looked up by its key.
+-- (docs/benchmarks.md). The ready line is now always read in index order
+-- (sorting is off inside `receive`) and each taken message is looked up by
+-- its key.
 
-CREATE FUNCTION {s}.receive_for(q bigint, group_name text, consumer_names text[], maxes integer[])
+CREATE OR REPLACE FUNCTION {s}.receive(q bigint, group_name text, consumer_name text, max_messages integer)
 RETURNS TABLE (r_seq bigint, r_count integer, r_payload text, r_headers text,
-               r_dedup_id text, r_enqueued_at bigint, r_taker integer)
+               r_dedup_id text, r_enqueued_at bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -24,15 +20,7 @@ DECLARE
     most integer;
     gid bigint;
     spent bigint[];
-    -- Where each taker's share of the taken ends (in send order).
-    ends integer[];
-    total integer := 0;
-    consumer_name text;
 BEGIN
-    FOR i IN 1 .. coalesce(array_length(maxes, 1), 0) LOOP
-        total := total + maxes[i];
-        ends := ends || total;
-    END LOOP;
     -- Losing a receive in a crash only delivers its messages again.
     PERFORM set_config('synchronous_commit', 'off', true);
     SELECT visibility_ms, max_deliveries INTO visibility, most FROM {s}.queues WHERE id = q;
@@ -63,38 +51,30 @@ BEGIN
                    most, visibility),
             false, now);
     END IF;
-    FOREACH consumer_name IN ARRAY consumer_names LOOP
-        UPDATE {s}.consumers SET last_seen = now
-        WHERE group_id = gid AND name = consumer_name AND last_seen < now - 1000;
-        IF NOT FOUND THEN
-            INSERT INTO {s}.consumers (group_id, name, last_seen) VALUES (gid, consumer_name, now)
-            ON CONFLICT (group_id, name) DO NOTHING;
-        END IF;
-    END LOOP;
+    UPDATE {s}.consumers SET last_seen = now
+    WHERE group_id = gid AND name = consumer_name AND last_seen < now - 1000;
+    IF NOT FOUND THEN
+        INSERT INTO {s}.consumers (group_id, name, last_seen) VALUES (gid, consumer_name, now)
+        ON CONFLICT (group_id, name) DO NOTHING;
+    END IF;
     RETURN QUERY
     WITH due AS (
         SELECT d.seq FROM {s}.deliveries AS d
         WHERE d.group_id = gid AND d.ready
           AND (d.expires_at IS NULL OR d.expires_at > now)
         ORDER BY d.seq
-        LIMIT total
+        LIMIT max_messages
         FOR UPDATE SKIP LOCKED
-    ), numbered AS (
-        SELECT due.seq, row_number() OVER (ORDER BY due.seq) AS n FROM due
-    ), assigned AS (
-        SELECT numbered.seq, (SELECT min(i) FROM generate_subscripts(ends, 1) AS i
-                              WHERE ends[i] >= numbered.n) AS taker
-        FROM numbered
     ), taken AS (
         UPDATE {s}.deliveries AS d
         SET ready = false,
             visible_at = now + visibility,
             delivery_count = d.delivery_count + 1,
-            consumer = consumer_names[assigned.taker]
-        FROM assigned WHERE d.seq = assigned.seq AND d.group_id = gid
-        RETURNING d.seq, d.delivery_count, assigned.taker
+            consumer = consumer_name
+        FROM due WHERE d.seq = due.seq AND d.group_id = gid
+        RETURNING d.seq, d.delivery_count
     )
-    SELECT t.seq, t.delivery_count, m.payload, m.headers, m.dedup_id, m.enqueued_at, t.taker
+    SELECT t.seq, t.delivery_count, m.payload, m.headers, m.dedup_id, m.enqueued_at
     FROM taken AS t, LATERAL (
         SELECT x.payload, x.headers, x.dedup_id, x.enqueued_at FROM {s}.messages AS x
         WHERE x.queue_id = q AND x.seq = t.seq
@@ -103,5 +83,4 @@ BEGIN
     ORDER BY t.seq;
 END $$;
 
--- Version 1's single-consumer receive: replaced by receive_for.
-DROP FUNCTION {s}.receive(bigint, text, text, integer);
+
