@@ -2,7 +2,8 @@
 //! from several brokers, compare-and-set and folding; written over,
 //! deleted and upgraded from a schema that kept them in place. And
 //! concurrent commits that share a PostgreSQL transaction: each fails or
-//! succeeds as it would alone.
+//! succeeds as it would alone; concurrent receives of one group: each gets
+//! its own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -372,5 +373,79 @@ async fn concurrent_commits_sharing_transactions_fail_alone() {
         sent.sort_unstable();
         expected.sort_unstable();
         assert_eq!(sent, expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_receives_of_a_group_each_get_their_own() {
+    let schema = Schema::fresh();
+    let Some(broker) = open(&schema).await else {
+        return;
+    };
+    let broker = Arc::new(broker);
+    let queue = QueueName::new("q").unwrap();
+    broker
+        .create_queue(&queue, QueueConfig::default())
+        .await
+        .unwrap();
+    const MESSAGES: usize = 300;
+    let messages = (0..MESSAGES)
+        .map(|i| OutgoingMessage::json(&i).unwrap())
+        .collect();
+    broker.send_batch(&queue, messages).await.unwrap();
+    // 12 consumers, each taking at most 1 to 3 at a time, all at once.
+    let consumers: Vec<_> = (0..12)
+        .map(|c| {
+            let (broker, queue) = (broker.clone(), queue.clone());
+            tokio::spawn(async move {
+                let group = GroupName::new("g").unwrap();
+                let consumer = ConsumerName::new(format!("c{c}")).unwrap();
+                let most = 1 + c % 3;
+                let mut got = Vec::new();
+                loop {
+                    let taken = broker
+                        .receive(
+                            &queue,
+                            &group,
+                            &consumer,
+                            ReceiveOptions::new(most, Duration::from_millis(200)),
+                        )
+                        .await
+                        .unwrap();
+                    if taken.is_empty() {
+                        return (consumer, got);
+                    }
+                    assert!(taken.len() <= most, "{consumer} took {}", taken.len());
+                    // In send order within each take.
+                    let ns: Vec<usize> = taken.iter().map(|d| d.payload.json().unwrap()).collect();
+                    assert!(ns.windows(2).all(|w| w[0] < w[1]), "{ns:?}");
+                    got.extend(ns);
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let info = {
+        let mut per_consumer = Vec::new();
+        for task in consumers {
+            let (consumer, got) = task.await.unwrap();
+            per_consumer.push((consumer.as_str().to_owned(), got.len() as u64));
+            all.extend(got);
+        }
+        let info = broker.queue_info(&queue).await.unwrap();
+        (per_consumer, info)
+    };
+    all.sort_unstable();
+    assert_eq!(all, (0..MESSAGES).collect::<Vec<_>>(), "each message once");
+    // Each message is held by the consumer that got it.
+    let (per_consumer, info) = info;
+    let group = &info.groups[0];
+    for (name, count) in per_consumer {
+        let held = group
+            .consumers
+            .iter()
+            .find(|c| c.name == name)
+            .map_or(0, |c| c.pending);
+        assert_eq!(held, count, "{name}");
     }
 }

@@ -2,12 +2,10 @@
 --
 -- PL/pgSQL keeps a generic plan of each statement, made from the
 -- statistics of the moment: a queue's tables measured while nearly empty
--- (a new schema, or a ready line just drained) gave a plan that sorted the
--- whole ready line and read every stored message of the queue to find the
--- few taken, for every receive, so receives slowed down as backlogs grew
--- (docs/benchmarks.md). The ready line is now always read in index order
--- (sorting is off inside `receive`) and each taken message is looked up by
--- its key.
+-- (a new schema) gave a plan that read every stored message of the queue
+-- to find the few taken, for every receive, so receives slowed down as
+-- backlogs grew (auto_explain during a drain: 14,990 rows read to return
+-- one, 108 ms). Each taken message is now looked up by its key.
 
 CREATE OR REPLACE FUNCTION {s}.receive(q bigint, group_name text, consumer_name text, max_messages integer)
 RETURNS TABLE (r_seq bigint, r_count integer, r_payload text, r_headers text,
