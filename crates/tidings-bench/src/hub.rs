@@ -493,6 +493,7 @@ async fn deliver_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow:
     let published = publish_many(t, &s, args.events, args.connections).await?;
     let published_in = start.elapsed();
     let drain = Instant::now();
+    let busy_before = machine_busy();
     gate.send_replace(true);
     let mut arrived = Vec::with_capacity(published);
     arrivals_of(
@@ -504,12 +505,41 @@ async fn deliver_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow:
     .await;
     let got = arrived.len();
     let elapsed = drain.elapsed().as_secs_f64();
+    // The whole machine's CPU time per webhook (the server, its store and
+    // this process), steadier than the rate on a shared machine.
+    let cpu = match (busy_before, machine_busy()) {
+        (Some((busy0, all0)), Some((busy1, all1))) if got > 0 && all1 > all0 => format!(
+            ", machine {:.0} % busy, {:.2} ms of CPU per webhook",
+            100.0 * (busy1 - busy0) / (all1 - all0),
+            (busy1 - busy0) * 1000.0 / got as f64
+        ),
+        _ => String::new(),
+    };
     println!(
-        "deliver (a backlog of {published} events, published in {:.1} s while the receiver held its answers, one subscription): {got} delivered in {elapsed:.2} s = {:.0} webhooks/s   [target >= 5,000/s]",
+        "deliver (a backlog of {published} events, published in {:.1} s while the receiver held its answers, one subscription): {got} delivered in {elapsed:.2} s = {:.0} webhooks/s{cpu}   [target >= 5,000/s]",
         published_in.as_secs_f64(),
         got as f64 / elapsed
     );
     Ok(())
+}
+
+/// CPU seconds the machine has spent busy and in all, over every core
+/// (Linux's /proc/stat; `None` elsewhere).
+fn machine_busy() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let all: f64 = ticks.iter().sum();
+    // idle and iowait
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    // USER_HZ is 100 on Linux.
+    Some(((all - idle) / 100.0, all / 100.0))
 }
 
 /// Publishes at a steady rate, each event from a task of its own, so a

@@ -35,10 +35,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "receive plans",
         sql: include_str!("migrations/0003_receive_plans.sql"),
     },
+    Migration {
+        version: 4,
+        name: "tended receives",
+        sql: include_str!("migrations/0004_tended_receives.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// First keys of the advisory locks a schema takes (the second is derived
 /// from the schema's name, or the queue or record locked).

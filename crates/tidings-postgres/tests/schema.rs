@@ -256,3 +256,71 @@ async fn consumers_in_several_processes_share_a_group_without_duplicates() {
     assert!(busy > 1, "the work was shared");
     assert_eq!(brokers[2].queue_info(&q).await.unwrap().length, 0);
 }
+
+/// Receives tend their group only now and then (schema version 4): a
+/// delivery given back without a delay must still be next, and one out of
+/// deliveries must be buried before a receive reports an empty queue.
+#[tokio::test]
+async fn receives_that_do_not_tend_still_see_retries_and_bury_spent_deliveries() {
+    let schema = Schema::fresh();
+    let Some(broker) = open(&schema.0).await else {
+        return;
+    };
+    let (g, c) = (
+        GroupName::new("g").unwrap(),
+        ConsumerName::new("c").unwrap(),
+    );
+    let one = || ReceiveOptions::new(1, Duration::ZERO);
+    let n =
+        |d: &tidings_core::Delivery| d.payload.json::<serde_json::Value>().unwrap()["n"].clone();
+
+    let q = QueueName::new("retries").unwrap();
+    broker
+        .create_queue(&q, QueueConfig::default())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        broker
+            .send(&q, OutgoingMessage::json(&json!({ "n": i })).unwrap())
+            .await
+            .unwrap();
+    }
+    let first = broker.receive(&q, &g, &c, one()).await.unwrap();
+    assert_eq!(n(&first[0]), json!(0));
+    let retry = tidings_core::Nack::Retry {
+        delay: Duration::ZERO,
+    };
+    broker
+        .nack(&q, &g, &first[0].id, retry.clone())
+        .await
+        .unwrap();
+    // Right after the receive that tended: this one does not tend.
+    let again = broker.receive(&q, &g, &c, one()).await.unwrap();
+    assert_eq!((n(&again[0]), again[0].delivery_count), (json!(0), 2));
+
+    let spent = QueueName::new("spent").unwrap();
+    let config = QueueConfig {
+        max_deliveries: 1,
+        ..QueueConfig::default()
+    };
+    broker.create_queue(&spent, config).await.unwrap();
+    broker
+        .send(&spent, OutgoingMessage::json(&json!({ "n": 9 })).unwrap())
+        .await
+        .unwrap();
+    let taken = broker.receive(&spent, &g, &c, one()).await.unwrap();
+    broker.nack(&spent, &g, &taken[0].id, retry).await.unwrap();
+    assert!(
+        broker
+            .receive(&spent, &g, &c, one())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let letters = broker.dead_letters(&spent, None, 10).await.unwrap();
+    assert_eq!(
+        letters.len(),
+        1,
+        "the spent delivery was buried: {letters:?}"
+    );
+}

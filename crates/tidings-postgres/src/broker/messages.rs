@@ -162,18 +162,32 @@ impl Shared {
         options.validate()?;
         let deadline = Instant::now() + options.wait;
         let max = i32::try_from(options.max_messages).unwrap_or(i32::MAX);
+        // Whether to tend the group (see `tending`): now and then, and
+        // always before waiting.
+        let mut tend = None;
         loop {
-            let mut woken = self.wakeups.watch(self.queue_meta(queue).await?.id);
+            let queue_id = self.queue_meta(queue).await?.id;
+            let mut woken = self.wakeups.watch(queue_id);
+            let tending = *tend.get_or_insert_with(|| {
+                self.tending
+                    .due(queue_id, group, consumer, std::time::Instant::now())
+            });
             let (rows, due_in) = self
                 .on_queue(queue, false, move |client, meta| async move {
                     let statement = client.prepare_cached(&self.sql.receive).await?;
                     let rows = client
                         .query(
                             &statement,
-                            &[&meta.id, &group.as_str(), &consumer.as_str(), &max],
+                            &[
+                                &meta.id,
+                                &group.as_str(),
+                                &consumer.as_str(),
+                                &max,
+                                &tending,
+                            ],
                         )
                         .await?;
-                    if !rows.is_empty() || Instant::now() >= deadline {
+                    if !rows.is_empty() || Instant::now() >= deadline || !tending {
                         return Ok((rows, None));
                     }
                     let statement = client.prepare_cached(&self.sql.next_due).await?;
@@ -183,6 +197,11 @@ impl Shared {
                     Ok((rows, due.get::<_, Option<i64>>(0)))
                 })
                 .await?;
+            tend = Some(true);
+            if rows.is_empty() && !tending {
+                // Nothing ready: bring back what has come due, and look again.
+                continue;
+            }
             if !rows.is_empty() || Instant::now() >= deadline {
                 return rows.iter().map(|row| delivery(queue, row)).collect();
             }

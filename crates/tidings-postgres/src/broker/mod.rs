@@ -6,6 +6,7 @@ mod messages;
 mod queues;
 mod sends;
 mod sql;
+mod tending;
 mod together;
 
 use std::collections::HashMap;
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     commits: lines::Lines<together::Ops>,
     /// Told when a transaction added to a counter (its deltas want folding).
     added: Arc<Notify>,
+    /// When each consumer last tended its group.
+    tending: tending::Tending,
 }
 
 /// A queue as the functions know it.
@@ -127,6 +130,7 @@ impl PostgresBroker {
             sends: lines::Lines::default(),
             commits: lines::Lines::default(),
             added,
+            tending: tending::Tending::default(),
         });
         Ok(Self {
             shared,

@@ -71,7 +71,7 @@ impl Statements {
             send: format!(
                 "SELECT sent_seq, sent_duplicate FROM {s}.send($1, $2, $3, $4, $5, $6, $7)"
             ),
-            receive: format!("SELECT * FROM {s}.receive($1, $2, $3, $4)"),
+            receive: format!("SELECT * FROM {s}.receive($1, $2, $3, $4, $5)"),
             // Milliseconds until the group has something due: 0 when
             // something is ready now (taken by another receive), null when
             // it owes nothing. A statement, not a function, so that it is
