@@ -1,8 +1,9 @@
 //! The [`Dispatcher`]: reads each active subscription's queue and posts its
 //! events to the subscriber, with retries, dead letters and notices.
 //!
-//! Each subscription has its own lanes (receive one delivery, post it, settle
-//! it): a slow or dead endpoint holds only its own lanes, never another
+//! Each subscription has its own lanes (a delivery each: post it, settle
+//! it), fed by one receive at a time that takes as many deliveries as lanes
+//! are free: a slow or dead endpoint holds only its own lanes, never another
 //! subscription's. A global limit bounds requests in flight. Each endpoint has
 //! a circuit breaker: while it is open, that endpoint's lanes wait (without
 //! using up attempts) instead of hammering it. An ordered
@@ -133,15 +134,13 @@ impl Dispatcher {
                     continue;
                 }
                 let halt = stop.child_token();
-                for lane in 0..key.2 {
-                    lanes.spawn(worker::lane(
-                        self.shared.clone(),
-                        key.0.clone(),
-                        key.1,
-                        lane,
-                        halt.clone(),
-                    ));
-                }
+                lanes.spawn(worker::subscription(
+                    self.shared.clone(),
+                    key.0.clone(),
+                    key.1,
+                    key.2,
+                    halt.clone(),
+                ));
                 running.insert(key, halt);
             }
             // Reap finished lanes so the set does not grow.

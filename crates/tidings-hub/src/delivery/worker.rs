@@ -1,4 +1,5 @@
-//! One lane of a subscription: receive a delivery, post it, settle it.
+//! A subscription's deliveries: receive as many as lanes are free, post
+//! each, settle each.
 
 use crate::model::secret::SigningKeys;
 use std::sync::Arc;
@@ -6,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use tidings_core::{ConsumerName, Delivery, Nack, ReceiveOptions, Transaction};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -29,11 +32,11 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// at again (no attempt is made or counted meanwhile).
 pub(crate) const INACTIVE_RETRY: Duration = Duration::from_secs(10);
 
-pub(super) async fn lane(
+pub(super) async fn subscription(
     shared: Arc<Shared>,
     sub_id: String,
     ordered: bool,
-    number: usize,
+    lanes: usize,
     halted: CancellationToken,
 ) {
     let hub = &shared.hub;
@@ -41,7 +44,7 @@ pub(super) async fn lane(
     let Ok(queue) = subscription_queue(&sub_id) else {
         return;
     };
-    let Ok(consumer) = ConsumerName::new(format!("lane-{number}")) else {
+    let Ok(consumer) = ConsumerName::new("lanes") else {
         return;
     };
     if ordered {
@@ -57,9 +60,15 @@ pub(super) async fn lane(
             return;
         }
     }
+    // A lane is a permit: a receive takes as many deliveries as lanes are
+    // free, and each attempt holds its lane until it is settled (and, in an
+    // ordered subscription, until its retry delay is waited out).
+    let free = Arc::new(Semaphore::new(lanes.max(1)));
+    let mut attempts = JoinSet::new();
     loop {
+        while attempts.try_join_next().is_some() {}
         if halted.is_cancelled() {
-            return;
+            break;
         }
         // While the endpoint's breaker is open, wait rather than take work.
         let endpoint = hub.subscription(&sub_id).map(|s| s.endpoint);
@@ -67,40 +76,58 @@ pub(super) async fn lane(
             && let Err(rejected) = shared.breaker(&endpoint).ready()
         {
             if pause(&halted, rejected.retry_after).await {
-                return;
+                break;
             }
             continue;
         }
+        let first = tokio::select! {
+            permit = free.clone().acquire_owned() => permit,
+            () = halted.cancelled() => break,
+        };
+        let Ok(first) = first else {
+            break;
+        };
+        let mut permits = vec![first];
+        while let Ok(permit) = free.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        let options = ReceiveOptions::new(permits.len(), RECEIVE_WAIT);
         let received = tokio::select! {
-            r = hub.broker().receive(&queue, &tables.group, &consumer, ReceiveOptions::new(1, RECEIVE_WAIT)) => r,
-            () = halted.cancelled() => return,
+            r = hub.broker().receive(&queue, &tables.group, &consumer, options) => r,
+            () = halted.cancelled() => break,
         };
         let deliveries = match received {
             Ok(d) => d,
-            Err(tidings_core::Error::QueueNotFound(_)) => return,
+            Err(tidings_core::Error::QueueNotFound(_)) => break,
             Err(e) => {
                 tracing::warn!(subscription = %sub_id, error = %e, "receive failed");
+                drop(permits);
                 if pause(&halted, ERROR_PAUSE).await {
-                    return;
+                    break;
                 }
                 continue;
             }
         };
-        for delivery in deliveries {
-            let wait = match attempt(&shared, &sub_id, &delivery).await {
-                Ok(wait) => wait,
-                Err(e) => {
-                    tracing::warn!(subscription = %sub_id, error = %e, "delivery could not be settled");
-                    Some(ERROR_PAUSE)
+        // Lanes left without a delivery go back with the unused permits.
+        for (delivery, permit) in deliveries.into_iter().zip(permits) {
+            let (shared, sub_id, halted) = (shared.clone(), sub_id.clone(), halted.clone());
+            attempts.spawn(async move {
+                let wait = match attempt(&shared, &sub_id, &delivery).await {
+                    Ok(wait) => wait,
+                    Err(e) => {
+                        tracing::warn!(subscription = %sub_id, error = %e, "delivery could not be settled");
+                        Some(ERROR_PAUSE)
+                    }
+                };
+                if let Some(wait) = wait.filter(|_| ordered) {
+                    pause(&halted, wait).await;
                 }
-            };
-            if let Some(wait) = wait.filter(|_| ordered)
-                && pause(&halted, wait).await
-            {
-                return;
-            }
+                drop(permit);
+            });
         }
     }
+    // Attempts under way finish (their outcome is recorded).
+    while attempts.join_next().await.is_some() {}
 }
 
 /// Sleeps unless halted first; returns whether it was halted.
