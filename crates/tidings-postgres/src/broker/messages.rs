@@ -210,10 +210,12 @@ impl Shared {
                 let ms = u64::try_from(ms.max(2)).unwrap_or(2);
                 deadline.min(Instant::now() + Duration::from_millis(ms))
             });
-            tokio::select! {
-                _ = woken.changed() => {}
-                () = tokio::time::sleep_until(until) => {}
-            }
+            // Woken by a send: what it sent is ready, and tending is due
+            // only as often as ever. At a due time: tend.
+            tend = tokio::select! {
+                _ = woken.changed() => None,
+                () = tokio::time::sleep_until(until) => Some(true),
+            };
         }
     }
 
