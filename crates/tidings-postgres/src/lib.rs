@@ -29,9 +29,10 @@ mod migrate;
 mod options;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 mod wakeups;
 
 pub use broker::PostgresBroker;
 pub use error::SchemaError;
 pub use migrate::{Migrated, SCHEMA_VERSION};
-pub use options::{DEFAULT_SCHEMA, PostgresOptions};
+pub use options::{DEFAULT_SCHEMA, PostgresOptions, TlsMode};

@@ -1,5 +1,6 @@
 //! Opening options, read from a broker URL.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tidings_core::{Durability, Error, Result};
@@ -24,6 +25,43 @@ pub struct PostgresOptions {
     pub migrate: bool,
     /// Durability of sends to queues that do not choose one.
     pub durability: Durability,
+    /// Whether connections use TLS, and what of the server's certificate
+    /// is checked (`sslmode`, as libpq reads it).
+    pub tls: TlsMode,
+    /// A PEM file of the certificate authorities a server's certificate
+    /// must chain to (`sslrootcert`); without it, the Mozilla roots of
+    /// `webpki-roots`.
+    pub root_certificates: Option<PathBuf>,
+}
+
+/// `sslmode`: TLS to PostgreSQL, as libpq understands it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsMode {
+    /// Never TLS.
+    Disable,
+    /// TLS if the server offers it, its certificate unchecked (libpq's
+    /// default, and this one's).
+    #[default]
+    Prefer,
+    /// TLS or no connection; the certificate is checked against
+    /// `sslrootcert` if one is given (as `VerifyCa`), else unchecked.
+    Require,
+    /// TLS, with a certificate that chains to a trusted authority.
+    VerifyCa,
+    /// TLS, with a certificate that chains to a trusted authority and
+    /// names the host connected to.
+    VerifyFull,
+}
+
+impl TlsMode {
+    /// Whether the server's certificate must chain to a trusted authority.
+    pub fn verifies(self, root_certificates_given: bool) -> bool {
+        match self {
+            Self::VerifyCa | Self::VerifyFull => true,
+            Self::Require => root_certificates_given,
+            Self::Disable | Self::Prefer => false,
+        }
+    }
 }
 
 impl PostgresOptions {
@@ -36,13 +74,16 @@ impl PostgresOptions {
             retry_for: Duration::from_secs(15),
             migrate: true,
             durability: Durability::Sync,
+            tls: TlsMode::default(),
+            root_certificates: None,
         }
     }
 
     /// Parses `postgres://user@host:5432/db?schema=tidings&pool_size=16`.
     /// Besides `schema`, Tidings reads `pool_size`, `retry_for` (a duration
-    /// like `15s`), `migrate` (`true` or `false`) and `durability` (`sync`
-    /// or `buffered`); other options are left for the driver
+    /// like `15s`), `migrate` (`true` or `false`), `durability` (`sync`
+    /// or `buffered`), `sslmode` (see [`TlsMode`]) and `sslrootcert` (a
+    /// PEM file); other options are left for the driver
     /// (`connect_timeout`, `application_name`, ...).
     ///
     /// ```
@@ -110,10 +151,25 @@ impl PostgresOptions {
                         }
                     };
                 }
-                "sslmode" if value != "disable" && value != "prefer" => {
-                    return Err(invalid(format!(
-                        "sslmode={value} needs TLS, which this build does not speak to PostgreSQL"
-                    )));
+                "sslmode" => {
+                    options.tls = match value {
+                        "disable" => TlsMode::Disable,
+                        "prefer" => TlsMode::Prefer,
+                        "require" => TlsMode::Require,
+                        "verify-ca" => TlsMode::VerifyCa,
+                        "verify-full" => TlsMode::VerifyFull,
+                        _ => {
+                            return Err(invalid(format!(
+                                "sslmode={value:?} is not disable, prefer, require, verify-ca or verify-full"
+                            )));
+                        }
+                    };
+                }
+                "sslrootcert" => {
+                    if value.is_empty() {
+                        return Err(invalid("sslrootcert= names no file".into()));
+                    }
+                    options.root_certificates = Some(PathBuf::from(value));
                 }
                 _ => passed.push(pair),
             }
@@ -130,12 +186,21 @@ impl PostgresOptions {
 
     /// The driver's configuration.
     pub(crate) fn config(&self) -> Result<tokio_postgres::Config> {
-        self.url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| Error::InvalidUrl {
-                url: redact(&self.url),
-                reason: e.to_string(),
-            })
+        let mut config =
+            self.url
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| Error::InvalidUrl {
+                    url: redact(&self.url),
+                    reason: e.to_string(),
+                })?;
+        config.ssl_mode(match self.tls {
+            TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+            TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => {
+                tokio_postgres::config::SslMode::Require
+            }
+        });
+        Ok(config)
     }
 
     /// The schema as a quoted SQL identifier.
@@ -200,13 +265,36 @@ mod tests {
     }
 
     #[test]
+    fn sslmode_and_sslrootcert_are_read_as_libpq_reads_them() {
+        let read = |url: &str| {
+            PostgresOptions::from_url(url)
+                .ok()
+                .map(|o| (o.tls, o.root_certificates, o.url))
+        };
+        assert_eq!(
+            read("postgres://h/db"),
+            Some((TlsMode::Prefer, None, "postgres://h/db".to_owned()))
+        );
+        assert_eq!(
+            read("postgres://h/db?sslmode=verify-full&sslrootcert=/etc/ca.pem"),
+            Some((
+                TlsMode::VerifyFull,
+                Some(PathBuf::from("/etc/ca.pem")),
+                "postgres://h/db".to_owned()
+            ))
+        );
+        assert!(TlsMode::Require.verifies(true) && !TlsMode::Require.verifies(false));
+        assert!(TlsMode::VerifyCa.verifies(false) && !TlsMode::Prefer.verifies(true));
+    }
+
+    #[test]
     fn bad_options_say_why_without_the_password() {
         for (url, why) in [
             ("postgres://h/db?schema=a-b", "schema"),
             ("postgres://h/db?schema=1a", "schema"),
             ("postgres://h/db?pool_size=0", "pool_size"),
             ("postgres://h/db?retry_for=soon", "retry_for"),
-            ("postgres://h/db?sslmode=require", "TLS"),
+            ("postgres://h/db?sslmode=allow", "sslmode"),
             ("mysql://h/db", "postgres://"),
         ] {
             let err = PostgresOptions::from_url(url).err().map(|e| e.to_string());

@@ -16,7 +16,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Versions per queue id: a waiter notes the version before it looks, and
 /// waits for a newer one.
@@ -81,13 +82,14 @@ pub(crate) fn start(
     wakeups: Arc<Wakeups>,
     pool: deadpool_postgres::Pool,
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     schema: &str,
 ) -> (Announcer, [JoinHandle<()>; 2]) {
     let (notify, queued) = mpsc::unbounded_channel();
     let channel = channel(schema);
     let token = token();
     let notifier = tokio::spawn(notifier(pool, channel.clone(), token.clone(), queued));
-    let listener = tokio::spawn(listener(config, channel, token, wakeups.clone()));
+    let listener = tokio::spawn(listener(config, tls, channel, token, wakeups.clone()));
     (Announcer { wakeups, notify }, [notifier, listener])
 }
 
@@ -141,13 +143,14 @@ async fn notifier(
 /// Holds a LISTEN connection, reconnecting with a growing pause.
 async fn listener(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     channel: String,
     token: String,
     wakeups: Arc<Wakeups>,
 ) {
     let mut pause = Duration::from_millis(50);
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let (found, mut notes) = mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {

@@ -22,7 +22,6 @@ use tidings_core::{
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
 use crate::counters;
 use crate::error::{Failure, hash32};
@@ -103,9 +102,11 @@ impl PostgresBroker {
     /// [`PostgresBroker::migrate`] before anything else.
     pub async fn connect(options: PostgresOptions) -> Result<Self> {
         let config = options.config()?;
+        let tls = crate::tls::connector(&options)?;
+        crate::tls::warn_if_unverified(&options, &config);
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -116,7 +117,7 @@ impl PostgresBroker {
             .map_err(|e| Error::InvalidArgument(format!("connection pool: {e}")))?;
         let wakeups = Arc::new(Wakeups::default());
         let (announcer, [notifier, listener]) =
-            wakeups::start(wakeups.clone(), pool.clone(), config, &options.schema);
+            wakeups::start(wakeups.clone(), pool.clone(), config, tls, &options.schema);
         let sql = Statements::new(&options.schema_ident());
         let added = Arc::new(Notify::new());
         let folder = counters::start(pool.clone(), sql.fold_counters.clone(), added.clone());
@@ -191,8 +192,9 @@ impl Shared {
                     Err(failure) => failure,
                 },
                 Err(e) => Failure::NoConnection(format!(
-                    "no connection to PostgreSQL at {}: {e}",
-                    redact(&self.options.url)
+                    "no connection to PostgreSQL at {}: {}",
+                    redact(&self.options.url),
+                    crate::error::with_causes(&e)
                 )),
             };
             if !failure.retryable(could_commit) || started.elapsed() >= self.options.retry_for {

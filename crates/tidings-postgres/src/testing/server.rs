@@ -2,6 +2,7 @@
 //! directory, started with `pg_ctl` on a free port, so a test may crash
 //! and restart it without touching the shared one.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -36,6 +37,16 @@ pub struct OwnServer {
 impl OwnServer {
     /// Creates and starts a server; `Err` says why it could not.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(None)
+    }
+
+    /// A server that takes TCP connections over TLS only, with this
+    /// certificate chain and key (PEM); its Unix socket stays open.
+    pub fn start_with_tls(certificate: &str, key: &str) -> Result<Self, String> {
+        Self::start_with(Some((certificate, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<Self, String> {
         let bin = bindir().ok_or("no PostgreSQL server programs (initdb) installed")?;
         let dir = tempfile::Builder::new()
             .prefix("tidings-pg-")
@@ -46,18 +57,11 @@ impl OwnServer {
             .map_err(|e| e.to_string())?
             .port();
         let server = Self { bin, dir, port };
-        if running_as_root() {
-            // initdb and postgres refuse root: the data belongs to `postgres`.
-            let owner = Command::new("id")
-                .args(["-u", "postgres"])
-                .output()
-                .ok()
-                .and_then(|o| String::from_utf8(o.stdout).ok())
-                .and_then(|s| s.trim().parse::<u32>().ok())
-                .ok_or("running as root, and there is no postgres user to run the server as")?;
+        if let Some(owner) = owner()? {
             std::os::unix::fs::chown(server.dir.path(), Some(owner), None)
                 .map_err(|e| e.to_string())?;
         }
+        let owner = owner()?;
         let data = server.data();
         server.run(
             "initdb",
@@ -70,8 +74,37 @@ impl OwnServer {
                 "--no-sync",
             ],
         )?;
+        if let Some((certificate, key)) = tls {
+            let write = |name: &str, text: &str| {
+                let file = data.join(name);
+                std::fs::write(&file, text).map_err(|e| e.to_string())?;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| e.to_string())?;
+                if let Some(owner) = owner {
+                    std::os::unix::fs::chown(&file, Some(owner), None)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(())
+            };
+            write("server.crt", certificate)?;
+            write("server.key", key)?;
+            write(
+                "pg_hba.conf",
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )?;
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .map_err(|e| e.to_string())?;
+            std::io::Write::write_all(&mut conf, b"ssl = on\n").map_err(|e| e.to_string())?;
+        }
         server.run_pg_ctl(&["start"])?;
         Ok(server)
+    }
+
+    /// The directory of its Unix socket (connections there need no TLS).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// A broker URL for `schema` on this server.
@@ -137,6 +170,22 @@ impl Drop for OwnServer {
     fn drop(&mut self) {
         let _ = self.run_pg_ctl(&["stop", "-m", "immediate"]);
     }
+}
+
+/// Under root, the user the data must belong to (initdb and postgres
+/// refuse root): `postgres`.
+fn owner() -> Result<Option<u32>, String> {
+    if !running_as_root() {
+        return Ok(None);
+    }
+    Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map(Some)
+        .ok_or_else(|| "running as root, and there is no postgres user to run the server as".into())
 }
 
 fn running_as_root() -> bool {
