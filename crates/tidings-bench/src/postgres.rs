@@ -51,7 +51,10 @@ pub enum Target {
 #[derive(Debug, Clone, Args)]
 pub struct PostgresBenchArgs {
     /// The PostgreSQL to measure (benchmarks use schemas of their own, dropped after).
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
     url: String,
     /// The Redis for the `redis` target.
     #[arg(long, default_value = "redis://127.0.0.1:6379/0")]
