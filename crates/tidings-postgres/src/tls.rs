@@ -23,21 +23,23 @@ pub(crate) fn connector(options: &PostgresOptions) -> Result<MakeRustlsConnect> 
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::InvalidArgument(format!("TLS to PostgreSQL: {e}")))?;
-    let verifier: Arc<dyn ServerCertVerifier> =
-        if options.tls.verifies(options.root_certificates.is_some()) {
-            let checks_chain = WebPkiServerVerifier::builder_with_provider(
+    let chain = if options.tls.verifies(options.root_certificates.is_some()) {
+        Some(
+            WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots(options)?),
                 provider.clone(),
             )
             .build()
-            .map_err(|e| Error::InvalidArgument(format!("TLS to PostgreSQL: {e}")))?;
-            Arc::new(Checked {
-                chain: checks_chain,
-                names: options.tls == TlsMode::VerifyFull,
-            })
-        } else {
-            Arc::new(Unchecked(provider))
-        };
+            .map_err(|e| Error::InvalidArgument(format!("TLS to PostgreSQL: {e}")))?,
+        )
+    } else {
+        None
+    };
+    let verifier = Arc::new(Verifier {
+        provider,
+        chain,
+        names: options.tls == TlsMode::VerifyFull,
+    });
     let config = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier)
@@ -87,15 +89,20 @@ fn roots(options: &PostgresOptions) -> Result<RootCertStore> {
     Ok(store)
 }
 
-/// `verify-ca` and `verify-full` (and `require` given `sslrootcert`): the
-/// chain, and for `verify-full` the host's name too.
+/// What of the server's certificate is checked. `chain`: that it chains
+/// to a trusted authority (`verify-ca`, `verify-full`, and `require` given
+/// `sslrootcert`), and with `names` that it names the host; without
+/// `chain` (`prefer`, `require`), the certificate is taken as the server
+/// presents it (libpq's rule). The handshake's signatures are checked
+/// against it in every mode.
 #[derive(Debug)]
-struct Checked {
-    chain: Arc<WebPkiServerVerifier>,
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
     names: bool,
 }
 
-impl ServerCertVerifier for Checked {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -104,13 +111,10 @@ impl ServerCertVerifier for Checked {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.chain.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.names => Ok(ServerCertVerified::assertion()),
@@ -124,52 +128,11 @@ impl ServerCertVerifier for Checked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.chain.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.chain.supported_verify_schemes()
-    }
-}
-
-/// `prefer` and `require` without `sslrootcert`: encrypted, the
-/// certificate taken as the server presents it (libpq's rule); the
-/// handshake's signatures are still checked against it.
-#[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -183,11 +146,13 @@ impl ServerCertVerifier for Unchecked {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
