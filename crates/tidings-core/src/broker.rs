@@ -189,6 +189,18 @@ pub trait Broker: Send + Sync {
     /// Reads one record (tables need no creation; an unknown table is empty).
     async fn get_record(&self, table: &TableName, key: &str) -> Result<Option<Payload>>;
 
+    /// Reads several records, of any tables, in one snapshot where the
+    /// backend has one: each key's record in the order asked (`None` where
+    /// there is none). Backends that can, read them in one request; the
+    /// default reads them one after another.
+    async fn get_records(&self, keys: &[(TableName, String)]) -> Result<Vec<Option<Payload>>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for (table, key) in keys {
+            found.push(self.get_record(table, key).await?);
+        }
+        Ok(found)
+    }
+
     /// Reads the records of a key range, in key order or reverse key order.
     async fn scan_records(&self, table: &TableName, scan: RecordScan) -> Result<Vec<Record>>;
 }

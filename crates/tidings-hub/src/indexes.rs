@@ -57,8 +57,15 @@ pub(crate) async fn read_gist(
     let Some(raw) = broker.get_record(&tables.gists, key).await? else {
         return Ok(None);
     };
-    let gist = crate::tables::decode(&tables.gists, key, &raw)?;
-    Ok(Some(StoredGist { gist, raw }))
+    StoredGist::decode(tables, key, raw).map(Some)
+}
+
+impl StoredGist {
+    /// A gist from its stored text.
+    pub(crate) fn decode(tables: &Tables, key: &str, raw: Payload) -> HubResult<Self> {
+        let gist = crate::tables::decode(&tables.gists, key, &raw)?;
+        Ok(Self { gist, raw })
+    }
 }
 
 /// The counter of a subscription's gists in `status`.

@@ -826,6 +826,33 @@ pub async fn records_are_kept_in_key_order(b: &dyn Broker) {
             .is_none()
     );
 
+    let asked = [
+        (table.clone(), "f.1".to_owned()),
+        (t("rec-other"), "e.2".to_owned()),
+        (table.clone(), "e.4".to_owned()),
+        (table.clone(), "e.2".to_owned()),
+        (table.clone(), "f.1".to_owned()),
+    ];
+    let several: Vec<Option<String>> = b
+        .get_records(&asked)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.map(|p| p.json::<serde_json::Value>().unwrap()["k"].to_string()))
+        .collect();
+    assert_eq!(
+        several,
+        [
+            Some("\"f.1\"".to_owned()),
+            None,
+            None,
+            Some("\"e.2\"".to_owned()),
+            Some("\"f.1\"".to_owned())
+        ],
+        "each key's record, in the order asked"
+    );
+    assert!(b.get_records(&[]).await.unwrap().is_empty());
+
     let all = b.scan_records(&table, RecordScan::all()).await.unwrap();
     assert_eq!(keys(&all), ["d.9", "e.1", "e.2", "e.3", "f.1"]);
     let e = b

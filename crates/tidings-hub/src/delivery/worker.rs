@@ -20,7 +20,7 @@ use crate::hub::actions::DEAD_LETTERED_ACTION;
 use crate::indexes::{Before, StoredGist, read_gist, write_gist};
 use crate::model::{Event, Gist, GistStatus, Subscription};
 use crate::principal::Principal;
-use crate::tables::{get, subscription_queue};
+use crate::tables::{decode, subscription_queue};
 use crate::time::iso;
 use crate::views::Replayed;
 
@@ -223,11 +223,20 @@ async fn prepare(shared: &Shared, sub_id: &str, delivery: &Delivery) -> HubResul
     let Ok(sub) = hub.subscription(sub_id) else {
         return Ok(None);
     };
-    let Some(event) = get::<Event>(&**hub.broker(), &tables.events, &event_id).await? else {
+    // The event (stored under its id) and its gist, read together.
+    let gist_key = crate::model::gist::key(&event_id, &sub.id);
+    let read = [
+        (tables.events.clone(), event_id),
+        (tables.gists.clone(), gist_key),
+    ];
+    let mut found = hub.broker().get_records(&read).await?.into_iter();
+    let (Some(event), gist) = (found.next().flatten(), found.next().flatten()) else {
         return drop_it("its event no longer exists").await;
     };
-    let gist_key = crate::model::gist::key(&event.id, &sub.id);
-    let stored = read_gist(&**hub.broker(), tables, &gist_key).await?;
+    let event: Event = decode(&tables.events, &read[0].1, &event)?;
+    let stored = gist
+        .map(|raw| StoredGist::decode(tables, &read[1].1, raw))
+        .transpose()?;
     if stored
         .as_ref()
         .is_some_and(|s| s.gist.status == GistStatus::Delivered)

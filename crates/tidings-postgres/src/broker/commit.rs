@@ -592,6 +592,30 @@ impl Shared {
         Ok(row.map(|row| Payload::from_trusted(row.get::<_, String>(0))))
     }
 
+    /// Reads records of several keys in one statement (one snapshot).
+    pub(super) async fn records_of(
+        &self,
+        keys: &[(TableName, String)],
+    ) -> Result<Vec<Option<Payload>>> {
+        for (_, key) in keys {
+            tidings_core::record::validate_key(key)?;
+        }
+        let tables: Vec<&str> = keys.iter().map(|(table, _)| table.as_str()).collect();
+        let names: Vec<&[u8]> = keys.iter().map(|(_, key)| key.as_bytes()).collect();
+        let (tables, names) = (&tables, &names);
+        let rows = self
+            .attempt(false, move |client| async move {
+                let statement = client.prepare_cached(&self.sql.get_records).await?;
+                Ok(client.query(&statement, &[tables, names]).await?)
+            })
+            .await
+            .map_err(|f| f.into_error(false))?;
+        Ok(rows
+            .iter()
+            .map(|row| row.get::<_, Option<String>>(0).map(Payload::from_trusted))
+            .collect())
+    }
+
     pub(super) async fn records(&self, table: &TableName, scan: RecordScan) -> Result<Vec<Record>> {
         let (lower, upper) = &bounds(&scan);
         let limit = i64::try_from(scan.limit).unwrap_or(i64::MAX);

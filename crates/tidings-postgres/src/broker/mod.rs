@@ -426,6 +426,13 @@ impl Broker for PostgresBroker {
         self.shared.record(table, key).await
     }
 
+    async fn get_records(&self, keys: &[(TableName, String)]) -> Result<Vec<Option<Payload>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.shared.records_of(keys).await
+    }
+
     async fn scan_records(&self, table: &TableName, scan: RecordScan) -> Result<Vec<Record>> {
         self.shared.records(table, scan).await
     }

@@ -25,6 +25,7 @@ pub(crate) struct Statements {
     pub(crate) purge_letters: String,
     pub(crate) usage: String,
     pub(crate) get_record: String,
+    pub(crate) get_records: String,
     pub(crate) put_record: String,
     pub(crate) put_records: String,
     pub(crate) insert_record: String,
@@ -140,6 +141,12 @@ impl Statements {
             get_record: format!(
                 "SELECT {s}.record_value(tbl, key, value, gen) FROM {s}.records \
                  WHERE tbl = $1 AND key = $2"
+            ),
+            // One row per key asked, in order (null where none).
+            get_records: format!(
+                "SELECT {s}.record_value(r.tbl, r.key, r.value, r.gen) \
+                 FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS k(tbl, key, n) \
+                 LEFT JOIN {s}.records AS r ON r.tbl = k.tbl AND r.key = k.key ORDER BY k.n"
             ),
             // Writing a counter over starts a new generation of its deltas.
             put_record: format!(
