@@ -261,9 +261,50 @@ impl Error {
     }
 }
 
+/// An error and the errors under it, as one line ("a: b: c"; a cause
+/// whose text already ends the line is not repeated), so that why
+/// something failed (a certificate refused, a connection reset) is not
+/// lost under a general message.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !line.ends_with(&text) {
+            line = format!("{line}: {text}");
+        }
+        cause = inner.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_causes_joins_the_chain_without_repeating_a_cause() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let chain = Layer(
+            "handshake failed",
+            Some(Box::new(Layer(
+                "bad certificate",
+                Some(Box::new(Layer("bad certificate", None))),
+            ))),
+        );
+        assert_eq!(with_causes(&chain), "handshake failed: bad certificate");
+    }
 
     /// One of every variant.
     fn every_variant() -> Vec<Error> {

@@ -150,22 +150,6 @@ pub(crate) fn db_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// An error and the errors under it, as one line ("a: b: c"), so that
-/// why a connection failed (a certificate refused, a `pg_hba.conf` line
-/// missing) is not lost under "error performing TLS handshake".
-pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(inner) = cause {
-        let text = inner.to_string();
-        if !line.ends_with(&text) {
-            line = format!("{line}: {text}");
-        }
-        cause = inner.source();
-    }
-    line
-}
-
 /// A stable 32-bit hash (FNV-1a): the same in every process and build, for
 /// advisory lock keys shared between processes.
 pub(crate) fn hash32(text: &str) -> i32 {

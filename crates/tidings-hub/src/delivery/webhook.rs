@@ -220,13 +220,7 @@ fn describe(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
+    format!("{kind}: {}", tidings_core::error::with_causes(e))
 }
 
 /// `Retry-After` as seconds or an HTTP date.

@@ -197,9 +197,9 @@ impl Shared {
                     Ok((rows, due.get::<_, Option<i64>>(0)))
                 })
                 .await?;
-            tend = Some(true);
             if rows.is_empty() && !tending {
                 // Nothing ready: bring back what has come due, and look again.
+                tend = Some(true);
                 continue;
             }
             if !rows.is_empty() || Instant::now() >= deadline {

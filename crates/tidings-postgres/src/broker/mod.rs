@@ -194,7 +194,7 @@ impl Shared {
                 Err(e) => Failure::NoConnection(format!(
                     "no connection to PostgreSQL at {}: {}",
                     redact(&self.options.url),
-                    crate::error::with_causes(&e)
+                    tidings_core::error::with_causes(&e)
                 )),
             };
             if !failure.retryable(could_commit) || started.elapsed() >= self.options.retry_for {
