@@ -40,10 +40,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "tended receives",
         sql: include_str!("migrations/0004_tended_receives.sql"),
     },
+    Migration {
+        version: 5,
+        name: "generic plans",
+        sql: include_str!("migrations/0005_generic_plans.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// First keys of the advisory locks a schema takes (the second is derived
 /// from the schema's name, or the queue or record locked).

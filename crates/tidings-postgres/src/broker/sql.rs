@@ -40,18 +40,24 @@ pub(crate) struct Statements {
 impl Statements {
     /// The statements for the schema `s` (a quoted identifier).
     pub(crate) fn new(s: &str) -> Self {
+        // A record's value as reads show it: a counter's function only for
+        // counters (a SQL function is planned again at every statement).
+        let value = format!(
+            "CASE WHEN r.gen IS NULL THEN r.value \
+             ELSE {s}.record_value(r.tbl, r.key, r.value, r.gen) END"
+        );
         let scans = std::array::from_fn(|i| {
             let (lower, upper, reverse) = (i & 1 != 0, i & 2 != 0, i & 4 != 0);
             format!(
-                "SELECT key, {s}.record_value(tbl, key, value, gen) FROM {s}.records \
-                 WHERE tbl = $1{}{} ORDER BY key{} LIMIT $4",
+                "SELECT r.key, {value} FROM {s}.records AS r \
+                 WHERE r.tbl = $1{}{} ORDER BY r.key{} LIMIT $4",
                 if lower {
-                    " AND key >= $2"
+                    " AND r.key >= $2"
                 } else {
                     " AND $2::bytea IS NULL"
                 },
                 if upper {
-                    " AND key < $3"
+                    " AND r.key < $3"
                 } else {
                     " AND $3::bytea IS NULL"
                 },
@@ -139,15 +145,11 @@ impl Statements {
                     WHERE n.nspname = $1 AND c.relkind IN ('r', 'S')"
                 .to_owned(),
             get_record: format!(
-                "SELECT {s}.record_value(tbl, key, value, gen) FROM {s}.records \
-                 WHERE tbl = $1 AND key = $2"
+                "SELECT {value} FROM {s}.records AS r WHERE r.tbl = $1 AND r.key = $2"
             ),
             // One row per key asked, in order (null where none).
-            get_records: format!(
-                "SELECT {s}.record_value(r.tbl, r.key, r.value, r.gen) \
-                 FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS k(tbl, key, n) \
-                 LEFT JOIN {s}.records AS r ON r.tbl = k.tbl AND r.key = k.key ORDER BY k.n"
-            ),
+            // One row per key asked, in order (null where none).
+            get_records: format!("SELECT value FROM {s}.get_records($1, $2)"),
             // Writing a counter over starts a new generation of its deltas.
             put_record: format!(
                 "INSERT INTO {s}.records (tbl, key, value) VALUES ($1, $2, $3) \
