@@ -303,11 +303,19 @@ async fn counts_agree_with_the_records(broker: Arc<dyn Broker>) {
     }
     tx.delete(table("hub.meta"), "counts");
     broker.commit(tx).await.unwrap();
-    for _ in 0..2 {
-        let hub = Hub::open(broker.clone(), config()).await.unwrap();
+    // Three processes opening the store at once count each batch once.
+    let (a, b, c) = tokio::join!(
+        Hub::open(broker.clone(), config()),
+        Hub::open(broker.clone(), config()),
+        Hub::open(broker.clone(), config()),
+    );
+    for hub in [a.unwrap(), b.unwrap(), c.unwrap()] {
         agree(&hub, &*broker, &subs).await;
         assert_eq!(hub.stats().await.unwrap().pending, 16);
     }
+    let hub = Hub::open(broker.clone(), config()).await.unwrap();
+    agree(&hub, &*broker, &subs).await;
+    assert_eq!(hub.stats().await.unwrap().pending, 16);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

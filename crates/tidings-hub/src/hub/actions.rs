@@ -356,8 +356,24 @@ impl Hub {
         })
     }
 
-    /// Registers the built-in application and the dead-letter action.
+    /// Registers the built-in application and the dead-letter action. Any
+    /// number of processes may start together on one store: whichever
+    /// stores a built-in first wins, and the others load what it stored.
     pub(crate) async fn ensure_builtins(&self) -> HubResult<()> {
+        // Each round either stores what is missing or finds a record
+        // another process stored meanwhile (at most two of them).
+        for _ in 0..3 {
+            match self.register_builtins().await {
+                Err(HubError::Storage(tidings_core::Error::RecordExists { .. })) => {
+                    self.reload_catalog().await?;
+                }
+                done => return done,
+            }
+        }
+        self.register_builtins().await
+    }
+
+    async fn register_builtins(&self) -> HubResult<()> {
         self.ensure_builtin_application().await?;
         if self.catalog().actions.contains_key(DEAD_LETTERED_ACTION) {
             return Ok(());

@@ -450,7 +450,23 @@ impl Hub {
             queues: None,
             incarnation: random_id(),
         };
-        self.store_application(app).await
+        // Inserted only if absent: a process starting at the same moment
+        // may have stored it first (then `ensure_builtins` loads it).
+        let sealed = self.inner.config.sealer.seal_record(
+            self.inner.tables.applications.as_str(),
+            &app.name,
+            &app,
+        );
+        let mut tx = tidings_core::Transaction::new();
+        tx.insert(
+            self.inner.tables.applications.clone(),
+            app.name.clone(),
+            crate::tables::encode(&sealed)?,
+        );
+        self.inner.broker.commit(tx).await?;
+        self.catalog_mut().put_application(app);
+        self.changed();
+        Ok(())
     }
 }
 

@@ -233,6 +233,21 @@ impl Hub {
         Ok(hub)
     }
 
+    /// Reads the catalog from the store again, in place of the one in memory.
+    pub(crate) async fn reload_catalog(&self) -> HubResult<()> {
+        let config = &self.inner.config;
+        let catalog = Catalog::load(
+            &*self.inner.broker,
+            &self.inner.tables,
+            &config.sealer,
+            config.clock.now(),
+        )
+        .await?;
+        *self.catalog_mut() = catalog;
+        self.changed();
+        Ok(())
+    }
+
     /// The broker underneath.
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.inner.broker

@@ -8,7 +8,7 @@ use super::Hub;
 use super::retention::by_action_key;
 use crate::error::HubResult;
 use crate::model::{Event, Gist};
-use crate::tables::{get, put, scan};
+use crate::tables::{decode, get, put, scan};
 
 /// How far counting a store written before the counters existed has got
 /// (kept in `hub.meta` with each batch it counts, so a crash neither loses
@@ -88,45 +88,60 @@ impl Hub {
         const MARKER: &str = "counts";
         let tables = &self.inner.tables;
         let broker = &**self.broker();
-        let mut progress: CountProgress =
-            get(broker, &tables.meta, MARKER).await?.unwrap_or_default();
         let batch_size = self.inner.config.retention.batch;
         let mut counted = (0u64, 0u64);
-        while !progress.events_done {
-            let range = progress
-                .events_after
-                .as_deref()
-                .map_or_else(RecordScan::all, |after| RecordScan::all().after(after));
-            let batch = scan::<Event>(broker, &tables.events, range.limit(batch_size)).await?;
+        loop {
+            // Each batch moves the progress from what was read: processes
+            // starting together count every batch once (the others' moves
+            // fail and they read the progress again).
+            let stored = broker.get_record(&tables.meta, MARKER).await?;
+            let mut progress: CountProgress = stored
+                .as_ref()
+                .map(|raw| decode(&tables.meta, MARKER, raw))
+                .transpose()?
+                .unwrap_or_default();
             let mut tx = Transaction::new();
-            match batch.last() {
-                Some((last, _)) => progress.events_after = Some(last.clone()),
-                None => progress.events_done = true,
-            }
-            for (_, event) in &batch {
-                crate::indexes::count_event(&mut tx, tables, &event.action, 1);
-            }
-            counted.0 += batch.len() as u64;
+            tx.expect(tables.meta.clone(), MARKER, stored);
+            let (events, gists) = if !progress.events_done {
+                let range = progress
+                    .events_after
+                    .as_deref()
+                    .map_or_else(RecordScan::all, |after| RecordScan::all().after(after));
+                let batch = scan::<Event>(broker, &tables.events, range.limit(batch_size)).await?;
+                match batch.last() {
+                    Some((last, _)) => progress.events_after = Some(last.clone()),
+                    None => progress.events_done = true,
+                }
+                for (_, event) in &batch {
+                    crate::indexes::count_event(&mut tx, tables, &event.action, 1);
+                }
+                (batch.len() as u64, 0)
+            } else if !progress.gists_done {
+                let range = progress
+                    .gists_after
+                    .as_deref()
+                    .map_or_else(RecordScan::all, |after| RecordScan::all().after(after));
+                let batch = scan::<Gist>(broker, &tables.gists, range.limit(batch_size)).await?;
+                match batch.last() {
+                    Some((last, _)) => progress.gists_after = Some(last.clone()),
+                    None => progress.gists_done = true,
+                }
+                for (_, gist) in &batch {
+                    crate::indexes::index_new_gist(&mut tx, tables, gist);
+                }
+                (0, batch.len() as u64)
+            } else {
+                break;
+            };
             put(&mut tx, &tables.meta, MARKER, &progress)?;
-            broker.commit(tx).await?;
-        }
-        while !progress.gists_done {
-            let range = progress
-                .gists_after
-                .as_deref()
-                .map_or_else(RecordScan::all, |after| RecordScan::all().after(after));
-            let batch = scan::<Gist>(broker, &tables.gists, range.limit(batch_size)).await?;
-            let mut tx = Transaction::new();
-            match batch.last() {
-                Some((last, _)) => progress.gists_after = Some(last.clone()),
-                None => progress.gists_done = true,
+            match broker.commit(tx).await {
+                Ok(_) => {
+                    counted.0 += events;
+                    counted.1 += gists;
+                }
+                Err(tidings_core::Error::RecordChanged { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
-            for (_, gist) in &batch {
-                crate::indexes::index_new_gist(&mut tx, tables, gist);
-            }
-            counted.1 += batch.len() as u64;
-            put(&mut tx, &tables.meta, MARKER, &progress)?;
-            broker.commit(tx).await?;
         }
         if counted != (0, 0) {
             tracing::info!(
