@@ -45,10 +45,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "generic plans",
         sql: include_str!("migrations/0005_generic_plans.sql"),
     },
+    Migration {
+        version: 6,
+        name: "groups owe at creation",
+        sql: include_str!("migrations/0006_groups_owe_at_creation.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// First keys of the advisory locks a schema takes (the second is derived
 /// from the schema's name, or the queue or record locked).

@@ -324,3 +324,58 @@ async fn receives_that_do_not_tend_still_see_retries_and_bury_spent_deliveries()
         "the spent delivery was buried: {letters:?}"
     );
 }
+
+/// A receive reads the clock, then creates its group and waits for the
+/// queue's lock while sends finish: a message committed meanwhile was sent
+/// "after" that reading, yet the group must owe it as ready, not leave it
+/// for the next tending while later messages overtake it (schema version
+/// 6). Here the group is created with a reading older than the message.
+#[tokio::test]
+async fn a_group_created_with_an_older_clock_reading_owes_stored_messages_as_ready() {
+    let schema = Schema::fresh();
+    let Some(broker) = open(&schema.0).await else {
+        return;
+    };
+    let q = QueueName::new("late").unwrap();
+    broker
+        .create_queue(&q, QueueConfig::default())
+        .await
+        .unwrap();
+    broker
+        .send(&q, OutgoingMessage::json(&json!({ "n": 1 })).unwrap())
+        .await
+        .unwrap();
+    let (client, connection) =
+        tokio_postgres::connect(&common::postgres_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let s = format!("\"{}\"", schema.0);
+    let queue_id: i64 = client
+        .query_one(
+            &format!("SELECT id FROM {s}.queues WHERE name = 'late'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .execute(
+            &format!(
+                "SELECT {s}.group_id($1, 'g', (SELECT min(enqueued_at) - 5 FROM {s}.messages))"
+            ),
+            &[&queue_id],
+        )
+        .await
+        .unwrap();
+    // A receive that does not tend takes only what is ready.
+    let rows = client
+        .query(
+            &format!("SELECT r_payload FROM {s}.receive($1, 'g', 'c', 10, false)"),
+            &[&queue_id],
+        )
+        .await
+        .unwrap();
+    let payloads: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(payloads, vec![r#"{"n":1}"#.to_owned()]);
+}
