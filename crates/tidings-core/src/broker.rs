@@ -42,6 +42,14 @@ pub trait Broker: Send + Sync {
     /// Names of all queues, sorted.
     async fn list_queues(&self) -> Result<Vec<QueueName>>;
 
+    /// Whether this process holds the storage alone: no other process can
+    /// open it at the same time (the embedded engine locks its directory).
+    /// Shared storages (Redis, PostgreSQL, a server over HTTP) say `false`,
+    /// the default: what one process caches, another may change.
+    fn exclusive(&self) -> bool {
+        false
+    }
+
     /// Whether it can take work now: its storage answers and accepts
     /// writes (a broker whose storage failed says so here, after trying to
     /// recover). By default, whether it can list its queues.

@@ -15,10 +15,16 @@ pub fn free_port() -> u16 {
 
 /// `tidings serve` on `port` over the data directory `dir`, with `extra` arguments.
 pub fn spawn_server(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
+    spawn_on(&dir.to_string_lossy(), port, extra)
+}
+
+/// `tidings serve` on `port` over the shared store at `broker` (a Redis or
+/// PostgreSQL URL), with `extra` arguments.
+pub fn spawn_on(broker: &str, port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tidings"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .args(extra)
-        .env("TIDINGS_BROKER", dir)
+        .env("TIDINGS_BROKER", broker)
         .env("TIDINGS_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -133,6 +133,10 @@ macro_rules! after_hook {
     ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, about $about:expr;)*) => {
         #[async_trait]
         impl Broker for Hooked {
+            fn exclusive(&self) -> bool {
+                self.inner.exclusive()
+            }
+
             $(
                 async fn $name(&self, $($arg: $ty),*) -> $ret {
                     self.before(stringify!($name), $about).await?;

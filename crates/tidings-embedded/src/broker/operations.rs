@@ -152,6 +152,11 @@ impl Broker for EmbeddedBroker {
         Ok(self.lock().queues.keys().cloned().collect())
     }
 
+    /// Its directory is locked; in memory, it belongs to this process.
+    fn exclusive(&self) -> bool {
+        true
+    }
+
     /// Every queue, a step of [`MAINTAIN_STEP`] removals per lock section.
     async fn maintain(&self) -> Result<u64> {
         let names: Vec<QueueName> = self.lock().queues.keys().cloned().collect();

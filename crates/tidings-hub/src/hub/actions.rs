@@ -189,7 +189,7 @@ impl Hub {
         };
         let mut tx = Transaction::new();
         tx.insert(self.inner.tables.actions.clone(), name, encode(&action)?);
-        self.inner.broker.commit(tx).await?;
+        self.commit(tx).await?;
         let view = action.view();
         self.catalog_mut().put_action(action, schema);
         self.changed();

@@ -124,7 +124,7 @@ impl Hub {
             app.name.clone(),
             crate::tables::encode(&sealed)?,
         );
-        match self.inner.broker.commit(tx).await {
+        match self.commit(tx).await {
             Ok(_) => {}
             Err(tidings_core::Error::RecordExists { .. }) => {
                 return Err(HubError::conflict(format!(
@@ -243,7 +243,7 @@ impl Hub {
             self.put_sealed(&mut tx, &self.inner.tables.subscriptions, &sub.id, &sub)?;
             updated.push(sub);
         }
-        self.inner.broker.commit(tx).await?;
+        self.commit(tx).await?;
         let view = app.view();
         {
             let mut catalog = self.catalog_mut();
@@ -391,7 +391,7 @@ impl Hub {
     ) -> HubResult<()> {
         let _fanout = self.inner.fanout.write().await;
         debug_assert!(tx.ops().iter().all(|op| !matches!(op, TxOp::Send { .. })));
-        self.inner.broker.commit(tx).await?;
+        self.commit(tx).await?;
         for sub in subs {
             match self
                 .inner
@@ -463,7 +463,7 @@ impl Hub {
             app.name.clone(),
             crate::tables::encode(&sealed)?,
         );
-        self.inner.broker.commit(tx).await?;
+        self.commit(tx).await?;
         self.catalog_mut().put_application(app);
         self.changed();
         Ok(())

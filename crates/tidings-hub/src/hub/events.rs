@@ -173,7 +173,7 @@ impl Hub {
         traceparent: Option<String>,
     ) -> HubResult<Published> {
         let mut input = Input::check(new)?;
-        let (schema, action, subs, dedup_window) = self.resolve(who, &input.action)?;
+        let (schema, action, mut subs, dedup_window) = self.resolve(who, &input.action)?;
         let value = if input.strict {
             input.value.clone()
         } else {
@@ -193,7 +193,7 @@ impl Hub {
         let now = self.now_ms();
         let row = self.inner.rows.next(now);
         let deliver_at = input.delay.map_or(now, |d| now + d.as_millis() as u64);
-        let event = Event {
+        let mut event = Event {
             id: event_id(row),
             row,
             action: action.clone(),
@@ -205,10 +205,25 @@ impl Hub {
             deliver_at,
             fanout: subs.len() as u32,
         };
-        let tx = self.publication(&event, &subs, input.delay, now, dedup_window)?;
-        let committed = {
-            let _fanout = self.inner.fanout.read().await;
-            self.inner.broker.commit(tx).await
+        let mut looked_again = false;
+        let committed = loop {
+            let tx = self.publication(&event, &subs, input.delay, now, dedup_window)?;
+            let committed = {
+                let _fanout = self.inner.fanout.read().await;
+                self.inner.broker.commit(tx).await
+            };
+            match committed {
+                // A subscription another process removed, not heard of here
+                // yet: read the action and its subscriptions again (the
+                // action may be gone too) and publish once more.
+                Err(tidings_core::Error::QueueNotFound(_)) if !looked_again => {
+                    looked_again = true;
+                    self.refresh_publication(&action, &subs).await?;
+                    subs = self.resolve(who, &action)?.2;
+                    event.fanout = subs.len() as u32;
+                }
+                other => break other,
+            }
         };
         match committed {
             Ok(_) => {

@@ -10,6 +10,7 @@ mod applications;
 mod audit;
 mod catalog;
 mod events;
+mod feed;
 mod gists;
 pub mod retention;
 pub mod sessions;
@@ -194,6 +195,9 @@ pub(crate) struct Inner {
     pub(crate) opened_at: u64,
     /// Where retention's sweeps of events resume.
     pub(crate) sweep_progress: std::sync::Mutex<retention::SweepProgress>,
+    /// This process's place in the catalog's change feed (none on an
+    /// exclusive storage).
+    pub(crate) feed: Option<feed::Feed>,
 }
 
 impl Hub {
@@ -201,6 +205,16 @@ impl Hub {
     /// registers the built-in application and the dead-letter action.
     pub async fn open(broker: Arc<dyn Broker>, config: HubConfig) -> HubResult<Self> {
         let tables = Tables::new()?;
+        let feed = if broker.exclusive() {
+            None
+        } else {
+            Some(feed::Feed::new(&crate::ids::random_id()[..16])?)
+        };
+        // Joined before loading: a change is in what is loaded or waits.
+        let waiting = match &feed {
+            Some(feed) => feed.join(&*broker).await?,
+            None => Vec::new(),
+        };
         let catalog = Catalog::load(&*broker, &tables, &config.sealer, config.clock.now()).await?;
         let hub = Self {
             inner: Arc::new(Inner {
@@ -216,9 +230,11 @@ impl Hub {
                 checker: crate::schema::Checker::default(),
                 opened_at: config.clock.now(),
                 sweep_progress: std::sync::Mutex::default(),
+                feed,
                 config,
             }),
         };
+        hub.follow(waiting);
         hub.ensure_builtins().await?;
         hub.index_stored().await?;
         hub.start_retention();
@@ -287,7 +303,6 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes one record in a transaction of its own.
     /// Writes a record that holds secrets, sealed.
     pub(crate) async fn write_record<T: serde::Serialize + HoldsSecrets + Clone>(
         &self,
@@ -297,7 +312,7 @@ impl Hub {
     ) -> HubResult<()> {
         let mut tx = tidings_core::Transaction::new();
         self.put_sealed(&mut tx, table, key, value)?;
-        self.inner.broker.commit(tx).await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

@@ -191,7 +191,7 @@ impl Hub {
                 None if discard(&record) => {
                     let mut tx = tidings_core::Transaction::new();
                     tx.delete(table.clone(), key.clone());
-                    self.inner.broker.commit(tx).await?;
+                    self.commit(tx).await?;
                 }
                 None => continue,
             }
