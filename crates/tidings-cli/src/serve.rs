@@ -117,6 +117,12 @@ pub struct ServeArgs {
     /// Webhook requests in flight in total.
     #[arg(long, env = "TIDINGS_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
+    /// An ordered subscription is delivered by one process at a time (the
+    /// holder of its lease); how long the others wait, after the holder
+    /// stopped renewing it, before one takes over.
+    #[arg(long, env = "TIDINGS_ORDERED_LEASE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub ordered_lease: Duration,
     /// Attempts per delivery for subscriptions that do not set `max_retries`.
     #[arg(long, env = "TIDINGS_DEFAULT_MAX_RETRIES", default_value_t = 8)]
     pub default_max_retries: u32,
@@ -246,6 +252,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
             delivery: DeliveryConfig {
                 per_subscription: args.per_subscription,
                 global: args.max_in_flight,
+                lease_ttl: args.ordered_lease,
                 ..DeliveryConfig::default()
             },
             connections: ConnectionLimits {

@@ -14,6 +14,7 @@
 //! | `hub.expiring_dedupers` | expiry (16 hex ms), newline, event id | the deduper's key and event |
 //! | `hub.counts`, `hub.gists_by_subscription`, `hub.gists_by_status` | see [`crate::indexes`] | counters and indexes |
 //! | `hub.meta`          | a name                     | the hub's own bookkeeping |
+//! | `hub.leases`        | subscription id            | which process delivers an ordered subscription |
 //!
 //! Each subscription's deliveries wait in the queue `hub.sub.<id>` (one
 //! message per event, holding the event id), read by the group `webhooks`.
@@ -41,6 +42,7 @@ pub(crate) struct Tables {
     pub(crate) gists_by_subscription: TableName,
     pub(crate) gists_by_status: TableName,
     pub(crate) meta: TableName,
+    pub(crate) leases: TableName,
     pub(crate) group: GroupName,
 }
 
@@ -61,6 +63,7 @@ impl Tables {
             gists_by_subscription: TableName::new("hub.gists_by_subscription")?,
             gists_by_status: TableName::new("hub.gists_by_status")?,
             meta: TableName::new("hub.meta")?,
+            leases: TableName::new("hub.leases")?,
             group: GroupName::new("webhooks")?,
         })
     }

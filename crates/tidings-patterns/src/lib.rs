@@ -5,6 +5,7 @@
 //!   run them (LeanMQWebhook's API; shares Redis with Python services).
 //! - [`breaker`]: a circuit breaker that can be asked, not only called.
 //! - [`bus`]: a typed event bus with durable subscriptions and per-key order.
+//! - [`lease`]: one process at a time, with takeover.
 //! - [`rpc`]: request/response through queues, and an API gateway.
 //! - [`saga`]: steps with compensations, their state kept in the broker.
 //! - [`resilience`]: retries with backoff and jitter, timeouts and a breaker
@@ -13,6 +14,7 @@
 pub mod breaker;
 pub mod bus;
 pub mod consumer;
+pub mod lease;
 pub mod resilience;
 pub mod rpc;
 pub mod saga;

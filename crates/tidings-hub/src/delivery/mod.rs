@@ -8,7 +8,9 @@
 //! a circuit breaker: while it is open, that endpoint's lanes wait (without
 //! using up attempts) instead of hammering it. An ordered
 //! subscription has one lane, and waits out a failed event's retry delay
-//! before it takes anything else, so its events arrive in publish order.
+//! before it takes anything else, so its events arrive in publish order;
+//! among several processes, only the holder of its lease (table
+//! `hub.leases`) delivers it.
 
 pub mod schedule;
 pub mod webhook;
@@ -36,6 +38,10 @@ pub struct DeliveryConfig {
     /// The breaker of each endpoint: after repeated failures (no answer,
     /// 5xx, 429) its deliveries wait instead of being attempted.
     pub breaker: BreakerConfig,
+    /// An ordered subscription is delivered by one process at a time, the
+    /// holder of its lease: how long a standby waits, after the holder
+    /// stopped renewing it (it died), before taking over.
+    pub lease_ttl: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -44,6 +50,7 @@ impl Default for DeliveryConfig {
             per_subscription: 16,
             global: 512,
             breaker: BreakerConfig::default(),
+            lease_ttl: Duration::from_secs(5),
         }
     }
 }

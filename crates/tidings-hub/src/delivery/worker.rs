@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tidings_core::{ConsumerName, Delivery, Nack, ReceiveOptions, Transaction};
+use tidings_patterns::lease::Lease;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,8 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// at again (no attempt is made or counted meanwhile).
 pub(crate) const INACTIVE_RETRY: Duration = Duration::from_secs(10);
 
+/// Delivers a subscription until `halted`: an unordered one at once; an
+/// ordered one while this process holds its lease.
 pub(super) async fn subscription(
     shared: Arc<Shared>,
     sub_id: String,
@@ -39,12 +42,39 @@ pub(super) async fn subscription(
     lanes: usize,
     halted: CancellationToken,
 ) {
+    if !ordered {
+        return deliver(&shared, &sub_id, false, lanes, halted).await;
+    }
+    let hub = &shared.hub;
+    let lease = Lease::new(
+        hub.broker().clone(),
+        hub.inner.tables.leases.clone(),
+        &sub_id,
+        hub.process_id(),
+        shared.config.lease_ttl,
+    );
+    lease
+        .run_while_held(&halted, |_, holding| {
+            deliver(&shared, &sub_id, true, lanes, holding)
+        })
+        .await;
+}
+
+/// Receives, posts and settles the subscription's deliveries until `halted`;
+/// lets the attempts under way finish.
+async fn deliver(
+    shared: &Arc<Shared>,
+    sub_id: &str,
+    ordered: bool,
+    lanes: usize,
+    halted: CancellationToken,
+) {
     let hub = &shared.hub;
     let tables = &hub.inner.tables;
-    let Ok(queue) = subscription_queue(&sub_id) else {
+    let Ok(queue) = subscription_queue(sub_id) else {
         return;
     };
-    let Ok(consumer) = ConsumerName::new("lanes") else {
+    let Ok(consumer) = ConsumerName::new(format!("process-{}", hub.process_id())) else {
         return;
     };
     if ordered {
@@ -71,7 +101,7 @@ pub(super) async fn subscription(
             break;
         }
         // While the endpoint's breaker is open, wait rather than take work.
-        let endpoint = hub.subscription(&sub_id).map(|s| s.endpoint);
+        let endpoint = hub.subscription(sub_id).map(|s| s.endpoint);
         if let Ok(endpoint) = endpoint
             && let Err(rejected) = shared.breaker(&endpoint).ready()
         {
@@ -110,7 +140,7 @@ pub(super) async fn subscription(
         };
         // Lanes left without a delivery go back with the unused permits.
         for (delivery, permit) in deliveries.into_iter().zip(permits) {
-            let (shared, sub_id, halted) = (shared.clone(), sub_id.clone(), halted.clone());
+            let (shared, sub_id, halted) = (shared.clone(), sub_id.to_owned(), halted.clone());
             attempts.spawn(async move {
                 let wait = match attempt(&shared, &sub_id, &delivery).await {
                     Ok(wait) => wait,

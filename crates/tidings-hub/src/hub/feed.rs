@@ -52,8 +52,8 @@ pub(crate) struct Feed {
     pub(crate) queue: QueueName,
     group: GroupName,
     consumer: ConsumerName,
-    /// The process's id (its group's name without the prefix).
-    pub(crate) process: String,
+    /// The process's id.
+    process: String,
     /// Cancelled when the hub is dropped: the reading task ends.
     stop: CancellationToken,
 }

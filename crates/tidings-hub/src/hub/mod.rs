@@ -198,6 +198,9 @@ pub(crate) struct Inner {
     /// This process's place in the catalog's change feed (none on an
     /// exclusive storage).
     pub(crate) feed: Option<feed::Feed>,
+    /// This process's id (random at each open): its consumer names, the
+    /// owner of the leases it holds.
+    pub(crate) process: String,
 }
 
 impl Hub {
@@ -205,10 +208,11 @@ impl Hub {
     /// registers the built-in application and the dead-letter action.
     pub async fn open(broker: Arc<dyn Broker>, config: HubConfig) -> HubResult<Self> {
         let tables = Tables::new()?;
+        let process = crate::ids::random_id()[..16].to_owned();
         let feed = if broker.exclusive() {
             None
         } else {
-            Some(feed::Feed::new(&crate::ids::random_id()[..16])?)
+            Some(feed::Feed::new(&process)?)
         };
         // Joined before loading: a change is in what is loaded or waits.
         let waiting = match &feed {
@@ -231,6 +235,7 @@ impl Hub {
                 opened_at: config.clock.now(),
                 sweep_progress: std::sync::Mutex::default(),
                 feed,
+                process,
                 config,
             }),
         };
@@ -277,6 +282,12 @@ impl Hub {
     /// The settings.
     pub fn config(&self) -> &HubConfig {
         &self.inner.config
+    }
+
+    /// This process's id among the hub processes sharing its store (random
+    /// at each open).
+    pub fn process_id(&self) -> &str {
+        &self.inner.process
     }
 
     /// Watches catalog changes (the value is a change counter).

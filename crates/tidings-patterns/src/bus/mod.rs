@@ -48,7 +48,6 @@
 //! # }).unwrap();
 //! ```
 
-mod lease;
 mod subscriber;
 
 use std::sync::Arc;

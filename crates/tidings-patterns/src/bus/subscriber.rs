@@ -12,21 +12,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidings_core::{Broker, ConsumerName, Delivery, GroupName, Nack, Payload, QueueName, Result};
+use tidings_core::{
+    Broker, ConsumerName, Delivery, GroupName, Nack, Payload, QueueName, Result, TableName,
+};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::lease::{Lease, Taken};
 use super::{
     BusOptions, Event, EventBus, KEY_HEADER, TYPE_HEADER, UnknownEvents, subscription_queue,
 };
 use crate::consumer::{ConsumerOptions, Message, MissingQueue, Queue};
 use crate::handler::{HandlerResult, Outcome};
+use crate::lease::{Lease, Taken};
 use crate::resilience::RetryPolicy;
 
 /// How long one receive waits before the loop looks at the stop token again.
 const POLL: Duration = Duration::from_millis(500);
+/// The table of the subscriptions' leases.
+const LEASES: &str = "bus.leases";
 /// Events received ahead of the handlers, per worker.
 const AHEAD_PER_WORKER: usize = 32;
 
@@ -145,50 +149,38 @@ impl Run {
     /// while another one does.
     async fn serve(self, stop: CancellationToken) {
         let run = Arc::new(self);
-        let lease = match Lease::new(
-            run.broker.clone(),
-            run.queue.as_str(),
-            run.consumer.as_str(),
-            run.options.lease_ttl,
-        ) {
-            Ok(lease) => Arc::new(lease),
+        let lease = match TableName::new(LEASES) {
+            Ok(table) => Lease::new(
+                run.broker.clone(),
+                table,
+                run.queue.as_str(),
+                run.consumer.as_str(),
+                run.options.lease_ttl,
+            ),
             Err(e) => {
                 tracing::error!(queue = %run.queue, error = %e, "cannot name the subscription's lease");
                 return;
             }
         };
-        while let Some(taken) = lease.acquire(&stop).await {
-            if taken == Taken::TakenOver {
-                // The last holder stopped renewing, maybe with events in
-                // flight: they come back at their place once their visibility
-                // timeout has passed. Receiving before would overtake them.
-                tracing::info!(queue = %run.queue, wait = ?run.options.visibility_timeout, "took over the subscription; waiting for what its last holder had in flight");
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = tokio::time::sleep(run.options.visibility_timeout) => {}
-                }
-            }
-            // This holding ends when the service stops or the lease is lost.
-            let holding = stop.child_token();
-            let (done, lost) = (CancellationToken::new(), CancellationToken::new());
-            let mut keeper = JoinSet::new();
-            {
-                let (lease, done, lost, holding) =
-                    (lease.clone(), done.clone(), lost.clone(), holding.clone());
-                keeper.spawn(async move {
-                    lease.keep(&done, &lost).await;
-                    if lost.is_cancelled() {
-                        holding.cancel();
+        lease
+            .run_while_held(&stop, |taken, holding| {
+                let run = run.clone();
+                async move {
+                    if taken == Taken::TakenOver {
+                        // The last holder stopped renewing, maybe with events
+                        // in flight: they come back at their place once their
+                        // visibility timeout has passed. Receiving before would
+                        // overtake them.
+                        tracing::info!(queue = %run.queue, wait = ?run.options.visibility_timeout, "took over the subscription; waiting for what its last holder had in flight");
+                        tokio::select! {
+                            () = holding.cancelled() => return,
+                            () = tokio::time::sleep(run.options.visibility_timeout) => {}
+                        }
                     }
-                });
-            }
-            run.clone().dispatch(holding).await;
-            done.cancel();
-            keeper.abort_all();
-            if !lost.is_cancelled() {
-                lease.release().await;
-            }
-        }
+                    run.dispatch(holding).await;
+                }
+            })
+            .await;
     }
 
     /// Receives and handles until `holding` is cancelled: each event to the

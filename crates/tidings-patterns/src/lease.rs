@@ -1,10 +1,12 @@
-//! Which process consumes a subscription: a lease kept as a record, taken
-//! and renewed with compare-and-set (`Transaction::expect`).
+//! One process at a time: a lease kept as a record, taken and renewed with
+//! compare-and-set (`Transaction::expect`). The event bus holds one per
+//! subscription; the hub, one per ordered subscription.
 //!
 //! Expiry is judged without comparing clocks between machines: the holder
 //! rewrites the record on every renewal; a standby that sees the same value
 //! for longer than the lease's time to live takes it over.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,20 +17,24 @@ use tokio_util::sync::CancellationToken;
 
 /// How a lease was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Taken {
+pub enum Taken {
     /// Nobody held it (or its holder let it go).
     Free,
     /// Its holder stopped renewing it: it may have died with events in flight.
     TakenOver,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Holder {
-    owner: String,
-    renewal: u64,
+/// What a lease's record holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Who holds it.
+    pub owner: String,
+    /// How many times it renewed it.
+    pub renewal: u64,
 }
 
-pub(super) struct Lease {
+/// A lease on `key` in a table of leases, for one owner.
+pub struct Lease {
     broker: Arc<dyn Broker>,
     table: TableName,
     key: String,
@@ -39,20 +45,56 @@ pub(super) struct Lease {
 }
 
 impl Lease {
-    pub(super) fn new(
+    /// The lease on `key` of `table`, for `owner`, lost when not renewed
+    /// for `ttl`.
+    pub fn new(
         broker: Arc<dyn Broker>,
+        table: TableName,
         key: &str,
         owner: &str,
         ttl: Duration,
-    ) -> tidings_core::Result<Self> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             broker,
-            table: TableName::new("bus.leases")?,
+            table,
             key: key.to_owned(),
             owner: owner.to_owned(),
             ttl,
             held: tokio::sync::Mutex::new(None),
-        })
+        }
+    }
+
+    /// Runs `work` each time this owner holds the lease, until `stop` is
+    /// cancelled: `work` is told how the lease was taken and given a token
+    /// cancelled when the lease is lost (or at `stop`); it should return
+    /// soon after. While `work` runs, the lease is renewed; when it returns,
+    /// the lease is let go (a standby takes it at once).
+    pub async fn run_while_held<F, Fut>(&self, stop: &CancellationToken, mut work: F)
+    where
+        F: FnMut(Taken, CancellationToken) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        while let Some(taken) = self.acquire(stop).await {
+            let holding = stop.child_token();
+            let (done, lost) = (CancellationToken::new(), CancellationToken::new());
+            let keeping = {
+                let (done, lost, holding) = (done.clone(), lost.clone(), holding.clone());
+                async move {
+                    self.keep(&done, &lost).await;
+                    if lost.is_cancelled() {
+                        holding.cancel();
+                    }
+                }
+            };
+            // Renewed beside the work (not spawned: it borrows the lease).
+            let ((), ()) = tokio::join!(keeping, async {
+                work(taken, holding.clone()).await;
+                done.cancel();
+            });
+            if !lost.is_cancelled() {
+                self.release().await;
+            }
+        }
     }
 
     fn value(&self, renewal: u64) -> tidings_core::Result<Payload> {
@@ -62,8 +104,8 @@ impl Lease {
         })
     }
 
-    /// Waits until this process holds the lease, or `stop` is cancelled.
-    pub(super) async fn acquire(&self, stop: &CancellationToken) -> Option<Taken> {
+    /// Waits until this owner holds the lease, or `stop` is cancelled.
+    pub async fn acquire(&self, stop: &CancellationToken) -> Option<Taken> {
         let check_every = (self.ttl / 3).min(Duration::from_secs(1));
         let mut seen: Option<(Payload, Instant)> = None;
         while !stop.is_cancelled() {
@@ -119,7 +161,7 @@ impl Lease {
     /// Renews the lease every third of its time to live until `done` is
     /// cancelled; cancels `lost` and returns if it was taken, or could not be
     /// renewed in time (another process may take it over then).
-    pub(super) async fn keep(&self, done: &CancellationToken, lost: &CancellationToken) {
+    pub async fn keep(&self, done: &CancellationToken, lost: &CancellationToken) {
         let every = self.ttl / 3;
         let mut renewed = Instant::now();
         loop {
@@ -163,8 +205,8 @@ impl Lease {
         Ok(())
     }
 
-    /// Lets the lease go, if this process still holds it.
-    pub(super) async fn release(&self) {
+    /// Lets the lease go, if this owner still holds it.
+    pub async fn release(&self) {
         let Some((current, _)) = self.held.lock().await.take() else {
             return;
         };
