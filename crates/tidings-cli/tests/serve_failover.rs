@@ -1,10 +1,10 @@
 //! Three `tidings serve` processes on one shared store (a Redis prefix, a
-//! PostgreSQL schema) under a steady publish load, each killed with
-//! SIGKILL in turn and started again (issue 18): a client that moves to the
-//! next process on a connection error never sees a 5xx, every event
-//! accepted is delivered to every subscription, and an ordered
-//! subscription (delivered by the holder of its lease) keeps its order
-//! across each takeover.
+//! PostgreSQL schema) under a steady publish load, each stopped in turn and
+//! started again (issue 18) — killed with SIGKILL, or stopped with SIGTERM
+//! as a rolling restart does: a client that moves to the next process on a
+//! connection error never sees a 5xx, every event accepted is delivered to
+//! every subscription, and an ordered subscription (delivered by the holder
+//! of its lease) keeps its order across each takeover.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,6 +54,46 @@ async fn publish(http: &reqwest::Client, bases: &[String], n: u64, first: usize)
     panic!("no process answered publish {n}");
 }
 
+/// How each process is stopped.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    /// SIGKILL: a crash. What it had in flight comes back after the
+    /// visibility timeout; its leases, after their time to live.
+    Kill,
+    /// SIGTERM: a graceful stop. It stops taking requests, finishes its
+    /// attempts under way and lets its leases go.
+    Term,
+}
+
+impl Stop {
+    fn apply(self, child: &mut Child) {
+        match self {
+            Stop::Kill => child.kill().unwrap(),
+            Stop::Term => {
+                let sent = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(sent.success(), "kill -TERM failed");
+                // A graceful stop ends by itself: at most an attempt's
+                // timeout (1 s here) after the signal, give or take.
+                for _ in 0..300 {
+                    if child.try_wait().unwrap().is_some() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let status = child.try_wait().unwrap();
+                assert!(status.is_some(), "still running 15 s after SIGTERM");
+                assert!(
+                    status.is_some_and(|s| s.success()),
+                    "SIGTERM: exited with {status:?}"
+                );
+            }
+        }
+    }
+}
+
 /// The servers, killed however the test ends.
 struct Processes(Vec<Child>);
 
@@ -77,7 +117,7 @@ async fn post(http: &reqwest::Client, url: String, body: Value) {
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }
 
-async fn killed_in_turn_under_load(broker: &str) {
+async fn stopped_in_turn_under_load(broker: &str, how: Stop) {
     // The receiver: (handler path, n) of every delivery, in arrival order.
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, u64)>();
     let app = axum::Router::new().fallback(move |uri: Uri, body: Bytes| {
@@ -175,7 +215,7 @@ async fn killed_in_turn_under_load(broker: &str) {
     };
     for (i, port) in ports.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        children.0[i].kill().unwrap();
+        how.apply(&mut children.0[i]);
         children.0[i].wait().unwrap();
         children.0[i] = spawn_on(broker, *port, &FLAGS);
         wait_ready(&http, &bases[i]).await;
@@ -229,19 +269,17 @@ async fn killed_in_turn_under_load(broker: &str) {
     drop(children);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn processes_killed_in_turn_on_postgresql_lose_nothing_and_keep_order() {
+async fn on_postgresql(how: Stop) {
     let url = tidings_postgres::testing::postgres_url();
     if let Err(e) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
         tidings_postgres::testing::skip_or_fail::<()>(&e);
         return;
     }
     let schema = tidings_postgres::testing::TestSchema::fresh();
-    killed_in_turn_under_load(&schema.url()).await;
+    stopped_in_turn_under_load(&schema.url(), how).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn processes_killed_in_turn_on_redis_lose_nothing_and_keep_order() {
+async fn on_redis(how: Stop) {
     let url =
         std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let client = redis::Client::open(url.as_str()).unwrap();
@@ -254,9 +292,9 @@ async fn processes_killed_in_turn_on_redis_lose_nothing_and_keep_order() {
             return;
         }
     };
-    let prefix = format!("tidings_failover_{}:", std::process::id());
+    let prefix = format!("tidings_failover_{}_{how:?}:", std::process::id());
     let sep = if url.contains('?') { '&' } else { '?' };
-    killed_in_turn_under_load(&format!("{url}{sep}prefix={prefix}")).await;
+    stopped_in_turn_under_load(&format!("{url}{sep}prefix={prefix}"), how).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query(&mut con)
@@ -264,4 +302,24 @@ async fn processes_killed_in_turn_on_redis_lose_nothing_and_keep_order() {
     for key in keys {
         let _: () = redis::cmd("DEL").arg(key).query(&mut con).unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_killed_in_turn_on_postgresql_lose_nothing_and_keep_order() {
+    on_postgresql(Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_killed_in_turn_on_redis_lose_nothing_and_keep_order() {
+    on_redis(Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_restart_on_postgresql_loses_nothing_and_keeps_order() {
+    on_postgresql(Stop::Term).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_restart_on_redis_loses_nothing_and_keeps_order() {
+    on_redis(Stop::Term).await;
 }
