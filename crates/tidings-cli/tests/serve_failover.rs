@@ -213,10 +213,43 @@ async fn stopped_in_turn_under_load(broker: &str, how: Stop) {
             accepted
         })
     };
+    // The ordered subscription has an owner, one of the three.
+    let cluster = |i: usize| {
+        let (http, base) = (http.clone(), bases[i].clone());
+        async move {
+            let r = http.get(format!("{base}/v1/cluster")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).unwrap()
+        }
+    };
+    let ids: Vec<String> = {
+        let view = cluster(0).await;
+        view["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    loop {
+        let view = cluster(0).await;
+        if let Some(owner) = view["ordered"][0]["process"].as_str() {
+            assert!(ids.iter().any(|id| id == owner), "{view}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for (i, port) in ports.iter().enumerate() {
         tokio::time::sleep(Duration::from_millis(700)).await;
+        let stopped = cluster(i).await["this"].as_str().unwrap().to_owned();
         how.apply(&mut children.0[i]);
         children.0[i].wait().unwrap();
+        if let Stop::Term = how {
+            // Gone from the list at once (a killed one stays, not live).
+            let view = cluster((i + 1) % 3).await;
+            let listed = view["processes"].as_array().unwrap();
+            assert!(listed.iter().all(|p| p["id"] != json!(stopped)), "{view}");
+        }
         children.0[i] = spawn_on(broker, *port, &FLAGS);
         wait_ready(&http, &bases[i]).await;
     }

@@ -142,6 +142,33 @@ async fn behave_as_one_hub(broker: &str) {
     let hubs = Hubs::start(broker).await;
     let (address, mut delivered) = receiver().await;
 
+    // Each process lists all three, live, and itself as `this`.
+    let mut ids = Vec::new();
+    for hub in [0, 1, 2] {
+        let (s, cluster) = hubs.call(hub, "GET", "/v1/cluster", None, None).await;
+        assert_eq!(s, 200, "{cluster}");
+        let processes = cluster["processes"].as_array().unwrap();
+        assert_eq!(processes.len(), 3, "process {hub}: {cluster}");
+        assert!(
+            processes.iter().all(|p| p["live"] == json!(true)),
+            "{cluster}"
+        );
+        let this: Vec<&Value> = processes
+            .iter()
+            .filter(|p| p["this"] == json!(true))
+            .collect();
+        assert_eq!(this.len(), 1, "{cluster}");
+        assert_eq!(this[0]["id"], cluster["this"]);
+        let mut listed: Vec<String> = processes
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect();
+        listed.sort();
+        ids.push((cluster["this"].as_str().unwrap().to_owned(), listed));
+    }
+    assert!(ids.windows(2).all(|w| w[0].1 == w[1].1), "{ids:?}");
+    assert!(ids.windows(2).all(|w| w[0].0 != w[1].0), "{ids:?}");
+
     // An application made through process 0: its key works on 1 and 2.
     let (s, shop) = hubs
         .call(
@@ -170,6 +197,9 @@ async fn behave_as_one_hub(broker: &str) {
         hubs.until(hub, 200, "GET", "/v1/events", Some(&key), None)
             .await;
     }
+    // The cluster is the admin's to see.
+    let (s, body) = hubs.call(1, "GET", "/v1/cluster", Some(&key), None).await;
+    assert_eq!(s, 403, "{body}");
 
     // An action and a subscription made through 0; events published
     // through 1 and 2 are delivered once each.

@@ -51,6 +51,15 @@ pub struct SubscriptionLabels {
     pub application: String,
 }
 
+/// Labels of the process's info series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProcessLabels {
+    /// This process's id among those sharing the store.
+    pub process: String,
+    /// The version of Tidings it runs.
+    pub version: &'static str,
+}
+
 /// The hub's metrics.
 pub struct HubMetrics {
     registry: Registry,
@@ -77,6 +86,11 @@ pub struct HubMetrics {
     storage_used: Gauge,
     storage_free: Gauge,
     storage_low: Gauge,
+    /// 1, labelled with this process's id and version.
+    pub(crate) process_info: Family<ProcessLabels, Gauge>,
+    /// Processes sharing the store that reported themselves lately, as
+    /// counted at this process's last heartbeat.
+    pub(crate) processes_live: Gauge,
     /// Held while the subscription gauges are replaced and the registry
     /// encoded, so a scrape never sees another's half-filled gauges.
     scrape: Mutex<()>,
@@ -202,8 +216,22 @@ impl Default for HubMetrics {
             "1 while the free space is under --disk-free-warning",
             storage_low.clone(),
         );
+        let process_info = Family::<ProcessLabels, Gauge>::default();
+        registry.register(
+            "process_info",
+            "1, labelled with this process's id (as GET /v1/cluster shows it) and version",
+            process_info.clone(),
+        );
+        let processes_live = Gauge::default();
+        registry.register(
+            "cluster_processes_live",
+            "Hub processes sharing the store that reported themselves lately (at this process's last heartbeat)",
+            processes_live.clone(),
+        );
         Self {
             registry,
+            process_info,
+            processes_live,
             retention_removed,
             last_sweep_ms: AtomicU64::new(0),
             retention_lag,

@@ -15,6 +15,7 @@
 //! | `hub.counts`, `hub.gists_by_subscription`, `hub.gists_by_status` | see [`crate::indexes`] | counters and indexes |
 //! | `hub.meta`          | a name                     | the hub's own bookkeeping |
 //! | `hub.leases`        | subscription id            | which process delivers an ordered subscription |
+//! | `hub.processes`     | process id                 | what a process reports about itself (see [`crate::hub::cluster`]) |
 //!
 //! Each subscription's deliveries wait in the queue `hub.sub.<id>` (one
 //! message per event, holding the event id), read by the group `webhooks`.
@@ -43,6 +44,7 @@ pub(crate) struct Tables {
     pub(crate) gists_by_status: TableName,
     pub(crate) meta: TableName,
     pub(crate) leases: TableName,
+    pub(crate) processes: TableName,
     pub(crate) group: GroupName,
 }
 
@@ -64,6 +66,7 @@ impl Tables {
             gists_by_status: TableName::new("hub.gists_by_status")?,
             meta: TableName::new("hub.meta")?,
             leases: TableName::new("hub.leases")?,
+            processes: TableName::new("hub.processes")?,
             group: GroupName::new("webhooks")?,
         })
     }

@@ -425,3 +425,57 @@ pub struct Stats {
     /// The server's version.
     pub version: String,
 }
+
+/// The hub processes sharing a store, as `GET /v1/cluster` shows them.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterView {
+    /// The id of the process that answered.
+    pub this: String,
+    /// How often each process reports itself (e.g. `5s`); one is shown as
+    /// not live after three missed reports.
+    pub heartbeat: String,
+    /// Every process that reported itself and did not stop gracefully
+    /// (a dead one's record is removed after an hour of silence), oldest
+    /// first.
+    pub processes: Vec<ProcessView>,
+    /// Which process delivers each ordered subscription (those without an
+    /// owner are not listed: no process delivers them yet, or the last
+    /// owner stopped gracefully and another is about to take them).
+    pub ordered: Vec<LeaseView>,
+}
+
+/// One hub process.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProcessView {
+    /// Its id (random at each start): also the name it consumes with
+    /// (`process-<id>`).
+    pub id: String,
+    /// Whether it reported itself in the last three heartbeat intervals (by
+    /// the answering process's clock).
+    pub live: bool,
+    /// Whether it is the process that answered.
+    pub this: bool,
+    /// The version of Tidings it runs.
+    pub version: String,
+    /// When it started.
+    pub started: String,
+    /// Its last report.
+    pub heartbeat: String,
+    /// Its operating-system process id.
+    pub pid: u32,
+    /// Its machine's name, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// Who delivers an ordered subscription.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaseView {
+    /// The subscription.
+    pub subscription: String,
+    /// The id of the process holding its lease.
+    pub process: String,
+}

@@ -62,3 +62,81 @@ async fn a_publish_of_an_action_removed_elsewhere_is_refused_not_failed() {
         "{refused:?}"
     );
 }
+
+/// Each hub reports itself; one that stops beating is shown as not live
+/// after three intervals and forgotten after an hour; one that leaves
+/// (a graceful stop) is gone at once. On a clock moved by hand, with
+/// heartbeats only when the test calls them.
+#[tokio::test]
+async fn processes_report_themselves_and_are_forgotten_when_silent() {
+    use std::time::Duration;
+    use tidings_core::{Clock, ManualClock, Timestamp};
+    use tidings_hub::HubConfig;
+    use tidings_hub::hub::cluster::FORGET_AFTER;
+
+    let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
+    let clock = ManualClock::new(Timestamp::now());
+    let config = || HubConfig {
+        clock: Clock::Manual(clock.clone()),
+        // Ten minutes of real time: no heartbeat runs by itself here.
+        heartbeat: Duration::from_secs(600),
+        ..HubConfig::default()
+    };
+    let first = Hub::open(broker.clone(), config()).await.unwrap();
+    let second = Hub::open(broker.clone(), config()).await.unwrap();
+    let third = Hub::open(broker.clone(), config()).await.unwrap();
+    let live = |hub: &Hub| {
+        let hub = hub.clone();
+        async move {
+            let view = hub.cluster().await.unwrap();
+            let mut ids: Vec<(String, bool, bool)> = view
+                .processes
+                .into_iter()
+                .map(|p| (p.id, p.live, p.this))
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut all = vec![
+        (first.process_id().to_owned(), true, true),
+        (second.process_id().to_owned(), true, false),
+        (third.process_id().to_owned(), true, false),
+    ];
+    all.sort();
+    assert_eq!(live(&first).await, all);
+
+    // The third stops gracefully: gone at once, and its heartbeat (were it
+    // to run again) does not bring it back.
+    third.leave().await.unwrap();
+    third.beat().await.unwrap();
+    let listed = live(&first).await;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|(id, _, _)| id != third.process_id()));
+
+    // Three intervals pass; only the first beats: the second is listed,
+    // not live.
+    let interval = Duration::from_secs(600);
+    clock.advance(interval * 3 + Duration::from_millis(1));
+    first.beat().await.unwrap();
+    let listed = live(&first).await;
+    let second_seen = listed
+        .iter()
+        .find(|(id, _, _)| id == second.process_id())
+        .unwrap();
+    assert!(!second_seen.1, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|(id, live, _)| id == first.process_id() && *live)
+    );
+    // Silent for longer than FORGET_AFTER: the first's next beat removes
+    // its record.
+    clock.advance(FORGET_AFTER - interval * 3);
+    first.beat().await.unwrap();
+    let listed = live(&first).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    // Once it beats again, it is back.
+    second.beat().await.unwrap();
+    assert_eq!(live(&first).await.len(), 2);
+}

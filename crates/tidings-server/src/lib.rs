@@ -180,6 +180,7 @@ impl Server {
     /// lets in-flight requests and delivery attempts finish, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let streams = self.state.streams.clone();
+        let hub = self.state.hub.clone();
         let app = router(self.state).layer(axum::middleware::from_fn(middleware::common_headers));
         let delivery = tokio::spawn(self.dispatcher.run(shutdown.clone()));
         let stopping = shutdown.clone();
@@ -199,6 +200,10 @@ impl Server {
         )
         .await;
         let _ = delivery.await;
+        // Stopped gracefully: the others need not list it as missing.
+        if let Err(e) = hub.leave().await {
+            tracing::warn!(error = %e, "could not remove this process from hub.processes; it shows as not live");
+        }
         Ok(())
     }
 }

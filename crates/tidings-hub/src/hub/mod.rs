@@ -9,6 +9,7 @@ pub(crate) mod actions;
 mod applications;
 mod audit;
 mod catalog;
+pub mod cluster;
 mod events;
 mod feed;
 mod gists;
@@ -67,6 +68,9 @@ pub struct HubConfig {
     pub retention: RetentionPolicy,
     /// Free bytes under which `/readyz` and `/metrics` warn (`None`: never).
     pub disk_free_warning: Option<u64>,
+    /// How often this process reports itself in `hub.processes` (5 s); it
+    /// is shown as not live after three missed reports.
+    pub heartbeat: Duration,
 }
 
 impl Default for HubConfig {
@@ -82,6 +86,7 @@ impl Default for HubConfig {
             sealer: Arc::new(Sealer::none()),
             retention: RetentionPolicy::default(),
             disk_free_warning: Some(1 << 30),
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -201,6 +206,9 @@ pub(crate) struct Inner {
     /// This process's id (random at each open): its consumer names, the
     /// owner of the leases it holds.
     pub(crate) process: String,
+    /// Set once this process has left the cluster (stopped gracefully):
+    /// its heartbeat no longer reports it.
+    pub(crate) left: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -236,6 +244,7 @@ impl Hub {
                 sweep_progress: std::sync::Mutex::default(),
                 feed,
                 process,
+                left: std::sync::atomic::AtomicBool::new(false),
                 config,
             }),
         };
@@ -243,6 +252,16 @@ impl Hub {
         hub.ensure_builtins().await?;
         hub.index_stored().await?;
         hub.start_retention();
+        hub.inner
+            .metrics
+            .process_info
+            .get_or_create(&crate::metrics::ProcessLabels {
+                process: hub.inner.process.clone(),
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        hub.beat().await?;
+        hub.start_heartbeat();
         if hub.inner.config.sealer.enabled() {
             let resealing = hub.clone();
             tokio::spawn(async move {

@@ -183,6 +183,21 @@ impl Shared {
         F: Fn(deadpool_postgres::Client) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
     {
+        self.attempt_within(could_commit, self.options.retry_for, op)
+            .await
+    }
+
+    /// [`Self::attempt`], retrying for `retry_for` at most (zero: once).
+    async fn attempt_within<T, F, Fut>(
+        &self,
+        could_commit: bool,
+        retry_for: Duration,
+        op: F,
+    ) -> std::result::Result<T, Failure>
+    where
+        F: Fn(deadpool_postgres::Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, Failure>>,
+    {
         let started = Instant::now();
         let mut pause = Duration::from_millis(20);
         loop {
@@ -197,7 +212,7 @@ impl Shared {
                     tidings_core::error::with_causes(&e)
                 )),
             };
-            if !failure.retryable(could_commit) || started.elapsed() >= self.options.retry_for {
+            if !failure.retryable(could_commit) || started.elapsed() >= retry_for {
                 return Err(failure);
             }
             tracing::debug!(?failure, "retrying a PostgreSQL operation");
@@ -308,9 +323,11 @@ impl Broker for PostgresBroker {
         self.shared.list().await
     }
 
+    /// One try, without riding out an outage as operations do: a readiness
+    /// probe must answer within its own timeout.
     async fn ready(&self) -> Result<()> {
         self.shared
-            .attempt(false, move |client| async move {
+            .attempt_within(false, Duration::ZERO, move |client| async move {
                 client.simple_query("SELECT 1").await?;
                 Ok(())
             })

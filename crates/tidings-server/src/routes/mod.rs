@@ -59,6 +59,7 @@ api! {
         "/readyz" => get(ops::ready);
         "/metrics" => get(ops::metrics);
         "/v1/stats" => get(ops::stats);
+        "/v1/cluster" => get(ops::cluster);
         "/v1/applications" => get(applications::list).post(applications::create);
         "/v1/applications/{id}" => put(applications::update).patch(applications::toggle).delete(applications::delete);
         "/v1/applications/{id}/secret" => put(applications::rotate_secret);

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use tidings_hub::views::Stats;
+use tidings_hub::views::{ClusterView, Stats};
 
 use crate::error::ApiResult;
 use crate::error::ErrorBody;
@@ -50,6 +50,14 @@ pub async fn metrics(call: Call) -> ApiResult<impl IntoResponse> {
 pub async fn stats(call: Call) -> ApiResult<Json<Stats>> {
     call.who()?;
     Ok(Json(call.state.hub.stats().await?))
+}
+
+/// `GET /v1/cluster`: the hub processes sharing this store, and which one
+/// delivers each ordered subscription (the admin only).
+#[utoipa::path(get, path = "/v1/cluster", tag = "operations", responses((status = 200, description = "The processes sharing this store (live or silent for under an hour) and the owners of ordered subscriptions", body = ClusterView), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Not the admin", body = ErrorBody)))]
+pub async fn cluster(call: Call) -> ApiResult<Json<ClusterView>> {
+    call.admin()?;
+    Ok(Json(call.state.hub.cluster().await?))
 }
 
 /// `GET /readyz`: the storage answers and takes writes.
