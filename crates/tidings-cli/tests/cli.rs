@@ -208,4 +208,9 @@ fn a_directory_in_use_by_another_process_is_refused() {
     let _holder = tidings::EmbeddedBroker::open(cli.dir.path()).unwrap();
     let err = cli.fails(&["queue", "list"]);
     assert!(err.contains("locked by another process"), "{err}");
+    // A second hub on the same directory says what to do instead.
+    let err = cli.fails(&["serve", "--bind", "127.0.0.1:0"]);
+    assert!(err.contains("locked by another process"), "{err}");
+    assert!(err.contains("one process at a time"), "{err}");
+    assert!(err.contains("Redis or PostgreSQL"), "{err}");
 }

@@ -70,7 +70,11 @@ pub enum Error {
         key: String,
     },
     /// The data directory is in use by another process.
-    #[error("data directory {path} is locked by another process")]
+    #[error(
+        "data directory {path} is locked by another process: the embedded engine is for one \
+         process at a time (several processes share a Redis or PostgreSQL store instead: \
+         --broker redis://... or postgres://...)"
+    )]
     Locked {
         /// The data directory.
         path: PathBuf,
