@@ -111,7 +111,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_DELIVERY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
-    /// Webhook requests in flight per subscription.
+    /// Webhook requests in flight per subscription that does not set its
+    /// own `concurrency`, in this process (a subscription's own
+    /// `concurrency` is a total, shared out among the live processes).
     #[arg(long, env = "TIDINGS_PER_SUBSCRIPTION", default_value_t = 16)]
     pub per_subscription: usize,
     /// Webhook requests in flight in total.
@@ -123,6 +125,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_ORDERED_LEASE", default_value = "5s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub ordered_lease: Duration,
+    /// How often this process reports itself to the others sharing its
+    /// store (`GET /v1/cluster`); after three missed reports it is shown as
+    /// not live and its share of subscriptions' concurrency goes to them.
+    #[arg(long, env = "TIDINGS_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
     /// Attempts per delivery for subscriptions that do not set `max_retries`.
     #[arg(long, env = "TIDINGS_DEFAULT_MAX_RETRIES", default_value_t = 8)]
     pub default_max_retries: u32,
@@ -215,6 +223,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
             max_schema_bytes_per_application: args.max_schema_bytes_per_application,
             sealer: Arc::new(sealer),
             disk_free_warning: Some(bytes(&args.disk_free_warning)?).filter(|b| *b > 0),
+            heartbeat: args.heartbeat.max(std::time::Duration::from_millis(10)),
             retention: RetentionPolicy {
                 events: keep(&args.retain_events)?,
                 delivered: keep(&args.retain_delivered)?,

@@ -3,7 +3,8 @@
 //! one is seen by the others through the catalog's change feed (a new
 //! application and its API key, a rotated key, an action, a subscription,
 //! a removed subscription), and an event published through any of them is
-//! delivered once.
+//! delivered once. A subscription's `concurrency` is a total over the
+//! processes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,6 +41,10 @@ impl Drop for Hubs {
 
 impl Hubs {
     async fn start(broker: &str) -> Self {
+        Self::start_with(broker, &[]).await
+    }
+
+    async fn start_with(broker: &str, flags: &[&str]) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -48,7 +53,7 @@ impl Hubs {
         let mut bases = Vec::new();
         for _ in 0..3 {
             let port = free_port();
-            children.push(spawn_on(broker, port, &[]));
+            children.push(spawn_on(broker, port, flags));
             bases.push(format!("http://127.0.0.1:{port}"));
         }
         for base in &bases {
@@ -356,28 +361,167 @@ async fn three_processes_on_one_postgresql_schema_behave_as_one_hub() {
     behave_as_one_hub(&schema.url()).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn three_processes_on_one_redis_prefix_behave_as_one_hub() {
+/// A Redis URL with a prefix of its own for `test` (None: no Redis here,
+/// outside CI), and a guard that deletes the prefix's keys.
+fn redis_prefix(test: &str) -> Option<(String, RedisKeys)> {
     let url =
         std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let client = redis::Client::open(url.as_str()).unwrap();
-    let mut con = match client.get_connection() {
+    let con = match client.get_connection() {
         Ok(con) => con,
         Err(e) => {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
             assert!(!ci, "Redis is required under CI=true ({url}): {e}");
             eprintln!("skipped: Redis not reachable at {url} ({e})");
-            return;
+            return None;
         }
     };
-    let prefix = format!("tidings_shared_{}:", std::process::id());
+    let prefix = format!("tidings_{test}_{}:", std::process::id());
     let sep = if url.contains('?') { '&' } else { '?' };
-    behave_as_one_hub(&format!("{url}{sep}prefix={prefix}")).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query(&mut con)
-        .unwrap();
-    for key in keys {
-        let _: () = redis::cmd("DEL").arg(key).query(&mut con).unwrap();
+    Some((format!("{url}{sep}prefix={prefix}"), RedisKeys(con, prefix)))
+}
+
+/// Deletes a prefix's keys when dropped.
+struct RedisKeys(redis::Connection, String);
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.1))
+            .query(&mut self.0)
+            .unwrap_or_default();
+        for key in keys {
+            let _: Result<(), _> = redis::cmd("DEL").arg(key).query(&mut self.0);
+        }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_processes_on_one_redis_prefix_behave_as_one_hub() {
+    let Some((url, _keys)) = redis_prefix("shared") else {
+        return;
+    };
+    behave_as_one_hub(&url).await;
+}
+
+/// A subscription with `concurrency: 3` on three processes: at most three
+/// requests in flight at its endpoint in all (each process takes one lane),
+/// not three per process.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriptions_concurrency_is_a_total_over_the_processes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let Some((url, _keys)) = redis_prefix("concurrency") else {
+        return;
+    };
+    // The receiver holds each request 200 ms, counting those in flight.
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (tx, mut delivered) = mpsc::unbounded_channel::<()>();
+    let app = {
+        let (now, most) = (now.clone(), most.clone());
+        axum::Router::new().fallback(move || {
+            let (now, most, tx) = (now.clone(), most.clone(), tx.clone());
+            async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                let _ = tx.send(());
+                StatusCode::OK
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let hubs = Hubs::start_with(&url, &["--heartbeat", "100ms"]).await;
+    // Every process has counted the three.
+    for hub in [0, 1, 2] {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let r = hubs
+                .http
+                .get(format!("{}/metrics", hubs.bases[hub]))
+                .send()
+                .await
+                .unwrap();
+            let text = r.text().await.unwrap();
+            if text.contains("tidings_cluster_processes_live 3") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {hub} never counted three"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for (path, body) in [
+        (
+            "/v1/applications",
+            json!({"application": "shop", "address": "http://shop.invalid"}),
+        ),
+        (
+            "/v1/applications",
+            json!({"application": "mailer", "address": address}),
+        ),
+        (
+            "/v1/actions",
+            json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}}),
+        ),
+        (
+            "/v1/subscriptions",
+            json!({"application": "mailer", "action": "shop.sold", "handler": "/sold", "concurrency": 3}),
+        ),
+    ] {
+        let (s, answer) = hubs.call(0, "POST", path, None, Some(body)).await;
+        assert_eq!(s, 201, "{path}: {answer}");
+    }
+    // Every process delivers it: wait until each fans out to it.
+    for hub in [0, 1, 2] {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let (_, event) = hubs
+                .call(
+                    hub,
+                    "POST",
+                    "/v1/events",
+                    None,
+                    Some(json!({"action": "shop.sold", "payload": {}})),
+                )
+                .await;
+            if event["fanout"] == json!(1) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {hub} never heard of the subscription"
+            );
+        }
+    }
+    let mut published = 3;
+    for n in 0..24 {
+        let (s, answer) = hubs
+            .call(
+                n % 3,
+                "POST",
+                "/v1/events",
+                None,
+                Some(json!({"action": "shop.sold", "payload": {"n": n}})),
+            )
+            .await;
+        assert_eq!(s, 201, "{answer}");
+        published += 1;
+    }
+    for _ in 0..published {
+        tokio::time::timeout(Duration::from_secs(30), delivered.recv())
+            .await
+            .expect("not every event was delivered within 30 s");
+    }
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most <= 3,
+        "{most} requests in flight at once; the subscription allows 3"
+    );
 }

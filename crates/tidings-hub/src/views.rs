@@ -190,7 +190,8 @@ pub struct SubscriptionView {
     pub retry_schedule: Option<Vec<u64>>,
     /// One delivery at a time, in publish order.
     pub ordered: bool,
-    /// Deliveries in flight at once (`null`: the server's default).
+    /// Deliveries in flight at once, in all processes (`null`: each
+    /// process's default).
     pub concurrency: Option<u32>,
     /// Free text.
     pub description: Option<String>,

@@ -114,6 +114,10 @@ impl Dispatcher {
         let mut lanes = JoinSet::new();
         let default_lanes = self.shared.config.per_subscription.max(1);
         loop {
+            // A subscription's own `concurrency` is a total over the live
+            // processes (each takes its share, rounded up); the default is
+            // per process (docs/decisions/0024-delivery-limits-across-processes.md).
+            let processes = self.shared.hub.live_processes().max(1);
             let wanted: HashSet<(String, bool, usize)> = self.shared.hub.with_catalog(|c| {
                 c.subscriptions
                     .values()
@@ -123,7 +127,8 @@ impl Dispatcher {
                         let count = if s.ordered {
                             1
                         } else {
-                            s.concurrency.map_or(default_lanes, |n| n as usize)
+                            s.concurrency
+                                .map_or(default_lanes, |n| (n as usize).div_ceil(processes))
                         };
                         (s.id.clone(), s.ordered, count)
                     })

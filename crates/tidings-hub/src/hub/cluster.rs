@@ -109,7 +109,19 @@ impl Hub {
             }
         }
         inner.metrics.processes_live.set(live);
+        let live = usize::try_from(live).unwrap_or(1).max(1);
+        if inner.live_processes.swap(live, Ordering::Relaxed) != live {
+            // Subscriptions' lanes are shared out anew (see the dispatcher).
+            self.changed();
+        }
         Ok(())
+    }
+
+    /// Live processes sharing the store (at least 1), as counted at this
+    /// process's last heartbeat. A subscription's `concurrency` is shared
+    /// out among them.
+    pub fn live_processes(&self) -> usize {
+        self.inner.live_processes.load(Ordering::Relaxed)
     }
 
     fn is_live(&self, record: &ProcessRecord, now: u64) -> bool {

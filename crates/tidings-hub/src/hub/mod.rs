@@ -209,6 +209,9 @@ pub(crate) struct Inner {
     /// Set once this process has left the cluster (stopped gracefully):
     /// its heartbeat no longer reports it.
     pub(crate) left: std::sync::atomic::AtomicBool,
+    /// Live processes sharing the store, as counted at the last heartbeat
+    /// (at least 1: this one).
+    pub(crate) live_processes: std::sync::atomic::AtomicUsize,
 }
 
 impl Hub {
@@ -245,6 +248,7 @@ impl Hub {
                 feed,
                 process,
                 left: std::sync::atomic::AtomicBool::new(false),
+                live_processes: std::sync::atomic::AtomicUsize::new(1),
                 config,
             }),
         };

@@ -35,7 +35,8 @@ pub struct NewSubscription {
     /// One delivery at a time, in publish order.
     #[serde(default)]
     pub ordered: bool,
-    /// Deliveries in flight at once (1 to 256; default: the server's setting).
+    /// Deliveries in flight at once, in all (1 to 256; shared out among the
+    /// hub processes sharing the store; default: each process's setting).
     pub concurrency: Option<u32>,
     /// Free text.
     pub description: Option<String>,

@@ -27,7 +27,8 @@ pub struct Subscription {
     pub retry_schedule: Option<Vec<u64>>,
     /// One delivery in flight at a time, in publish order.
     pub ordered: bool,
-    /// Deliveries in flight at once (`None`: the server's default).
+    /// Deliveries in flight at once, in all processes (`None`: each
+    /// process's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
     /// Free text.
