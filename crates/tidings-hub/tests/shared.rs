@@ -140,3 +140,49 @@ async fn processes_report_themselves_and_are_forgotten_when_silent() {
     second.beat().await.unwrap();
     assert_eq!(live(&first).await.len(), 2);
 }
+
+/// Two hubs that have not heard of each other's actions still give them
+/// different ids (the ids come from a counter moved by compare-and-set).
+#[tokio::test]
+async fn actions_registered_through_two_hubs_get_different_ids() {
+    let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
+    let first = Hub::open(broker.clone(), Default::default()).await.unwrap();
+    let second = Hub::open(broker.clone(), Default::default()).await.unwrap();
+    let admin = Principal::Admin;
+    first
+        .create_application(
+            &admin,
+            from(json!({"application": "shop", "address": "http://example.com"})),
+        )
+        .await
+        .unwrap();
+    second
+        .create_application(
+            &admin,
+            from(json!({"application": "store", "address": "http://example.com"})),
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (hub, app) in [
+        (&first, "shop"),
+        (&second, "store"),
+        (&first, "shop"),
+        (&second, "store"),
+    ] {
+        let n = ids.len();
+        let (view, created) = hub
+            .register_action(
+                &admin,
+                from(json!({"action": format!("{app}.a{n}"), "application": app, "schemata": {"type": "object"}})),
+            )
+            .await
+            .unwrap();
+        assert!(created);
+        ids.push(view.id);
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "ids handed out twice: {ids:?}");
+}

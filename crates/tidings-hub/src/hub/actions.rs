@@ -11,11 +11,14 @@ use crate::model::Action;
 use crate::model::action::{check_name, same_schema, schema_value};
 use crate::principal::Principal;
 use crate::schema::Schema;
-use crate::tables::encode;
+use crate::tables::{decode, encode};
 use crate::views::{ActionEdited, ActionView, Removed, Validation};
 
 /// The action the hub publishes when a delivery is dead-lettered.
 pub const DEAD_LETTERED_ACTION: &str = "tidings.delivery.dead_lettered";
+
+/// The record of `hub.meta` holding the next action id.
+const NEXT_ACTION_ID: &str = "next_action_id";
 
 /// `POST /v1/actions`.
 #[derive(Debug, Deserialize)]
@@ -177,7 +180,7 @@ impl Hub {
             catalog.next_action_id()
         };
         self.check_application_budget(&new.application, None, bytes)?;
-        let action = Action {
+        let mut action = Action {
             id: next_id,
             name: name.clone(),
             application: new.application,
@@ -187,9 +190,31 @@ impl Hub {
             retention_secs: period_secs(new.retention.as_ref(), "retention")?,
             dedup_window_secs: period_secs(new.dedup_window.as_ref(), "dedup_window")?,
         };
-        let mut tx = Transaction::new();
-        tx.insert(self.inner.tables.actions.clone(), name, encode(&action)?);
-        self.commit(tx).await?;
+        // Ids come from a counter record moved by compare-and-set with the
+        // insert, so processes sharing the store never hand out one twice.
+        let (meta, counter) = (&self.inner.tables.meta, NEXT_ACTION_ID);
+        loop {
+            let stored = self.inner.broker.get_record(meta, counter).await?;
+            let counted = match &stored {
+                Some(value) => decode::<u64>(meta, counter, value)?,
+                None => 0,
+            };
+            action.id = counted.max(next_id);
+            let mut tx = Transaction::new();
+            tx.expect(meta.clone(), counter, stored)
+                .put(meta.clone(), counter, encode(&(action.id + 1))?)
+                .insert(
+                    self.inner.tables.actions.clone(),
+                    name.clone(),
+                    encode(&action)?,
+                );
+            match self.commit(tx).await {
+                Ok(_) => break,
+                // Another process took an id meanwhile: take the next.
+                Err(tidings_core::Error::RecordChanged { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
         let view = action.view();
         self.catalog_mut().put_action(action, schema);
         self.changed();
