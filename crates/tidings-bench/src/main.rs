@@ -4,6 +4,7 @@
 //! `cargo build --release --bin tidings --bin tidings-bench`), or the one
 //! `TIDINGS_BIN` names.
 
+mod cluster;
 mod engine;
 mod http;
 mod hub;
@@ -47,6 +48,9 @@ enum Command {
     Http(http::HttpBenchArgs),
     /// The service patterns (webhook-style API, RPC) on the embedded engine.
     Patterns(patterns::PatternsBenchArgs),
+    /// Several `tidings serve` processes on one Redis or PostgreSQL store:
+    /// delivery rate of 1, 2, 3 processes, catalog propagation, failover.
+    Cluster(cluster::ClusterBenchArgs),
 }
 
 /// The values asked for, or every one when none was.
@@ -103,6 +107,7 @@ async fn main() -> ExitCode {
         Command::Postgres(args) => postgres::run(args).await,
         Command::Http(args) => http::run(args).await,
         Command::Patterns(args) => patterns::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
     };
     if let Err(e) = done {
         eprintln!("error: {e:#}");
