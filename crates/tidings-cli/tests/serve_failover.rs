@@ -4,11 +4,25 @@
 //! as a rolling restart does: a client that moves to the next process on a
 //! connection error never sees a 5xx, every event accepted is delivered to
 //! every subscription, and an ordered subscription (delivered by the holder
-//! of its lease) keeps its order across each takeover.
+//! of its lease) keeps its order across each takeover. Killed in turn on
+//! a Redis Cluster of three nodes too.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+/// The Redis crate's test servers (here: its three-node cluster).
+#[path = "../../tidings-redis/tests/common/server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+
+/// Asked by `redis_server` when it cannot start one: fail under CI, skip
+/// elsewhere.
+fn skip_or_fail<T>(e: &dyn std::fmt::Display) -> Option<T> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "a Redis Cluster is required under CI=true: {e}");
+    eprintln!("skipped: no Redis Cluster could be started ({e})");
+    None
+}
 
 use std::collections::BTreeMap;
 use std::process::Child;
@@ -345,6 +359,15 @@ async fn processes_killed_in_turn_on_postgresql_lose_nothing_and_keep_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn processes_killed_in_turn_on_redis_lose_nothing_and_keep_order() {
     on_redis(Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_killed_in_turn_on_a_redis_cluster_lose_nothing_and_keep_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cluster) = redis_server::RedisCluster::start(dir.path()).await else {
+        return;
+    };
+    stopped_in_turn_under_load(&cluster.url("hub:{failover}:"), Stop::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

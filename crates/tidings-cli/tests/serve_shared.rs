@@ -3,12 +3,25 @@
 //! one is seen by the others through the catalog's change feed (a new
 //! application and its API key, a rotated key, an action, a subscription,
 //! a removed subscription), and an event published through any of them is
-//! delivered once. A subscription's `concurrency` is a total over the
-//! processes.
+//! delivered once; the same on a Redis Cluster of three nodes. A
+//! subscription's `concurrency` is a total over the processes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+/// The Redis crate's test servers (here: its three-node cluster).
+#[path = "../../tidings-redis/tests/common/server.rs"]
+#[allow(dead_code)]
+mod redis_server;
+
+/// Asked by `redis_server` when it cannot start one: fail under CI, skip
+/// elsewhere.
+fn skip_or_fail<T>(e: &dyn std::fmt::Display) -> Option<T> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "a Redis Cluster is required under CI=true: {e}");
+    eprintln!("skipped: no Redis Cluster could be started ({e})");
+    None
+}
 
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -402,6 +415,16 @@ async fn three_processes_on_one_redis_prefix_behave_as_one_hub() {
         return;
     };
     behave_as_one_hub(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_processes_on_one_redis_cluster_behave_as_one_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(cluster) = redis_server::RedisCluster::start(dir.path()).await else {
+        return;
+    };
+    // One hash tag: a publish is one transaction over records and queues.
+    behave_as_one_hub(&cluster.url("hub:{shared}:")).await;
 }
 
 /// A subscription with `concurrency: 3` on three processes: at most three
