@@ -186,3 +186,59 @@ async fn actions_registered_through_two_hubs_get_different_ids() {
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "ids handed out twice: {ids:?}");
 }
+
+/// An action registered through one hub can be published through another
+/// at once, before that one hears of it (a miss reads the store).
+#[tokio::test]
+async fn an_action_made_elsewhere_is_publishable_at_once() {
+    let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
+    let first = Hub::open(broker.clone(), Default::default()).await.unwrap();
+    let second = Hub::open(broker.clone(), Default::default()).await.unwrap();
+    let admin = Principal::Admin;
+    first
+        .create_application(
+            &admin,
+            from(json!({"application": "shop", "address": "http://example.com"})),
+        )
+        .await
+        .unwrap();
+    first
+        .register_action(
+            &admin,
+            from(json!({"action": "sold", "application": "shop", "schemata": {"type": "object", "required": ["n"]}})),
+        )
+        .await
+        .unwrap();
+    let shop = Principal::Application("shop".into());
+    let published = second
+        .publish(
+            &shop,
+            from(json!({"action": "sold", "payload": {"n": 1}})),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(published.view.fanout, Some(0));
+    // Its schema came along.
+    let refused = second
+        .publish(&shop, from(json!({"action": "sold", "payload": {}})), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, HubError::SchemaViolation { .. }),
+        "{refused:?}"
+    );
+    // An action that exists nowhere is still refused.
+    let refused = second
+        .publish(
+            &shop,
+            from(json!({"action": "nothing", "payload": {}})),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, HubError::Unprocessable { .. }),
+        "{refused:?}"
+    );
+}

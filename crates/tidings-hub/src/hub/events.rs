@@ -173,7 +173,15 @@ impl Hub {
         traceparent: Option<String>,
     ) -> HubResult<Published> {
         let mut input = Input::check(new)?;
-        let (schema, action, mut subs, dedup_window) = self.resolve(who, &input.action)?;
+        let (schema, action, mut subs, dedup_window) = match self.resolve(who, &input.action) {
+            // An action (or its application) made through another process
+            // moments ago, not heard of here yet: read them from the store.
+            Err(HubError::Unprocessable { .. }) => {
+                self.refresh_action(&input.action).await?;
+                self.resolve(who, &input.action)?
+            }
+            resolved => resolved?,
+        };
         let value = if input.strict {
             input.value.clone()
         } else {

@@ -169,6 +169,21 @@ impl Hub {
         self.refresh(&records).await
     }
 
+    /// Reads an action and its application again from the store (what is
+    /// gone is removed).
+    pub(crate) async fn refresh_action(&self, action: &str) -> HubResult<()> {
+        let tables = &self.inner.tables;
+        let records = BTreeSet::from([(tables.actions.to_string(), action.to_owned())]);
+        self.refresh(&records).await?;
+        let application =
+            self.with_catalog(|c| c.actions.get(action).map(|e| e.action.application.clone()));
+        if let Some(application) = application {
+            let records = BTreeSet::from([(tables.applications.to_string(), application)]);
+            self.refresh(&records).await?;
+        }
+        Ok(())
+    }
+
     /// Reads the records a change names again, in place of the catalog's
     /// copies (removing those that are gone).
     async fn refresh(&self, records: &BTreeSet<(String, String)>) -> HubResult<()> {
