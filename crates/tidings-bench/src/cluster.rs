@@ -4,8 +4,9 @@
 //! - `drain`: N = 1, 2, 3 processes (alternating, `--rounds` times), each
 //!   with a fresh store: `--events` events published through all of them
 //!   while the receiver holds its answers, then released; the rate at which
-//!   they arrive, the CPU each process spent per event, and the store's
-//!   operations per event (Redis commands, PostgreSQL transactions).
+//!   they arrive, the CPU the processes and the store's server spent per
+//!   event, and the store's operations per event (Redis commands,
+//!   PostgreSQL transactions).
 //! - `propagation`: three processes; a new API key minted through one, then
 //!   the old key tried on the other two until it is refused: from the
 //!   minting answer to the first 401 on each.
@@ -134,6 +135,43 @@ impl Place {
                     )
                     .await?;
                 Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+            }
+        }
+    }
+
+    /// CPU seconds the store's server has used so far (Redis: `INFO cpu`;
+    /// PostgreSQL: every local process named `postgres`, from /proc).
+    async fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        match self.store {
+            Store::Redis => {
+                let client = redis::Client::open(self.admin_url.as_str())?;
+                let mut con = client.get_multiplexed_async_connection().await?;
+                let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut con).await?;
+                let field = |name: &str| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                Ok(field("used_cpu_user:") + field("used_cpu_sys:"))
+            }
+            Store::Postgres => {
+                let mut total = 0.0;
+                for entry in std::fs::read_dir("/proc")?.flatten() {
+                    let Some(pid) = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<u32>().ok())
+                    else {
+                        continue;
+                    };
+                    let comm =
+                        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    if comm.trim() == "postgres" {
+                        total += cpu_of(pid).unwrap_or(0.0);
+                    }
+                }
+                Ok(total)
             }
         }
     }
@@ -386,8 +424,10 @@ async fn drain(args: &ClusterBenchArgs, store: Store, places: &mut usize) -> any
         "\n{store:?}: drain of {} events, N processes (rate; CPU per event of each process; store operations per event)",
         args.events
     );
-    println!("| processes | webhooks/s | CPU ms/event (sum of processes) | store ops/event |");
-    println!("|---|---|---|---|");
+    println!(
+        "| processes | webhooks/s | hub CPU ms/event (all processes) | store CPU ms/event | store ops/event |"
+    );
+    println!("|---|---|---|---|---|");
     let mut order = Vec::new();
     for round in 0..args.rounds {
         if round % 2 == 0 {
@@ -404,8 +444,8 @@ async fn drain(args: &ClusterBenchArgs, store: Store, places: &mut usize) -> any
         let place = Place::new(args, store, *places);
         let result = drain_once(args, &place, n, &extra).await;
         place.remove().await?;
-        let (rate, cpu, ops) = result?;
-        println!("| {n} | {rate:.0} | {cpu:.3} | {ops:.1} |");
+        let (rate, cpu, store_cpu, ops) = result?;
+        println!("| {n} | {rate:.0} | {cpu:.3} | {store_cpu:.3} | {ops:.1} |");
     }
     Ok(())
 }
@@ -415,7 +455,7 @@ async fn drain_once(
     place: &Place,
     n: usize,
     extra: &[String],
-) -> anyhow::Result<(f64, f64, f64)> {
+) -> anyhow::Result<(f64, f64, f64, f64)> {
     let (address, mut arrivals, gate) = receiver(true).await?;
     let processes = Arc::new(Processes::start(place, n, extra).await?);
     processes.setup(&address, false).await?;
@@ -448,6 +488,7 @@ async fn drain_once(
     }
     let cpu_before: f64 = processes.cpu_seconds().iter().sum();
     let ops_before = place.operations().await?;
+    let store_cpu_before = place.cpu_seconds().await?;
     let started = Instant::now();
     gate.send_replace(true);
     let mut seen = 0;
@@ -460,9 +501,15 @@ async fn drain_once(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu: f64 = processes.cpu_seconds().iter().sum::<f64>() - cpu_before;
+    let store_cpu = place.cpu_seconds().await? - store_cpu_before;
     let ops = place.operations().await?.saturating_sub(ops_before);
     let events = args.events as f64;
-    Ok((events / elapsed, cpu * 1000.0 / events, ops as f64 / events))
+    Ok((
+        events / elapsed,
+        cpu * 1000.0 / events,
+        store_cpu * 1000.0 / events,
+        ops as f64 / events,
+    ))
 }
 
 async fn propagation(

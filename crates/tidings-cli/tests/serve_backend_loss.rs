@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{free_port, spawn_on, wait_ready};
+use common::{RedisPrefix, free_port, spawn_on, wait_ready};
 use reqwest::Url;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -183,26 +183,8 @@ async fn a_process_that_loses_postgresql_is_not_ready_until_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_that_loses_redis_is_not_ready_until_it_is_back() {
-    let url =
-        std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut con = match client.get_connection() {
-        Ok(con) => con,
-        Err(e) => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "Redis is required under CI=true ({url}): {e}");
-            eprintln!("skipped: Redis not reachable at {url} ({e})");
-            return;
-        }
+    let Some(redis) = RedisPrefix::new("loss") else {
+        return;
     };
-    let prefix = format!("tidings_loss_{}:", std::process::id());
-    let sep = if url.contains('?') { '&' } else { '?' };
-    loses_and_regains(&format!("{url}{sep}prefix={prefix}")).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query(&mut con)
-        .unwrap();
-    for key in keys {
-        let _: () = redis::cmd("DEL").arg(key).query(&mut con).unwrap();
-    }
+    loses_and_regains(&redis.url("hub")).await;
 }

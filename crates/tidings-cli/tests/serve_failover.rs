@@ -10,19 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-/// The Redis crate's test servers (here: its three-node cluster).
-#[path = "../../tidings-redis/tests/common/server.rs"]
-#[allow(dead_code)]
-mod redis_server;
-
-/// Asked by `redis_server` when it cannot start one: fail under CI, skip
-/// elsewhere.
-fn skip_or_fail<T>(e: &dyn std::fmt::Display) -> Option<T> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(!ci, "a Redis Cluster is required under CI=true: {e}");
-    eprintln!("skipped: no Redis Cluster could be started ({e})");
-    None
-}
 
 use std::collections::BTreeMap;
 use std::process::Child;
@@ -32,7 +19,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{StatusCode, Uri};
-use common::{free_port, spawn_on, wait_ready};
+use common::{RedisPrefix, free_port, spawn_on, wait_ready};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -327,28 +314,11 @@ async fn on_postgresql(how: Stop) {
 }
 
 async fn on_redis(how: Stop) {
-    let url =
-        std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut con = match client.get_connection() {
-        Ok(con) => con,
-        Err(e) => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "Redis is required under CI=true ({url}): {e}");
-            eprintln!("skipped: Redis not reachable at {url} ({e})");
-            return;
-        }
+    // A prefix of each test's own: dropping it deletes its keys.
+    let Some(redis) = RedisPrefix::new(&format!("failover_{how:?}")) else {
+        return;
     };
-    let prefix = format!("tidings_failover_{}_{how:?}:", std::process::id());
-    let sep = if url.contains('?') { '&' } else { '?' };
-    stopped_in_turn_under_load(&format!("{url}{sep}prefix={prefix}"), how).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query(&mut con)
-        .unwrap();
-    for key in keys {
-        let _: () = redis::cmd("DEL").arg(key).query(&mut con).unwrap();
-    }
+    stopped_in_turn_under_load(&redis.url("hub"), how).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -364,7 +334,7 @@ async fn processes_killed_in_turn_on_redis_lose_nothing_and_keep_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn processes_killed_in_turn_on_a_redis_cluster_lose_nothing_and_keep_order() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(cluster) = redis_server::RedisCluster::start(dir.path()).await else {
+    let Some(cluster) = common::redis_server::RedisCluster::start(dir.path()).await else {
         return;
     };
     stopped_in_turn_under_load(&cluster.url("hub:{failover}:"), Stop::Kill).await;

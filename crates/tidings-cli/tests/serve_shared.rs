@@ -9,26 +9,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-/// The Redis crate's test servers (here: its three-node cluster).
-#[path = "../../tidings-redis/tests/common/server.rs"]
-#[allow(dead_code)]
-mod redis_server;
-
-/// Asked by `redis_server` when it cannot start one: fail under CI, skip
-/// elsewhere.
-fn skip_or_fail<T>(e: &dyn std::fmt::Display) -> Option<T> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(!ci, "a Redis Cluster is required under CI=true: {e}");
-    eprintln!("skipped: no Redis Cluster could be started ({e})");
-    None
-}
 
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use common::{free_port, spawn_on, wait_ready};
+use common::{RedisPrefix, free_port, spawn_on, wait_ready};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -374,53 +361,18 @@ async fn three_processes_on_one_postgresql_schema_behave_as_one_hub() {
     behave_as_one_hub(&schema.url()).await;
 }
 
-/// A Redis URL with a prefix of its own for `test` (None: no Redis here,
-/// outside CI), and a guard that deletes the prefix's keys.
-fn redis_prefix(test: &str) -> Option<(String, RedisKeys)> {
-    let url =
-        std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let con = match client.get_connection() {
-        Ok(con) => con,
-        Err(e) => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "Redis is required under CI=true ({url}): {e}");
-            eprintln!("skipped: Redis not reachable at {url} ({e})");
-            return None;
-        }
-    };
-    let prefix = format!("tidings_{test}_{}:", std::process::id());
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Some((format!("{url}{sep}prefix={prefix}"), RedisKeys(con, prefix)))
-}
-
-/// Deletes a prefix's keys when dropped.
-struct RedisKeys(redis::Connection, String);
-
-impl Drop for RedisKeys {
-    fn drop(&mut self) {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", self.1))
-            .query(&mut self.0)
-            .unwrap_or_default();
-        for key in keys {
-            let _: Result<(), _> = redis::cmd("DEL").arg(key).query(&mut self.0);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn three_processes_on_one_redis_prefix_behave_as_one_hub() {
-    let Some((url, _keys)) = redis_prefix("shared") else {
+    let Some(redis) = RedisPrefix::new("shared") else {
         return;
     };
-    behave_as_one_hub(&url).await;
+    behave_as_one_hub(&redis.url("hub")).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_processes_on_one_redis_cluster_behave_as_one_hub() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(cluster) = redis_server::RedisCluster::start(dir.path()).await else {
+    let Some(cluster) = common::redis_server::RedisCluster::start(dir.path()).await else {
         return;
     };
     // One hash tag: a publish is one transaction over records and queues.
@@ -434,9 +386,10 @@ async fn three_processes_on_one_redis_cluster_behave_as_one_hub() {
 async fn a_subscriptions_concurrency_is_a_total_over_the_processes() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let Some((url, _keys)) = redis_prefix("concurrency") else {
+    let Some(redis) = RedisPrefix::new("concurrency") else {
         return;
     };
+    let url = redis.url("hub");
     // The receiver holds each request 200 ms, counting those in flight.
     let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (tx, mut delivered) = mpsc::unbounded_channel::<()>();

@@ -96,26 +96,8 @@ async fn processes_started_together_on_one_postgresql_schema_all_come_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn processes_started_together_on_one_redis_prefix_all_come_up() {
-    let url =
-        std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut con = match client.get_connection() {
-        Ok(con) => con,
-        Err(e) => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "Redis is required under CI=true ({url}): {e}");
-            eprintln!("skipped: Redis not reachable at {url} ({e})");
-            return;
-        }
+    let Some(redis) = common::RedisPrefix::new("together") else {
+        return;
     };
-    let base = format!("tidings_together_{}_", std::process::id());
-    let sep = if url.contains('?') { '&' } else { '?' };
-    every_round_all_come_up(|round| format!("{url}{sep}prefix={base}{round}:")).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{base}*"))
-        .query(&mut con)
-        .unwrap();
-    for key in keys {
-        let _: () = redis::cmd("DEL").arg(key).query(&mut con).unwrap();
-    }
+    every_round_all_come_up(|round| redis.url(&round.to_string())).await;
 }

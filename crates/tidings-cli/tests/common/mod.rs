@@ -73,3 +73,65 @@ pub fn expect_log(log: &std::sync::mpsc::Receiver<String>, needle: &str) {
         }
     }
 }
+
+/// The Redis crate's test servers (its three-node cluster).
+#[path = "../../../tidings-redis/tests/common/server.rs"]
+pub mod redis_server;
+
+/// Asked by `redis_server` when it cannot start one: fail under CI, skip
+/// elsewhere.
+pub fn skip_or_fail<T>(e: &dyn std::fmt::Display) -> Option<T> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "a Redis server is required under CI=true: {e}");
+    eprintln!("skipped: no Redis server could be started ({e})");
+    None
+}
+
+/// Key prefixes of one test on the test Redis (`TIDINGS_REDIS_URL`), whose
+/// keys are deleted when this is dropped.
+pub struct RedisPrefix {
+    url: String,
+    base: String,
+    con: redis::Connection,
+}
+
+impl RedisPrefix {
+    /// Prefixes named after `test`; `None` (skip) when Redis cannot be
+    /// reached outside CI; under CI=true, a failure.
+    pub fn new(test: &str) -> Option<Self> {
+        let url =
+            std::env::var("TIDINGS_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let con = match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+            Ok(con) => con,
+            Err(e) => {
+                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                assert!(!ci, "Redis is required under CI=true ({url}): {e}");
+                eprintln!("skipped: Redis not reachable at {url} ({e})");
+                return None;
+            }
+        };
+        Some(Self {
+            base: format!("tidings_{test}_{}_", std::process::id()),
+            url,
+            con,
+        })
+    }
+
+    /// The broker URL of prefix `name` (one test may use several).
+    pub fn url(&self, name: &str) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}prefix={}{name}:", self.url, self.base)
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.base))
+            .query(&mut self.con)
+            .unwrap_or_default();
+        for key in keys {
+            let _: Result<(), _> = redis::cmd("DEL").arg(key).query(&mut self.con);
+        }
+    }
+}
