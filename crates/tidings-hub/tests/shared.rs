@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -241,4 +243,71 @@ async fn an_action_made_elsewhere_is_publishable_at_once() {
         matches!(refused, HubError::Unprocessable { .. }),
         "{refused:?}"
     );
+}
+
+/// A catalog record changed in the store by someone this hub has not heard
+/// from yet (here: written behind its back, as another process's change
+/// still on its way through the feed) is not overwritten by an update made
+/// from the old copy: the update fails with a conflict, the record is read
+/// again, and the same update then applies on top of the other change.
+async fn an_update_from_a_stale_copy_is_refused_not_lost(broker: Arc<dyn Broker>) {
+    let hub = Hub::open(broker.clone(), Default::default()).await.unwrap();
+    let admin = Principal::Admin;
+    hub.create_application(
+        &admin,
+        from(json!({"application": "shop", "address": "http://example.com"})),
+    )
+    .await
+    .unwrap();
+    let table = tidings_core::TableName::new("hub.applications").unwrap();
+    let stored = broker.get_record(&table, "shop").await.unwrap().unwrap();
+    let mut record: Value = serde_json::from_str(stored.as_str()).unwrap();
+    record["description"] = json!("changed elsewhere");
+    let mut tx = tidings_core::Transaction::new();
+    tx.put(
+        table.clone(),
+        "shop",
+        tidings_core::Payload::from_value(&record).unwrap(),
+    );
+    broker.commit(tx).await.unwrap();
+
+    let update = || from(json!({"address": "http://moved.example.com"}));
+    let refused = hub
+        .update_application(&admin, "shop", update())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            HubError::Storage(tidings_core::Error::RecordChanged { .. })
+        ),
+        "{refused:?}"
+    );
+    // Read again in the background; then the update applies on top.
+    let mut applied = None;
+    for _ in 0..200 {
+        match hub.update_application(&admin, "shop", update()).await {
+            Ok(view) => {
+                applied = Some(view);
+                break;
+            }
+            Err(HubError::Storage(tidings_core::Error::RecordChanged { .. })) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let view = applied.expect("the update never applied after the record was read again");
+    assert_eq!(view.address, "http://moved.example.com/");
+    assert_eq!(view.description.as_deref(), Some("changed elsewhere"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_from_a_stale_copy_is_refused_not_lost_on_redis() {
+    common::on_redis("stale", an_update_from_a_stale_copy_is_refused_not_lost).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_from_a_stale_copy_is_refused_not_lost_on_postgresql() {
+    common::on_postgres(an_update_from_a_stale_copy_is_refused_not_lost).await;
 }

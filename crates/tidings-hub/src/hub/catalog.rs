@@ -3,21 +3,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use tidings_core::{Broker, RecordScan};
+use tidings_core::{Broker, Payload, RecordScan};
 
 use crate::error::HubResult;
 use crate::model::{Action, Application, Subscription};
 use crate::schema::Schema;
 use crate::sealing::{HoldsSecrets, Sealer};
-use crate::tables::{Tables, scan};
+use crate::tables::Tables;
 
-/// Every record of a table that holds secrets, opened.
+/// Every record of a table that holds secrets, opened; each as stored goes
+/// into `stored`.
 pub(crate) async fn scan_sealed<T: serde::de::DeserializeOwned + HoldsSecrets>(
     broker: &dyn Broker,
     table: &tidings_core::TableName,
     sealer: &Sealer,
+    stored: &mut Stored,
 ) -> HubResult<Vec<(String, T)>> {
-    scan::<T>(broker, table, RecordScan::all())
+    scan_stored::<T>(broker, table, stored)
         .await?
         .into_iter()
         .map(|(key, record)| {
@@ -31,6 +33,29 @@ pub(crate) async fn scan_sealed<T: serde::de::DeserializeOwned + HoldsSecrets>(
         })
         .collect()
 }
+
+/// Every record of a table, decoded; each as stored goes into `stored`.
+async fn scan_stored<T: serde::de::DeserializeOwned>(
+    broker: &dyn Broker,
+    table: &tidings_core::TableName,
+    stored: &mut Stored,
+) -> HubResult<Vec<(String, T)>> {
+    let records = broker.scan_records(table, RecordScan::all()).await?;
+    let mut decoded = Vec::with_capacity(records.len());
+    for record in records {
+        decoded.push((
+            record.key.clone(),
+            crate::tables::decode::<T>(table, &record.key, &record.value)?,
+        ));
+        stored.insert((table.to_string(), record.key), record.value);
+    }
+    Ok(decoded)
+}
+
+/// Catalog records exactly as this process last read or wrote them, by
+/// table and key: what a write of one expects to find (compare-and-set),
+/// so a change made meanwhile through another process is not overwritten.
+pub(crate) type Stored = HashMap<(String, String), Payload>;
 
 /// An action with its compiled schema.
 #[derive(Debug, Clone)]
@@ -55,6 +80,9 @@ pub struct Catalog {
     /// Session token hash to session.
     pub sessions: HashMap<String, super::sessions::Session>,
     next_action_id: u64,
+    /// The records above as stored (kept only where several processes may
+    /// share the store).
+    pub(crate) stored: Stored,
 }
 
 impl Catalog {
@@ -65,11 +93,14 @@ impl Catalog {
         now: u64,
     ) -> HubResult<Self> {
         let mut catalog = Self::default();
-        for (name, app) in scan_sealed::<Application>(broker, &tables.applications, sealer).await? {
+        let mut stored = Stored::new();
+        for (name, app) in
+            scan_sealed::<Application>(broker, &tables.applications, sealer, &mut stored).await?
+        {
             debug_assert_eq!(name, app.name);
             catalog.put_application(app);
         }
-        for (name, action) in scan::<Action>(broker, &tables.actions, RecordScan::all()).await? {
+        for (name, action) in scan_stored::<Action>(broker, &tables.actions, &mut stored).await? {
             match Schema::compile(&action.schemata) {
                 Ok(schema) => catalog.put_action(action, schema),
                 // Stored schemas compiled when registered; one that no longer
@@ -79,16 +110,20 @@ impl Catalog {
                 }
             }
         }
-        for (_, sub) in scan_sealed::<Subscription>(broker, &tables.subscriptions, sealer).await? {
+        for (_, sub) in
+            scan_sealed::<Subscription>(broker, &tables.subscriptions, sealer, &mut stored).await?
+        {
             catalog.put_subscription(sub);
         }
         for (hash, session) in
-            scan_sealed::<super::sessions::Session>(broker, &tables.sessions, sealer).await?
+            scan_sealed::<super::sessions::Session>(broker, &tables.sessions, sealer, &mut stored)
+                .await?
         {
             if session.expires_at > now {
                 catalog.sessions.insert(hash, session);
             }
         }
+        catalog.stored = stored;
         Ok(catalog)
     }
 

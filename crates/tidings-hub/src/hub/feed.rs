@@ -13,14 +13,14 @@
 //! exclusive storage (the embedded engine) there is no other process and
 //! no feed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidings_core::{
-    Broker, ConsumerName, Delivery, GroupName, MessageId, OutgoingMessage, QueueConfig, QueueName,
-    ReceiveOptions, SendReceipt, Transaction, TxOp,
+    Broker, ConsumerName, Delivery, GroupName, MessageId, OutgoingMessage, Payload, QueueConfig,
+    QueueName, ReceiveOptions, SendReceipt, Transaction, TxOp,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -107,35 +107,113 @@ impl Hub {
         &self,
         mut tx: Transaction,
     ) -> tidings_core::Result<Vec<SendReceipt>> {
-        if let Some(feed) = &self.inner.feed {
-            let tables = &self.inner.tables;
-            let catalog = [
-                &tables.applications,
-                &tables.actions,
-                &tables.subscriptions,
-                &tables.sessions,
-            ];
-            let records: Vec<(String, String)> = tx
-                .ops()
-                .iter()
-                .filter_map(|op| match op {
-                    TxOp::Put { table, key, .. } | TxOp::Delete { table, key } => {
-                        Some((table, key))
-                    }
-                    _ => None,
-                })
-                .filter(|(table, _)| catalog.contains(table))
-                .map(|(table, key)| (table.to_string(), key.clone()))
-                .collect();
-            if !records.is_empty() {
-                let change = Change {
-                    origin: feed.process.clone(),
-                    records,
-                };
-                tx.send(feed.queue.clone(), OutgoingMessage::json(&change)?);
-            }
+        let Some(feed) = &self.inner.feed else {
+            return self.inner.broker.commit(tx).await;
+        };
+        let tables = &self.inner.tables;
+        let catalog_tables = [
+            &tables.applications,
+            &tables.actions,
+            &tables.subscriptions,
+            &tables.sessions,
+        ];
+        let records: Vec<(String, String)> = tx
+            .ops()
+            .iter()
+            .filter_map(|op| match op {
+                TxOp::Put { table, key, .. } | TxOp::Delete { table, key } => Some((table, key)),
+                _ => None,
+            })
+            .filter(|(table, _)| catalog_tables.contains(table))
+            .map(|(table, key)| (table.to_string(), key.clone()))
+            .collect();
+        if records.is_empty() {
+            return self.inner.broker.commit(tx).await;
         }
-        self.inner.broker.commit(tx).await
+        // An overwrite of a catalog record expects it as this process last
+        // saw it: one changed meanwhile through another process (not heard
+        // of here yet) fails the write instead of being overwritten.
+        let guards = self.guards(&tx);
+        for (table, key, value) in &guards {
+            tx.expect(table.clone(), key.clone(), Some(value.clone()));
+        }
+        let written: Vec<((String, String), Option<Payload>)> = tx
+            .ops()
+            .iter()
+            .filter_map(|op| match op {
+                TxOp::Put {
+                    table, key, value, ..
+                } => Some(((table.to_string(), key.clone()), Some(value.clone()))),
+                TxOp::Delete { table, key } => Some(((table.to_string(), key.clone()), None)),
+                _ => None,
+            })
+            .filter(|((table, _), _)| catalog_tables.iter().any(|t| t.as_str() == table))
+            .collect();
+        let change = Change {
+            origin: feed.process.clone(),
+            records,
+        };
+        tx.send(feed.queue.clone(), OutgoingMessage::json(&change)?);
+        match self.inner.broker.commit(tx).await {
+            Ok(receipts) => {
+                let mut catalog = self.catalog_mut();
+                for (place, value) in written {
+                    match value {
+                        Some(value) => catalog.stored.insert(place, value),
+                        None => catalog.stored.remove(&place),
+                    };
+                }
+                Ok(receipts)
+            }
+            Err(e @ tidings_core::Error::RecordChanged { .. }) if !guards.is_empty() => {
+                // Read them again once the change under way is done (its
+                // caller holds the catalog's lock), so a retry starts from
+                // what is stored.
+                let stale: BTreeSet<(String, String)> = guards
+                    .into_iter()
+                    .map(|(table, key, _)| (table.to_string(), key))
+                    .collect();
+                let hub = Arc::downgrade(&self.inner);
+                tokio::spawn(async move {
+                    if let Some(inner) = hub.upgrade()
+                        && let Err(e) = (Hub { inner }).refresh(&stale).await
+                    {
+                        tracing::warn!(error = %e, "cannot read changed catalog records again");
+                    }
+                });
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The records `tx` overwrites that this process has seen as stored,
+    /// unless `tx` already says what it expects of them.
+    fn guards(&self, tx: &Transaction) -> Vec<(tidings_core::TableName, String, Payload)> {
+        let catalog = self.catalog();
+        let expected: HashSet<(&str, &str)> = tx
+            .ops()
+            .iter()
+            .filter_map(|op| match op {
+                TxOp::Expect { table, key, .. } => Some((table.as_str(), key.as_str())),
+                _ => None,
+            })
+            .collect();
+        tx.ops()
+            .iter()
+            .filter_map(|op| match op {
+                TxOp::Put {
+                    table,
+                    key,
+                    only_if_absent: false,
+                    ..
+                } if !expected.contains(&(table.as_str(), key.as_str())) => catalog
+                    .stored
+                    .get(&(table.to_string(), key.clone()))
+                    .map(|value| (table.clone(), key.clone(), value.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Starts reading the feed (after the catalog is loaded), beginning
@@ -210,6 +288,11 @@ impl Hub {
         let now = self.now_ms();
         let mut catalog = self.catalog_mut();
         for ((table, key), value) in wanted.iter().zip(values) {
+            let place = (table.to_string(), key.clone());
+            match &value {
+                Some(v) => catalog.stored.insert(place, v.clone()),
+                None => catalog.stored.remove(&place),
+            };
             if *table == tables.applications {
                 match value {
                     Some(v) => {

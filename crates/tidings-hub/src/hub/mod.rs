@@ -230,7 +230,12 @@ impl Hub {
             Some(feed) => feed.join(&*broker).await?,
             None => Vec::new(),
         };
-        let catalog = Catalog::load(&*broker, &tables, &config.sealer, config.clock.now()).await?;
+        let mut catalog =
+            Catalog::load(&*broker, &tables, &config.sealer, config.clock.now()).await?;
+        if feed.is_none() {
+            // Alone on its store: the catalog is the truth, nothing to guard.
+            catalog.stored = Default::default();
+        }
         let hub = Self {
             inner: Arc::new(Inner {
                 broker,
@@ -280,13 +285,16 @@ impl Hub {
     /// Reads the catalog from the store again, in place of the one in memory.
     pub(crate) async fn reload_catalog(&self) -> HubResult<()> {
         let config = &self.inner.config;
-        let catalog = Catalog::load(
+        let mut catalog = Catalog::load(
             &*self.inner.broker,
             &self.inner.tables,
             &config.sealer,
             config.clock.now(),
         )
         .await?;
+        if self.inner.feed.is_none() {
+            catalog.stored = Default::default();
+        }
         *self.catalog_mut() = catalog;
         self.changed();
         Ok(())

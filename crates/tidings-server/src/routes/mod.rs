@@ -111,7 +111,8 @@ api! {
 /// the path names something, 413 (a body over the limit), 415 where the
 /// body must be JSON, 503 (a failure of the server's own: a generic
 /// message and the request id, or an unknown outcome), and on routes that
-/// write, 507 (a full disk).
+/// write, 507 (a full disk) and, outside the queue API, 409 (a catalog
+/// record changed through another process at the same moment).
 struct CommonAnswers;
 
 impl utoipa::Modify for CommonAnswers {
@@ -182,6 +183,14 @@ impl utoipa::Modify for CommonAnswers {
                     "503",
                     "The server could not complete it (storage, shutdown): `code` `unavailable` and a `request_id`, retry; or `code` `outcome_unknown` with `\"outcome\": \"unknown\"` when the storage took a write but did not confirm it (it may have been applied: retry with the same deduper, dedup id or Idempotency-Key)",
                 );
+                if writes && !queue_api {
+                    // Catalog writes expect the record as this process last
+                    // saw it (several processes on one store).
+                    add(
+                        "409",
+                        "A record it changes was changed through another process at the same moment (`code` `record_changed`): nothing was applied; retry",
+                    );
+                }
                 if writes {
                     add(
                         "507",
