@@ -122,17 +122,55 @@ impl Hubs {
     }
 }
 
-/// A webhook receiver: sends the event id of every delivery.
-async fn receiver() -> (String, mpsc::UnboundedReceiver<String>) {
-    let (tx, rx) = mpsc::unbounded_channel::<String>();
-    let app = axum::Router::new().fallback(move |headers: HeaderMap, _body: Bytes| {
+/// One delivery as the receiver saw it.
+struct Hit {
+    event: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Hit {
+    /// Whether its Standard Webhooks signature is valid for `signing_key`
+    /// (`whsec_` and base64).
+    fn signed_with(&self, signing_key: &str) -> bool {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(signing_key.trim_start_matches("whsec_"))
+            .unwrap();
+        let header = |name: &str| {
+            self.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let Ok(timestamp) = header("webhook-timestamp").parse::<u64>() else {
+            return false;
+        };
+        let expected =
+            tidings_hub::signature::standard(&key, &header("webhook-id"), timestamp, &self.body);
+        header("webhook-signature")
+            .split(' ')
+            .any(|given| given == expected)
+    }
+}
+
+/// A webhook receiver: sends every delivery.
+async fn receiver() -> (String, mpsc::UnboundedReceiver<Hit>) {
+    let (tx, rx) = mpsc::unbounded_channel::<Hit>();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
         let tx = tx.clone();
         async move {
-            if let Some(id) = headers
+            if let Some(event) = headers
                 .get("x-amebo-event-id")
                 .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
             {
-                let _ = tx.send(id.to_owned());
+                let _ = tx.send(Hit {
+                    event,
+                    headers,
+                    body,
+                });
             }
             StatusCode::OK
         }
@@ -277,18 +315,22 @@ async fn behave_as_one_hub(broker: &str) {
     // nobody; every other one arrives exactly once.
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     let want = 40;
+    let signing_key = sub["signing_key"].as_str().unwrap().to_owned();
     while seen.len() < want {
-        let id = tokio::time::timeout(BOUND, delivered.recv())
+        let hit = tokio::time::timeout(BOUND, delivered.recv())
             .await
             .expect("a delivery is missing")
             .unwrap();
+        let id = hit.event.clone();
         assert!(published.contains(&id), "delivered an unknown event {id}");
+        // Signed with the subscription's key, whichever process sent it.
+        assert!(hit.signed_with(&signing_key), "bad signature on {id}");
         *seen.entry(id).or_default() += 1;
     }
     // Anything delivered twice would arrive within the attempt timeout.
     let late = tokio::time::timeout(Duration::from_millis(500), delivered.recv()).await;
-    if let Ok(Some(id)) = late {
-        *seen.entry(id).or_default() += 1;
+    if let Ok(Some(hit)) = late {
+        *seen.entry(hit.event).or_default() += 1;
     }
     assert!(
         seen.values().all(|n| *n == 1),
