@@ -13,6 +13,10 @@
 //! - `failover`: three processes, an ordered subscription, events
 //!   published steadily; the holder of its lease killed with SIGKILL: from
 //!   the kill to the next delivery of that subscription (by a survivor).
+//! - `recovery`: three processes, an unordered subscription whose endpoint
+//!   takes 300 ms to answer, events published steadily; one process killed
+//!   with SIGKILL: from the kill to the arrival of every event accepted (the
+//!   last are those the dead process had in flight).
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -34,6 +38,9 @@ pub enum ClusterScenario {
     Propagation,
     /// From killing an ordered subscription's holder to the next delivery.
     Failover,
+    /// From killing a process to the arrival of every event (unordered: what
+    /// the dead process had in flight comes back after the visibility timeout).
+    Recovery,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -368,6 +375,7 @@ fn cpu_of(pid: u32) -> Option<f64> {
 /// and instant; answers only while the gate is open.
 async fn receiver(
     open: bool,
+    hold: Duration,
 ) -> anyhow::Result<(
     String,
     mpsc::UnboundedReceiver<(Option<u64>, Instant)>,
@@ -380,6 +388,7 @@ async fn receiver(
         let mut gate_rx = gate_rx.clone();
         async move {
             let _ = gate_rx.wait_for(|open| *open).await;
+            tokio::time::sleep(hold).await;
             let n = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v["payload"]["n"].as_u64());
@@ -413,6 +422,7 @@ pub async fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
                 ClusterScenario::Drain => drain(&args, store, &mut places).await?,
                 ClusterScenario::Propagation => propagation(&args, store, &mut places).await?,
                 ClusterScenario::Failover => failover(&args, store, &mut places).await?,
+                ClusterScenario::Recovery => recovery(&args, store, &mut places).await?,
             }
         }
     }
@@ -456,7 +466,7 @@ async fn drain_once(
     n: usize,
     extra: &[String],
 ) -> anyhow::Result<(f64, f64, f64, f64)> {
-    let (address, mut arrivals, gate) = receiver(true).await?;
+    let (address, mut arrivals, gate) = receiver(true, Duration::ZERO).await?;
     let processes = Arc::new(Processes::start(place, n, extra).await?);
     processes.setup(&address, false).await?;
     while arrivals.try_recv().is_ok() {}
@@ -629,7 +639,7 @@ async fn failover(args: &ClusterBenchArgs, store: Store, places: &mut usize) -> 
 }
 
 async fn failover_once(args: &ClusterBenchArgs, place: &Place) -> anyhow::Result<f64> {
-    let (address, mut arrivals, _gate) = receiver(true).await?;
+    let (address, mut arrivals, _gate) = receiver(true, Duration::ZERO).await?;
     let mut processes = Processes::start(place, 3, &args.serve_args).await?;
     processes.setup(&address, true).await?;
     // The holder of the ordered subscription's lease, by pid.
@@ -703,4 +713,105 @@ async fn failover_once(args: &ClusterBenchArgs, place: &Place) -> anyhow::Result
         return Ok(after.as_secs_f64() * 1000.0);
     }
     bail!("no process to kill")
+}
+
+async fn recovery(args: &ClusterBenchArgs, store: Store, places: &mut usize) -> anyhow::Result<()> {
+    println!(
+        "\n{store:?}: recovery of a killed process's deliveries (unordered, endpoint answers in 300 ms), kill -9 to the arrival of every accepted event (serve args: {:?})",
+        args.serve_args
+    );
+    let mut times = Vec::new();
+    for trial in 0..args.trials {
+        *places += 1;
+        let place = Place::new(args, store, *places);
+        let result = recovery_once(args, &place).await;
+        place.remove().await?;
+        let (ms, late) = result?;
+        println!(
+            "trial {}: {ms:.0} ms ({late} events arrived over 3 s after the kill)",
+            trial + 1
+        );
+        times.push(ms);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "recovery over {} trials: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        times.len(),
+        times.first().copied().unwrap_or(f64::NAN),
+        quantile(&times, 0.5),
+        times.last().copied().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
+/// Returns the time from the kill to the last arrival, and how many
+/// events arrived more than 3 s after the kill.
+async fn recovery_once(args: &ClusterBenchArgs, place: &Place) -> anyhow::Result<(f64, usize)> {
+    let (address, mut arrivals, _gate) = receiver(true, Duration::from_millis(300)).await?;
+    let mut processes = Processes::start(place, 3, &args.serve_args).await?;
+    processes.setup(&address, false).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let publisher = {
+        let (stop, http, bases) = (
+            stop.clone(),
+            processes.http.clone(),
+            processes.bases.clone(),
+        );
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for turn in 0..bases.len() {
+                    let base = &bases[(n as usize + turn) % bases.len()];
+                    let sent = http
+                        .post(format!("{base}/v1/events"))
+                        .header("content-type", "application/json")
+                        .body(json!({"action": "shop.sold", "payload": {"n": n}}).to_string())
+                        .send()
+                        .await;
+                    if let Ok(r) = sent {
+                        if r.status().as_u16() == 201 {
+                            accepted.lock().map(|mut a| a.insert(n)).ok();
+                        }
+                        break;
+                    }
+                }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut arrived = std::collections::BTreeSet::new();
+    while let Ok((n, _)) = arrivals.try_recv() {
+        arrived.extend(n);
+    }
+    let Some(mut child) = processes.children[0].take() else {
+        bail!("no process to kill");
+    };
+    child.kill()?;
+    let killed = Instant::now();
+    child.wait()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = publisher.await;
+    let wanted = accepted.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut last = killed;
+    let mut late = 0;
+    while !wanted.iter().all(|n| arrived.contains(n)) {
+        match tokio::time::timeout(Duration::from_secs(120), arrivals.recv()).await {
+            Ok(Some((Some(n), at))) => {
+                if arrived.insert(n) {
+                    last = last.max(at);
+                    if at.duration_since(killed) > Duration::from_secs(3) {
+                        late += 1;
+                    }
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => bail!("events still missing 120 s after the kill"),
+        }
+    }
+    Ok((last.duration_since(killed).as_secs_f64() * 1000.0, late))
 }
