@@ -2,7 +2,9 @@
 //! through a TCP relay the test cuts (every connection closed, new ones
 //! refused), it reports not ready (`/readyz` 503), so a load balancer stops
 //! sending to it, and answers requests that need the store with 503, not
-//! 500; once the relay is back it is ready again and publishes.
+//! 500; once the relay is back it is ready again and publishes. A key
+//! revoked through another process while it was cut off stops working on it
+//! once it is back (it catches up, it does not keep its old catalog).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -130,6 +132,11 @@ async fn loses_and_regains(url: &str) {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _process = Process(spawn_on(&relayed, port, &[]));
+    // Another process, reaching the store directly.
+    let other_port = free_port();
+    let other = format!("http://127.0.0.1:{other_port}");
+    let _other = Process(spawn_on(url, other_port, &[]));
+    wait_ready(&http, &other).await;
     wait_ready(&http, &base).await;
     let made = http
         .post(format!("{base}/v1/applications"))
@@ -139,6 +146,29 @@ async fn loses_and_regains(url: &str) {
         .await
         .unwrap();
     assert_eq!(made.status(), 201);
+    let made: Value = serde_json::from_slice(&made.bytes().await.unwrap()).unwrap();
+    let old_key = made["apikey"].as_str().unwrap().to_owned();
+    let answers = |base: String, key: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{base}/v1/subscriptions"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Known to the other process before the cut.
+    let deadline = Instant::now() + BOUND;
+    while answers(other.clone(), old_key.clone()).await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the other process never knew the key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let action = http
         .post(format!("{base}/v1/actions"))
         .header("content-type", "application/json")
@@ -163,8 +193,28 @@ async fn loses_and_regains(url: &str) {
     // The process itself still answers.
     assert_eq!(status(&http, &base, "GET", "/health").await.0, 200);
 
+    // Meanwhile, the key is replaced through the other process.
+    let minted = http
+        .post(format!("{other}/v1/applications/shop/apikey"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 200);
+    let minted: Value = serde_json::from_slice(&minted.bytes().await.unwrap()).unwrap();
+    let new_key = minted["apikey"].as_str().unwrap().to_owned();
+
     relay.resume().await;
     until(&http, &base, "GET", "/readyz", 200).await;
+    // Back, it catches up: the old key is refused, the new one works.
+    let deadline = Instant::now() + BOUND;
+    while answers(base.clone(), old_key.clone()).await != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "the key revoked while it was cut off still works after {BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(answers(base.clone(), new_key).await, 200);
     until(&http, &base, "POST", "/v1/events", 201).await;
 }
 
