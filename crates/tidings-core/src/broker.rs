@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use crate::{
     ConsumerName, DeadLetter, DeadLetterSelection, Delivery, GroupName, MessageId, Nack,
-    OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
-    RecordScan, Result, SendReceipt, TableName, Transaction,
+    OutgoingMessage, Payload, PendingDelivery, QueueConfig, QueueInfo, QueueName, ReceiveOptions,
+    Record, RecordScan, Result, SendReceipt, TableName, Transaction,
 };
 
 /// Bytes a broker's storage occupies and has left.
@@ -161,6 +161,35 @@ pub trait Broker: Send + Sync {
         ids: &[MessageId],
         nack: Nack,
     ) -> Result<u64>;
+
+    /// Deliveries of `group` handed out and neither acked nor given back,
+    /// oldest message first, at most `limit`: who holds each and when its
+    /// visibility timeout ends. Empty for a group the queue does not have.
+    async fn pending(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>>;
+
+    /// Removes `consumer` from `group`'s consumers, if it holds no delivery.
+    /// Returns whether it was removed: `false` when the group does not know
+    /// it, or when it still holds deliveries (they come back to the group
+    /// when their visibility timeout ends, taken by another consumer; then
+    /// it can be forgotten).
+    async fn forget_consumer(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<bool>;
+
+    /// Deletes a consumer group with what it owes: messages that no other
+    /// group owes any more leave the queue (or are kept by its retention),
+    /// as if this group had acked them. Returns `false` if the queue had no
+    /// such group. A receive for the group afterwards creates it anew (it
+    /// then owes every message stored).
+    async fn delete_group(&self, queue: &QueueName, group: &GroupName) -> Result<bool>;
 
     /// One dead letter by its [`DeadLetter::id`], or `None` if the queue
     /// has no such letter (an id of another backend's format included).

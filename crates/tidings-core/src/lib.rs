@@ -49,7 +49,8 @@ pub use message::{Delivery, MessageId, Nack, OutgoingMessage, ReceiveOptions, Se
 pub use name::{ConsumerName, GroupName, QueueName, TableName};
 pub use payload::{Headers, MAX_HEADERS_BYTES, MAX_PAYLOAD_BYTES, Payload};
 pub use queue::{
-    ConsumerInfo, Durability, ExpiryAction, GroupInfo, QueueConfig, QueueInfo, Retention,
+    ConsumerInfo, Durability, ExpiryAction, GroupInfo, PendingDelivery, QueueConfig, QueueInfo,
+    Retention,
 };
 pub use record::{MAX_RECORD_KEY_BYTES, Record, RecordScan};
 pub use time::Timestamp;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{GroupName, QueueName, Result, Timestamp, error::Error};
+use crate::{GroupName, MessageId, QueueName, Result, Timestamp, error::Error};
 
 /// When a send returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -125,6 +125,24 @@ pub struct ConsumerInfo {
     pub pending: u64,
     /// When it last received.
     pub last_seen: Timestamp,
+}
+
+/// A delivery of a group handed to a consumer and neither acked nor given
+/// back yet (what [`GroupInfo::pending`] counts), as
+/// [`Broker::pending`](crate::Broker::pending) lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PendingDelivery {
+    /// The message's id (what `ack` takes).
+    pub id: MessageId,
+    /// The consumer holding it.
+    pub consumer: String,
+    /// How many times the group has been handed the message, this time included.
+    pub delivery_count: u32,
+    /// When its visibility timeout ends: from then on (a time already past
+    /// included) the next receive of the group takes it back unless it is
+    /// acked first.
+    pub visible_at: Timestamp,
 }
 
 /// State of one consumer group.

@@ -28,8 +28,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 use tidings_core::{
     Broker, ConsumerName, DeadLetter, DeadLetterSelection, Delivery, Error, GroupName, MessageId,
-    Nack, OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
-    RecordScan, Result, SendReceipt, TableName, Transaction,
+    Nack, OutgoingMessage, Payload, PendingDelivery, QueueConfig, QueueInfo, QueueName,
+    ReceiveOptions, Record, RecordScan, Result, SendReceipt, TableName, Transaction,
 };
 use tokio::time::Instant;
 
@@ -336,6 +336,51 @@ impl Broker for HttpBroker {
         };
         let url = self.url(&["v1", "queues", queue.as_str(), "nack"]);
         wire::field(&self.post(url, body).await?, "nacked")
+    }
+
+    async fn pending(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>> {
+        let mut url = self.url(&[
+            "v1",
+            "queues",
+            queue.as_str(),
+            "groups",
+            group.as_str(),
+            "pending",
+        ]);
+        // The server lists at most 1000 at a time.
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.clamp(1, 1000).to_string());
+        wire::field(&self.get(url).await?, "pending")
+    }
+
+    async fn forget_consumer(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<bool> {
+        let url = self.url(&[
+            "v1",
+            "queues",
+            queue.as_str(),
+            "groups",
+            group.as_str(),
+            "consumers",
+            consumer.as_str(),
+        ]);
+        let (_, answer) = self.call(Method::DELETE, url, None).await?;
+        wire::field(&answer, "forgotten")
+    }
+
+    async fn delete_group(&self, queue: &QueueName, group: &GroupName) -> Result<bool> {
+        let url = self.url(&["v1", "queues", queue.as_str(), "groups", group.as_str()]);
+        let (_, answer) = self.call(Method::DELETE, url, None).await?;
+        wire::field(&answer, "deleted")
     }
 
     async fn dead_letter(&self, queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>> {

@@ -50,10 +50,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "groups owe at creation",
         sql: include_str!("migrations/0006_groups_owe_at_creation.sql"),
     },
+    Migration {
+        version: 7,
+        name: "groups let go",
+        sql: include_str!("migrations/0007_groups_let_go.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// First keys of the advisory locks a schema takes (the second is derived
 /// from the schema's name, or the queue or record locked).

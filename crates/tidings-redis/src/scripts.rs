@@ -38,6 +38,9 @@ scripts! {
     PURGE => "purge.lua",
     DELETE => "delete.lua",
     INFO => "info.lua",
+    PENDING => "pending.lua",
+    FORGET => "forget.lua",
+    UNGROUP => "ungroup.lua",
     SCAN => "scan.lua",
     COMMIT => "commit.lua",
 }

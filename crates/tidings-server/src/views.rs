@@ -68,6 +68,27 @@ pub struct QueueList {
     pub queues: Vec<QueueName>,
 }
 
+/// Deliveries of a group that consumers hold (neither acked nor given back).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PendingList {
+    /// Oldest message first.
+    pub pending: Vec<tidings_core::PendingDelivery>,
+}
+
+/// Whether a consumer was removed from its group.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ConsumerForgotten {
+    /// `false`: the group does not know it, or it still holds deliveries.
+    pub forgotten: bool,
+}
+
+/// Whether a group was deleted.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GroupDeleted {
+    /// `false`: the queue has no such group.
+    pub deleted: bool,
+}
+
 /// How many were deleted.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Purged {

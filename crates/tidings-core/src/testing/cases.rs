@@ -1350,3 +1350,134 @@ async fn futures_join_all<T, F: std::future::Future<Output = T>>(
     .await;
     outputs.into_iter().flatten().collect()
 }
+
+fn now_ms() -> u64 {
+    crate::Timestamp::now().as_millis()
+}
+
+pub async fn pending_lists_what_consumers_hold(b: &dyn Broker) {
+    let visibility = Duration::from_secs(60);
+    let config = QueueConfig {
+        visibility_timeout: visibility,
+        ..QueueConfig::default()
+    };
+    let name = queue(b, "pending", config).await;
+    send_numbers(b, &name, 0..5).await;
+    let before = now_ms();
+    let a = recv(b, &name, "g", "a", 2, PATIENCE).await;
+    let by_b = recv(b, &name, "g", "b", 1, PATIENCE).await;
+    let after = now_ms();
+    // Given back for later: no longer pending, but delayed.
+    let later = Nack::Retry {
+        delay: Duration::from_secs(3600),
+    };
+    assert!(b.nack(&name, &g("g"), &a[0].id, later).await.unwrap());
+    let pending = b.pending(&name, &g("g"), 100).await.unwrap();
+    let held: Vec<(MessageId, String, u32)> = pending
+        .iter()
+        .map(|p| (p.id.clone(), p.consumer.clone(), p.delivery_count))
+        .collect();
+    assert_eq!(
+        held,
+        vec![
+            (a[1].id.clone(), "a".to_owned(), 1),
+            (by_b[0].id.clone(), "b".to_owned(), 1)
+        ],
+        "oldest message first"
+    );
+    let vis = visibility.as_millis() as u64;
+    for p in &pending {
+        // Each backend's clock is this machine's; a second of slack.
+        assert!(
+            (before + vis - 1000..=after + vis + 1000).contains(&p.visible_at.as_millis()),
+            "{p:?} comes back about {vis} ms after it was taken ({before}..{after})"
+        );
+    }
+    assert_eq!(b.pending(&name, &g("g"), 1).await.unwrap().len(), 1);
+    assert!(b.pending(&name, &g("other"), 10).await.unwrap().is_empty());
+    ack_all(b, &name, "g", &[a[1].clone(), by_b[0].clone()]).await;
+    assert!(b.pending(&name, &g("g"), 10).await.unwrap().is_empty());
+    assert!(matches!(
+        b.pending(&q("no-such-queue"), &g("g"), 10).await,
+        Err(Error::QueueNotFound(_))
+    ));
+}
+
+pub async fn forgotten_consumers_leave_the_group(b: &dyn Broker) {
+    let name = queue(b, "forget", short_visibility(300, 5)).await;
+    send_numbers(b, &name, 0..2).await;
+    let taken = recv(b, &name, "g", "gone", 1, PATIENCE).await;
+    assert_eq!(n_of(&taken[0]), 0);
+    // It still holds a delivery: kept.
+    assert!(!b.forget_consumer(&name, &g("g"), &c("gone")).await.unwrap());
+    assert!(
+        !b.forget_consumer(&name, &g("g"), &c("never-seen"))
+            .await
+            .unwrap()
+    );
+    let first = recv(b, &name, "g", "alive", 10, PATIENCE).await;
+    assert_eq!(first.iter().map(n_of).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(ack_all(b, &name, "g", &first).await, 1);
+    // What "gone" held comes back after its visibility timeout.
+    let back = recv(b, &name, "g", "alive", 10, PATIENCE).await;
+    assert_eq!(back.iter().map(n_of).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(back[0].delivery_count, 2);
+    assert!(b.forget_consumer(&name, &g("g"), &c("gone")).await.unwrap());
+    let consumers: Vec<String> = b.queue_info(&name).await.unwrap().groups[0]
+        .consumers
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(consumers, vec!["alive".to_owned()]);
+    assert!(!b.forget_consumer(&name, &g("g"), &c("gone")).await.unwrap());
+    // The remaining consumer acks as before.
+    assert_eq!(ack_all(b, &name, "g", &back).await, 1);
+    assert!(matches!(
+        b.forget_consumer(&q("no-such-queue"), &g("g"), &c("gone"))
+            .await,
+        Err(Error::QueueNotFound(_))
+    ));
+}
+
+pub async fn deleted_group_lets_go_of_what_it_owed(b: &dyn Broker) {
+    let name = queue(b, "ungroup", QueueConfig::default()).await;
+    recv(b, &name, "keep", "c", 1, Duration::ZERO).await;
+    recv(b, &name, "drop", "c", 1, Duration::ZERO).await;
+    send_numbers(b, &name, 0..4).await;
+    let kept = recv(b, &name, "keep", "c", 10, PATIENCE).await;
+    assert_eq!(ack_all(b, &name, "keep", &kept).await, 4);
+    // "drop" holds one and has not read the others: they stay for it.
+    let held = recv(b, &name, "drop", "c", 1, PATIENCE).await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(b.queue_info(&name).await.unwrap().length, 4);
+    assert!(b.delete_group(&name, &g("drop")).await.unwrap());
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!(info.length, 0, "nobody owes them any more: {info:?}");
+    let groups: Vec<&str> = info.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(groups, vec!["keep"]);
+    assert!(!b.delete_group(&name, &g("drop")).await.unwrap());
+    assert_eq!(
+        b.ack(&name, &g("drop"), &[held[0].id.clone()])
+            .await
+            .unwrap(),
+        0
+    );
+    // A message owed by the group left and by nobody else goes too; what
+    // another group still owes stays for it.
+    send_numbers(b, &name, 4..6).await;
+    assert!(b.delete_group(&name, &g("keep")).await.unwrap());
+    let info = b.queue_info(&name).await.unwrap();
+    assert_eq!((info.length, info.groups.len()), (0, 0), "{info:?}");
+    recv(b, &name, "one", "c", 1, Duration::ZERO).await;
+    recv(b, &name, "two", "c", 1, Duration::ZERO).await;
+    send_numbers(b, &name, 6..8).await;
+    assert!(b.delete_group(&name, &g("one")).await.unwrap());
+    let two = recv(b, &name, "two", "c", 10, PATIENCE).await;
+    assert_eq!(two.iter().map(n_of).collect::<Vec<_>>(), vec![6, 7]);
+    assert_eq!(ack_all(b, &name, "two", &two).await, 2);
+    assert_eq!(b.queue_info(&name).await.unwrap().length, 0);
+    assert!(matches!(
+        b.delete_group(&q("no-such-queue"), &g("g")).await,
+        Err(Error::QueueNotFound(_))
+    ));
+}

@@ -12,8 +12,8 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::{
     Broker, ConsumerName, DeadLetter, DeadLetterSelection, Delivery, GroupName, MessageId, Nack,
-    OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
-    RecordScan, Result, SendReceipt, TableName, Transaction,
+    OutgoingMessage, Payload, PendingDelivery, QueueConfig, QueueInfo, QueueName, ReceiveOptions,
+    Record, RecordScan, Result, SendReceipt, TableName, Transaction,
 };
 
 /// Which call a hook is asked about: the operation's name (the trait
@@ -158,6 +158,9 @@ after_hook! {
     fn ack(queue: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64>, about Some(queue);
     fn ack_and_receive(queue: &QueueName, group: &GroupName, consumer: &ConsumerName, ack: &[MessageId], options: ReceiveOptions) -> Result<(u64, Vec<Delivery>)>, about Some(queue);
     fn nack_many(queue: &QueueName, group: &GroupName, ids: &[MessageId], nack: Nack) -> Result<u64>, about Some(queue);
+    fn pending(queue: &QueueName, group: &GroupName, limit: usize) -> Result<Vec<PendingDelivery>>, about Some(queue);
+    fn forget_consumer(queue: &QueueName, group: &GroupName, consumer: &ConsumerName) -> Result<bool>, about Some(queue);
+    fn delete_group(queue: &QueueName, group: &GroupName) -> Result<bool>, about Some(queue);
     fn dead_letter(queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>>, about Some(queue);
     fn dead_letters(queue: &QueueName, after: Option<&MessageId>, limit: usize) -> Result<Vec<DeadLetter>>, about Some(queue);
     fn requeue_dead_letters(queue: &QueueName, selection: DeadLetterSelection) -> Result<u64>, about Some(queue);

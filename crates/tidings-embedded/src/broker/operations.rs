@@ -12,8 +12,9 @@ use tokio::time::Instant;
 
 use tidings_core::{
     Broker, ConsumerName, DeadLetter, DeadLetterSelection, Delivery, Error, GroupName, MessageId,
-    Nack, OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
-    RecordScan, Result, SendReceipt, TableName, Timestamp, Transaction, TxOp,
+    Nack, OutgoingMessage, Payload, PendingDelivery, QueueConfig, QueueInfo, QueueName,
+    ReceiveOptions, Record, RecordScan, Result, SendReceipt, TableName, Timestamp, Transaction,
+    TxOp,
 };
 
 use crate::budget::Admission;
@@ -377,6 +378,57 @@ impl Broker for EmbeddedBroker {
             let q = queue(queues, name)?;
             let given_back = q.give_back(group, &seqs, nack, ctx)?;
             Ok((given_back, Wait::Written))
+        }))
+        .await
+    }
+
+    async fn pending(
+        &self,
+        name: &QueueName,
+        group: &GroupName,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>> {
+        let (out, _) = self.write(Admission::none(), |queues, _ctx| {
+            let q = queue(queues, name)?;
+            let pending = q.groups.get(group).map_or_else(Vec::new, |g| {
+                g.pending(limit)
+                    .into_iter()
+                    .map(|(seq, flight, count)| PendingDelivery {
+                        id: message_id(seq),
+                        consumer: flight.consumer.to_string(),
+                        delivery_count: count,
+                        visible_at: Timestamp(flight.deadline),
+                    })
+                    .collect()
+            });
+            Ok((pending, Wait::Nothing))
+        });
+        out
+    }
+
+    async fn forget_consumer(
+        &self,
+        name: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<bool> {
+        // Consumers are known in memory only (since the engine opened).
+        let (out, _) = self.write(Admission::none(), |queues, _ctx| {
+            let q = queue(queues, name)?;
+            let forgotten = q
+                .groups
+                .get_mut(group)
+                .is_some_and(|g| g.forget_consumer(consumer));
+            Ok((forgotten, Wait::Nothing))
+        });
+        out
+    }
+
+    async fn delete_group(&self, name: &QueueName, group: &GroupName) -> Result<bool> {
+        finish(self.write(self.admit(0).await, |queues, ctx| {
+            let q = queue(queues, name)?;
+            let deleted = q.delete_group(group, ctx);
+            Ok((deleted, Wait::Synced))
         }))
         .await
     }

@@ -388,6 +388,88 @@ async fn requeued_dead_letters_keep_their_bodies_in_place_until_acked() {
     broker.close();
 }
 
+/// A deleted group leaves no record behind: after a restart it is not
+/// there, what only it owed is gone, and the other group still has the
+/// messages it owes, at the place it had them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_group_stays_deleted_after_a_restart() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let queue = QueueName::new("jobs").expect("valid");
+    let (kept, dropped) = (
+        GroupName::new("kept").expect("valid"),
+        GroupName::new("dropped").expect("valid"),
+    );
+    let me = ConsumerName::new("w1").expect("valid");
+    let options = ReceiveOptions::new(10, Duration::ZERO);
+    {
+        let broker = EmbeddedBroker::open(dir.path()).expect("opened");
+        broker
+            .create_queue(&queue, QueueConfig::default())
+            .await
+            .expect("created");
+        for group in [&kept, &dropped] {
+            broker
+                .receive(&queue, group, &me, options)
+                .await
+                .expect("group made");
+        }
+        for n in 0..4 {
+            let message = OutgoingMessage::json(&serde_json::json!({ "n": n })).expect("json");
+            broker.send(&queue, message).await.expect("sent");
+        }
+        // `kept` is done with the first two; `dropped` holds one in flight
+        // (with its mark written) and owes the rest.
+        let got = broker
+            .receive(&queue, &kept, &me, ReceiveOptions::new(2, Duration::ZERO))
+            .await
+            .expect("received");
+        let ids: Vec<_> = got.iter().map(|d| d.id.clone()).collect();
+        assert_eq!(broker.ack(&queue, &kept, &ids).await.expect("acked"), 2);
+        broker
+            .receive(
+                &queue,
+                &dropped,
+                &me,
+                ReceiveOptions::new(1, Duration::ZERO),
+            )
+            .await
+            .expect("received");
+        broker.close();
+    }
+    {
+        let broker = EmbeddedBroker::open(dir.path()).expect("reopened");
+        assert!(stored(&broker, Space::Marks) > 0);
+        assert!(
+            broker
+                .delete_group(&queue, &dropped)
+                .await
+                .expect("deleted")
+        );
+        assert_eq!(
+            stored(&broker, Space::Messages),
+            2,
+            "what only it owed went"
+        );
+        broker.close();
+    }
+    let broker = EmbeddedBroker::open(dir.path()).expect("reopened");
+    let info = broker.queue_info(&queue).await.expect("info");
+    let groups: Vec<&str> = info.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(groups, ["kept"]);
+    assert_eq!(info.length, 2);
+    assert_eq!(stored(&broker, Space::Groups), 1);
+    let got = broker
+        .receive(&queue, &kept, &me, options)
+        .await
+        .expect("received");
+    let payloads: Vec<_> = got
+        .iter()
+        .map(|d| d.payload.json::<serde_json::Value>().expect("json")["n"].clone())
+        .collect();
+    assert_eq!(payloads, [2, 3]);
+    broker.close();
+}
+
 /// A write that fails (a full disk, say) is refused, and so is nothing
 /// after it for good: the next write reopens the store and rebuilds the
 /// index from it, and goes through. What the failed write did is not

@@ -208,6 +208,45 @@ impl GroupState {
         }
     }
 
+    /// The deliveries in flight, oldest message first, at most `limit`:
+    /// `(seq, flight, delivery count)`.
+    pub(crate) fn pending(&self, limit: usize) -> Vec<(u64, &InFlight, u32)> {
+        let mut seqs: Vec<u64> = self.in_flight.keys().copied().collect();
+        seqs.sort_unstable();
+        seqs.into_iter()
+            .take(limit)
+            .filter_map(|seq| {
+                let flight = self.in_flight.get(&seq)?;
+                Some((seq, flight, self.counts.get(&seq).copied().unwrap_or(1)))
+            })
+            .collect()
+    }
+
+    /// Removes `consumer` from the list if it holds nothing in flight;
+    /// returns whether it did.
+    pub(crate) fn forget_consumer(&mut self, consumer: &ConsumerName) -> bool {
+        if self.consumers.get(consumer).is_some_and(|s| s.pending == 0) {
+            self.consumers.remove(consumer);
+            return true;
+        }
+        false
+    }
+
+    /// Every message the group still owes (ready, delayed or in flight).
+    pub(crate) fn owed(&self) -> Vec<u64> {
+        let mut owed: Vec<u64> = self.ready.keys().collect();
+        owed.extend(self.due_of.keys().copied());
+        owed.extend(self.in_flight.keys().copied());
+        owed
+    }
+
+    /// Deletes the marks this group has in the store.
+    pub(crate) fn drop_marks(&mut self, queue: u64, batch: &mut Batch) {
+        for seq in self.marked.drain() {
+            batch.delete(Space::Marks, mark_key(queue, self.id, seq));
+        }
+    }
+
     pub(crate) fn clear(&mut self) {
         self.ready.clear();
         self.delayed.clear();

@@ -353,6 +353,25 @@ impl QueueState {
         }
     }
 
+    /// Deletes a group: each message it owes is settled for it (and leaves
+    /// when no other group owes it), then its marks and its record go.
+    /// Returns false if the queue has no such group.
+    pub(crate) fn delete_group(&mut self, group: &GroupName, ctx: &mut Ctx<'_>) -> bool {
+        let Some(owed) = self.groups.get(group).map(GroupState::owed) else {
+            return false;
+        };
+        for seq in owed {
+            self.settle(group, seq, ctx);
+        }
+        let qid = self.id();
+        if let Some(mut g) = self.groups.remove(group) {
+            g.drop_marks(qid, ctx.batch);
+        }
+        ctx.batch
+            .delete(Space::Groups, named_key(qid, group.as_str()));
+        true
+    }
+
     /// Removes a message and its marks from the index and the store.
     pub(crate) fn delete_message(&mut self, seq: u64, ctx: &mut Ctx<'_>) {
         let Some(meta) = self.messages.remove(seq) else {

@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tidings_core::{
     Broker, ConsumerName, DeadLetter, DeadLetterSelection, Delivery, Error, GroupName, MessageId,
-    Nack, OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
-    RecordScan, Result, SendReceipt, StorageUsage, TableName, Transaction,
+    Nack, OutgoingMessage, Payload, PendingDelivery, QueueConfig, QueueInfo, QueueName,
+    ReceiveOptions, Record, RecordScan, Result, SendReceipt, StorageUsage, TableName, Transaction,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -404,6 +404,28 @@ impl Broker for PostgresBroker {
         nack: Nack,
     ) -> Result<u64> {
         self.shared.give_back(queue, group, ids, nack).await
+    }
+
+    async fn pending(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>> {
+        self.shared.pending(queue, group, limit).await
+    }
+
+    async fn forget_consumer(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<bool> {
+        self.shared.forget_consumer(queue, group, consumer).await
+    }
+
+    async fn delete_group(&self, queue: &QueueName, group: &GroupName) -> Result<bool> {
+        self.shared.delete_group(queue, group).await
     }
 
     async fn dead_letter(&self, queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>> {

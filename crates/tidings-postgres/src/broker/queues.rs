@@ -4,8 +4,8 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tidings_core::{
-    ConsumerInfo, Error, ExpiryAction, GroupInfo, GroupName, QueueConfig, QueueInfo, QueueName,
-    Result, StorageUsage, Timestamp,
+    ConsumerInfo, ConsumerName, Error, ExpiryAction, GroupInfo, GroupName, MessageId,
+    PendingDelivery, QueueConfig, QueueInfo, QueueName, Result, StorageUsage, Timestamp,
 };
 
 use super::{QueueMeta, Shared, millis, parse_config};
@@ -159,6 +159,59 @@ impl Shared {
             let statement = client.prepare_cached(&self.sql.purge).await?;
             let row = client.query_one(&statement, &[&meta.id]).await?;
             Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+        .await
+    }
+
+    pub(super) async fn pending(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .on_queue(queue, false, move |client, meta| async move {
+                let statement = client.prepare_cached(&self.sql.pending).await?;
+                Ok(client
+                    .query(&statement, &[&meta.id, &group.as_str(), &limit])
+                    .await?)
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| PendingDelivery {
+                id: MessageId(row.get::<_, i64>(0).to_string()),
+                consumer: row.get(1),
+                delivery_count: u32::try_from(row.get::<_, i32>(2)).unwrap_or(0),
+                visible_at: timestamp(row.get(3)),
+            })
+            .collect())
+    }
+
+    pub(super) async fn forget_consumer(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<bool> {
+        self.on_queue(queue, true, move |client, meta| async move {
+            let statement = client.prepare_cached(&self.sql.forget_consumer).await?;
+            let removed = client
+                .execute(&statement, &[&meta.id, &group.as_str(), &consumer.as_str()])
+                .await?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+
+    pub(super) async fn delete_group(&self, queue: &QueueName, group: &GroupName) -> Result<bool> {
+        self.on_queue(queue, true, move |client, meta| async move {
+            let statement = client.prepare_cached(&self.sql.delete_group).await?;
+            let row = client
+                .query_one(&statement, &[&meta.id, &group.as_str()])
+                .await?;
+            Ok(row.get::<_, bool>(0))
         })
         .await
     }

@@ -19,6 +19,9 @@ pub(crate) struct Statements {
     pub(crate) consumer_counts: String,
     pub(crate) drop_queue: String,
     pub(crate) purge: String,
+    pub(crate) pending: String,
+    pub(crate) forget_consumer: String,
+    pub(crate) delete_group: String,
     pub(crate) letters: String,
     pub(crate) letter: String,
     pub(crate) requeue: String,
@@ -125,6 +128,19 @@ impl Statements {
             ),
             drop_queue: format!("SELECT {s}.drop_queue($1)"),
             purge: format!("SELECT {s}.purge($1)"),
+            pending: format!(
+                "SELECT d.seq, d.consumer, d.delivery_count, d.visible_at \
+                 FROM {s}.deliveries AS d JOIN {s}.groups AS g ON g.id = d.group_id \
+                 WHERE g.queue_id = $1 AND g.name = $2 AND d.consumer IS NOT NULL \
+                 ORDER BY d.seq LIMIT $3"
+            ),
+            forget_consumer: format!(
+                "DELETE FROM {s}.consumers AS c USING {s}.groups AS g \
+                 WHERE g.id = c.group_id AND g.queue_id = $1 AND g.name = $2 AND c.name = $3 \
+                 AND NOT EXISTS (SELECT 1 FROM {s}.deliveries AS d \
+                                 WHERE d.group_id = g.id AND d.consumer = $3)"
+            ),
+            delete_group: format!("SELECT {s}.delete_group($1, $2)"),
             letters: format!(
                 "SELECT id, original_seq, group_name, reason, attempts, enqueued_at, \
                  dead_lettered_at, payload, headers, dedup_id FROM {s}.dead_letters \

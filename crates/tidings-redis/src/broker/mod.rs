@@ -2,6 +2,7 @@
 
 mod commit;
 mod dead;
+mod groups;
 mod info;
 mod messages;
 mod receive;
@@ -16,8 +17,8 @@ use async_trait::async_trait;
 use redis::{Script, Value};
 use tidings_core::{
     Broker, ConsumerName, DeadLetter, DeadLetterSelection, Delivery, Error, GroupName, MessageId,
-    Nack, OutgoingMessage, Payload, QueueConfig, QueueInfo, QueueName, ReceiveOptions, Record,
-    RecordScan, Result, SendReceipt, TableName, Transaction,
+    Nack, OutgoingMessage, Payload, PendingDelivery, QueueConfig, QueueInfo, QueueName,
+    ReceiveOptions, Record, RecordScan, Result, SendReceipt, TableName, Transaction,
 };
 
 use crate::conn::Connections;
@@ -627,6 +628,30 @@ impl Broker for RedisBroker {
     async fn ack(&self, queue: &QueueName, group: &GroupName, ids: &[MessageId]) -> Result<u64> {
         self.healing(queue, || self.ack_now(queue, group, ids))
             .await
+    }
+
+    async fn pending(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>> {
+        self.healing(queue, || self.pending_of(queue, group, limit))
+            .await
+    }
+
+    async fn forget_consumer(
+        &self,
+        queue: &QueueName,
+        group: &GroupName,
+        consumer: &ConsumerName,
+    ) -> Result<bool> {
+        self.healing(queue, || self.forget_consumer_of(queue, group, consumer))
+            .await
+    }
+
+    async fn delete_group(&self, queue: &QueueName, group: &GroupName) -> Result<bool> {
+        self.healing(queue, || self.ungroup(queue, group)).await
     }
 
     async fn nack_many(

@@ -88,6 +88,9 @@ api! {
         "/v1/queues/{name}/stream" => get(streams::stream);
         "/v1/queues/{name}/stream/credit" => post(streams::credit);
         "/v1/queues/{name}/nack" => post(queues::nack);
+        "/v1/queues/{name}/groups/{group}" => delete(queues::delete_group);
+        "/v1/queues/{name}/groups/{group}/pending" => get(queues::pending);
+        "/v1/queues/{name}/groups/{group}/consumers/{consumer}" => delete(queues::forget_consumer);
         "/v1/queues/{name}/dead-letters" => get(queues::dead_letters);
         "/v1/queues/{name}/dead-letters/{id}" => get(queues::dead_letter);
         "/v1/queues/{name}/dead-letters/requeue" => post(queues::requeue);

@@ -21,8 +21,9 @@ use crate::answer::{Answer, created_or_ok};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::request::{Call, Path};
 use crate::views::{
-    Acked, DeadLetterList, DeadLetterView, DeliveryView, NackCount, Nacked, Purged, QueueCreated,
-    QueueList, Received, RecordList, RecordView, Sent,
+    Acked, ConsumerForgotten, DeadLetterList, DeadLetterView, DeliveryView, GroupDeleted,
+    NackCount, Nacked, PendingList, Purged, QueueCreated, QueueList, Received, RecordList,
+    RecordView, Sent,
 };
 
 /// The longest a receive may wait for a message.
@@ -354,6 +355,57 @@ pub async fn nack(Path(name): Path<String>, call: Call) -> ApiResult<Json<Nacked
         _ => return Err(ApiError::bad_request("id or ids - give one, not both")),
     };
     Ok(Json(Nacked { nacked }))
+}
+
+#[utoipa::path(get, path = "/v1/queues/{name}/groups/{group}/pending", tag = "queues",
+    params(("name" = String, Path), ("group" = String, Path), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, description = "Deliveries its consumers hold, oldest message first, with when each comes back if not acked (none for a group the queue does not have)", body = PendingList), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn pending(
+    Path((name, group)): Path<(String, String)>,
+    call: Call,
+) -> ApiResult<Json<PendingList>> {
+    let queue = queue_name(&call, &name)?;
+    let group = GroupName::new(group)?;
+    let limit = limit_param(&call)?;
+    let pending = call
+        .state
+        .hub
+        .broker()
+        .pending(&queue, &group, limit)
+        .await?;
+    Ok(Json(PendingList { pending }))
+}
+
+#[utoipa::path(delete, path = "/v1/queues/{name}/groups/{group}/consumers/{consumer}", tag = "queues",
+    params(("name" = String, Path), ("group" = String, Path), ("consumer" = String, Path)),
+    responses((status = 200, description = "Removed from the group's consumers if it holds no delivery (`forgotten`)", body = ConsumerForgotten), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn forget_consumer(
+    Path((name, group, consumer)): Path<(String, String, String)>,
+    call: Call,
+) -> ApiResult<Json<ConsumerForgotten>> {
+    let queue = queue_name(&call, &name)?;
+    let group = GroupName::new(group)?;
+    let consumer = ConsumerName::new(consumer)?;
+    let forgotten = call
+        .state
+        .hub
+        .broker()
+        .forget_consumer(&queue, &group, &consumer)
+        .await?;
+    Ok(Json(ConsumerForgotten { forgotten }))
+}
+
+#[utoipa::path(delete, path = "/v1/queues/{name}/groups/{group}", tag = "queues",
+    params(("name" = String, Path), ("group" = String, Path)),
+    responses((status = 200, description = "The group is deleted with what it owed: messages no other group owes leave the queue (`deleted`: whether it existed)", body = GroupDeleted), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn delete_group(
+    Path((name, group)): Path<(String, String)>,
+    call: Call,
+) -> ApiResult<Json<GroupDeleted>> {
+    let queue = queue_name(&call, &name)?;
+    let group = GroupName::new(group)?;
+    let deleted = call.state.hub.broker().delete_group(&queue, &group).await?;
+    Ok(Json(GroupDeleted { deleted }))
 }
 
 #[utoipa::path(get, path = "/v1/queues/{name}/dead-letters", tag = "queues",
