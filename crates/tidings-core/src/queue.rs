@@ -139,10 +139,14 @@ pub struct PendingDelivery {
     pub consumer: String,
     /// How many times the group has been handed the message, this time included.
     pub delivery_count: u32,
-    /// When its visibility timeout ends: from then on (a time already past
-    /// included) the next receive of the group takes it back unless it is
-    /// acked first.
-    pub visible_at: Timestamp,
+    /// How long until its visibility timeout ends, by the store's clock
+    /// when it was listed (zero: it has ended). From then on the next
+    /// receive of the group takes it back, unless it is acked first. A
+    /// span rather than a time, so that it holds whatever the clocks of
+    /// the store and of the caller say (milliseconds on the wire).
+    #[serde(with = "millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
+    pub visible_in: Duration,
 }
 
 /// State of one consumer group.

@@ -388,7 +388,7 @@ impl Broker for EmbeddedBroker {
         group: &GroupName,
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
-        let (out, _) = self.write(Admission::none(), |queues, _ctx| {
+        let (out, _) = self.write(Admission::none(), |queues, ctx| {
             let q = queue(queues, name)?;
             let pending = q.groups.get(group).map_or_else(Vec::new, |g| {
                 g.pending(limit)
@@ -397,7 +397,7 @@ impl Broker for EmbeddedBroker {
                         id: message_id(seq),
                         consumer: flight.consumer.to_string(),
                         delivery_count: count,
-                        visible_at: Timestamp(flight.deadline),
+                        visible_in: Duration::from_millis(flight.deadline.saturating_sub(ctx.now)),
                     })
                     .collect()
             });

@@ -184,7 +184,7 @@ impl Shared {
                 id: MessageId(row.get::<_, i64>(0).to_string()),
                 consumer: row.get(1),
                 delivery_count: u32::try_from(row.get::<_, i32>(2)).unwrap_or(0),
-                visible_at: timestamp(row.get(3)),
+                visible_in: Duration::from_millis(u64::try_from(row.get::<_, i64>(3)).unwrap_or(0)),
             })
             .collect())
     }

@@ -129,7 +129,8 @@ impl Statements {
             drop_queue: format!("SELECT {s}.drop_queue($1)"),
             purge: format!("SELECT {s}.purge($1)"),
             pending: format!(
-                "SELECT d.seq, d.consumer, d.delivery_count, d.visible_at \
+                "SELECT d.seq, d.consumer, d.delivery_count, \
+                 greatest(d.visible_at - {s}.now_ms(), 0) \
                  FROM {s}.deliveries AS d JOIN {s}.groups AS g ON g.id = d.group_id \
                  WHERE g.queue_id = $1 AND g.name = $2 AND d.consumer IS NOT NULL \
                  ORDER BY d.seq LIMIT $3"

@@ -1,8 +1,8 @@
 //! What a group's consumers hold, and letting go of consumers and groups.
 
-use tidings_core::{
-    ConsumerName, GroupName, MessageId, PendingDelivery, QueueName, Result, Timestamp,
-};
+use std::time::Duration;
+
+use tidings_core::{ConsumerName, GroupName, MessageId, PendingDelivery, QueueName, Result};
 
 use super::{RedisBroker, millis};
 use crate::{scripts, value};
@@ -32,14 +32,16 @@ impl RedisBroker {
         Ok(value::items(&reply)
             .iter()
             .filter_map(|p| {
-                let [id, consumer, count, visible_at] = value::items(p) else {
+                let [id, consumer, count, visible_in] = value::items(p) else {
                     return None;
                 };
                 Some(PendingDelivery {
                     id: MessageId(value::text(id)?),
                     consumer: value::text(consumer)?,
                     delivery_count: u32::try_from(value::int(count)?).unwrap_or(u32::MAX),
-                    visible_at: Timestamp(u64::try_from(value::int(visible_at)?).unwrap_or(0)),
+                    visible_in: Duration::from_millis(
+                        u64::try_from(value::int(visible_in)?).unwrap_or(0),
+                    ),
                 })
             })
             .collect())
