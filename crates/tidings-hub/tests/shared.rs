@@ -311,3 +311,119 @@ async fn an_update_from_a_stale_copy_is_refused_not_lost_on_redis() {
 async fn an_update_from_a_stale_copy_is_refused_not_lost_on_postgresql() {
     common::on_postgres(an_update_from_a_stale_copy_is_refused_not_lost).await;
 }
+
+/// A process that is gone leaves nothing behind in the store: one that
+/// stops gracefully deletes its group of the catalog's feed and its name
+/// among a subscription's consumers as it leaves; those of one that went
+/// silent are deleted by the process that forgets it (after FORGET_AFTER,
+/// on a clock moved by hand).
+async fn processes_that_are_gone_leave_no_group_or_consumer(broker: Arc<dyn Broker>) {
+    use std::time::Duration;
+    use tidings_core::{
+        Clock, ConsumerName, GroupName, ManualClock, QueueName, ReceiveOptions, Timestamp,
+    };
+    use tidings_hub::HubConfig;
+    use tidings_hub::hub::cluster::FORGET_AFTER;
+
+    let clock = ManualClock::new(Timestamp::now());
+    let config = || HubConfig {
+        clock: Clock::Manual(clock.clone()),
+        heartbeat: Duration::from_secs(600),
+        ..HubConfig::default()
+    };
+    let first = Hub::open(broker.clone(), config()).await.unwrap();
+    let second = Hub::open(broker.clone(), config()).await.unwrap();
+    let third = Hub::open(broker.clone(), config()).await.unwrap();
+    let admin = Principal::Admin;
+    first
+        .create_application(
+            &admin,
+            from(json!({"application": "shop", "address": "http://example.com"})),
+        )
+        .await
+        .unwrap();
+    first
+        .register_action(
+            &admin,
+            from(json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}})),
+        )
+        .await
+        .unwrap();
+    let sub = first
+        .subscribe(
+            &admin,
+            from(json!({"application": "shop", "action": "shop.sold", "handler": "/"})),
+        )
+        .await
+        .unwrap()
+        .0
+        .subscription;
+    let queue = QueueName::new(format!("hub.sub.{sub}")).unwrap();
+    let webhooks = GroupName::new("webhooks").unwrap();
+    // Each process takes a delivery of the subscription under its own
+    // name (as its delivery would), and settles it.
+    for hub in [&first, &second, &third] {
+        let event = from(json!({"action": "shop.sold", "payload": {}}));
+        hub.publish(&admin, event, None).await.unwrap();
+        let me = ConsumerName::new(format!("process-{}", hub.process_id())).unwrap();
+        let options = ReceiveOptions::new(1, Duration::from_secs(10));
+        let got = broker
+            .receive(&queue, &webhooks, &me, options)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        let acked = broker.ack(&queue, &webhooks, &[got[0].id.clone()]).await;
+        assert_eq!(acked.unwrap(), 1);
+    }
+    let feed = QueueName::new("hub.catalog").unwrap();
+    let names = |hubs: &[&Hub]| {
+        let mut names: Vec<String> = hubs
+            .iter()
+            .map(|h| format!("process-{}", h.process_id()))
+            .collect();
+        names.sort();
+        names
+    };
+    let groups_and_consumers = || async {
+        let mut groups: Vec<String> = broker
+            .queue_info(&feed)
+            .await
+            .unwrap()
+            .groups
+            .into_iter()
+            .map(|g| g.name.to_string())
+            .collect();
+        groups.sort();
+        let mut consumers: Vec<String> = broker.queue_info(&queue).await.unwrap().groups[0]
+            .consumers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        consumers.sort();
+        (groups, consumers)
+    };
+    let all = names(&[&first, &second, &third]);
+    assert_eq!(groups_and_consumers().await, (all.clone(), all));
+
+    third.leave().await.unwrap();
+    let left = names(&[&first, &second]);
+    assert_eq!(groups_and_consumers().await, (left.clone(), left));
+
+    // The second dies; once it has been silent for FORGET_AFTER, the
+    // first's heartbeat forgets it and what it left.
+    drop(second);
+    clock.advance(FORGET_AFTER + Duration::from_secs(1));
+    first.beat().await.unwrap();
+    let only = names(&[&first]);
+    assert_eq!(groups_and_consumers().await, (only.clone(), only));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_that_are_gone_leave_no_group_or_consumer_on_redis() {
+    common::on_redis("gone", processes_that_are_gone_leave_no_group_or_consumer).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_that_are_gone_leave_no_group_or_consumer_on_postgresql() {
+    common::on_postgres(processes_that_are_gone_leave_no_group_or_consumer).await;
+}

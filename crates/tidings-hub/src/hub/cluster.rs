@@ -101,9 +101,11 @@ impl Hub {
                     stored.key.clone(),
                     Some(stored.value),
                 )
-                .delete(inner.tables.processes.clone(), stored.key);
+                .delete(inner.tables.processes.clone(), stored.key.clone());
                 match inner.broker.commit(tx).await {
-                    Ok(_) | Err(tidings_core::Error::RecordChanged { .. }) => {}
+                    // This process removed it: it sweeps after it.
+                    Ok(_) => self.sweep_after(&stored.key).await,
+                    Err(tidings_core::Error::RecordChanged { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -150,10 +152,63 @@ impl Hub {
     pub async fn leave(&self) -> HubResult<()> {
         let inner = &self.inner;
         inner.left.store(true, Ordering::Relaxed);
+        // Its feed is read no more: the group can go.
+        if let Some(feed) = &inner.feed {
+            feed.stop();
+        }
         let mut tx = Transaction::new();
         tx.delete(inner.tables.processes.clone(), inner.process.clone());
         inner.broker.commit(tx).await?;
+        self.sweep_after(&inner.process).await;
         Ok(())
+    }
+
+    /// Lets go of what process `process` left in the store once it is gone
+    /// (stopped gracefully, or silent for [`FORGET_AFTER`]): its group of
+    /// the catalog's feed, and its name among the consumers of each
+    /// subscription. A name still holding deliveries stays (they come back
+    /// to the group after their visibility timeout). Failures are logged:
+    /// what is left behind takes room, it does not change any answer.
+    async fn sweep_after(&self, process: &str) {
+        let inner = &self.inner;
+        let name = super::feed::member_name(process);
+        let (Ok(group), Ok(consumer)) = (
+            tidings_core::GroupName::new(name.clone()),
+            tidings_core::ConsumerName::new(name),
+        ) else {
+            return;
+        };
+        if inner.feed.is_some()
+            && let Ok(feed) = super::feed::queue()
+            && let Err(e) = inner.broker.delete_group(&feed, &group).await
+        {
+            tracing::warn!(process, error = %e, "cannot delete the catalog feed's group of a process that is gone");
+        }
+        let subscriptions: Vec<String> = self.catalog().subscriptions.keys().cloned().collect();
+        let mut kept = 0u64;
+        for sub in subscriptions {
+            let Ok(queue) = crate::tables::subscription_queue(&sub) else {
+                continue;
+            };
+            match inner
+                .broker
+                .forget_consumer(&queue, &inner.tables.group, &consumer)
+                .await
+            {
+                Ok(_) | Err(tidings_core::Error::QueueNotFound(_)) => {}
+                Err(e) => {
+                    kept += 1;
+                    tracing::debug!(process, subscription = %sub, error = %e, "cannot forget a consumer");
+                }
+            }
+        }
+        if kept > 0 {
+            tracing::warn!(
+                process,
+                subscriptions = kept,
+                "the consumer name of a process that is gone stays in some subscriptions' groups"
+            );
+        }
     }
 
     /// The processes sharing this store and which one delivers each ordered

@@ -58,15 +58,31 @@ pub(crate) struct Feed {
     stop: CancellationToken,
 }
 
+/// The feed's queue.
+pub(crate) fn queue() -> HubResult<QueueName> {
+    Ok(QueueName::new("hub.catalog")?)
+}
+
+/// The name of process `process` as a consumer (and, in the feed, as a
+/// group): of the feed and of every subscription.
+pub(crate) fn member_name(process: &str) -> String {
+    format!("process-{process}")
+}
+
 impl Feed {
     pub(crate) fn new(process: &str) -> HubResult<Self> {
         Ok(Self {
-            queue: QueueName::new("hub.catalog")?,
-            group: GroupName::new(format!("process-{process}"))?,
-            consumer: ConsumerName::new(format!("process-{process}"))?,
+            queue: queue()?,
+            group: GroupName::new(member_name(process))?,
+            consumer: ConsumerName::new(member_name(process))?,
             process: process.to_owned(),
             stop: CancellationToken::new(),
         })
+    }
+
+    /// Stops reading the feed (the hub is going away).
+    pub(crate) fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// Makes this process's group (before the catalog is loaded). Returns

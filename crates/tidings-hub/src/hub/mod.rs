@@ -23,6 +23,7 @@ pub use applications::{ApplicationUpdate, NewApplication, SecretRotation};
 pub use audit::AuditFilter;
 pub use catalog::Catalog;
 pub use events::{EventFilter, NewEvent, Published};
+pub(crate) use feed::member_name;
 pub use gists::GistFilter;
 pub use subscriptions::{NewSubscription, SigningKeyRotation};
 
