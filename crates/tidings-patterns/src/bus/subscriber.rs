@@ -31,6 +31,9 @@ use crate::resilience::RetryPolicy;
 const POLL: Duration = Duration::from_millis(500);
 /// The table of the subscriptions' leases.
 const LEASES: &str = "bus.leases";
+/// Waited beyond the end of the visibility timeouts of events in flight at
+/// a takeover: the store brings them back at the next receive after it.
+const TAKEOVER_MARGIN: Duration = Duration::from_millis(250);
 /// Events received ahead of the handlers, per worker.
 const AHEAD_PER_WORKER: usize = 32;
 
@@ -170,11 +173,20 @@ impl Run {
                         // The last holder stopped renewing, maybe with events
                         // in flight: they come back at their place once their
                         // visibility timeout has passed. Receiving before would
-                        // overtake them.
-                        tracing::info!(queue = %run.queue, wait = ?run.options.visibility_timeout, "took over the subscription; waiting for what its last holder had in flight");
+                        // overtake them. The store tells how long that is;
+                        // if it cannot, the whole timeout.
+                        let wait = match run.broker.pending(&run.queue, &run.group, 1000).await {
+                            Ok(pending) => pending
+                                .iter()
+                                .map(|p| p.visible_in + TAKEOVER_MARGIN)
+                                .max()
+                                .unwrap_or_default(),
+                            Err(_) => run.options.visibility_timeout,
+                        };
+                        tracing::info!(queue = %run.queue, ?wait, "took over the subscription; waiting for what its last holder had in flight");
                         tokio::select! {
                             () = holding.cancelled() => return,
-                            () = tokio::time::sleep(run.options.visibility_timeout) => {}
+                            () = tokio::time::sleep(wait) => {}
                         }
                     }
                     run.dispatch(holding).await;
