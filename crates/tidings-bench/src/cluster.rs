@@ -362,7 +362,7 @@ impl Processes {
 }
 
 /// CPU seconds of a process (Linux: /proc/<pid>/stat, in clock ticks of 1/100 s).
-fn cpu_of(pid: u32) -> Option<f64> {
+pub(crate) fn cpu_of(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -473,10 +473,22 @@ async fn closed_loop(
 
 async fn publish_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::Result<()> {
     let s = Arc::new(setup(t, tag, None).await?);
+    let server = t.child.as_ref().map(Child::id);
+    let server_cpu = || server.and_then(crate::cluster::cpu_of);
+    let cpu_before = server_cpu();
     let t = Arc::new(t.handle());
     let (rate, lat, failed) = closed_loop(&t, &s, args.connections, args.duration).await?;
+    // The server's CPU time per event (a server this run started): the
+    // cost of a publish, steadier than the rate on a shared machine.
+    let cpu = match (cpu_before, server_cpu()) {
+        (Some(before), Some(after)) if !lat.is_empty() => format!(
+            ", server {:.1} µs of CPU per event",
+            (after - before) * 1e6 / lat.len() as f64
+        ),
+        _ => String::new(),
+    };
     println!(
-        "publish (schema-checked, durable, {} connections): {rate:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {failed} failed   [target >= 20,000/s]",
+        "publish (schema-checked, durable, {} connections): {rate:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, {failed} failed{cpu}   [target >= 20,000/s]",
         args.connections,
         quantile(&lat, 0.5),
         quantile(&lat, 0.99)
