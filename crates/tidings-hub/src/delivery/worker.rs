@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tidings_core::{ConsumerName, Delivery, Nack, Payload, ReceiveOptions, Transaction};
+use tidings_core::{ConsumerName, Delivery, Nack, ReceiveOptions, Transaction};
 use tidings_patterns::lease::Lease;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -135,14 +135,11 @@ async fn deliver(
                 continue;
             }
         };
-        // The deliveries' events and gists, read in one request.
-        let mut read = read_together(hub, sub_id, &deliveries).await.into_iter();
         // Lanes left without a delivery go back with the unused permits.
         for (delivery, permit) in deliveries.into_iter().zip(permits) {
             let (shared, sub_id, halted) = (shared.clone(), sub_id.to_owned(), halted.clone());
-            let found = read.next().flatten();
             attempts.spawn(async move {
-                let wait = match attempt(&shared, &sub_id, &delivery, found).await {
+                let wait = match attempt(&shared, &sub_id, &delivery).await {
                     Ok(wait) => wait,
                     Err(e) => {
                         tracing::warn!(subscription = %sub_id, error = %e, "delivery could not be settled");
@@ -219,10 +216,9 @@ async fn attempt(
     shared: &Shared,
     sub_id: &str,
     delivery: &Delivery,
-    found: Option<Found>,
 ) -> HubResult<Option<Duration>> {
     let hub = &shared.hub;
-    let Some(mut work) = prepare(shared, sub_id, delivery, found).await? else {
+    let Some(mut work) = prepare(shared, sub_id, delivery).await? else {
         return Ok(None);
     };
     let Some(keys) = work.keys.take() else {
@@ -271,48 +267,7 @@ async fn attempt(
 /// subscriber's secret. `None`: nothing to
 /// attempt (the message is not an event id, or its event is gone: acked;
 /// or the subscription is gone).
-/// A delivery's event and gist as read from the store (`None` where there
-/// is no record).
-type Found = [Option<Payload>; 2];
-
-/// The stored event and gist of each delivery (those of its event id, for
-/// the subscription), read in one request; `None` for a delivery whose
-/// message is not an event id, and for all if the read fails (each
-/// attempt then reads its own).
-async fn read_together(
-    hub: &crate::hub::Hub,
-    sub_id: &str,
-    deliveries: &[Delivery],
-) -> Vec<Option<Found>> {
-    let tables = &hub.inner.tables;
-    let mut read = Vec::with_capacity(deliveries.len() * 2);
-    let mut asked = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        let Ok(event_id) = delivery.payload.json::<String>() else {
-            asked.push(false);
-            continue;
-        };
-        asked.push(true);
-        let gist_key = crate::model::gist::key(&event_id, sub_id);
-        read.push((tables.events.clone(), event_id));
-        read.push((tables.gists.clone(), gist_key));
-    }
-    let mut found = match hub.broker().get_records(&read).await {
-        Ok(found) if found.len() == read.len() => found.into_iter(),
-        _ => return vec![None; deliveries.len()],
-    };
-    asked
-        .into_iter()
-        .map(|asked| asked.then(|| [found.next().flatten(), found.next().flatten()]))
-        .collect()
-}
-
-async fn prepare(
-    shared: &Shared,
-    sub_id: &str,
-    delivery: &Delivery,
-    found: Option<Found>,
-) -> HubResult<Option<Work>> {
+async fn prepare(shared: &Shared, sub_id: &str, delivery: &Delivery) -> HubResult<Option<Work>> {
     let hub = &shared.hub;
     let tables = &hub.inner.tables;
     let drop_it = |why: &'static str| async move {
@@ -335,14 +290,8 @@ async fn prepare(
         (tables.events.clone(), event_id),
         (tables.gists.clone(), gist_key),
     ];
-    let [event, gist] = match found {
-        Some(found) => found,
-        None => {
-            let mut found = hub.broker().get_records(&read).await?.into_iter();
-            [found.next().flatten(), found.next().flatten()]
-        }
-    };
-    let Some(event) = event else {
+    let mut found = hub.broker().get_records(&read).await?.into_iter();
+    let (Some(event), gist) = (found.next().flatten(), found.next().flatten()) else {
         return drop_it("its event no longer exists").await;
     };
     let event: Event = decode(&tables.events, &read[0].1, &event)?;
