@@ -19,6 +19,20 @@ fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).unwrap()
 }
 
+/// Creates application `name` through `hub`, as the admin.
+async fn application(hub: &Hub, name: &str) {
+    let new = from(json!({"application": name, "address": "http://example.com"}));
+    hub.create_application(&Principal::Admin, new)
+        .await
+        .unwrap();
+}
+
+/// Registers action `name` of application `app` with `schema`, as the admin.
+async fn action(hub: &Hub, app: &str, name: &str, schema: Value) {
+    let new = from(json!({"action": name, "application": app, "schemata": schema}));
+    hub.register_action(&Principal::Admin, new).await.unwrap();
+}
+
 /// A publish through a hub that has not heard that the action was removed
 /// (with its subscription and that subscription's queue) finds the queue
 /// gone, reads the action again, and is refused as on the hub that removed
@@ -29,21 +43,9 @@ async fn a_publish_of_an_action_removed_elsewhere_is_refused_not_failed() {
     let first = Hub::open(broker.clone(), Default::default()).await.unwrap();
     let admin = Principal::Admin;
     for app in ["shop", "mailer"] {
-        first
-            .create_application(
-                &admin,
-                from(json!({"application": app, "address": "http://example.com"})),
-            )
-            .await
-            .unwrap();
+        application(&first, app).await;
     }
-    first
-        .register_action(
-            &admin,
-            from(json!({"action": "sold", "application": "shop", "schemata": {"type": "object"}})),
-        )
-        .await
-        .unwrap();
+    action(&first, "shop", "sold", json!({"type": "object"})).await;
     first
         .subscribe(
             &admin,
@@ -151,20 +153,8 @@ async fn actions_registered_through_two_hubs_get_different_ids() {
     let first = Hub::open(broker.clone(), Default::default()).await.unwrap();
     let second = Hub::open(broker.clone(), Default::default()).await.unwrap();
     let admin = Principal::Admin;
-    first
-        .create_application(
-            &admin,
-            from(json!({"application": "shop", "address": "http://example.com"})),
-        )
-        .await
-        .unwrap();
-    second
-        .create_application(
-            &admin,
-            from(json!({"application": "store", "address": "http://example.com"})),
-        )
-        .await
-        .unwrap();
+    application(&first, "shop").await;
+    application(&second, "store").await;
     let mut ids = Vec::new();
     for (hub, app) in [
         (&first, "shop"),
@@ -196,21 +186,14 @@ async fn an_action_made_elsewhere_is_publishable_at_once() {
     let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
     let first = Hub::open(broker.clone(), Default::default()).await.unwrap();
     let second = Hub::open(broker.clone(), Default::default()).await.unwrap();
-    let admin = Principal::Admin;
-    first
-        .create_application(
-            &admin,
-            from(json!({"application": "shop", "address": "http://example.com"})),
-        )
-        .await
-        .unwrap();
-    first
-        .register_action(
-            &admin,
-            from(json!({"action": "sold", "application": "shop", "schemata": {"type": "object", "required": ["n"]}})),
-        )
-        .await
-        .unwrap();
+    application(&first, "shop").await;
+    action(
+        &first,
+        "shop",
+        "sold",
+        json!({"type": "object", "required": ["n"]}),
+    )
+    .await;
     let shop = Principal::Application("shop".into());
     let published = second
         .publish(
@@ -253,12 +236,7 @@ async fn an_action_made_elsewhere_is_publishable_at_once() {
 async fn an_update_from_a_stale_copy_is_refused_not_lost(broker: Arc<dyn Broker>) {
     let hub = Hub::open(broker.clone(), Default::default()).await.unwrap();
     let admin = Principal::Admin;
-    hub.create_application(
-        &admin,
-        from(json!({"application": "shop", "address": "http://example.com"})),
-    )
-    .await
-    .unwrap();
+    application(&hub, "shop").await;
     let table = tidings_core::TableName::new("hub.applications").unwrap();
     let stored = broker.get_record(&table, "shop").await.unwrap().unwrap();
     let mut record: Value = serde_json::from_str(stored.as_str()).unwrap();
@@ -335,20 +313,8 @@ async fn processes_that_are_gone_leave_no_group_or_consumer(broker: Arc<dyn Brok
     let second = Hub::open(broker.clone(), config()).await.unwrap();
     let third = Hub::open(broker.clone(), config()).await.unwrap();
     let admin = Principal::Admin;
-    first
-        .create_application(
-            &admin,
-            from(json!({"application": "shop", "address": "http://example.com"})),
-        )
-        .await
-        .unwrap();
-    first
-        .register_action(
-            &admin,
-            from(json!({"action": "shop.sold", "application": "shop", "schemata": {"type": "object"}})),
-        )
-        .await
-        .unwrap();
+    application(&first, "shop").await;
+    action(&first, "shop", "shop.sold", json!({"type": "object"})).await;
     let sub = first
         .subscribe(
             &admin,
