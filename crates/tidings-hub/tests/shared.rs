@@ -19,6 +19,27 @@ fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).unwrap()
 }
 
+/// Three hubs on `broker` on one clock moved by hand, whose heartbeats run
+/// only when the test calls them (the interval is ten minutes of real time).
+async fn three_hubs_on_a_manual_clock(
+    broker: &Arc<dyn Broker>,
+) -> (tidings_core::ManualClock, [Hub; 3]) {
+    use tidings_core::{Clock, ManualClock, Timestamp};
+    let clock = ManualClock::new(Timestamp::now());
+    let config = || tidings_hub::HubConfig {
+        clock: Clock::Manual(clock.clone()),
+        heartbeat: HEARTBEAT,
+        ..tidings_hub::HubConfig::default()
+    };
+    let first = Hub::open(broker.clone(), config()).await.unwrap();
+    let second = Hub::open(broker.clone(), config()).await.unwrap();
+    let third = Hub::open(broker.clone(), config()).await.unwrap();
+    (clock, [first, second, third])
+}
+
+/// The heartbeat interval of [`three_hubs_on_a_manual_clock`].
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Creates application `name` through `hub`, as the admin.
 async fn application(hub: &Hub, name: &str) {
     let new = from(json!({"application": name, "address": "http://example.com"}));
@@ -74,21 +95,10 @@ async fn a_publish_of_an_action_removed_elsewhere_is_refused_not_failed() {
 #[tokio::test]
 async fn processes_report_themselves_and_are_forgotten_when_silent() {
     use std::time::Duration;
-    use tidings_core::{Clock, ManualClock, Timestamp};
-    use tidings_hub::HubConfig;
     use tidings_hub::hub::cluster::FORGET_AFTER;
 
     let broker: Arc<dyn Broker> = Arc::new(EmbeddedBroker::in_memory());
-    let clock = ManualClock::new(Timestamp::now());
-    let config = || HubConfig {
-        clock: Clock::Manual(clock.clone()),
-        // Ten minutes of real time: no heartbeat runs by itself here.
-        heartbeat: Duration::from_secs(600),
-        ..HubConfig::default()
-    };
-    let first = Hub::open(broker.clone(), config()).await.unwrap();
-    let second = Hub::open(broker.clone(), config()).await.unwrap();
-    let third = Hub::open(broker.clone(), config()).await.unwrap();
+    let (clock, [first, second, third]) = three_hubs_on_a_manual_clock(&broker).await;
     let live = |hub: &Hub| {
         let hub = hub.clone();
         async move {
@@ -120,7 +130,7 @@ async fn processes_report_themselves_and_are_forgotten_when_silent() {
 
     // Three intervals pass; only the first beats: the second is listed,
     // not live.
-    let interval = Duration::from_secs(600);
+    let interval = HEARTBEAT;
     clock.advance(interval * 3 + Duration::from_millis(1));
     first.beat().await.unwrap();
     let listed = live(&first).await;
@@ -297,21 +307,10 @@ async fn an_update_from_a_stale_copy_is_refused_not_lost_on_postgresql() {
 /// on a clock moved by hand).
 async fn processes_that_are_gone_leave_no_group_or_consumer(broker: Arc<dyn Broker>) {
     use std::time::Duration;
-    use tidings_core::{
-        Clock, ConsumerName, GroupName, ManualClock, QueueName, ReceiveOptions, Timestamp,
-    };
-    use tidings_hub::HubConfig;
+    use tidings_core::{ConsumerName, GroupName, QueueName, ReceiveOptions};
     use tidings_hub::hub::cluster::FORGET_AFTER;
 
-    let clock = ManualClock::new(Timestamp::now());
-    let config = || HubConfig {
-        clock: Clock::Manual(clock.clone()),
-        heartbeat: Duration::from_secs(600),
-        ..HubConfig::default()
-    };
-    let first = Hub::open(broker.clone(), config()).await.unwrap();
-    let second = Hub::open(broker.clone(), config()).await.unwrap();
-    let third = Hub::open(broker.clone(), config()).await.unwrap();
+    let (clock, [first, second, third]) = three_hubs_on_a_manual_clock(&broker).await;
     let admin = Principal::Admin;
     application(&first, "shop").await;
     action(&first, "shop", "shop.sold", json!({"type": "object"})).await;
