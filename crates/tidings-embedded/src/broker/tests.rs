@@ -296,6 +296,25 @@ fn the_write_budget_bounds_the_memory_of_producers_faster_than_the_disk() {
     );
 }
 
+/// Creates `queue` on a broker and sends it `{"n": 0}` to `{"n": count - 1}`.
+async fn queue_of_numbers(broker: &EmbeddedBroker, queue: &QueueName, count: u64) {
+    broker
+        .create_queue(queue, QueueConfig::default())
+        .await
+        .expect("created");
+    for n in 0..count {
+        let message = OutgoingMessage::json(&serde_json::json!({ "n": n })).expect("json");
+        broker.send(queue, message).await.expect("sent");
+    }
+}
+
+/// The `n` of each delivery's payload.
+fn numbers_of(got: &[tidings_core::Delivery]) -> Vec<serde_json::Value> {
+    got.iter()
+        .map(|d| d.payload.json::<serde_json::Value>().expect("json")["n"].clone())
+        .collect()
+}
+
 /// How many records a space of the broker's store holds.
 fn stored(broker: &EmbeddedBroker, space: Space) -> usize {
     let mut n = 0;
@@ -322,14 +341,7 @@ async fn requeued_dead_letters_keep_their_bodies_in_place_until_acked() {
     let options = ReceiveOptions::new(10, Duration::ZERO);
     {
         let broker = EmbeddedBroker::open(dir.path()).expect("opened");
-        broker
-            .create_queue(&queue, QueueConfig::default())
-            .await
-            .expect("created");
-        for n in 0..3 {
-            let message = OutgoingMessage::json(&serde_json::json!({ "n": n })).expect("json");
-            broker.send(&queue, message).await.expect("sent");
-        }
+        queue_of_numbers(&broker, &queue, 3).await;
         let got = broker
             .receive(&queue, &group, &me, options)
             .await
@@ -363,10 +375,7 @@ async fn requeued_dead_letters_keep_their_bodies_in_place_until_acked() {
         .receive(&queue, &group, &me, options)
         .await
         .expect("received");
-    let mut payloads: Vec<_> = got
-        .iter()
-        .map(|d| d.payload.json::<serde_json::Value>().expect("json")["n"].clone())
-        .collect();
+    let mut payloads = numbers_of(&got);
     payloads.sort_by_key(|n| n.as_u64());
     assert_eq!(payloads, [0, 1, 2]);
     // One fails again: a dead letter of its own, with the body.
@@ -403,20 +412,8 @@ async fn a_deleted_group_stays_deleted_after_a_restart() {
     let options = ReceiveOptions::new(10, Duration::ZERO);
     {
         let broker = EmbeddedBroker::open(dir.path()).expect("opened");
-        broker
-            .create_queue(&queue, QueueConfig::default())
-            .await
-            .expect("created");
-        for group in [&kept, &dropped] {
-            broker
-                .receive(&queue, group, &me, options)
-                .await
-                .expect("group made");
-        }
-        for n in 0..4 {
-            let message = OutgoingMessage::json(&serde_json::json!({ "n": n })).expect("json");
-            broker.send(&queue, message).await.expect("sent");
-        }
+        // Both groups, made after the sends, owe all four.
+        queue_of_numbers(&broker, &queue, 4).await;
         // `kept` is done with the first two; `dropped` holds one in flight
         // (with its mark written) and owes the rest.
         let got = broker
@@ -462,11 +459,7 @@ async fn a_deleted_group_stays_deleted_after_a_restart() {
         .receive(&queue, &kept, &me, options)
         .await
         .expect("received");
-    let payloads: Vec<_> = got
-        .iter()
-        .map(|d| d.payload.json::<serde_json::Value>().expect("json")["n"].clone())
-        .collect();
-    assert_eq!(payloads, [2, 3]);
+    assert_eq!(numbers_of(&got), [2, 3]);
     broker.close();
 }
 
