@@ -45,7 +45,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli, given)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The chain of causes, each once (a cause whose text its
+            // wrapper already shows is not repeated).
+            eprintln!("error: {}", tidings::error::with_causes(e.as_ref()));
             ExitCode::FAILURE
         }
     }
