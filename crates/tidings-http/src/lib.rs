@@ -344,6 +344,9 @@ impl Broker for HttpBroker {
         group: &GroupName,
         limit: usize,
     ) -> Result<Vec<PendingDelivery>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let mut url = self.url(&[
             "v1",
             "queues",
