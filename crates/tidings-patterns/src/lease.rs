@@ -220,3 +220,32 @@ impl Lease {
         }
     }
 }
+
+/// Waited beyond the end of the visibility timeouts of what a group has in
+/// flight at a takeover: the store brings those deliveries back at the next
+/// receive after it, which it may first need to notice (a reclaim or a
+/// tending).
+const TAKEOVER_MARGIN: Duration = Duration::from_millis(250);
+
+/// Most deliveries in flight looked at (a leased subscription has a few at
+/// most: what its last holder had taken ahead).
+const IN_FLIGHT_LOOK: usize = 1000;
+
+/// How long a new holder of a lease waits before it receives from `group`:
+/// until every delivery still held by a consumer (left in flight by a
+/// holder that died or lost the lease) has come back to the group, so that
+/// nothing published after it overtakes it. What is left of their
+/// visibility timeouts, by the store's clock, plus a small margin; zero
+/// when nothing is in flight.
+pub async fn in_flight_wait(
+    broker: &dyn Broker,
+    queue: &tidings_core::QueueName,
+    group: &tidings_core::GroupName,
+) -> tidings_core::Result<Duration> {
+    let pending = broker.pending(queue, group, IN_FLIGHT_LOOK).await?;
+    Ok(pending
+        .iter()
+        .map(|p| p.visible_in + TAKEOVER_MARGIN)
+        .max()
+        .unwrap_or_default())
+}

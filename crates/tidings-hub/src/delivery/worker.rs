@@ -29,13 +29,6 @@ use crate::views::Replayed;
 const RECEIVE_WAIT: Duration = Duration::from_secs(5);
 /// Pause after a broker error, so a failing store is not hammered.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
-/// Most deliveries in flight looked at when an ordered subscription is
-/// taken over (it has one lane: one in flight, or a few at a restart).
-const PENDING_LOOK: usize = 1000;
-/// Waited beyond the end of the visibility timeouts of deliveries in
-/// flight at a takeover: the store brings them back at the next receive
-/// after it, which it may first need to notice (a reclaim or tending).
-const TAKEOVER_MARGIN: Duration = Duration::from_millis(250);
 /// How long a delivery to an inactive subscriber waits before it is looked
 /// at again (no attempt is made or counted meanwhile).
 pub(crate) const INACTIVE_RETRY: Duration = Duration::from_secs(10);
@@ -157,30 +150,29 @@ async fn deliver(
     while attempts.join_next().await.is_some() {}
 }
 
-/// Sleeps unless halted first; returns whether it was halted.
 /// Before an ordered subscription is delivered by this process: waits until
 /// every delivery still held by a consumer (one left in flight by a process
 /// that died or lost the lease) has come back to the group, so that a
-/// receive hands it out before anything published after it. Waits what is
-/// left of their visibility timeouts, as the store tells it, not a whole
-/// timeout. Returns true if `halted` came first.
+/// receive hands it out before anything published after it
+/// ([`in_flight_wait`](tidings_patterns::lease::in_flight_wait)). Returns
+/// true if `halted` came first.
 async fn wait_for_deliveries_in_flight(
     hub: &crate::hub::Hub,
     queue: &tidings_core::QueueName,
     halted: &CancellationToken,
 ) -> bool {
     loop {
-        match hub
-            .broker()
-            .pending(queue, &hub.inner.tables.group, PENDING_LOOK)
-            .await
+        match tidings_patterns::lease::in_flight_wait(
+            &**hub.broker(),
+            queue,
+            &hub.inner.tables.group,
+        )
+        .await
         {
-            Ok(pending) => {
-                let Some(left) = pending.iter().map(|p| p.visible_in).max() else {
-                    return false;
-                };
-                tracing::info!(%queue, deliveries = pending.len(), wait = ?left, "ordered subscription taken over with deliveries in flight; waiting for them to come back");
-                return pause(halted, left + TAKEOVER_MARGIN).await;
+            Ok(Duration::ZERO) => return false,
+            Ok(wait) => {
+                tracing::info!(%queue, ?wait, "ordered subscription taken over with deliveries in flight; waiting for them to come back");
+                return pause(halted, wait).await;
             }
             Err(e) => {
                 tracing::warn!(%queue, error = %e, "cannot tell what the ordered subscription has in flight; asking again");
@@ -192,6 +184,7 @@ async fn wait_for_deliveries_in_flight(
     }
 }
 
+/// Sleeps unless halted first; returns whether it was halted.
 async fn pause(halted: &CancellationToken, wait: Duration) -> bool {
     tokio::select! {
         () = tokio::time::sleep(wait) => halted.is_cancelled(),

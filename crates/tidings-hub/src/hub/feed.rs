@@ -133,17 +133,22 @@ impl Hub {
             &tables.subscriptions,
             &tables.sessions,
         ];
-        let records: Vec<(String, String)> = tx
+        // The catalog records the transaction writes, with their new values
+        // (`None`: deleted).
+        let written: Vec<((String, String), Option<Payload>)> = tx
             .ops()
             .iter()
             .filter_map(|op| match op {
-                TxOp::Put { table, key, .. } | TxOp::Delete { table, key } => Some((table, key)),
+                TxOp::Put {
+                    table, key, value, ..
+                } => Some((table, key, Some(value))),
+                TxOp::Delete { table, key } => Some((table, key, None)),
                 _ => None,
             })
-            .filter(|(table, _)| catalog_tables.contains(table))
-            .map(|(table, key)| (table.to_string(), key.clone()))
+            .filter(|(table, _, _)| catalog_tables.contains(table))
+            .map(|(table, key, value)| ((table.to_string(), key.clone()), value.cloned()))
             .collect();
-        if records.is_empty() {
+        if written.is_empty() {
             return self.inner.broker.commit(tx).await;
         }
         // An overwrite of a catalog record expects it as this process last
@@ -153,21 +158,9 @@ impl Hub {
         for (table, key, value) in &guards {
             tx.expect(table.clone(), key.clone(), Some(value.clone()));
         }
-        let written: Vec<((String, String), Option<Payload>)> = tx
-            .ops()
-            .iter()
-            .filter_map(|op| match op {
-                TxOp::Put {
-                    table, key, value, ..
-                } => Some(((table.to_string(), key.clone()), Some(value.clone()))),
-                TxOp::Delete { table, key } => Some(((table.to_string(), key.clone()), None)),
-                _ => None,
-            })
-            .filter(|((table, _), _)| catalog_tables.iter().any(|t| t.as_str() == table))
-            .collect();
         let change = Change {
             origin: feed.process.clone(),
-            records,
+            records: written.iter().map(|(place, _)| place.clone()).collect(),
         };
         tx.send(feed.queue.clone(), OutgoingMessage::json(&change)?);
         match self.inner.broker.commit(tx).await {

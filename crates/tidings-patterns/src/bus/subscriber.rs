@@ -31,9 +31,6 @@ use crate::resilience::RetryPolicy;
 const POLL: Duration = Duration::from_millis(500);
 /// The table of the subscriptions' leases.
 const LEASES: &str = "bus.leases";
-/// Waited beyond the end of the visibility timeouts of events in flight at
-/// a takeover: the store brings them back at the next receive after it.
-const TAKEOVER_MARGIN: Duration = Duration::from_millis(250);
 /// Events received ahead of the handlers, per worker.
 const AHEAD_PER_WORKER: usize = 32;
 
@@ -175,14 +172,9 @@ impl Run {
                         // visibility timeout has passed. Receiving before would
                         // overtake them. The store tells how long that is;
                         // if it cannot, the whole timeout.
-                        let wait = match run.broker.pending(&run.queue, &run.group, 1000).await {
-                            Ok(pending) => pending
-                                .iter()
-                                .map(|p| p.visible_in + TAKEOVER_MARGIN)
-                                .max()
-                                .unwrap_or_default(),
-                            Err(_) => run.options.visibility_timeout,
-                        };
+                        let wait = crate::lease::in_flight_wait(&*run.broker, &run.queue, &run.group)
+                            .await
+                            .unwrap_or(run.options.visibility_timeout);
                         tracing::info!(queue = %run.queue, ?wait, "took over the subscription; waiting for what its last holder had in flight");
                         tokio::select! {
                             () = holding.cancelled() => return,
