@@ -41,7 +41,15 @@ pub fn row_time(row: u64) -> u64 {
 
 /// An event id from its row id.
 pub fn event_id(row: u64) -> String {
-    format!("{row:016x}{:016x}", random_u64())
+    format!("{row:016x}{:016x}", rand::random::<u64>())
+}
+
+/// A request id: 32 hex characters. Like the random half of an event id it
+/// comes from the thread's generator (ChaCha, seeded from the operating
+/// system), not a system call per request; secrets and keys below read the
+/// operating system's source directly.
+pub fn request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 /// The row id of an event id, if it is one.
@@ -69,10 +77,6 @@ pub fn new_api_key() -> String {
 
 /// How API keys start.
 pub const API_KEY_PREFIX: &str = "tidings_";
-
-fn random_u64() -> u64 {
-    u64::from_be_bytes(random_bytes::<8>())
-}
 
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::AuthConfig;
 pub use connections::ConnectionLimits;
 pub use routes::router;
-pub use state::AppState;
+pub use state::{AppState, ServerState};
 
 /// Default port (Amebo's).
 pub const DEFAULT_PORT: u16 = 3310;
@@ -134,7 +134,7 @@ impl Server {
             config.auth.trusted_proxies.clone(),
         );
         let dispatcher = Dispatcher::new(hub.clone(), config.delivery)?;
-        let state = AppState {
+        let state = std::sync::Arc::new(state::ServerState {
             hub,
             replayer: dispatcher.replayer(),
             auth: config.auth,
@@ -149,7 +149,7 @@ impl Server {
             signatures: auth::seen_signatures(),
             refusals: audit::RefusalLog::default(),
             tls: config.tls.is_some(),
-        };
+        });
         Ok(Self {
             listener,
             state,

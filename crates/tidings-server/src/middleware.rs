@@ -22,7 +22,7 @@ pub async fn common_headers(mut request: Request, next: Next) -> Response {
         .filter(|v| v.len() <= 128)
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&tidings_hub::ids::random_id())
+            HeaderValue::from_str(&tidings_hub::ids::request_id())
                 .unwrap_or(HeaderValue::from_static("-"))
         });
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());

@@ -11,9 +11,13 @@ use tokio::sync::Semaphore;
 
 use crate::auth::AuthConfig;
 
+/// What the HTTP server's handlers share, behind one reference count: each
+/// request's copy costs one increment, not a copy of every part (the
+/// credentials' strings included).
+pub type AppState = Arc<ServerState>;
+
 /// The state of the HTTP server.
-#[derive(Clone)]
-pub struct AppState {
+pub struct ServerState {
     /// The hub.
     pub hub: Hub,
     /// Replays deliveries on request.
