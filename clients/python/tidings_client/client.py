@@ -4,6 +4,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import threading
 import time
 import urllib.parse
@@ -11,27 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from .errors import Conflict, NotFound, TidingsError, error_for  # noqa: F401 (re-exported)
+
 # The server's limits: one receive waits at most 30 s and returns at most 1000.
 _MAX_WAIT_MS = 30_000
 _MAX_PAGE = 1000
-
-
-class TidingsError(Exception):
-    """An error answer of the server: `status`, `code` and the body's fields."""
-
-    def __init__(self, status: int, body: Dict[str, Any]):
-        super().__init__(body.get("error") or f"HTTP {status}")
-        self.status = status
-        self.code = body.get("code")
-        self.body = body
-
-
-class NotFound(TidingsError):
-    """404: no such queue."""
-
-
-class Conflict(TidingsError):
-    """409: exists otherwise, not pending, record taken or changed."""
 
 
 @dataclass
@@ -56,6 +41,19 @@ class QueueInfo:
     consumer_group: Optional[str] = None
     pending_messages: int = 0
     created_at: Optional[float] = None
+
+
+@dataclass
+class Retry:
+    """How calls that are safe to repeat are retried: `attempts` more tries after the first,
+    pausing `first` seconds, doubling up to `most`, each pause scaled by a random 0.5-1."""
+
+    attempts: int = 4
+    first: float = 0.1
+    most: float = 2.0
+
+    def pause(self, attempt: int) -> float:
+        return min(self.most, self.first * 2 ** attempt) * random.uniform(0.5, 1.0)
 
 
 class _Http:
@@ -91,34 +89,53 @@ class _Http:
         return conn
 
     def request(self, method: str, path: str, body: Any = None, query: Optional[Dict[str, Any]] = None,
-                wait_ms: int = 0) -> Tuple[int, Any]:
+                wait_ms: int = 0, headers: Optional[Dict[str, str]] = None,
+                retry: Optional["Retry"] = None) -> Tuple[int, Any]:
+        """One call. With `retry` (only for calls that are safe to repeat), connection errors
+        and 503 answers are tried again after a growing pause."""
         target = self.base_path + path
         if query:
             target += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         payload = None if body is None else json.dumps(body).encode()
         timeout = self.timeout + wait_ms / 1000.0
+        sent_headers = dict(self.headers, **headers) if headers else self.headers
+        attempt = 0
+        while True:
+            try:
+                status, raw = self._exchange(method, target, payload, sent_headers, timeout)
+            except (ConnectionError, http.client.HTTPException, OSError):
+                if retry is None or attempt >= retry.attempts:
+                    raise
+            else:
+                if status != 503 or retry is None or attempt >= retry.attempts:
+                    break
+            time.sleep(retry.pause(attempt))
+            attempt += 1
+        try:
+            answer = json.loads(raw) if raw else None
+        except ValueError:
+            answer = {"error": raw.decode("utf-8", "replace")[:500]}
+        if status >= 400:
+            body = answer if isinstance(answer, dict) else {"error": str(answer)}
+            raise error_for(status, body)
+        return status, answer
+
+    def _exchange(self, method: str, target: str, payload: Optional[bytes], headers: Dict[str, str],
+                  timeout: float) -> Tuple[int, bytes]:
         # A kept-alive connection the server closed meanwhile: one fresh try.
         for attempt in (0, 1):
             conn = self._connection(timeout)
+            reused = conn.sock is not None
             try:
-                conn.request(method, target, body=payload, headers=self.headers)
+                conn.request(method, target, body=payload, headers=headers)
                 response = conn.getresponse()
-                raw = response.read()
-                break
+                return response.status, response.read()
             except (ConnectionError, http.client.HTTPException, OSError):
                 conn.close()
                 self._local.conn = None
-                if attempt == 1:
+                if attempt == 1 or not reused:
                     raise
-        answer = json.loads(raw) if raw else None
-        if response.status >= 400:
-            body = answer if isinstance(answer, dict) else {"error": str(answer)}
-            if response.status == 404:
-                raise NotFound(response.status, body)
-            if response.status == 409:
-                raise Conflict(response.status, body)
-            raise TidingsError(response.status, body)
-        return response.status, answer
+        raise ConnectionError("unreachable")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
