@@ -33,6 +33,10 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Run the event hub: the HTTP API (Amebo-compatible) and webhook delivery.
     Serve(Box<crate::serve::ServeArgs>),
+    /// Check a webhook receiver: send it signed deliveries (valid, repeated,
+    /// tampered, wrongly signed, stale, re-ordered) and report which it
+    /// accepted and refused. Sends only to the URL given.
+    VerifyReceiver(crate::verify_receiver::VerifyReceiverArgs),
     /// Create or upgrade the broker's schema (PostgreSQL), then exit.
     Migrate {
         /// Only report the schema's version; change nothing.

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod output;
 mod serve;
+mod verify_receiver;
 
 use std::process::ExitCode;
 
@@ -93,6 +94,7 @@ async fn run(cli: Cli, given: Given) -> anyhow::Result<()> {
             (Command::Serve(Box::new(args)), url)
         }
         Command::Migrate { check } => return migrate(&cli.broker, check, cli.json).await,
+        Command::VerifyReceiver(args) => return verify_receiver::run(args, cli.json).await,
         other => (other, cli.broker),
     };
     let broker = tidings::open(&url)
@@ -102,7 +104,7 @@ async fn run(cli: Cli, given: Given) -> anyhow::Result<()> {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,
         Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,
         Command::Serve(args) => serve::run(broker, *args).await,
-        Command::Migrate { .. } => Ok(()),
+        Command::Migrate { .. } | Command::VerifyReceiver(_) => Ok(()),
     }
 }
 

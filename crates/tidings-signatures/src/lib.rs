@@ -302,7 +302,9 @@ mod tests {
     fn a_signed_delivery_verifies_and_names_its_event() {
         let v = Verifier::new(KEY).unwrap();
         let key = v.signing_key().unwrap().to_vec();
-        let d = v.verify_at(&signed(&key, "msg_1", NOW, BODY), BODY, NOW + 3).unwrap();
+        let d = v
+            .verify_at(&signed(&key, "msg_1", NOW, BODY), BODY, NOW + 3)
+            .unwrap();
         assert_eq!(d.event.as_deref(), Some("e1"));
         assert_eq!(d.webhook_id.as_deref(), Some("msg_1"));
         assert_eq!(d.body["payload"]["n"], 1);
@@ -314,9 +316,15 @@ mod tests {
         let key = v.signing_key().unwrap().to_vec();
         let headers = signed(&key, "msg_1", NOW, BODY);
         let tampered = br#"{"event":"e1","action":"a","payload":{"n":2}}"#;
-        assert_eq!(v.verify_at(&headers, tampered, NOW).err(), Some(Rejection::Mismatch));
+        assert_eq!(
+            v.verify_at(&headers, tampered, NOW).err(),
+            Some(Rejection::Mismatch)
+        );
         let other = signed(b"another key", "msg_1", NOW, BODY);
-        assert_eq!(v.verify_at(&other, BODY, NOW).err(), Some(Rejection::Mismatch));
+        assert_eq!(
+            v.verify_at(&other, BODY, NOW).err(),
+            Some(Rejection::Mismatch)
+        );
         assert_eq!(
             v.verify_at(&headers, BODY, NOW + 301).err(),
             Some(Rejection::Stale(301))
@@ -326,7 +334,10 @@ mod tests {
             Some(Rejection::Stale(-301))
         );
         let reordered = br#"{"action":"a","event":"e1","payload":{"n":1}}"#;
-        assert_eq!(v.verify_at(&headers, reordered, NOW).err(), Some(Rejection::Mismatch));
+        assert_eq!(
+            v.verify_at(&headers, reordered, NOW).err(),
+            Some(Rejection::Mismatch)
+        );
         assert_eq!(
             v.verify_at(&HeaderMap::new(), BODY, NOW).err(),
             Some(Rejection::MissingHeader("webhook-id"))
@@ -351,8 +362,14 @@ mod tests {
     fn the_amebo_header_verifies_with_the_application_secret() {
         let v = Verifier::new("app-secret").unwrap();
         let mut headers = HeaderMap::new();
-        headers.insert("x-amebo-signature", amebo("new-secret", BODY).parse().unwrap());
-        assert_eq!(v.verify_at(&headers, BODY, NOW).err(), Some(Rejection::Mismatch));
+        headers.insert(
+            "x-amebo-signature",
+            amebo("new-secret", BODY).parse().unwrap(),
+        );
+        assert_eq!(
+            v.verify_at(&headers, BODY, NOW).err(),
+            Some(Rejection::Mismatch)
+        );
         headers.insert(
             "x-amebo-signature-previous",
             amebo("app-secret", BODY).parse().unwrap(),
