@@ -1,5 +1,5 @@
 """The Python client against a real tidings serve at $TIDINGS_URL (run by
-crates/tidings-server/tests/python_client.rs, which starts the server)."""
+crates/tidings-server/tests/clients.rs, which starts the server)."""
 
 import os
 import threading

@@ -1,5 +1,5 @@
 """The hub client and the receiver's toolkit against a real tidings serve at $TIDINGS_URL (run by
-crates/tidings-server/tests/python_client.rs, which starts the server with the admin key in
+crates/tidings-server/tests/clients.rs, which starts the server with the admin key in
 $TIDINGS_ADMIN_KEY and lets it deliver to 127.0.0.1)."""
 
 import base64

@@ -1,0 +1,4 @@
+/** Client of tidings serve's event hub, and a webhook receiver's toolkit. */
+export * from "./errors.js";
+export * from "./hub.js";
+export * from "./receiver.js";
