@@ -1,28 +1,13 @@
 """The Python client against a real tidings serve at $TIDINGS_URL (run by
 crates/tidings-server/tests/clients.rs, which starts the server)."""
 
-import os
 import threading
 import time
 import unittest
-import uuid
 
 from tidings_client import Conflict, LeanMQ, LeanMQWebhook, NotFound, queue_name_for_path
 
-URL = os.environ.get("TIDINGS_URL", "http://127.0.0.1:3310")
-PATIENCE = 10.0
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def until(what, check):
-    deadline = time.monotonic() + PATIENCE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never: {what}")
-        time.sleep(0.01)
+from support import PATIENCE, URL, unique, until  # noqa: E402 (run with: unittest discover -s tests)
 
 
 class QueueTests(unittest.TestCase):

@@ -8,11 +8,9 @@ import hashlib
 import hmac
 import http.server
 import json
-import os
 import threading
 import time
 import unittest
-import uuid
 
 from tidings_client import (
     Forbidden,
@@ -28,26 +26,13 @@ from tidings_client import (
     verify,
 )
 
-URL = os.environ.get("TIDINGS_URL", "http://127.0.0.1:3310")
-PATIENCE = 10.0
+from support import PATIENCE, URL, unique, until  # noqa: E402 (run with: unittest discover -s tests)
 
 USER_SCHEMA = {
     "type": "object",
     "properties": {"id": {"type": "integer"}, "email": {"type": "string"}},
     "required": ["id", "email"],
 }
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-def until(what, check):
-    deadline = time.monotonic() + PATIENCE
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never: {what}")
-        time.sleep(0.02)
 
 
 class Endpoint:

@@ -2,13 +2,12 @@
 a field the server renamed or made required fails here before it fails a user."""
 
 import json
-import os
 import unittest
 import urllib.request
 
 from tidings_client.hub import REQUEST_FIELDS, RESPONSE_FIELDS
 
-URL = os.environ.get("TIDINGS_URL", "http://127.0.0.1:3310")
+from support import URL  # noqa: E402 (run with: unittest discover -s tests)
 
 
 class AgreesWithTheServer(unittest.TestCase):
