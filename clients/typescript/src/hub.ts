@@ -6,7 +6,7 @@
  * without a deduper is never sent twice.
  */
 
-import { ErrorBody, errorFor } from "./errors.js";
+import { ClientOptions, Http, RequestOptions } from "./http.js";
 
 /** An event, as the hub answers it (`EventView`). */
 export interface EventView {
@@ -51,15 +51,6 @@ function when(value: When | undefined): string | undefined {
   return value instanceof Date ? value.toISOString() : String(value);
 }
 
-/** How calls that are safe to repeat are retried. */
-export interface Retry {
-  /** More tries after the first (4). */
-  attempts: number;
-  /** The first pause, ms (100), doubling up to `mostMs` (2000), each scaled by 0.5–1. */
-  firstMs: number;
-  mostMs: number;
-}
-
 /** What the client sends: each request body's schema in /openapi.json with its fields. */
 export const REQUEST_FIELDS: Record<string, readonly string[]> = {
   NewEvent: ["action", "payload", "deduper", "metadata", "sleep_until"],
@@ -94,87 +85,17 @@ function body(schema: string, fields: Record<string, unknown>): Record<string, u
 /** The server's largest page. */
 const MAX_PAGE = 100;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Options of a `Hub`. */
-export interface HubOptions {
-  /** An application's API key (else `TIDINGS_API_KEY`). */
-  apiKey?: string;
-  /** The admin key (else `TIDINGS_ADMIN_KEY`). */
-  adminKey?: string;
-  /** Per call, ms (10,000). */
-  timeoutMs?: number;
-  retry?: Partial<Retry>;
-}
-
 /** A `tidings serve` event hub, as an application (`apiKey`) or the admin (`adminKey`). */
 export class Hub {
-  private readonly base: string;
-  private readonly headers: Record<string, string>;
-  private readonly timeoutMs: number;
-  private readonly retry: Retry;
+  private readonly http: Http;
 
-  constructor(url = "http://127.0.0.1:3310", options: HubOptions = {}) {
-    const parsed = new URL(url);
-    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-      throw new TypeError(`the server's URL must be http(s)://host:port, not ${url}`);
-    }
-    this.base = url.replace(/\/+$/, "");
-    this.headers = { "content-type": "application/json" };
-    const apiKey = options.apiKey ?? process.env.TIDINGS_API_KEY;
-    const adminKey = options.adminKey ?? process.env.TIDINGS_ADMIN_KEY;
-    if (apiKey) this.headers.authorization = `Bearer ${apiKey}`;
-    else if (adminKey) this.headers["x-amebo-admin-key"] = adminKey;
-    this.timeoutMs = options.timeoutMs ?? 10_000;
-    this.retry = { attempts: 4, firstMs: 100, mostMs: 2_000, ...options.retry };
+  constructor(url = "http://127.0.0.1:3310", options: ClientOptions = {}) {
+    this.http = new Http(url, options);
   }
 
-  /** One call; with `safe`, connection errors and 503 are tried again after a growing pause. */
-  async request(method: string, path: string, options: {
-    body?: unknown; query?: Record<string, unknown>; safe?: boolean;
-  } = {}): Promise<any> {
-    const url = new URL(this.base + path);
-    for (const [k, v] of Object.entries(options.query ?? {})) {
-      if (v !== undefined && v !== null) url.searchParams.set(k, String(v));
-    }
-    const init = {
-      method,
-      headers: this.headers,
-      body: options.body === undefined ? undefined : JSON.stringify(options.body),
-    };
-    for (let attempt = 0; ; attempt++) {
-      const last = !options.safe || attempt >= this.retry.attempts;
-      let response: Response;
-      try {
-        response = await fetch(url, { ...init, signal: AbortSignal.timeout(this.timeoutMs) });
-      } catch (e) {
-        if (last) throw e;
-        await sleep(this.pause(attempt));
-        continue;
-      }
-      if (response.status === 503 && !last) {
-        await response.body?.cancel();
-        await sleep(this.pause(attempt));
-        continue;
-      }
-      const text = await response.text();
-      let answer: any = null;
-      try {
-        answer = text ? JSON.parse(text) : null;
-      } catch {
-        answer = { error: text.slice(0, 500) };
-      }
-      if (response.status >= 400) {
-        const errorBody: ErrorBody =
-          answer && typeof answer === "object" ? answer : { error: String(answer) };
-        throw errorFor(response.status, errorBody);
-      }
-      return answer;
-    }
-  }
-
-  private pause(attempt: number): number {
-    return Math.min(this.retry.mostMs, this.retry.firstMs * 2 ** attempt) * (0.5 + Math.random() / 2);
+  /** One call to the server (any route); with `safe`, retried as above. */
+  request(method: string, path: string, options: RequestOptions = {}): Promise<any> {
+    return this.http.request(method, path, options);
   }
 
   // Events
