@@ -19,7 +19,10 @@
 //! # Ok(()) }
 //! ```
 
+mod hub;
 mod wire;
+
+pub use hub::{EventQuery, GistQuery, HubClient, HubClientError, HubClientResult};
 
 use std::time::Duration;
 
@@ -113,7 +116,7 @@ impl HttpBroker {
         self
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -137,7 +140,7 @@ impl HttpBroker {
     }
 
     /// One request; its status and JSON answer, whatever the status.
-    async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         method: Method,
         url: Url,

@@ -1,9 +1,9 @@
 //! Registering actions (event types) and their schemas.
 
 use crate::model::period::Period;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tidings_core::Transaction;
+pub use tidings_hub_api::{ActionUpdate, NewAction};
 
 use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
@@ -20,50 +20,14 @@ pub const DEAD_LETTERED_ACTION: &str = "tidings.delivery.dead_lettered";
 /// The record of `hub.meta` holding the next action id.
 const NEXT_ACTION_ID: &str = "next_action_id";
 
-/// `POST /v1/actions`.
-#[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct NewAction {
-    /// Name.
-    pub action: String,
-    /// Owning application.
-    pub application: String,
-    /// JSON Schema, as an object or a string holding JSON.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub schemata: Value,
-    /// How long its events are kept (seconds or `"90d"`); default: the
-    /// hub's `--retain-events`.
-    #[serde(default)]
-    pub retention: Option<Period>,
-    /// How long a deduper is remembered (seconds or `"24h"`); default: the
-    /// hub's `--dedup-window`.
-    #[serde(default)]
-    pub dedup_window: Option<Period>,
-}
-
 /// Longest retention or dedup window an action may ask for: ten years.
 const MAX_PERIOD: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A period given for an action, in seconds.
 fn period_secs(given: Option<&Period>, field: &str) -> HubResult<Option<u64>> {
     given
-        .map(|p| p.duration(field, MAX_PERIOD).map(|d| d.as_secs()))
+        .map(|p| crate::model::period::duration(p, field, MAX_PERIOD).map(|d| d.as_secs()))
         .transpose()
-}
-
-/// `PATCH /v1/actions/:id`.
-#[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ActionUpdate {
-    /// New schema.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub schemata: Option<Value>,
-    /// New retention of its events (applies to those stored too).
-    #[serde(default)]
-    pub retention: Option<Period>,
-    /// New dedup window (applies to dedupers stored from now on).
-    #[serde(default)]
-    pub dedup_window: Option<Period>,
 }
 
 fn compile(schemata: &Value) -> HubResult<Schema> {

@@ -1,7 +1,7 @@
 //! Registering and managing applications.
 
-use serde::Deserialize;
 use tidings_core::{Transaction, TxOp};
+pub use tidings_hub_api::{ApplicationUpdate, NewApplication, SecretRotation};
 
 use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
@@ -10,7 +10,7 @@ use crate::model::Application;
 use crate::model::application::{
     check_name, check_queue_patterns, check_secret, normalize_address,
 };
-use crate::model::secret::{GracePeriod, Retiring, grace_period, weakness};
+use crate::model::secret::{Retiring, grace_period, weakness};
 use crate::principal::Principal;
 use crate::signature::digest;
 use crate::tables::subscription_queue;
@@ -22,49 +22,6 @@ use crate::views::{
 
 /// The name of the hub's own application, owner of its notices.
 pub const BUILTIN_APPLICATION: &str = "tidings";
-
-/// `POST /v1/applications`.
-#[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct NewApplication {
-    /// Name.
-    pub application: String,
-    /// Base URL of its handlers.
-    pub address: String,
-    /// HMAC secret (generated when absent).
-    pub secret: Option<String>,
-    /// Free text.
-    pub description: Option<String>,
-    /// Queues and record tables it may use through the queue API (names, or
-    /// prefixes ending in `*`); absent: all outside the hub's own.
-    #[serde(default)]
-    pub queues: Option<Vec<String>>,
-}
-
-/// `PUT /v1/applications/:id/secret`.
-#[derive(Debug, Default, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct SecretRotation {
-    /// The new secret (16 characters or more); omitted: generated and returned.
-    pub secret: Option<String>,
-    /// How long the replaced secret stays valid: seconds or a duration
-    /// (`"24h"`); default 24 hours, `0` ends it at once.
-    pub grace_period: Option<GracePeriod>,
-}
-
-/// `PUT /v1/applications/:id`.
-#[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ApplicationUpdate {
-    /// New base URL (`location` is Amebo's other name for it).
-    #[serde(alias = "location")]
-    pub address: Option<String>,
-    /// New description.
-    pub description: Option<String>,
-    /// New queue allow-list (`["*"]` for all).
-    #[serde(default)]
-    pub queues: Option<Vec<String>>,
-}
 
 fn admin_only(who: &Principal) -> HubResult<()> {
     if who.is_admin() {

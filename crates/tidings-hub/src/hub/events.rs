@@ -1,8 +1,8 @@
 //! Publishing events and reading the event log.
 
 use std::time::Duration;
+pub use tidings_hub_api::NewEvent;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tidings_core::{OutgoingMessage, Payload, RecordScan, Transaction};
@@ -20,32 +20,6 @@ pub const MAX_DEDUPER_BYTES: usize = 256;
 
 /// Longest delay a publisher may ask for: a year.
 pub const MAX_SLEEP_SECS: f64 = 365.0 * 24.0 * 3600.0;
-
-/// `POST /v1/events`.
-#[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct NewEvent {
-    /// The action's name.
-    pub action: String,
-    /// The payload: any JSON value, or a string holding JSON.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub payload: Box<RawValue>,
-    /// Free-form metadata: an object, or a string holding one.
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub metadata: Option<Box<RawValue>>,
-    /// Idempotency key: a repeat within the action returns the original event.
-    #[serde(default)]
-    pub deduper: Option<String>,
-    /// Seconds to wait before the first delivery.
-    #[serde(default)]
-    pub sleep_until: Option<f64>,
-    /// The `Idempotency-Key` header (not a body field): it becomes the
-    /// deduper, and a repeat with another payload is a conflict rather
-    /// than the original event.
-    #[serde(skip)]
-    pub idempotency_key: Option<String>,
-}
 
 /// The outcome of a publish.
 #[derive(Debug)]

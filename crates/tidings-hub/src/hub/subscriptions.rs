@@ -1,66 +1,20 @@
 //! Subscribing applications to actions.
 
 use std::time::Duration;
+pub use tidings_hub_api::{NewSubscription, SigningKeyRotation};
 
-use serde::Deserialize;
 use tidings_core::QueueConfig;
 
 use super::{Hub, Page};
 use crate::error::{HubError, HubResult};
 use crate::ids::random_id;
 use crate::model::Subscription;
-use crate::model::secret::{
-    GracePeriod, SigningKeys, grace_period, new_signing_key, signing_key_bytes,
-};
+use crate::model::secret::{SigningKeys, grace_period, new_signing_key, signing_key_bytes};
 use crate::model::subscription::{MAX_CONCURRENCY, MAX_RETRIES_LIMIT, resolve_endpoint};
 use crate::principal::Principal;
 use crate::tables::subscription_queue;
 use crate::time::iso;
 use crate::views::{RegisteredApplication, SigningKeyView, SubscriptionView, Unsubscribed};
-
-/// `POST /v1/subscriptions`.
-#[derive(Debug, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct NewSubscription {
-    /// The subscribing application.
-    pub application: String,
-    /// The action.
-    pub action: String,
-    /// A path joined to the application's address, or a full URL.
-    pub handler: String,
-    /// Attempts per event.
-    pub max_retries: Option<u32>,
-    /// Seconds between attempts (the last value repeats).
-    pub retry_schedule: Option<Vec<u64>>,
-    /// One delivery at a time, in publish order.
-    #[serde(default)]
-    pub ordered: bool,
-    /// Deliveries in flight at once, in all (1 to 256; shared out among the
-    /// hub processes sharing the store; default: each process's setting).
-    pub concurrency: Option<u32>,
-    /// Free text.
-    pub description: Option<String>,
-    /// An id of the caller's choosing.
-    pub subscription: Option<String>,
-    /// The Standard Webhooks signing key (`whsec_` + base64 of 24 to 64
-    /// random bytes); omitted: generated, and shown once in the answer.
-    pub signing_key: Option<String>,
-    /// Whether deliveries carry `x-amebo-signature`, keyed with the
-    /// application's secret (default `true`: Amebo's receivers check it).
-    pub amebo_signature: Option<bool>,
-}
-
-/// `POST /v1/subscriptions/:id/signing-key/rotate`.
-#[derive(Debug, Default, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct SigningKeyRotation {
-    /// The new key (`whsec_` + base64 of 24 to 64 random bytes); omitted:
-    /// generated.
-    pub signing_key: Option<String>,
-    /// How long the replaced key keeps signing deliveries too: seconds or
-    /// a duration (`"24h"`); default 24 hours, `0` ends it at once.
-    pub grace_period: Option<GracePeriod>,
-}
 
 /// The HMAC key of a stored signing key. A replaced key may be an
 /// application secret (a subscription from before per-subscription keys):

@@ -97,7 +97,9 @@ pub type GracePeriod = Period;
 /// The grace period asked for, or [`DEFAULT_GRACE`]; refuses (400) one
 /// that cannot be read or is longer than [`MAX_GRACE`].
 pub fn grace_period(given: Option<&GracePeriod>) -> HubResult<Duration> {
-    given.map_or(Ok(DEFAULT_GRACE), |p| p.duration("grace_period", MAX_GRACE))
+    given.map_or(Ok(DEFAULT_GRACE), |p| {
+        crate::model::period::duration(p, "grace_period", MAX_GRACE)
+    })
 }
 
 /// Length from which an application secret is not called weak: the

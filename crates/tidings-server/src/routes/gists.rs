@@ -2,11 +2,11 @@
 
 use axum::Json;
 use axum::http::StatusCode;
-use serde::Deserialize;
 use tidings_hub::hub::GistFilter;
 use tidings_hub::model::GistStatus;
 use tidings_hub::time::{now_ms, parse_time, timeline_start};
 use tidings_hub::views::{Backfilled, GistPage, Replayed, Requeued};
+use tidings_hub_api::Backfill;
 
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiResult};
@@ -67,22 +67,6 @@ pub async fn replay(Path(id): Path<String>, call: Call) -> ApiResult<(StatusCode
 pub async fn requeue(call: Call) -> ApiResult<Json<Requeued>> {
     let who = call.admin()?;
     Ok(Json(call.state.hub.requeue(who, &filter(&call)?).await?))
-}
-
-/// `POST /v1/backfills` (any content type).
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct Backfill {
-    /// The subscription to deliver to.
-    subscription: String,
-    /// From: ISO 8601, Unix seconds, or today, 7d, week, 30d, month.
-    since: Option<String>,
-    /// `since`, by its other name.
-    timeline: Option<String>,
-    /// Up to (excluded), as `since`; omitted: now.
-    until: Option<String>,
-    /// Count, do not deliver.
-    #[serde(default)]
-    dry_run: bool,
 }
 
 #[utoipa::path(post, path = "/v1/backfills", tag = "deliveries", request_body = Option<Backfill>,
