@@ -33,6 +33,9 @@ pub enum Command {
     Dlq(DlqCommand),
     /// Run the event hub: the HTTP API (Amebo-compatible) and webhook delivery.
     Serve(Box<crate::serve::ServeArgs>),
+    /// The event hub of a running `tidings serve`: applications, actions,
+    /// subscriptions, events, deliveries.
+    Hub(crate::hub_commands::HubArgs),
     /// Check a webhook receiver: send it signed deliveries (valid, repeated,
     /// tampered, wrongly signed, stale, re-ordered) and report which it
     /// accepted and refused. Sends only to the URL given.

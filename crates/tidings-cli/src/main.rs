@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod hub_commands;
 mod output;
 mod serve;
 mod verify_receiver;
@@ -95,6 +96,7 @@ async fn run(cli: Cli, given: Given) -> anyhow::Result<()> {
         }
         Command::Migrate { check } => return migrate(&cli.broker, check, cli.json).await,
         Command::VerifyReceiver(args) => return verify_receiver::run(args, cli.json).await,
+        Command::Hub(args) => return hub_commands::run(args, cli.json).await,
         other => (other, cli.broker),
     };
     let broker = tidings::open(&url)
@@ -104,7 +106,7 @@ async fn run(cli: Cli, given: Given) -> anyhow::Result<()> {
         Command::Queue(c) => commands::queue(broker, cli.json, c).await,
         Command::Dlq(c) => commands::dlq(broker, cli.json, c).await,
         Command::Serve(args) => serve::run(broker, *args).await,
-        Command::Migrate { .. } | Command::VerifyReceiver(_) => Ok(()),
+        Command::Migrate { .. } | Command::VerifyReceiver(_) | Command::Hub(_) => Ok(()),
     }
 }
 

@@ -23,7 +23,7 @@ const MAX_PAGE: usize = 100;
 pub enum HubClientError {
     /// The server answered with an error: its status, message, `code` (when
     /// it gives one) and, for a schema violation (406), every reason.
-    #[error("{status}: {message}")]
+    #[error("{status}: {message}{}", reasons(errors))]
     Answer {
         /// The HTTP status: 400 bad request, 401 no valid credentials, 403
         /// not allowed, 404 not found, 406 schema violation, 409 conflict,
@@ -44,6 +44,14 @@ pub enum HubClientError {
     /// The answer was not what the call expects.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+}
+
+fn reasons(errors: &[String]) -> String {
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", errors.join("; "))
+    }
 }
 
 impl HubClientError {
