@@ -8,9 +8,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tidings_hub_api::{
-    ActionView, ApiKeyIssued, ApplicationView, Backfill, Backfilled, EventView, GistPage,
-    NewAction, NewApplication, NewEvent, NewSubscription, RegisteredApplication, Replayed,
-    Requeued, SigningKeyView, Stats, SubscriptionView, Unsubscribed,
+    ActionEdited, ActionUpdate, ActionView, ApiKeyIssued, ApplicationActivity, ApplicationUpdate,
+    ApplicationView, Backfill, Backfilled, EventView, GistPage, NewAction, NewApplication,
+    NewEvent, NewSubscription, RegisteredApplication, Removed, Replayed, Requeued, SecretRotated,
+    SecretRotation, SigningKeyRotation, SigningKeyView, Stats, SubscriptionView, Toggle,
+    Unsubscribed, Validate, Validation,
 };
 
 use crate::HttpBroker;
@@ -298,6 +300,45 @@ impl HubClient {
         self.call(Method::POST, url, None).await
     }
 
+    /// Changes an application's address, description or queue allow-list.
+    pub async fn update_application(
+        &self,
+        application: &str,
+        update: &ApplicationUpdate,
+    ) -> HubClientResult<ApplicationView> {
+        let url = self.url(&["v1", "applications", application], &[]);
+        self.call(Method::PUT, url, Self::json(update)?).await
+    }
+
+    /// Enables or disables an application (admin).
+    pub async fn set_application_active(
+        &self,
+        application: &str,
+        active: bool,
+    ) -> HubClientResult<ApplicationActivity> {
+        let url = self.url(&["v1", "applications", application], &[]);
+        let body = Toggle {
+            active: Some(active),
+        };
+        self.call(Method::PATCH, url, Self::json(&body)?).await
+    }
+
+    /// Replaces an application's secret (generated when not given).
+    pub async fn rotate_secret(
+        &self,
+        application: &str,
+        rotation: &SecretRotation,
+    ) -> HubClientResult<SecretRotated> {
+        let url = self.url(&["v1", "applications", application, "secret"], &[]);
+        self.call(Method::PUT, url, Self::json(rotation)?).await
+    }
+
+    /// Removes an application with its actions and subscriptions (admin).
+    pub async fn delete_application(&self, application: &str) -> HubClientResult<Removed> {
+        let url = self.url(&["v1", "applications", application], &[]);
+        self.call(Method::DELETE, url, None).await
+    }
+
     /// Registers an action with its JSON Schema.
     pub async fn register_action(&self, action: &NewAction) -> HubClientResult<ActionView> {
         let url = self.url(&["v1", "actions"], &[]);
@@ -312,6 +353,32 @@ impl HubClient {
         }
         let url = self.url(&["v1", "actions"], &pairs);
         self.call(Method::GET, url, None).await
+    }
+
+    /// Changes an action's schema, retention or dedup window (`action`: its
+    /// name or id).
+    pub async fn update_action(
+        &self,
+        action: &str,
+        update: &ActionUpdate,
+    ) -> HubClientResult<ActionEdited> {
+        let url = self.url(&["v1", "actions", action], &[]);
+        self.call(Method::PATCH, url, Self::json(update)?).await
+    }
+
+    /// Checks a payload against an action's schema, publishing nothing.
+    pub async fn validate(&self, action: &str, payload: &Value) -> HubClientResult<Validation> {
+        let url = self.url(&["v1", "actions", action, "validations"], &[]);
+        let body = Validate {
+            payload: payload.clone(),
+        };
+        self.call(Method::POST, url, Self::json(&body)?).await
+    }
+
+    /// Removes an action.
+    pub async fn delete_action(&self, action: &str) -> HubClientResult<Removed> {
+        let url = self.url(&["v1", "actions", action], &[]);
+        self.call(Method::DELETE, url, None).await
     }
 
     /// Subscribes an application to an action; the answer holds the
@@ -348,6 +415,19 @@ impl HubClient {
     pub async fn signing_key(&self, subscription: &str) -> HubClientResult<SigningKeyView> {
         let url = self.url(&["v1", "subscriptions", subscription, "signing-key"], &[]);
         self.call(Method::GET, url, None).await
+    }
+
+    /// Replaces a subscription's signing key (generated when not given).
+    pub async fn rotate_signing_key(
+        &self,
+        subscription: &str,
+        rotation: &SigningKeyRotation,
+    ) -> HubClientResult<SigningKeyView> {
+        let url = self.url(
+            &["v1", "subscriptions", subscription, "signing-key", "rotate"],
+            &[],
+        );
+        self.call(Method::POST, url, Self::json(rotation)?).await
     }
 
     // Deliveries

@@ -227,3 +227,87 @@ async fn errors_carry_their_status_and_reasons() {
         .with_api_key(&format!("tidings_{}", "0".repeat(64)));
     assert_eq!(stranger.stats().await.unwrap_err().status(), Some(401));
 }
+
+#[tokio::test]
+async fn the_catalog_is_changed_through_the_client() {
+    let server = TestServer::start().await;
+    let (admin, users) = users(&server).await;
+    let moved = admin
+        .update_application(
+            "users",
+            &tidings_hub_api::ApplicationUpdate {
+                address: Some("http://users2.invalid".to_owned()),
+                description: None,
+                queues: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(moved.address.starts_with("http://users2.invalid"));
+    let rotated = admin
+        .rotate_secret("users", &tidings_hub_api::SecretRotation::default())
+        .await
+        .unwrap();
+    assert!(rotated.secret.is_some());
+
+    let check = users
+        .validate("user.created", &json!({"id": "one"}))
+        .await
+        .unwrap();
+    assert!(!check.valid && !check.errors.is_empty());
+    admin
+        .update_action(
+            "user.created",
+            &tidings_hub_api::ActionUpdate {
+                schemata: Some(json!({"type": "object"})),
+                retention: None,
+                dedup_window: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        users
+            .validate("user.created", &json!({"id": "one"}))
+            .await
+            .unwrap()
+            .valid
+    );
+
+    let (hook, _got) = receiver().await;
+    let sub = admin
+        .subscribe(&subscription("users", "user.created", &hook))
+        .await
+        .unwrap();
+    let old_key = admin
+        .signing_key(&sub.subscription)
+        .await
+        .unwrap()
+        .signing_key;
+    let new_key = admin
+        .rotate_signing_key(
+            &sub.subscription,
+            &tidings_hub_api::SigningKeyRotation::default(),
+        )
+        .await
+        .unwrap()
+        .signing_key;
+    assert!(new_key.is_some() && new_key != old_key);
+    assert!(!admin.unsubscribe(&sub.subscription).await.unwrap().active);
+
+    let off = admin.set_application_active("users", false).await.unwrap();
+    assert!(!off.active);
+    let refused = users.publish_event("user.created", &json!({}), None).await;
+    assert!(refused.is_err());
+    admin.set_application_active("users", true).await.unwrap();
+    admin.delete_action("user.created").await.unwrap();
+    admin.delete_application("users").await.unwrap();
+    assert!(
+        admin
+            .applications()
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.application != "users")
+    );
+}

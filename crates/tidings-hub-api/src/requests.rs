@@ -182,3 +182,21 @@ pub struct Backfill {
     #[serde(default)]
     pub dry_run: bool,
 }
+
+/// `PATCH /v1/applications/{id}` (any content type; no body: toggle).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Toggle {
+    /// Active or not; omitted: the opposite of now.
+    pub active: Option<bool>,
+}
+
+/// `POST /v1/actions/{id}/validations` (any content type): `{"payload": ...}`,
+/// or the payload itself.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Validate {
+    /// The payload to check (or a string holding it as JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
+    pub payload: Value,
+}

@@ -4,6 +4,7 @@ use axum::Json;
 use serde_json::Value;
 use tidings_hub::hub::{ActionUpdate, NewAction};
 use tidings_hub::views::{ActionEdited, ActionView, Removed, Validation};
+use tidings_hub_api::Validate;
 
 use crate::answer::{Answer, accepted, created_or_ok};
 use crate::error::ApiResult;
@@ -47,16 +48,6 @@ pub async fn update(Path(id): Path<String>, call: Call) -> ApiResult<Json<Action
 pub async fn delete(Path(id): Path<String>, call: Call) -> ApiResult<Answer<Removed>> {
     let who = call.admin()?;
     Ok(accepted(call.state.hub.delete_action(who, &id).await?))
-}
-
-/// `POST /v1/actions/{id}/validations` (any content type): `{"payload": ...}`,
-/// or the payload itself.
-#[derive(utoipa::ToSchema)]
-pub struct Validate {
-    /// The payload to check (or a string holding it as JSON).
-    #[schema(value_type = Value)]
-    #[allow(dead_code)]
-    payload: Value,
 }
 
 #[utoipa::path(post, path = "/v1/actions/{id}/validations", tag = "actions", request_body = Option<Validate>, params(("id" = String, Path, description = "Name or id")),

@@ -1,12 +1,12 @@
 //! `/v1/applications`.
 
 use axum::Json;
-use serde::Deserialize;
 use tidings_hub::hub::{ApplicationUpdate, NewApplication, SecretRotation};
 use tidings_hub::views::{
     ApiKeyIssued, ApplicationActivity, ApplicationView, RegisteredApplication, Removed,
     SecretRotated,
 };
+use tidings_hub_api::Toggle;
 
 use crate::answer::{Answer, accepted, created_or_ok};
 use crate::error::ApiResult;
@@ -47,13 +47,6 @@ pub async fn update(Path(id): Path<String>, call: Call) -> ApiResult<Answer<Appl
     Ok(accepted(
         call.state.hub.update_application(who, &id, update).await?,
     ))
-}
-
-/// `PATCH /v1/applications/{id}` (any content type; no body: toggle).
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct Toggle {
-    /// Active or not; omitted: the opposite of now.
-    active: Option<bool>,
 }
 
 #[utoipa::path(patch, path = "/v1/applications/{id}", tag = "applications", request_body = Option<Toggle>, params(("id" = String, Path, description = "Name or id")),
