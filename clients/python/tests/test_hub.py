@@ -228,6 +228,22 @@ class Errors(HubCase):
         shop.close()
 
 
+class ErrorClasses(unittest.TestCase):
+    def test_every_status_the_server_answers_has_its_class(self):
+        from tidings_client import errors
+        expected = {400: errors.BadRequest, 401: errors.Unauthorized, 403: errors.Forbidden,
+                    404: errors.NotFound, 406: errors.SchemaViolation, 409: errors.Conflict,
+                    413: errors.PayloadTooLarge, 415: errors.UnsupportedMediaType,
+                    417: errors.EndpointCheckFailed, 422: errors.Unprocessable,
+                    429: errors.TooManyRequests, 502: errors.BadGateway, 503: errors.Unavailable,
+                    507: errors.InsufficientStorage}
+        for status, cls in expected.items():
+            e = errors.error_for(status, {"error": "x", "code": "c"})
+            self.assertIs(type(e), cls)
+            self.assertEqual((e.status, e.code, str(e)), (status, "c", "x"))
+        self.assertIs(type(errors.error_for(418, {"error": "teapot"})), errors.TidingsError)
+
+
 class Retries(unittest.TestCase):
     """Which calls are tried again: against a local server answering 503 twice, then 201."""
 

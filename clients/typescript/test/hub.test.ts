@@ -192,6 +192,23 @@ test("the client's fields agree with the server's /openapi.json", async () => {
   }
 });
 
+test("every status the server answers has its error class", async () => {
+  const errors = await import("../src/errors.js");
+  const expected: Array<[number, Function]> = [
+    [400, errors.BadRequest], [401, errors.Unauthorized], [403, errors.Forbidden],
+    [404, errors.NotFound], [406, errors.SchemaViolation], [409, errors.Conflict],
+    [413, errors.PayloadTooLarge], [415, errors.UnsupportedMediaType],
+    [417, errors.EndpointCheckFailed], [422, errors.Unprocessable], [429, errors.TooManyRequests],
+    [502, errors.BadGateway], [503, errors.Unavailable], [507, errors.InsufficientStorage],
+  ];
+  for (const [status, Class] of expected) {
+    const e = errors.errorFor(status, { error: "x", code: "c" });
+    assert.equal(e.constructor, Class);
+    assert.deepEqual([e.status, e.code, e.message], [status, "c", "x"]);
+  }
+  assert.equal(errors.errorFor(418, { error: "teapot" }).constructor, errors.TidingsError);
+});
+
 const KEY = "whsec_" + Buffer.alloc(32, "k").toString("base64");
 const BODY = Buffer.from('{"event":"e1","action":"a","payload":{"n":1},"metadata":{}}');
 
