@@ -242,13 +242,7 @@ async fn apps(hub: &HubClient, command: AppsCommand, json: bool) -> anyhow::Resu
         }
         AppsCommand::Create { name, address } => {
             let made = hub
-                .create_application(&NewApplication {
-                    application: name,
-                    address,
-                    secret: None,
-                    description: None,
-                    queues: None,
-                })
+                .create_application(&NewApplication::new(&name, &address))
                 .await?;
             if json {
                 return output::json(&made);
@@ -354,19 +348,7 @@ async fn subscriptions(
             handler,
         } => {
             let made = hub
-                .subscribe(&NewSubscription {
-                    application,
-                    action,
-                    handler,
-                    max_retries: None,
-                    retry_schedule: None,
-                    ordered: false,
-                    concurrency: None,
-                    description: None,
-                    subscription: None,
-                    signing_key: None,
-                    amebo_signature: None,
-                })
+                .subscribe(&NewSubscription::new(&application, &action, &handler))
                 .await?;
             if json {
                 return output::json(&made);

@@ -49,38 +49,12 @@ async fn until(what: &str, check: impl Fn() -> bool) {
     panic!("never: {what}");
 }
 
-fn application(name: &str, address: &str) -> NewApplication {
-    NewApplication {
-        application: name.to_owned(),
-        address: address.to_owned(),
-        secret: None,
-        description: None,
-        queues: None,
-    }
-}
-
-fn subscription(application: &str, action: &str, handler: &str) -> NewSubscription {
-    NewSubscription {
-        application: application.to_owned(),
-        action: action.to_owned(),
-        handler: handler.to_owned(),
-        max_retries: None,
-        retry_schedule: None,
-        ordered: false,
-        concurrency: None,
-        description: None,
-        subscription: None,
-        signing_key: None,
-        amebo_signature: None,
-    }
-}
-
 /// The admin (protected mode: loopback callers), `users` with its action
 /// `user.created`, and a client acting as `users`.
 async fn users(server: &TestServer) -> (HubClient, HubClient) {
     let admin = HubClient::connect(&server.url).unwrap();
     let app = admin
-        .create_application(&application("users", "http://users.invalid"))
+        .create_application(&NewApplication::new("users", "http://users.invalid"))
         .await
         .unwrap();
     admin
@@ -106,11 +80,11 @@ async fn a_registered_user_is_delivered_and_read_back() {
     let (admin, users) = users(&server).await;
     let (hook, got) = receiver().await;
     admin
-        .create_application(&application("mailer", &hook))
+        .create_application(&NewApplication::new("mailer", &hook))
         .await
         .unwrap();
     let sub = admin
-        .subscribe(&subscription("mailer", "user.created", &hook))
+        .subscribe(&NewSubscription::new("mailer", "user.created", &hook))
         .await
         .unwrap();
     assert!(sub.signing_key.is_some_and(|k| k.starts_with("whsec_")));
@@ -186,11 +160,11 @@ async fn an_order_placed_twice_is_one_event_and_a_range_is_replayed() {
 
     let (hook, got) = receiver().await;
     admin
-        .create_application(&application("late", &hook))
+        .create_application(&NewApplication::new("late", &hook))
         .await
         .unwrap();
     let sub = admin
-        .subscribe(&subscription("late", "user.created", &hook))
+        .subscribe(&NewSubscription::new("late", "user.created", &hook))
         .await
         .unwrap();
     let backfill = Backfill {
@@ -276,7 +250,7 @@ async fn the_catalog_is_changed_through_the_client() {
 
     let (hook, _got) = receiver().await;
     let sub = admin
-        .subscribe(&subscription("users", "user.created", &hook))
+        .subscribe(&NewSubscription::new("users", "user.created", &hook))
         .await
         .unwrap();
     let old_key = admin

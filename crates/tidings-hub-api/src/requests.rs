@@ -97,6 +97,21 @@ pub struct NewApplication {
     pub queues: Option<Vec<String>>,
 }
 
+impl NewApplication {
+    /// An application named `application` with its handlers under
+    /// `address`, the rest left to the hub (a generated secret, every
+    /// queue allowed).
+    pub fn new(application: &str, address: &str) -> Self {
+        Self {
+            application: application.to_owned(),
+            address: address.to_owned(),
+            secret: None,
+            description: None,
+            queues: None,
+        }
+    }
+}
+
 /// `PUT /v1/applications/:id/secret`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -152,6 +167,27 @@ pub struct NewSubscription {
     /// Whether deliveries carry `x-amebo-signature`, keyed with the
     /// application's secret (default `true`: Amebo's receivers check it).
     pub amebo_signature: Option<bool>,
+}
+
+impl NewSubscription {
+    /// `application` subscribed to `action`, delivered to `handler`, with
+    /// the hub's defaults for the rest (retries, concurrency, a generated
+    /// signing key).
+    pub fn new(application: &str, action: &str, handler: &str) -> Self {
+        Self {
+            application: application.to_owned(),
+            action: action.to_owned(),
+            handler: handler.to_owned(),
+            max_retries: None,
+            retry_schedule: None,
+            ordered: false,
+            concurrency: None,
+            description: None,
+            subscription: None,
+            signing_key: None,
+            amebo_signature: None,
+        }
+    }
 }
 
 /// `POST /v1/subscriptions/:id/signing-key/rotate`.
