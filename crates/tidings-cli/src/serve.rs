@@ -125,6 +125,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TIDINGS_ORDERED_LEASE", default_value = "5s", value_parser = humantime::parse_duration)]
     #[serde(with = "humantime_serde")]
     pub ordered_lease: Duration,
+    /// How often the console reads the hub's activity for its overview's
+    /// charts (each reading: one scan of the processes' records and the
+    /// counters).
+    #[arg(long, env = "TIDINGS_CONSOLE_EVERY", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    pub console_every: Duration,
     /// How often this process reports itself to the others sharing its
     /// store (`GET /v1/cluster`); after three missed reports it is shown as
     /// not live and its share of subscriptions' concurrency goes to them.
@@ -271,6 +277,7 @@ pub async fn run(broker: Arc<dyn Broker>, args: ServeArgs) -> anyhow::Result<()>
                 body_timeout: args.body_timeout,
             },
             tls,
+            console_every: args.console_every,
         },
     )
     .await?;

@@ -2,7 +2,7 @@
 //! are published and delivered, and per-subscription queue gauges read from
 //! the broker at scrape time (cheap: no scans of events or gists).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -69,6 +69,9 @@ pub struct HubMetrics {
     pub attempts: Family<OutcomeLabels, Counter>,
     /// From when an event was due to its successful delivery, seconds.
     pub delivery_latency: Histogram,
+    /// This process's totals since it started, as its heartbeat reports
+    /// them to the others (the console's charts).
+    pub activity: Activity,
     /// Duration of one webhook request, seconds.
     pub attempt_duration: Histogram,
     pub(crate) queued: Family<SubscriptionLabels, Gauge>,
@@ -244,6 +247,7 @@ impl Default for HubMetrics {
             published,
             attempts,
             delivery_latency,
+            activity: Activity::default(),
             attempt_duration,
             queued,
             in_flight,
@@ -255,11 +259,33 @@ impl Default for HubMetrics {
 }
 
 impl HubMetrics {
+    /// Records the publish → delivery latency of one delivered event.
+    pub fn delivered_after(&self, ms: u64) {
+        self.delivery_latency.observe(ms as f64 / 1000.0);
+        self.activity.latency.add(ms);
+    }
+
+    /// Counts one published event.
+    pub fn published(&self, action: &str) {
+        self.published
+            .get_or_create(&ActionLabels {
+                action: action.to_owned(),
+            })
+            .inc();
+        self.activity.published.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one attempt's outcome.
     pub fn attempt(&self, outcome: &'static str) {
         self.attempts
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+        let total = match outcome {
+            "delivered" => &self.activity.delivered,
+            "retrying" | "dead_lettered" => &self.activity.failed,
+            _ => return,
+        };
+        total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The text exposition (OpenMetrics), with the subscription gauges set
@@ -313,3 +339,73 @@ impl HubMetrics {
 
 /// The content type of [`crate::Hub::metrics_text`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the [`LatencyTally`]'s buckets, ms: 1, 2, 4 … about
+/// 65 s, then everything longer.
+pub const TALLY_BOUNDS_MS: [u64; 17] = [
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 2_048, 4_096, 8_192, 16_384, 32_768, 65_536,
+];
+
+/// A process's totals since it started.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Events published.
+    pub published: AtomicU64,
+    /// Attempts that delivered.
+    pub delivered: AtomicU64,
+    /// Attempts that failed (to be retried, or dead-lettered).
+    pub failed: AtomicU64,
+    /// Publish → delivery latencies of the delivered.
+    pub latency: LatencyTally,
+}
+
+impl Activity {
+    /// The totals now.
+    pub fn totals(&self) -> ActivityTotals {
+        ActivityTotals {
+            published: self.published.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            latency: self.latency.counts().to_vec(),
+        }
+    }
+}
+
+/// [`Activity`] read at one moment (what a heartbeat stores).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ActivityTotals {
+    /// Events published.
+    pub published: u64,
+    /// Attempts that delivered.
+    pub delivered: u64,
+    /// Attempts that failed.
+    pub failed: u64,
+    /// Delivered, by latency bucket ([`TALLY_BOUNDS_MS`], then longer).
+    pub latency: Vec<u64>,
+}
+
+/// Delivery latencies counted by bucket, readable at any time: a reader
+/// takes two [`LatencyTally::counts`] and the difference is what was
+/// delivered between them.
+#[derive(Debug, Default)]
+pub struct LatencyTally {
+    counts: [AtomicU64; TALLY_BOUNDS_MS.len() + 1],
+}
+
+impl LatencyTally {
+    /// Counts one latency.
+    pub fn add(&self, ms: u64) {
+        let bucket = TALLY_BOUNDS_MS
+            .iter()
+            .position(|bound| ms <= *bound)
+            .unwrap_or(TALLY_BOUNDS_MS.len());
+        if let Some(count) = self.counts.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The count of each bucket so far (the last: over the largest bound).
+    pub fn counts(&self) -> [u64; TALLY_BOUNDS_MS.len() + 1] {
+        std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
+    }
+}

@@ -50,6 +50,12 @@ impl ApiError {
         self.status
     }
 
+    /// Its status, its body, and what failed inside the server (for the
+    /// log only), for an answer in another form (the console's pages).
+    pub fn into_parts(self) -> (StatusCode, Value, Option<String>) {
+        (self.status, self.body, self.internal)
+    }
+
     fn with(status: StatusCode, message: String, key: &str, list: Vec<String>) -> Self {
         let mut body = json!({"error": message});
         if !list.is_empty()

@@ -8,6 +8,7 @@ pub mod answer;
 pub mod audit;
 pub mod auth;
 pub mod connections;
+pub mod console;
 pub mod error;
 mod middleware;
 pub mod request;
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub connections: ConnectionLimits,
     /// TLS (`None`: plain HTTP).
     pub tls: Option<std::sync::Arc<tls::Tls>>,
+    /// How often the console reads the hub's activity for its charts.
+    pub console_every: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             delivery: DeliveryConfig::default(),
             connections: ConnectionLimits::default(),
             tls: None,
+            console_every: console::trend::DEFAULT_EVERY,
         }
     }
 }
@@ -99,6 +103,7 @@ pub struct Server {
     max_connections: usize,
     header_timeout: std::time::Duration,
     tls: Option<std::sync::Arc<tls::Tls>>,
+    console_every: std::time::Duration,
 }
 
 impl Server {
@@ -134,6 +139,7 @@ impl Server {
             config.auth.trusted_proxies.clone(),
         );
         let dispatcher = Dispatcher::new(hub.clone(), config.delivery)?;
+        let console = console::Console::new(config.auth.admin_key.as_deref());
         let state = std::sync::Arc::new(state::ServerState {
             hub,
             replayer: dispatcher.replayer(),
@@ -149,6 +155,7 @@ impl Server {
             signatures: auth::seen_signatures(),
             refusals: audit::RefusalLog::default(),
             tls: config.tls.is_some(),
+            console,
         });
         Ok(Self {
             listener,
@@ -158,6 +165,7 @@ impl Server {
             max_connections,
             header_timeout: config.connections.header_timeout,
             tls: config.tls,
+            console_every: config.console_every,
         })
     }
 
@@ -181,6 +189,16 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let streams = self.state.streams.clone();
         let hub = self.state.hub.clone();
+        let sampled = self.state.clone();
+        let sampling = shutdown.clone();
+        let every = self.console_every;
+        tokio::spawn(async move {
+            sampled
+                .console
+                .trend
+                .run(sampled.hub.clone(), every, sampling)
+                .await;
+        });
         let app = router(self.state).layer(axum::middleware::from_fn(middleware::common_headers));
         let delivery = tokio::spawn(self.dispatcher.run(shutdown.clone()));
         let stopping = shutdown.clone();

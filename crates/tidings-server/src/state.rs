@@ -40,6 +40,8 @@ pub struct ServerState {
     pub refusals: crate::audit::RefusalLog,
     /// Whether it serves TLS (session cookies are then `Secure`).
     pub tls: bool,
+    /// The console's key and its last hour of readings.
+    pub console: crate::console::Console,
 }
 
 /// Whose stream: queue, group and consumer.

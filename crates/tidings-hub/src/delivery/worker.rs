@@ -349,7 +349,7 @@ async fn conclude(
         settle(hub, delivery, before, &gist, None).await?;
         hub.metrics().attempt("delivered");
         if let Some(ms) = gist.latency_ms {
-            hub.metrics().delivery_latency.observe(ms as f64 / 1000.0);
+            hub.metrics().delivered_after(ms);
         }
         return Ok(None);
     }

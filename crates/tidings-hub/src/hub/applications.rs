@@ -365,8 +365,14 @@ impl Hub {
 
     /// The application a principal authenticates as by API key, if active.
     pub fn application_by_api_key(&self, key: &str) -> Option<String> {
+        self.application_by_api_key_digest(&digest(key))
+    }
+
+    /// The active application whose API key has this [`digest`] (what a
+    /// console session keeps instead of the key).
+    pub fn application_by_api_key_digest(&self, key_digest: &str) -> Option<String> {
         let catalog = self.catalog();
-        let name = catalog.api_keys.get(&digest(key))?;
+        let name = catalog.api_keys.get(key_digest)?;
         catalog
             .applications
             .get(name)

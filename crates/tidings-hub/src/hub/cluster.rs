@@ -20,6 +20,7 @@ use tidings_patterns::lease::Holder;
 
 use super::Hub;
 use crate::error::HubResult;
+use crate::metrics::ActivityTotals;
 use crate::tables::{encode, scan};
 use crate::time::iso;
 use crate::views::{ClusterView, LeaseView, ProcessView};
@@ -45,6 +46,20 @@ pub(crate) struct ProcessRecord {
     /// The machine's name, where it can be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) host: Option<String>,
+    /// Its totals since it started, at its last heartbeat.
+    #[serde(default)]
+    pub(crate) activity: ActivityTotals,
+}
+
+/// What one process has done since it started, as last reported.
+#[derive(Debug, Clone)]
+pub struct ProcessActivity {
+    /// The process's id.
+    pub process: String,
+    /// When it started (its clock, ms since the epoch).
+    pub started: u64,
+    /// Its totals.
+    pub totals: ActivityTotals,
 }
 
 /// The machine's name (Linux), if readable.
@@ -71,6 +86,7 @@ impl Hub {
             heartbeat: now,
             pid: std::process::id(),
             host: host_name(),
+            activity: inner.metrics.activity.totals(),
         };
         let mut tx = Transaction::new();
         tx.put(
@@ -117,6 +133,32 @@ impl Hub {
             self.changed();
         }
         Ok(())
+    }
+
+    /// What each live process sharing the store has done since it started:
+    /// this one's totals as they are now, the others' as their last
+    /// heartbeat reported them.
+    pub async fn activity(&self) -> HubResult<Vec<ProcessActivity>> {
+        let inner = &self.inner;
+        let now = self.now_ms();
+        let mut all = vec![ProcessActivity {
+            process: inner.process.clone(),
+            started: inner.opened_at,
+            totals: inner.metrics.activity.totals(),
+        }];
+        for (id, record) in
+            scan::<ProcessRecord>(&*inner.broker, &inner.tables.processes, RecordScan::all())
+                .await?
+        {
+            if id != inner.process && self.is_live(&record, now) {
+                all.push(ProcessActivity {
+                    process: id,
+                    started: record.started,
+                    totals: record.activity,
+                });
+            }
+        }
+        Ok(all)
     }
 
     /// Live processes sharing the store (at least 1), as counted at this

@@ -209,13 +209,7 @@ impl Hub {
         };
         match committed {
             Ok(_) => {
-                self.inner
-                    .metrics
-                    .published
-                    .get_or_create(&crate::metrics::ActionLabels {
-                        action: action.clone(),
-                    })
-                    .inc();
+                self.inner.metrics.published(&action);
                 let view = EventView {
                     fanout: Some(event.fanout),
                     ..event.view()

@@ -212,6 +212,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::audit::record,
         ))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
