@@ -29,9 +29,14 @@ impl RowIds {
     }
 }
 
+/// The first row id at `ms`.
+pub fn first_row_at(ms: u64) -> u64 {
+    ms << PER_MS_BITS
+}
+
 /// The first row id at or after `ms`, as the key prefix of an event id.
 pub fn row_key_at(ms: u64) -> String {
-    format!("{:016x}", ms << PER_MS_BITS)
+    format!("{:016x}", first_row_at(ms))
 }
 
 /// The publish time (ms) encoded in a row id.

@@ -19,6 +19,8 @@ mod worker;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+/// Where an endpoint's circuit breaker stands.
+pub use tidings_patterns::breaker::BreakerState;
 
 use tidings_patterns::{BreakerConfig, CircuitBreaker};
 use tokio::sync::Semaphore;
@@ -188,5 +190,28 @@ impl Replayer {
     /// Attempts one delivery now, outside its queue.
     pub async fn replay(&self, gist: &str) -> HubResult<crate::views::Replayed> {
         worker::replay(&self.shared, gist).await
+    }
+
+    /// Posts a test event of a subscription's action, carrying `payload`,
+    /// to its endpoint now, signed as its deliveries are; nothing is
+    /// stored or queued (`who` must own the subscription, or be the admin).
+    pub async fn send_test(
+        &self,
+        who: &crate::Principal,
+        subscription: &str,
+        payload: Box<serde_json::value::RawValue>,
+    ) -> HubResult<crate::views::Replayed> {
+        worker::send_test(&self.shared, who, subscription, payload).await
+    }
+
+    /// Where this process's breaker of an endpoint stands (`None`: this
+    /// process has not delivered to it since it started).
+    pub fn breaker_state(&self, endpoint: &str) -> Option<BreakerState> {
+        let breakers = self
+            .shared
+            .breakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        breakers.get(endpoint).map(|b| b.state())
     }
 }

@@ -495,6 +495,62 @@ async fn notify_dead_letter(hub: &crate::hub::Hub, gist: &Gist, event: &Event) {
     }
 }
 
+/// Posts a test event to a subscription's endpoint (see
+/// [`super::Replayer::send_test`]).
+pub(super) async fn send_test(
+    shared: &Shared,
+    who: &Principal,
+    subscription: &str,
+    payload: Box<serde_json::value::RawValue>,
+) -> HubResult<Replayed> {
+    let hub = &shared.hub;
+    let sub = hub.subscription(subscription)?;
+    if !who.may_act_as(&sub.application) {
+        return Err(HubError::Forbidden(format!(
+            "Subscription {subscription} is not yours to test"
+        )));
+    }
+    let keys = hub
+        .signing_keys(&sub)
+        .ok_or_else(|| HubError::UnknownSubscriber(format!("{} is inactive", sub.application)))?;
+    let now = hub.now_ms();
+    let row = crate::ids::first_row_at(now);
+    let event = Event {
+        id: crate::ids::event_id(row),
+        row,
+        action: sub.action.clone(),
+        payload,
+        metadata: serde_json::value::RawValue::from_string(r#"{"test":true}"#.to_owned())
+            .map_err(|e| HubError::BadRequest(e.to_string()))?,
+        deduper: None,
+        publisher: who.label(),
+        traceparent: None,
+        deliver_at: now,
+        fanout: 1,
+    };
+    let delivery_id = format!("test.{}", event.id);
+    let outcome = post(
+        &shared.client,
+        hub.destinations(),
+        Attempt {
+            endpoint: &sub.endpoint,
+            keys: &keys,
+            event: &event,
+            delivery_id: &delivery_id,
+            number: 1,
+            replay: true,
+        },
+    )
+    .await;
+    Ok(Replayed {
+        gist: delivery_id,
+        delivered: outcome.delivered(),
+        status_code: outcome.status,
+        error: outcome.error.clone(),
+        ms: outcome.elapsed.as_millis() as u64,
+    })
+}
+
 /// Attempts one delivery now, outside its queue; a success also removes its
 /// dead letter, if it had one.
 pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {

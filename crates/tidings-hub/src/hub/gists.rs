@@ -503,7 +503,45 @@ impl Hub {
     }
 }
 
+/// The stored deliveries of one subscription, by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    /// Not yet attempted.
+    pub pending: u64,
+    /// Failed, to be tried again.
+    pub retrying: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Dead-lettered.
+    pub failed: u64,
+    /// Attempts made.
+    pub attempts: u64,
+}
+
 impl Hub {
+    /// The stored deliveries of every subscription that has some, by
+    /// status, from the counters kept with every write (one short read).
+    pub async fn delivery_counts(
+        &self,
+    ) -> HubResult<std::collections::BTreeMap<String, DeliveryCounts>> {
+        let counts = Counts::read(&**self.broker(), &self.inner.tables).await?;
+        let mut all = std::collections::BTreeMap::new();
+        for (sub, [pending, retrying, delivered, failed]) in counts.gists {
+            let attempts = counts.attempts.get(&sub).copied().unwrap_or(0);
+            all.insert(
+                sub,
+                DeliveryCounts {
+                    pending,
+                    retrying,
+                    delivered,
+                    failed,
+                    attempts,
+                },
+            );
+        }
+        Ok(all)
+    }
+
     /// Totals over the stored events and deliveries (Amebo's `/v1/stats`),
     /// from the counters kept with every write: one short read, however
     /// much is stored.

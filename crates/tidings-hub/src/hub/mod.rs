@@ -24,7 +24,7 @@ pub use audit::AuditFilter;
 pub use catalog::Catalog;
 pub use events::{EventFilter, NewEvent, Published};
 pub(crate) use feed::member_name;
-pub use gists::GistFilter;
+pub use gists::{DeliveryCounts, GistFilter};
 pub use subscriptions::{NewSubscription, SigningKeyRotation};
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use maud::{Markup, html};
 use serde_json::Value;
 use tidings_hub::Page;
-use tidings_hub::hub::NewEvent;
+use tidings_hub::hub::{NewAction, NewEvent};
 use tidings_hub::views::ActionView;
 
 use super::example::example;
@@ -36,11 +36,41 @@ pub async fn list(
         .into_iter()
         .filter(|a| application.as_ref().is_none_or(|app| &a.application == app))
         .collect();
+    let body = list_body(&state, &viewer, &actions, application.as_deref(), None);
+    Ok(render(&viewer, "Actions", "Actions", body))
+}
+
+fn list_body(
+    state: &AppState,
+    viewer: &Viewer,
+    actions: &[ActionView],
+    application: Option<&str>,
+    result: Option<Markup>,
+) -> Markup {
     let now = state.hub.now_ms();
-    let body = html! {
+    html! {
+        @if let Some(result) = result { (result) }
+        details.panel open[actions.is_empty()] {
+            summary { "Register an action" }
+            form.grid method="post" action="/console/actions" {
+                (csrf_field(&viewer.csrf))
+                label for="act-name" { "Action" }
+                input #act-name name="action" required placeholder="orders.created";
+                label for="act-app" { "Application" }
+                @match viewer.application() {
+                    Some(app) => input #act-app name="application" value=(app) readonly;,
+                    None => input #act-app name="application" required placeholder="the publisher";,
+                }
+                label for="act-schema" { "JSON Schema" }
+                textarea #act-schema name="schemata" rows="8" spellcheck="false" {
+                    "{\n  \"type\": \"object\",\n  \"properties\": {\"id\": {\"type\": \"string\"}},\n  \"required\": [\"id\"]\n}"
+                }
+                button type="submit" { "Register" }
+            }
+        }
         form.filters method="get" action="/console/actions" role="search" {
             label for="filter-app" { "Application" }
-            input #filter-app name="application" value=[application.as_deref()] placeholder="all";
+            input #filter-app name="application" value=[application] placeholder="all";
             button type="submit" { "Filter" }
         }
         @if actions.is_empty() {
@@ -55,7 +85,7 @@ pub async fn list(
                     caption.sr { "Actions" }
                     thead { tr { th scope="col" { "Action" } th scope="col" { "Application" } th scope="col" { "Fields" } th scope="col" { "Registered" } } }
                     tbody {
-                        @for action in &actions {
+                        @for action in actions {
                             tr {
                                 th scope="row" { a href={"/console/actions/" (action.id)} { (action.action) } }
                                 td { (action.application) }
@@ -67,8 +97,96 @@ pub async fn list(
                 }
             }
         }
+    }
+}
+
+/// `POST /console/actions`: registers an action (the admin, or an
+/// application its own).
+pub async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    viewer: Viewer,
+    form: Form,
+) -> ConsoleResult {
+    check_form(&state, &headers, &form)?;
+    let application = match viewer.application() {
+        Some(own) => own.to_owned(),
+        None => form.text("application").unwrap_or_default(),
     };
-    Ok(render(&viewer, "Actions", "Actions", body))
+    let schema_text = form.get("schemata").unwrap_or("{}");
+    let all = |state: &AppState| {
+        state
+            .hub
+            .list_actions(None, None, None, None, Page::new(Some(1), Some(i64::MAX)))
+    };
+    let schemata: Value = match serde_json::from_str(schema_text) {
+        Ok(schema) => schema,
+        Err(e) => {
+            let body = list_body(
+                &state,
+                &viewer,
+                &all(&state),
+                None,
+                Some(notice(
+                    "bad",
+                    html! { p { "The schema is not JSON: " (e) } },
+                )),
+            );
+            return Ok(render_with(
+                &viewer,
+                StatusCode::BAD_REQUEST,
+                "Actions",
+                "Actions",
+                body,
+            ));
+        }
+    };
+    let new = NewAction {
+        action: form.text("action").unwrap_or_default(),
+        application,
+        schemata,
+        retention: None,
+        dedup_window: None,
+    };
+    match state.hub.register_action(&viewer.principal, new).await {
+        Ok((view, _)) => {
+            super::audit(&state, &viewer, "action.register", &view.action).await;
+            let payload =
+                serde_json::to_string_pretty(&example(&view.schemata)).unwrap_or_default();
+            let result = notice(
+                "ok",
+                html! { p { "Registered " strong { (view.action) } ". Try publishing it below." } },
+            );
+            Ok(action_page(
+                &viewer,
+                &view,
+                StatusCode::CREATED,
+                &payload,
+                Some(result),
+            ))
+        }
+        Err(e) => {
+            let (status, body, internal) = crate::error::ApiError::from(e).into_parts();
+            if let Some(detail) = internal {
+                tracing::error!(error = %detail, "a console form failed");
+            }
+            let reasons: Vec<String> = body["reasons"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let message = body["error"].as_str().unwrap_or("refused").to_owned();
+            let shown = notice(
+                "bad",
+                html! { p { (message) } @for r in &reasons { p { (r) } } },
+            );
+            let body = list_body(&state, &viewer, &all(&state), None, Some(shown));
+            Ok(render_with(&viewer, status, "Actions", "Actions", body))
+        }
+    }
 }
 
 /// The top-level properties a schema names, required ones marked.

@@ -21,6 +21,7 @@ mod overview;
 mod page;
 pub mod session;
 mod sign_in;
+mod subscriptions;
 pub mod trend;
 
 use std::collections::HashMap;
@@ -81,9 +82,24 @@ pub fn routes() -> Router<AppState> {
             "/console/applications/{name}/active",
             post(applications::set_active),
         )
-        .route("/console/actions", get(actions::list))
+        .route(
+            "/console/actions",
+            get(actions::list).post(actions::register),
+        )
         .route("/console/actions/{id}", get(actions::one))
         .route("/console/actions/{id}/try", post(actions::try_publish))
+        .route(
+            "/console/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/console/subscriptions/{id}/active",
+            post(subscriptions::set_active),
+        )
+        .route(
+            "/console/subscriptions/{id}/test",
+            post(subscriptions::send_test),
+        )
 }
 
 /// A form as posted (`application/x-www-form-urlencoded`): the last value

@@ -8,10 +8,11 @@ use maud::{DOCTYPE, Markup, html};
 use super::session::{CSRF_COOKIE, SESSION_MS, Viewer, set_cookie};
 
 /// The sections, in the navigation's order: (path, name).
-const SECTIONS: [(&str, &str); 3] = [
+const SECTIONS: [(&str, &str); 4] = [
     ("/console/", "Overview"),
     ("/console/applications", "Applications"),
     ("/console/actions", "Actions"),
+    ("/console/subscriptions", "Subscriptions"),
 ];
 
 const CSS: &str = include_str!("assets/console.css");
