@@ -11,7 +11,7 @@ use tidings_hub::hub::{NewAction, NewEvent};
 use tidings_hub::views::ActionView;
 
 use super::example::example;
-use super::format::{count, when_iso};
+use super::format::{counted, when_iso};
 use super::page::{csrf_field, empty, notice, render, render_with};
 use super::session::{Viewer, check_form};
 use super::{ConsoleError, ConsoleResult, Form};
@@ -79,7 +79,7 @@ fn list_body(
                 pre { code { "curl -X POST localhost:3310/v1/actions -H 'content-type: application/json' \\\n  -d '{\"action\": \"orders.created\", \"application\": \"orders\", \"schemata\": {\"type\": \"object\"}}'" } }
             }))
         } @else {
-            p.hint { (count(actions.len() as u64)) " action(s)" }
+            p.hint { (counted(actions.len() as u64, "action", "actions")) }
             div.scroll {
                 table {
                     caption.sr { "Actions" }
@@ -352,7 +352,7 @@ pub async fn try_publish(
                             p { "Not published again: the deduper matches event " code { (event.event) } "." }
                         } @else {
                             p { "Published event " code.event-id { (event.event) } " to "
-                                (count(u64::from(event.fanout.unwrap_or(0)))) " subscription(s)." }
+                                (counted(u64::from(event.fanout.unwrap_or(0)), "subscription", "subscriptions")) "." }
                         }
                     },
                 ),

@@ -68,7 +68,7 @@ fn page_body(state: &AppState, viewer: &Viewer, result: Option<Markup>) -> Marku
                                 td { @if app.active { span.badge.ok { "active" } } @else { span.badge.bad { "disabled" } } }
                                 td { (when_iso(&app.timestamped, now)) }
                                 td { @match &app.queues { Some(q) if !q.is_empty() => code { (q.join(", ")) }, _ => span.hint { "none" } } }
-                                td.manage { (manage(viewer, app)) }
+                                td { div.manage { (manage(viewer, app)) } }
                             }
                         }
                     }

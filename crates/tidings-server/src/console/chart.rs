@@ -7,6 +7,11 @@ use maud::{Markup, html};
 /// Width and height of the drawing, in its own units (it scales to the page).
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 160.0;
+/// Most points drawn per line: more are merged, each group drawn as its
+/// highest value (a spike stays visible), so a page stays small whatever
+/// the reading interval.
+const MOST_POINTS: usize = 360;
+
 /// Room left of the plot for the scale's labels.
 const LEFT: f64 = 52.0;
 const BOTTOM: f64 = 18.0;
@@ -56,7 +61,7 @@ pub fn line_chart(
         .iter()
         .any(|s| s.points.iter().any(|p| p.1.is_some()));
     html! {
-        figure.chart id=(id) data-points=(series.iter().map(|s| s.points.iter().filter(|p| p.1.is_some()).count()).sum::<usize>()) {
+        figure.chart id=(id) data-points=(series.iter().map(|s| s.points.iter().filter(|p| p.1.is_some()).count()).sum::<usize>()) data-max=(top) {
             figcaption {
                 span.title { (title) }
                 @for (i, (name, value)) in latest.iter().enumerate() {
@@ -84,10 +89,28 @@ pub fn line_chart(
     }
 }
 
+/// At most [`MOST_POINTS`] points: consecutive ones merged into their
+/// highest value, at the group's last time.
+fn thinned(points: &[(u64, Option<f64>)]) -> Vec<(u64, Option<f64>)> {
+    if points.len() <= MOST_POINTS {
+        return points.to_vec();
+    }
+    let group = points.len().div_ceil(MOST_POINTS);
+    points
+        .chunks(group)
+        .filter_map(|chunk| {
+            let at = chunk.last()?.0;
+            let top = chunk.iter().filter_map(|p| p.1).reduce(f64::max);
+            Some((at, top))
+        })
+        .collect()
+}
+
 /// The stretches of consecutive measured points (a gap breaks the line).
 fn runs(points: &[(u64, Option<f64>)]) -> Vec<Vec<(u64, f64)>> {
+    let points = thinned(points);
     let mut runs = vec![Vec::new()];
-    for (at, value) in points {
+    for (at, value) in &points {
         match value {
             Some(v) => {
                 if let Some(run) = runs.last_mut() {
@@ -138,6 +161,12 @@ mod tests {
         ]);
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[1].len(), 2, "a lone point becomes a short line");
+        let many: Vec<(u64, Option<f64>)> = (0..3_600u64)
+            .map(|i| (i * 1_000, Some(if i == 1_234 { 9.0 } else { 1.0 })))
+            .collect();
+        let drawn = thinned(&many);
+        assert!(drawn.len() <= MOST_POINTS, "{}", drawn.len());
+        assert!(drawn.iter().any(|p| p.1 == Some(9.0)), "the spike survives");
     }
 
     #[test]

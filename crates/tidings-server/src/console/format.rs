@@ -16,6 +16,21 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// A count and its noun, singular or plural: `1 attempt`, `2 attempts`.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
+/// A value of a chart of counts: whole numbers as counts, halves (a scale
+/// of 1) with one decimal.
+pub fn count_value(v: f64) -> String {
+    if v.fract() == 0.0 && v >= 0.0 {
+        count(v as u64)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// A rate per second, with one decimal under 100: `12.5/s`, `1,204/s`.
 pub fn rate(per_second: f64) -> String {
     if !per_second.is_finite() || per_second <= 0.0 {

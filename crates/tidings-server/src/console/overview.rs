@@ -8,7 +8,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 
 use super::chart::{Series, line_chart};
-use super::format::{bytes, count, millis, rate};
+use super::format::{bytes, count, count_value, counted, millis, rate};
 use super::page::{empty, render};
 use super::session::Viewer;
 use super::trend::{Point, SPAN_MS};
@@ -34,7 +34,7 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> ConsoleResul
                     Err(_) => p.bad role="alert" { "Not ready: the storage does not take writes (see the server's log)" },
                 }
                 @for warning in &warnings { p.warn { (warning) } }
-                p.hint { (state.hub.live_processes()) " hub process(es) live on this store" }
+                p.hint { (counted(state.hub.live_processes() as u64, "hub process", "hub processes")) " live on this store" }
             }
             div.card {
                 h2 { "Disk" }
@@ -117,7 +117,7 @@ async fn live_part(state: &AppState) -> ConsoleResult<Markup> {
             div.card { h2 { "Pending" } p.big { (count(stats.pending)) } p.hint { "waiting for a first attempt" } }
             div.card { h2 { "Retrying" } p.big { (count(stats.retrying)) } p.hint { "failed, to be tried again" } }
             div.card { h2 { "Dead letters" } p.big { (count(stats.failed)) } p.hint { "gave up: requeue or replay them" } }
-            div.card { h2 { "Delivered" } p.big { (count(stats.delivered)) } p.hint { (count(stats.attempts)) " attempts in all" } }
+            div.card { h2 { "Delivered" } p.big { (count(stats.delivered)) } p.hint { (counted(stats.attempts, "attempt", "attempts")) " in all" } }
         }
         section.charts aria-label="The last hour" {
             (line_chart("chart-published", "Publish rate", &[series("published", "s1", |p| Some(p.published))], window, rate))
@@ -133,7 +133,7 @@ async fn live_part(state: &AppState) -> ConsoleResult<Markup> {
                 series("pending", "s1", |p| Some(p.pending as f64)),
                 series("retrying", "s4", |p| Some(p.retrying as f64)),
                 series("dead", "s3", |p| Some(p.dead as f64)),
-            ], window, |v| count(v.round() as u64)))
+            ], window, count_value))
         }
         p.hint {
             "Rates and latencies are summed over every live hub process; "

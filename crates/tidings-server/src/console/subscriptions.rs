@@ -15,7 +15,7 @@ use tidings_hub::views::{GistView, SubscriptionView};
 use tidings_hub::{Page, Principal};
 
 use super::example::example;
-use super::format::{count, when_iso};
+use super::format::{count, counted, when_iso};
 use super::page::{csrf_field, empty, notice, render_with};
 use super::session::{Viewer, check_form};
 use super::{ConsoleError, ConsoleResult, Form, audit};
@@ -181,7 +181,7 @@ fn page_body(state: &AppState, viewer: &Viewer, rows: &[Health], result: Option<
                                     " " span.hint { "since " (when_iso(&v.timestamped, now)) }
                                 }
                                 td { code { (v.endpoint) } }
-                                td { (success_rate(&row.counts)) br; span.hint { (count(row.counts.delivered)) " of " (count(row.counts.attempts)) " attempts" } }
+                                td { (success_rate(&row.counts)) br; span.hint { (count(row.counts.delivered)) " of " (counted(row.counts.attempts, "attempt", "attempts")) } }
                                 td.num { (count(row.counts.pending)) }
                                 td.num { (count(row.counts.retrying)) }
                                 td.num { (count(row.counts.failed)) }
@@ -192,11 +192,11 @@ fn page_body(state: &AppState, viewer: &Viewer, rows: &[Health], result: Option<
                                         div.failure {
                                             @match g.last_status_code { Some(code) if code > 0 => span.badge.bad { (code) }, _ => span.badge.bad { "no answer" } }
                                             " " (g.last_error.as_deref().unwrap_or("")) " "
-                                            span.hint { (g.status) ", " (g.attempts) " attempt(s)" }
+                                            span.hint { (g.status) ", " (counted(u64::from(g.attempts), "attempt", "attempts")) }
                                         }
                                     }
                                 }
-                                td.manage {
+                                td { div.manage {
                                     form method="post" action={"/console/subscriptions/" (v.subscription) "/test"} {
                                         (csrf_field(&viewer.csrf))
                                         button type="submit" disabled[!v.active] { "Send test event" }
@@ -206,7 +206,7 @@ fn page_body(state: &AppState, viewer: &Viewer, rows: &[Health], result: Option<
                                         input type="hidden" name="active" value=(!v.active);
                                         @if v.active { button.danger type="submit" { "Disable" } } @else { button type="submit" { "Enable" } }
                                     }
-                                }
+                                } }
                             }
                         }
                     }
