@@ -206,6 +206,91 @@ test("a payload the schema refuses shows its reasons inline; a good one is publi
   await waitFor("the delivery", () => received.slice(before).find((r) => r.body.includes("A-1001")));
 });
 
+test("the event's page shows its delivery as a timeline, and replays it to one subscription", async () => {
+  const page = await made.admin.newPage();
+  await page.goto(`${base}/console/events`);
+  await page.fill("input[name=action]", "shop.order_placed");
+  await Promise.all([page.waitForNavigation(), page.click("form.filters button")]);
+  await shoot(page, "07-events");
+  await Promise.all([page.waitForNavigation(), page.click(`a[href='/console/events/${made.eventId}']`)]);
+  await waitFor("the delivered attempt on the page", async () => {
+    await page.reload();
+    return (await page.textContent("section.delivery")).includes("delivered");
+  });
+  assert.match(await page.textContent("pre.json"), /A-1001/);
+  assert.ok(await page.$("ol.timeline li.ok"), "the attempt in the timeline");
+  await shoot(page, "08-event");
+  const before = received.length;
+  page.once("dialog", (d) => d.accept());
+  await Promise.all([page.waitForNavigation(), page.click("form[action$='/replay'] button")]);
+  assert.match(await page.textContent(".notice"), /Replayed: delivered \(200\)/);
+  assert.equal(received.length, before + 1);
+  assert.ok((await page.textContent("ol.timeline")).includes("replay"));
+});
+
+test("a delivery that fails every attempt is a dead letter, requeued and purged from its page", async () => {
+  const page = await made.admin.newPage();
+  page.on("dialog", (d) => d.accept());
+  await page.goto(`${base}/console/subscriptions`);
+  await unfold(page);
+  await page.fill("#sub-app", "warehouse");
+  await page.fill("#sub-action", "shop.order_placed");
+  await page.fill("#sub-handler", `${hook}/fail`);
+  await page.fill("#sub-retries", "1");
+  await Promise.all([page.waitForNavigation(), page.click("form[action='/console/subscriptions'] button")]);
+  await page.goto(made.actionPage);
+  await page.fill("#payload", JSON.stringify({ order: "B-2002", total: 5, email: "b@example.com" }));
+  await Promise.all([page.waitForNavigation(), page.click("button[value=publish]")]);
+  await waitFor("the dead letter", async () => {
+    await page.goto(`${base}/console/dead-letters`);
+    return (await page.$$("section.delivery tbody tr")).length === 1;
+  });
+  assert.match(await page.textContent("section.delivery"), /500/);
+  await shoot(page, "09-dead-letters");
+  const failing = received.filter((r) => r.path === "/fail").length;
+  await page.check("section.delivery tbody input[type=checkbox]");
+  await Promise.all([page.waitForNavigation(), page.click("button[form^='selected-'][value=requeue]")]);
+  assert.match(await page.textContent(".notice"), /1 dead letter requeued/);
+  await waitFor("the requeued attempt", () => received.filter((r) => r.path === "/fail").length > failing);
+  await waitFor("the dead letter again", async () => {
+    await page.goto(`${base}/console/dead-letters`);
+    return (await page.$$("section.delivery tbody tr")).length === 1;
+  });
+  await Promise.all([page.waitForNavigation(), page.click("button[value=purge]")]);
+  assert.match(await page.textContent(".notice"), /1 dead letter purged/);
+  assert.equal((await page.$$("section.delivery")).length, 0);
+});
+
+test("a queue's groups and dead letters are on its page, where they are requeued", async () => {
+  const api = async (method, path, body) => {
+    const r = await fetch(`${base}${path}`, {
+      method,
+      headers: { "x-tidings-admin-key": adminKey, "content-type": "application/json" },
+      body: body && JSON.stringify(body),
+    });
+    const text = await r.text();
+    assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
+    return text ? JSON.parse(text) : null;
+  };
+  await api("POST", "/v1/queues", { name: "emails" });
+  await api("POST", "/v1/queues/emails/messages", { payload: { to: "a@example.com" } });
+  await api("POST", "/v1/queues/emails/messages", { payload: { to: "b@example.com" } });
+  const got = await api("POST", "/v1/queues/emails/receive", { group: "senders", consumer: "s1", max: 1 });
+  const id = got.messages[0].id;
+  await api("POST", "/v1/queues/emails/nack", { group: "senders", id, dead_letter: "bounced" });
+  const page = await made.admin.newPage();
+  page.on("dialog", (d) => d.accept());
+  await page.goto(`${base}/console/queues`);
+  assert.match(await page.textContent("tbody"), /emails/);
+  await shoot(page, "10-queues");
+  await Promise.all([page.waitForNavigation(), page.click("a[href='/console/queues/emails']")]);
+  assert.match(await page.textContent("table"), /senders/);
+  assert.match(await page.textContent("main"), /bounced/);
+  await shoot(page, "11-queue");
+  await Promise.all([page.waitForNavigation(), page.click("button[value=requeue]")]);
+  assert.match(await page.textContent(".notice"), /1 dead letter requeued/);
+});
+
 test("the overview's charts render with the activity", async () => {
   const page = await made.admin.newPage();
   await waitFor("a reading with the publish", async () => {

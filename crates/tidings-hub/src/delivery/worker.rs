@@ -252,7 +252,13 @@ async fn attempt(
     hub.metrics()
         .attempt_duration
         .observe(outcome.elapsed.as_secs_f64());
-    record(&mut work.gist, &outcome, number, &work.event, hub.now_ms());
+    record(
+        &mut work.gist,
+        &outcome,
+        (number, false),
+        &work.event,
+        hub.now_ms(),
+    );
     conclude(hub, delivery, work, &outcome, number).await
 }
 
@@ -441,13 +447,29 @@ async fn settle(
     }
 }
 
-fn record(gist: &mut Gist, outcome: &Outcome, number: u32, event: &Event, now: u64) {
+fn record(
+    gist: &mut Gist,
+    outcome: &Outcome,
+    (number, replay): (u32, bool),
+    event: &Event,
+    now: u64,
+) {
+    let started = now.saturating_sub(outcome.elapsed.as_millis() as u64);
+    gist.remember(crate::model::gist::AttemptRecord {
+        number,
+        at: started,
+        ms: outcome.elapsed.as_millis() as u64,
+        status: outcome.status.unwrap_or(0),
+        error: outcome.error.clone(),
+        refused: outcome.refused,
+        replay,
+    });
     gist.attempts = gist.attempts.max(number);
     gist.last_status_code = Some(outcome.status.unwrap_or(0));
     gist.last_error.clone_from(&outcome.error);
     gist.refused = outcome.refused;
     gist.last_ms = Some(outcome.elapsed.as_millis() as u64);
-    gist.last_attempted_at = Some(now.saturating_sub(outcome.elapsed.as_millis() as u64));
+    gist.last_attempted_at = Some(started);
     if outcome.delivered() {
         gist.latency_ms = Some(now.saturating_sub(event.deliver_at.max(event.published_at())));
     }
@@ -585,7 +607,7 @@ pub(super) async fn replay(shared: &Shared, key: &str) -> HubResult<Replayed> {
             break;
         };
         let mut gist = stored.gist.clone();
-        record(&mut gist, &outcome, number, &event, hub.now_ms());
+        record(&mut gist, &outcome, (number, true), &event, hub.now_ms());
         was_failed = gist.status == GistStatus::Failed;
         died_at = stored.gist.dead_at;
         if outcome.delivered() {

@@ -300,19 +300,73 @@ impl Hub {
     /// Sends failed deliveries matching `filter` again, from their first
     /// attempt. Returns how many.
     pub async fn requeue(&self, who: &Principal, filter: &GistFilter) -> HubResult<Requeued> {
+        let by_sub = self.dead_gists(who, filter, "requeue").await?;
+        let mut requeued = 0u64;
+        for (sub, gists) in by_sub {
+            requeued += self.requeue_subscription(&sub, gists).await?;
+        }
+        Ok(Requeued { requeued })
+    }
+
+    /// Discards failed deliveries matching `filter` (the admin): their dead
+    /// letters leave the subscription's queue and their records are
+    /// deleted, with their index entries and counts; the events stay.
+    /// Returns how many records were deleted.
+    pub async fn purge_dead_deliveries(
+        &self,
+        who: &Principal,
+        filter: &GistFilter,
+    ) -> HubResult<u64> {
+        let by_sub = self.dead_gists(who, filter, "purge").await?;
+        let tables = &self.inner.tables;
+        let mut purged = 0u64;
+        for (sub, gists) in by_sub {
+            // The letters first: were it to stop between the two, what is
+            // left is a failed record without a letter, which a purge
+            // again removes (and a requeue skips).
+            let events: std::collections::HashSet<String> =
+                gists.iter().map(|g| g.gist.event.clone()).collect();
+            let died_by = gists
+                .iter()
+                .filter_map(|g| g.gist.dead_at)
+                .max()
+                .unwrap_or_else(|| self.now_ms());
+            self.purge_dead_letters_of(&sub, &events, died_by).await?;
+            for stored in &gists {
+                let mut tx = Transaction::new();
+                crate::indexes::delete_gist(&mut tx, tables, stored);
+                match self.broker().commit(tx).await {
+                    Ok(_) => purged += 1,
+                    // Written meanwhile (a replay delivered it): kept.
+                    Err(tidings_core::Error::RecordChanged { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(purged)
+    }
+
+    /// The failed deliveries matching `filter`, by subscription (the admin
+    /// only: `doing` names what for).
+    async fn dead_gists(
+        &self,
+        who: &Principal,
+        filter: &GistFilter,
+        doing: &str,
+    ) -> HubResult<std::collections::BTreeMap<String, Vec<StoredGist>>> {
         if !who.is_admin() {
-            return Err(HubError::Forbidden(
-                "Only a superadmin can requeue deliveries".to_owned(),
-            ));
+            return Err(HubError::Forbidden(format!(
+                "Only a superadmin can {doing} deliveries"
+            )));
         }
         let filter = GistFilter {
             status: Some(filter.status.unwrap_or(GistStatus::Failed)),
             ..filter.clone()
         };
         if filter.status != Some(GistStatus::Failed) {
-            return Err(HubError::unprocessable(
-                "only failed deliveries can be requeued",
-            ));
+            return Err(HubError::unprocessable(format!(
+                "only failed deliveries can be {doing}d"
+            )));
         }
         let broker = &**self.broker();
         let keys = if filter.id.is_some() || filter.event.is_some() {
@@ -343,11 +397,7 @@ impl Hub {
                     .push(stored);
             }
         }
-        let mut requeued = 0u64;
-        for (sub, gists) in by_sub {
-            requeued += self.requeue_subscription(&sub, gists).await?;
-        }
-        Ok(Requeued { requeued })
+        Ok(by_sub)
     }
 
     /// Requeues the dead letters of one subscription's failed gists.

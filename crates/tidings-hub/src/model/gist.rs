@@ -92,6 +92,47 @@ pub struct Gist {
     pub dead_at: Option<u64>,
     /// Creation time (the publish, or a backfill), ms since the epoch.
     pub created_at: u64,
+    /// Its attempts, oldest first: the first and the last
+    /// [`HISTORY_KEPT`] (`attempts` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<AttemptRecord>,
+}
+
+/// Attempts a delivery record keeps in its history: the first, and the
+/// latest up to this many in all.
+pub const HISTORY_KEPT: usize = 12;
+
+/// One attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Its number, from 1.
+    pub number: u32,
+    /// When it started, ms since the epoch.
+    pub at: u64,
+    /// How long it took, ms.
+    pub ms: u64,
+    /// The HTTP status (0: no answer).
+    pub status: u16,
+    /// What went wrong, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The hub's address policy refused it (its error is the admin's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
+    /// A replay asked for by the admin.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
+}
+
+impl AttemptRecord {
+    /// Its error as `admin` (or else the subscriber) may see it.
+    pub fn shown_error(&self, admin: bool) -> Option<String> {
+        if self.refused && !admin {
+            Some(crate::destination::GENERIC_REFUSAL.to_owned())
+        } else {
+            self.error.clone()
+        }
+    }
 }
 
 impl Gist {
@@ -122,7 +163,16 @@ impl Gist {
             delivered_at: None,
             dead_at: None,
             created_at: now,
+            history: Vec::new(),
         }
+    }
+
+    /// Adds an attempt to the history, keeping the first and the latest.
+    pub fn remember(&mut self, attempt: AttemptRecord) {
+        if self.history.len() >= HISTORY_KEPT {
+            self.history.remove(1);
+        }
+        self.history.push(attempt);
     }
 
     /// Its key: `{event}.{subscription}`.

@@ -15,16 +15,17 @@
 mod actions;
 mod applications;
 mod chart;
+mod dead_letters;
+mod events;
 mod example;
 mod format;
 mod overview;
 mod page;
+mod queues;
 pub mod session;
 mod sign_in;
 mod subscriptions;
 pub mod trend;
-
-use std::collections::HashMap;
 
 use axum::Router;
 use axum::extract::{FromRequest, Request};
@@ -88,6 +89,16 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/console/actions/{id}", get(actions::one))
         .route("/console/actions/{id}/try", post(actions::try_publish))
+        .route("/console/events", get(events::list))
+        .route("/console/events/{id}", get(events::one))
+        .route("/console/events/{id}/replay", post(events::replay))
+        .route(
+            "/console/dead-letters",
+            get(dead_letters::list).post(dead_letters::act),
+        )
+        .route("/console/queues", get(queues::list))
+        .route("/console/queues/{name}", get(queues::one))
+        .route("/console/queues/{name}/dead-letters", post(queues::act))
         .route(
             "/console/subscriptions",
             get(subscriptions::list).post(subscriptions::create),
@@ -102,14 +113,26 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// A form as posted (`application/x-www-form-urlencoded`): the last value
-/// of each field.
-pub struct Form(HashMap<String, String>);
+/// A form as posted (`application/x-www-form-urlencoded`).
+pub struct Form(Vec<(String, String)>);
 
 impl Form {
-    /// A field's value, if given.
+    /// A field's value (the last, if repeated), if given.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every value of a repeated field (checkboxes), in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .collect()
     }
 
     /// A field's value, trimmed; `None` when missing or blank.

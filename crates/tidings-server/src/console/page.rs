@@ -8,11 +8,14 @@ use maud::{DOCTYPE, Markup, html};
 use super::session::{CSRF_COOKIE, SESSION_MS, Viewer, set_cookie};
 
 /// The sections, in the navigation's order: (path, name).
-const SECTIONS: [(&str, &str); 4] = [
+const SECTIONS: [(&str, &str); 7] = [
     ("/console/", "Overview"),
     ("/console/applications", "Applications"),
     ("/console/actions", "Actions"),
     ("/console/subscriptions", "Subscriptions"),
+    ("/console/events", "Events"),
+    ("/console/dead-letters", "Dead letters"),
+    ("/console/queues", "Queues"),
 ];
 
 const CSS: &str = include_str!("assets/console.css");
