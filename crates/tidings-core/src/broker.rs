@@ -191,6 +191,18 @@ pub trait Broker: Send + Sync {
     /// then owes every message stored).
     async fn delete_group(&self, queue: &QueueName, group: &GroupName) -> Result<bool>;
 
+    /// The messages stored in a queue, oldest first, at most `limit`,
+    /// starting after the message `after` (an id from an earlier page) if
+    /// given: what waits for its groups (delayed ones included) and what
+    /// retention keeps after the acks. Nothing is taken or changed; each
+    /// comes with a `delivery_count` of 0.
+    async fn peek(
+        &self,
+        queue: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+
     /// One dead letter by its [`DeadLetter::id`], or `None` if the queue
     /// has no such letter (an id of another backend's format included).
     async fn dead_letter(&self, queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>>;

@@ -402,6 +402,36 @@ impl Broker for HttpBroker {
         to_dead_letter(queue, view).map(Some)
     }
 
+    async fn peek(
+        &self,
+        queue: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let mut out: Vec<Delivery> = Vec::new();
+        let mut after = after.cloned();
+        while out.len() < limit {
+            let page = (limit - out.len()).min(MAX_PAGE);
+            let mut url = self.url(&["v1", "queues", queue.as_str(), "messages"]);
+            url.query_pairs_mut()
+                .append_pair("limit", &page.to_string());
+            if let Some(after) = &after {
+                url.query_pairs_mut().append_pair("after", after.as_str());
+            }
+            let got: Page<wire::DeliveryView> =
+                serde_json::from_value(self.get(url).await?).map_err(wire::unreadable)?;
+            let n = got.items.len();
+            for d in got.items {
+                out.push(to_delivery(queue, d)?);
+            }
+            after = out.last().map(|d| d.id.clone());
+            if n < page {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     async fn dead_letters(
         &self,
         queue: &QueueName,

@@ -148,6 +148,13 @@ pub struct Received {
     pub messages: Vec<DeliveryView>,
 }
 
+/// Messages of a queue looked at without taking them, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Peeked {
+    /// The messages (each with a `delivery_count` of 0).
+    pub messages: Vec<DeliveryView>,
+}
+
 /// How many acks applied.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Acked {

@@ -286,6 +286,7 @@ test("a queue's groups and dead letters are on its page, where they are requeued
   await Promise.all([page.waitForNavigation(), page.click("a[href='/console/queues/emails']")]);
   assert.match(await page.textContent("table"), /senders/);
   assert.match(await page.textContent("main"), /bounced/);
+  assert.match(await page.textContent("table.messages"), /b@example\.com/, "the message waiting, peeked at");
   await shoot(page, "11-queue");
   await Promise.all([page.waitForNavigation(), page.click("button[value=requeue]")]);
   assert.match(await page.textContent(".notice"), /1 dead letter requeued/);

@@ -129,6 +129,53 @@ pub async fn unknown_queue_is_a_typed_error(b: &dyn Broker) {
     assert!(is_not_found(
         b.dead_letters(&ghost, None, 10).await.map(drop)
     ));
+    assert!(is_not_found(b.peek(&ghost, None, 10).await.map(drop)));
+}
+
+pub async fn peek_shows_messages_without_taking_them(b: &dyn Broker) {
+    let name = queue(b, "peeked", QueueConfig::default()).await;
+    assert!(b.peek(&name, None, 10).await.unwrap().is_empty());
+    for i in 0..3 {
+        b.send(&name, msg(json!({ "n": i }))).await.unwrap();
+    }
+    let all = b.peek(&name, None, 10).await.unwrap();
+    let numbers: Vec<serde_json::Value> = all
+        .iter()
+        .map(|d| d.payload.json::<serde_json::Value>().unwrap()["n"].clone())
+        .collect();
+    assert_eq!(numbers, vec![json!(0), json!(1), json!(2)]);
+    assert!(all.iter().all(|d| d.delivery_count == 0 && d.queue == name));
+    // Pages: after the first, one at a time.
+    let second = b.peek(&name, Some(&all[0].id), 1).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id, all[1].id);
+    assert!(
+        b.peek(&name, Some(&all[2].id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Nothing was taken: a receive gets all three, first delivery each.
+    let got = b
+        .receive(
+            &name,
+            &g("g"),
+            &c("c"),
+            ReceiveOptions {
+                max_messages: 10,
+                ..ReceiveOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|d| d.delivery_count == 1));
+    let ids: Vec<_> = got.iter().map(|d| d.id.clone()).collect();
+    b.ack(&name, &g("g"), &ids).await.unwrap();
+    assert!(
+        b.peek(&name, None, 10).await.unwrap().is_empty(),
+        "acked by its only group and not retained: gone"
+    );
 }
 
 pub async fn bad_input_is_rejected(b: &dyn Broker) {

@@ -162,6 +162,7 @@ after_hook! {
     fn forget_consumer(queue: &QueueName, group: &GroupName, consumer: &ConsumerName) -> Result<bool>, about Some(queue);
     fn delete_group(queue: &QueueName, group: &GroupName) -> Result<bool>, about Some(queue);
     fn dead_letter(queue: &QueueName, id: &MessageId) -> Result<Option<DeadLetter>>, about Some(queue);
+    fn peek(queue: &QueueName, after: Option<&MessageId>, limit: usize) -> Result<Vec<Delivery>>, about Some(queue);
     fn dead_letters(queue: &QueueName, after: Option<&MessageId>, limit: usize) -> Result<Vec<DeadLetter>>, about Some(queue);
     fn requeue_dead_letters(queue: &QueueName, selection: DeadLetterSelection) -> Result<u64>, about Some(queue);
     fn purge_dead_letters(queue: &QueueName, selection: DeadLetterSelection) -> Result<u64>, about Some(queue);

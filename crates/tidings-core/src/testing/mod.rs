@@ -75,6 +75,7 @@ macro_rules! conformance_tests {
             dead_letters_purge,
             nack_many_gives_back_every_pending_id_at_once,
             dead_letter_is_found_by_id,
+            peek_shows_messages_without_taking_them,
             expired_message_is_never_delivered,
             expired_message_can_be_dead_lettered,
             delayed_message_waits,

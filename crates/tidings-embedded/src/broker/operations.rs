@@ -449,6 +449,30 @@ impl Broker for EmbeddedBroker {
         Ok(record.map(|r| dead_letter_out(name, dseq, r)))
     }
 
+    async fn peek(
+        &self,
+        name: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let start = after.and_then(parse_id).map_or(0, |s| s.saturating_add(1));
+        self.apply_time(name).await?;
+        let (out, _) = self.write(Admission::none(), |queues, ctx| {
+            let q = queue(queues, name)?;
+            q.maintain(ctx)?;
+            let chosen: Vec<(u64, u32)> = q
+                .messages
+                .keys_from(start)
+                .take(limit)
+                .map(|seq| (seq, 0))
+                .collect();
+            Ok(((q.id(), chosen), Wait::Nothing))
+        });
+        let (qid, chosen) = out?;
+        // Read outside the lock; one gone meanwhile is left out.
+        self.read_deliveries(name, qid, chosen)
+    }
+
     async fn dead_letters(
         &self,
         name: &QueueName,

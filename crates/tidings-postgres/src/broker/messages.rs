@@ -269,6 +269,27 @@ impl Shared {
         Ok(given)
     }
 
+    /// See `Broker::peek`: the stored messages, oldest first, read in one
+    /// statement that locks nothing.
+    pub(super) async fn peek(
+        &self,
+        queue: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let after = after.and_then(seq_of).unwrap_or(0);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .on_queue(queue, false, move |client, meta| async move {
+                let statement = client.prepare_cached(&self.sql.peek).await?;
+                Ok(client
+                    .query(&statement, &[&meta.id, &after, &limit])
+                    .await?)
+            })
+            .await?;
+        rows.iter().map(|row| delivery(queue, row)).collect()
+    }
+
     pub(super) async fn letters(
         &self,
         queue: &QueueName,

@@ -432,6 +432,15 @@ impl Broker for PostgresBroker {
         self.shared.letter(queue, id).await
     }
 
+    async fn peek(
+        &self,
+        queue: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        self.shared.peek(queue, after, limit).await
+    }
+
     async fn dead_letters(
         &self,
         queue: &QueueName,

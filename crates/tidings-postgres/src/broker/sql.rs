@@ -22,6 +22,7 @@ pub(crate) struct Statements {
     pub(crate) pending: String,
     pub(crate) forget_consumer: String,
     pub(crate) delete_group: String,
+    pub(crate) peek: String,
     pub(crate) letters: String,
     pub(crate) letter: String,
     pub(crate) requeue: String,
@@ -142,6 +143,12 @@ impl Statements {
                                  WHERE d.group_id = g.id AND d.consumer = $3)"
             ),
             delete_group: format!("SELECT {s}.delete_group($1, $2)"),
+            peek: format!(
+                "SELECT seq, 0::int4, payload, headers, dedup_id, enqueued_at FROM {s}.messages \
+                 WHERE queue_id = $1 AND seq > $2 \
+                 AND (expires_at IS NULL OR expires_at > {s}.now_ms()) \
+                 ORDER BY seq LIMIT $3"
+            ),
             letters: format!(
                 "SELECT id, original_seq, group_name, reason, attempts, enqueued_at, \
                  dead_lettered_at, payload, headers, dedup_id FROM {s}.dead_letters \

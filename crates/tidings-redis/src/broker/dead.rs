@@ -203,6 +203,44 @@ impl RedisBroker {
             .collect())
     }
 
+    /// The entries of a queue's stream, oldest first (see `Broker::peek`);
+    /// an entry that is not a message Tidings can read is left out.
+    pub(super) async fn peek_stream(
+        &self,
+        queue: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<tidings_core::Delivery>> {
+        self.config(queue).await?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys(queue)?;
+        let start = match after {
+            Some(id) if is_stream_id(id.as_str()) => format!("({id}"),
+            Some(id) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{id:?} is not a message id"
+                )));
+            }
+            None => "-".to_owned(),
+        };
+        let reply = self
+            .command(
+                redis::cmd("XRANGE")
+                    .arg(&keys.stream)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit),
+            )
+            .await?;
+        Ok(value::entries(&reply)
+            .iter()
+            .filter_map(|e| super::messages::delivery(queue, e, 0).ok())
+            .collect())
+    }
+
     pub(super) async fn requeue(
         &self,
         queue: &QueueName,

@@ -687,6 +687,15 @@ impl Broker for RedisBroker {
         self.find_dead(queue, id).await
     }
 
+    async fn peek(
+        &self,
+        queue: &QueueName,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        self.peek_stream(queue, after, limit).await
+    }
+
     async fn dead_letters(
         &self,
         queue: &QueueName,

@@ -4,7 +4,7 @@
 //! dead letters to inspect, requeue or purge. The same rules as the queue
 //! API: an application sees the queues its allow-list names.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use maud::{Markup, html};
 use tidings_core::{DeadLetterSelection, MessageId, QueueInfo, QueueName};
@@ -17,6 +17,14 @@ use crate::state::AppState;
 
 /// Dead letters listed on a queue's page.
 const SHOWN: usize = 50;
+/// Messages peeked at per page.
+const PEEKED: usize = 20;
+
+/// Where the page of peeked messages starts.
+#[derive(serde::Deserialize, Default)]
+pub struct PeekFrom {
+    after: Option<String>,
+}
 
 /// A queue the viewer may see, as the queue API decides.
 fn queue(state: &AppState, viewer: &Viewer, name: &str) -> Result<QueueName, ConsoleError> {
@@ -100,10 +108,15 @@ async fn queue_page(
     state: &AppState,
     viewer: &Viewer,
     queue: &QueueName,
-    status: StatusCode,
-    result: Option<Markup>,
+    (status, result): (StatusCode, Option<Markup>),
+    after: Option<&str>,
 ) -> ConsoleResult {
     let broker = state.hub.broker();
+    let after = after.filter(|a| !a.is_empty()).map(MessageId::from);
+    let peeked = broker
+        .peek(queue, after.as_ref(), PEEKED)
+        .await
+        .map_err(tidings_hub::HubError::from)?;
     let info = broker.queue_info(queue).await.map_err(|e| match e {
         tidings_core::Error::QueueNotFound(_) => {
             ConsoleError::NotFound(format!("No queue {queue}"))
@@ -148,6 +161,40 @@ async fn queue_page(
                             }
                         }
                     }
+                }
+            }
+        }
+        h2 { "Messages" }
+        @if peeked.is_empty() {
+            p.hint { @if after.is_some() { "No more messages. " a href={"/console/queues/" (queue)} { "From the start" } } @else { "The queue holds no message." } }
+        } @else {
+            p.hint { "Looked at, not taken: oldest first, " (if after.is_some() { "after the page before" } else { "from the start" }) "." }
+            div.scroll {
+                table.messages {
+                    caption.sr { "Messages, oldest first" }
+                    thead { tr { th scope="col" { "Message" } th scope="col" { "Enqueued" } th scope="col" { "Payload" } } }
+                    tbody {
+                        @for m in &peeked {
+                            tr {
+                                th scope="row" { code { (m.id) } @if let Some(d) = &m.dedup_id { br; span.hint { "dedup " (d) } } }
+                                td { (when(m.enqueued_at.as_millis(), now)) }
+                                td {
+                                    details {
+                                        summary { code { (preview(m.payload.as_str())) } }
+                                        pre.json { code { (pretty(m.payload.as_str())) } }
+                                        @if !m.headers.is_empty() {
+                                            dl.facts { @for (k, v) in m.headers.iter() { dt { (k) } dd { code { (v) } } } }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if peeked.len() == PEEKED {
+                @if let Some(last) = peeked.last() {
+                    nav.pages aria-label="Messages" { a href={"/console/queues/" (queue) "?after=" (last.id)} { "Later messages →" } }
                 }
             }
         }
@@ -210,6 +257,15 @@ async fn queue_page(
     ))
 }
 
+/// The start of a payload, on one line.
+fn preview(text: &str) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
 fn pretty(text: &str) -> String {
     serde_json::from_str::<serde_json::Value>(text)
         .and_then(|v| serde_json::to_string_pretty(&v))
@@ -221,9 +277,11 @@ pub async fn one(
     State(state): State<AppState>,
     Path(name): Path<String>,
     viewer: Viewer,
+    Query(from): Query<PeekFrom>,
 ) -> ConsoleResult {
     let queue = queue(&state, &viewer, &name)?;
-    queue_page(&state, &viewer, &queue, StatusCode::OK, None).await
+    let shown = (StatusCode::OK, None);
+    queue_page(&state, &viewer, &queue, shown, from.after.as_deref()).await
 }
 
 /// `POST /console/queues/{name}/dead-letters`: `do=requeue|purge`, for
@@ -247,8 +305,8 @@ pub async fn act(
                 &state,
                 &viewer,
                 &queue,
-                StatusCode::BAD_REQUEST,
-                Some(result),
+                (StatusCode::BAD_REQUEST, Some(result)),
+                None,
             )
             .await;
         }
@@ -274,5 +332,12 @@ pub async fn act(
         "ok",
         html! { p { (counted(done, "dead letter", "dead letters")) " " (said) "." } },
     );
-    queue_page(&state, &viewer, &queue, StatusCode::OK, Some(result)).await
+    queue_page(
+        &state,
+        &viewer,
+        &queue,
+        (StatusCode::OK, Some(result)),
+        None,
+    )
+    .await
 }

@@ -82,7 +82,7 @@ api! {
         "/v1/queues" => get(queues::list).post(queues::create);
         "/v1/queues/{name}" => get(queues::info).delete(queues::delete);
         "/v1/queues/{name}/purge" => post(queues::purge);
-        "/v1/queues/{name}/messages" => post(queues::send);
+        "/v1/queues/{name}/messages" => post(queues::send).get(queues::peek);
         "/v1/queues/{name}/receive" => post(queues::receive);
         "/v1/queues/{name}/ack" => post(queues::ack);
         "/v1/queues/{name}/stream" => get(streams::stream);

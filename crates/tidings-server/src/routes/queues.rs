@@ -22,7 +22,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::request::{Call, Path};
 use crate::views::{
     Acked, ConsumerForgotten, DeadLetterList, DeadLetterView, DeliveryView, GroupDeleted,
-    NackCount, Nacked, PendingList, Purged, QueueCreated, QueueList, Received, RecordList,
+    NackCount, Nacked, Peeked, PendingList, Purged, QueueCreated, QueueList, Received, RecordList,
     RecordView, Sent,
 };
 
@@ -278,6 +278,26 @@ pub async fn receive(Path(name): Path<String>, call: Call) -> ApiResult<Json<Rec
         .map(DeliveryView::of)
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(Received { messages }))
+}
+
+#[utoipa::path(get, path = "/v1/queues/{name}/messages", tag = "queues",
+    params(("name" = String, Path), ("after" = Option<String>, Query, description = "The last id of the previous page"), ("limit" = Option<usize>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, description = "The messages stored, oldest first (waiting for their groups, delayed, or kept by retention after the acks); nothing is taken", body = Peeked), (status = 404, description = "No such queue", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn peek(Path(name): Path<String>, call: Call) -> ApiResult<Json<Peeked>> {
+    let queue = queue_name(&call, &name)?;
+    let limit = limit_param(&call)?;
+    let after = call.param("after").map(MessageId::from);
+    let got = call
+        .state
+        .hub
+        .broker()
+        .peek(&queue, after.as_ref(), limit)
+        .await?;
+    let messages = got
+        .into_iter()
+        .map(DeliveryView::of)
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(Peeked { messages }))
 }
 
 /// `POST /v1/queues/{name}/ack`.
