@@ -912,11 +912,50 @@ async fn reads_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
             quantile(&lat, 0.99)
         );
     }
+    console_pages(t, &s.action).await?;
     println!(
         "reads: server RSS {:.0} MB, data directory {:.0} MB   [target RSS < 150 MB]",
         t.rss_kib().unwrap_or(0) as f64 / 1024.0,
         crate::dir_bytes(&args.dir) as f64 / 1e6
     );
+    Ok(())
+}
+
+/// The console's pages over what the reads scenario stored (the server is
+/// in protected mode: a loopback caller is the admin, as a browser on the
+/// host would be). Issue 20's target: each under 200 ms.
+async fn console_pages(t: &Target, action: &str) -> anyhow::Result<()> {
+    let newest = admin_get(t, "/v1/events?pagination=1").await?;
+    let event = newest[0]["event"].as_str().unwrap_or_default().to_owned();
+    let pages = [
+        "/console/".to_owned(),
+        "/console/live".to_owned(),
+        "/console/applications".to_owned(),
+        "/console/actions".to_owned(),
+        format!("/console/actions/{action}"),
+        "/console/subscriptions".to_owned(),
+        "/console/events".to_owned(),
+        format!("/console/events?action={action}&page=20"),
+        format!("/console/events/{event}"),
+        "/console/dead-letters".to_owned(),
+        "/console/queues".to_owned(),
+    ];
+    for page in &pages {
+        let mut lat = Vec::with_capacity(50);
+        for _ in 0..50 {
+            let began = Instant::now();
+            let r = t.request(reqwest::Method::GET, page).send().await?;
+            ensure!(r.status().is_success(), "GET {page}: {}", r.status());
+            r.bytes().await?;
+            lat.push(began.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "reads: console GET {page}: p50 {:.2} ms, p99 {:.2} ms   [target < 200 ms]",
+            quantile(&lat, 0.5),
+            quantile(&lat, 0.99)
+        );
+    }
     Ok(())
 }
 
