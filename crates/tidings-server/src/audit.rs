@@ -113,6 +113,7 @@ const AUDITED: &[(&str, &str, &str)] = &[
     ),
     ("POST", "/v1/regists/{id}", "delivery.replay"),
     ("POST", "/v1/requeues", "delivery.requeue"),
+    ("POST", "/v1/purges", "delivery.purge"),
     ("POST", "/v1/backfills", "delivery.backfill"),
     ("POST", "/v1/queues", "queue.create"),
     ("DELETE", "/v1/queues/{name}", "queue.delete"),

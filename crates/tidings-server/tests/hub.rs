@@ -432,6 +432,35 @@ async fn last_failed_attempt_dead_letters_and_publishes_a_notice(b: &Backend) {
         gist_status(&c, &gist).await.0 == "delivered"
     })
     .await;
+
+    // Purge: a dead letter discarded, its record gone, the event kept.
+    receiver.fail("/broken", 1000, 500);
+    let r = c
+        .post(
+            "/v1/events",
+            json!({"action": "shop.sold", "payload": {"n": 2}}),
+        )
+        .await;
+    let second = r.body["event"].as_str().unwrap().to_owned();
+    let dead = format!("{second}.{sub}");
+    eventually("the second delivery to die", || async {
+        c.get(&format!("/v1/gists?gist={dead}")).await.body["data"][0]["status"] == "failed"
+    })
+    .await;
+    let refused = c.post("/v1/purges?status=delivered", json!({})).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    let r = c.post("/v1/purges", json!({})).await;
+    assert_eq!(r.body["purged"], 1, "{}", r.body);
+    assert_eq!(
+        c.get(&format!("/v1/gists?gist={dead}")).await.body["total"],
+        0
+    );
+    assert_eq!(c.get("/v1/stats").await.body["failed"], 0);
+    assert_eq!(c.get(&format!("/v1/events/{second}")).await.status, 200);
+    let r = c.post("/v1/requeues", json!({})).await;
+    assert_eq!(r.body["requeued"], 0, "nothing left to requeue: {}", r.body);
+    let log = c.get("/v1/audit?action=delivery.purge").await;
+    assert_eq!(log.body[0]["actor"], "admin", "{}", log.body);
     server.stop().await;
 }
 

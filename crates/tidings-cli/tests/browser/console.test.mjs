@@ -175,6 +175,7 @@ test("the operator subscribes an endpoint and sends it a test event", async () =
   await page.fill("#sub-handler", `${hook}/hook`);
   await Promise.all([page.waitForNavigation(), page.click("form[action='/console/subscriptions'] button")]);
   assert.match(await page.textContent(".notice"), /Subscribed/);
+  made.warehouseSub = await page.getAttribute("tr[data-subscription]", "data-subscription");
   const before = received.length;
   await Promise.all([page.waitForNavigation(), page.click("form[action$='/test'] button")]);
   assert.match(await page.textContent(".notice"), /delivered .* 200/);
@@ -328,6 +329,16 @@ test("an application signed in with its API key sees only its own, and is refuse
   assert.equal(forged.status(), 403);
   const live = await page.request.get(`${base}/console/live`);
   assert.equal(live.status(), 403, "the hub-wide overview is the admin's");
+  const disable = await page.request.post(`${base}/console/subscriptions/${made.warehouseSub}/active`, {
+    form: { csrf, active: "false" },
+  });
+  assert.equal(disable.status(), 403, "another application's subscription");
+  const queue = await page.request.get(`${base}/console/queues/emails`);
+  assert.equal(queue.status(), 403, "a queue outside its allow-list");
+  const requeue = await page.request.post(`${base}/console/dead-letters`, {
+    form: { csrf, subscription: made.warehouseSub, all: "true", do: "requeue" },
+  });
+  assert.equal(requeue.status(), 403, "requeues are the admin's");
   await page.goto(`${base}/console/subscriptions`);
   assert.ok(!(await page.content()).includes("warehouse ←"), "others' subscriptions are not listed");
   await context.close();

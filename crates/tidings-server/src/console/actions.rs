@@ -166,23 +166,7 @@ pub async fn register(
             ))
         }
         Err(e) => {
-            let (status, body, internal) = crate::error::ApiError::from(e).into_parts();
-            if let Some(detail) = internal {
-                tracing::error!(error = %detail, "a console form failed");
-            }
-            let reasons: Vec<String> = body["reasons"]
-                .as_array()
-                .map(|r| {
-                    r.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let message = body["error"].as_str().unwrap_or("refused").to_owned();
-            let shown = notice(
-                "bad",
-                html! { p { (message) } @for r in &reasons { p { (r) } } },
-            );
+            let (status, shown) = super::refusal(e)?;
             let body = list_body(&state, &viewer, &all(&state), None, Some(shown));
             Ok(render_with(&viewer, status, "Actions", "Actions", body))
         }

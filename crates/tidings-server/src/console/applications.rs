@@ -12,7 +12,7 @@ use tidings_hub::views::ApplicationView;
 use super::format::when_iso;
 use super::page::{csrf_field, empty, notice, render, render_with};
 use super::session::{Viewer, check_form};
-use super::{ConsoleError, ConsoleResult, Form, audit};
+use super::{ConsoleResult, Form, audit, refusal};
 use crate::state::AppState;
 
 /// The applications the viewer may see.
@@ -126,36 +126,10 @@ fn outcome(state: &AppState, viewer: &Viewer, status: StatusCode, result: Markup
     ))
 }
 
-/// A failure the form can be corrected from, shown above the page; the
-/// rest as an error page.
+/// A refusal shown above the page.
 fn refused(state: &AppState, viewer: &Viewer, e: tidings_hub::HubError) -> ConsoleResult {
-    let (status, body, internal) = crate::error::ApiError::from(e).into_parts();
-    if status.is_server_error() {
-        if let Some(detail) = internal {
-            tracing::error!(error = %detail, "a console form failed");
-        }
-        return Err(ConsoleError::BadRequest(
-            "The hub could not do that now; try again.".into(),
-        ));
-    }
-    let message = body["error"].as_str().unwrap_or("refused").to_owned();
-    let reasons: Vec<String> = body["reasons"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    outcome(
-        state,
-        viewer,
-        status,
-        notice(
-            "bad",
-            html! { p { (message) } @for r in &reasons { p { (r) } } },
-        ),
-    )
+    let (status, shown) = refusal(e)?;
+    outcome(state, viewer, status, shown)
 }
 
 /// `POST /console/applications`.

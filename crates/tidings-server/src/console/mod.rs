@@ -187,6 +187,8 @@ pub enum ConsoleError {
     BadRequest(String),
     /// What the hub answered.
     Hub(HubError),
+    /// An answer in the API's terms (a failure of the server's own).
+    Api(crate::error::ApiError),
 }
 
 impl From<HubError> for ConsoleError {
@@ -211,8 +213,9 @@ impl IntoResponse for ConsoleError {
             Self::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             Self::NotFound(m) => (StatusCode::NOT_FOUND, m),
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
-            Self::Hub(e) => {
-                let (status, body, internal) = crate::error::ApiError::from(e).into_parts();
+            Self::Hub(e) => return Self::Api(e.into()).into_response(),
+            Self::Api(e) => {
+                let (status, body, internal) = e.into_parts();
                 if let Some(detail) = internal {
                     tracing::error!(error = %detail, "a console page failed");
                 }
@@ -222,6 +225,39 @@ impl IntoResponse for ConsoleError {
         };
         page::error(status, &message)
     }
+}
+
+/// A refusal a form can be corrected from: the status the API would
+/// answer and a notice with the hub's message and reasons. A failure of
+/// the server's own stays an error (an error page; the detail is logged).
+fn refusal(e: HubError) -> Result<(StatusCode, maud::Markup), ConsoleError> {
+    let api = crate::error::ApiError::from(e);
+    if api.status().is_server_error() {
+        return Err(ConsoleError::Api(api));
+    }
+    let (status, body, _) = api.into_parts();
+    let message = body["error"].as_str().unwrap_or("refused").to_owned();
+    let listed = |key: &str| -> Vec<String> {
+        body[key]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (reasons, errors) = (listed("reasons"), listed("errors"));
+    let shown = page::notice(
+        "bad",
+        maud::html! {
+            p { (message) }
+            @if !reasons.is_empty() || !errors.is_empty() {
+                ul.reasons { @for r in reasons.iter().chain(&errors) { li { (r) } } }
+            }
+        },
+    );
+    Ok((status, shown))
 }
 
 /// The result of a console handler.

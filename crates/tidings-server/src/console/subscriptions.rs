@@ -18,7 +18,7 @@ use super::example::example;
 use super::format::{count, counted, when_iso};
 use super::page::{csrf_field, empty, notice, render_with};
 use super::session::{Viewer, check_form};
-use super::{ConsoleError, ConsoleResult, Form, audit};
+use super::{ConsoleError, ConsoleResult, Form, audit, refusal};
 use crate::state::AppState;
 
 /// Last errors shown per subscription.
@@ -243,26 +243,10 @@ pub async fn list(
     show(&state, &viewer, &query, StatusCode::OK, None).await
 }
 
-/// A refusal the form can be corrected from, above the page.
+/// A refusal shown above the page.
 async fn refused(state: &AppState, viewer: &Viewer, e: tidings_hub::HubError) -> ConsoleResult {
-    let (status, body, internal) = crate::error::ApiError::from(e).into_parts();
-    if status.is_server_error() {
-        if let Some(detail) = internal {
-            tracing::error!(error = %detail, "a console form failed");
-        }
-        return Err(ConsoleError::BadRequest(
-            "The hub could not do that now; try again.".into(),
-        ));
-    }
-    let message = body["error"].as_str().unwrap_or("refused").to_owned();
-    show(
-        state,
-        viewer,
-        &ListQuery::default(),
-        status,
-        Some(notice("bad", html! { p { (message) } })),
-    )
-    .await
+    let (status, shown) = refusal(e)?;
+    show(state, viewer, &ListQuery::default(), status, Some(shown)).await
 }
 
 fn number(form: &Form, name: &str) -> Result<Option<u32>, ConsoleError> {

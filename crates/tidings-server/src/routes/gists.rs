@@ -69,6 +69,18 @@ pub async fn requeue(call: Call) -> ApiResult<Json<Requeued>> {
     Ok(Json(call.state.hub.requeue(who, &filter(&call)?).await?))
 }
 
+#[utoipa::path(post, path = "/v1/purges", tag = "deliveries",
+    responses((status = 200, description = "Failed deliveries matching the query's filters discarded: their dead letters removed from the subscription's queue and their records deleted (the events stay)", body = crate::views::Purged), (status = 422, description = "A status other than failed", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
+pub async fn purge(call: Call) -> ApiResult<Json<crate::views::Purged>> {
+    let who = call.admin()?;
+    let purged = call
+        .state
+        .hub
+        .purge_dead_deliveries(who, &filter(&call)?)
+        .await?;
+    Ok(Json(crate::views::Purged { purged }))
+}
+
 #[utoipa::path(post, path = "/v1/backfills", tag = "deliveries", request_body = Option<Backfill>,
     responses((status = 200, description = "Past events of the window (`since`, `until`) delivered to the subscription, or counted (`dry_run`)", body = Backfilled), (status = 404, description = "The subscription does not exist", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody)))]
 pub async fn backfill(call: Call) -> ApiResult<Json<Backfilled>> {

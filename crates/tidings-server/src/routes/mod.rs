@@ -78,6 +78,7 @@ api! {
         "/v1/gists" => get(gists::list);
         "/v1/regists/{id}" => post(gists::replay);
         "/v1/requeues" => post(gists::requeue);
+        "/v1/purges" => post(gists::purge);
         "/v1/backfills" => post(gists::backfill);
         "/v1/queues" => get(queues::list).post(queues::create);
         "/v1/queues/{name}" => get(queues::info).delete(queues::delete);
