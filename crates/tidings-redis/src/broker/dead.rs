@@ -173,34 +173,8 @@ impl RedisBroker {
         after: Option<&MessageId>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>> {
-        self.config(queue).await?;
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let keys = self.keys(queue)?;
-        let start = match after {
-            Some(id) if is_stream_id(id.as_str()) => format!("({id}"),
-            Some(id) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{id:?} is not a dead-letter id"
-                )));
-            }
-            None => "-".to_owned(),
-        };
-        let reply = self
-            .command(
-                redis::cmd("XRANGE")
-                    .arg(&keys.dlq)
-                    .arg(start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(limit),
-            )
-            .await?;
-        Ok(value::entries(&reply)
-            .iter()
-            .map(|e| dead_letter(queue, e))
-            .collect())
+        let entries = self.page_of(queue, Stream::Dead, after, limit).await?;
+        Ok(entries.iter().map(|e| dead_letter(queue, e)).collect())
     }
 
     /// The entries of a queue's stream, oldest first (see `Broker::peek`);
@@ -211,16 +185,36 @@ impl RedisBroker {
         after: Option<&MessageId>,
         limit: usize,
     ) -> Result<Vec<tidings_core::Delivery>> {
+        let entries = self.page_of(queue, Stream::Messages, after, limit).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| super::messages::delivery(queue, e, 0).ok())
+            .collect())
+    }
+
+    /// Up to `limit` entries of one of a queue's streams, oldest first,
+    /// after the entry `after`.
+    async fn page_of(
+        &self,
+        queue: &QueueName,
+        stream: Stream,
+        after: Option<&MessageId>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
         self.config(queue).await?;
         if limit == 0 {
             return Ok(Vec::new());
         }
         let keys = self.keys(queue)?;
+        let (key, what) = match stream {
+            Stream::Messages => (&keys.stream, "message"),
+            Stream::Dead => (&keys.dlq, "dead-letter"),
+        };
         let start = match after {
             Some(id) if is_stream_id(id.as_str()) => format!("({id}"),
             Some(id) => {
                 return Err(Error::InvalidArgument(format!(
-                    "{id:?} is not a message id"
+                    "{id:?} is not a {what} id"
                 )));
             }
             None => "-".to_owned(),
@@ -228,17 +222,14 @@ impl RedisBroker {
         let reply = self
             .command(
                 redis::cmd("XRANGE")
-                    .arg(&keys.stream)
+                    .arg(key)
                     .arg(start)
                     .arg("+")
                     .arg("COUNT")
                     .arg(limit),
             )
             .await?;
-        Ok(value::entries(&reply)
-            .iter()
-            .filter_map(|e| super::messages::delivery(queue, e, 0).ok())
-            .collect())
+        Ok(value::entries(&reply))
     }
 
     pub(super) async fn requeue(
@@ -311,4 +302,13 @@ impl RedisBroker {
             .await?;
         Ok(value::count(&moved))
     }
+}
+
+/// A queue's streams.
+#[derive(Clone, Copy)]
+enum Stream {
+    /// Its messages.
+    Messages,
+    /// Its dead letters.
+    Dead,
 }
