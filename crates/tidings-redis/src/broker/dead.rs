@@ -213,9 +213,7 @@ impl RedisBroker {
         let start = match after {
             Some(id) if is_stream_id(id.as_str()) => format!("({id}"),
             Some(id) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{id:?} is not a {what} id"
-                )));
+                return Err(Error::InvalidArgument(format!("{id:?} is not a {what} id")));
             }
             None => "-".to_owned(),
         };

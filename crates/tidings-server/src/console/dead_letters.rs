@@ -136,15 +136,39 @@ async fn page_body(
             }
         });
     }
+    let queues = queues_with_letters(state, viewer).await?;
     Ok(html! {
         @if let Some(result) = result { (result) }
         @if subs.is_empty() {
-            (empty("No dead letters.", html! {
-                p { "A delivery becomes a dead letter when its endpoint has failed every attempt; it is listed here to requeue or purge. Queues' own dead letters are on their pages under " a href="/console/queues" { "Queues" } "." }
+            (empty("No dead letters of subscriptions.", html! {
+                p { "A delivery becomes a dead letter when its endpoint has failed every attempt; it is listed here to requeue or purge." }
             }))
         }
         @for section in sections { (section) }
+        h2 { "Queues" }
+        @if queues.is_empty() {
+            p.hint { "No queue holds dead letters." }
+        } @else {
+            ul {
+                @for (name, n) in &queues {
+                    li { a href={"/console/queues/" (name)} { (name) } ": " (counted(*n, "dead letter", "dead letters")) " (inspect, requeue or purge them on its page)" }
+                }
+            }
+        }
     })
+}
+
+/// The queues the viewer may use that hold dead letters, with how many.
+async fn queues_with_letters(
+    state: &AppState,
+    viewer: &Viewer,
+) -> ConsoleResult<Vec<(String, u64)>> {
+    Ok(super::queues::visible(state, viewer)
+        .await?
+        .into_iter()
+        .filter(|info| info.dead_letters > 0)
+        .map(|info| (info.name.to_string(), info.dead_letters))
+        .collect())
 }
 
 /// `GET /console/dead-letters`.

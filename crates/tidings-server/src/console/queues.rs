@@ -47,8 +47,9 @@ fn age(info: &QueueInfo) -> String {
         .map_or_else(|| "–".to_owned(), |a| millis(a.as_millis() as f64))
 }
 
-/// `GET /console/queues`.
-pub async fn list(State(state): State<AppState>, viewer: Viewer) -> ConsoleResult {
+/// The queues the viewer may use, with their counts (as the queue API
+/// lists them: not the hub's own).
+pub(super) async fn visible(state: &AppState, viewer: &Viewer) -> ConsoleResult<Vec<QueueInfo>> {
     let broker = state.hub.broker();
     let mut infos = Vec::new();
     for name in broker
@@ -68,6 +69,12 @@ pub async fn list(State(state): State<AppState>, viewer: Viewer) -> ConsoleResul
             Err(e) => return Err(tidings_hub::HubError::from(e).into()),
         }
     }
+    Ok(infos)
+}
+
+/// `GET /console/queues`.
+pub async fn list(State(state): State<AppState>, viewer: Viewer) -> ConsoleResult {
+    let infos = visible(&state, &viewer).await?;
     let body = html! {
         @if infos.is_empty() {
             (empty("No queues yet.", html! {
