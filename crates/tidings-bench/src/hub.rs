@@ -925,8 +925,10 @@ async fn reads_scenario(t: &Target, args: &HubBenchArgs, tag: &str) -> anyhow::R
 /// in protected mode: a loopback caller is the admin, as a browser on the
 /// host would be). Issue 20's target: each under 200 ms.
 async fn console_pages(t: &Target, action: &str) -> anyhow::Result<()> {
-    let newest = admin_get(t, "/v1/events?pagination=1").await?;
+    // An event of the bench's action: two deliveries, one failed.
+    let newest = admin_get(t, &format!("/v1/events?action={action}&pagination=1")).await?;
     let event = newest[0]["event"].as_str().unwrap_or_default().to_owned();
+    ensure!(!event.is_empty(), "no event of {action}: {newest}");
     let pages = [
         "/console/".to_owned(),
         "/console/live".to_owned(),

@@ -110,6 +110,7 @@ test("the operator creates an application, whose secret and key are shown once",
   await page.fill("#new-name", "shop");
   await page.fill("#new-address", hook);
   await page.fill("#new-description", "the web shop");
+  await page.fill("#new-queues", "shop.*");
   await Promise.all([page.waitForNavigation(), page.click("form[action='/console/applications'] button")]);
   const secrets = await page.$$eval("code.secret", (els) => els.map((e) => e.textContent));
   assert.equal(secrets.length, 2, "secret and API key shown");
@@ -334,7 +335,10 @@ test("an application signed in with its API key sees only its own, and is refuse
   });
   assert.equal(disable.status(), 403, "another application's subscription");
   const queue = await page.request.get(`${base}/console/queues/emails`);
-  assert.equal(queue.status(), 403, "a queue outside its allow-list");
+  assert.equal(queue.status(), 403, "a queue outside its allow-list (shop.*)");
+  await page.goto(`${base}/console/queues`);
+  const queues = await page.$$eval("tbody th", (els) => els.map((e) => e.textContent));
+  assert.ok(!queues.includes("emails"), "not listed either");
   const requeue = await page.request.post(`${base}/console/dead-letters`, {
     form: { csrf, subscription: made.warehouseSub, all: "true", do: "requeue" },
   });

@@ -41,6 +41,8 @@ fn page_body(state: &AppState, viewer: &Viewer, result: Option<Markup>) -> Marku
                     input #new-address name="address" required placeholder="https://orders.internal";
                     label for="new-description" { "Description" }
                     input #new-description name="description" placeholder="optional";
+                    label for="new-queues" { "Queues" }
+                    input #new-queues name="queues" placeholder="optional: the queues it may use, e.g. orders, orders.* (any when empty)";
                     label for="new-secret" { "Secret" }
                     input #new-secret name="secret" type="password" minlength="16" placeholder="optional: generated when empty" autocomplete="new-password";
                     button type="submit" { "Create" }
@@ -140,9 +142,20 @@ pub async fn create(
     form: Form,
 ) -> ConsoleResult {
     check_form(&state, &headers, &form)?;
+    let queues: Vec<String> = form
+        .text("queues")
+        .map(|q| {
+            q.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
     let new = NewApplication {
         secret: form.text("secret"),
         description: form.text("description"),
+        queues: (!queues.is_empty()).then_some(queues),
         ..NewApplication::new(
             &form.text("application").unwrap_or_default(),
             &form.text("address").unwrap_or_default(),
