@@ -186,6 +186,12 @@ class Reading(HubCase):
         until("they are delivered", lambda: len(list(
             self.admin.get_gists(subscription=sub["subscription"], status="delivered"))) == 3)
         self.assertGreaterEqual(self.admin.stats()["delivered"], 3)
+        # Failing again: discarded instead.
+        healthy["ok"] = False
+        shop.publish_event(action, {"id": 9, "email": "f@example.com"})
+        until("the fourth fails", lambda: len(failed()) == 1)
+        self.assertEqual(self.admin.purge(subscription=sub["subscription"]), 1)
+        self.assertEqual(failed(), [])
         shop.close()
 
     def test_catalog_calls(self):

@@ -249,6 +249,11 @@ class Hub:
         attempt (admin); returns how many."""
         return self._call("POST", "/v1/requeues", query=_gist_query(filters))["requeued"]
 
+    def purge(self, **filters: Any) -> int:
+        """Discards failed deliveries matching the filters (as `get_gists`) (admin): their dead
+        letters and records go, the events stay; returns how many."""
+        return self._call("POST", "/v1/purges", query=_gist_query(filters))["purged"]
+
     def replay(self, gist: str) -> Dict[str, Any]:
         """Delivers one delivery again, now, once (admin): `delivered`, `status_code`, `ms`."""
         return self._call("POST", "/v1/regists/" + _segment(gist))
@@ -301,6 +306,7 @@ RESPONSE_FIELDS: Dict[str, Tuple[str, ...]] = {
     "GistView": ("id", "event"),
     "ApiKeyIssued": ("apikey",),
     "Requeued": ("requeued",),
+    "Purged": ("purged",),
 }
 
 

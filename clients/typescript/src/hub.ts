@@ -70,6 +70,7 @@ export const RESPONSE_FIELDS: Record<string, readonly string[]> = {
   GistPage: ["data", "pages"],
   GistView: ["id", "event"],
   Requeued: ["requeued"],
+  Purged: ["purged"],
 };
 
 function body(schema: string, fields: Record<string, unknown>): Record<string, unknown> {
@@ -227,6 +228,11 @@ export class Hub {
   /** Sends failed deliveries matching the filters again (admin); returns how many. */
   async requeue(filter: Record<string, string | boolean>): Promise<number> {
     return (await this.request("POST", "/v1/requeues", { query: filter })).requeued;
+  }
+
+  /** Discards failed deliveries matching the filter (admin): their dead letters and records go, the events stay; how many. */
+  async purge(filter: Record<string, string | boolean>): Promise<number> {
+    return (await this.request("POST", "/v1/purges", { query: filter })).purged;
   }
 
   /** Delivers one delivery again, now, once (admin). */

@@ -149,6 +149,12 @@ test("failed deliveries are listed by status and requeued", async () => {
   assert.equal(await admin.requeue({ subscription: sub.subscription, status: "failed" }), 3);
   await until("they are delivered", async () =>
     (await collect(admin.getGists({ subscription: sub.subscription, status: "delivered" }))).length === 3);
+  // Failing again: discarded instead.
+  healthy = false;
+  await shop.publishEvent(action, { id: 9, email: "f@example.com" });
+  await until("the fourth fails", async () => (await failed()).length === 1);
+  assert.equal(await admin.purge({ subscription: sub.subscription }), 1);
+  assert.equal((await failed()).length, 0);
   await hook.close();
 });
 

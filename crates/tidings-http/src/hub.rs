@@ -447,6 +447,19 @@ impl HubClient {
         self.call(Method::POST, url, None).await
     }
 
+    /// Discards the failed deliveries matching `query` (admin): their dead
+    /// letters and records go, the events stay. Returns how many.
+    pub async fn purge(&self, query: &GistQuery) -> HubClientResult<u64> {
+        /// `POST /v1/purges`'s answer.
+        #[derive(serde::Deserialize)]
+        struct Purged {
+            purged: u64,
+        }
+        let url = self.url(&["v1", "purges"], &query.pairs());
+        let answer: Purged = self.call(Method::POST, url, None).await?;
+        Ok(answer.purged)
+    }
+
     /// Delivers one delivery again, now, once (admin).
     pub async fn replay(&self, gist: &str) -> HubClientResult<Replayed> {
         let url = self.url(&["v1", "regists", gist], &[]);

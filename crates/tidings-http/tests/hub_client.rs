@@ -285,3 +285,47 @@ async fn the_catalog_is_changed_through_the_client() {
             .all(|a| a.application != "users")
     );
 }
+
+#[tokio::test]
+async fn dead_deliveries_are_requeued_or_purged() {
+    let server = TestServer::start().await;
+    let (admin, users) = users(&server).await;
+    // A port nobody listens on: every attempt fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_end = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    admin
+        .create_application(&NewApplication::new("audit", &dead_end))
+        .await
+        .unwrap();
+    let sub = admin
+        .subscribe(&NewSubscription {
+            max_retries: Some(1),
+            ..NewSubscription::new("audit", "user.created", &dead_end)
+        })
+        .await
+        .unwrap();
+    users
+        .publish_event(
+            "user.created",
+            &json!({"id": 2, "email": "b@example.com"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let failed = GistQuery {
+        subscription: Some(sub.subscription.clone()),
+        status: Some("failed".to_owned()),
+        ..GistQuery::default()
+    };
+    for _ in 0..500 {
+        if admin.gists(&failed, 1).await.unwrap().total == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(admin.gists(&failed, 1).await.unwrap().total, 1);
+    assert_eq!(admin.purge(&failed).await.unwrap(), 1);
+    assert_eq!(admin.gists(&failed, 1).await.unwrap().total, 0);
+    assert_eq!(admin.requeue(&failed).await.unwrap().requeued, 0);
+}
