@@ -39,7 +39,7 @@ pub enum HubCommand {
     /// Events.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Deliveries (gists): list, requeue the failed, replay.
+    /// Deliveries (gists): list, requeue or purge the failed, replay.
     #[command(subcommand)]
     Gists(GistsCommand),
 }
@@ -185,6 +185,9 @@ pub enum GistsCommand {
     List(GistFilter),
     /// Send the failed deliveries matching the filter again (admin).
     Requeue(GistFilter),
+    /// Discard the failed deliveries matching the filter (admin): their
+    /// dead letters and records go, the events stay.
+    Purge(GistFilter),
     /// Deliver each delivery matching the filter again, now, once (admin),
     /// with a progress bar.
     Replay(GistFilter),
@@ -486,6 +489,13 @@ async fn gists(hub: &HubClient, command: GistsCommand, json: bool) -> anyhow::Re
                 return output::json(&done);
             }
             println!("{} deliveries sent again", done.requeued);
+        }
+        GistsCommand::Purge(filter) => {
+            let purged = hub.purge(&filter.query()).await?;
+            if json {
+                return output::json(&serde_json::json!({ "purged": purged }));
+            }
+            println!("{purged} dead deliveries discarded");
         }
         GistsCommand::Replay(filter) => {
             let mut ids = Vec::new();

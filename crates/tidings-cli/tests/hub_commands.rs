@@ -147,6 +147,7 @@ async fn operators_manage_the_hub_from_the_command_line() {
     );
     assert!(counted.contains("1 events would be delivered"), "{counted}");
     assert!(ok(&base, &["gists", "requeue", "--status", "failed"]).contains("0 deliveries"));
+    assert!(ok(&base, &["gists", "purge", "--status", "failed"]).contains("0 dead deliveries"));
 
     server.kill().unwrap();
     server.wait().unwrap();
