@@ -325,6 +325,19 @@ async fn processes_that_are_gone_leave_no_group_or_consumer(broker: Arc<dyn Brok
         .subscription;
     let queue = QueueName::new(format!("hub.sub.{sub}")).unwrap();
     let webhooks = GroupName::new("webhooks").unwrap();
+    // The subscription reaches the other processes through the catalog's
+    // feed: each publishes once it has heard of it (else its event would
+    // have no delivery to take).
+    for hub in [&second, &third] {
+        let mut changes = hub.changes();
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while hub.subscription(&sub).is_err() {
+                changes.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the subscription reaches every process");
+    }
     // Each process takes a delivery of the subscription under its own
     // name (as its delivery would), and settles it.
     for hub in [&first, &second, &third] {
