@@ -3,7 +3,7 @@
 //! and shows the reasons a payload is refused.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use maud::{Markup, html};
 use serde_json::Value;
 use tidings_hub::Page;
@@ -13,7 +13,7 @@ use tidings_hub::views::ActionView;
 use super::example::example;
 use super::format::{counted, when_iso};
 use super::page::{csrf_field, empty, notice, render, render_with};
-use super::session::{Viewer, check_form};
+use super::session::Viewer;
 use super::{ConsoleError, ConsoleResult, Form};
 use crate::state::AppState;
 
@@ -102,13 +102,7 @@ fn list_body(
 
 /// `POST /console/actions`: registers an action (the admin, or an
 /// application its own).
-pub async fn register(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    form: Form,
-) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
+pub async fn register(State(state): State<AppState>, viewer: Viewer, form: Form) -> ConsoleResult {
     let application = match viewer.application() {
         Some(own) => own.to_owned(),
         None => form.text("application").unwrap_or_default(),
@@ -269,11 +263,9 @@ pub async fn one(
 pub async fn try_publish(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     viewer: Viewer,
     form: Form,
 ) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
     let action = find(&state, &id)?;
     if !viewer.may_see(&action.application) {
         return Err(ConsoleError::Forbidden(format!(

@@ -3,7 +3,7 @@
 //! the API answers it once.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use maud::{Markup, html};
 use tidings_hub::Page;
 use tidings_hub::hub::{NewApplication, SecretRotation};
@@ -11,7 +11,7 @@ use tidings_hub::views::ApplicationView;
 
 use super::format::when_iso;
 use super::page::{csrf_field, empty, notice, render, render_with};
-use super::session::{Viewer, check_form};
+use super::session::Viewer;
 use super::{ConsoleResult, Form, audit, refusal};
 use crate::state::AppState;
 
@@ -135,13 +135,7 @@ fn refused(state: &AppState, viewer: &Viewer, e: tidings_hub::HubError) -> Conso
 }
 
 /// `POST /console/applications`.
-pub async fn create(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    form: Form,
-) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
+pub async fn create(State(state): State<AppState>, viewer: Viewer, form: Form) -> ConsoleResult {
     let queues: Vec<String> = form
         .text("queues")
         .map(|q| {
@@ -188,11 +182,9 @@ pub async fn create(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     viewer: Viewer,
-    form: Form,
+    _checked: Form,
 ) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
     let rotation = SecretRotation {
         secret: None,
         grace_period: None,
@@ -226,11 +218,9 @@ pub async fn rotate_secret(
 pub async fn new_api_key(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     viewer: Viewer,
-    form: Form,
+    _checked: Form,
 ) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
     match state.hub.new_api_key(&viewer.principal, &name).await {
         Ok(issued) => {
             audit(&state, &viewer, "application.apikey.mint", &name).await;
@@ -256,11 +246,9 @@ pub async fn new_api_key(
 pub async fn set_active(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     viewer: Viewer,
     form: Form,
 ) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
     let active = form.get("active") == Some("true");
     match state
         .hub

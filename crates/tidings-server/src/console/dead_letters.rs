@@ -4,7 +4,7 @@
 //! are on each queue's page ([`super::queues`]).
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use maud::{Markup, html};
 use tidings_hub::Page;
 use tidings_hub::hub::GistFilter;
@@ -12,7 +12,7 @@ use tidings_hub::model::GistStatus;
 
 use super::format::{count, counted, when_iso};
 use super::page::{csrf_field, empty, notice, render_with};
-use super::session::{Viewer, check_form};
+use super::session::Viewer;
 use super::{ConsoleError, ConsoleResult, Form, audit};
 use crate::state::AppState;
 
@@ -189,13 +189,7 @@ pub async fn list(
 
 /// `POST /console/dead-letters` (the admin): `do=requeue|purge` for one
 /// subscription's dead letters: `all=true`, or the `gist` fields given.
-pub async fn act(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    form: Form,
-) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
+pub async fn act(State(state): State<AppState>, viewer: Viewer, form: Form) -> ConsoleResult {
     if !viewer.is_admin() {
         return Err(ConsoleError::Forbidden(
             "Requeuing and purging dead letters are the admin's".into(),

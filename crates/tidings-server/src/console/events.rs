@@ -3,7 +3,7 @@
 //! timeline; replay of one delivery (the admin).
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use maud::{Markup, html};
 use tidings_hub::Page;
 use tidings_hub::hub::{EventFilter, GistFilter};
@@ -12,7 +12,7 @@ use tidings_hub::views::GistView;
 
 use super::format::{count, counted, millis, when};
 use super::page::{csrf_field, empty, notice, render_with};
-use super::session::{Viewer, check_form};
+use super::session::Viewer;
 use super::{ConsoleError, ConsoleResult, Form, audit};
 use crate::state::AppState;
 
@@ -306,11 +306,9 @@ pub async fn one(
 pub async fn replay(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     viewer: Viewer,
     form: Form,
 ) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
     if !viewer.is_admin() {
         return Err(ConsoleError::Forbidden("Replays are the admin's".into()));
     }

@@ -113,7 +113,8 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// A form as posted (`application/x-www-form-urlencoded`).
+/// A form as posted (`application/x-www-form-urlencoded`), its CSRF token
+/// checked ([`session::check_form`]): a handler that takes one is safe.
 pub struct Form(Vec<(String, String)>);
 
 impl Form {
@@ -163,12 +164,16 @@ impl FromRequest<AppState> for Form {
                 "the console's forms are sent as application/x-www-form-urlencoded".into(),
             ));
         }
-        let body = axum::body::to_bytes(request.into_body(), state.body_limit)
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, state.body_limit)
             .await
             .map_err(|_| {
                 ConsoleError::BadRequest("the form is larger than the server accepts".into())
             })?;
-        Ok(Self(form_urlencoded::parse(&body).into_owned().collect()))
+        let form = Self(form_urlencoded::parse(&body).into_owned().collect());
+        // Every form is checked here, before any handler sees it.
+        session::check_form(state, &parts.headers, &form)?;
+        Ok(form)
     }
 }
 

@@ -5,13 +5,13 @@
 //! API: an application sees the queues its allow-list names.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use maud::{Markup, html};
 use tidings_core::{DeadLetterSelection, MessageId, QueueInfo, QueueName};
 
 use super::format::{count, counted, millis, when};
 use super::page::{csrf_field, empty, notice, render_with};
-use super::session::{Viewer, check_form};
+use super::session::Viewer;
 use super::{ConsoleError, ConsoleResult, Form, audit};
 use crate::state::AppState;
 
@@ -296,11 +296,9 @@ pub async fn one(
 pub async fn act(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
     viewer: Viewer,
     form: Form,
 ) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
     let queue = queue(&state, &viewer, &name)?;
     let selection = if form.get("all") == Some("true") {
         DeadLetterSelection::All

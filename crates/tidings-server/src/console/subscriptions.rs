@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use maud::{Markup, html};
 use tidings_hub::delivery::BreakerState;
 use tidings_hub::hub::{DeliveryCounts, GistFilter, NewSubscription};
@@ -17,7 +17,7 @@ use tidings_hub::{Page, Principal};
 use super::example::example;
 use super::format::{count, counted, when_iso};
 use super::page::{csrf_field, empty, notice, render_with};
-use super::session::{Viewer, check_form};
+use super::session::Viewer;
 use super::{ConsoleError, ConsoleResult, Form, audit, refusal};
 use crate::state::AppState;
 
@@ -259,13 +259,7 @@ fn number(form: &Form, name: &str) -> Result<Option<u32>, ConsoleError> {
 }
 
 /// `POST /console/subscriptions`.
-pub async fn create(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    viewer: Viewer,
-    form: Form,
-) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
+pub async fn create(State(state): State<AppState>, viewer: Viewer, form: Form) -> ConsoleResult {
     let application = match viewer.application() {
         Some(own) => own.to_owned(),
         None => form.text("application").unwrap_or_default(),
@@ -338,11 +332,9 @@ fn owned(state: &AppState, viewer: &Viewer, id: &str) -> Result<SubscriptionView
 pub async fn set_active(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     viewer: Viewer,
     form: Form,
 ) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
     let sub = owned(&state, &viewer, &id)?;
     let result = if form.get("active") == Some("true") {
         let again = NewSubscription::new(&sub.application, &sub.action, &sub.handler);
@@ -389,11 +381,9 @@ pub async fn set_active(
 pub async fn send_test(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     viewer: Viewer,
-    form: Form,
+    _checked: Form,
 ) -> ConsoleResult {
-    check_form(&state, &headers, &form)?;
     let sub = owned(&state, &viewer, &id)?;
     let schema = state
         .hub
