@@ -55,10 +55,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "groups let go",
         sql: include_str!("migrations/0007_groups_let_go.sql"),
     },
+    Migration {
+        version: 8,
+        name: "shared settlements",
+        sql: include_str!("migrations/0008_shared_settlements.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// First keys of the advisory locks a schema takes (the second is derived
 /// from the schema's name, or the queue or record locked).

@@ -3,7 +3,8 @@
 //! deleted and upgraded from a schema that kept them in place. And
 //! concurrent commits that share a PostgreSQL transaction: each fails or
 //! succeeds as it would alone; concurrent receives of one group: each gets
-//! its own.
+//! its own; concurrent settlements (compare-and-set, ack, adds) that
+//! share statements: each fails or succeeds as it would alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -185,6 +186,16 @@ async fn a_counter_written_over_or_deleted_forgets_its_adds() {
         add(&broker, &table, "n", 1).await,
         Err(Error::InvalidArgument(_))
     ));
+    // Among several adds (one statement), the one that cannot is named.
+    let mut tx = Transaction::new();
+    tx.add(table.clone(), "a", 1)
+        .add(table.clone(), "n", 1)
+        .add(table.clone(), "z", 1);
+    match broker.commit(tx).await {
+        Err(Error::InvalidArgument(message)) => assert!(message.contains("\"n\""), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(value(&broker, &table, "a").await, None);
     // A compare sees the adds not yet folded.
     add(&broker, &table, "m", 8).await.unwrap();
     add(&broker, &table, "m", 1).await.unwrap();
@@ -212,9 +223,10 @@ async fn counters_kept_by_schema_version_1_carry_over_the_upgrade() {
         }
     };
     let table = TableName::new("t").unwrap();
-    add(&old, &table, "n", 5).await.unwrap();
     let mut tx = Transaction::new();
-    // (Version 1's put is not this build's: insert instead.)
+    // (Version 1's put and add are not this build's: insert instead. Its
+    // add kept a counter as the number in its record, as this does.)
+    tx.insert(table.clone(), "n", Payload::from_trusted("5".to_owned()));
     tx.insert(
         table.clone(),
         "word",
@@ -374,6 +386,134 @@ async fn concurrent_commits_sharing_transactions_fail_alone() {
         expected.sort_unstable();
         assert_eq!(sent, expected);
     }
+}
+
+/// What the settlement test's transaction `i` expects of record `r.{i}`:
+/// absent (`i % 4 == 0`), stored as written before (`1`, `2`), or a value
+/// it does not have (`3`: it fails with `RecordChanged`).
+fn expected_of(i: usize) -> Option<Payload> {
+    match i % 4 {
+        0 => None,
+        1 | 2 => Some(Payload::from_trusted(format!("\"before {i}\""))),
+        _ => Some(Payload::from_trusted("\"not so\"".to_owned())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_settlements_sharing_statements_fail_alone() {
+    // Each transaction compares and writes its record, acks its message and
+    // adds to two counters, as the hub settles a delivery; committed at
+    // once they share a PostgreSQL transaction and its statements (one
+    // compare-and-set, one ack, one add of all). Those expecting what is
+    // not there fail with `RecordChanged` naming their record, one acking a
+    // message acked already fails with `NotPending`, and the rest commit.
+    let schema = Schema::fresh();
+    let Some(broker) = open(&schema).await else {
+        return;
+    };
+    let broker = Arc::new(broker);
+    let (queue, group, consumer) = (
+        QueueName::new("q").unwrap(),
+        GroupName::new("g").unwrap(),
+        ConsumerName::new("c").unwrap(),
+    );
+    let table = TableName::new("t").unwrap();
+    broker
+        .create_queue(&queue, QueueConfig::default())
+        .await
+        .unwrap();
+    let messages = (0..COMMITS)
+        .map(|i| OutgoingMessage::json(&i).unwrap())
+        .collect();
+    broker.send_batch(&queue, messages).await.unwrap();
+    let mut taken = broker
+        .receive(
+            &queue,
+            &group,
+            &consumer,
+            ReceiveOptions::new(COMMITS, Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    taken.sort_by_key(|d| d.payload.json::<usize>().unwrap());
+    assert_eq!(taken.len(), COMMITS);
+    let mut tx = Transaction::new();
+    for i in (0..COMMITS).filter(|i| i % 4 != 0) {
+        tx.put(
+            table.clone(),
+            format!("r.{i}"),
+            Payload::from_trusted(format!("\"before {i}\"")),
+        );
+    }
+    broker.commit(tx).await.unwrap();
+    // One message is acked before, so its settlement finds it settled.
+    let last = COMMITS - 2;
+    broker
+        .ack(&queue, &group, std::slice::from_ref(&taken[last].id))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = taken
+        .into_iter()
+        .enumerate()
+        .map(|(i, delivery)| {
+            let (broker, table, queue, group) =
+                (broker.clone(), table.clone(), queue.clone(), group.clone());
+            tokio::spawn(async move {
+                let mut tx = Transaction::new();
+                tx.expect(table.clone(), format!("r.{i}"), expected_of(i))
+                    .put(
+                        table.clone(),
+                        format!("r.{i}"),
+                        Payload::from_trusted(format!("\"after {i}\"")),
+                    )
+                    .ack(queue, group, [delivery.id])
+                    .add(table.clone(), "settled", 1)
+                    .add(table.clone(), format!("by.{}", i % 2), 1);
+                broker.commit(tx).await
+            })
+        })
+        .collect();
+    let mut settled = 0;
+    let mut by = [0; 2];
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(_) => {
+                assert!(i % 4 != 3 && i != last, "settlement {i} should have failed");
+                settled += 1;
+                by[i % 2] += 1;
+            }
+            Err(Error::RecordChanged { key, .. }) => {
+                assert_eq!(i % 4, 3, "settlement {i} failed");
+                assert_eq!(key, format!("r.{i}"));
+            }
+            Err(Error::NotPending { .. }) => assert_eq!(i, last, "settlement {i} failed"),
+            Err(e) => panic!("settlement {i}: {e}"),
+        }
+    }
+    for i in 0..COMMITS {
+        let written = value(&*broker, &table, &format!("r.{i}")).await;
+        let expected = if i % 4 == 3 || i == last {
+            format!("\"before {i}\"")
+        } else {
+            format!("\"after {i}\"")
+        };
+        assert_eq!(written, Some(expected), "r.{i}");
+    }
+    assert_eq!(
+        value(&*broker, &table, "settled").await.unwrap(),
+        settled.to_string()
+    );
+    for (n, count) in by.iter().enumerate() {
+        assert_eq!(
+            value(&*broker, &table, &format!("by.{n}")).await.unwrap(),
+            count.to_string()
+        );
+    }
+    // The failed settlements' messages are still pending; the rest are gone.
+    let info = broker.queue_info(&queue).await.unwrap();
+    let pending = (0..COMMITS).filter(|i| i % 4 == 3).count();
+    assert_eq!(info.groups[0].pending as usize, pending);
+    assert_eq!(info.length as usize, pending);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

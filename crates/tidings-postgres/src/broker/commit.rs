@@ -7,7 +7,7 @@
 //! `COMMIT` leaves nothing behind, so it may be retried; a connection lost
 //! during the `COMMIT` leaves the outcome unknown.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
@@ -26,6 +26,18 @@ use super::messages::SendBatch;
 use super::{QueueMeta, Shared, millis, seq_of};
 use crate::error::{Failure, NOT_A_COUNTER, QUEUE_NOT_FOUND, RECORD_CHANGED};
 
+/// A record compared with what is expected (`None`: absent) and, if it
+/// matches, written over.
+struct Swap<'t> {
+    table: &'t TableName,
+    key: &'t str,
+    expected: Option<&'t str>,
+    value: &'t str,
+}
+
+/// An add to a counter.
+type Addition<'t> = (&'t TableName, &'t str, i64);
+
 /// One statement of a transaction.
 enum Step<'t> {
     Expect {
@@ -33,6 +45,9 @@ enum Step<'t> {
         key: &'t str,
         value: Option<&'t str>,
     },
+    /// Compare-and-sets of distinct records, in key order: all written, or
+    /// (one did not match) none.
+    Swaps(Vec<Swap<'t>>),
     Send {
         queue: &'t QueueName,
         meta: Arc<QueueMeta>,
@@ -42,7 +57,7 @@ enum Step<'t> {
         queue: &'t QueueName,
         meta: Arc<QueueMeta>,
         group: &'t GroupName,
-        ids: &'t [MessageId],
+        ids: Vec<&'t MessageId>,
         seqs: Vec<i64>,
     },
     Nack {
@@ -71,11 +86,8 @@ enum Step<'t> {
         keys: Vec<&'t [u8]>,
         values: Vec<&'t str>,
     },
-    Add {
-        table: &'t TableName,
-        key: &'t str,
-        delta: i64,
-    },
+    /// Adds to distinct counters, in key order.
+    Adds(Vec<Addition<'t>>),
 }
 
 /// What a step's statement answered.
@@ -91,6 +103,7 @@ impl Step<'_> {
     fn sql<'s>(&self, sql: &'s super::sql::Statements) -> &'s str {
         match self {
             Step::Expect { .. } => &sql.expect,
+            Step::Swaps(_) => &sql.swap_records,
             Step::Send { .. } => &sql.send,
             Step::Ack { .. } => &sql.ack,
             Step::Nack { .. } => &sql.nack,
@@ -104,7 +117,7 @@ impl Step<'_> {
             } => &sql.insert_record,
             Step::Delete { .. } => &sql.delete_record,
             Step::PutMany { .. } => &sql.put_records,
-            Step::Add { .. } => &sql.add,
+            Step::Adds(_) => &sql.add_many,
         }
     }
 
@@ -118,6 +131,14 @@ impl Step<'_> {
         match self {
             Step::Expect { table, key, value } => Box::pin(async move {
                 let params: [&(dyn ToSql + Sync); 3] = [&table.as_str(), &key.as_bytes(), value];
+                tx.query(statement, &params).await.map(Answer::Rows)
+            }),
+            Step::Swaps(swaps) => Box::pin(async move {
+                let tables: Vec<&str> = swaps.iter().map(|s| s.table.as_str()).collect();
+                let keys: Vec<&[u8]> = swaps.iter().map(|s| s.key.as_bytes()).collect();
+                let expected: Vec<Option<&str>> = swaps.iter().map(|s| s.expected).collect();
+                let values: Vec<&str> = swaps.iter().map(|s| s.value).collect();
+                let params: [&(dyn ToSql + Sync); 4] = [&tables, &keys, &expected, &values];
                 tx.query(statement, &params).await.map(Answer::Rows)
             }),
             Step::Send { meta, batch, .. } => Box::pin(async move {
@@ -170,8 +191,11 @@ impl Step<'_> {
                 let params: [&(dyn ToSql + Sync); 3] = [tables, keys, values];
                 tx.execute(statement, &params).await.map(Answer::Count)
             }),
-            Step::Add { table, key, delta } => Box::pin(async move {
-                let params: [&(dyn ToSql + Sync); 3] = [&table.as_str(), &key.as_bytes(), delta];
+            Step::Adds(adds) => Box::pin(async move {
+                let tables: Vec<&str> = adds.iter().map(|a| a.0.as_str()).collect();
+                let keys: Vec<&[u8]> = adds.iter().map(|a| a.1.as_bytes()).collect();
+                let deltas: Vec<i64> = adds.iter().map(|a| a.2).collect();
+                let params: [&(dyn ToSql + Sync); 3] = [&tables, &keys, &deltas];
                 tx.query(statement, &params).await.map(Answer::Rows)
             }),
         }
@@ -191,8 +215,18 @@ impl Step<'_> {
                     key: (*key).to_owned(),
                 })
             }
-            (Step::Add { table, key, .. }, Some(NOT_A_COUNTER)) => {
-                Failure::Domain(tidings_core::record::not_a_counter(table.as_str(), key))
+            (Step::Adds(adds), Some(NOT_A_COUNTER)) => {
+                // The function names the counter by its position, from 1.
+                let position = e
+                    .as_db_error()
+                    .and_then(|db| db.detail())
+                    .and_then(|detail| detail.parse::<usize>().ok());
+                match position.and_then(|n| adds.get(n.checked_sub(1)?)) {
+                    Some((table, key, _)) => {
+                        Failure::Domain(tidings_core::record::not_a_counter(table.as_str(), key))
+                    }
+                    None => Failure::from(e),
+                }
             }
             _ => Failure::from(e),
         }
@@ -214,9 +248,21 @@ impl Step<'_> {
                 let acked = first_array(&rows);
                 if let Some(missing) = ids
                     .iter()
-                    .find(|id| seq_of(id).is_none_or(|seq| !acked.contains(&seq)))
+                    .find(|id| seq_of(id).is_none_or(|seq| acked.binary_search(&seq).is_err()))
                 {
                     return Err(not_pending(queue, group, missing));
+                }
+            }
+            (Step::Swaps(swaps), Answer::Rows(rows)) => {
+                let position = rows.first().map_or(0, |row| row.get::<_, i32>(0));
+                if let Some(changed) = usize::try_from(position)
+                    .ok()
+                    .and_then(|n| swaps.get(n.checked_sub(1)?))
+                {
+                    return Err(Error::RecordChanged {
+                        table: changed.table.to_string(),
+                        key: changed.key.to_owned(),
+                    });
                 }
             }
             (
@@ -280,13 +326,10 @@ impl Shared {
     pub(super) async fn apply_alone(&self, ops: &[TxOp]) -> Result<Vec<SendReceipt>> {
         let mut retried = false;
         loop {
-            let result = match self.plan(ops).await {
-                Ok(steps) => self
-                    .execute(&steps)
-                    .await
-                    .map(|receipts| receipts.into_iter().flatten().collect()),
-                Err(e) => Err(e),
-            };
+            let result = self
+                .commit_members(&[ops])
+                .await
+                .map(|receipts| receipts.into_iter().flatten().collect());
             match result {
                 // A queue deleted and created again elsewhere: look it up again.
                 Err(Error::QueueNotFound(name)) if !retried => {
@@ -303,119 +346,21 @@ impl Shared {
     /// Commits several transactions in one PostgreSQL transaction: the
     /// outcome of running them one after another in this order. If any of
     /// them fails, none is committed and this fails.
-    ///
-    /// Statements are shared where that cannot change the outcome: sends to
-    /// one queue go in one statement (in order); puts of records that no
-    /// other operation of the batch touches in one; adds to a counter that
-    /// is only added to, summed, in one. Being disjoint from everything
-    /// else, they run after the rest.
     pub(super) async fn apply_batch(&self, members: &[Vec<TxOp>]) -> Result<Vec<Vec<SendReceipt>>> {
+        let members: Vec<&[TxOp]> = members.iter().map(Vec::as_slice).collect();
+        self.commit_members(&members).await
+    }
+
+    /// Commits `members` in one PostgreSQL transaction, their statements
+    /// shared where they can be (see [`combine`]); each member's receipts.
+    async fn commit_members(&self, members: &[&[TxOp]]) -> Result<Vec<Vec<SendReceipt>>> {
         let mut planned = Vec::with_capacity(members.len());
         for ops in members {
             planned.push(self.plan(ops).await?);
         }
-        // How each record is used: (other operations, adds).
-        let mut uses: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
-        for step in planned.iter().flatten() {
-            let (key, is_add) = match step {
-                Step::Expect { table, key, .. }
-                | Step::Put { table, key, .. }
-                | Step::Delete { table, key } => ((table.as_str(), *key), false),
-                Step::Add { table, key, .. } => ((table.as_str(), *key), true),
-                _ => continue,
-            };
-            let used = uses.entry(key).or_default();
-            if is_add {
-                used.1 += 1;
-            } else {
-                used.0 += 1;
-            }
-        }
-        let mut steps: Vec<Step<'_>> = Vec::new();
-        let mut puts: Vec<(&TableName, &str, &str)> = Vec::new();
-        let mut sums: BTreeMap<(&str, &str), (&TableName, i64)> = BTreeMap::new();
-        // Sends by queue; where each member's receipts are in them.
-        let mut sends: Vec<(&QueueName, Arc<QueueMeta>, SendBatch)> = Vec::new();
-        let mut pieces: Vec<Vec<(usize, Range<usize>)>> = vec![Vec::new(); members.len()];
-        for (member, member_steps) in planned.into_iter().enumerate() {
-            for step in member_steps {
-                match step {
-                    Step::Put {
-                        table,
-                        key,
-                        value,
-                        only_if_absent: false,
-                    } if uses.get(&(table.as_str(), key)) == Some(&(1, 0)) => {
-                        puts.push((table, key, value));
-                    }
-                    Step::Add { table, key, delta }
-                        if uses.get(&(table.as_str(), key)).is_some_and(|u| u.0 == 0) =>
-                    {
-                        let sum = sums.entry((table.as_str(), key)).or_insert((table, 0));
-                        match sum.1.checked_add(delta) {
-                            Some(total) => sum.1 = total,
-                            None => steps.push(Step::Add { table, key, delta }),
-                        }
-                    }
-                    Step::Send { queue, meta, batch } => {
-                        let slot = match sends.iter().position(|(q, ..)| *q == queue) {
-                            Some(slot) => slot,
-                            None => {
-                                sends.push((queue, meta, SendBatch::default()));
-                                sends.len() - 1
-                            }
-                        };
-                        let combined = &mut sends[slot].2;
-                        let start = combined.len();
-                        combined.append(batch);
-                        pieces[member].push((slot, start..combined.len()));
-                    }
-                    other => steps.push(other),
-                }
-            }
-        }
-        // In key order, so that shared puts lock their rows in one order.
-        puts.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
-        match puts.as_slice() {
-            [] => {}
-            [(table, key, value)] => steps.push(Step::Put {
-                table,
-                key,
-                value,
-                only_if_absent: false,
-            }),
-            _ => steps.push(Step::PutMany {
-                tables: puts.iter().map(|p| p.0.as_str()).collect(),
-                keys: puts.iter().map(|p| p.1.as_bytes()).collect(),
-                values: puts.iter().map(|p| p.2).collect(),
-            }),
-        }
-        for ((_, key), (table, delta)) in sums {
-            steps.push(Step::Add { table, key, delta });
-        }
-        let first_send = steps.len();
-        steps.extend(sends.into_iter().map(|(queue, meta, batch)| Step::Send {
-            queue,
-            meta,
-            batch,
-        }));
-        let answered = self.execute(&steps).await?;
-        Ok(pieces
-            .into_iter()
-            .map(|member| {
-                member
-                    .into_iter()
-                    .flat_map(|(slot, range)| {
-                        answered
-                            .get(first_send + slot)
-                            .and_then(|receipts| receipts.get(range))
-                            .unwrap_or_default()
-                            .iter()
-                            .cloned()
-                    })
-                    .collect()
-            })
-            .collect())
+        let combined = combine(planned);
+        let answered = self.execute(&combined.steps).await?;
+        Ok(combined.receipts(answered))
     }
 
     /// Runs `steps` (pipelined) in one transaction and commits it if every
@@ -479,7 +424,7 @@ impl Shared {
         for id in announced {
             self.announcer.announce(id);
         }
-        if steps.iter().any(|step| matches!(step, Step::Add { .. })) {
+        if steps.iter().any(|step| matches!(step, Step::Adds(_))) {
             self.added.notify_one();
         }
         Ok(receipts)
@@ -487,7 +432,8 @@ impl Shared {
 
     /// The transaction as statements: expectations first (in key order,
     /// so that transactions lock records in one order), then the rest in
-    /// order, consecutive sends to one queue as one statement.
+    /// order, consecutive sends to one queue as one statement, and an
+    /// expectation with the one put of its record as one compare-and-set.
     async fn plan<'t>(&self, ops: &'t [TxOp]) -> Result<Vec<Step<'t>>> {
         let mut steps: Vec<Step<'t>> = Vec::with_capacity(ops.len());
         let mut expects: Vec<Step<'t>> = Vec::new();
@@ -520,7 +466,7 @@ impl Shared {
                         queue,
                         meta: self.queue_meta(queue).await?,
                         group,
-                        ids,
+                        ids: ids.iter().collect(),
                         seqs,
                     });
                 }
@@ -556,11 +502,9 @@ impl Shared {
                     only_if_absent: *only_if_absent,
                 }),
                 TxOp::Delete { table, key } => steps.push(Step::Delete { table, key }),
-                TxOp::Add { table, key, delta } => steps.push(Step::Add {
-                    table,
-                    key,
-                    delta: *delta,
-                }),
+                TxOp::Add { table, key, delta } => {
+                    steps.push(Step::Adds(vec![(table, key, *delta)]))
+                }
             }
         }
         expects.sort_by(|a, b| match (a, b) {
@@ -574,8 +518,7 @@ impl Shared {
             ) => (ta.as_str(), *ka).cmp(&(tb.as_str(), *kb)),
             _ => std::cmp::Ordering::Equal,
         });
-        expects.extend(steps);
-        Ok(expects)
+        Ok(pair(expects, steps))
     }
 
     pub(super) async fn record(&self, table: &TableName, key: &str) -> Result<Option<Payload>> {
@@ -592,14 +535,23 @@ impl Shared {
         Ok(row.map(|row| Payload::from_trusted(row.get::<_, String>(0))))
     }
 
-    /// Reads records of several keys in one statement (one snapshot).
+    /// Reads records of several keys in one statement (one snapshot),
+    /// shared with reads running at the same time (see `reads`).
     pub(super) async fn records_of(
-        &self,
+        self: &Arc<Self>,
         keys: &[(TableName, String)],
     ) -> Result<Vec<Option<Payload>>> {
         for (_, key) in keys {
             tidings_core::record::validate_key(key)?;
         }
+        self.in_line(&(), super::reads::Keys(keys.to_vec())).await
+    }
+
+    /// Reads records of several keys in one statement, now.
+    pub(super) async fn records_now(
+        &self,
+        keys: &[(TableName, String)],
+    ) -> Result<Vec<Option<Payload>>> {
         let tables: Vec<&str> = keys.iter().map(|(table, _)| table.as_str()).collect();
         let names: Vec<&[u8]> = keys.iter().map(|(_, key)| key.as_bytes()).collect();
         let (tables, names) = (&tables, &names);
@@ -646,6 +598,292 @@ impl Shared {
             })
             .collect()
     }
+}
+
+/// A transaction's expectations (in key order) and its other steps, with
+/// each expectation whose record the transaction puts once and touches no
+/// other way made one compare-and-set with that put (first, in key order).
+fn pair<'t>(expects: Vec<Step<'t>>, mut steps: Vec<Step<'t>>) -> Vec<Step<'t>> {
+    // By record: [expectations, plain puts, other uses].
+    let mut uses: HashMap<(&str, &str), [usize; 3]> = HashMap::new();
+    for step in expects.iter().chain(&steps) {
+        let (table, key, kind) = match step {
+            Step::Expect { table, key, .. } => (table, *key, 0),
+            Step::Put {
+                table,
+                key,
+                only_if_absent: false,
+                ..
+            } => (table, *key, 1),
+            Step::Put { table, key, .. } | Step::Delete { table, key } => (table, *key, 2),
+            Step::Adds(adds) => {
+                for (table, key, _) in adds {
+                    uses.entry((table.as_str(), key)).or_default()[2] += 1;
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        uses.entry((table.as_str(), key)).or_default()[kind] += 1;
+    }
+    let paired =
+        |table: &TableName, key: &str| uses.get(&(table.as_str(), key)) == Some(&[1, 1, 0]);
+    let mut values: HashMap<(&str, &str), &str> = HashMap::new();
+    steps.retain(|step| match step {
+        Step::Put {
+            table,
+            key,
+            value,
+            only_if_absent: false,
+        } if paired(table, key) => {
+            values.insert((table.as_str(), key), value);
+            false
+        }
+        _ => true,
+    });
+    let mut swaps = Vec::new();
+    let mut planned = Vec::with_capacity(expects.len() + steps.len() + 1);
+    for step in expects {
+        match step {
+            Step::Expect {
+                table,
+                key,
+                value: expected,
+            } => match values.get(&(table.as_str(), key)) {
+                Some(value) => swaps.push(Swap {
+                    table,
+                    key,
+                    expected,
+                    value,
+                }),
+                None => planned.push(Step::Expect {
+                    table,
+                    key,
+                    value: expected,
+                }),
+            },
+            other => planned.push(other),
+        }
+    }
+    if !swaps.is_empty() {
+        planned.insert(0, Step::Swaps(swaps));
+    }
+    planned.extend(steps);
+    planned
+}
+
+/// The statements of transactions that commit together.
+struct Combined<'t> {
+    steps: Vec<Step<'t>>,
+    /// Where each member's send receipts are: (step, range of its answer).
+    pieces: Vec<Vec<(usize, Range<usize>)>>,
+}
+
+impl Combined<'_> {
+    /// Each member's receipts, from what each step answered.
+    fn receipts(self, answered: Vec<Vec<SendReceipt>>) -> Vec<Vec<SendReceipt>> {
+        self.pieces
+            .into_iter()
+            .map(|member| {
+                member
+                    .into_iter()
+                    .flat_map(|(step, range)| {
+                        answered
+                            .get(step)
+                            .and_then(|receipts| receipts.get(range))
+                            .unwrap_or_default()
+                            .iter()
+                            .cloned()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The planned statements of transactions run one after another, as the
+/// statements of one transaction with the same outcome.
+///
+/// Statements are shared where that cannot change the outcome:
+/// compare-and-sets of records no other operation touches in one (first,
+/// in key order, as expectations are); acks to one group in one, where no
+/// message of the queue is acked or nacked twice; puts of records no other
+/// operation touches in one; adds to counters that are only added to,
+/// summed, in one; sends to one queue in one (in order). Being disjoint from
+/// everything else, the puts, adds and sends run after the rest.
+fn combine(planned: Vec<Vec<Step<'_>>>) -> Combined<'_> {
+    // How each record is used: (other operations, adds).
+    let mut uses: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+    // The messages settled (acked or nacked), by queue.
+    let mut settled: HashMap<&str, Vec<i64>> = HashMap::new();
+    for step in planned.iter().flatten() {
+        match step {
+            Step::Expect { table, key, .. }
+            | Step::Put { table, key, .. }
+            | Step::Delete { table, key } => {
+                uses.entry((table.as_str(), *key)).or_default().0 += 1;
+            }
+            Step::Swaps(swaps) => {
+                for swap in swaps {
+                    uses.entry((swap.table.as_str(), swap.key)).or_default().0 += 1;
+                }
+            }
+            Step::Adds(adds) => {
+                for (table, key, _) in adds {
+                    uses.entry((table.as_str(), key)).or_default().1 += 1;
+                }
+            }
+            Step::Ack { queue, seqs, .. } | Step::Nack { queue, seqs, .. } => {
+                settled.entry(queue.as_str()).or_default().extend(seqs);
+            }
+            _ => {}
+        }
+    }
+    // Queues with a message settled twice keep their acks apart (the
+    // second must find it settled).
+    let twice: HashSet<&str> = settled
+        .into_iter()
+        .filter_map(|(queue, mut seqs)| {
+            let all = seqs.len();
+            seqs.sort_unstable();
+            seqs.dedup();
+            (seqs.len() != all).then_some(queue)
+        })
+        .collect();
+    let alone = |table: &TableName, key: &str| uses.get(&(table.as_str(), key)) == Some(&(1, 0));
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    let mut swaps: Vec<Swap<'_>> = Vec::new();
+    let mut acks: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut puts: Vec<(&TableName, &str, &str)> = Vec::new();
+    let mut sums: BTreeMap<(&str, &str), (&TableName, i64)> = BTreeMap::new();
+    // Sends by queue; where each member's receipts are in them.
+    let mut sends: Vec<(&QueueName, Arc<QueueMeta>, SendBatch)> = Vec::new();
+    let mut pieces: Vec<Vec<(usize, Range<usize>)>> = vec![Vec::new(); planned.len()];
+    for (member, member_steps) in planned.into_iter().enumerate() {
+        for step in member_steps {
+            match step {
+                Step::Swaps(member_swaps) => {
+                    for swap in member_swaps {
+                        if alone(swap.table, swap.key) {
+                            swaps.push(swap);
+                        } else {
+                            steps.push(Step::Swaps(vec![swap]));
+                        }
+                    }
+                }
+                Step::Put {
+                    table,
+                    key,
+                    value,
+                    only_if_absent: false,
+                } if alone(table, key) => puts.push((table, key, value)),
+                Step::Adds(adds) => {
+                    for (table, key, delta) in adds {
+                        if uses.get(&(table.as_str(), key)).is_some_and(|u| u.0 > 0) {
+                            steps.push(Step::Adds(vec![(table, key, delta)]));
+                            continue;
+                        }
+                        let sum = sums.entry((table.as_str(), key)).or_insert((table, 0));
+                        match sum.1.checked_add(delta) {
+                            Some(total) => sum.1 = total,
+                            None => steps.push(Step::Adds(vec![(table, key, delta)])),
+                        }
+                    }
+                }
+                Step::Ack {
+                    queue,
+                    meta,
+                    group,
+                    ids,
+                    seqs,
+                } if !twice.contains(queue.as_str()) => {
+                    match acks.get(&(queue.as_str(), group.as_str())) {
+                        Some(&at) => {
+                            if let Some(Step::Ack {
+                                ids: all_ids,
+                                seqs: all_seqs,
+                                ..
+                            }) = steps.get_mut(at)
+                            {
+                                all_ids.extend(ids);
+                                all_seqs.extend(seqs);
+                            }
+                        }
+                        None => {
+                            acks.insert((queue.as_str(), group.as_str()), steps.len());
+                            steps.push(Step::Ack {
+                                queue,
+                                meta,
+                                group,
+                                ids,
+                                seqs,
+                            });
+                        }
+                    }
+                }
+                Step::Send { queue, meta, batch } => {
+                    let slot = match sends.iter().position(|(q, ..)| *q == queue) {
+                        Some(slot) => slot,
+                        None => {
+                            sends.push((queue, meta, SendBatch::default()));
+                            sends.len() - 1
+                        }
+                    };
+                    let combined = &mut sends[slot].2;
+                    let start = combined.len();
+                    combined.append(batch);
+                    pieces[member].push((slot, start..combined.len()));
+                }
+                other => steps.push(other),
+            }
+        }
+    }
+    for step in &mut steps {
+        if let Step::Ack { seqs, .. } = step {
+            seqs.sort_unstable();
+        }
+    }
+    let mut all = Vec::with_capacity(steps.len() + sends.len() + 3);
+    if !swaps.is_empty() {
+        swaps.sort_unstable_by(|a, b| (a.table.as_str(), a.key).cmp(&(b.table.as_str(), b.key)));
+        all.push(Step::Swaps(swaps));
+    }
+    all.extend(steps);
+    // In key order, so that shared puts lock their rows in one order.
+    puts.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    match puts.as_slice() {
+        [] => {}
+        [(table, key, value)] => all.push(Step::Put {
+            table,
+            key,
+            value,
+            only_if_absent: false,
+        }),
+        _ => all.push(Step::PutMany {
+            tables: puts.iter().map(|p| p.0.as_str()).collect(),
+            keys: puts.iter().map(|p| p.1.as_bytes()).collect(),
+            values: puts.iter().map(|p| p.2).collect(),
+        }),
+    }
+    if !sums.is_empty() {
+        all.push(Step::Adds(
+            sums.into_iter()
+                .map(|((_, key), (table, delta))| (table, key, delta))
+                .collect(),
+        ));
+    }
+    let first_send = all.len();
+    all.extend(
+        sends
+            .into_iter()
+            .map(|(queue, meta, batch)| Step::Send { queue, meta, batch }),
+    );
+    for member in &mut pieces {
+        for (step, _) in member.iter_mut() {
+            *step += first_send;
+        }
+    }
+    Combined { steps: all, pieces }
 }
 
 /// The scan's key range as bytes: at or after `lower`, before `upper`.

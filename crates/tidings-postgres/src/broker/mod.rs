@@ -4,6 +4,7 @@ mod commit;
 mod lines;
 mod messages;
 mod queues;
+mod reads;
 mod sends;
 mod sql;
 mod tending;
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     sends: lines::Lines<messages::SendBatch>,
     /// Transactions running, and waiting to share one.
     commits: lines::Lines<together::Ops>,
+    /// Reads of records by key running, and waiting to share a statement.
+    reads: lines::Lines<reads::Keys>,
     /// Told when a transaction added to a counter (its deltas want folding).
     added: Arc<Notify>,
     /// When each consumer last tended its group.
@@ -130,6 +133,7 @@ impl PostgresBroker {
             announcer,
             sends: lines::Lines::default(),
             commits: lines::Lines::default(),
+            reads: lines::Lines::default(),
             added,
             tending: tending::Tending::default(),
         });

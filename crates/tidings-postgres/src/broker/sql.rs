@@ -34,8 +34,9 @@ pub(crate) struct Statements {
     pub(crate) put_records: String,
     pub(crate) insert_record: String,
     pub(crate) delete_record: String,
-    pub(crate) add: String,
+    pub(crate) add_many: String,
     pub(crate) expect: String,
+    pub(crate) swap_records: String,
     pub(crate) fold_counters: String,
     /// Record scans by (lower bound, upper bound, reverse).
     scans: [String; 8],
@@ -172,7 +173,6 @@ impl Statements {
                 "SELECT {value} FROM {s}.records AS r WHERE r.tbl = $1 AND r.key = $2"
             ),
             // One row per key asked, in order (null where none).
-            // One row per key asked, in order (null where none).
             get_records: format!("SELECT value FROM {s}.get_records($1, $2)"),
             // Writing a counter over starts a new generation of its deltas.
             put_record: format!(
@@ -193,8 +193,9 @@ impl Statements {
                  ON CONFLICT (tbl, key) DO NOTHING"
             ),
             delete_record: format!("DELETE FROM {s}.records WHERE tbl = $1 AND key = $2"),
-            add: format!("SELECT {s}.add($1, $2, $3)"),
+            add_many: format!("SELECT {s}.add_many($1, $2, $3)"),
             expect: format!("SELECT {s}.expect($1, $2, $3)"),
+            swap_records: format!("SELECT {s}.swap_records($1, $2, $3, $4)"),
             fold_counters: format!("SELECT {s}.fold_counters($1)"),
             scans,
         }

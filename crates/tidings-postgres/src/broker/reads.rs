@@ -1,0 +1,50 @@
+//! Shared reads of records by key: concurrent reads share a statement (see
+//! `lines`): up to 2 run at once, and the next carries every read that
+//! waited, up to 1,000 keys. Each caller gets its keys' records as one
+//! statement read them (one snapshot).
+
+use tidings_core::{Payload, Result, TableName};
+
+use super::Shared;
+use super::lines::{Lines, Share, same};
+
+/// The keys of one read.
+pub(crate) struct Keys(pub(crate) Vec<(TableName, String)>);
+
+impl Share for Keys {
+    type Key = ();
+    type Output = Vec<Option<Payload>>;
+    const IN_FLIGHT: usize = 2;
+    const MOST: usize = 1000;
+
+    fn lines(shared: &Shared) -> &Lines<Self> {
+        &shared.reads
+    }
+
+    fn size(&self) -> usize {
+        self.0.len()
+    }
+
+    async fn alone(self, shared: &Shared, (): &()) -> Result<Vec<Option<Payload>>> {
+        shared.records_now(&self.0).await
+    }
+
+    async fn together(
+        all: Vec<Self>,
+        shared: &Shared,
+        (): &(),
+    ) -> Vec<Result<Vec<Option<Payload>>>> {
+        let counts: Vec<usize> = all.iter().map(Share::size).collect();
+        let combined: Vec<(TableName, String)> = all.into_iter().flat_map(|keys| keys.0).collect();
+        match shared.records_now(&combined).await {
+            Ok(records) => {
+                let mut records = records.into_iter();
+                counts
+                    .into_iter()
+                    .map(|count| Ok(records.by_ref().take(count).collect()))
+                    .collect()
+            }
+            Err(e) => counts.iter().map(|_| Err(same(&e))).collect(),
+        }
+    }
+}
