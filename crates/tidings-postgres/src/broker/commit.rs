@@ -86,6 +86,12 @@ enum Step<'t> {
         keys: Vec<&'t [u8]>,
         values: Vec<&'t str>,
     },
+    /// Deletes of several records no other step of the transaction
+    /// touches, in key order.
+    DeleteMany {
+        tables: Vec<&'t str>,
+        keys: Vec<&'t [u8]>,
+    },
     /// Adds to distinct counters, in key order.
     Adds(Vec<Addition<'t>>),
 }
@@ -117,6 +123,7 @@ impl Step<'_> {
             } => &sql.insert_record,
             Step::Delete { .. } => &sql.delete_record,
             Step::PutMany { .. } => &sql.put_records,
+            Step::DeleteMany { .. } => &sql.delete_records,
             Step::Adds(_) => &sql.add_many,
         }
     }
@@ -190,6 +197,10 @@ impl Step<'_> {
             } => Box::pin(async move {
                 let params: [&(dyn ToSql + Sync); 3] = [tables, keys, values];
                 tx.execute(statement, &params).await.map(Answer::Count)
+            }),
+            Step::DeleteMany { tables, keys } => Box::pin(async move {
+                let params: [&(dyn ToSql + Sync); 2] = [tables, keys];
+                tx.query(statement, &params).await.map(Answer::Rows)
             }),
             Step::Adds(adds) => Box::pin(async move {
                 let tables: Vec<&str> = adds.iter().map(|a| a.0.as_str()).collect();
@@ -708,9 +719,10 @@ impl Combined<'_> {
 /// compare-and-sets of records no other operation touches in one (first,
 /// in key order, as expectations are); acks to one group in one, where no
 /// message of the queue is acked or nacked twice; puts of records no other
-/// operation touches in one; adds to counters that are only added to,
-/// summed, in one; sends to one queue in one (in order). Being disjoint from
-/// everything else, the puts, adds and sends run after the rest.
+/// operation touches in one, and deletes of such records in one; adds to
+/// counters that are only added to, summed, in one; sends to one queue in
+/// one (in order). Being disjoint from everything else, the puts, deletes,
+/// adds and sends run after the rest.
 fn combine(planned: Vec<Vec<Step<'_>>>) -> Combined<'_> {
     // How each record is used: (other operations, adds).
     let mut uses: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
@@ -755,6 +767,7 @@ fn combine(planned: Vec<Vec<Step<'_>>>) -> Combined<'_> {
     let mut swaps: Vec<Swap<'_>> = Vec::new();
     let mut acks: HashMap<(&str, &str), usize> = HashMap::new();
     let mut puts: Vec<(&TableName, &str, &str)> = Vec::new();
+    let mut deletes: Vec<(&TableName, &str)> = Vec::new();
     let mut sums: BTreeMap<(&str, &str), (&TableName, i64)> = BTreeMap::new();
     // Sends by queue; where each member's receipts are in them.
     let mut sends: Vec<(&QueueName, Arc<QueueMeta>, SendBatch)> = Vec::new();
@@ -777,6 +790,7 @@ fn combine(planned: Vec<Vec<Step<'_>>>) -> Combined<'_> {
                     value,
                     only_if_absent: false,
                 } if alone(table, key) => puts.push((table, key, value)),
+                Step::Delete { table, key } if alone(table, key) => deletes.push((table, key)),
                 Step::Adds(adds) => {
                     for (table, key, delta) in adds {
                         if uses.get(&(table.as_str(), key)).is_some_and(|u| u.0 > 0) {
@@ -863,6 +877,15 @@ fn combine(planned: Vec<Vec<Step<'_>>>) -> Combined<'_> {
             tables: puts.iter().map(|p| p.0.as_str()).collect(),
             keys: puts.iter().map(|p| p.1.as_bytes()).collect(),
             values: puts.iter().map(|p| p.2).collect(),
+        }),
+    }
+    deletes.sort_unstable_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    match deletes.as_slice() {
+        [] => {}
+        [(table, key)] => all.push(Step::Delete { table, key }),
+        _ => all.push(Step::DeleteMany {
+            tables: deletes.iter().map(|d| d.0.as_str()).collect(),
+            keys: deletes.iter().map(|d| d.1.as_bytes()).collect(),
         }),
     }
     if !sums.is_empty() {

@@ -1,5 +1,5 @@
 //! Shared reads of records by key: concurrent reads share a statement (see
-//! `lines`): up to 2 run at once, and the next carries every read that
+//! `lines`): one runs at a time, and the next carries every read that
 //! waited, up to 1,000 keys. Each caller gets its keys' records as one
 //! statement read them (one snapshot).
 
@@ -14,7 +14,7 @@ pub(crate) struct Keys(pub(crate) Vec<(TableName, String)>);
 impl Share for Keys {
     type Key = ();
     type Output = Vec<Option<Payload>>;
-    const IN_FLIGHT: usize = 2;
+    const IN_FLIGHT: usize = 1;
     const MOST: usize = 1000;
 
     fn lines(shared: &Shared) -> &Lines<Self> {

@@ -34,6 +34,7 @@ pub(crate) struct Statements {
     pub(crate) put_records: String,
     pub(crate) insert_record: String,
     pub(crate) delete_record: String,
+    pub(crate) delete_records: String,
     pub(crate) add_many: String,
     pub(crate) expect: String,
     pub(crate) swap_records: String,
@@ -193,6 +194,7 @@ impl Statements {
                  ON CONFLICT (tbl, key) DO NOTHING"
             ),
             delete_record: format!("DELETE FROM {s}.records WHERE tbl = $1 AND key = $2"),
+            delete_records: format!("SELECT {s}.delete_records($1, $2)"),
             add_many: format!("SELECT {s}.add_many($1, $2, $3)"),
             expect: format!("SELECT {s}.expect($1, $2, $3)"),
             swap_records: format!("SELECT {s}.swap_records($1, $2, $3, $4)"),

@@ -1,8 +1,8 @@
 //! Group commit of transactions: concurrent commits share a PostgreSQL
-//! transaction (see `lines`: up to 4 run at once, and the next carries
-//! every one that waited, up to 2,000 operations), their statements one
-//! after another, so that one commit (and one flush of the write-ahead
-//! log) serves many. The outcome is that of committing them one after
+//! transaction (see `lines`: up to 2 run at once, and the next carries
+//! every one that waited, up to 2,000 operations), their statements
+//! shared where they can be (see `commit::combine`), so that one commit
+//! (and one flush of the write-ahead log) serves many. The outcome is that of committing them one after
 //! another in that order. If any of them fails, the shared transaction
 //! commits nothing and each is committed again alone, so that only the
 //! failing one fails.
@@ -18,7 +18,7 @@ pub(crate) struct Ops(pub(crate) Vec<TxOp>);
 impl Share for Ops {
     type Key = ();
     type Output = Vec<SendReceipt>;
-    const IN_FLIGHT: usize = 4;
+    const IN_FLIGHT: usize = 2;
     const MOST: usize = 2_000;
 
     fn lines(shared: &Shared) -> &Lines<Self> {

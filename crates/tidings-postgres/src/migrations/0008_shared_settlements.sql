@@ -5,8 +5,9 @@
 -- the put. Transactions committed together (group commit) sent them once
 -- per member, and one `add` per counter, so a commit of many settlements
 -- cost many statements. `swap_records` compares and writes any number of
--- records, `add_many` adds to any number of counters: one statement each
--- per commit, however many it carries.
+-- records, `delete_records` deletes any number, `add_many` adds to any
+-- number of counters: one statement each per commit, however many it
+-- carries.
 
 -- Compares each record with what is expected (null: absent) under the same
 -- locks as `expect`, in the order given (the client sorts by key), and,
@@ -87,6 +88,23 @@ BEGIN
     END LOOP;
     INSERT INTO {s}.counter_deltas (tbl, key, gen, delta)
     SELECT * FROM unnest(tbls, keys, gens, deltas);
+END $$;
+
+-- Deletes records by key (keys distinct), each by its whole key; returns
+-- how many there were.
+CREATE FUNCTION {s}.delete_records(tbls text[], keys bytea[])
+RETURNS bigint LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    gone bigint := 0;
+    one bigint;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(tbls, 1), 0) LOOP
+        DELETE FROM {s}.records AS r WHERE r.tbl = tbls[i] AND r.key = keys[i];
+        GET DIAGNOSTICS one = ROW_COUNT;
+        gone := gone + one;
+    END LOOP;
+    RETURN gone;
 END $$;
 
 -- Plans that do not depend on the tables' statistics.
