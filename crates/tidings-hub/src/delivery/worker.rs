@@ -1,5 +1,6 @@
 //! A subscription's deliveries: receive as many as lanes are free, post
-//! each, settle each.
+//! each, settle each (an unordered subscription's lane is free again once
+//! the webhook answered).
 
 use crate::model::secret::SigningKeys;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use tidings_core::{ConsumerName, Delivery, Nack, ReceiveOptions, Transaction};
 use tidings_patterns::lease::Lease;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,35 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How long a delivery to an inactive subscriber waits before it is looked
 /// at again (no attempt is made or counted meanwhile).
 pub(crate) const INACTIVE_RETRY: Duration = Duration::from_secs(10);
+/// Outcomes of an unordered subscription being written at once, per lane.
+const SETTLING_PER_LANE: usize = 4;
+
+/// A delivery's lane, held while it is attempted. An unordered
+/// subscription's lane is given back as soon as the webhook answered, and
+/// the outcome is written holding a place among the subscription's
+/// settlements instead: writing outcomes shares commits, which is cheaper
+/// the more wait together, and posts need not wait for it. An ordered
+/// subscription's lane is held until the outcome is written (and its
+/// retry delay waited out).
+struct Lane {
+    held: Option<OwnedSemaphorePermit>,
+    /// Places of the subscription's settlements (`None`: ordered).
+    settling: Option<Arc<Semaphore>>,
+    settlement: Option<OwnedSemaphorePermit>,
+}
+
+impl Lane {
+    /// The webhook answered: trades the lane for a place among the
+    /// settlements (unordered subscriptions).
+    async fn answered(&mut self) {
+        if let Some(settling) = &self.settling
+            && let Ok(place) = settling.clone().acquire_owned().await
+        {
+            self.settlement = Some(place);
+            self.held = None;
+        }
+    }
+}
 
 /// Delivers a subscription until `halted`: an unordered one at once; an
 /// ordered one while this process holds its lease.
@@ -84,6 +114,7 @@ async fn deliver(
     // free, and each attempt holds its lane until it is settled (and, in an
     // ordered subscription, until its retry delay is waited out).
     let free = Arc::new(Semaphore::new(lanes.max(1)));
+    let settling = (!ordered).then(|| Arc::new(Semaphore::new(lanes.max(1) * SETTLING_PER_LANE)));
     let mut attempts = JoinSet::new();
     loop {
         while attempts.try_join_next().is_some() {}
@@ -131,8 +162,13 @@ async fn deliver(
         // Lanes left without a delivery go back with the unused permits.
         for (delivery, permit) in deliveries.into_iter().zip(permits) {
             let (shared, sub_id, halted) = (shared.clone(), sub_id.to_owned(), halted.clone());
+            let mut lane = Lane {
+                held: Some(permit),
+                settling: settling.clone(),
+                settlement: None,
+            };
             attempts.spawn(async move {
-                let wait = match attempt(&shared, &sub_id, &delivery).await {
+                let wait = match attempt(&shared, &sub_id, &delivery, &mut lane).await {
                     Ok(wait) => wait,
                     Err(e) => {
                         tracing::warn!(subscription = %sub_id, error = %e, "delivery could not be settled");
@@ -142,7 +178,7 @@ async fn deliver(
                 if let Some(wait) = wait.filter(|_| ordered) {
                     pause(&halted, wait).await;
                 }
-                drop(permit);
+                drop(lane);
             });
         }
     }
@@ -209,6 +245,7 @@ async fn attempt(
     shared: &Shared,
     sub_id: &str,
     delivery: &Delivery,
+    lane: &mut Lane,
 ) -> HubResult<Option<Duration>> {
     let hub = &shared.hub;
     let Some(mut work) = prepare(shared, sub_id, delivery).await? else {
@@ -249,6 +286,7 @@ async fn attempt(
     } else if !outcome.refused {
         breaker.record_success();
     }
+    lane.answered().await;
     hub.metrics()
         .attempt_duration
         .observe(outcome.elapsed.as_secs_f64());
