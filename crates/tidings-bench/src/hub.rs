@@ -150,6 +150,14 @@ impl Target {
             }
             serve_args.extend(["--retention-interval".to_owned(), "5s".to_owned()]);
         }
+        // The deliver scenario's receiver holds its answers while the
+        // backlog is published: attempts must not time out meanwhile (and
+        // open the endpoint's breaker, which would pause the drain).
+        if (args.scenarios.is_empty() || args.scenarios.contains(&HubScenario::Deliver))
+            && !serve_args.iter().any(|a| a == "--delivery-timeout")
+        {
+            serve_args.extend(["--delivery-timeout".to_owned(), "600s".to_owned()]);
+        }
         let child = Command::new(crate::server_binary()?)
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .args(&serve_args)
