@@ -23,6 +23,7 @@ KEY=amebo_admin_benchkey
 SERVE=()
 if [ -n "${POSTGRES:-}" ]; then
   PG=${POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+  export PGOPTIONS="-c client_min_messages=warning"
   psql "$PG" -qc 'DROP DATABASE IF EXISTS amebo_bench' -c 'CREATE DATABASE amebo_bench'
   psql "$PG" -qc 'DROP SCHEMA IF EXISTS tidings_hub_bench CASCADE'
   export AMEBO_DSN="${PG%/*}/amebo_bench"
@@ -50,8 +51,8 @@ AMEBO=(--url http://127.0.0.1:3320 --admin-key $KEY)
 echo "== publish, 16 connections, 10 s"
 T_PUB=$(run "${SERVE[@]}" --scenario publish --connections 16); echo "tidings: $T_PUB"
 A_PUB=$(run "${AMEBO[@]}" --scenario publish --connections 16); echo "amebo:   $A_PUB"
-echo "== draining a backlog to a local receiver (tidings 20000 events, amebo 300: it delivers ~14/s)"
-T_DEL=$(run "${SERVE[@]}" --scenario deliver --events 20000 --connections 16); echo "tidings: $T_DEL"
+echo "== draining a backlog to a local receiver (tidings 50000 events, amebo 300: it delivers ~14/s)"
+T_DEL=$(run "${SERVE[@]}" --scenario deliver --events 50000 --connections 16); echo "tidings: $T_DEL"
 A_DEL=$(run "${AMEBO[@]}" --scenario deliver --events 300 --connections 16); echo "amebo:   $A_DEL"
 echo "== publish → webhook latency at 5 events/s for 20 s (below Amebo's delivery ceiling)"
 T_LAT=$(run "${SERVE[@]}" --scenario latency --rate 5 --latency-for 20s); echo "tidings: $T_LAT"

@@ -33,6 +33,8 @@ const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How long a delivery to an inactive subscriber waits before it is looked
 /// at again (no attempt is made or counted meanwhile).
 pub(crate) const INACTIVE_RETRY: Duration = Duration::from_secs(10);
+/// How long a busy subscription's receive waits for more lanes to come free.
+const LINGER: Duration = Duration::from_millis(1);
 /// Outcomes of an unordered subscription being written at once, per lane.
 const SETTLING_PER_LANE: usize = 4;
 
@@ -141,6 +143,22 @@ async fn deliver(
         let mut permits = vec![first];
         while let Ok(permit) = free.clone().try_acquire_owned() {
             permits.push(permit);
+        }
+        // Busy (attempts under way, most lanes taken): lanes come free
+        // one by one, so wait a moment for more, for one receive of many
+        // rather than many of one.
+        if !attempts.is_empty() && permits.len() < lanes.div_ceil(2) {
+            let linger = tokio::time::sleep(LINGER);
+            tokio::pin!(linger);
+            while permits.len() < lanes.div_ceil(2) {
+                tokio::select! {
+                    permit = free.clone().acquire_owned() => match permit {
+                        Ok(permit) => permits.push(permit),
+                        Err(_) => break,
+                    },
+                    () = &mut linger => break,
+                }
+            }
         }
         let options = ReceiveOptions::new(permits.len(), RECEIVE_WAIT);
         let received = tokio::select! {
