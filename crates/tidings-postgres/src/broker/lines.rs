@@ -178,6 +178,21 @@ impl Shared {
     }
 }
 
+/// What one shared statement answered, split among its sharers: each the
+/// next `count` items, or the error again.
+pub(super) fn split<T>(answer: Result<Vec<T>>, counts: &[usize]) -> Vec<Result<Vec<T>>> {
+    match answer {
+        Ok(items) => {
+            let mut items = items.into_iter();
+            counts
+                .iter()
+                .map(|&count| Ok(items.by_ref().take(count).collect()))
+                .collect()
+        }
+        Err(e) => counts.iter().map(|_| Err(same(&e))).collect(),
+    }
+}
+
 /// The error again, for each sharer of a statement or transaction: the
 /// same kind and message (the server's own failures as their kind's code
 /// tells).

@@ -6,7 +6,7 @@
 use tidings_core::{Payload, Result, TableName};
 
 use super::Shared;
-use super::lines::{Lines, Share, same};
+use super::lines::{Lines, Share, split};
 
 /// The keys of one read.
 pub(crate) struct Keys(pub(crate) Vec<(TableName, String)>);
@@ -36,15 +36,6 @@ impl Share for Keys {
     ) -> Vec<Result<Vec<Option<Payload>>>> {
         let counts: Vec<usize> = all.iter().map(Share::size).collect();
         let combined: Vec<(TableName, String)> = all.into_iter().flat_map(|keys| keys.0).collect();
-        match shared.records_now(&combined).await {
-            Ok(records) => {
-                let mut records = records.into_iter();
-                counts
-                    .into_iter()
-                    .map(|count| Ok(records.by_ref().take(count).collect()))
-                    .collect()
-            }
-            Err(e) => counts.iter().map(|_| Err(same(&e))).collect(),
-        }
+        split(shared.records_now(&combined).await, &counts)
     }
 }

@@ -5,7 +5,7 @@
 use tidings_core::{QueueName, Result, SendReceipt};
 
 use super::Shared;
-use super::lines::{Lines, Share, same};
+use super::lines::{Lines, Share, split};
 use super::messages::SendBatch;
 
 impl Share for SendBatch {
@@ -36,15 +36,6 @@ impl Share for SendBatch {
         for batch in all {
             combined.append(batch);
         }
-        match shared.send_now(queue, &combined).await {
-            Ok(receipts) => {
-                let mut receipts = receipts.into_iter();
-                counts
-                    .into_iter()
-                    .map(|count| Ok(receipts.by_ref().take(count).collect()))
-                    .collect()
-            }
-            Err(e) => counts.iter().map(|_| Err(same(&e))).collect(),
-        }
+        split(shared.send_now(queue, &combined).await, &counts)
     }
 }
