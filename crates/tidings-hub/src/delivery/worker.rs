@@ -113,8 +113,9 @@ async fn deliver(
         return;
     }
     // A lane is a permit: a receive takes as many deliveries as lanes are
-    // free, and each attempt holds its lane until it is settled (and, in an
-    // ordered subscription, until its retry delay is waited out).
+    // free, and each attempt holds its lane until the webhook answered (see
+    // `Lane`; in an ordered subscription, until it is settled and its retry
+    // delay waited out).
     let free = Arc::new(Semaphore::new(lanes.max(1)));
     let settling = (!ordered).then(|| Arc::new(Semaphore::new(lanes.max(1) * SETTLING_PER_LANE)));
     let mut attempts = JoinSet::new();
